@@ -7,4 +7,4 @@ scripts/install-deps.sh
 scripts/build.sh default
 ctest --preset default -j "$(nproc)"
 scripts/build.sh asan
-ctest --preset asan -j "$(nproc)"
+ctest --preset asan -j "$(nproc)" --label-exclude slow
