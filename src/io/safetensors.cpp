@@ -39,6 +39,10 @@ json parse_header(const std::filesystem::path& path, std::string_view text) {
     }
     return true;
   };
+  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore whatever follows it.
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    fail(path, fmt::format("header is not valid JSON: NUL byte at offset {} (only spaces may pad it)", nul));
+  }
   json header;
   try {
     header = json::parse(text.begin(), text.end(), on_event);
@@ -93,12 +97,18 @@ TensorInfo parse_entry(const std::filesystem::path& path, const std::string& nam
   t.offset_bytes = begin;
   t.size_bytes = end - begin;
 
-  // numel * dtype size, refusing overflow.
-  uint64_t expected = dtype_size(t.dtype);
+  // numel * dtype size, refusing overflow. The product of the non-zero dimensions (times the dtype size)
+  // must fit in int64 even for an empty tensor, so numel() and every stride computed from the shape do.
+  uint64_t expected = dtype_size(t.dtype), nonzero = dtype_size(t.dtype);
   for (int64_t d : t.shape) {
-    if (d != 0 && expected > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
+    if (d == 0) {
+      expected = 0;
+      continue;
+    }
+    if (nonzero > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(d)) {
       fail(path, fmt::format("tensor '{}': shape {} overflows", name, fmt::join(t.shape, "x")));
     }
+    nonzero *= static_cast<uint64_t>(d);
     expected *= static_cast<uint64_t>(d);
   }
   if (expected != t.size_bytes) {
