@@ -9,69 +9,15 @@
 
 #include "core/error.h"
 #include "tokenizer/chat_render.h"
+#include "chat_test_util.h"
 
 namespace quatre::tokenizer {
 namespace {
 
-constexpr int kSyntheticSpecials = 100;
+using chat_testing::special_names;
+using chat_testing::synthetic_ids;
 
-// PROTOCOL §1.3 names; ids not listed are <SPECIAL_n>.
-const std::vector<std::pair<int, std::string>> kSpecialNames = {
-    {0, "<unk>"}, {1, "<s>"}, {2, "</s>"}, {3, "[INST]"}, {4, "[/INST]"}, {5, "[AVAILABLE_TOOLS]"},
-    {6, "[/AVAILABLE_TOOLS]"}, {7, "[TOOL_RESULTS]"}, {8, "[/TOOL_RESULTS]"}, {9, "[TOOL_CALLS]"}, {10, "[IMG]"},
-    {11, "<pad>"}, {12, "[IMG_BREAK]"}, {13, "[IMG_END]"}, {14, "[PREFIX]"}, {15, "[MIDDLE]"}, {16, "[SUFFIX]"},
-    {17, "[SYSTEM_PROMPT]"}, {18, "[/SYSTEM_PROMPT]"}, {19, "[TOOL_CONTENT]"}, {32, "[ARGS]"}, {33, "[CALL_ID]"},
-    {34, "[THINK]"}, {35, "[/THINK]"}, {36, "[MODEL_SETTINGS]"}, {37, "[/MODEL_SETTINGS]"}};
-
-// PROTOCOL §1.1 "minimal synthetic file": the 256 single bytes only (no merges), so text encodes to one id per
-// byte: id = 100 + byte.
-std::string synthetic_tekken_json() {
-  static constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string vocab;
-  for (int b = 0; b < 256; ++b) {
-    const std::string token_bytes = {kB64[b >> 2], kB64[(b & 3) << 4], '=', '='};
-    vocab += fmt::format("{}{{\"rank\": {}, \"token_bytes\": \"{}\", \"token_str\": null}}", b ? ", " : "", b,
-                         token_bytes);
-  }
-  std::string specials;
-  for (const auto& [id, name] : kSpecialNames) {
-    specials += fmt::format("{}{{\"rank\": {}, \"token_str\": \"{}\", \"is_control\": true}}",
-                            specials.empty() ? "" : ", ", id, name);
-  }
-  const std::string pattern =
-      R"([^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+)";
-  return fmt::format(
-      R"({{"config": {{"pattern": "{}", "num_vocab_tokens": 256, "default_vocab_size": {}, "default_num_special_tokens": {}, "version": "v15"}},
-          "vocab": [{}], "special_tokens": [{}],
-          "image": {{"image_patch_size": 14, "max_image_size": 1540, "spatial_merge_size": 2}},
-          "model_settings_builder": {{"reasoning_effort": {{"type": "enum", "accepts_none": true, "default": "none", "values": ["none", "high"]}}}}}})",
-      pattern, kSyntheticSpecials + 256, kSyntheticSpecials, vocab, specials);
-}
-
-const Tekken& synthetic() {
-  static const Tekken t = Tekken::from_json(synthetic_tekken_json(), "synthetic tekken");
-  return t;
-}
-
-// The ids the synthetic vocabulary must give a text form written as in the PROTOCOL examples: each special
-// name in brackets is its §1.3 id, every other byte is 100 + byte. An independent reading of the examples.
-std::vector<TokenId> synthetic_ids_of_text_form(std::string_view text) {
-  std::vector<TokenId> ids;
-  size_t i = 0;
-  while (i < text.size()) {
-    bool matched = false;
-    for (const auto& [id, name] : kSpecialNames) {
-      if (text.substr(i, name.size()) == name) {
-        ids.push_back(id);
-        i += name.size();
-        matched = true;
-        break;
-      }
-    }
-    if (!matched) ids.push_back(kSyntheticSpecials + static_cast<unsigned char>(text[i++]));
-  }
-  return ids;
-}
+const Tekken& synthetic() { return chat_testing::synthetic_tekken(); }
 
 // A 4x4 RGB PNG (Python zlib + struct), as a data URL.
 constexpr std::string_view kPng4x4 =
@@ -81,7 +27,7 @@ constexpr std::string_view kPng4x4 =
 void expect_renders(std::string_view body, std::string_view expected_text) {
   const RenderedPrompt p = render_chat(parse_chat_request(body), synthetic());
   EXPECT_EQ(p.text, expected_text);
-  EXPECT_EQ(p.ids, synthetic_ids_of_text_form(expected_text));
+  EXPECT_EQ(p.ids, synthetic_ids(expected_text));
 }
 
 constexpr std::string_view kExample1 = R"({
@@ -344,7 +290,7 @@ TEST_F(ChatRenderRealVocab, Example1IdsAreThePiecesEncodedSeparately) {
   std::string_view rest = kExample1Text;
   while (!rest.empty()) {
     bool matched = false;
-    for (const auto& [id, name] : kSpecialNames) {
+    for (const auto& [id, name] : special_names()) {
       if (rest.starts_with(name)) {
         real->encode_into(piece, want);
         piece.clear();
