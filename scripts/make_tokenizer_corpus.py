@@ -9,8 +9,12 @@ Code points are drawn only from blocks whose letters, marks, numbers and spaces 
 Unicode 14.0 (PCRE2 10.42's tables) and kept their categories since: engines with different Unicode versions
 (PCRE2 14.0, V8 17.0, the Rust regex crate of tiktoken) must classify them alike.
 
-    python3 scripts/make_tokenizer_corpus.py OUT.jsonl
+    python3 scripts/make_tokenizer_corpus.py OUT.jsonl [--english OUT.txt]
+
+--english also writes a long English-like text (about 1 MB of sentences and paragraphs) that the encode
+benchmarks of quatre (bench/bench_tokenizer.cpp) and tiktoken (tools/reference/tiktoken_bench.py) share.
 """
+import argparse
 import json
 import os
 import sys
@@ -408,9 +412,41 @@ FIXED = [  # PROTOCOL §1.4/§1.5 examples and edge cases, first in the file
 ]
 
 
+def english_text(n_bytes):
+    """Sentences of common words with capitals, punctuation, numbers and paragraph breaks."""
+    rng = Rng(0xE9611511)
+    words = [w for w in ENGLISH if w.isascii()]
+    paragraphs, size = [], 0
+    while size < n_bytes:
+        sentences = []
+        for _ in range(rng.between(2, 7)):
+            sentence = [rng.choice(words) if rng.chance(85) else  # plus pseudo-words that BPE must merge
+                        "".join(rng.choice(LATIN_LOWER) for _ in range(rng.between(3, 10)))
+                        for _ in range(rng.between(4, 18))]
+            if rng.chance(15):
+                sentence.insert(rng.below(len(sentence)), str(rng.below(3000)))
+            if rng.chance(25):
+                k = rng.below(len(sentence) - 1)
+                sentence[k] += ","
+            text = " ".join(sentence)
+            sentences.append(text[0].upper() + text[1:] + rng.choice([".", ".", ".", "?", "!"]))
+        paragraphs.append(" ".join(sentences))
+        size += len(paragraphs[-1]) + 2
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def write_atomically(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} OUT.jsonl")
+    parser = argparse.ArgumentParser(description="Writes the tokenizer test corpus (see the module comment).")
+    parser.add_argument("out", help="corpus.jsonl to write")
+    parser.add_argument("--english", help="also write the benchmark's English-like text here")
+    args = parser.parse_args()
     lines = [json.dumps({"cat": "fixed", "text": t}) for t in FIXED]
     for index, (name, count, gen) in enumerate(CATEGORIES):
         rng = Rng(0x5EED0000 + index)
@@ -420,10 +456,9 @@ def main():
                 lines.append(json.dumps({"cat": name, "hex": value.hex()}))
             else:
                 lines.append(json.dumps({"cat": name, "text": value}))
-    tmp = sys.argv[1] + ".tmp"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, sys.argv[1])
+    write_atomically(args.out, "\n".join(lines) + "\n")
+    if args.english:
+        write_atomically(args.english, english_text(1 << 20))
 
 
 if __name__ == "__main__":

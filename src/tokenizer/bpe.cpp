@@ -1,12 +1,11 @@
 // Byte-pair merging (see bpe.h). The merge priority of a pair is the rank of the merged byte string; there is
-// no separate merges list. Depends on rank_map.h and core (CHECK).
+// no separate merges list. Depends on rank_map.h only.
 #include "tokenizer/bpe.h"
 
 #include <array>
 #include <limits>
 #include <queue>
 
-#include "core/check.h"
 
 namespace quatre::tokenizer {
 
@@ -19,12 +18,14 @@ int32_t pair_rank(std::string_view piece, uint32_t start, uint32_t end, const Ra
   return rank ? *rank : kUnmergeable;
 }
 
-// The scan loop on caller-provided storage. part i spans [start[i], start[i+1]); pair_rank[i] is the rank of
-// parts i and i+1 merged. Returns the number of parts.
-size_t merge_scan(std::string_view piece, const RankMap& ranks, uint32_t* start, int32_t* rank) {
+// The scan loop on caller-provided storage [piece.size() + 1 each]. Part i spans [start[i], start[i+1]) and is
+// the token part_rank[i]; pair_rank[i] is the rank of parts i and i+1 merged. Returns the number of parts.
+size_t merge_scan(std::string_view piece, const RankMap& ranks, uint32_t* start, int32_t* part_rank,
+                  int32_t* rank) {
   const auto n = static_cast<uint32_t>(piece.size());
   size_t n_parts = n;
   for (uint32_t i = 0; i <= n; ++i) start[i] = i;
+  for (uint32_t i = 0; i < n; ++i) part_rank[i] = static_cast<unsigned char>(piece[i]);  // byte b is rank b
   for (uint32_t i = 0; i + 1 < n; ++i) rank[i] = pair_rank(piece, i, i + 2, ranks);
   while (n_parts > 1) {
     size_t best = 0;
@@ -33,7 +34,9 @@ size_t merge_scan(std::string_view piece, const RankMap& ranks, uint32_t* start,
     }
     if (rank[best] == kUnmergeable) break;
     // Merge parts best and best+1: drop boundary best+1.
+    part_rank[best] = rank[best];
     for (size_t i = best + 1; i < n_parts; ++i) start[i] = start[i + 1];
+    for (size_t i = best + 1; i + 1 < n_parts; ++i) part_rank[i] = part_rank[i + 1];
     for (size_t i = best + 1; i + 2 < n_parts; ++i) rank[i] = rank[i + 1];
     --n_parts;
     if (best + 1 < n_parts) rank[best] = pair_rank(piece, start[best], start[best + 2], ranks);
@@ -42,14 +45,21 @@ size_t merge_scan(std::string_view piece, const RankMap& ranks, uint32_t* start,
   return n_parts;
 }
 
-std::vector<uint32_t> merge_heap(std::string_view piece, const RankMap& ranks) {
+struct HeapParts {
+  std::vector<uint32_t> bounds;     // start offsets of the parts, then piece.size()
+  std::vector<int32_t> part_ranks;  // [bounds.size() - 1]
+};
+
+HeapParts merge_heap(std::string_view piece, const RankMap& ranks) {
   const auto n = static_cast<uint32_t>(piece.size());
-  // Doubly linked list of parts, indexed by start offset; next_[i] = start of the following part (n at the end).
+  // Doubly linked list of parts, indexed by start offset; next[i] = start of the following part (n at the end).
   std::vector<uint32_t> next(n), prev(n);
+  std::vector<int32_t> part_rank(n);
   std::vector<bool> is_alive(n, true);
   for (uint32_t i = 0; i < n; ++i) {
     next[i] = i + 1;
     prev[i] = i == 0 ? 0 : i - 1;
+    part_rank[i] = static_cast<unsigned char>(piece[i]);
   }
   struct Candidate {
     int32_t rank;
@@ -73,14 +83,18 @@ std::vector<uint32_t> merge_heap(std::string_view piece, const RankMap& ranks) {
     if (!is_alive[c.start] || right >= n || next[right] != c.end) continue;  // stale
     is_alive[right] = false;
     next[c.start] = c.end;
+    part_rank[c.start] = c.rank;
     if (c.end < n) prev[c.end] = c.start;
     push_pair(c.start);
     if (c.start > 0) push_pair(prev[c.start]);
   }
-  std::vector<uint32_t> bounds;
-  for (uint32_t i = 0; i < n; i = next[i]) bounds.push_back(i);
-  bounds.push_back(n);
-  return bounds;
+  HeapParts parts;
+  for (uint32_t i = 0; i < n; i = next[i]) {
+    parts.bounds.push_back(i);
+    parts.part_ranks.push_back(part_rank[i]);
+  }
+  parts.bounds.push_back(n);
+  return parts;
 }
 
 }  // namespace
@@ -89,14 +103,14 @@ namespace detail {
 
 std::vector<uint32_t> bpe_bounds_scan(std::string_view piece, const RankMap& ranks) {
   std::vector<uint32_t> start(piece.size() + 1);
-  std::vector<int32_t> rank(piece.size() + 1);
-  const size_t n_parts = merge_scan(piece, ranks, start.data(), rank.data());
+  std::vector<int32_t> part_rank(piece.size() + 1), rank(piece.size() + 1);
+  const size_t n_parts = merge_scan(piece, ranks, start.data(), part_rank.data(), rank.data());
   start.resize(n_parts + 1);
   return start;
 }
 
 std::vector<uint32_t> bpe_bounds_heap(std::string_view piece, const RankMap& ranks) {
-  return merge_heap(piece, ranks);
+  return merge_heap(piece, ranks).bounds;
 }
 
 }  // namespace detail
@@ -107,21 +121,14 @@ void bpe_encode(std::string_view piece, const RankMap& ranks, int32_t id_offset,
     out.push_back(*rank + id_offset);
     return;
   }
-  auto emit = [&](const uint32_t* bounds, size_t n_parts) {
-    for (size_t k = 0; k < n_parts; ++k) {
-      const auto rank = ranks.find(piece.substr(bounds[k], bounds[k + 1] - bounds[k]));
-      CHECK(rank.has_value()) << "a merged part is not in the vocabulary";
-      out.push_back(*rank + id_offset);
-    }
-  };
   if (piece.size() <= detail::kMaxScanBytes) {
     std::array<uint32_t, detail::kMaxScanBytes + 1> start;
+    std::array<int32_t, detail::kMaxScanBytes + 1> part_rank;
     std::array<int32_t, detail::kMaxScanBytes + 1> rank;
-    const size_t n_parts = merge_scan(piece, ranks, start.data(), rank.data());
-    emit(start.data(), n_parts);
+    const size_t n_parts = merge_scan(piece, ranks, start.data(), part_rank.data(), rank.data());
+    for (size_t k = 0; k < n_parts; ++k) out.push_back(part_rank[k] + id_offset);
   } else {
-    const std::vector<uint32_t> bounds = merge_heap(piece, ranks);
-    emit(bounds.data(), bounds.size() - 1);
+    for (const int32_t rank : merge_heap(piece, ranks).part_ranks) out.push_back(rank + id_offset);
   }
 }
 

@@ -11,7 +11,8 @@
 
 namespace quatre::tokenizer {
 
-// Appends the ids (rank + id_offset) of `piece`'s tokens to `out`. Every single byte must be in `ranks`.
+// Appends the ids (rank + id_offset) of `piece`'s tokens to `out`. Byte b must have rank b (PROTOCOL §1.1
+// rule 3), so that every piece is encodable.
 void bpe_encode(std::string_view piece, const RankMap& ranks, int32_t id_offset, std::vector<int32_t>& out);
 
 namespace detail {

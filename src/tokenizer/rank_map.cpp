@@ -39,26 +39,26 @@ uint64_t RankMap::hash(std::string_view bytes) {
 RankMap::RankMap(size_t n_expected) : offsets_{0} {
   size_t n_slots = 16;
   while (n_slots < 2 * n_expected) n_slots *= 2;
-  slots_.assign(n_slots, 0);
+  slots_.assign(n_slots, Slot{});
   mask_ = n_slots - 1;
   capacity_ = n_slots / 2;
   offsets_.reserve(n_expected + 1);
 }
 
 std::optional<int32_t> RankMap::add_unique(std::string_view bytes) {
+  if (const auto existing = find(bytes)) return existing;
   const int32_t rank = size();
   CHECK(static_cast<size_t>(rank) < capacity_) << "RankMap sized for " << capacity_ << " entries";
+  CHECK(bytes.size() < 0xFFFF) << "token of " << bytes.size() << " bytes";
   const uint64_t h = hash(bytes);
-  const uint32_t tag = static_cast<uint32_t>(h >> 32);
   size_t slot = h & mask_;
-  for (; slots_[slot] != 0; slot = (slot + 1) & mask_) {
-    const uint64_t entry = slots_[slot];
-    const auto other = static_cast<int32_t>(static_cast<uint32_t>(entry) - 1);
-    if (static_cast<uint32_t>(entry >> 32) == tag && this->bytes(other) == bytes) return other;
-  }
+  while (slots_[slot].rank_plus_1 != 0) slot = (slot + 1) & mask_;
   blob_.append(bytes);
   offsets_.push_back(static_cast<uint32_t>(blob_.size()));
-  slots_[slot] = (static_cast<uint64_t>(tag) << 32) | static_cast<uint32_t>(rank + 1);
+  slots_[slot] = Slot{.prefix = load_prefix(bytes),
+                      .rank_plus_1 = static_cast<uint32_t>(rank + 1),
+                      .n_bytes = static_cast<uint16_t>(bytes.size()),
+                      .tag = static_cast<uint16_t>(h >> 48)};
   return std::nullopt;
 }
 

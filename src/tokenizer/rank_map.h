@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,13 +22,14 @@ class RankMap {
 
   std::optional<int32_t> find(std::string_view bytes) const {
     const uint64_t h = hash(bytes);
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const uint64_t prefix = load_prefix(bytes);
+    const auto tag = static_cast<uint16_t>(h >> 48);
     for (size_t slot = h & mask_;; slot = (slot + 1) & mask_) {
-      const uint64_t entry = slots_[slot];
-      if (entry == 0) return std::nullopt;
-      if (static_cast<uint32_t>(entry >> 32) != tag) continue;
-      const auto rank = static_cast<int32_t>(static_cast<uint32_t>(entry) - 1);
-      if (bytes == this->bytes(rank)) return rank;
+      const Slot& s = slots_[slot];
+      if (s.rank_plus_1 == 0) return std::nullopt;
+      if (s.tag != tag || s.n_bytes != bytes.size() || s.prefix != prefix) continue;
+      const auto rank = static_cast<int32_t>(s.rank_plus_1 - 1);
+      if (bytes.size() <= 8 || bytes.substr(8) == this->bytes(rank).substr(8)) return rank;
     }
   }
 
@@ -40,9 +42,22 @@ class RankMap {
   static uint64_t hash(std::string_view bytes);
 
  private:
+  // One probe reads one slot: short keys (<= 8 bytes, most BPE pair lookups) are compared without touching blob_.
+  struct Slot {
+    uint64_t prefix = 0;       // the first 8 bytes of the key, zero-padded
+    uint32_t rank_plus_1 = 0;  // 0: empty slot
+    uint16_t n_bytes = 0;      // key length (add_unique takes keys shorter than 64 KiB)
+    uint16_t tag = 0;          // top 16 bits of the hash
+  };
+  static uint64_t load_prefix(std::string_view bytes) {
+    uint64_t prefix = 0;
+    std::memcpy(&prefix, bytes.data(), bytes.size() < 8 ? bytes.size() : 8);
+    return prefix;
+  }
+
   std::string blob_;               // all byte strings, concatenated in rank order
   std::vector<uint32_t> offsets_;  // [size()+1]: rank r is blob_[offsets_[r], offsets_[r+1])
-  std::vector<uint64_t> slots_;    // (hash >> 32) << 32 | (rank + 1); 0 = empty
+  std::vector<Slot> slots_;
   size_t mask_ = 0;
   size_t capacity_ = 0;            // most entries the table takes (half of its slots)
 };

@@ -19,6 +19,8 @@ namespace {
 
 using nlohmann::json;
 
+constexpr size_t kMaxTokenBytes = 65534;  // RankMap's limit; real tokens are far shorter
+
 constexpr std::array<std::string_view, 7> kVersions = {"v1", "v2", "v3", "v7", "v11", "v13", "v15"};
 
 // Names of ids 0..19, used when a file of version <= v7 has no special_tokens list (PROTOCOL §1.1 rule 4).
@@ -151,7 +153,9 @@ RankMap load_vocab(const json& root, int32_t n_inner, const Fields& f) {
       f.fail(path(".token_bytes"), fmt::format("decodes to {} bytes, expected the single byte 0x{:02X}",
                                                bytes.size(), i));
     }
-    if (bytes.empty()) f.fail(path(".token_bytes"), "is empty");
+    if (bytes.empty() || bytes.size() > kMaxTokenBytes) {
+      f.fail(path(".token_bytes"), fmt::format("decodes to {} bytes, expected 1 to {}", bytes.size(), kMaxTokenBytes));
+    }
     if (const auto first = ranks.add_unique(bytes)) {
       f.fail(path(".token_bytes"), fmt::format("'{}' repeats the bytes of vocab[{}]", base64, *first));
     }

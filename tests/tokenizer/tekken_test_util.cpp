@@ -1,6 +1,8 @@
 // Helpers of the tokenizer tests (see tekken_test_util.h). Test-only.
 #include "tekken_test_util.h"
 
+#include "tokenizer/utf8.h"
+
 #include <fmt/format.h>
 
 #include <fstream>
@@ -94,14 +96,27 @@ std::vector<CorpusEntry> read_corpus(const std::filesystem::path& path) {
 
 std::string escaped(std::string_view bytes) {
   std::string out;
-  for (const char c : bytes) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
-    else if (u < 0x20 || u == 0x7F) out += fmt::format("\\x{:02X}", u);
-    else out += c;  // UTF-8 passes through; a terminal shows invalid bytes as it can
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const auto u = static_cast<unsigned char>(bytes[i]);
+    const utf8::Unit unit = utf8::next_unit(bytes.substr(i));
+    if (!unit.is_valid) {
+      out += fmt::format("\\x{:02X}", u);
+      ++i;
+      continue;
+    }
+    uint32_t cp = unit.n_bytes == 1 ? u : u & (0xFF >> (unit.n_bytes + 1));
+    for (uint32_t k = 1; k < unit.n_bytes; ++k) cp = cp << 6 | (static_cast<unsigned char>(bytes[i + k]) & 0x3F);
+    // Controls, spaces other than U+0020 and invisible format characters are shown as escapes.
+    const bool is_invisible = cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0x180E || cp == 0x1680 ||
+                              (cp >= 0x2000 && cp <= 0x206F) || cp == 0x3000 || cp == 0xFEFF;
+    if (cp == '\\') out += "\\\\";
+    else if (cp == '\n') out += "\\n";
+    else if (cp == '\r') out += "\\r";
+    else if (cp == '\t') out += "\\t";
+    else if (is_invisible) out += fmt::format("\\u{{{:04X}}}", cp);
+    else out.append(bytes.substr(i, unit.n_bytes));
+    i += unit.n_bytes;
   }
   return out;
 }

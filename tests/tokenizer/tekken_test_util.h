@@ -49,7 +49,8 @@ struct CorpusEntry {
 };
 std::vector<CorpusEntry> read_corpus(const std::filesystem::path& path);
 
-// Printable form of a byte string for failure messages: C-style escapes for controls and non-UTF-8 bytes.
+// Printable form of a byte string for failure messages: \n \r \t, \u{XXXX} for controls and invisible
+// spaces or format characters, \xHH for bytes that are not UTF-8.
 std::string escaped(std::string_view bytes);
 
 }  // namespace quatre::tokenizer::testing

