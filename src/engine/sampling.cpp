@@ -1,0 +1,154 @@
+// Host sampling: the filters in a fixed, documented order and a per-request random stream.
+#include "engine/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace quatre::engine {
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void apply_penalties(std::span<float> logits, const SamplingParams& p, const TokenHistory& h) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  if (p.repetition_penalty != 1.0f) {
+    auto penalise = [&](int32_t id) {
+      if (id < 0 || id >= vocab) return;
+      float& l = logits[static_cast<size_t>(id)];
+      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+    };
+    // Each distinct token once, whether it appears in the prompt, the output or both.
+    std::vector<int32_t> seen(h.prompt.begin(), h.prompt.end());
+    seen.insert(seen.end(), h.output.begin(), h.output.end());
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    for (int32_t id : seen) penalise(id);
+  }
+  if (p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
+    std::unordered_map<int32_t, int> counts;
+    for (int32_t id : h.output) ++counts[id];
+    for (const auto& [id, n] : counts) {
+      if (id < 0 || id >= vocab) continue;
+      logits[static_cast<size_t>(id)] -= p.frequency_penalty * static_cast<float>(n) + p.presence_penalty;
+    }
+  }
+  for (const auto& [id, bias] : p.logit_bias) logits[static_cast<size_t>(id)] += bias;
+}
+
+int32_t argmax(std::span<const float> logits) {
+  int32_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+}  // namespace
+
+void SamplingParams::validate(int32_t vocab_size) const {
+  auto fail = [](const char* field, const std::string& what) { throw InvalidRequest(fmt::format("{}: {}", field, what)); };
+  if (!std::isfinite(temperature) || temperature < 0) fail("temperature", fmt::format("must be >= 0, got {}", temperature));
+  if (!std::isfinite(top_p) || top_p <= 0 || top_p > 1) fail("top_p", fmt::format("must be in (0, 1], got {}", top_p));
+  if (!std::isfinite(min_p) || min_p < 0 || min_p > 1) fail("min_p", fmt::format("must be in [0, 1], got {}", min_p));
+  if (!std::isfinite(presence_penalty) || presence_penalty < -2 || presence_penalty > 2) {
+    fail("presence_penalty", fmt::format("must be in [-2, 2], got {}", presence_penalty));
+  }
+  if (!std::isfinite(frequency_penalty) || frequency_penalty < -2 || frequency_penalty > 2) {
+    fail("frequency_penalty", fmt::format("must be in [-2, 2], got {}", frequency_penalty));
+  }
+  if (!std::isfinite(repetition_penalty) || repetition_penalty <= 0) {
+    fail("repetition_penalty", fmt::format("must be > 0, got {}", repetition_penalty));
+  }
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || id >= vocab_size) fail("logit_bias", fmt::format("token id {} is outside the vocabulary of {}", id, vocab_size));
+    if (!std::isfinite(bias) || bias < -100 || bias > 100) fail("logit_bias", fmt::format("bias {} for id {} must be in [-100, 100]", bias, id));
+  }
+}
+
+SamplerRng::SamplerRng(uint64_t seed) {
+  for (uint64_t& s : s_) s = splitmix64(seed);
+}
+
+double SamplerRng::uniform() {
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return static_cast<double>(result >> 11) * 0x1.0p-53;
+}
+
+int32_t sample_token(std::span<float> logits, const SamplingParams& p, const TokenHistory& history, SamplerRng& rng,
+                     SamplerScratch& s) {
+  std::vector<std::pair<float, int32_t>>& scratch = s.candidates;
+  std::vector<double>& probs = s.probs;
+  apply_penalties(logits, p, history);
+  if (p.temperature == 0.0f) return argmax(logits);
+
+  // Candidates sorted by logit (descending, lower id first on ties), cut by top-k.
+  scratch.clear();
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] > -std::numeric_limits<float>::infinity()) scratch.emplace_back(logits[i], static_cast<int32_t>(i));
+  }
+  if (scratch.empty()) return argmax(logits);
+  auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  };
+  const size_t k = p.top_k > 0 ? std::min(scratch.size(), static_cast<size_t>(p.top_k)) : scratch.size();
+  std::partial_sort(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(k), scratch.end(), by_logit);
+  scratch.resize(k);
+
+  // Softmax at the temperature, in double for a stable cumulative sum.
+  const double max_logit = scratch.front().first;
+  probs.resize(scratch.size());
+  double total = 0;
+  for (size_t i = 0; i < scratch.size(); ++i) {
+    probs[i] = std::exp((static_cast<double>(scratch[i].first) - max_logit) / p.temperature);
+    total += probs[i];
+  }
+  // top-p: the smallest prefix whose mass reaches top_p (at least one token).
+  size_t keep = scratch.size();
+  if (p.top_p < 1.0f) {
+    double mass = 0;
+    for (size_t i = 0; i < scratch.size(); ++i) {
+      mass += probs[i] / total;
+      if (mass >= p.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  // min-p: drop tokens below min_p times the most likely one's probability.
+  if (p.min_p > 0.0f) {
+    const double floor = p.min_p * probs[0];
+    size_t n = 1;
+    while (n < keep && probs[n] >= floor) ++n;
+    keep = n;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += probs[i];
+  double u = rng.uniform() * kept;
+  for (size_t i = 0; i < keep; ++i) {
+    u -= probs[i];
+    if (u < 0) return scratch[i].second;
+  }
+  return scratch[keep - 1].second;
+}
+
+}  // namespace quatre::engine

@@ -1,0 +1,55 @@
+// Per-request token sampling on the host: penalties, logit bias, temperature, top-k, top-p, min-p, and a
+// per-request seeded random stream, so a request's tokens do not depend on the batch around it.
+// Depends on core only (the GPU sampler of the CUDA backend implements the same rules).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace quatre::engine {
+
+struct SamplingParams {
+  float temperature = 1.0f;        // 0: greedy (argmax, lowest id on ties)
+  int32_t top_k = 0;               // 0 or less: off
+  float top_p = 1.0f;              // (0, 1]
+  float min_p = 0.0f;              // [0, 1]: drop tokens below min_p * p(max)
+  float presence_penalty = 0.0f;   // OpenAI: -= presence_penalty if the token appeared in the output
+  float frequency_penalty = 0.0f;  // OpenAI: -= frequency_penalty * count in the output
+  float repetition_penalty = 1.0f; // CTRL/vLLM: logits of prompt and output tokens divided (>0) or multiplied (<0)
+  std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logit of the id
+  std::optional<uint64_t> seed;    // absent: drawn from the engine's seed source
+
+  // Throws InvalidRequest naming the field when a value is out of range.
+  void validate(int32_t vocab_size) const;
+};
+
+// The random stream of one request (xoshiro256**, seeded once). One uniform per sampled token.
+class SamplerRng {
+ public:
+  explicit SamplerRng(uint64_t seed);
+  double uniform();  // [0, 1)
+
+ private:
+  uint64_t s_[4];
+};
+
+// Token history a request's penalties look at.
+struct TokenHistory {
+  std::span<const int32_t> prompt;
+  std::span<const int32_t> output;
+};
+
+// Applies penalties and logit bias to `logits` in place (the order of vLLM: repetition, frequency and
+// presence penalties, then logit bias), then picks a token: greedy at temperature 0, else temperature,
+// top-k, top-p, min-p, and a draw from `rng`. `scratch` is reused across calls to avoid allocation.
+struct SamplerScratch {
+  std::vector<std::pair<float, int32_t>> candidates;  // (logit, id)
+  std::vector<double> probs;
+};
+int32_t sample_token(std::span<float> logits, const SamplingParams& params, const TokenHistory& history, SamplerRng& rng,
+                     SamplerScratch& scratch);
+
+}  // namespace quatre::engine
