@@ -651,7 +651,7 @@ ParamCounts count_params(const ModelConfig& m) {
   ParamCounts c;
   c.text_total = n_moe * (attention + norms + moe_total) + n_dense * (attention + norms + dense_ffn) + embed + lm_head + H;
   c.active_per_token =
-      n_moe * (attention + norms + moe_active) + n_dense * (attention + norms + dense_ffn) + embed + lm_head;
+      n_moe * (attention + norms + moe_active) + n_dense * (attention + norms + dense_ffn) + embed + lm_head + H;
   if (m.vision) {
     const VisionConfig& v = *m.vision;
     const int64_t Hv = v.hidden_size, Iv = v.intermediate_size, P = v.patch_size, M = v.spatial_merge_size;

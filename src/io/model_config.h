@@ -122,7 +122,7 @@ ModelConfig preset(std::string_view name);  // InvalidRequest for an unknown nam
 struct ParamCounts {
   int64_t text_total = 0;
   int64_t vision_total = 0;  // tower + merger + projector
-  int64_t active_per_token = 0;  // attention, norms, router, k routed + shared experts, lm_head, embedding row table
+  int64_t active_per_token = 0;  // attention, norms (final one too), router, k routed + shared experts, lm_head, embedding table
   int64_t total() const { return text_total + vision_total; }
 };
 ParamCounts count_params(const ModelConfig& config);
