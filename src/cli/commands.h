@@ -12,5 +12,6 @@ using Runner = std::function<int()>;
 
 Runner add_inspect(CLI::App& app);
 Runner add_gen_model(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
 
 }  // namespace quatre::cli
