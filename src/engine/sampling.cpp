@@ -13,15 +13,6 @@
 namespace quatre::engine {
 namespace {
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
 void apply_penalties(std::span<float> logits, const SamplingParams& p, const TokenHistory& h) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
   if (p.repetition_penalty != 1.0f) {
@@ -76,22 +67,6 @@ void SamplingParams::validate(int32_t vocab_size) const {
     if (id < 0 || id >= vocab_size) fail("logit_bias", fmt::format("token id {} is outside the vocabulary of {}", id, vocab_size));
     if (!std::isfinite(bias) || bias < -100 || bias > 100) fail("logit_bias", fmt::format("bias {} for id {} must be in [-100, 100]", bias, id));
   }
-}
-
-SamplerRng::SamplerRng(uint64_t seed) {
-  for (uint64_t& s : s_) s = splitmix64(seed);
-}
-
-double SamplerRng::uniform() {
-  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  const uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = rotl(s_[3], 45);
-  return static_cast<double>(result >> 11) * 0x1.0p-53;
 }
 
 int32_t sample_token(std::span<float> logits, const SamplingParams& p, const TokenHistory& history, SamplerRng& rng,

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/rng.h"
+
 namespace quatre::engine {
 
 struct SamplingParams {
@@ -26,15 +28,8 @@ struct SamplingParams {
   void validate(int32_t vocab_size) const;
 };
 
-// The random stream of one request (xoshiro256**, seeded once). One uniform per sampled token.
-class SamplerRng {
- public:
-  explicit SamplerRng(uint64_t seed);
-  double uniform();  // [0, 1)
-
- private:
-  uint64_t s_[4];
-};
+// The random stream of one request, seeded once. One uniform per sampled token.
+using SamplerRng = Xoshiro256;
 
 // Token history a request's penalties look at.
 struct TokenHistory {
