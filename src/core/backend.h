@@ -1,0 +1,139 @@
+// Backend: the ops the model calls, at the granularity of the model's blocks (STYLE.md (c)), plus the
+// parameter structs they take. The model is written once against this interface; CPU and CUDA implement it.
+// Depends on core only: nothing here knows ModelConfig, checkpoints or the forward code.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <utility>
+
+#include "core/arena.h"
+#include "core/tensor.h"
+
+namespace quatre {
+
+// T tokens this step   S cached entries     D hidden        H query heads
+// R kv_lora_rank       Dn qk_nope_head_dim  Dr qk_rope_dim  Dv v_head_dim
+// E routed experts     K experts per token  F expert hidden V vocabulary
+// Weights are stored [out, in] as in the checkpoint: matmul(x [M,in], w [out,in]) -> [M,out].
+// Activations are F32 tensors that ops allocate in the step's Arena.
+
+// A stored weight of any float dtype, [out, in] (norms and tables: [n] / [V, D]).
+// The real value is float(w) * weight_scale (MODEL.md §6.2; 1 unless FP8).
+struct Weight {
+  Tensor w;
+  float weight_scale = 1.0f;
+  // FP8 static activation scale. Carried, not applied by the CPU backend, which computes W8A16:
+  // dequantised weights times fp32 activations (the FP8 goldens are made the same way, because
+  // transformers 5.17 cannot run FP8 on our GPU host).
+  std::optional<float> activation_scale;
+};
+
+// SiLU-gated FFN: down(silu(gate·x) ⊙ up·x). gate, up: [F, D]; down: [D, F].
+struct FfnWeights {
+  Weight gate, up, down;
+};
+
+struct MlaDims {
+  int64_t n_heads = 0;           // H
+  int64_t kv_lora_rank = 0;      // R
+  int64_t qk_nope_head_dim = 0;  // Dn
+  int64_t qk_rope_head_dim = 0;  // Dr
+  int64_t v_head_dim = 0;        // Dv
+  int64_t q_width() const { return n_heads * (qk_nope_head_dim + qk_rope_head_dim); }
+  int64_t cache_width() const { return kv_lora_rank + qk_rope_head_dim; }
+};
+
+// Which cache entries each token of a step reads and writes. Host memory; a device backend uploads it.
+// Entry j of sequence s lives at slot block_tables[s][j / block_size] * block_size + j % block_size.
+struct AttnMeta {
+  std::span<const int32_t> positions;     // [T] absolute position (RoPE angle, query temperature)
+  std::span<const int32_t> seq_index;     // [T] the token's row of block_tables
+  std::span<const int32_t> context_lens;  // [T] the token attends to its sequence's entries [0, context_len)
+  std::span<const int64_t> slots;         // [T] slot its own latent is written to (entry context_len - 1)
+  std::span<const int32_t> block_tables;  // [n_seqs, max_blocks_per_seq]
+  int32_t max_blocks_per_seq = 0;
+};
+
+// Rotary embedding of MLA (MODEL.md §3.4, §3.6): interleaved pairs (2i, 2i+1) of the Dr slice of each
+// query head and of the shared k_rope, rotated by the fp32 angle float(pos) * inv_freq[i] with unscaled
+// cos/sin; then the Llama-4 temperature 1 + beta * ln(1 + floor(pos / original_max)) on the whole query.
+struct RopeArgs {
+  std::span<const float> inv_freq;   // [Dr/2], host; the backend may cache it
+  std::span<const int32_t> positions;  // [T]
+  MlaDims dims;
+  float llama4_beta = 0.0f;  // 0: no temperature
+  int64_t llama4_original_max_position_embeddings = 1;
+};
+
+enum class MlaForm : uint8_t {
+  kNaive,     // expand k_nope = W_UK c and v = W_UV c per head (the spec form, MODEL.md §3.5)
+  kAbsorbed,  // q_abs = W_UKᵀ q_nope, scores against the latent, o = W_UV Σ p·c (MODEL.md §5)
+};
+
+struct MlaArgs {
+  Tensor q;         // [T, H*(Dn+Dr)] head-major, nope then rope; RoPE and temperature applied
+  Tensor kv_cache;  // [n_blocks, block_size, R+Dr] this layer's pool; a row is c_kv (normed) then k_rope (roped)
+  Weight kv_b;      // [H*(Dn+Dv), R]
+  const AttnMeta* meta = nullptr;
+  MlaDims dims;
+  float softmax_scale = 0.0f;  // multiplies q·k (MODEL.md §4.3)
+  MlaForm form = MlaForm::kAbsorbed;
+};
+
+struct RouteArgs {
+  int64_t n_experts_per_tok = 0;       // K
+  float routed_scaling_factor = 1.0f;
+};
+
+// Top-K experts of each token, by descending router probability (ties: the lower expert index first).
+struct Routing {
+  Tensor expert_ids;  // [T,K] I32
+  Tensor gates;       // [T,K] F32: p[id] / (Σ_k p[id_k] + 1e-20) * routed_scaling_factor
+};
+
+struct MoeArgs {
+  Tensor x;                             // [T,D]
+  Routing routing;
+  std::span<const FfnWeights> experts;  // [E]
+  const FfnWeights* shared = nullptr;   // added unweighted when present
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual MemoryResource& memory() = 0;  // where Arenas and the KV cache of this backend live
+
+  // Makes a stored weight (host memory, e.g. an mmapped checkpoint) usable by this backend. The CPU backend
+  // returns it unchanged and dequantises on the fly; a device backend copies it.
+  virtual Weight prepare_weight(const Weight& stored) = 0;
+  virtual void copy_to_host(const Tensor& src, void* dst) = 0;
+  virtual void fill(Tensor t, float value) = 0;  // F32 tensors
+
+  virtual Tensor embed(std::span<const int32_t> ids, const Weight& table, Arena& a) = 0;   // -> [T,D]
+  virtual Tensor rms_norm(const Tensor& x, const Weight& g, float eps, Arena& a) = 0;     // [M,n] -> [M,n]
+  virtual Tensor matmul(const Tensor& x, const Weight& w, Arena& a) = 0;                  // [M,in]·[out,in]ᵀ
+  virtual void add_to(Tensor x, const Tensor& y) = 0;                                     // x += y
+  virtual std::pair<Tensor, Tensor> split_cols(const Tensor& x, int64_t n_left, Arena& a) = 0;  // copies
+  virtual Tensor gather_rows(const Tensor& x, std::span<const int32_t> rows, Arena& a) = 0;
+
+  virtual void rope(Tensor q, Tensor k_rope, const RopeArgs& args) = 0;  // in place; q [T,H*(Dn+Dr)], k_rope [T,Dr]
+  // Writes row t of [c_kv | k_rope] ([T,R], [T,Dr]) to slot slots[t] of kv_cache [n_blocks, block_size, R+Dr].
+  virtual void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) = 0;
+  virtual Tensor mla_attention(const MlaArgs& args, Arena& a) = 0;  // -> [T, H*Dv]
+
+  virtual Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) = 0;  // logits [T,E]
+  virtual Tensor moe(const MoeArgs& args, Arena& a) = 0;                             // -> [T,D]
+  virtual Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) = 0;            // -> [T,D]
+};
+
+bool is_available(Device d);
+// The only code that names the implementations (src/backend/make_backend.cpp). Throws LoadError when the
+// device has no backend in this build.
+std::unique_ptr<Backend> make_backend(Device d);
+
+}  // namespace quatre

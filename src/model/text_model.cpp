@@ -1,0 +1,107 @@
+// The text decoder forward pass: one function per block, reading like MODEL.md §3 (= transformers
+// Mistral4Model.forward). Depends on core, io; calls only core::Backend.
+#include "model/text_model.h"
+
+#include <fmt/format.h>
+
+namespace quatre::model {
+
+// T tokens this step   D hidden   H query heads   R kv_lora_rank   Dn qk_nope_head_dim   Dr qk_rope_head_dim
+// Dv v_head_dim   Q q_lora_rank   E routed experts   K experts per token   V vocabulary   N logit rows
+
+std::string activation_name(int layer, std::string_view name) {
+  return layer < 0 ? std::string(name) : fmt::format("l{}.{}", layer, name);
+}
+
+TextModel::TextModel(const io::TextConfig& config, const TextWeights& weights, Backend& backend,
+                     TextModelOptions options)
+    : cfg_(config),
+      weights_(weights),
+      be_(backend),
+      options_(options),
+      dims_{.n_heads = config.n_heads,
+            .kv_lora_rank = config.kv_lora_rank,
+            .qk_nope_head_dim = config.qk_nope_head_dim,
+            .qk_rope_head_dim = config.qk_rope_head_dim,
+            .v_head_dim = config.v_head_dim},
+      inv_freq_(rope_inv_freq(config)),
+      softmax_scale_(model::softmax_scale(config, options.softmax_scale)),
+      eps_(static_cast<float>(config.rms_norm_eps)) {
+  check_rope_supported(config);
+  CHECK(static_cast<int64_t>(weights.layers.size()) == config.n_layers)
+      << weights.layers.size() << " layers of weights for n_layers=" << config.n_layers;
+}
+
+// x = embed[ids]; x <- layer_l(x) for every l; logits = lm_head · RMSNorm(x[rows]).
+Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const {
+  Tensor x = be_.embed(in.token_ids, weights_.embed, a);                   // [T,D]
+  emit(hook, -1, "embed", x);
+  for (int l = 0; l < static_cast<int>(cfg_.n_layers); ++l) {
+    layer(l, x, in, kv, a, hook);                                           // x updated in place
+    emit(hook, l, "out", x);
+  }
+  Tensor h = be_.rms_norm(x, weights_.final_norm, eps_, a);                // [T,D]
+  emit(hook, -1, "final_norm", h);
+  Tensor logits = be_.matmul(be_.gather_rows(h, in.logit_rows, a), weights_.lm_head, a);  // [N,V]
+  emit(hook, -1, "logits", logits);
+  return logits;
+}
+
+// x <- x + Attn(RMSNorm(x));  x <- x + FFN(RMSNorm(x)), FFN = MoE or, for the first_k_dense_replace layers, dense.
+void TextModel::layer(int l, Tensor x /*[T,D]*/, const StepInputs& in, KvCache& kv, Arena& a,
+                      ActivationHook* hook) const {
+  const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+  Tensor h = be_.rms_norm(x, w.attn_norm, eps_, a);                        // [T,D]
+  emit(hook, l, "attn_norm", h);
+  be_.add_to(x, attention(l, w.attn, h, in, kv, a, hook));                 // x += o_proj(...)  [T,D]
+  emit(hook, l, "attn_residual", x);
+  Tensor u = be_.rms_norm(x, w.ffn_norm, eps_, a);                         // [T,D]
+  emit(hook, l, "ffn_norm", u);
+  Tensor y = w.moe ? moe(l, *w.moe, u, a, hook) : be_.ffn(u, *w.dense, a); // [T,D]
+  emit(hook, l, "ffn", y);
+  be_.add_to(x, y);
+}
+
+// MLA (MODEL.md §3.2-3.8). The cache keeps only c_kv [R] (after kv_a_layernorm) and k_rope [Dr] (after RoPE)
+// per token; the backend's mla_attention expands them (naive) or absorbs kv_b into q and o (absorbed).
+Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]*/, const StepInputs& in,
+                            KvCache& kv, Arena& a, ActivationHook* hook) const {
+  const int64_t T = h.dim(0);
+  Tensor cq = be_.rms_norm(be_.matmul(h, w.q_a, a), w.q_a_norm, eps_, a);  // [T,Q]
+  Tensor q = be_.matmul(cq, w.q_b, a);                                      // [T, H*(Dn+Dr)]
+  DCHECK_SHAPE(q, T, dims_.q_width());
+  Tensor kv_a = be_.matmul(h, w.kv_a, a);                                   // [T, R+Dr]
+  auto [c_raw, k_rope] = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);        // [T,R], [T,Dr]
+  Tensor c_kv = be_.rms_norm(c_raw, w.kv_a_norm, eps_, a);                  // [T,R]
+  emit(hook, l, "attn.c_kv", c_kv);
+  be_.rope(q, k_rope, {.inv_freq = inv_freq_,                               // in place: the Dr slices; q also
+                       .positions = in.attn.positions,                     // times the Llama-4 temperature
+                       .dims = dims_,
+                       .llama4_beta = static_cast<float>(cfg_.rope.llama_4_scaling_beta),
+                       .llama4_original_max_position_embeddings = cfg_.rope.llama_4_original_max_position_embeddings});
+  emit(hook, l, "attn.q", q);
+  emit(hook, l, "attn.k_rope", k_rope);
+  be_.kv_write(kv.layer(l), c_kv, k_rope, in.attn.slots);
+  Tensor o = be_.mla_attention({.q = q,
+                                .kv_cache = kv.layer(l),
+                                .kv_b = w.kv_b,
+                                .meta = &in.attn,
+                                .dims = dims_,
+                                .softmax_scale = softmax_scale_,
+                                .form = options_.mla_form},
+                               a);                                          // [T, H*Dv]
+  emit(hook, l, "attn.o", o);
+  return be_.matmul(o, w.o, a);                                             // [T,D]
+}
+
+// y = Σ_k gate_k · Expert_{id_k}(u) + Shared(u)  (MODEL.md §3.10)
+Tensor TextModel::moe(int l, const MoeWeights& w, const Tensor& u /*[T,D]*/, Arena& a, ActivationHook* hook) const {
+  Tensor router_logits = be_.matmul(u, w.router, a);                        // [T,E]
+  emit(hook, l, "moe.router_logits", router_logits);
+  Routing r = be_.route(router_logits, {.n_experts_per_tok = cfg_.n_experts_per_tok,
+                                        .routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor)},
+                        a);                                                 // ids [T,K], gates [T,K]
+  return be_.moe({.x = u, .routing = r, .experts = w.experts, .shared = w.shared ? &*w.shared : nullptr}, a);  // [T,D]
+}
+
+}  // namespace quatre::model

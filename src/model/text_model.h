@@ -1,0 +1,69 @@
+// TextModel: the Mistral Small 4 text decoder forward pass (MODEL.md §3), written once against core::Backend.
+// Depends on core, io (config, weights through model/text_weights.h). Knows nothing about which backend runs it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/arena.h"
+#include "core/backend.h"
+#include "io/model_config.h"
+#include "model/kv_cache.h"
+#include "model/rope.h"
+#include "model/step_inputs.h"
+#include "model/text_weights.h"
+
+namespace quatre::model {
+
+struct TextModelOptions {
+  MlaForm mla_form = MlaForm::kAbsorbed;
+  SoftmaxScale softmax_scale = SoftmaxScale::kRelease;
+};
+
+// Sees every named intermediate of a step (for dump-activations and golden tests). The tensor lives in the
+// step's Arena (device memory on a device backend: copy it out with Backend::copy_to_host) and is only
+// valid during the call. Names are stable: activation_name(layer, name), e.g. "l3.attn.c_kv"; model-level
+// ones ("embed", "final_norm", "logits") have layer -1. "l{i}.out" is the hidden state after layer i.
+class ActivationHook {
+ public:
+  virtual ~ActivationHook() = default;
+  virtual void on_activation(int layer, std::string_view name, const Tensor& value) = 0;
+};
+std::string activation_name(int layer, std::string_view name);
+
+class TextModel {
+ public:
+  // Throws LoadError for configs the forward does not support (MODEL.md §4.2: cos/sin factor must be 1).
+  TextModel(const io::TextConfig& config, const TextWeights& weights, Backend& backend, TextModelOptions options = {});
+
+  // One step over the tokens of several sequences: writes every token's latent into `kv` at its slot and
+  // returns logits [in.logit_rows.size(), V] (F32, in `a`). No heap allocation, no logging; the hook, when
+  // given, sees each named intermediate.
+  Tensor forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook = nullptr) const;
+
+  const io::TextConfig& config() const { return cfg_; }
+  const TextModelOptions& options() const { return options_; }
+  float softmax_scale() const { return softmax_scale_; }
+
+ private:
+  void layer(int layer_idx, Tensor x, const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;
+  Tensor attention(int layer_idx, const AttnWeights& w, const Tensor& h, const StepInputs& in, KvCache& kv, Arena& a,
+                   ActivationHook* hook) const;
+  Tensor moe(int layer_idx, const MoeWeights& w, const Tensor& h, Arena& a, ActivationHook* hook) const;
+  void emit(ActivationHook* hook, int layer, std::string_view name, const Tensor& t) const {
+    if (hook != nullptr) hook->on_activation(layer, name, t);
+  }
+
+  io::TextConfig cfg_;
+  const TextWeights& weights_;
+  Backend& be_;
+  TextModelOptions options_;
+  MlaDims dims_;
+  std::vector<float> inv_freq_;  // [Dr/2]
+  float softmax_scale_;
+  float eps_;
+};
+
+}  // namespace quatre::model
