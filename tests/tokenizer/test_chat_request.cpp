@@ -1,11 +1,15 @@
-// Chat request parsing (PROTOCOL §2.3), validation (§2.4) and normalization (§2.5), without a tokenizer.
+// Chat request parsing (PROTOCOL §2.3), validation (§2.4) and normalization (§2.5), and robustness of the whole
+// parse + render path against random edits.
+#include <random>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "core/error.h"
 #include "tokenizer/chat_normalize.h"
+#include "tokenizer/chat_render.h"
 #include "tokenizer/chat_request.h"
+#include "chat_test_util.h"
 
 namespace quatre::tokenizer {
 namespace {
@@ -369,6 +373,48 @@ TEST(ChatNormalize, ToolArguments) {
   // Not JSON: rendered as a JSON string literal.
   EXPECT_EQ(normalize_tool_arguments("city=Paris \"x\""), R"("city=Paris \"x\"")");
   EXPECT_EQ(normalize_tool_arguments("{bad"), R"("{bad")");
+}
+
+}  // namespace
+}  // namespace quatre::tokenizer
+
+namespace quatre::tokenizer {
+namespace {
+
+// Robustness: random byte edits of a rich request either parse (and then render) or fail with InvalidRequest,
+// never with another exception or a memory error (run under ASan/UBSan in the sanitizer build).
+TEST(ChatRequestRobustness, RandomEditsParseOrFailCleanly) {
+  const std::string base = R"({"messages": [{"role": "system", "content": "S"},
+    {"role": "user", "content": [{"type": "text", "text": "a\u00e9"}, {"type": "image_url", "image_url": {"url": "data:image/gif;base64,R0lGODlhAQABAAAAACw="}}]},
+    {"role": "assistant", "content": "x", "reasoning_content": "r", "tool_calls": [{"id": "i1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": [1, 2.5e3, null]}"}}]},
+    {"role": "tool", "tool_call_id": "i1", "content": [{"type": "text", "text": "res"}]},
+    {"role": "assistant", "content": [{"type": "thinking", "thinking": [{"type": "text", "text": "t"}], "closed": false}], "prefix": true}],
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "array"}}, "required": ["a"]}}}],
+    "reasoning_effort": "high"})";
+  ASSERT_NO_THROW(render_chat(parse_chat_request(base), chat_testing::synthetic_tekken()));
+  std::mt19937 rng(99);
+  const std::string alphabet = "{}[]\":,0123456789.eE-+ \\untrfalsenull\x01\xc3\xa9\xff";
+  std::uniform_int_distribution<size_t> pick_char(0, alphabet.size() - 1), n_edits(1, 4), op(0, 2);
+  int n_accepted = 0;
+  for (int trial = 0; trial < 4000; ++trial) {
+    std::string s = base;
+    for (size_t e = n_edits(rng); e > 0 && !s.empty(); --e) {
+      const size_t at = std::uniform_int_distribution<size_t>(0, s.size() - 1)(rng);
+      switch (op(rng)) {
+        case 0: s.erase(at, 1); break;
+        case 1: s.insert(at, 1, alphabet[pick_char(rng)]); break;
+        default: s[at] = alphabet[pick_char(rng)]; break;
+      }
+    }
+    try {
+      render_chat(parse_chat_request(s), chat_testing::synthetic_tekken());
+      ++n_accepted;
+    } catch (const InvalidRequest&) {
+    } catch (const std::exception& e) {
+      FAIL() << "unexpected " << e.what() << " for: " << s;
+    }
+  }
+  EXPECT_GT(n_accepted, 100);  // the edits are small enough that many requests stay valid
 }
 
 }  // namespace
