@@ -79,9 +79,26 @@ void check_structure(const ChatRequest& req) {
   }
 }
 
+// §2.3: text anywhere; images in user and tool messages; thinking in assistant messages only (v15).
+// parse_chat_request already refuses these while reading; this covers requests built in code.
+void check_chunk_kinds(const Message& m, size_t i) {
+  const auto* chunks = std::get_if<std::vector<Chunk>>(&m.content);
+  if (chunks == nullptr) return;
+  for (size_t j = 0; j < chunks->size(); ++j) {
+    const Chunk& c = (*chunks)[j];
+    const bool is_image = std::holds_alternative<ImageChunk>(c);
+    const bool is_think = std::holds_alternative<ThinkChunk>(c);
+    if ((is_image && m.role != Role::kUser && m.role != Role::kTool) || (is_think && m.role != Role::kAssistant)) {
+      fail(fmt::format("{}.content[{}]", msg_path(i), j),
+           fmt::format("{} chunks are not allowed in {} messages", is_image ? "image" : "thinking", role_name(m.role)));
+    }
+  }
+}
+
 void check_messages(const ChatRequest& req) {
   for (size_t i = 0; i < req.messages.size(); ++i) {
     const Message& m = req.messages[i];
+    check_chunk_kinds(m, i);
     if (m.role != Role::kAssistant) continue;
     if (!has_content(m.content) && m.tool_calls.empty()) {
       fail(msg_path(i), "an assistant message needs non-empty content or at least one tool call");

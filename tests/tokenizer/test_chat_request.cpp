@@ -419,3 +419,30 @@ TEST(ChatRequestRobustness, RandomEditsParseOrFailCleanly) {
 
 }  // namespace
 }  // namespace quatre::tokenizer
+
+namespace quatre::tokenizer {
+namespace {
+
+TEST(ChatRequestValidate, ChunkKindsOfRequestsBuiltInCode) {
+  ChatRequest req;
+  Message sys;
+  sys.role = Role::kSystem;
+  sys.content = std::vector<Chunk>{TextChunk{"s"}, ThinkChunk{"t", true}};
+  Message user;
+  user.role = Role::kUser;
+  user.content = std::string("u");
+  req.messages = {sys, user};
+  try {
+    validate_chat_request(req);
+    FAIL() << "no exception";
+  } catch (const InvalidRequest& e) {
+    EXPECT_STREQ(e.what(), "messages[0].content[1]: thinking chunks are not allowed in system messages");
+  }
+  req.messages[0].content = std::vector<Chunk>{ImageChunk{.source = "x", .size = std::nullopt}};
+  EXPECT_THROW(validate_chat_request(req), InvalidRequest);
+  req.messages[0].content = std::string("s");
+  EXPECT_NO_THROW(validate_chat_request(req));
+}
+
+}  // namespace
+}  // namespace quatre::tokenizer
