@@ -23,11 +23,58 @@ const Tekken& synthetic() { return chat_testing::synthetic_tekken(); }
 constexpr std::string_view kPng4x4 =
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAEElEQVR4nGP4z8AARwzEcQCukw/x0F8jngAAAABJRU5ErkJggg==";
 
-// Renders `body` on the synthetic vocabulary and checks both forms against the expected text form.
+// ---- the real vocabulary: scripts/make_tekken_json.py output, which the test build writes (tekken_tests.cmake) ----
+
+std::filesystem::path real_tekken_path() {
+  if (const char* env = std::getenv("QUATRE_TEKKEN_JSON")) return env;
+  return std::filesystem::path(QUATRE_BINARY_DIR) / "tests" / "tokenizer" / "data" / "tekken.json";
+}
+
+const Tekken* real_tekken() {  // nullptr when the file is absent
+  static const std::optional<Tekken> t = []() -> std::optional<Tekken> {
+    if (!std::filesystem::exists(real_tekken_path())) return std::nullopt;
+    return Tekken::load(real_tekken_path());
+  }();
+  return t ? &*t : nullptr;
+}
+
+// The ids the real vocabulary must give a text form: cut at special names, each text piece encoded on its own.
+std::vector<TokenId> real_ids_of_text_form(const Tekken& real, std::string_view text_form) {
+  std::vector<TokenId> want;
+  std::string piece;
+  while (!text_form.empty()) {
+    bool matched = false;
+    for (const auto& [id, name] : special_names()) {
+      if (text_form.starts_with(name)) {
+        real.encode_into(piece, want);
+        piece.clear();
+        want.push_back(id);
+        text_form.remove_prefix(name.size());
+        matched = true;
+        break;
+      }
+    }
+    if (!matched) {
+      piece += text_form.front();
+      text_form.remove_prefix(1);
+    }
+  }
+  real.encode_into(piece, want);
+  return want;
+}
+
+// Renders `body` and checks the text form and the id form against the expected text form: on the synthetic
+// vocabulary always, on the real one too when the build generated it.
 void expect_renders(std::string_view body, std::string_view expected_text) {
   const RenderedPrompt p = render_chat(parse_chat_request(body), synthetic());
   EXPECT_EQ(p.text, expected_text);
   EXPECT_EQ(p.ids, synthetic_ids(expected_text));
+  if (const Tekken* real = real_tekken()) {
+    const RenderedPrompt r = render_chat(parse_chat_request(body), *real);
+    EXPECT_EQ(r.text, expected_text);
+    EXPECT_EQ(r.ids, real_ids_of_text_form(*real, expected_text));
+    EXPECT_EQ(real->decode(r.ids, SpecialTokenPolicy::kKeep), expected_text);
+  }
 }
 
 constexpr std::string_view kExample1 = R"({
@@ -231,21 +278,6 @@ TEST(ChatRender, ReasoningEffortSettings) {
                InvalidRequest);
 }
 
-// ---- the real vocabulary: scripts/make_tekken_json.py output, which the test build writes (tekken_tests.cmake) ----
-
-std::filesystem::path real_tekken_path() {
-  if (const char* env = std::getenv("QUATRE_TEKKEN_JSON")) return env;
-  return std::filesystem::path(QUATRE_BINARY_DIR) / "tests" / "tokenizer" / "data" / "tekken.json";
-}
-
-const Tekken* real_tekken() {
-  static const std::optional<Tekken> t = []() -> std::optional<Tekken> {
-    if (!std::filesystem::exists(real_tekken_path())) return std::nullopt;
-    return Tekken::load(real_tekken_path());
-  }();
-  return t ? &*t : nullptr;
-}
-
 class ChatRenderRealVocab : public testing::Test {
  protected:
   void SetUp() override {
@@ -281,33 +313,11 @@ TEST_F(ChatRenderRealVocab, SettingsBlockIsTenTokensDifferingOnlyInTheEffort) {
 }
 
 TEST_F(ChatRenderRealVocab, Example1IdsAreThePiecesEncodedSeparately) {
-  const Tekken* real = real_;
-  const RenderedPrompt p = render_chat(parse_chat_request(kExample1), *real);
+  const RenderedPrompt p = render_chat(parse_chat_request(kExample1), *real_);
   EXPECT_EQ(p.text, kExample1Text);
-  // Expected ids: the §2.6 text form cut at special names, each text piece encoded on its own.
-  std::vector<TokenId> want;
-  std::string piece;
-  std::string_view rest = kExample1Text;
-  while (!rest.empty()) {
-    bool matched = false;
-    for (const auto& [id, name] : special_names()) {
-      if (rest.starts_with(name)) {
-        real->encode_into(piece, want);
-        piece.clear();
-        want.push_back(id);
-        rest.remove_prefix(name.size());
-        matched = true;
-        break;
-      }
-    }
-    if (!matched) {
-      piece += rest.front();
-      rest.remove_prefix(1);
-    }
-  }
-  real->encode_into(piece, want);
-  EXPECT_EQ(p.ids, want);
-  EXPECT_EQ(real->decode(p.ids, SpecialTokenPolicy::kKeep), kExample1Text);
+  EXPECT_EQ(p.ids, real_ids_of_text_form(*real_, kExample1Text));
+  // Spot checks of real ids: <s> [SYSTEM_PROMPT] 'S' [/SYSTEM_PROMPT] [AVAILABLE_TOOLS] ... ; "S" is 1000 + 83.
+  EXPECT_EQ(std::vector<TokenId>(p.ids.begin(), p.ids.begin() + 5), (std::vector<TokenId>{1, 17, 1083, 18, 5}));
 }
 
 }  // namespace
