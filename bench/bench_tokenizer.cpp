@@ -85,9 +85,9 @@ bool check(const Inputs& in) {
 
 void set_rates(benchmark::State& state, size_t n_bytes, size_t n_tokens) {
   const auto n_iterations = static_cast<double>(state.iterations());
-  state.counters["MB/s"] = benchmark::Counter(static_cast<double>(n_bytes) * n_iterations / 1e6,
+  state.counters["MB"] = benchmark::Counter(static_cast<double>(n_bytes) * n_iterations / 1e6,
                                               benchmark::Counter::kIsRate);
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(n_tokens) * n_iterations,
+  state.counters["tokens"] = benchmark::Counter(static_cast<double>(n_tokens) * n_iterations,
                                                   benchmark::Counter::kIsRate);
 }
 

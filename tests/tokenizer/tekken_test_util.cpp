@@ -5,7 +5,12 @@
 
 #include <fmt/format.h>
 
+#include <fmt/ranges.h>
+#include <gtest/gtest.h>
+
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <memory>
 #include <stdexcept>
 
@@ -92,6 +97,38 @@ std::vector<CorpusEntry> read_corpus(const std::filesystem::path& path) {
     corpus.push_back(std::move(e));
   }
   return corpus;
+}
+
+void expect_same_ids(const Tekken& tekken, const std::vector<CorpusEntry>& corpus,
+                     const std::vector<std::vector<TokenId>>& want, std::string_view reference,
+                     std::string_view skip_category) {
+  ASSERT_EQ(want.size(), corpus.size()) << reference << " ids and corpus differ in length";
+  std::map<std::string, int> n_compared;
+  int n_mismatches = 0;
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    if (corpus[i].category == skip_category) continue;
+    ++n_compared[corpus[i].category];
+    const std::vector<TokenId> got = tekken.encode(corpus[i].bytes);
+    if (got == want[i]) continue;
+    if (++n_mismatches <= 10) {
+      ADD_FAILURE() << reference << " mismatch at corpus line " << i + 1 << " (" << corpus[i].category << "): "
+                    << escaped(corpus[i].bytes) << "\n  ours:   " << fmt::format("{}", got)
+                    << "\n  theirs: " << fmt::format("{}", want[i]);
+    }
+  }
+  int total = 0;
+  for (const auto& [category, n] : n_compared) total += n;
+  EXPECT_EQ(n_mismatches, 0) << "of " << total << " strings";
+  EXPECT_GE(total, 10000);
+  EXPECT_GE(n_compared.size(), 20u) << "corpus categories";
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(fmt::format("cannot open {}", path.string()));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 std::string escaped(std::string_view bytes) {

