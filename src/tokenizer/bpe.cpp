@@ -117,6 +117,10 @@ std::vector<uint32_t> bpe_bounds_heap(std::string_view piece, const RankMap& ran
 
 void bpe_encode(std::string_view piece, const RankMap& ranks, int32_t id_offset, std::vector<int32_t>& out) {
   if (piece.empty()) return;
+  if (piece.size() == 1) {  // byte b is rank b: no lookup (",", ".", " " are common pieces)
+    out.push_back(static_cast<unsigned char>(piece[0]) + id_offset);
+    return;
+  }
   if (const auto rank = ranks.find(piece)) {
     out.push_back(*rank + id_offset);
     return;
