@@ -50,11 +50,11 @@ struct MlaDims {
 // Which cache entries each token of a step reads and writes. Host memory; a device backend uploads it.
 // Entry j of sequence s lives at slot block_tables[s][j / block_size] * block_size + j % block_size.
 struct AttnMeta {
-  std::span<const int32_t> positions;     // [T] absolute position (RoPE angle, query temperature)
-  std::span<const int32_t> seq_index;     // [T] the token's row of block_tables
-  std::span<const int32_t> context_lens;  // [T] the token attends to its sequence's entries [0, context_len)
-  std::span<const int64_t> slots;         // [T] slot its own latent is written to (entry context_len - 1)
-  std::span<const int32_t> block_tables;  // [n_seqs, max_blocks_per_seq]
+  std::span<const int32_t> positions = {};     // [T] absolute position (RoPE angle, query temperature)
+  std::span<const int32_t> seq_index = {};     // [T] the token's row of block_tables
+  std::span<const int32_t> context_lens = {};  // [T] the token attends to its sequence's entries [0, context_len)
+  std::span<const int64_t> slots = {};         // [T] slot its own latent is written to (entry context_len - 1)
+  std::span<const int32_t> block_tables = {};  // [n_seqs, max_blocks_per_seq]
   int32_t max_blocks_per_seq = 0;
 };
 
@@ -62,8 +62,8 @@ struct AttnMeta {
 // query head and of the shared k_rope, rotated by the fp32 angle float(pos) * inv_freq[i] with unscaled
 // cos/sin; then the Llama-4 temperature 1 + beta * ln(1 + floor(pos / original_max)) on the whole query.
 struct RopeArgs {
-  std::span<const float> inv_freq;   // [Dr/2], host; the backend may cache it
-  std::span<const int32_t> positions;  // [T]
+  std::span<const float> inv_freq = {};   // [Dr/2], host; the backend may cache it
+  std::span<const int32_t> positions = {};  // [T]
   MlaDims dims;
   float llama4_beta = 0.0f;  // 0: no temperature
   int64_t llama4_original_max_position_embeddings = 1;
@@ -98,7 +98,7 @@ struct Routing {
 struct MoeArgs {
   Tensor x;                             // [T,D]
   Routing routing;
-  std::span<const FfnWeights> experts;  // [E]
+  std::span<const FfnWeights> experts = {};  // [E]
   const FfnWeights* shared = nullptr;   // added unweighted when present
 };
 

@@ -21,12 +21,12 @@ struct StepInputs {
 // One sequence's contribution to a step: `ids` become its cache entries n_cached, n_cached + 1, ...; each attends
 // to every entry of its sequence up to and including its own (causal by entry, not by position).
 struct SequenceChunk {
-  std::span<const int32_t> block_table;  // blocks of the sequence, enough for n_cached + ids.size() entries
+  std::span<const int32_t> block_table = {};  // blocks of the sequence, enough for n_cached + ids.size() entries
   int64_t n_cached = 0;                  // entries already written by earlier steps
-  std::span<const int32_t> ids;
+  std::span<const int32_t> ids = {};
   // Absolute positions of `ids`; empty: n_cached, n_cached + 1, ... (goldens may start elsewhere, e.g. to
   // cross original_max_position_embeddings without a long prompt).
-  std::span<const int32_t> positions;
+  std::span<const int32_t> positions = {};
 };
 
 enum class LogitRows : uint8_t { kNone, kLast, kAll };

@@ -46,6 +46,7 @@ class TextModel {
   const io::TextConfig& config() const { return cfg_; }
   const TextModelOptions& options() const { return options_; }
   float softmax_scale() const { return softmax_scale_; }
+  Backend& backend() const { return be_; }
 
  private:
   void layer(int layer_idx, Tensor x, const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;

@@ -1,0 +1,76 @@
+// Shared by the model tests: synthetic checkpoints in a temp dir, a loaded model on the CPU backend, runs of one
+// or more sequences through TextModel::forward, and tensor comparisons that print max abs/rel error, relative L2
+// error, cosine distance and the worst index with both values (STYLE.md (c)).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/arena.h"
+#include "core/backend.h"
+#include "io/checkpoint.h"
+#include "model/kv_cache.h"
+#include "model/text_model.h"
+#include "model/text_weights.h"
+
+namespace quatre::model::test {
+
+// A directory under testing::TempDir(), unique per process and instance; removed with its contents.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CheckpointSpec {
+  std::string preset = "tiny";
+  io::CheckpointFormat format = io::CheckpointFormat::kHuggingFace;
+  bool fp8 = false;
+  uint64_t seed = 7;
+};
+// Writes the synthetic checkpoint into dir/name (synth::generate_checkpoint) and returns its path.
+std::filesystem::path make_checkpoint(const TempDir& dir, const std::string& name, const CheckpointSpec& spec);
+
+// A checkpoint opened with its weights viewed by a CPU backend.
+struct LoadedModel {
+  explicit LoadedModel(const std::filesystem::path& dir);
+  io::Checkpoint checkpoint;
+  std::unique_ptr<Backend> backend;
+  TextWeights weights;
+  const io::TextConfig& text() const { return checkpoint.config().text; }
+};
+
+// Deterministic token ids in [0, vocab).
+std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed);
+
+// Runs `ids` (positions pos0, pos0+1, ...) of a fresh sequence in one step; returns logits [T,V] row-major.
+// When hidden is given, it receives the hidden states [L+1][T*D]: the embedding, then the output of each layer.
+std::vector<float> prefill_logits(const TextModel& model, const std::vector<int32_t>& ids, int32_t pos0 = 0,
+                                  std::vector<std::vector<float>>* hidden = nullptr);
+
+// A comparison of two float arrays.
+struct Diff {
+  double max_abs = 0, max_rel = 0, rel_l2 = 0, cosine_distance = 0;
+  int64_t worst = -1;  // index of max_abs
+  float got = 0, want = 0;
+  bool same_nonfinite = true;  // NaN/inf at the same indices
+};
+Diff diff(const std::vector<float>& got, const std::vector<float>& want);
+std::string describe(const Diff& d);
+// Passes when the non-finite positions agree and rel_l2 <= rel_l2_tol and max_abs <= max_abs_tol.
+::testing::AssertionResult near(const std::vector<float>& got, const std::vector<float>& want, double rel_l2_tol,
+                                double max_abs_tol);
+std::vector<float> slice_rows(const std::vector<float>& x, int64_t width, int64_t begin, int64_t count);
+
+}  // namespace quatre::model::test
