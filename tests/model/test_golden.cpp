@@ -1,0 +1,213 @@
+// The CPU forward against transformers 5.17 goldens (tests/data/golden/, made on a GPU host by
+// tools/reference/make_goldens.sh from checkpoints that gen-model writes identically here): logits, per-layer
+// hidden states and 32-token greedy continuations, for BF16 and FP8 (dequantised: W8A16) checkpoints, both
+// softmax-scale conventions, and prompts that cross the YaRN original context and the Llama-4 steps. The
+// native-format checkpoint of the same seed holds the same weights, so it must meet the same goldens.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "io/safetensors.h"
+#include "model/prompt_run.h"
+#include "model_test_util.h"
+#include "synth/gen_model.h"
+
+namespace quatre::model::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Tolerances: fp32 on both sides. The goldens agree with a float64 reference to ~3e-6 and the CPU forward
+// meets them to 4.2e-6 at most (2026-11-22), on logits of magnitude up to ~5.
+constexpr double kLogitMaxAbs = 5e-5;
+constexpr double kHiddenMaxAbs = 5e-5;
+// Greedy ids are compared up to the first step whose top-1/top-2 margin is below this (a near-tie that
+// rounding may flip); every golden so far has margins far above it.
+constexpr float kGreedyMinMargin = 1e-3f;
+
+struct GoldenCheckpoint {
+  const char* name;  // as tools/reference/make_checkpoints.sh names it
+  CheckpointSpec spec;
+  bool text_only;
+};
+
+// The same list as tools/reference/make_checkpoints.sh.
+const GoldenCheckpoint kCheckpoints[] = {
+    {"tiny-hf-bf16-s1", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}, false},
+    {"tiny-hf-fp8-s1", {"tiny", io::CheckpointFormat::kHuggingFace, true, 1}, false},
+    {"tiny-dense-text-hf-bf16-s2", {"tiny-dense", io::CheckpointFormat::kHuggingFace, false, 2}, true},
+    {"tiny-yarn32-hf-bf16-s3", {"tiny-yarn32", io::CheckpointFormat::kHuggingFace, false, 3}, false},
+};
+
+fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / "golden"; }
+
+uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (const fs::path& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    char buffer[1 << 16];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 0x100000001B3ull;
+    }
+  }
+  return h;
+}
+
+template <typename T>
+std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
+  const io::TensorInfo* t = f.find(name);
+  if (t == nullptr) return {};
+  std::vector<T> out(static_cast<size_t>(t->numel()));
+  const auto bytes = f.data(*t);
+  EXPECT_EQ(bytes.size(), out.size() * sizeof(T)) << name;
+  std::memcpy(out.data(), bytes.data(), std::min(bytes.size(), out.size() * sizeof(T)));
+  return out;
+}
+
+std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
+
+// Greedy continuation with incremental decoding: prefill, then one token per step. Returns the ids and
+// the logits each was chosen from.
+std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(const TextModel& model, std::vector<int32_t> ids,
+                                                                        int n_new) {
+  const io::TextConfig& c = model.config();
+  Backend& be = model.backend();
+  KvCache kv(c, be, {.n_blocks = 64, .block_size = 16});
+  const int64_t total = static_cast<int64_t>(ids.size()) + n_new;
+  const std::vector<int32_t> blocks = kv.allocate((total + 15) / 16);
+  Arena arena(be.memory());
+  std::vector<int32_t> out;
+  std::vector<std::vector<float>> logits;
+  int64_t n_cached = 0;
+  std::vector<int32_t> chunk = ids;
+  for (int step = 0; step < n_new; ++step) {
+    StepBuilder builder(16);
+    builder.add({.block_table = blocks, .n_cached = n_cached, .ids = chunk, .positions = {}}, LogitRows::kLast);
+    arena.reset();
+    const Tensor t = model.forward(builder.inputs(), kv, arena);
+    std::vector<float> row(static_cast<size_t>(c.vocab_size));
+    be.copy_to_host(t, row.data());
+    const int32_t next = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+    n_cached += static_cast<int64_t>(chunk.size());
+    out.push_back(next);
+    logits.push_back(std::move(row));
+    chunk = {next};
+  }
+  return {out, logits};
+}
+
+class Golden : public testing::TestWithParam<std::string> {};
+
+std::vector<std::string> golden_files() {
+  std::vector<std::string> names;
+  if (!fs::is_directory(golden_dir())) return names;
+  for (const auto& e : fs::directory_iterator(golden_dir())) {
+    if (e.path().extension() == ".safetensors") names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(GoldenFiles, ArePresent) {
+  // 4 checkpoints x 3 prompts x 2 softmax-scale modes (tools/reference/README.md).
+  EXPECT_EQ(golden_files().size(), 24u) << "regenerate with tools/reference/make_goldens.sh on a GPU host";
+}
+
+TEST_P(Golden, MatchesTransformers) {
+  const io::SafetensorsFile golden(golden_dir() / GetParam());
+  const std::map<std::string, std::string>& meta = golden.metadata();
+  const GoldenCheckpoint* ck = nullptr;
+  for (const GoldenCheckpoint& c : kCheckpoints) {
+    if (meta.at("checkpoint") == c.name) ck = &c;
+  }
+  ASSERT_NE(ck, nullptr) << "unknown checkpoint " << meta.at("checkpoint");
+
+  TempDir dir;
+  for (io::CheckpointFormat format : {io::CheckpointFormat::kHuggingFace, io::CheckpointFormat::kMistralNative}) {
+    CheckpointSpec spec = ck->spec;
+    spec.format = format;
+    const fs::path path = make_checkpoint(dir, format == io::CheckpointFormat::kHuggingFace ? "hf" : "native", spec);
+    if (ck->text_only) {  // make_checkpoint writes the preset as is; the text-only golden has no vision tower
+      fs::remove_all(path);
+      synth::GenModelOptions o;
+      o.config = io::preset(spec.preset);
+      o.config.vision.reset();
+      o.format = format;
+      o.fp8 = spec.fp8;
+      o.seed = spec.seed;
+      synth::generate_checkpoint(o, path);
+    }
+    const std::string where = std::string(format == io::CheckpointFormat::kHuggingFace ? "hf" : "native") + " checkpoint";
+    if (format == io::CheckpointFormat::kHuggingFace) {
+      char hash[17];
+      std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a64_of_safetensors(path)));
+      ASSERT_EQ(hash, meta.at("weights_fnv1a64")) << "gen-model no longer writes the checkpoint the goldens came from";
+    }
+
+    const LoadedModel loaded(path);
+    const SoftmaxScale mode = meta.at("softmax_scale_mode") == "hf" ? SoftmaxScale::kTransformers : SoftmaxScale::kRelease;
+    const TextModel model(loaded.text(), loaded.weights, *loaded.backend, {.mla_form = MlaForm::kAbsorbed, .softmax_scale = mode});
+    EXPECT_NEAR(model.softmax_scale(), std::stod(meta.at("scaling")), 1e-7) << where;
+
+    const std::vector<int32_t> ids = to_i32(read_tensor<int64_t>(golden, "input_ids"));
+    const std::vector<int32_t> positions = to_i32(read_tensor<int64_t>(golden, "positions"));
+    const std::vector<int32_t> rows = to_i32(read_tensor<int64_t>(golden, "logit_rows"));
+    const std::vector<float> want_hidden = read_tensor<float>(golden, "hidden_states");
+    const PromptRun run = run_prompt(model, ids, {.positions = positions, .logit_rows = rows, .capture_hidden = !want_hidden.empty()});
+    const Diff d = diff(run.logits, read_tensor<float>(golden, "logits"));
+    EXPECT_TRUE(d.same_nonfinite && d.max_abs <= kLogitMaxAbs) << where << " logits: " << describe(d);
+
+    if (!want_hidden.empty()) {  // [L+1, T, D]: embedding, layer outputs, then the final norm of the last
+      const size_t per_layer = run.hidden.front().size();
+      const size_t n_layers = static_cast<size_t>(loaded.text().n_layers);
+      for (size_t l = 0; l <= n_layers; ++l) {
+        const std::vector<float>& got = l < n_layers ? run.hidden[l] : run.final_norm;
+        const std::vector<float> want(want_hidden.begin() + static_cast<std::ptrdiff_t>(l * per_layer),
+                                      want_hidden.begin() + static_cast<std::ptrdiff_t>((l + 1) * per_layer));
+        const Diff h = diff(got, want);
+        EXPECT_TRUE(h.max_abs <= kHiddenMaxAbs) << where << " hidden_states[" << l << "]: " << describe(h);
+      }
+      const Diff last = diff(run.hidden[n_layers], read_tensor<float>(golden, "last_layer_output"));
+      EXPECT_TRUE(last.max_abs <= kHiddenMaxAbs) << where << " last_layer_output: " << describe(last);
+    }
+
+    const std::vector<int64_t> want_greedy = read_tensor<int64_t>(golden, "greedy_ids");
+    if (!want_greedy.empty()) {
+      const std::vector<float> margins = read_tensor<float>(golden, "greedy_margin");
+      ASSERT_EQ(margins.size(), want_greedy.size());
+      const std::vector<float> want_logits = read_tensor<float>(golden, "greedy_logits");
+      const auto [got, got_logits] = greedy(model, ids, static_cast<int>(want_greedy.size()));
+      const size_t vocab = static_cast<size_t>(loaded.text().vocab_size);
+      for (size_t k = 0; k < want_greedy.size(); ++k) {
+        ASSERT_EQ(got[k], want_greedy[k]) << where << " greedy token " << k;
+        if (margins[k] < kGreedyMinMargin) break;  // a near-tie: later tokens may legitimately differ
+        if (want_logits.empty()) continue;  // only the p13 goldens keep the logits of every step
+        const std::vector<float> want_row(want_logits.begin() + static_cast<std::ptrdiff_t>(k * vocab),
+                                          want_logits.begin() + static_cast<std::ptrdiff_t>((k + 1) * vocab));
+        const Diff g = diff(got_logits[k], want_row);
+        EXPECT_TRUE(g.max_abs <= kLogitMaxAbs) << where << " greedy step " << k << " logits: " << describe(g);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TransformersGoldens, Golden, testing::ValuesIn(golden_files()), [](const testing::TestParamInfo<std::string>& p) {
+  std::string name = p.param.substr(0, p.param.size() - std::string(".safetensors").size());
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name;
+});
+
+}  // namespace
+}  // namespace quatre::model::test
