@@ -6,6 +6,10 @@
 
 namespace quatre::model {
 
+// q_a_layernorm and kv_a_layernorm are built with Mistral4RMSNorm's default eps, not rms_norm_eps (equal for every
+// released config, MODEL.md §3.2).
+constexpr float kLatentNormEps = 1e-6f;
+
 // T tokens this step   D hidden   H query heads   R kv_lora_rank   Dn qk_nope_head_dim   Dr qk_rope_head_dim
 // Dv v_head_dim   Q q_lora_rank   E routed experts   K experts per token   V vocabulary   N logit rows
 
@@ -67,12 +71,12 @@ void TextModel::layer(int l, Tensor x /*[T,D]*/, const StepInputs& in, KvCache& 
 Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]*/, const StepInputs& in,
                             KvCache& kv, Arena& a, ActivationHook* hook) const {
   const int64_t T = h.dim(0);
-  Tensor cq = be_.rms_norm(be_.matmul(h, w.q_a, a), w.q_a_norm, eps_, a);  // [T,Q]
+  Tensor cq = be_.rms_norm(be_.matmul(h, w.q_a, a), w.q_a_norm, kLatentNormEps, a);  // [T,Q]
   Tensor q = be_.matmul(cq, w.q_b, a);                                      // [T, H*(Dn+Dr)]
   DCHECK_SHAPE(q, T, dims_.q_width());
   Tensor kv_a = be_.matmul(h, w.kv_a, a);                                   // [T, R+Dr]
   auto [c_raw, k_rope] = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);        // [T,R], [T,Dr]
-  Tensor c_kv = be_.rms_norm(c_raw, w.kv_a_norm, eps_, a);                  // [T,R]
+  Tensor c_kv = be_.rms_norm(c_raw, w.kv_a_norm, kLatentNormEps, a);                  // [T,R]
   emit(hook, l, "attn.c_kv", c_kv);
   be_.rope(q, k_rope, {.inv_freq = inv_freq_,                               // in place: the Dr slices; q also
                        .positions = in.attn.positions,                     // times the Llama-4 temperature

@@ -26,6 +26,8 @@ struct TextModelOptions {
 // step's Arena (device memory on a device backend: copy it out with Backend::copy_to_host) and is only
 // valid during the call. Names are stable: activation_name(layer, name), e.g. "l3.attn.c_kv"; model-level
 // ones ("embed", "final_norm", "logits") have layer -1. "l{i}.out" is the hidden state after layer i.
+// "l{i}.attn.q" / "l{i}.attn.k_rope" keep the rope slice interleaved (pairs 2i, 2i+1), whereas transformers'
+// q_rot/k_rot come out de-interleaved ([even | odd]); the dot products, and everything downstream, agree.
 class ActivationHook {
  public:
   virtual ~ActivationHook() = default;
@@ -33,6 +35,8 @@ class ActivationHook {
 };
 std::string activation_name(int layer, std::string_view name);
 
+// Holds references: the weights (and the checkpoint they view) and the backend must outlive the model.
+// Stateless across steps apart from the KvCache passed in, so one model may serve many caches.
 class TextModel {
  public:
   // Throws LoadError for configs the forward does not support (MODEL.md §4.2: cos/sin factor must be 1).

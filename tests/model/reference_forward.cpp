@@ -41,10 +41,11 @@ class Ref {
     return y;
   }
 
-  Vec rms(const Vec& x, const Mat& g) const {
+  // eps: rms_norm_eps, except the q_a / kv_a norms, which transformers builds with the default 1e-6.
+  Vec rms(const Vec& x, const Mat& g, double eps = -1) const {
     double ss = 0;
     for (double v : x) ss += v * v;
-    const double r = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + t_.rms_norm_eps);
+    const double r = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + (eps < 0 ? t_.rms_norm_eps : eps));
     Vec y(x.size());
     for (size_t i = 0; i < x.size(); ++i) y[i] = g.v[i] * (x[i] * r);
     return y;
@@ -110,9 +111,9 @@ class Ref {
     std::vector<Vec> q(T), k(T), v(T);  // q [H*Dh], k [H*Dh], v [H*Dv] per token
     for (int64_t t = 0; t < T; ++t) {
       const Vec h = rms(x[t], attn_norm);
-      q[t] = linear(q_b, rms(linear(q_a, h), q_a_norm));
+      q[t] = linear(q_b, rms(linear(q_a, h), q_a_norm, 1e-6));
       const Vec ckv = linear(kv_a, h);
-      const Vec c = rms(Vec(ckv.begin(), ckv.begin() + R), kv_a_norm);
+      const Vec c = rms(Vec(ckv.begin(), ckv.begin() + R), kv_a_norm, 1e-6);
       Vec k_rope(ckv.begin() + R, ckv.end());
       rope(k_rope.data(), freq, pos[t]);
       const double temperature = 1 + t_.rope.llama_4_scaling_beta *

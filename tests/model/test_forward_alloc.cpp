@@ -1,5 +1,6 @@
 // The forward makes no heap allocation in steady state (STYLE.md (b)): this binary replaces the global operator
 // new to count allocations, so it is kept apart from the other tests.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -22,6 +23,15 @@ void* operator new(size_t n) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
+// The aligned forms too: Arena chunks and the KV pool come from host_memory(), which uses them.
+void* operator new(size_t n, std::align_val_t align) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  const auto a = static_cast<size_t>(align);
+  if (void* p = std::aligned_alloc(a, (std::max<size_t>(n, 1) + a - 1) / a * a)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace quatre::model::test {
 namespace {
@@ -52,6 +62,11 @@ TEST(ForwardAllocations, NoHeapAllocationInSteadyState) {
     const auto text = std::make_unique<std::string>(100, 'x');
     ASSERT_GT(g_allocations.load(), probe) << "the counting operator new is not the one in use";
     ASSERT_EQ(text->size(), 100u);
+    {
+      Arena probe_arena;
+      probe_arena.allocate(1);
+    }
+    ASSERT_GT(g_allocations.load(), probe + 1) << "aligned allocations (Arena chunks) are counted too";
     const int64_t before = g_allocations.load();
     arena.reset();
     model.forward(prefill_in, kv, arena);
