@@ -62,6 +62,11 @@ struct RefCase {
   bool fp8;
 };
 
+void PrintTo(const RefCase& c, std::ostream* os) {
+  *os << c.preset << (c.form == MlaForm::kNaive ? " naive" : " absorbed")
+      << (c.scale == SoftmaxScale::kRelease ? " release" : " transformers") << (c.fp8 ? " fp8" : " bf16");
+}
+
 class MatchesReference : public testing::TestWithParam<RefCase> {};
 
 TEST_P(MatchesReference, LogitsAndEveryLayerOn200Tokens) {
