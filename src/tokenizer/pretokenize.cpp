@@ -1,5 +1,5 @@
 // PreTokenizer (see pretokenize.h): PCRE2 8-bit with UTF + UCP, JIT-compiled, one match data per thread.
-// Depends on core (errors, CHECK), fmt and PCRE2.
+// Depends on core (errors, CHECK), fmt, PCRE2 and utf8.h.
 #include "tokenizer/pretokenize.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -11,6 +11,7 @@
 
 #include "core/check.h"
 #include "core/error.h"
+#include "tokenizer/utf8.h"
 
 namespace quatre::tokenizer {
 
@@ -153,6 +154,8 @@ bool PreTokenizer::next_piece(std::string_view text, size_t& pos, std::string_vi
 }
 
 std::vector<std::string_view> PreTokenizer::split(std::string_view text) const {
+  // The JIT matcher does not check UTF-8 (encode repairs text first); this entry point is for tests and tools.
+  CHECK(utf8::valid_prefix_length(text) == text.size()) << "PreTokenizer::split needs valid UTF-8";
   std::vector<std::string_view> pieces;
   size_t pos = 0;
   std::string_view piece;

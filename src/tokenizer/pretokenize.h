@@ -1,5 +1,5 @@
 // Pre-tokenization (PROTOCOL.md §1.4): splits text into the pieces that BPE encodes, by repeatedly matching the
-// tekken.json regex with PCRE2 (UTF + UCP, JIT). Internal to src/tokenizer; depends on core and PCRE2 only.
+// tekken.json regex with PCRE2 (UTF + UCP, JIT). Internal to src/tokenizer; depends on core, PCRE2, utf8.h.
 // Unicode version: \p{..} uses PCRE2's tables (Unicode 14.0 for Debian 12's PCRE2 10.42). Characters assigned
 // later (15.0+: e.g. CJK Ext. H-J, Kawi, U+A7CB..) are "other" here, letters or marks for newer engines, and
 // U+0295 became Lo in 16.0; text with them may pre-tokenize differently from tiktoken (PROTOCOL §5 point 8).
@@ -27,7 +27,7 @@ class PreTokenizer {
   // (the Tekken pattern matches every character, so nothing is skipped with it). Thread-safe.
   bool next_piece(std::string_view text, size_t& pos, std::string_view& piece) const;
 
-  std::vector<std::string_view> split(std::string_view text) const;  // all pieces (tests, tools)
+  std::vector<std::string_view> split(std::string_view text) const;  // all pieces; CHECKs valid UTF-8
   bool is_jit() const;
 
  private:

@@ -80,7 +80,10 @@ class Tekken {
 };
 
 // Streaming detokenizer: feed ids one at a time, get back only complete UTF-8 text (never half a
-// character). Special ids are not text: feeding one is a CHECK failure (the output parser routes them).
+// character). For a run of non-special ids, the concatenated push() results plus flush() equal decode() of the
+// run. Special ids are not text: feeding one is a CHECK failure (the output parser routes them). Since decode()
+// decodes the runs between special ids independently, a caller that wants decode()'s text must flush() when it
+// meets a special id (bytes of a character split by a special id become U+FFFD, as in decode()).
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tekken& tekken);
