@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(name, help);
     runners[sub] = make(*sub);
   };
+  add("run", "Run one prompt through the model and stream the reply", quatre::cli::add_run);
   add("inspect", "Describe a checkpoint: format, config, tensors, parameters and memory needs", quatre::cli::add_inspect);
   add("gen-model", "Write a synthetic Mistral Small 4 checkpoint (either format, BF16 or FP8)",
       quatre::cli::add_gen_model);

@@ -18,8 +18,9 @@ struct Result {
   std::string out;  // stdout and stderr together
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(QUATRE_BINARY_DIR) + "/quatre " + args + " 2>&1";
+// Runs `quatre args`; the output holds stdout and, unless `stdout_only`, stderr.
+Result run(const std::string& args, bool stdout_only = false) {
+  const std::string cmd = std::string(QUATRE_BINARY_DIR) + "/quatre " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
   FILE* pipe = popen(cmd.c_str(), "r");
   Result r{-1, ""};
   if (pipe == nullptr) return r;
@@ -50,7 +51,7 @@ TEST_F(Cli, HelpForEveryCommand) {
   EXPECT_EQ(top.exit_code, 0);
   EXPECT_NE(top.out.find("inspect"), std::string::npos);
   EXPECT_NE(top.out.find("gen-model"), std::string::npos);
-  for (const char* sub : {"inspect", "gen-model"}) {
+  for (const char* sub : {"inspect", "gen-model", "run", "tokenize"}) {
     const Result r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
@@ -107,6 +108,46 @@ TEST_F(Cli, TruncatedShardIsOneLineNamingTheFile) {
   EXPECT_EQ(count_lines(r.out), 1) << r.out;
   EXPECT_NE(r.out.find("model.safetensors"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("truncated"), std::string::npos) << r.out;
+}
+
+// Only stdout (the reply), for comparing two runs.
+std::string run_stdout(const std::string& args) {
+  return run(args, /*stdout_only=*/true).out;
+}
+
+TEST_F(Cli, RunStreamsAReplyAndReportsSpeed) {
+  const fs::path m = dir_ / "m";
+  ASSERT_EQ(run("gen-model " + m.string() + " --preset tiny --format native --dtype fp8 --seed 3").exit_code, 0);
+  const std::string args = "run --model " + m.string() + " -p \"Hello, who are you?\" --temperature 0 -n 12";
+  const Result r = run(args);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("prompt tokens in"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("12 generated in"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("finish: length"), std::string::npos) << r.out;
+  // Greedy is deterministic; a seeded sample too; the raw (no chat template) prompt differs.
+  EXPECT_EQ(run_stdout(args), run_stdout(args));
+  const std::string sampled = "run --model " + m.string() + " -p hi --temperature 1 --seed 5 -n 16";
+  EXPECT_EQ(run_stdout(sampled), run_stdout(sampled));
+  const Result shown = run(args + " --show-prompt");
+  EXPECT_NE(shown.out.find("prompt: <s>[MODEL_SETTINGS]{\"reasoning_effort\": \"none\"}[/MODEL_SETTINGS][INST]Hello, who are you?[/INST]"),
+            std::string::npos)
+      << shown.out;
+  EXPECT_EQ(run("run --model " + m.string() + " -p hi --raw -n 3 --temperature 0").exit_code, 0);
+}
+
+TEST_F(Cli, RunRejectsBadInputWithOneLine) {
+  const fs::path m = dir_ / "m";
+  ASSERT_EQ(run("gen-model " + m.string() + " --preset tiny").exit_code, 0);
+  const Result effort = run("run --model " + m.string() + " -p hi --reasoning-effort medium");
+  EXPECT_EQ(effort.exit_code, 1);
+  EXPECT_NE(effort.out.find("reasoning_effort"), std::string::npos) << effort.out;
+  const Result not_a_model = run("run --model " + dir_.string() + " -p hi");
+  EXPECT_EQ(not_a_model.exit_code, 1);
+  EXPECT_EQ(count_lines(not_a_model.out), 1) << not_a_model.out;
+  EXPECT_NE(not_a_model.out.find("not a Mistral Small 4 checkpoint"), std::string::npos) << not_a_model.out;
+  const Result top_p = run("run --model " + m.string() + " -p hi --top-p 3");
+  EXPECT_EQ(top_p.exit_code, 1);
+  EXPECT_NE(top_p.out.find("top_p"), std::string::npos) << top_p.out;
 }
 
 }  // namespace

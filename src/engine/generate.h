@@ -1,0 +1,48 @@
+// generate(): one request run to completion on a TextModel: the prompt prefilled in chunks, then one token
+// per step, sampled on the host, until EOS, a stop id, max_tokens, the context limit or the caller stops it.
+// The single-request path of `quatre run` and `quatre chat`; the batching scheduler arrives with issue #7.
+// Depends on core, model, engine/sampling.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "engine/sampling.h"
+#include "model/text_model.h"
+
+namespace quatre::engine {
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int32_t max_tokens = 256;
+  std::vector<int32_t> stop_ids;  // besides EOS
+  bool ignore_eos = false;
+};
+
+enum class FinishReason { kStop, kLength, kCancelled };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled"
+
+struct GenerateResult {
+  std::vector<int32_t> ids;  // generated ids; the EOS or stop id that ended generation is included
+  FinishReason finish = FinishReason::kStop;
+  int64_t n_prompt_tokens = 0;
+  double prefill_seconds = 0;  // until the first token was sampled
+  double decode_seconds = 0;   // the rest
+};
+
+struct GenerateOptions {
+  int64_t prefill_chunk_tokens = 512;  // prompt tokens per forward step
+  int64_t block_size = 16;
+};
+
+// Called with each generated id as soon as it is sampled; return false to stop (finish kCancelled).
+using TokenCallback = std::function<bool(int32_t id)>;
+
+// Throws InvalidRequest when the prompt is empty, holds an id outside the vocabulary, or leaves no room
+// in the model's context (max_position_embeddings) for one new token.
+GenerateResult generate(const model::TextModel& model, const GenerateRequest& request, int32_t eos_id,
+                        const TokenCallback& on_token, const GenerateOptions& options = {});
+
+}  // namespace quatre::engine
