@@ -1,6 +1,10 @@
 // Typed JSON config field access with key-path error messages.
 #include "io/json_fields.h"
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -36,10 +40,15 @@ const nlohmann::json& JsonFields::at(std::string_view key) const {
 
 int64_t JsonFields::integer(std::string_view key) const {
   const nlohmann::json& v = at(key);
-  if (v.is_number_integer()) return v.get<int64_t>();
-  // 4096.0 is accepted as 4096; 4096.5 is not.
-  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>()))) {
-    return static_cast<int64_t>(v.get<double>());
+  if (v.is_number_unsigned()) {
+    // Above INT64_MAX it would wrap to a negative value (18446744073709551615 would read as -1).
+    if (v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return v.get<int64_t>();
+  } else if (v.is_number_integer()) {
+    return v.get<int64_t>();
+  } else if (v.is_number_float()) {
+    // 4096.0 is accepted as 4096; 4096.5 is not, nor a value outside int64 (casting it would be undefined).
+    const double d = v.get<double>();
+    if (d >= -0x1p63 && d < 0x1p63 && d == std::trunc(d)) return static_cast<int64_t>(d);
   }
   fail(key, fmt::format("expected an integer, got {}", v.dump()));
 }

@@ -64,6 +64,12 @@ VisionConfig mistral_small_4_vision() {
                       .spatial_merge_size = 2};
 }
 
+// qk_nope_head_dim + qk_rope_head_dim of a config not validated yet: in double, so absurd values from a
+// file cannot overflow before validate() refuses them.
+double unvalidated_qk_head_dim(const TextConfig& t) {
+  return static_cast<double>(t.qk_nope_head_dim) + static_cast<double>(t.qk_rope_head_dim);
+}
+
 // Keys shared by the HF text config of both architectures.
 TextConfig parse_hf_text(const JsonFields& c) {
   const TextConfig d = mistral_small_4_text();
@@ -93,9 +99,9 @@ TextConfig parse_hf_text(const JsonFields& c) {
   t.bos_token_id = c.integer_or("bos_token_id", d.bos_token_id);
   t.eos_token_id = c.integer_or("eos_token_id", d.eos_token_id);
   t.pad_token_id = c.integer_or("pad_token_id", d.pad_token_id);
-  if (c.has("head_dim") && c.integer("head_dim") != t.qk_head_dim()) {
+  if (c.has("head_dim") && static_cast<double>(c.integer("head_dim")) != unvalidated_qk_head_dim(t)) {
     c.fail("head_dim", fmt::format("is {}, expected qk_nope_head_dim + qk_rope_head_dim = {}", c.integer("head_dim"),
-                                   t.qk_head_dim()));
+                                   unvalidated_qk_head_dim(t)));
   }
 
   // Variants of the DeepSeek-style block that no Mistral Small 4 checkpoint uses.
@@ -130,7 +136,7 @@ TextConfig parse_hf_text(const JsonFields& c) {
     rp->fail("rope_type", fmt::format("is \"{}\", expected \"yarn\" or \"default\"", type));
   }
   if (rp && rp->has("partial_rotary_factor")) {
-    const double expected = static_cast<double>(t.qk_rope_head_dim) / static_cast<double>(t.qk_head_dim());
+    const double expected = static_cast<double>(t.qk_rope_head_dim) / unvalidated_qk_head_dim(t);
     if (std::abs(rp->number("partial_rotary_factor") - expected) > 1e-9) {
       rp->fail("partial_rotary_factor", fmt::format("is {}, expected qk_rope_head_dim / head_dim = {}",
                                                     rp->number("partial_rotary_factor"), expected));
@@ -186,6 +192,45 @@ VisionConfig parse_hf_vision(const JsonFields& top, const JsonFields& v, double 
   top.require_integer_if_present("vision_feature_layer", -1, "the projector reads the last vision layer");
   top.require_bool_if_present("multimodal_projector_bias", false, "the projector has no biases");
   return o;
+}
+
+// count_params in any number type: int64_t for the counts, double for validate()'s overflow bound, where
+// `bound` also counts the sizes a config declares but does not use (MoE sizes of an all-dense model...).
+template <typename N>
+struct Counts {
+  N text_total = 0, vision_total = 0, active_per_token = 0, bound = 0;
+};
+
+template <typename N>
+Counts<N> count_params_as(const ModelConfig& m) {
+  const TextConfig& t = m.text;
+  const N H = static_cast<N>(t.hidden_size), V = static_cast<N>(t.vocab_size), nh = static_cast<N>(t.n_heads);
+  const N dq = static_cast<N>(t.q_lora_rank), dkv = static_cast<N>(t.kv_lora_rank), dn = static_cast<N>(t.qk_nope_head_dim);
+  const N dr = static_cast<N>(t.qk_rope_head_dim), dv = static_cast<N>(t.v_head_dim);
+  const N E = static_cast<N>(t.n_routed_experts), k = static_cast<N>(t.n_experts_per_tok), S = static_cast<N>(t.n_shared_experts);
+  const N attention = dq * H + dq + nh * (dn + dr) * dq + (dkv + dr) * H + dkv + nh * (dn + dv) * dkv + H * nh * dv;
+  const N norms = 2 * H;
+  const N expert = 3 * static_cast<N>(t.moe_intermediate_size) * H;
+  const N dense_ffn = 3 * static_cast<N>(t.intermediate_size) * H;
+  const N n_moe = static_cast<N>(t.n_layers - t.first_k_dense_replace), n_dense = static_cast<N>(t.first_k_dense_replace);
+  const N moe_total = E * H + (E + S) * expert;
+  const N moe_active = E * H + (k + S) * expert;
+  const N embed = V * H, lm_head = t.tie_word_embeddings ? 0 : V * H;
+
+  Counts<N> c;
+  c.text_total = n_moe * (attention + norms + moe_total) + n_dense * (attention + norms + dense_ffn) + embed + lm_head + H;
+  c.active_per_token =
+      n_moe * (attention + norms + moe_active) + n_dense * (attention + norms + dense_ffn) + embed + lm_head + H;
+  if (m.vision) {
+    const VisionConfig& v = *m.vision;
+    const N Hv = static_cast<N>(v.hidden_size), Iv = static_cast<N>(v.intermediate_size), P = static_cast<N>(v.patch_size);
+    const N M = static_cast<N>(v.spatial_merge_size);
+    const N tower = Hv * static_cast<N>(v.num_channels) * P * P + Hv + static_cast<N>(v.n_layers) * (4 * Hv * Hv + 3 * Hv * Iv + 2 * Hv);
+    const N projector = Hv + Hv * Hv * M * M + Hv * H + H * H;
+    c.vision_total = tower + projector;
+  }
+  c.bound = static_cast<N>(t.n_layers) * (attention + norms + moe_total + dense_ffn) + 2 * embed + H + c.vision_total;
+  return c;
 }
 
 }  // namespace
@@ -246,9 +291,9 @@ ModelConfig parse_params_json(const json& params, std::string_view origin) {
   t.rms_norm_eps = p.number("norm_eps");
   t.tie_word_embeddings = p.boolean_or("tied_embeddings", false);
   t.max_position_embeddings = p.integer_or("max_position_embeddings", p.integer_or("max_seq_len", 0));
-  if (p.has("head_dim") && p.integer("head_dim") != t.qk_head_dim()) {
+  if (p.has("head_dim") && static_cast<double>(p.integer("head_dim")) != unvalidated_qk_head_dim(t)) {
     p.fail("head_dim", fmt::format("is {}, expected qk_nope_head_dim + qk_rope_head_dim = {}", p.integer("head_dim"),
-                                   t.qk_head_dim()));
+                                   unvalidated_qk_head_dim(t)));
   }
 
   const JsonFields moe = p.object("moe");
@@ -323,10 +368,25 @@ void ModelConfig::validate(std::string_view origin) const {
   auto fail = [&](std::string_view key, const std::string& message) {
     throw LoadError(fmt::format("{}: {}: {}", origin, key, message));
   };
+  // Every size below 2^31 and the model below 2^53 parameters: then no product of sizes (shapes, strides,
+  // byte offsets, parameter counts) overflows int64, whatever a config file says.
+  constexpr int64_t kMaxSize = (int64_t{1} << 31) - 1;
+  auto at_most = [&](std::string_view key, int64_t v) {
+    if (v > kMaxSize) fail(key, fmt::format("is {}, above the limit of {}", v, kMaxSize));
+  };
   auto positive = [&](std::string_view key, int64_t v) {
     if (v <= 0) fail(key, fmt::format("must be positive, got {}", v));
+    at_most(key, v);
   };
   const TextConfig& t = text;
+  for (const auto& [key, v] : {std::pair<std::string_view, int64_t>{"intermediate_size", t.intermediate_size},
+                               {"n_routed_experts", t.n_routed_experts},
+                               {"num_experts_per_tok", t.n_experts_per_tok},
+                               {"moe_intermediate_size", t.moe_intermediate_size},
+                               {"n_shared_experts", t.n_shared_experts}}) {
+    if (v < 0) fail(key, fmt::format("must not be negative, got {}", v));
+    at_most(key, v);
+  }
   positive("vocab_size", t.vocab_size);
   positive("hidden_size", t.hidden_size);
   positive("num_hidden_layers", t.n_layers);
@@ -378,6 +438,7 @@ void ModelConfig::validate(std::string_view origin) const {
     positive("vision.num_attention_heads", v.n_heads);
     positive("vision.patch_size", v.patch_size);
     positive("vision.image_size", v.image_size);
+    positive("vision.head_dim", v.head_dim);
     if (v.head_dim * v.n_heads != v.hidden_size) {
       fail("vision.head_dim", fmt::format("{} x {} heads != hidden_size {}", v.head_dim, v.n_heads, v.hidden_size));
     }
@@ -388,6 +449,10 @@ void ModelConfig::validate(std::string_view origin) const {
       if (id < 0 || id >= t.vocab_size) fail("vision.image_token_id", fmt::format("id {} outside the vocabulary", id));
     }
   }
+  const double params = count_params_as<double>(*this).bound;
+  if (!(params < 0x1p53)) fail("hidden_size", fmt::format("the sizes give {:.4g} parameters, above the limit of 2^53", params));
+  const double kv_bytes = (static_cast<double>(t.kv_lora_rank) + static_cast<double>(t.qk_rope_head_dim)) * 2 * static_cast<double>(t.n_layers);
+  if (!(kv_bytes < 0x1p53)) fail("kv_lora_rank", fmt::format("the KV cache would take {:.4g} bytes per token", kv_bytes));
 }
 
 json read_json_file(const std::filesystem::path& path) {
@@ -635,31 +700,8 @@ ModelConfig preset(std::string_view name) {
 }
 
 ParamCounts count_params(const ModelConfig& m) {
-  const TextConfig& t = m.text;
-  const int64_t H = t.hidden_size;
-  const int64_t attention = t.q_lora_rank * H + t.q_lora_rank + t.n_heads * t.qk_head_dim() * t.q_lora_rank +
-                            (t.kv_lora_rank + t.qk_rope_head_dim) * H + t.kv_lora_rank +
-                            t.n_heads * (t.qk_nope_head_dim + t.v_head_dim) * t.kv_lora_rank + H * t.n_heads * t.v_head_dim;
-  const int64_t norms = 2 * H;
-  const int64_t expert = 3 * t.moe_intermediate_size * H;
-  const int64_t dense_ffn = 3 * t.intermediate_size * H;
-  const int64_t n_moe = t.n_layers - t.first_k_dense_replace, n_dense = t.first_k_dense_replace;
-  const int64_t moe_total = t.n_routed_experts * H + (t.n_routed_experts + t.n_shared_experts) * expert;
-  const int64_t moe_active = t.n_routed_experts * H + (t.n_experts_per_tok + t.n_shared_experts) * expert;
-  const int64_t embed = t.vocab_size * H, lm_head = t.tie_word_embeddings ? 0 : t.vocab_size * H;
-
-  ParamCounts c;
-  c.text_total = n_moe * (attention + norms + moe_total) + n_dense * (attention + norms + dense_ffn) + embed + lm_head + H;
-  c.active_per_token =
-      n_moe * (attention + norms + moe_active) + n_dense * (attention + norms + dense_ffn) + embed + lm_head + H;
-  if (m.vision) {
-    const VisionConfig& v = *m.vision;
-    const int64_t Hv = v.hidden_size, Iv = v.intermediate_size, P = v.patch_size, M = v.spatial_merge_size;
-    const int64_t tower = Hv * v.num_channels * P * P + Hv + v.n_layers * (4 * Hv * Hv + 3 * Hv * Iv + 2 * Hv);
-    const int64_t projector = Hv + Hv * Hv * M * M + Hv * H + H * H;
-    c.vision_total = tower + projector;
-  }
-  return c;
+  const Counts<int64_t> c = count_params_as<int64_t>(m);
+  return {.text_total = c.text_total, .vision_total = c.vision_total, .active_per_token = c.active_per_token};
 }
 
 int64_t kv_bytes_per_token(const TextConfig& t) { return (t.kv_lora_rank + t.qk_rope_head_dim) * 2 * t.n_layers; }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -464,6 +465,33 @@ TEST(ModelConfig, HfRejectionsNameTheKey) {
        {"text_config.hidden_size", "expected an integer", "\"4096\""}},
       {"4096.5 as an int", with([](json& c) { c["text_config"]["hidden_size"] = 4096.5; }),
        {"text_config.hidden_size", "expected an integer", "4096.5"}},
+      {"1e300 as an int", with([](json& c) { c["text_config"]["hidden_size"] = 1e300; }),
+       {"text_config.hidden_size", "expected an integer"}},
+      {"2^63 as an int", with([](json& c) { c["text_config"]["hidden_size"] = 9223372036854775808.0; }),
+       {"text_config.hidden_size", "expected an integer"}},
+      // An unsigned value above INT64_MAX must not wrap around to the -1 this key requires.
+      {"u64 max as -1", with([](json& c) { c["vision_feature_layer"] = std::numeric_limits<uint64_t>::max(); }),
+       {"vision_feature_layer", "expected an integer", "18446744073709551615"}},
+      // Absurd sizes are refused before any arithmetic on them can overflow.
+      {"huge nope and rope dims", with([](json& c) {
+         c["text_config"]["qk_nope_head_dim"] = int64_t{1} << 62;
+         c["text_config"]["qk_rope_head_dim"] = int64_t{1} << 62;
+       }),
+       {"head_dim"}},
+      {"huge vision head_dim", with([](json& c) { c["vision_config"]["head_dim"] = int64_t{1} << 62; }), {"head_dim"}},
+      {"huge vision hidden_size", with([](json& c) {
+         c["vision_config"]["hidden_size"] = int64_t{1} << 62;
+         c["vision_config"]["head_dim"] = int64_t{1} << 61;
+       }),
+       {"vision.hidden_size", "above the limit"}},
+      {"huge experts", with([](json& c) {
+         c["text_config"]["n_routed_experts"] = int64_t{1} << 30;
+         c["text_config"]["moe_intermediate_size"] = int64_t{1} << 30;
+       }),
+       {"hidden_size", "parameters, above the limit of 2^53"}},
+      {"huge unused dense width", with([](json& c) { c["text_config"]["intermediate_size"] = int64_t{1} << 40; }),
+       {"intermediate_size", "above the limit"}},
+      {"negative shared experts", with([](json& c) { c["text_config"]["n_shared_experts"] = -1; }), {"n_shared_experts"}},
       {"bool for an int", with([](json& c) { c["text_config"]["num_hidden_layers"] = true; }),
        {"text_config.num_hidden_layers", "expected an integer"}},
       {"string for a number", with([](json& c) { c["text_config"]["rms_norm_eps"] = "1e-6"; }),
