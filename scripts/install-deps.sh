@@ -8,8 +8,10 @@ debian_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev python3
-  nodejs npm
 )
+# Node.js and npm from Debian, unless a Node.js is already installed (e.g. NodeSource's, which bundles npm
+# and conflicts with Debian's npm package).
+command -v node >/dev/null && command -v npm >/dev/null || debian_packages+=(nodejs npm)
 
 missing=()
 for p in "${debian_packages[@]}"; do
