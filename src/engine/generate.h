@@ -1,6 +1,6 @@
 // generate(): one request run to completion on a TextModel: the prompt prefilled in chunks, then one token
 // per step, sampled on the host, until EOS, a stop id, max_tokens, the context limit or the caller stops it.
-// The single-request path of `quatre run` and `quatre chat`; the batching scheduler arrives with issue #7.
+// The single-request path of `quatre run` and `quatre chat`, and the reference the batching Engine is tested against.
 // Depends on core, model, engine/sampling.
 #pragma once
 
@@ -21,8 +21,9 @@ struct GenerateRequest {
   bool ignore_eos = false;
 };
 
-enum class FinishReason { kStop, kLength, kCancelled };
-const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled"
+// kError: the engine step that ran the request failed (the Engine reports the message with it).
+enum class FinishReason { kStop, kLength, kCancelled, kError };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled", "error"
 
 struct GenerateResult {
   std::vector<int32_t> ids;  // generated ids; the EOS or stop id that ended generation is included

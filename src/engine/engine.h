@@ -1,0 +1,104 @@
+// Engine: the serving loop on one TextModel. Owns the KV cache, the BlockPool, the Scheduler and each
+// request's state (sampling parameters, random stream, output); step() runs one forward over the planned
+// batch, samples, applies stop conditions and reports tokens and finished requests.
+// Depends on core, model, engine/{block_pool,scheduler,sampling,generate}; never on backend internals.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/arena.h"
+#include "engine/block_pool.h"
+#include "engine/generate.h"
+#include "engine/sampling.h"
+#include "engine/scheduler.h"
+#include "model/kv_cache.h"
+#include "model/text_model.h"
+
+namespace quatre::engine {
+
+struct EngineOptions {
+  int64_t n_blocks = 0;                // KV cache blocks (kv_blocks_for_bytes sizes it from a memory budget)
+  int64_t block_size = 16;
+  int64_t max_tokens_per_step = 512;   // token budget of one step
+  int64_t max_running = 64;            // sequences in the running batch at once
+  int64_t max_context = 0;             // 0: the model's max_position_embeddings (capped at the pool's capacity)
+  int32_t eos_id = 2;
+  uint64_t seed = 0;                   // seeds requests that carry no seed of their own, in submission order
+  bool enable_prefix_caching = true;
+  bool poison_kv = true;               // fill the cache with NaN at start, so reads of unwritten entries show
+};
+
+// Blocks of block_size entries that fit in `bytes` of F32 latent cache (n_layers * block_size * (R+Dr) floats each).
+int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes);
+
+// What one step produced for one request: at most one token, and the finish reason when it ended.
+struct RequestOutput {
+  int64_t id = 0;
+  std::optional<int32_t> token;
+  std::optional<FinishReason> finish;
+  std::string error;  // set when a failed step ended the request (finish kError)
+};
+
+struct EngineStats {
+  int64_t n_steps = 0;
+  int64_t n_forwarded_tokens = 0;  // tokens run through the model (prefix-cache hits are not)
+  int64_t n_preemptions = 0;
+  double prefix_hit_rate = 0;      // over full prompt blocks looked up at admission
+};
+
+// Single-threaded: every call comes from the engine thread.
+// TODO(engine): a thread-safe submit/cancel/output queue for the server, #8.
+class Engine {
+ public:
+  Engine(const model::TextModel& model, EngineOptions options);
+
+  // Validates and queues a request (FCFS); returns its id. Throws InvalidRequest for an empty prompt, ids
+  // outside the vocabulary, max_tokens < 1, bad sampling parameters, or a prompt that leaves no room for one
+  // token in the context (min(max_context, KV capacity)).
+  int64_t submit(GenerateRequest request);
+  // Ends the request at the start of the next step(), which frees its blocks and reports it kCancelled.
+  // Unknown or finished ids are ignored.
+  void cancel(int64_t id);
+  // Runs one forward over the scheduled batch (none when idle) and returns what each request produced.
+  std::vector<RequestOutput> step();
+  bool has_work() const { return scheduler_.has_work() || !cancelled_.empty(); }
+
+  // "kv cache: N blocks x B tokens = C tokens (M MiB); max concurrency X at context L": stable, one line.
+  std::string capacity_line() const;
+  EngineStats stats() const;
+  const BlockPool& block_pool() const { return pool_; }
+  const Scheduler& scheduler() const { return scheduler_; }
+  int64_t max_context() const { return scheduler_.options().max_context; }
+
+ private:
+  struct Request {
+    GenerateRequest params;
+    SamplerRng rng;
+    int64_t n_prompt = 0;
+    int64_t max_new = 0;  // output tokens allowed: max_tokens within the context
+    std::vector<int32_t> output;
+  };
+  void finish(int64_t id, FinishReason reason, std::vector<RequestOutput>& outputs, std::string error = {});
+  void sample_and_stop(int64_t id, std::span<float> logits, std::vector<RequestOutput>& outputs);
+
+  const model::TextModel& model_;
+  EngineOptions options_;
+  model::KvCache kv_;
+  BlockPool pool_;
+  Scheduler scheduler_;
+  Arena arena_;
+  std::unordered_map<int64_t, Request> requests_;
+  std::vector<int64_t> cancelled_;
+  int64_t next_id_ = 1;
+  uint64_t seed_state_;
+  SamplerScratch scratch_;
+  std::vector<float> logits_;  // [rows, V] host copy of the step's logits
+  EngineStats stats_;
+};
+
+}  // namespace quatre::engine
