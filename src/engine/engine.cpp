@@ -99,9 +99,11 @@ std::vector<RequestOutput> Engine::step() {
   const StepPlan plan = scheduler_.schedule();
   if (plan.empty()) return outputs;
   model::StepBuilder builder(pool_.block_size());
-  int64_t n_rows = 0;
+  int64_t n_rows = 0, n_decode = 0;
   for (const PlannedChunk& c : plan.chunks) {
     const Sequence& s = scheduler_.sequence(c.seq_id);
+    const bool is_decode = c.n_tokens == 1 && c.is_last_known && c.n_cached >= requests_.at(c.seq_id).n_prompt;
+    n_decode += is_decode ? 1 : 0;
     builder.add({.block_table = s.blocks,
                  .n_cached = c.n_cached,
                  .ids = std::span(s.tokens).subspan(static_cast<size_t>(c.n_cached), static_cast<size_t>(c.n_tokens)),
@@ -122,6 +124,8 @@ std::vector<RequestOutput> Engine::step() {
   }
   ++stats_.n_steps;
   stats_.n_forwarded_tokens += plan.n_tokens;
+  stats_.n_decode_tokens += n_decode;
+  stats_.n_mixed_steps += n_decode > 0 && n_decode < plan.n_tokens ? 1 : 0;
   scheduler_.commit(plan);
 
   int64_t row = 0;

@@ -47,6 +47,8 @@ struct RequestOutput {
 struct EngineStats {
   int64_t n_steps = 0;
   int64_t n_forwarded_tokens = 0;  // tokens run through the model (prefix-cache hits are not)
+  int64_t n_decode_tokens = 0;     // of those, single tokens that were just sampled; the rest is prefill
+  int64_t n_mixed_steps = 0;       // steps that ran decode tokens and prefill together
   int64_t n_preemptions = 0;
   double prefix_hit_rate = 0;      // over full prompt blocks looked up at admission
 };

@@ -88,6 +88,7 @@ TEST_F(EngineTest, GreedyAloneEqualsGreedyInsideABusyMixedBatch) {
     EXPECT_EQ(got[i].finish, FinishReason::kLength);
   }
   EXPECT_EQ(engine.stats().n_preemptions, 0);
+  EXPECT_GT(engine.stats().n_mixed_steps, 5);  // the batch really mixed decode tokens with prefill chunks
 }
 
 TEST_F(EngineTest, ChunkedPrefillEqualsWholePrefill) {
