@@ -126,13 +126,12 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path) {
-  const auto bytes = file_.bytes();
+SafetensorsHeader parse_safetensors(std::span<const std::byte> bytes, const std::filesystem::path& path) {
   if (bytes.size() < 8) fail(path, fmt::format("file is {} bytes, too short for a safetensors header", bytes.size()));
   const uint64_t header_len = read_u64_le(bytes.data());
   if (header_len < 2) fail(path, fmt::format("header length {} is too small", header_len));
-  if (header_len > kMaxHeaderBytes) {
-    fail(path, fmt::format("header length {} exceeds the limit of {} bytes", header_len, kMaxHeaderBytes));
+  if (header_len > SafetensorsFile::kMaxHeaderBytes) {
+    fail(path, fmt::format("header length {} exceeds the limit of {} bytes", header_len, SafetensorsFile::kMaxHeaderBytes));
   }
   if (header_len > bytes.size() - 8) {
     fail(path, fmt::format("header length {} runs past the end of the {}-byte file (truncated?)", header_len, bytes.size()));
@@ -140,24 +139,25 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()) + 8, header_len);
   if (text.front() != '{') fail(path, "header does not start with '{'");
   const json header = parse_header(path, text);
-  data_start_ = 8 + header_len;
-  const size_t data_size = bytes.size() - data_start_;
+  SafetensorsHeader out;
+  out.data_start = 8 + header_len;
+  const size_t data_size = bytes.size() - out.data_start;
 
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) fail(path, "__metadata__ is not an object");
       for (const auto& [key, value] : entry.items()) {
         if (!value.is_string()) fail(path, fmt::format("__metadata__['{}'] is not a string", key));
-        metadata_[key] = value.get<std::string>();
+        out.metadata[key] = value.get<std::string>();
       }
       continue;
     }
-    tensors_.push_back(parse_entry(path, name, entry));
+    out.tensors.push_back(parse_entry(path, name, entry));
   }
 
   // The tensors must tile the data section exactly: no overlap, no gap, nothing past the end.
   std::vector<const TensorInfo*> by_offset;
-  for (const TensorInfo& t : tensors_) by_offset.push_back(&t);
+  for (const TensorInfo& t : out.tensors) by_offset.push_back(&t);
   std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
     return a->offset_bytes != b->offset_bytes ? a->offset_bytes < b->offset_bytes : a->size_bytes < b->size_bytes;
   });
@@ -180,7 +180,15 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   if (cursor != data_size) {
     fail(path, fmt::format("data section is {} bytes but the tensors cover {} (trailing bytes)", data_size, cursor));
   }
-  std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  std::sort(out.tensors.begin(), out.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path) {
+  SafetensorsHeader header = parse_safetensors(file_.bytes(), path);
+  data_start_ = header.data_start;
+  tensors_ = std::move(header.tensors);
+  metadata_ = std::move(header.metadata);
 }
 
 const TensorInfo* SafetensorsFile::find(std::string_view name) const {

@@ -27,6 +27,16 @@ struct TensorInfo {
   int64_t numel() const;
 };
 
+// What a validated safetensors file holds, parsed from its bytes (the header and the tensors' byte ranges).
+struct SafetensorsHeader {
+  size_t data_start = 0;            // 8 + header length
+  std::vector<TensorInfo> tensors;  // sorted by name
+  std::map<std::string, std::string> metadata;
+};
+
+// The validation SafetensorsFile does, over bytes in memory (the whole file). Throws LoadError naming `origin`.
+SafetensorsHeader parse_safetensors(std::span<const std::byte> file_bytes, const std::filesystem::path& origin);
+
 class SafetensorsFile {
  public:
   static constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the reference implementation's limit
