@@ -53,8 +53,7 @@ struct EngineStats {
   double prefix_hit_rate = 0;      // over full prompt blocks looked up at admission
 };
 
-// Single-threaded: every call comes from the engine thread.
-// TODO(engine): a thread-safe submit/cancel/output queue for the server, #8.
+// Single-threaded: every call comes from the engine thread. Other threads go through EngineLoop.
 class Engine {
  public:
   Engine(const model::TextModel& model, EngineOptions options);

@@ -1,0 +1,122 @@
+// EngineLoop: requests submitted from several threads at once come back equal to their outputs alone,
+// admission errors reach the submitter through the future, cancellation and stop() end requests as cancelled.
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "engine/engine_loop.h"
+#include "model_test_util.h"
+
+namespace quatre::engine {
+namespace {
+
+using model::test::LoadedModel;
+using model::test::TempDir;
+
+// Collects one request's outputs from the engine thread; wait() blocks until its finish arrives.
+class Collector {
+ public:
+  EngineLoop::OnOutput callback() {
+    return [this](const RequestOutput& o) {
+      std::lock_guard lock(mutex_);
+      if (o.token) ids_.push_back(*o.token);
+      if (o.finish) {
+        finish_ = *o.finish;
+        done_.notify_all();
+      }
+    };
+  }
+  std::pair<std::vector<int32_t>, FinishReason> wait() {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return finish_.has_value(); });
+    return {ids_, *finish_};
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable done_;
+  std::vector<int32_t> ids_;
+  std::optional<FinishReason> finish_;
+};
+
+class EngineLoopTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    loaded_ = new LoadedModel(model::test::make_checkpoint(*dir_, "m", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
+    model_ = new model::TextModel(loaded_->text(), loaded_->weights, *loaded_->backend);
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete loaded_;
+    delete dir_;
+  }
+  static GenerateRequest greedy(std::vector<int32_t> prompt, int32_t max_tokens) {
+    GenerateRequest r;
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = 0;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    return r;
+  }
+  static std::vector<int32_t> ids(int64_t n, uint64_t seed) { return model::test::random_ids(n, loaded_->text().vocab_size, seed); }
+  static TempDir* dir_;
+  static LoadedModel* loaded_;
+  static model::TextModel* model_;
+};
+TempDir* EngineLoopTest::dir_ = nullptr;
+LoadedModel* EngineLoopTest::loaded_ = nullptr;
+model::TextModel* EngineLoopTest::model_ = nullptr;
+
+TEST_F(EngineLoopTest, RequestsFromSeveralThreadsEqualTheirOutputsAlone) {
+  constexpr int kThreads = 4;
+  std::vector<GenerateRequest> requests;
+  std::vector<std::vector<int32_t>> want;  // before the loop starts: the backend runs one forward at a time
+  for (int i = 0; i < kThreads; ++i) {
+    requests.push_back(greedy(ids(5 + 17 * i, 30 + static_cast<uint64_t>(i)), 6 + i));
+    want.push_back(generate(*model_, requests.back(), 2, nullptr).ids);
+  }
+  Engine engine(*model_, {.n_blocks = 64, .block_size = 4, .max_tokens_per_step = 16});
+  EngineLoop loop(engine);
+  std::vector<Collector> collectors(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] { loop.submit(requests[static_cast<size_t>(i)], collectors[static_cast<size_t>(i)].callback()).get(); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kThreads; ++i) {
+    const auto [got, finish] = collectors[static_cast<size_t>(i)].wait();
+    EXPECT_EQ(got, want[static_cast<size_t>(i)]) << "request " << i;
+    EXPECT_EQ(finish, FinishReason::kLength);
+  }
+}
+
+TEST_F(EngineLoopTest, AdmissionErrorsReachTheSubmitter) {
+  Engine engine(*model_, {.n_blocks = 4, .block_size = 4});
+  EngineLoop loop(engine);
+  std::future<int64_t> id = loop.submit(greedy(std::vector<int32_t>(16, 1), 5), nullptr);
+  EXPECT_THROW(id.get(), InvalidRequest);
+}
+
+TEST_F(EngineLoopTest, CancelAndStopEndRequestsAsCancelled) {
+  Engine engine(*model_, {.n_blocks = 64, .block_size = 4});
+  Collector a, b;
+  {
+    EngineLoop loop(engine);
+    const int64_t id_a = loop.submit(greedy(ids(9, 40), 1000), a.callback()).get();
+    loop.submit(greedy(ids(9, 41), 1000), b.callback()).get();
+    loop.cancel(id_a);
+    EXPECT_EQ(a.wait().second, FinishReason::kCancelled);
+    loop.stop();  // b is still running: stop() cancels it
+    EXPECT_THROW(loop.submit(greedy({1}, 1), nullptr).get(), InvalidRequest);
+  }
+  EXPECT_EQ(b.wait().second, FinishReason::kCancelled);
+  EXPECT_FALSE(engine.has_work());
+  EXPECT_EQ(engine.block_pool().n_in_use(), 0);
+}
+
+}  // namespace
+}  // namespace quatre::engine
