@@ -209,6 +209,14 @@ TEST_F(EngineTest, AdmissionRejectsPromptsThatLeaveNoRoom) {
   EXPECT_EQ(small.capacity_line(), "kv cache: 4 blocks x 4 tokens = 16 tokens (0.0 MiB); max concurrency 1.00 at context 16");
 }
 
+TEST_F(EngineTest, KvBlocksForABudgetRoundDown) {
+  const io::TextConfig& t = loaded_->text();
+  const int64_t per_block = t.n_layers * 16 * (t.kv_lora_rank + t.qk_rope_head_dim) * 4;  // F32 rows
+  EXPECT_EQ(kv_blocks_for_bytes(t, 16, 10 * per_block), 10);
+  EXPECT_EQ(kv_blocks_for_bytes(t, 16, 11 * per_block - 1), 10);
+  EXPECT_EQ(kv_blocks_for_bytes(t, 16, per_block - 1), 0);
+}
+
 // Random arrivals, lengths, cancellations and stop conditions on a pool small enough to force preemption;
 // invariants after every step, no block in use at the end, every request finished exactly once, and every
 // greedy request that ran to the end equal to its output alone.
