@@ -55,8 +55,6 @@ std::vector<int32_t> BlockPool::match_prefix(std::span<const int32_t> ids, int64
     hashes.push_back(h);
     parent = h;
   }
-  n_hit_blocks_ += static_cast<int64_t>(blocks.size());
-  n_miss_blocks_ += n_full - static_cast<int64_t>(blocks.size());
   return blocks;
 }
 

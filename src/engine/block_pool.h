@@ -24,9 +24,14 @@ class BlockPool {
   BlockPool(int64_t n_blocks, int64_t block_size, bool enable_prefix_caching = true);
 
   // The longest run of registered full blocks that the blocks of `ids` hash to, at most max_blocks of them;
-  // their refcounts are incremented. `hashes` receives their hashes. Counts hits/misses over the full blocks
-  // asked about (up to max_blocks).
+  // their refcounts are incremented. `hashes` receives their hashes.
   std::vector<int32_t> match_prefix(std::span<const int32_t> ids, int64_t max_blocks, std::vector<BlockHash>& hashes);
+  // Adds a lookup to the hit-rate counters; the caller records only lookups it kept (an admission that did
+  // not fit and is retried next step would count its hits twice).
+  void record_lookup(int64_t n_hit_blocks, int64_t n_miss_blocks) {
+    n_hit_blocks_ += n_hit_blocks;
+    n_miss_blocks_ += n_miss_blocks;
+  }
   // n blocks with refcount 1: truly free ones first, then the least recently used cached ones (unregistered
   // on eviction). Returns false and changes nothing when fewer than n are available.
   bool allocate(int64_t n, std::vector<int32_t>& out);

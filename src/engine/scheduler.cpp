@@ -99,12 +99,14 @@ StepPlan Scheduler::schedule() {
     const int64_t n_known = static_cast<int64_t>(s.tokens.size());
     // Reuse cached full blocks, but compute at least the last known token: its logits are needed.
     s.blocks = pool_.match_prefix(s.tokens, (n_known - 1) / pool_.block_size(), s.block_hashes);
-    s.n_cached = static_cast<int64_t>(s.blocks.size()) * pool_.block_size();
+    const int64_t n_hit = static_cast<int64_t>(s.blocks.size());
+    s.n_cached = n_hit * pool_.block_size();
     const int64_t n = std::min(n_known - s.n_cached, budget);
     if (!reserve(s, s.n_cached + n)) {
       release_blocks(s);
       break;
     }
+    pool_.record_lookup(n_hit, (n_known - 1) / pool_.block_size() - n_hit);
     waiting_.pop_front();
     running_.push_back(s.id);
     s.is_running = true;

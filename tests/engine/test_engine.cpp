@@ -113,7 +113,7 @@ TEST_F(EngineTest, APrefixCacheHitEqualsAMissAndSkipsTheSharedBlocks) {
   EXPECT_EQ(n_before, 73 + 5);  // prompt, then one token per decode step
   EXPECT_EQ(run(engine, {b}, {0})[0].ids, alone(b));  // b after a: the 4 shared blocks are hits
   EXPECT_EQ(engine.stats().n_forwarded_tokens - n_before, (85 - 64) + 5);
-  EXPECT_GT(engine.stats().prefix_hit_rate, 0.0);
+  EXPECT_DOUBLE_EQ(engine.stats().prefix_hit_rate, 4.0 / (4 + 5));  // a: 4 misses; b: 4 hits, 1 miss
 
   Engine no_cache(*model_, {.n_blocks = 64, .block_size = 16, .enable_prefix_caching = false});
   run(no_cache, {a, b}, {0, 100});
