@@ -347,6 +347,24 @@ TEST(Safetensors, ADirectoryOrAMissingPathIsALoadError) {
   EXPECT_LOAD_ERROR(SafetensorsFile{dir / "no_dir" / "x.safetensors"}, "no_dir", "cannot open");
 }
 
+// parse_safetensors (what the fuzz target calls) validates bytes in memory exactly as SafetensorsFile does a file.
+TEST(Safetensors, ParseFromMemoryMatchesTheFileReader) {
+  TempDir dir;
+  const std::string bytes = st(R"({"__metadata__":{"format":"pt"},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},)"
+                               R"("a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})", zeros(6));
+  write_bytes(dir / "m.safetensors", bytes);
+  const SafetensorsFile file(dir / "m.safetensors");
+  const SafetensorsHeader h = parse_safetensors({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}, "mem");
+  ASSERT_EQ(h.tensors.size(), 2u);
+  EXPECT_EQ(h.tensors[0].name, "a");
+  EXPECT_EQ(h.tensors[1].offset_bytes, file.tensors()[1].offset_bytes);
+  EXPECT_EQ(h.metadata, file.metadata());
+  EXPECT_EQ(h.data_start, bytes.size() - 6);
+  const std::string truncated = bytes.substr(0, bytes.size() - 1);
+  EXPECT_LOAD_ERROR(parse_safetensors({reinterpret_cast<const std::byte*>(truncated.data()), truncated.size()}, "mem"),
+                    "mem", "past the end");
+}
+
 // Every strict prefix of a valid file fails cleanly: inside the length, the header, or the data.
 TEST(Safetensors, EveryTruncationOfAValidFileIsALoadError) {
   TempDir dir;
