@@ -11,13 +11,11 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "engine/engine.h"
-#include "model_test_util.h"
+#include "engine_test_util.h"
 
 namespace quatre::engine {
 namespace {
 
-using model::test::LoadedModel;
-using model::test::TempDir;
 
 constexpr int32_t kEos = 2;
 
@@ -26,27 +24,8 @@ struct Finished {
   FinishReason finish = FinishReason::kStop;
 };
 
-class EngineTest : public testing::Test {
+class EngineTest : public test::TinyModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    loaded_ = new LoadedModel(model::test::make_checkpoint(*dir_, "m", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
-    model_ = new model::TextModel(loaded_->text(), loaded_->weights, *loaded_->backend);
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete loaded_;
-    delete dir_;
-  }
-  static GenerateRequest greedy(std::vector<int32_t> prompt, int32_t max_tokens) {
-    GenerateRequest r;
-    r.prompt = std::move(prompt);
-    r.sampling.temperature = 0;
-    r.max_tokens = max_tokens;
-    r.ignore_eos = true;
-    return r;
-  }
-  static std::vector<int32_t> ids(int64_t n, uint64_t seed) { return model::test::random_ids(n, loaded_->text().vocab_size, seed); }
   static std::vector<int32_t> alone(const GenerateRequest& r) { return generate(*model_, r, kEos, nullptr).ids; }
 
   // Submits requests[i] before step arrivals[i], steps until idle, checks the pool after every step; returns
@@ -69,13 +48,7 @@ class EngineTest : public testing::Test {
     EXPECT_EQ(engine.block_pool().n_in_use(), 0);
     return out;
   }
-  static TempDir* dir_;
-  static LoadedModel* loaded_;
-  static model::TextModel* model_;
 };
-TempDir* EngineTest::dir_ = nullptr;
-LoadedModel* EngineTest::loaded_ = nullptr;
-model::TextModel* EngineTest::model_ = nullptr;
 
 TEST_F(EngineTest, GreedyAloneEqualsGreedyInsideABusyMixedBatch) {
   const std::vector<GenerateRequest> requests = {greedy(ids(5, 1), 20),  greedy(ids(77, 2), 12), greedy(ids(13, 3), 25),

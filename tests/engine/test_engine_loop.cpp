@@ -8,13 +8,11 @@
 
 #include "core/error.h"
 #include "engine/engine_loop.h"
-#include "model_test_util.h"
+#include "engine_test_util.h"
 
 namespace quatre::engine {
 namespace {
 
-using model::test::LoadedModel;
-using model::test::TempDir;
 
 // Collects one request's outputs from the engine thread; wait() blocks until its finish arrives.
 class Collector {
@@ -42,34 +40,7 @@ class Collector {
   std::optional<FinishReason> finish_;
 };
 
-class EngineLoopTest : public testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    loaded_ = new LoadedModel(model::test::make_checkpoint(*dir_, "m", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
-    model_ = new model::TextModel(loaded_->text(), loaded_->weights, *loaded_->backend);
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete loaded_;
-    delete dir_;
-  }
-  static GenerateRequest greedy(std::vector<int32_t> prompt, int32_t max_tokens) {
-    GenerateRequest r;
-    r.prompt = std::move(prompt);
-    r.sampling.temperature = 0;
-    r.max_tokens = max_tokens;
-    r.ignore_eos = true;
-    return r;
-  }
-  static std::vector<int32_t> ids(int64_t n, uint64_t seed) { return model::test::random_ids(n, loaded_->text().vocab_size, seed); }
-  static TempDir* dir_;
-  static LoadedModel* loaded_;
-  static model::TextModel* model_;
-};
-TempDir* EngineLoopTest::dir_ = nullptr;
-LoadedModel* EngineLoopTest::loaded_ = nullptr;
-model::TextModel* EngineLoopTest::model_ = nullptr;
+class EngineLoopTest : public test::TinyModelTest {};
 
 TEST_F(EngineLoopTest, RequestsFromSeveralThreadsEqualTheirOutputsAlone) {
   constexpr int kThreads = 4;

@@ -7,44 +7,14 @@
 #include "core/error.h"
 #include "engine/generate.h"
 #include "io/safetensors.h"
-#include "model_test_util.h"
+#include "engine_test_util.h"
 
 namespace quatre::engine {
 namespace {
 
 namespace fs = std::filesystem;
-using model::test::CheckpointSpec;
-using model::test::LoadedModel;
-using model::test::TempDir;
 
-class Generate : public testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    // The checkpoint of the goldens tiny-hf-bf16-s1.* (tools/reference/make_checkpoints.sh).
-    loaded_ = new LoadedModel(model::test::make_checkpoint(*dir_, "m", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
-    model_ = new model::TextModel(loaded_->text(), loaded_->weights, *loaded_->backend);
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete loaded_;
-    delete dir_;
-  }
-  static GenerateRequest greedy(std::vector<int32_t> prompt, int32_t max_tokens) {
-    GenerateRequest r;
-    r.prompt = std::move(prompt);
-    r.sampling.temperature = 0;
-    r.max_tokens = max_tokens;
-    r.ignore_eos = true;
-    return r;
-  }
-  static TempDir* dir_;
-  static LoadedModel* loaded_;
-  static model::TextModel* model_;
-};
-TempDir* Generate::dir_ = nullptr;
-LoadedModel* Generate::loaded_ = nullptr;
-model::TextModel* Generate::model_ = nullptr;
+class Generate : public test::TinyModelTest {};
 
 TEST_F(Generate, GreedyEqualsTransformersGreedy) {
   const io::SafetensorsFile golden(fs::path(QUATRE_SOURCE_DIR) / "tests/data/golden/tiny-hf-bf16-s1.p13.release.safetensors");
