@@ -9,28 +9,15 @@
 
 #include <gtest/gtest.h>
 
+#include "cli_test_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code;
-  std::string out;  // stdout and stderr together
-};
+using quatre::cli::test::Result;
 
-// Runs `quatre args`; the output holds stdout and, unless `stdout_only`, stderr.
-Result run(const std::string& args, bool stdout_only = false) {
-  const std::string cmd = std::string(QUATRE_BINARY_DIR) + "/quatre " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) r.out.append(buffer, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+Result run(const std::string& args, bool stdout_only = false) { return quatre::cli::test::run_quatre(args, stdout_only); }
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 

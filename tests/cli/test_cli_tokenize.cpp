@@ -10,28 +10,17 @@
 
 #include <gtest/gtest.h>
 
+#include "cli_test_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code;
-  std::string out;
-};
+using quatre::cli::test::Result;
 
-// Runs `quatre tokenize ARGS`; `out` has stdout, and stderr too unless `is_stdout_only`.
+// Runs `quatre tokenize ARGS`.
 Result run(const std::string& args, bool is_stdout_only = false) {
-  const std::string cmd =
-      std::string(QUATRE_BINARY_DIR) + "/quatre tokenize " + args + (is_stdout_only ? " 2>/dev/null" : " 2>&1");
-  FILE* pipe = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (pipe == nullptr) return r;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) r.out.append(buffer, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return quatre::cli::test::run_quatre("tokenize " + args, is_stdout_only);
 }
 
 class CliTokenize : public testing::Test {
