@@ -9,6 +9,8 @@ seconds=${1:-600}
 shift $(($# > 0 ? 1 : 0))
 
 launcher=()
+# ccache keyed on paths relative to the checkout, so a fresh clone elsewhere reuses the cache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DQUATRE_FUZZ=ON -DQUATRE_CUDA=OFF \
   -DBUILD_TESTING=OFF "${launcher[@]}" >/dev/null
