@@ -16,6 +16,12 @@ namespace {
 std::atomic<int64_t> g_allocations{0};
 }  // namespace
 
+// GCC, inlining these replacements at -O1 and above, pairs the `new` in a call site with the `free` below and
+// warns of a mismatch; the pairing is right by construction (every replaced new allocates with malloc/aligned_alloc).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
 void* operator new(size_t n) {
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
