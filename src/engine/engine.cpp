@@ -69,7 +69,11 @@ void Engine::finish(int64_t id, FinishReason reason, std::vector<RequestOutput>&
     outputs.back().finish = reason;
     outputs.back().error = std::move(error);
   } else {
-    outputs.push_back({.id = id, .token = std::nullopt, .finish = reason, .error = std::move(error)});
+    RequestOutput out;
+    out.id = id;
+    out.finish = reason;
+    out.error = std::move(error);
+    outputs.push_back(std::move(out));
   }
 }
 
@@ -78,7 +82,10 @@ void Engine::sample_and_stop(int64_t id, std::span<float> logits, std::vector<Re
   const std::span<const int32_t> prompt(r.params.prompt);
   const int32_t token = sample_token(logits, r.params.sampling, {.prompt = prompt, .output = r.output}, r.rng, scratch_);
   r.output.push_back(token);
-  outputs.push_back({.id = id, .token = token, .finish = std::nullopt, .error = {}});
+  RequestOutput out;
+  out.id = id;
+  out.token = token;
+  outputs.push_back(std::move(out));
   const std::vector<int32_t>& stop_ids = r.params.stop_ids;
   if ((token == options_.eos_id && !r.params.ignore_eos) || std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
     finish(id, FinishReason::kStop, outputs);

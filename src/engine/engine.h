@@ -36,10 +36,20 @@ struct EngineOptions {
 // Blocks of block_size entries that fit in `bytes` of F32 latent cache (n_layers * block_size * (R+Dr) floats each).
 int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes);
 
-// What one step produced for one request: at most one token, and the finish reason when it ended.
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;  // natural log of the probability under the distribution sampled from (after penalties,
+                      // bias and mask, before temperature/top-k/top-p: what OpenAI reports)
+};
+
+// What one step produced for one choice of a request: at most one token, and the finish reason when the
+// choice ended. A request is finished once each of its n choices has reported a finish.
 struct RequestOutput {
   int64_t id = 0;
+  int32_t choice = 0;  // 0..n-1
   std::optional<int32_t> token;
+  std::optional<float> logprob;            // of `token`, when the request asked for logprobs
+  std::vector<TokenLogprob> top_logprobs;  // the request's top_logprobs alternatives, most likely first
   std::optional<FinishReason> finish;
   std::string error;  // set when a failed step ended the request (finish kError)
 };

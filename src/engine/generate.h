@@ -6,9 +6,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "engine/sampling.h"
+#include "engine/token_constraint.h"
 #include "model/text_model.h"
 
 namespace quatre::engine {
@@ -19,6 +21,12 @@ struct GenerateRequest {
   int32_t max_tokens = 256;
   std::vector<int32_t> stop_ids;  // besides EOS
   bool ignore_eos = false;
+  // Engine only (generate() runs one choice and reports no logprobs):
+  int32_t n = 1;                   // independent choices sampled from one prompt prefill (output `choice` 0..n-1)
+  bool logprobs = false;           // report the sampled token's log-probability
+  int32_t top_logprobs = 0;        // and this many most likely alternatives (0..20)
+  // Restricts sampling (JSON output, forced tool calls); cloned for each choice. Null: unconstrained.
+  std::shared_ptr<const TokenConstraint> constraint;
 };
 
 // kError: the engine step that ran the request failed (the Engine reports the message with it).
