@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
-#include "cli/model_dir.h"
+#include "cli/model_loader.h"
 #include "core/backend.h"
 #include "core/error.h"
 #include "engine/generate.h"
@@ -25,8 +25,7 @@ namespace quatre::cli {
 namespace {
 
 struct RunArgs {
-  std::string model_dir;
-  std::string format;
+  ModelOptions model;
   std::string prompt;
   std::string system;
   std::string reasoning_effort;
@@ -37,7 +36,6 @@ struct RunArgs {
   int32_t top_k = 0;
   float min_p = 0.0f;
   int64_t seed = -1;
-  std::string softmax_scale = "release";
   bool show_prompt = false;
 };
 
@@ -86,13 +84,8 @@ class TerminalPrinter {
 };
 
 int run(const RunArgs& a) {
-  const std::filesystem::path dir = resolve_model_dir(a.model_dir);
-  std::optional<io::CheckpointFormat> format;
-  if (a.format == "hf") format = io::CheckpointFormat::kHuggingFace;
-  if (a.format == "native") format = io::CheckpointFormat::kMistralNative;
-  const io::Checkpoint checkpoint = io::Checkpoint::open(dir, format);
-  const io::TextConfig& text = checkpoint.config().text;
-  const tokenizer::Tekken tekken = load_model_tokenizer(dir, text.vocab_size);
+  const auto loaded = std::make_unique<LoadedModel>(a.model);
+  const tokenizer::Tekken& tekken = loaded->tekken;
 
   std::string prompt_text = a.prompt;
   if (prompt_text == "-") prompt_text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
@@ -117,12 +110,6 @@ int run(const RunArgs& a) {
     if (a.show_prompt) std::fprintf(stderr, "prompt: %s\n", rendered.text.c_str());
   }
 
-  std::unique_ptr<Backend> backend = make_backend(Device::kCpu);
-  const model::TextWeights weights = model::TextWeights::load(checkpoint, *backend);
-  const model::TextModel model(text, weights, *backend,
-                               {.mla_form = MlaForm::kAbsorbed,
-                                .softmax_scale = a.softmax_scale == "transformers" ? model::SoftmaxScale::kTransformers
-                                                                                   : model::SoftmaxScale::kRelease});
   engine::GenerateRequest request;
   request.prompt = prompt;
   request.max_tokens = a.max_tokens;
@@ -134,7 +121,7 @@ int run(const RunArgs& a) {
 
   TerminalPrinter printer(::isatty(STDOUT_FILENO) != 0);
   tokenizer::StreamingOutputParser parser(tekken, tokenizer::random_tool_call_ids());
-  const engine::GenerateResult result = engine::generate(model, request, tekken.eos_id(), [&](int32_t id) {
+  const engine::GenerateResult result = engine::generate(loaded->model, request, tekken.eos_id(), [&](int32_t id) {
     for (const tokenizer::OutputDelta& d : parser.push(id)) printer.print(d);
     return true;
   });
@@ -154,8 +141,7 @@ int run(const RunArgs& a) {
 
 Runner add_run(CLI::App& app) {
   auto a = std::make_shared<RunArgs>();
-  app.add_option("--model", a->model_dir, "Checkpoint directory (default: ./models/default)");
-  app.add_option("--format", a->format, "When the directory holds both formats: hf or native")->check(CLI::IsMember({"hf", "native"}));
+  add_model_options(app, a->model);
   app.add_option("-p,--prompt", a->prompt, "The user message (\"-\" reads standard input)")->required();
   app.add_flag("--raw", a->raw, "Plain text completion: <s> + the prompt, no chat template");
   app.add_option("--system", a->system, "A system prompt");
@@ -166,11 +152,6 @@ Runner add_run(CLI::App& app) {
   app.add_option("--top-k", a->top_k, "Keep the k most likely tokens (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--min-p", a->min_p, "Drop tokens below min-p times the most likely one's probability")->capture_default_str();
   app.add_option("--seed", a->seed, "Seed for reproducible sampling (default: random)");
-  app.add_option("--softmax-scale", a->softmax_scale,
-                 "release: 1/sqrt(qk_head_dim), as the release's params.json says; transformers: times mscale^2, as "
-                 "transformers 5.17 and llama.cpp do")
-      ->check(CLI::IsMember({"release", "transformers"}))
-      ->capture_default_str();
   app.add_flag("--show-prompt", a->show_prompt, "Print the rendered prompt (special tokens by name) to stderr");
   return [a] { return run(*a); };
 }

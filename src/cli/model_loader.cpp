@@ -1,0 +1,46 @@
+// Loading a model for a command: the shared options and their meaning. Wiring only.
+#include "cli/model_loader.h"
+
+#include <optional>
+
+#include "cli/model_dir.h"
+#include "core/error.h"
+
+namespace quatre::cli {
+namespace {
+
+std::optional<io::CheckpointFormat> parse_format(const std::string& format) {
+  if (format == "hf") return io::CheckpointFormat::kHuggingFace;
+  if (format == "native") return io::CheckpointFormat::kMistralNative;
+  return std::nullopt;
+}
+
+Device parse_device(const std::string& device) { return device == "cuda" ? Device::kCuda : Device::kCpu; }
+
+model::TextModelOptions model_options(const ModelOptions& o) {
+  return {.mla_form = MlaForm::kAbsorbed,
+          .softmax_scale = o.softmax_scale == "transformers" ? model::SoftmaxScale::kTransformers : model::SoftmaxScale::kRelease};
+}
+
+}  // namespace
+
+void add_model_options(CLI::App& app, ModelOptions& o) {
+  app.add_option("--model", o.model_dir, "Checkpoint directory (default: ./models/default)");
+  app.add_option("--format", o.format, "When the directory holds both formats: hf or native")->check(CLI::IsMember({"hf", "native"}));
+  app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--softmax-scale", o.softmax_scale,
+                 "release: 1/sqrt(qk_head_dim), as the release's params.json says; transformers: times mscale^2, as "
+                 "transformers 5.17 and llama.cpp do")
+      ->check(CLI::IsMember({"release", "transformers"}))
+      ->capture_default_str();
+}
+
+LoadedModel::LoadedModel(const ModelOptions& o)
+    : dir(resolve_model_dir(o.model_dir)),
+      checkpoint(io::Checkpoint::open(dir, parse_format(o.format))),
+      tekken(load_model_tokenizer(dir, checkpoint.config().text.vocab_size)),
+      backend(make_backend(parse_device(o.device))),
+      weights(model::TextWeights::load(checkpoint, *backend)),
+      model(checkpoint.config().text, weights, *backend, model_options(o)) {}
+
+}  // namespace quatre::cli
