@@ -1,0 +1,78 @@
+// Token mask: a depth-first walk of the vocabulary trie alongside the automaton.
+#include "grammar/token_mask.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace quatre::grammar {
+
+namespace {
+
+void allow(std::vector<uint64_t>& mask, int32_t id) { mask[id / 64] |= uint64_t{1} << (id % 64); }
+
+bool subset(const std::array<uint64_t, 4>& a, const std::bitset<256>& b) {
+  for (int w = 0; w < 4; ++w) {
+    for (uint64_t bits = a[w]; bits != 0; bits &= bits - 1) {
+      if (!b.test(w * 64 + __builtin_ctzll(bits))) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<uint64_t> compute_token_mask(Automaton& automaton, const Vocabulary& vocab, int32_t state) {
+  std::vector<uint64_t> mask((vocab.size() + 63) / 64, 0);
+  const auto& trie = vocab.trie();
+  const auto& ids = vocab.sorted_ids();
+  constexpr uint32_t kWholeSubtreeMin = 8;  // below this many tokens, walking beats computing the loop set
+  struct Frame {
+    uint32_t node;
+    int32_t state;
+  };
+  std::vector<Frame> stack = {{0, state}};
+  while (!stack.empty()) {
+    const Frame f = stack.back();
+    stack.pop_back();
+    for (uint32_t c = trie[f.node].child_begin; c < trie[f.node].child_end; ++c) {
+      const Vocabulary::TrieNode& n = trie[c];
+      const int32_t s = automaton.step(f.state, n.byte);
+      if (s == Automaton::kDead) continue;
+      const bool leaf = n.child_begin == n.child_end;
+      if (!leaf && n.token_end - n.token_begin >= kWholeSubtreeMin &&
+          subset(vocab.bytes_below(c), automaton.self_loop_bytes(s))) {
+        for (uint32_t i = n.token_begin; i < n.token_end; ++i) allow(mask, ids[i]);
+        continue;
+      }
+      for (uint32_t i = n.token_begin; i < n.exact_end; ++i) allow(mask, ids[i]);
+      if (!leaf) stack.push_back({c, s});
+    }
+  }
+  const SymbolSet& next = automaton.next_symbols(state);
+  for (int sym = 256; sym < kNumSymbols; ++sym) {
+    const int32_t id = vocab.special_id(sym);
+    if (id >= 0 && next.test(sym)) allow(mask, id);
+  }
+  if (automaton.accepting(state)) allow(mask, vocab.specials().eos);
+  return mask;
+}
+
+void apply_token_mask(std::span<const uint64_t> mask, std::span<float> logits) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const size_t covered = std::min(logits.size(), mask.size() * 64);
+  for (size_t w = 0; w * 64 < covered; ++w) {
+    const uint64_t bits = mask[w];
+    if (bits == ~uint64_t{0}) continue;
+    const size_t base = w * 64, end = std::min(base + 64, covered);
+    if (bits == 0) {
+      std::fill(logits.begin() + static_cast<ptrdiff_t>(base), logits.begin() + static_cast<ptrdiff_t>(end), kNegInf);
+      continue;
+    }
+    for (size_t i = base; i < end; ++i) {
+      if (((bits >> (i - base)) & 1) == 0) logits[i] = kNegInf;
+    }
+  }
+  std::fill(logits.begin() + static_cast<ptrdiff_t>(covered), logits.end(), kNegInf);
+}
+
+}  // namespace quatre::grammar
