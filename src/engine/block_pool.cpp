@@ -95,6 +95,14 @@ void BlockPool::release(std::span<const int32_t> blocks) {
   }
 }
 
+void BlockPool::retain(std::span<const int32_t> blocks) {
+  for (int32_t b : blocks) {
+    CHECK(b >= 0 && b < n_blocks()) << "block " << b << " of " << n_blocks();
+    CHECK(refcount_[static_cast<size_t>(b)] > 0) << "block " << b << " shared while not in use";
+    ++refcount_[static_cast<size_t>(b)];
+  }
+}
+
 void BlockPool::commit_full_block(int32_t block, BlockHash hash) {
   CHECK(block >= 0 && block < n_blocks()) << "block " << block << " of " << n_blocks();
   const auto bi = static_cast<size_t>(block);

@@ -38,6 +38,9 @@ class BlockPool {
   // Decrements refcounts. A block reaching 0 becomes cached-free when registered, else free. Release a
   // sequence's blocks last to first, so its tail is evicted before the prefix other requests share.
   void release(std::span<const int32_t> blocks);
+  // Increments the refcounts of blocks already in use: another sequence shares them (the n choices of one
+  // request share their prompt's full blocks).
+  void retain(std::span<const int32_t> blocks);
   // Registers an in-use, now full block under `hash`. When another block already holds that hash (two
   // requests computed the same prefix), this one stays unregistered and is freed normally.
   void commit_full_block(int32_t block, BlockHash hash);

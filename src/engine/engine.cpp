@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -21,6 +22,12 @@ int64_t block_bytes(const io::TextConfig& t, int64_t block_size) {
 
 int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes) {
   return bytes / block_bytes(text, block_size);
+}
+
+uint64_t choice_seed(uint64_t request_seed, int32_t choice) {
+  if (choice == 0) return request_seed;
+  uint64_t state = request_seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(choice));
+  return splitmix64(state);
 }
 
 Engine::Engine(const model::TextModel& model, EngineOptions options)
@@ -43,17 +50,34 @@ int64_t Engine::submit(GenerateRequest request) {
     if (id < 0 || id >= c.vocab_size) throw InvalidRequest(fmt::format("prompt: token id {} is outside the vocabulary of {}", id, c.vocab_size));
   }
   if (request.max_tokens < 1) throw InvalidRequest(fmt::format("max_tokens: must be at least 1, got {}", request.max_tokens));
+  if (request.n < 1 || request.n > kMaxChoices) throw InvalidRequest(fmt::format("n: must be in [1, {}], got {}", kMaxChoices, request.n));
+  if (request.top_logprobs < 0 || request.top_logprobs > 20) {
+    throw InvalidRequest(fmt::format("top_logprobs: must be in [0, 20], got {}", request.top_logprobs));
+  }
   if (n_prompt >= max_context()) {
     throw InvalidRequest(fmt::format("prompt: {} tokens leave no room in the context of {} tokens (model {}, KV capacity {})",
                                      n_prompt, max_context(), c.max_position_embeddings, pool_.n_blocks() * pool_.block_size()));
+  }
+  // n choices at once hold the prompt's full blocks (shared) and, each, its partial last block and one token.
+  const int64_t bs = pool_.block_size(), n_shared = n_prompt / bs, n_own = (n_prompt - n_shared * bs + 1 + bs - 1) / bs;
+  if (request.n > 1 && n_shared + request.n * n_own > pool_.n_blocks()) {
+    throw InvalidRequest(fmt::format("n: {} choices of a {}-token prompt need {} KV blocks at once, the cache has {}",
+                                     request.n, n_prompt, n_shared + request.n * n_own, pool_.n_blocks()));
   }
   request.sampling.validate(static_cast<int32_t>(c.vocab_size));
 
   const int64_t id = next_id_++;
   const uint64_t seed = request.sampling.seed.has_value() ? *request.sampling.seed : splitmix64(seed_state_);
-  Request r{.params = std::move(request), .rng = SamplerRng(seed), .n_prompt = n_prompt, .max_new = 0, .output = {}};
-  r.max_new = std::min<int64_t>(r.params.max_tokens, max_context() - n_prompt);
-  scheduler_.add(id, r.params.prompt);
+  Request r;
+  r.n_prompt = n_prompt;
+  r.max_new = std::min<int64_t>(request.max_tokens, max_context() - n_prompt);
+  r.n_unfinished = request.n;
+  for (int32_t i = 0; i < request.n; ++i) {
+    Choice& ch = r.choices.emplace_back(Choice{.rng = SamplerRng(choice_seed(seed, i)), .output = {}, .constraint = nullptr});
+    if (request.constraint) ch.constraint = request.constraint->clone();
+  }
+  r.params = std::move(request);
+  scheduler_.add(seq_of(id, 0), r.params.prompt);
   requests_.emplace(id, std::move(r));
   return id;
 }
@@ -62,44 +86,104 @@ void Engine::cancel(int64_t id) {
   if (requests_.count(id) != 0 && std::find(cancelled_.begin(), cancelled_.end(), id) == cancelled_.end()) cancelled_.push_back(id);
 }
 
-void Engine::finish(int64_t id, FinishReason reason, std::vector<RequestOutput>& outputs, std::string error) {
-  scheduler_.remove(id);
-  requests_.erase(id);
-  if (!outputs.empty() && outputs.back().id == id) {
-    outputs.back().finish = reason;
-    outputs.back().error = std::move(error);
-  } else {
+void Engine::finish(int64_t id, int32_t c, FinishReason reason, std::vector<RequestOutput>& outputs, const std::string& error) {
+  Request& r = requests_.at(id);
+  Choice& ch = r.choices.at(static_cast<size_t>(c));
+  if (ch.is_finished) return;
+  ch.is_finished = true;
+  --r.n_unfinished;
+  scheduler_.remove(seq_of(id, c));  // choices not forked yet have no sequence: ignored
+  auto it = std::find_if(outputs.rbegin(), outputs.rend(), [&](const RequestOutput& o) { return o.id == id && o.choice == c; });
+  if (it == outputs.rend()) {
     RequestOutput out;
     out.id = id;
-    out.finish = reason;
-    out.error = std::move(error);
+    out.choice = c;
     outputs.push_back(std::move(out));
+    it = outputs.rbegin();
   }
+  it->finish = reason;
+  it->error = error;
+  if (r.n_unfinished > 0) return;
+  requests_.erase(id);
+  // The request's last output in this step carries is_last (the step reports each request's choices together).
+  std::find_if(outputs.rbegin(), outputs.rend(), [&](const RequestOutput& o) { return o.id == id; })->is_last = true;
 }
 
-void Engine::sample_and_stop(int64_t id, std::span<float> logits, std::vector<RequestOutput>& outputs) {
+void Engine::finish_request(int64_t id, FinishReason reason, std::vector<RequestOutput>& outputs, const std::string& error) {
+  const int32_t n = requests_.at(id).params.n;
+  for (int32_t c = 0; c < n && requests_.count(id) != 0; ++c) finish(id, c, reason, outputs, error);
+}
+
+std::optional<FinishReason> Engine::sample_choice(Request& r, int32_t c, std::span<float> logits, RequestOutput& out) {
+  Choice& ch = r.choices[static_cast<size_t>(c)];
+  const GenerateRequest& p = r.params;
+  try {
+    apply_penalties(logits, p.sampling, {.prompt = p.prompt, .output = ch.output});
+    if (ch.constraint) ch.constraint->mask(logits);
+    if (std::none_of(logits.begin(), logits.end(), [](float l) { return l > -std::numeric_limits<float>::infinity(); })) {
+      throw InvalidRequest(ch.constraint ? "constraint: every token is masked out, nothing may be sampled next"
+                                         : "logits: no finite value, nothing may be sampled next");
+    }
+    const int32_t token = pick_token(logits, p.sampling, ch.rng, scratch_);
+    if (p.logprobs || p.top_logprobs > 0) {
+      const LogSoftmax lsm = log_softmax(logits);
+      if (p.logprobs) out.logprob = lsm.at(logits[static_cast<size_t>(token)]);
+      for (int32_t t : top_ids(logits, p.top_logprobs)) out.top_logprobs.push_back({.token = t, .logprob = lsm.at(logits[static_cast<size_t>(t)])});
+    }
+    if (ch.constraint) ch.constraint->accept(token);
+    out.token = token;
+    ch.output.push_back(token);
+  } catch (const std::exception& e) {
+    out.error = e.what();
+    return FinishReason::kError;
+  }
+  const int32_t token = *out.token;
+  const std::vector<int32_t>& stop_ids = p.stop_ids;
+  if ((token == options_.eos_id && !p.ignore_eos) || std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+    return FinishReason::kStop;
+  }
+  if (ch.constraint && ch.constraint->is_complete()) return FinishReason::kStop;
+  if (static_cast<int64_t>(ch.output.size()) >= r.max_new) return FinishReason::kLength;  // max_tokens, or the context is full
+  return std::nullopt;
+}
+
+void Engine::sample_step(int64_t seq_id, std::span<const float> logits, std::vector<RequestOutput>& outputs) {
+  const int64_t id = request_of(seq_id);
   Request& r = requests_.at(id);
-  const std::span<const int32_t> prompt(r.params.prompt);
-  const int32_t token = sample_token(logits, r.params.sampling, {.prompt = prompt, .output = r.output}, r.rng, scratch_);
-  r.output.push_back(token);
-  RequestOutput out;
-  out.id = id;
-  out.token = token;
-  outputs.push_back(std::move(out));
-  const std::vector<int32_t>& stop_ids = r.params.stop_ids;
-  if ((token == options_.eos_id && !r.params.ignore_eos) || std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
-    finish(id, FinishReason::kStop, outputs);
-  } else if (static_cast<int64_t>(r.output.size()) >= r.max_new) {
-    finish(id, FinishReason::kLength, outputs);  // max_tokens, or the context is full
-  } else {
-    scheduler_.append_token(id, token);
+  // Before the fork the prompt's logits give the first token of every choice; after it, of this choice only.
+  const int32_t first = r.is_forked ? choice_of(seq_id) : 0;
+  const int32_t last = r.is_forked ? first + 1 : r.params.n;
+  const size_t begin = outputs.size();
+  std::vector<std::optional<FinishReason>> finishes;
+  for (int32_t c = first; c < last; ++c) {
+    row_.assign(logits.begin(), logits.end());
+    RequestOutput out;
+    out.id = id;
+    out.choice = c;
+    finishes.push_back(sample_choice(r, c, row_, out));
+    outputs.push_back(std::move(out));
+  }
+  const bool is_first = !r.is_forked;
+  r.is_forked = true;
+  // Forks first: they copy choice 0's sequence, which its own finish would remove.
+  for (int32_t c = last - 1; c >= first; --c) {
+    const RequestOutput& out = outputs[begin + static_cast<size_t>(c - first)];
+    const std::optional<FinishReason>& fin = finishes[static_cast<size_t>(c - first)];
+    if (fin) {
+      const std::string error = out.error;
+      finish(id, c, *fin, outputs, error);
+    } else if (is_first && c > 0) {
+      scheduler_.fork(seq_of(id, 0), seq_of(id, c), *out.token);
+    } else {
+      scheduler_.append_token(seq_of(id, c), *out.token);
+    }
   }
 }
 
 std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
   for (int64_t id : cancelled_) {
-    if (requests_.count(id) != 0) finish(id, FinishReason::kCancelled, outputs);
+    if (requests_.count(id) != 0) finish_request(id, FinishReason::kCancelled, outputs);
   }
   cancelled_.clear();
 
@@ -109,7 +193,7 @@ std::vector<RequestOutput> Engine::step() {
   int64_t n_rows = 0, n_decode = 0;
   for (const PlannedChunk& c : plan.chunks) {
     const Sequence& s = scheduler_.sequence(c.seq_id);
-    const bool is_decode = c.n_tokens == 1 && c.is_last_known && c.n_cached >= requests_.at(c.seq_id).n_prompt;
+    const bool is_decode = c.n_tokens == 1 && c.is_last_known && c.n_cached >= requests_.at(request_of(c.seq_id)).n_prompt;
     n_decode += is_decode ? 1 : 0;
     builder.add({.block_table = s.blocks,
                  .n_cached = c.n_cached,
@@ -125,8 +209,16 @@ std::vector<RequestOutput> Engine::step() {
     logits_.resize(static_cast<size_t>(n_rows * vocab));
     if (n_rows > 0) model_.backend().copy_to_host(logits, logits_.data());
   } catch (const std::exception& e) {
-    // A failed step fails the requests of its batch (their cache entries are suspect) and keeps the rest.
-    for (const PlannedChunk& c : plan.chunks) finish(c.seq_id, FinishReason::kError, outputs, e.what());
+    // A failed step fails the sequences of its batch (their cache entries are suspect) and keeps the rest.
+    for (const PlannedChunk& c : plan.chunks) {
+      const int64_t id = request_of(c.seq_id);
+      if (requests_.count(id) == 0) continue;
+      if (requests_.at(id).is_forked) {
+        finish(id, choice_of(c.seq_id), FinishReason::kError, outputs, e.what());
+      } else {
+        finish_request(id, FinishReason::kError, outputs, e.what());
+      }
+    }
     return outputs;
   }
   ++stats_.n_steps;
@@ -138,7 +230,7 @@ std::vector<RequestOutput> Engine::step() {
   int64_t row = 0;
   for (const PlannedChunk& c : plan.chunks) {
     if (!c.is_last_known) continue;
-    sample_and_stop(c.seq_id, std::span(logits_).subspan(static_cast<size_t>(row * vocab), static_cast<size_t>(vocab)), outputs);
+    sample_step(c.seq_id, std::span<const float>(logits_).subspan(static_cast<size_t>(row * vocab), static_cast<size_t>(vocab)), outputs);
     ++row;
   }
   return outputs;

@@ -36,6 +36,10 @@ struct EngineOptions {
 // Blocks of block_size entries that fit in `bytes` of F32 latent cache (n_layers * block_size * (R+Dr) floats each).
 int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes);
 
+// The seed of choice `choice` of a request seeded with `request_seed`: the seed itself for choice 0, a
+// SplitMix64 derivation for the others (so choice i equals a lone request seeded with choice_seed(S, i)).
+uint64_t choice_seed(uint64_t request_seed, int32_t choice);
+
 struct TokenLogprob {
   int32_t token = 0;
   float logprob = 0;  // natural log of the probability under the distribution sampled from (after penalties,
@@ -51,7 +55,8 @@ struct RequestOutput {
   std::optional<float> logprob;            // of `token`, when the request asked for logprobs
   std::vector<TokenLogprob> top_logprobs;  // the request's top_logprobs alternatives, most likely first
   std::optional<FinishReason> finish;
-  std::string error;  // set when a failed step ended the request (finish kError)
+  std::string error;  // set when a failed step ended the choice (finish kError)
+  bool is_last = false;  // the request's last output: every choice has finished
 };
 
 struct EngineStats {
@@ -69,10 +74,16 @@ class Engine {
   Engine(const model::TextModel& model, EngineOptions options);
 
   // Validates and queues a request (FCFS); returns its id. Throws InvalidRequest for an empty prompt, ids
-  // outside the vocabulary, max_tokens < 1, bad sampling parameters, or a prompt that leaves no room for one
-  // token in the context (min(max_context, KV capacity)).
+  // outside the vocabulary, max_tokens < 1, bad sampling parameters, n outside [1, 16], top_logprobs outside
+  // [0, 20], a prompt that leaves no room for one token in the context (min(max_context, KV capacity)), or n
+  // choices that cannot fit in the KV cache together.
+  // n > 1: the prompt is prefilled once; the first token of every choice is sampled from its logits, then each
+  // choice continues as its own sequence that shares the prompt's full blocks (refcounts) and recomputes the
+  // prompt's partial last block. Choice i samples from its own stream: choice 0 from the request's seed (so it
+  // equals the same request with n = 1), choice i > 0 from a seed derived from it and i.
   int64_t submit(GenerateRequest request);
-  // Ends the request at the start of the next step(), which frees its blocks and reports it kCancelled.
+  // Ends the request (every unfinished choice) at the start of the next step(), which frees its blocks and
+  // reports each choice kCancelled.
   // Unknown or finished ids are ignored.
   void cancel(int64_t id);
   // Runs one forward over the scheduled batch (none when idle) and returns what each request produced.
@@ -87,15 +98,34 @@ class Engine {
   int64_t max_context() const { return scheduler_.options().max_context; }
 
  private:
+  struct Choice {
+    SamplerRng rng;
+    std::vector<int32_t> output;
+    std::unique_ptr<TokenConstraint> constraint;  // this choice's clone; null when unconstrained
+    bool is_finished = false;
+  };
   struct Request {
     GenerateRequest params;
-    SamplerRng rng;
     int64_t n_prompt = 0;
     int64_t max_new = 0;  // output tokens allowed: max_tokens within the context
-    std::vector<int32_t> output;
+    std::vector<Choice> choices;  // [n]
+    bool is_forked = false;       // the first token was sampled: each choice has its own sequence
+    int32_t n_unfinished = 0;
   };
-  void finish(int64_t id, FinishReason reason, std::vector<RequestOutput>& outputs, std::string error = {});
-  void sample_and_stop(int64_t id, std::span<float> logits, std::vector<RequestOutput>& outputs);
+  // Scheduler sequence of choice c of request id: the request's id for choice 0 (which runs the prompt
+  // prefill), -(id * kMaxChoices + c) for the others.
+  static constexpr int32_t kMaxChoices = 16;
+  static int64_t seq_of(int64_t id, int32_t c) { return c == 0 ? id : -(id * kMaxChoices + c); }
+  static int64_t request_of(int64_t seq) { return seq > 0 ? seq : -seq / kMaxChoices; }
+  static int32_t choice_of(int64_t seq) { return seq > 0 ? 0 : static_cast<int32_t>(-seq % kMaxChoices); }
+
+  // Ends one choice (or, before the fork, every choice) and reports it; forgets the request after its last.
+  void finish(int64_t id, int32_t c, FinishReason reason, std::vector<RequestOutput>& outputs, const std::string& error = {});
+  void finish_request(int64_t id, FinishReason reason, std::vector<RequestOutput>& outputs, const std::string& error = {});
+  // Penalties, constraint mask, logprobs, the draw, constraint accept, stop conditions for choice c; fills
+  // `out` and returns its finish reason when the choice ends with this token.
+  std::optional<FinishReason> sample_choice(Request& r, int32_t c, std::span<float> logits, RequestOutput& out);
+  void sample_step(int64_t seq_id, std::span<const float> logits, std::vector<RequestOutput>& outputs);
 
   const model::TextModel& model_;
   EngineOptions options_;
@@ -109,6 +139,7 @@ class Engine {
   uint64_t seed_state_;
   SamplerScratch scratch_;
   std::vector<float> logits_;  // [rows, V] host copy of the step's logits
+  std::vector<float> row_;     // [V] one choice's logits being processed
   EngineStats stats_;
 };
 

@@ -49,7 +49,7 @@ void EngineLoop::dispatch(const std::vector<RequestOutput>& outputs) {
     const auto it = callbacks_.find(o.id);
     if (it == callbacks_.end()) continue;
     if (it->second) it->second(o);
-    if (o.finish) callbacks_.erase(it);
+    if (o.is_last) callbacks_.erase(it);
   }
 }
 

@@ -18,7 +18,8 @@ namespace quatre::engine {
 
 class EngineLoop {
  public:
-  // Called on the engine thread with every output of the request, the last one carrying its finish reason.
+  // Called on the engine thread with every output of the request (each of its n choices finishes once; the
+  // last output carries is_last).
   // Keep it short (push to a queue); it must not call back into the loop's engine.
   using OnOutput = std::function<void(const RequestOutput&)>;
 

@@ -8,10 +8,21 @@
 
 #include <fmt/format.h>
 
+#include "core/check.h"
 #include "core/error.h"
 
 namespace quatre::engine {
 namespace {
+
+int32_t argmax(std::span<const float> logits) {
+  int32_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+}  // namespace
 
 void apply_penalties(std::span<float> logits, const SamplingParams& p, const TokenHistory& h) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
@@ -39,16 +50,6 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
   for (const auto& [id, bias] : p.logit_bias) logits[static_cast<size_t>(id)] += bias;
 }
 
-int32_t argmax(std::span<const float> logits) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
-  }
-  return best;
-}
-
-}  // namespace
-
 void SamplingParams::validate(int32_t vocab_size) const {
   auto fail = [](const char* field, const std::string& what) { throw InvalidRequest(fmt::format("{}: {}", field, what)); };
   if (!std::isfinite(temperature) || temperature < 0) fail("temperature", fmt::format("must be >= 0, got {}", temperature));
@@ -71,9 +72,13 @@ void SamplingParams::validate(int32_t vocab_size) const {
 
 int32_t sample_token(std::span<float> logits, const SamplingParams& p, const TokenHistory& history, SamplerRng& rng,
                      SamplerScratch& s) {
+  apply_penalties(logits, p, history);
+  return pick_token(logits, p, rng, s);
+}
+
+int32_t pick_token(std::span<const float> logits, const SamplingParams& p, SamplerRng& rng, SamplerScratch& s) {
   std::vector<std::pair<float, int32_t>>& scratch = s.candidates;
   std::vector<double>& probs = s.probs;
-  apply_penalties(logits, p, history);
   if (p.temperature == 0.0f) return argmax(logits);
 
   // Candidates sorted by logit (descending, lower id first on ties), cut by top-k.
@@ -124,6 +129,30 @@ int32_t sample_token(std::span<float> logits, const SamplingParams& p, const Tok
     if (u < 0) return scratch[i].second;
   }
   return scratch[keep - 1].second;
+}
+
+LogSoftmax log_softmax(std::span<const float> logits) {
+  LogSoftmax r;
+  r.max_logit = -std::numeric_limits<double>::infinity();
+  for (float l : logits) r.max_logit = std::max(r.max_logit, static_cast<double>(l));
+  CHECK(std::isfinite(r.max_logit)) << "log_softmax over " << logits.size() << " logits with no finite one";
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l) - r.max_logit);  // exp(-inf) = 0
+  r.log_sum = std::log(sum);
+  return r;
+}
+
+std::vector<int32_t> top_ids(std::span<const float> logits, int32_t k) {
+  std::vector<std::pair<float, int32_t>> c;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] > -std::numeric_limits<float>::infinity()) c.emplace_back(logits[i], static_cast<int32_t>(i));
+  }
+  const size_t n = std::min(c.size(), static_cast<size_t>(std::max(k, 0)));
+  std::partial_sort(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(n), c.end(),
+                    [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  std::vector<int32_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = c[i].second;
+  return ids;
 }
 
 }  // namespace quatre::engine

@@ -47,4 +47,22 @@ struct SamplerScratch {
 int32_t sample_token(std::span<float> logits, const SamplingParams& params, const TokenHistory& history, SamplerRng& rng,
                      SamplerScratch& scratch);
 
+// The two halves of sample_token, for callers that act between them (the Engine masks with a TokenConstraint
+// and reports logprobs there). apply_penalties: repetition, frequency, presence penalties, then logit bias.
+void apply_penalties(std::span<float> logits, const SamplingParams& params, const TokenHistory& history);
+// pick_token: greedy at temperature 0 (argmax, lowest id on ties), else temperature, top-k, top-p, min-p and
+// one draw from rng, over the finite logits. Logits all -infinity: returns the argmax (id 0); check first.
+int32_t pick_token(std::span<const float> logits, const SamplingParams& params, SamplerRng& rng, SamplerScratch& scratch);
+
+// log-softmax of `logits` at `token` (natural log, double internally; -infinity entries have probability 0).
+// Requires at least one finite logit.
+struct LogSoftmax {
+  double max_logit = 0;
+  double log_sum = 0;  // log Σ exp(l - max_logit)
+  float at(float logit) const { return static_cast<float>(static_cast<double>(logit) - max_logit - log_sum); }
+};
+LogSoftmax log_softmax(std::span<const float> logits);
+// The k most likely ids of `logits` (largest first, lower id on ties), finite ones only.
+std::vector<int32_t> top_ids(std::span<const float> logits, int32_t k);
+
 }  // namespace quatre::engine

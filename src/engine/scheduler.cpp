@@ -25,6 +25,30 @@ void Scheduler::add(int64_t id, std::vector<int32_t> prompt) {
   waiting_.push_back(id);
 }
 
+void Scheduler::fork(int64_t src, int64_t id, int32_t token) {
+  CHECK(seqs_.count(id) == 0) << "sequence " << id << " added twice";
+  const Sequence& from = sequence(src);
+  CHECK(from.is_running && from.n_cached == static_cast<int64_t>(from.tokens.size()) &&
+        static_cast<int64_t>(from.tokens.size()) < options_.max_context)
+      << "fork of sequence " << src << " with " << from.n_cached << " of " << from.tokens.size() << " cached";
+  Sequence s;
+  s.id = id;
+  s.tokens = from.tokens;
+  s.tokens.push_back(token);
+  if (static_cast<int64_t>(running_.size()) < options_.max_running) {
+    const size_t n_full = from.block_hashes.size();
+    s.blocks.assign(from.blocks.begin(), from.blocks.begin() + static_cast<std::ptrdiff_t>(n_full));
+    s.block_hashes = from.block_hashes;
+    s.n_cached = static_cast<int64_t>(n_full) * pool_.block_size();
+    pool_.retain(s.blocks);
+    s.is_running = true;
+    running_.push_back(id);
+  } else {
+    waiting_.push_front(id);
+  }
+  seqs_.emplace(id, std::move(s));
+}
+
 void Scheduler::release_blocks(Sequence& seq) {
   std::reverse(seq.blocks.begin(), seq.blocks.end());  // tail first into the LRU: it is evicted first
   pool_.release(seq.blocks);

@@ -53,6 +53,10 @@ class Scheduler {
   // Queues a sequence at the back of the waiting queue. The caller has validated it (prompt non-empty and
   // shorter than max_context); CHECKs it.
   void add(int64_t id, std::vector<int32_t> prompt);
+  // A new sequence `id` that continues sequence `src` (all of its tokens cached) with `token`: it shares src's
+  // full, committed blocks by reference count and recomputes the entries of src's partial last block, then the
+  // token. Joins the running batch when max_running allows, else the front of the waiting queue (no blocks).
+  void fork(int64_t src, int64_t id, int32_t token);
   // Frees the sequence's blocks and forgets it, whether running or waiting. Unknown ids are ignored.
   void remove(int64_t id);
   // Plans the next step and reserves the blocks its tokens need.
