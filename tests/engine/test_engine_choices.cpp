@@ -203,7 +203,7 @@ TEST_F(EngineChoicesTest, ChoicesFinishIndependently) {
   GenerateRequest r = sampled(ids(9, 36), 6, 5);
   r.n = 8;
   r.stop_ids = {1300};
-  r.sampling.logit_bias = {{1300, 5.0f}};
+  r.sampling.logit_bias = {{1300, 4.0f}};
   Engine engine(*model_, {.n_blocks = 64, .block_size = 4});
   const std::vector<std::vector<Choice>> got = run(engine, {r}, {0});
   int n_stopped = 0, n_length = 0;
