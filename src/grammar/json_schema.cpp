@@ -355,7 +355,7 @@ uint32_t SchemaCompiler::compile_array(const JsonValue& s, const std::string& pa
     item = items == nullptr ? any_value() : compile(*items, path + ".items");
   }
   if (lo > hi) refuse(path, fmt::format("minItems {} exceeds the most items the schema allows ({})", lo, hi));
-  const int64_t unrolled = hi == kUnbounded ? std::max(k, lo) : hi;
+  const int64_t unrolled = hi == kUnbounded ? std::max(std::max(k, lo), int64_t{1}) : hi;  // after_0 has no comma: loop on >= 1
   if (unrolled > kMaxChain) refuse(path, fmt::format("array bounds above {} are not supported", kMaxChain));
   const auto elem = [&](int64_t i) { return i < k ? prefix[i] : *item; };
   std::vector<uint32_t> after(unrolled + 1);
