@@ -9,6 +9,7 @@ debian_packages=(
   libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev python3
   clang libclang-rt-14-dev
+  libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev
 )
 # Node.js and npm from Debian, unless a Node.js is already installed (e.g. NodeSource's, which bundles npm
 # and conflicts with Debian's npm package).
