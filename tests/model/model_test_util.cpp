@@ -40,9 +40,9 @@ fs::path make_checkpoint(const TempDir& dir, const std::string& name, const Chec
   return out;
 }
 
-LoadedModel::LoadedModel(const fs::path& dir)
+LoadedModel::LoadedModel(const fs::path& dir, Device device)
     : checkpoint(io::Checkpoint::open(dir)),
-      backend(make_backend(Device::kCpu)),
+      backend(make_backend(device)),
       weights(TextWeights::load(checkpoint, *backend)) {}
 
 std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {

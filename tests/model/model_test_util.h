@@ -44,7 +44,7 @@ std::filesystem::path make_checkpoint(const TempDir& dir, const std::string& nam
 
 // A checkpoint opened with its weights viewed by a CPU backend.
 struct LoadedModel {
-  explicit LoadedModel(const std::filesystem::path& dir);
+  explicit LoadedModel(const std::filesystem::path& dir, Device device = Device::kCpu);
   io::Checkpoint checkpoint;
   std::unique_ptr<Backend> backend;
   TextWeights weights;

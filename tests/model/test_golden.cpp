@@ -17,6 +17,13 @@
 #include "model_test_util.h"
 #include "synth/gen_model.h"
 
+// The backend under test: the CPU here; test_golden_cuda builds this file with QUATRE_GOLDEN_CUDA (label gpu).
+#ifdef QUATRE_GOLDEN_CUDA
+constexpr quatre::Device kGoldenDevice = quatre::Device::kCuda;
+#else
+constexpr quatre::Device kGoldenDevice = quatre::Device::kCpu;
+#endif
+
 namespace quatre::model::test {
 namespace {
 
@@ -124,6 +131,7 @@ TEST(GoldenFiles, ArePresent) {
 }
 
 TEST_P(Golden, MatchesTransformers) {
+  if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
   const io::SafetensorsFile golden(golden_dir() / GetParam());
   const std::map<std::string, std::string>& meta = golden.metadata();
   const GoldenCheckpoint* ck = nullptr;
@@ -154,7 +162,7 @@ TEST_P(Golden, MatchesTransformers) {
       ASSERT_EQ(hash, meta.at("weights_fnv1a64")) << "gen-model no longer writes the checkpoint the goldens came from";
     }
 
-    const LoadedModel loaded(path);
+    const LoadedModel loaded(path, kGoldenDevice);
     const SoftmaxScale mode = meta.at("softmax_scale_mode") == "hf" ? SoftmaxScale::kTransformers : SoftmaxScale::kRelease;
     const TextModel model(loaded.text(), loaded.weights, *loaded.backend, {.mla_form = MlaForm::kAbsorbed, .softmax_scale = mode});
     EXPECT_NEAR(model.softmax_scale(), std::stod(meta.at("scaling")), 1e-7) << where;

@@ -1,6 +1,9 @@
 // Device queries and the host side of the smoke test.
 #include "backend/cuda/device_info.h"
 
+#include <algorithm>
+#include <vector>
+
 #include <cuda_runtime_api.h>
 
 #include <fmt/format.h>
@@ -25,6 +28,39 @@ std::string describe_device(int index) {
   CUDA_CHECK(cudaGetDeviceProperties(&p, index));
   return fmt::format("{}, sm_{}{}, {} SMs, {:.1f} GiB", p.name, p.major, p.minor, p.multiProcessorCount,
                      static_cast<double>(p.totalGlobalMem) / double(1ull << 30));
+}
+
+DeviceMemory device_memory() {
+  DeviceMemory m;
+  CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));
+  return m;
+}
+
+double measure_copy_bandwidth(size_t bytes) {
+  void* a = nullptr;
+  void* b = nullptr;
+  CUDA_CHECK(cudaMalloc(&a, bytes));
+  CUDA_CHECK(cudaMalloc(&b, bytes));
+  CUDA_CHECK(cudaMemset(a, 0x3C, bytes));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    CUDA_CHECK(cudaEventRecord(start));
+    CUDA_CHECK(cudaMemcpy(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    if (i >= 2) ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(a);
+  cudaFree(b);
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3);
 }
 
 void axpy_on_device(float a, std::span<const float> x, std::span<float> y) {

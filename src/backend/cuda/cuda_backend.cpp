@@ -1,0 +1,416 @@
+// CudaBackend: argument checks on the host (shapes, ids, slots, block tables: everything the host can see), then
+// one or a few kernel launches on the backend's stream. Kernels are in ops.cu, matmul.cu, moe_kernels.cu and
+// mla_kernels.cu. Depends on core and the CUDA runtime.
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_info.h"
+#include "backend/cuda/kernels.h"
+#include "core/error.h"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr size_t kRingBytes = size_t{16} << 20;
+
+cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+WType wtype(DType t, std::string_view what) {
+  switch (t) {
+    case DType::F32: return WType::kF32;
+    case DType::BF16: return WType::kBF16;
+    case DType::F16: return WType::kF16;
+    case DType::F8_E4M3: return WType::kF8E4M3;
+    default: break;
+  }
+  throw InvalidRequest(fmt::format("{}: weights of dtype {} are not supported by the CUDA backend", what,
+                                   dtype_name(t)));
+}
+
+DevWeight dev(const Weight& w, std::string_view what) {
+  if (w.w.device() != Device::kCuda) {
+    throw InvalidRequest(fmt::format("{} weight is on {}: pass it through CudaBackend::prepare_weight first", what,
+                                     device_name(w.w.device())));
+  }
+  return {w.w.data(), wtype(w.w.dtype(), what), w.weight_scale};
+}
+
+void check_f32(const Tensor& t, const char* what) {
+  if (t.dtype() != DType::F32 || t.device() != Device::kCuda) {
+    throw InvalidRequest(fmt::format("{} must be an F32 CUDA tensor, got {} on {}", what, dtype_name(t.dtype()),
+                                     device_name(t.device())));
+  }
+}
+
+int64_t weight_rows(const Weight& w) { return w.w.rank() == 1 ? 1 : w.w.numel() / w.w.dim(-1); }
+
+void launched(cudaError_t status, const char* kernel) { cuda_check(status, kernel, __FILE__, __LINE__); }
+
+}  // namespace
+
+void* CudaMemory::allocate(size_t bytes) {
+  void* p = nullptr;
+  if (bytes == 0) return nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw std::bad_alloc();
+  }
+  return p;
+}
+
+void CudaMemory::deallocate(void* p, size_t /*bytes*/) {
+  if (p != nullptr) (void)cudaFree(p);
+}
+
+CudaBackend::CudaBackend() {
+  if (device_count() == 0) throw LoadError("CUDA backend: no CUDA device is present");
+  cudaStream_t s = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  stream_ = s;
+  CUDA_CHECK(cudaMallocHost(&pinned_, kRingBytes));
+  CUDA_CHECK(cudaMalloc(&staging_, kRingBytes));
+  ring_bytes_ = kRingBytes;
+}
+
+CudaBackend::~CudaBackend() {
+  (void)cudaStreamSynchronize(as_stream(stream_));
+  for (void* p : weights_) (void)cudaFree(p);
+  for (auto& [key, table] : expert_tables_) (void)cudaFree(table);
+  (void)cudaFree(staging_);
+  (void)cudaFreeHost(pinned_);
+  (void)cudaStreamDestroy(as_stream(stream_));
+}
+
+void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(as_stream(stream_))); }
+
+const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
+  if (bytes == 0) return staging_;
+  const size_t padded = (bytes + 255) & ~size_t{255};
+  if (padded > ring_bytes_) {  // a larger ring; the old one may still be read by queued copies
+    synchronize();
+    CUDA_CHECK(cudaFree(staging_));
+    CUDA_CHECK(cudaFreeHost(pinned_));
+    ring_bytes_ = std::max(padded, 2 * ring_bytes_);
+    CUDA_CHECK(cudaMallocHost(&pinned_, ring_bytes_));
+    CUDA_CHECK(cudaMalloc(&staging_, ring_bytes_));
+    ring_at_ = 0;
+  }
+  if (ring_at_ + padded > ring_bytes_) {  // wrap: the copies out of the ring's front must have run
+    synchronize();
+    ring_at_ = 0;
+  }
+  char* src = static_cast<char*>(pinned_) + ring_at_;
+  char* dst = static_cast<char*>(staging_) + ring_at_;
+  std::memcpy(src, host, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, as_stream(stream_)));
+  ring_at_ += padded;
+  return dst;
+}
+
+Weight CudaBackend::prepare_weight(const Weight& stored) {
+  (void)wtype(stored.w.dtype(), "prepare_weight");
+  if (stored.w.device() == Device::kCuda) return stored;
+  void* p = memory_.allocate(std::max<size_t>(stored.w.bytes(), 1));
+  weights_.push_back(p);
+  weight_bytes_ += stored.w.bytes();
+  CUDA_CHECK(cudaMemcpyAsync(p, stored.w.data(), stored.w.bytes(), cudaMemcpyHostToDevice, as_stream(stream_)));
+  synchronize();  // the host memory (e.g. an mmap) may go away after this returns
+  Weight out = stored;
+  out.w = Tensor(p, stored.w.dtype(), stored.w.shape(), Device::kCuda);
+  return out;
+}
+
+Weight CudaBackend::random_weight(DType dtype, std::span<const int64_t> shape, float std, uint64_t seed) {
+  const WType t = wtype(dtype, "random_weight");
+  Tensor shaped(nullptr, dtype, shape, Device::kCuda);
+  void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
+  weights_.push_back(p);
+  weight_bytes_ += shaped.bytes();
+  // FP8: values up to sqrt(3)·std map to 448, the E4M3 maximum, like a per-tensor-scaled checkpoint.
+  const float scale = t == WType::kF8E4M3 ? 1.7320508f * std / 448.0f : 1.0f;
+  launched(launch_init_weight(p, t, shaped.numel(), std, 0.0f, scale, seed, as_stream(stream_)), "init_weight");
+  Weight w;
+  w.w = Tensor(p, dtype, shape, Device::kCuda);
+  w.weight_scale = scale;
+  return w;
+}
+
+Weight CudaBackend::constant_weight(DType dtype, std::span<const int64_t> shape, float value) {
+  const WType t = wtype(dtype, "constant_weight");
+  Tensor shaped(nullptr, dtype, shape, Device::kCuda);
+  void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
+  weights_.push_back(p);
+  weight_bytes_ += shaped.bytes();
+  launched(launch_init_weight(p, t, shaped.numel(), 0.0f, value, 1.0f, 0, as_stream(stream_)), "init_weight");
+  Weight w;
+  w.w = Tensor(p, dtype, shape, Device::kCuda);
+  return w;
+}
+
+void CudaBackend::copy_to_host(const Tensor& src, void* dst) {
+  CHECK(src.device() == Device::kCuda) << "copy_to_host of a " << device_name(src.device()) << " tensor";
+  CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.bytes(), cudaMemcpyDeviceToHost, as_stream(stream_)));
+  synchronize();
+}
+
+void CudaBackend::fill(Tensor t, float value) {
+  check_f32(t, "fill target");
+  launched(launch_fill(t.data_as<float>(), t.numel(), value, as_stream(stream_)), "fill");
+}
+
+Tensor CudaBackend::embed(std::span<const int32_t> ids, const Weight& table, Arena& a) {
+  const int64_t V = table.w.dim(0), D = table.w.dim(1);
+  for (int32_t id : ids) {
+    if (id < 0 || id >= V) throw InvalidRequest(fmt::format("embed: token id {} outside the vocabulary of {}", id, V));
+  }
+  Tensor x = a.tensor(DType::F32, {static_cast<int64_t>(ids.size()), D});  // [T,D]
+  launched(launch_dequant_rows(dev(table, "embed"), D, upload(ids), static_cast<int64_t>(ids.size()),
+                               x.data_as<float>(), as_stream(stream_)),
+           "embed");
+  return x;
+}
+
+Tensor CudaBackend::rms_norm(const Tensor& x, const Weight& g, float eps, Arena& a) {
+  check_f32(x, "rms_norm input");
+  const int64_t M = x.dim(0), n = x.dim(1);
+  CHECK(g.w.numel() == n) << "rms_norm weight " << g.w.shape_string() << " for rows of " << n;
+  Tensor y = a.tensor(DType::F32, {M, n});
+  launched(launch_rms_norm(x.data_as<float>(), M, n, dev(g, "rms_norm"), eps, y.data_as<float>(), as_stream(stream_)),
+           "rms_norm");
+  return y;
+}
+
+Tensor CudaBackend::matmul(const Tensor& x, const Weight& w, Arena& a) {
+  check_f32(x, "matmul input");
+  const int64_t M = x.dim(0), in = x.dim(1), out = weight_rows(w);
+  CHECK(w.w.dim(-1) == in) << "matmul: x has " << in << " columns, weight is " << w.w.shape_string();
+  Tensor y = a.tensor(DType::F32, {M, out});  // [M,out]
+  MatmulProblem p{.x = x.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(w, "matmul"),
+                  .y = y.data_as<float>(), .ldy = out};
+  launched(launch_matmul(p, as_stream(stream_)), "matmul");
+  return y;
+}
+
+void CudaBackend::add_to(Tensor x, const Tensor& y) {
+  check_f32(x, "add_to target");
+  check_f32(y, "add_to operand");
+  CHECK(x.numel() == y.numel()) << "add_to " << x.shape_string() << " += " << y.shape_string();
+  launched(launch_add(x.data_as<float>(), y.data_as<float>(), x.numel(), as_stream(stream_)), "add");
+}
+
+std::pair<Tensor, Tensor> CudaBackend::split_cols(const Tensor& x, int64_t n_left, Arena& a) {
+  check_f32(x, "split_cols input");
+  const int64_t M = x.dim(0), n = x.dim(1), n_right = n - n_left;
+  CHECK(n_left >= 0 && n_right >= 0) << "split " << x.shape_string() << " at column " << n_left;
+  Tensor left = a.tensor(DType::F32, {M, n_left}), right = a.tensor(DType::F32, {M, n_right});
+  launched(launch_split_cols(x.data_as<float>(), M, n, n_left, left.data_as<float>(), right.data_as<float>(),
+                             as_stream(stream_)),
+           "split_cols");
+  return {left, right};
+}
+
+Tensor CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Arena& a) {
+  check_f32(x, "gather_rows input");
+  const int64_t M = x.dim(0), n = x.dim(1);
+  for (int32_t r : rows) {
+    if (r < 0 || r >= M) throw InvalidRequest(fmt::format("gather_rows: row {} of {}", r, x.shape_string()));
+  }
+  Tensor y = a.tensor(DType::F32, {static_cast<int64_t>(rows.size()), n});
+  launched(launch_gather_rows(x.data_as<float>(), n, upload(rows), static_cast<int64_t>(rows.size()),
+                              y.data_as<float>(), as_stream(stream_)),
+           "gather_rows");
+  return y;
+}
+
+void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
+  check_f32(q, "rope q");
+  check_f32(k_rope, "rope k_rope");
+  const MlaDims& d = args.dims;
+  const int64_t T = q.dim(0), half = d.qk_rope_head_dim / 2;
+  CHECK_SHAPE(q, T, d.q_width());
+  CHECK_SHAPE(k_rope, T, d.qk_rope_head_dim);
+  CHECK(static_cast<int64_t>(args.positions.size()) == T && static_cast<int64_t>(args.inv_freq.size()) == half)
+      << args.positions.size() << " positions and " << args.inv_freq.size() << " frequencies for T=" << T;
+  CHECK(args.llama4_original_max_position_embeddings > 0) << "llama4 original_max_position_embeddings";
+  const float* inv_freq = upload(args.inv_freq);
+  launched(launch_rope(q.data_as<float>(), k_rope.data_as<float>(), T, d.n_heads, d.qk_nope_head_dim,
+                       d.qk_rope_head_dim, inv_freq, upload(args.positions), args.llama4_beta,
+                       args.llama4_original_max_position_embeddings, as_stream(stream_)),
+           "rope");
+}
+
+void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) {
+  check_f32(kv_cache, "kv cache");
+  check_f32(c_kv, "kv_write c_kv");
+  check_f32(k_rope, "kv_write k_rope");
+  const int64_t T = c_kv.dim(0), R = c_kv.dim(1), Dr = k_rope.dim(1), W = kv_cache.dim(2);
+  const int64_t n_slots = kv_cache.dim(0) * kv_cache.dim(1);
+  CHECK(W == R + Dr && k_rope.dim(0) == T && static_cast<int64_t>(slots.size()) == T)
+      << "kv_write of " << c_kv.shape_string() << " and " << k_rope.shape_string() << " into " << kv_cache.shape_string();
+  for (int64_t slot : slots) {
+    if (slot < 0 || slot >= n_slots) throw InvalidRequest(fmt::format("kv_write: slot {} of {}", slot, n_slots));
+  }
+  launched(launch_kv_write(kv_cache.data_as<float>(), W, c_kv.data_as<float>(), R, k_rope.data_as<float>(), Dr,
+                           upload(slots), T, as_stream(stream_)),
+           "kv_write");
+}
+
+Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
+  const MlaDims& d = args.dims;
+  CHECK(args.meta != nullptr) << "mla_attention without attention metadata";
+  const AttnMeta& m = *args.meta;
+  const int64_t T = args.q.dim(0), R = d.kv_lora_rank;
+  check_f32(args.q, "mla_attention q");
+  check_f32(args.kv_cache, "mla_attention kv_cache");
+  CHECK_SHAPE(args.q, T, d.q_width());
+  CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
+  const int64_t kvb_rows = d.n_heads * (d.qk_nope_head_dim + d.v_head_dim);
+  CHECK(args.kv_b.w.dim(0) == kvb_rows && args.kv_b.w.dim(1) == R) << "kv_b " << args.kv_b.w.shape_string();
+  CHECK(static_cast<int64_t>(m.seq_index.size()) == T && static_cast<int64_t>(m.context_lens.size()) == T)
+      << "attention metadata for " << m.seq_index.size() << " tokens, q has " << T;
+  const int64_t n_blocks = args.kv_cache.dim(0), block_size = args.kv_cache.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t seq = m.seq_index[static_cast<size_t>(t)], n = m.context_lens[static_cast<size_t>(t)];
+    if (seq < 0 || n < 1 || n > m.max_blocks_per_seq * block_size ||
+        (seq + 1) * m.max_blocks_per_seq > static_cast<int64_t>(m.block_tables.size())) {
+      throw InvalidRequest(fmt::format("mla_attention: token {}: sequence {}, context {}", t, seq, n));
+    }
+    for (int64_t b = 0; b < (n + block_size - 1) / block_size; ++b) {
+      const int32_t block = m.block_tables[static_cast<size_t>(seq * m.max_blocks_per_seq + b)];
+      if (block < 0 || block >= n_blocks) {
+        throw InvalidRequest(fmt::format("mla_attention: token {}: block {} of {}", t, block, n_blocks));
+      }
+    }
+  }
+  const int64_t acc = args.form == MlaForm::kNaive ? d.v_head_dim : R;
+  CHECK(acc <= 512 && R + d.qk_rope_head_dim + d.qk_nope_head_dim + d.v_head_dim <= kMlaMaxWidth)
+      << "mla_attention: kv_lora_rank " << R << " / v_head_dim " << d.v_head_dim << " over the kernel's limits";
+  // kv_b dequantised once per call: [H*(Dn+Dv), R] fp32.
+  float* kv_b = a.array<float>(static_cast<size_t>(kvb_rows * R));
+  launched(launch_dequant_rows(dev(args.kv_b, "kv_b"), R, nullptr, kvb_rows, kv_b, as_stream(stream_)), "kv_b");
+  Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]
+  const MlaLaunch l{.q = args.q.data_as<float>(),
+                    .cache = args.kv_cache.data_as<float>(),
+                    .block_size = block_size,
+                    .kv_b = kv_b,
+                    .seq_index = upload(m.seq_index),
+                    .context_lens = upload(m.context_lens),
+                    .block_tables = upload(m.block_tables),
+                    .max_blocks_per_seq = m.max_blocks_per_seq,
+                    .T = T,
+                    .H = d.n_heads,
+                    .R = R,
+                    .Dn = d.qk_nope_head_dim,
+                    .Dr = d.qk_rope_head_dim,
+                    .Dv = d.v_head_dim,
+                    .softmax_scale = args.softmax_scale,
+                    .naive = args.form == MlaForm::kNaive,
+                    .o = o.data_as<float>()};
+  launched(launch_mla(l, as_stream(stream_)), "mla_attention");
+  return o;
+}
+
+Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a) {
+  check_f32(logits, "route logits");
+  const int64_t T = logits.dim(0), E = logits.dim(1), K = args.n_experts_per_tok;
+  CHECK(K >= 1 && K <= E) << "top-" << K << " of " << E << " experts";
+  Routing r{.expert_ids = a.tensor(DType::I32, {T, K}), .gates = a.tensor(DType::F32, {T, K})};
+  launched(launch_route(logits.data_as<float>(), T, E, K, args.routed_scaling_factor, r.expert_ids.data_as<int32_t>(),
+                        r.gates.data_as<float>(), as_stream(stream_)),
+           "route");
+  return r;
+}
+
+Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
+  const int64_t M = x.dim(0);
+  Tensor g = matmul(x, w.gate, a);  // [M,F]
+  Tensor u = matmul(x, w.up, a);    // [M,F]
+  CHECK(has_shape(g, {u.dim(0), u.dim(1)})) << "ffn gate " << g.shape_string() << " and up " << u.shape_string();
+  launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
+  Tensor y = matmul(g, w.down, a);  // [M,D]
+  CHECK_SHAPE(y, M, x.dim(1));
+  return y;
+}
+
+const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) {
+  auto it = expert_tables_.find(experts.data());
+  if (it != expert_tables_.end()) return static_cast<const DevWeight*>(it->second);
+  const size_t E = experts.size();
+  std::vector<DevWeight> host(3 * E);
+  for (size_t e = 0; e < E; ++e) {
+    host[e] = dev(experts[e].gate, "expert gate");
+    host[E + e] = dev(experts[e].up, "expert up");
+    host[2 * E + e] = dev(experts[e].down, "expert down");
+    for (size_t j = 0; j < 3; ++j) {
+      CHECK(host[j * E + e].type == host[j * E].type) << "expert " << e << " has another weight dtype than expert 0";
+    }
+    CHECK(experts[e].gate.w.shape()[0] == experts[0].gate.w.shape()[0] &&
+          experts[e].gate.w.shape()[1] == experts[0].gate.w.shape()[1] &&
+          experts[e].down.w.shape()[0] == experts[0].down.w.shape()[0])
+        << "expert " << e << " has another shape than expert 0";
+  }
+  void* table = memory_.allocate(host.size() * sizeof(DevWeight));
+  CUDA_CHECK(cudaMemcpyAsync(table, host.data(), host.size() * sizeof(DevWeight), cudaMemcpyHostToDevice,
+                             as_stream(stream_)));
+  synchronize();
+  expert_tables_[experts.data()] = table;
+  return static_cast<const DevWeight*>(table);
+}
+
+// Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
+// else 64: the tile kernel); gate and up per group, SiLU-gating, down scattered back to the pair's row times its
+// gate; the K rows of a token summed; then the shared expert added.
+Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
+  const Tensor& x = args.x;
+  check_f32(x, "moe input");
+  const int64_t T = x.dim(0), D = x.dim(1), K = args.routing.expert_ids.dim(1);
+  const auto E = static_cast<int64_t>(args.experts.size());
+  CHECK(E > 0) << "moe without experts";
+  CHECK_SHAPE(args.routing.expert_ids, T, K);
+  CHECK_SHAPE(args.routing.gates, T, K);
+  CHECK(args.routing.expert_ids.device() == Device::kCuda) << "routing ids must be on the device";
+  const DevWeight* table = expert_table(args.experts);
+  const int64_t F = args.experts[0].gate.w.dim(0);
+  CHECK(args.experts[0].gate.w.dim(1) == D && args.experts[0].down.w.dim(0) == D && args.experts[0].down.w.dim(1) == F)
+      << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
+      << " for D=" << D;
+  const int G = T * K <= 16 * E ? 8 : 64;
+  const int64_t max_rows = (T * K + E * (G - 1) + G - 1) / G * G;
+  int32_t* sorted_token = a.array<int32_t>(static_cast<size_t>(max_rows));
+  int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
+  int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
+  const cudaStream_t s = as_stream(stream_);
+  launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token, sorted_pair,
+                            group_expert, s),
+           "moe_align");
+  float* gate = a.array<float>(static_cast<size_t>(max_rows * F));
+  float* up = a.array<float>(static_cast<size_t>(max_rows * F));
+  const DevWeight gate0 = dev(args.experts[0].gate, "expert gate"), up0 = dev(args.experts[0].up, "expert up"),
+                  down0 = dev(args.experts[0].down, "expert down");
+  MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
+                  .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
+                  .y = gate, .ldy = F};
+  launched(launch_matmul(p, s), "moe gate");
+  p.weight = up0;
+  p.experts = table + E;
+  p.y = up;
+  launched(launch_matmul(p, s), "moe up");
+  launched(launch_silu_mul(gate, up, max_rows * F, s), "moe silu_mul");
+  float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
+  MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
+                  .group_expert = group_expert, .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
+                  .row_scale = args.routing.gates.data_as<float>()};
+  launched(launch_matmul(q, s), "moe down");
+  Tensor y = a.tensor(DType::F32, {T, D});  // [T,D]
+  launched(launch_sum_pairs(pair_out, T, K, D, y.data_as<float>(), s), "moe sum");
+  if (args.shared != nullptr) add_to(y, ffn(x, *args.shared, a));
+  return y;
+}
+
+}  // namespace quatre::cuda

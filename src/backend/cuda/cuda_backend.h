@@ -1,0 +1,86 @@
+// CudaBackend: every Backend op on one CUDA GPU, on one stream. Weights are copied to the device in their stored
+// dtype (FP8 stays FP8, BF16 stays BF16) and dequantised inside the kernels; activations are F32 in device Arenas;
+// host metadata (token ids, positions, slots, block tables) goes up through a pinned staging ring, with no
+// allocation per op and no host sync inside a step except copy_to_host. Depends on core and the CUDA runtime.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/backend.h"
+
+namespace quatre::cuda {
+
+struct DevWeight;
+
+// cudaMalloc / cudaFree on the current device.
+class CudaMemory final : public MemoryResource {
+ public:
+  Device device() const override { return Device::kCuda; }
+  void* allocate(size_t bytes) override;
+  void deallocate(void* p, size_t bytes) override;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend();  // throws LoadError when no CUDA device is present
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::kCuda; }
+  MemoryResource& memory() override { return memory_; }
+  Weight prepare_weight(const Weight& stored) override;
+  void copy_to_host(const Tensor& src, void* dst) override;
+  void fill(Tensor t, float value) override;
+
+  Tensor embed(std::span<const int32_t> ids, const Weight& table, Arena& a) override;
+  Tensor rms_norm(const Tensor& x, const Weight& g, float eps, Arena& a) override;
+  Tensor matmul(const Tensor& x, const Weight& w, Arena& a) override;
+  void add_to(Tensor x, const Tensor& y) override;
+  std::pair<Tensor, Tensor> split_cols(const Tensor& x, int64_t n_left, Arena& a) override;
+  Tensor gather_rows(const Tensor& x, std::span<const int32_t> rows, Arena& a) override;
+
+  void rope(Tensor q, Tensor k_rope, const RopeArgs& args) override;
+  void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) override;
+  Tensor mla_attention(const MlaArgs& args, Arena& a) override;
+
+  Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) override;
+  Tensor moe(const MoeArgs& args, Arena& a) override;
+  Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) override;
+
+  // A device weight [out, in] (or [n]) of `dtype` drawn on the GPU: uniform values of standard deviation `std`
+  // before quantisation; FP8 weights get a per-tensor scale so that their bytes span the E4M3 range. For
+  // --random-weights: no checkpoint, nothing through host memory.
+  Weight random_weight(DType dtype, std::span<const int64_t> shape, float std, uint64_t seed);
+  // A device weight whose every element is `value` (norm gains).
+  Weight constant_weight(DType dtype, std::span<const int64_t> shape, float value);
+  void synchronize();
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  // Copies host data to the device through the staging ring; valid for the ops enqueued after it.
+  template <typename T>
+  const T* upload(std::span<const T> host) {
+    return static_cast<const T*>(upload_bytes(host.data(), host.size_bytes()));
+  }
+  const void* upload_bytes(const void* host, size_t bytes);
+  // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
+  const DevWeight* expert_table(std::span<const FfnWeights> experts);
+
+  CudaMemory memory_;
+  void* stream_ = nullptr;  // cudaStream_t
+  std::vector<void*> weights_;   // device allocations of prepared weights
+  size_t weight_bytes_ = 0;
+  // Staging ring: pinned host and device buffers of the same size, filled front to back; wrapping waits for the
+  // stream once (the copies from the ring's front must be done before it is overwritten).
+  void* pinned_ = nullptr;
+  void* staging_ = nullptr;
+  size_t ring_bytes_ = 0, ring_at_ = 0;
+  std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
+};
+
+}  // namespace quatre::cuda

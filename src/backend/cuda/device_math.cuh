@@ -1,0 +1,79 @@
+// Device helpers shared by the .cu files of the CUDA backend: stored-weight element decoding (F32, BF16, F16,
+// FP8 E4M3 -> fp32), warp reductions, and the dispatch of a weight type to a template. Depends on CUDA only.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "backend/cuda/kernels.h"
+
+namespace quatre::cuda {
+
+template <WType T>
+struct WTraits;
+template <>
+struct WTraits<WType::kF32> {
+  using S = float;
+  static __device__ __forceinline__ float to_f32(S v) { return v; }
+};
+template <>
+struct WTraits<WType::kBF16> {
+  using S = uint16_t;
+  static __device__ __forceinline__ float to_f32(S v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+};
+template <>
+struct WTraits<WType::kF16> {
+  using S = uint16_t;
+  static __device__ __forceinline__ float to_f32(S v) {
+    __half_raw h;
+    h.x = v;
+    return __half2float(__half(h));
+  }
+};
+template <>
+struct WTraits<WType::kF8E4M3> {
+  using S = uint8_t;
+  static __device__ __forceinline__ float to_f32(S v) {
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(v), __NV_E4M3);
+    return __half2float(__half(h));
+  }
+};
+
+// float(w[i]) (without the scale) of a weight of runtime type t.
+__device__ __forceinline__ float load_weight(const void* w, WType t, int64_t i) {
+  switch (t) {
+    case WType::kF32: return static_cast<const float*>(w)[i];
+    case WType::kBF16: return WTraits<WType::kBF16>::to_f32(static_cast<const uint16_t*>(w)[i]);
+    case WType::kF16: return WTraits<WType::kF16>::to_f32(static_cast<const uint16_t*>(w)[i]);
+    case WType::kF8E4M3: return WTraits<WType::kF8E4M3>::to_f32(static_cast<const uint8_t*>(w)[i]);
+  }
+  return 0.0f;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Calls f(std::integral_constant-like tag) with the weight type as a template argument.
+template <WType T>
+struct WTag {
+  static constexpr WType value = T;
+};
+template <typename F>
+cudaError_t dispatch_wtype(WType t, F&& f) {
+  switch (t) {
+    case WType::kF32: return f(WTag<WType::kF32>{});
+    case WType::kBF16: return f(WTag<WType::kBF16>{});
+    case WType::kF16: return f(WTag<WType::kF16>{});
+    case WType::kF8E4M3: return f(WTag<WType::kF8E4M3>{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+inline unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+}  // namespace quatre::cuda

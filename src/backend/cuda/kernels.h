@@ -1,0 +1,98 @@
+// Launchers of the CUDA backend's kernels (device code in kernels.cu, mla_kernels.cu). Plain C++ types only:
+// .cu files include no fmt (its headers do not compile under nvcc in C++20 mode), so checks and messages live in
+// cuda_backend.cpp. Every launcher enqueues on `stream` and returns the launch status. Depends on the CUDA runtime.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace quatre::cuda {
+
+// Stored weight element types, as the kernels see them (mirrors the float DTypes of core/dtype.h).
+enum class WType : int { kF32, kBF16, kF16, kF8E4M3 };
+
+// A weight [rows, cols] in device memory; value = float(w) * scale.
+struct DevWeight {
+  const void* w = nullptr;
+  WType type = WType::kF32;
+  float scale = 1.0f;
+};
+
+// y[m, n] = Σ_k x[x_row(m), k] · w_e[n, k] · scale_e, for the M rows of a problem, with fp32 accumulation.
+// Plain problems: one weight, x_rows/y_rows null (identity). Grouped (MoE) problems: rows are in blocks of
+// `rows_per_group`; group g uses weight experts[group_expert[g]] (-1: the group is padding, skipped); a row with
+// x_rows[m] < 0 is padding; y row m goes to y_rows[m] (when given), times row_scale[y_rows[m]] (when given).
+struct MatmulProblem {
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  const int32_t* x_rows = nullptr;
+  int64_t M = 0, N = 0, K = 0;
+  DevWeight weight;                          // plain problems
+  const DevWeight* experts = nullptr;        // grouped problems: device array [E]
+  const int32_t* group_expert = nullptr;     // device [M / rows_per_group]
+  int rows_per_group = 0;
+  float* y = nullptr;
+  int64_t ldy = 0;
+  const int32_t* y_rows = nullptr;
+  const float* row_scale = nullptr;
+  bool accumulate = false;                   // y += instead of y =
+};
+// Small M (<= 8 rows a group): one warp per output column, reading the weight once with 16-byte loads.
+// Otherwise a 64x64 shared-memory tile.
+cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
+
+cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
+cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
+                                cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i)
+cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
+                            cudaStream_t stream);
+cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream);
+cudaError_t launch_split_cols(const float* x, int64_t M, int64_t n, int64_t n_left, float* left, float* right,
+                              cudaStream_t stream);
+cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
+                               cudaStream_t stream);
+// In place: interleaved pairs of every head's rope slice of q and of k_rope; then q *= Llama-4 temperature.
+cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
+                        const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
+                        cudaStream_t stream);
+cudaError_t launch_kv_write(float* cache, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
+                            int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream);
+cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
+
+// Softmax over E logits per token, the K largest (ties: lower index), renormalised, times scaling.
+cudaError_t launch_route(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
+                         float* gates, cudaStream_t stream);
+// Groups the T*K (token, k) pairs by expert, each expert's rows padded to a multiple of rows_per_group:
+// sorted_token[r] (-1: padding), sorted_pair[r] (-1: padding) for r < max_rows, group_expert[g] (-1: unused).
+// One block; max_rows = T*K + E*(rows_per_group-1) rounded up to rows_per_group.
+cudaError_t launch_moe_align(const int32_t* ids, int64_t T, int64_t K, int64_t E, int rows_per_group,
+                             int64_t max_rows, int32_t* sorted_token, int32_t* sorted_pair, int32_t* group_expert,
+                             cudaStream_t stream);
+// y[t,:] = Σ_k pair_out[t*K + k, :]
+cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, float* y, cudaStream_t stream);
+
+struct MlaLaunch {
+  const float* q = nullptr;        // [T, H*(Dn+Dr)]
+  const float* cache = nullptr;    // [n_blocks, block_size, R+Dr]
+  int64_t block_size = 0;
+  const float* kv_b = nullptr;     // [H*(Dn+Dv), R] dequantised fp32
+  const int32_t* seq_index = nullptr, *context_lens = nullptr, *block_tables = nullptr;
+  int32_t max_blocks_per_seq = 0;
+  int64_t T = 0, H = 0, R = 0, Dn = 0, Dr = 0, Dv = 0;
+  float softmax_scale = 0;
+  bool naive = false;
+  float* o = nullptr;              // [T, H*Dv]
+};
+// Largest R + Dr + Dn + Dv the attention kernel's shared memory holds (checked by the caller).
+constexpr int64_t kMlaMaxWidth = 4096;
+cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream);
+
+}  // namespace quatre::cuda
+
+namespace quatre::cuda {
+// w[i] = quantise(u_i / scale), u_i uniform in [-sqrt(3)·std, sqrt(3)·std] from a counter hash of (seed, i);
+// std = 0: w[i] = quantise(value / scale) for every i.
+cudaError_t launch_init_weight(void* w, WType t, int64_t n, float std, float value, float scale, uint64_t seed,
+                               cudaStream_t stream);
+}  // namespace quatre::cuda

@@ -1,0 +1,119 @@
+// MLA attention over the paged latent cache, one block (4 warps) per (token, head), online softmax.
+// Absorbed: q_abs = W_UKᵀ q_nope [R]; s_j = (q_abs·c_j + q_rope·k_rope_j)·scale; ctx = Σ p_j c_j; o = W_UV ctx.
+// Naive: k_nope_j = W_UK c_j and v_j = W_UV c_j expanded per key; s_j = (q_nope·k_nope_j + q_rope·k_rope_j)·scale;
+// o = Σ p_j v_j. kv_b arrives dequantised to fp32 [H*(Dn+Dv), R]. Depends on CUDA only.
+#include "backend/cuda/device_math.cuh"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxPerLane = 16;  // accumulator width / 32: R (absorbed) or Dv (naive) <= 512
+
+__global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
+  extern __shared__ float smem[];
+  const int64_t t = blockIdx.x / a.H, h = blockIdx.x % a.H;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t Dh = a.Dn + a.Dr, width = a.R + a.Dr;
+  const int64_t acc_width = a.naive ? a.Dv : a.R;
+  float* qa = smem;                            // [R] absorbed query, or [Dn] q_nope (naive)
+  float* qr = qa + max(a.R, a.Dn);             // [Dr]
+  float* part = qr + a.Dr;                     // [kWarps][acc_width]
+  float* stats = part + kWarps * acc_width;    // [kWarps][2] running max, sum
+  float* ctx = stats + 2 * kWarps;             // [acc_width]
+  const float* q = a.q + t * a.H * Dh + h * Dh;
+  const float* w_uk = a.kv_b + h * (a.Dn + a.Dv) * a.R;  // [Dn, R]
+  const float* w_uv = w_uk + a.Dn * a.R;                 // [Dv, R]
+  for (int64_t i = threadIdx.x; i < a.Dr; i += blockDim.x) qr[i] = q[a.Dn + i];
+  if (a.naive) {
+    for (int64_t i = threadIdx.x; i < a.Dn; i += blockDim.x) qa[i] = q[i];
+  } else {
+    for (int64_t r = threadIdx.x; r < a.R; r += blockDim.x) {
+      float s = 0;
+      for (int64_t e = 0; e < a.Dn; ++e) s = fmaf(q[e], w_uk[e * a.R + r], s);
+      qa[r] = s;
+    }
+  }
+  __syncthreads();
+
+  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  float m = -INFINITY, l = 0;
+  float acc[kMaxPerLane] = {};
+  for (int32_t j = warp; j < n; j += kWarps) {
+    const float* row = a.cache + (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
+    float s = 0, nope = 0;  // s: per-lane partial sums; nope: the naive q_nope·k_nope, the same on every lane
+    for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[i], row[a.R + i], s);
+    if (a.naive) {
+      for (int64_t e = 0; e < a.Dn; ++e) {  // q_nope · (W_UK c_j), one k_nope element at a time
+        float k = 0;
+        for (int64_t r = lane; r < a.R; r += 32) k = fmaf(w_uk[e * a.R + r], row[r], k);
+        nope = fmaf(qa[e], warp_sum(k), nope);
+      }
+    } else {
+      for (int64_t r = lane; r < a.R; r += 32) s = fmaf(qa[r], row[r], s);
+    }
+    s = (warp_sum(s) + nope) * a.softmax_scale;
+    const float m_new = fmaxf(m, s);
+    const float correction = expf(m - m_new), p = expf(s - m_new);
+    l = l * correction + p;
+    m = m_new;
+    if (a.naive) {
+      for (int64_t e = 0; e < a.Dv; ++e) {  // v_j[e] = W_UV[e] · c_j; lane e % 32 keeps it
+        float v = 0;
+        for (int64_t r = lane; r < a.R; r += 32) v = fmaf(w_uv[e * a.R + r], row[r], v);
+        v = warp_sum(v);
+        if (e % 32 == lane) acc[e / 32] = acc[e / 32] * correction + p * v;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int64_t r = lane + 32 * i;
+        if (r < a.R) acc[i] = acc[i] * correction + p * row[r];
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int64_t c = lane + 32 * i;
+    if (c < acc_width) part[warp * acc_width + c] = acc[i];
+  }
+  if (lane == 0) stats[2 * warp] = m, stats[2 * warp + 1] = l;
+  __syncthreads();
+  float m_all = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, stats[2 * w]);
+  float l_all = 0;
+  for (int w = 0; w < kWarps; ++w) l_all += stats[2 * w] == -INFINITY ? 0.0f : stats[2 * w + 1] * expf(stats[2 * w] - m_all);
+  for (int64_t c = threadIdx.x; c < acc_width; c += blockDim.x) {
+    float s = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      if (stats[2 * w] != -INFINITY) s += part[w * acc_width + c] * expf(stats[2 * w] - m_all);
+    }
+    ctx[c] = s / l_all;
+  }
+  __syncthreads();
+  float* o = a.o + t * a.H * a.Dv + h * a.Dv;
+  if (a.naive) {
+    for (int64_t e = threadIdx.x; e < a.Dv; e += blockDim.x) o[e] = ctx[e];
+    return;
+  }
+  for (int64_t e = warp; e < a.Dv; e += kWarps) {
+    float s = 0;
+    for (int64_t r = lane; r < a.R; r += 32) s = fmaf(w_uv[e * a.R + r], ctx[r], s);
+    s = warp_sum(s);
+    if (lane == 0) o[e] = s;
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
+  if (a.T == 0) return cudaSuccess;
+  const int64_t acc_width = a.naive ? a.Dv : a.R;
+  if (acc_width > 32 * kMaxPerLane || a.R + a.Dr + a.Dn + a.Dv > kMlaMaxWidth) return cudaErrorInvalidValue;
+  const size_t shared = static_cast<size_t>(std::max(a.R, a.Dn) + a.Dr + (kWarps + 1) * acc_width + 2 * kWarps) * sizeof(float);
+  mla_kernel<<<static_cast<unsigned>(a.T * a.H), 32 * kWarps, shared, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace quatre::cuda

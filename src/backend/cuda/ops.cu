@@ -1,0 +1,199 @@
+// Element-wise and row kernels of the CUDA backend: fill, weight-row dequantisation (embed), RMSNorm, add,
+// column split, row gather, RoPE with the Llama-4 temperature, the latent cache write, SiLU-gating.
+// Depends on CUDA only.
+#include "backend/cuda/device_math.cuh"
+
+namespace quatre::cuda {
+namespace {
+
+__global__ void fill_kernel(float* p, int64_t n, float v) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    p[i] = v;
+  }
+}
+
+__global__ void dequant_rows_kernel(DevWeight w, int64_t cols, const int32_t* ids, float* out) {
+  const int64_t row = ids != nullptr ? ids[blockIdx.x] : blockIdx.x;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    out[blockIdx.x * cols + i] = load_weight(w.w, w.type, row * cols + i) * w.scale;
+  }
+}
+
+// One block per row: mean of squares (fp32 tree sum), then g ⊙ (x · rsqrt(ms + eps)).
+__global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float eps, float* y) {
+  __shared__ float partial[32];
+  const float* row = x + blockIdx.x * n;
+  float s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s = fmaf(row[i], row[i], s);
+  s = warp_sum(s);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) partial[0] = t;
+  }
+  __syncthreads();
+  const float r = 1.0f / sqrtf(partial[0] / static_cast<float>(n) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    y[blockIdx.x * n + i] = load_weight(g.w, g.type, i) * g.scale * (row[i] * r);
+  }
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void split_cols_kernel(const float* x, int64_t M, int64_t n, int64_t n_left, float* left, float* right) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= M * n) return;
+  const int64_t m = i / n, c = i % n;
+  if (c < n_left) {
+    left[m * n_left + c] = x[i];
+  } else {
+    right[m * (n - n_left) + c - n_left] = x[i];
+  }
+}
+
+__global__ void gather_rows_kernel(const float* x, int64_t n, const int32_t* rows, float* y) {
+  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[blockIdx.x * n + i] = src[i];
+}
+
+// One block per token: rotate the (H+1)*half interleaved pairs (H query heads, then k_rope), then scale q.
+__global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t nope, int64_t rope_dim,
+                            const float* inv_freq, const int32_t* positions, float beta, int64_t original_max) {
+  const int64_t t = blockIdx.x, half = rope_dim / 2, head_dim = nope + rope_dim, q_width = n_heads * head_dim;
+  const int32_t pos = positions[t];
+  float* qt = q + t * q_width;
+  for (int64_t i = threadIdx.x; i < (n_heads + 1) * half; i += blockDim.x) {
+    const int64_t h = i / half, p = i % half;
+    const float angle = static_cast<float>(pos) * inv_freq[p];
+    const float c = cosf(angle), s = sinf(angle);
+    float* x = h < n_heads ? qt + h * head_dim + nope + 2 * p : k_rope + t * rope_dim + 2 * p;
+    const float x0 = x[0], x1 = x[1];
+    x[0] = x0 * c - x1 * s;
+    x[1] = x1 * c + x0 * s;
+  }
+  if (beta == 0.0f) return;
+  __syncthreads();
+  const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
+  const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
+  for (int64_t i = threadIdx.x; i < q_width; i += blockDim.x) qt[i] *= temperature;
+}
+
+__global__ void kv_write_kernel(float* cache, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
+                                int64_t Dr, const int64_t* slots) {
+  const int64_t t = blockIdx.x;
+  float* row = cache + slots[t] * width;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) row[i] = i < R ? c_kv[t * R + i] : k_rope[t * Dr + i - R];
+}
+
+__global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+__global__ void init_weight_kernel(void* w, WType t, int64_t n, float std, float value, float scale, uint64_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = value;
+    if (std != 0.0f) {
+      const float u = static_cast<float>(splitmix64(seed * 0x100000001B3ull ^ static_cast<uint64_t>(i)) >> 40) *
+                      (1.0f / 16777216.0f);  // [0, 1)
+      v = (2.0f * u - 1.0f) * 1.7320508f * std;
+    }
+    v /= scale;
+    switch (t) {
+      case WType::kF32: static_cast<float*>(w)[i] = v; break;
+      case WType::kBF16: static_cast<__nv_bfloat16*>(w)[i] = __float2bfloat16(v); break;
+      case WType::kF16: static_cast<__half*>(w)[i] = __float2half(v); break;
+      case WType::kF8E4M3:
+        static_cast<uint8_t*>(w)[i] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_init_weight(void* w, WType t, int64_t n, float std, float value, float scale, uint64_t seed,
+                               cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  init_weight_kernel<<<std::min<unsigned>(blocks_for(n, 256), 16384u), 256, 0, stream>>>(w, t, n, std, value, scale,
+                                                                                        seed);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  fill_kernel<<<std::min<unsigned>(blocks_for(n, 256), 65535u), 256, 0, stream>>>(p, n, value);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
+                                cudaStream_t stream) {
+  if (n_ids == 0) return cudaSuccess;
+  dequant_rows_kernel<<<static_cast<unsigned>(n_ids), 256, 0, stream>>>(w, cols, ids, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
+                            cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  rms_norm_kernel<<<static_cast<unsigned>(M), 256, 0, stream>>>(x, n, g, eps, y);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  add_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_split_cols(const float* x, int64_t M, int64_t n, int64_t n_left, float* left, float* right,
+                              cudaStream_t stream) {
+  if (M * n == 0) return cudaSuccess;
+  split_cols_kernel<<<blocks_for(M * n, 256), 256, 0, stream>>>(x, M, n, n_left, left, right);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
+                               cudaStream_t stream) {
+  if (n_rows == 0) return cudaSuccess;
+  gather_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(x, n, rows, y);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
+                        const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
+                        cudaStream_t stream) {
+  if (T == 0) return cudaSuccess;
+  rope_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(q, k_rope, n_heads, nope, rope_dim, inv_freq, positions,
+                                                           beta, original_max);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_kv_write(float* cache, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
+                            int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream) {
+  if (T == 0) return cudaSuccess;
+  kv_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(cache, width, c_kv, R, k_rope, Dr, slots);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(g, u, n);
+  return cudaGetLastError();
+}
+
+}  // namespace quatre::cuda

@@ -1,0 +1,295 @@
+// CudaBackend ops against CpuBackend (itself tested against naive and float64 references) on fresh random inputs,
+// for BF16 and FP8 weights (F32 too for matmul): matmul on both kernels (small M and tiled, 16-byte and scalar
+// loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4 temperature, the cache write, MLA in both
+// forms over a paged cache with NaN-poisoned unused slots, routing (ties included), FFN and MoE on both group
+// sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_info.h"
+#include "core/error.h"
+#include "io/model_config.h"
+#include "model/rope.h"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr double kF32RelL2 = 1e-5;  // fp32 on both sides, different summation orders
+
+std::vector<float> randn(size_t n, uint64_t seed, float stddev = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, stddev);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// A host weight stored in `dtype`, owning its bytes.
+struct StoredWeight {
+  StoredWeight(const std::vector<float>& values, std::vector<int64_t> shape, DType dtype, float scale = 1.0f) {
+    bytes.resize(values.size() * dtype_size(dtype));
+    for (size_t i = 0; i < values.size(); ++i) {
+      switch (dtype) {
+        case DType::F32: std::memcpy(&bytes[i * 4], &values[i], 4); break;
+        case DType::BF16: { const uint16_t b = f32_to_bf16(values[i]); std::memcpy(&bytes[i * 2], &b, 2); break; }
+        case DType::F8_E4M3: bytes[i] = static_cast<std::byte>(f32_to_fp8e4m3(values[i] / scale)); break;
+        default: ADD_FAILURE() << "not a weight dtype here";
+      }
+    }
+    weight.w = Tensor(bytes.data(), dtype, std::span<const int64_t>(shape));
+    weight.weight_scale = dtype == DType::F8_E4M3 ? scale : 1.0f;
+  }
+  std::vector<std::byte> bytes;
+  Weight weight;
+};
+
+double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+class CudaOps : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (device_count() == 0) GTEST_SKIP() << "no CUDA device present";
+    gpu_ = std::make_unique<CudaBackend>();
+    dev_arena_ = std::make_unique<Arena>(gpu_->memory());
+  }
+  // A device copy of host values, poisoned first (NaN) so that a short copy shows.
+  Tensor up(const std::vector<float>& v, std::initializer_list<int64_t> shape) {
+    Tensor t = dev_arena_->tensor(DType::F32, shape);
+    EXPECT_EQ(static_cast<size_t>(t.numel()), v.size());
+    EXPECT_EQ(cudaMemcpy(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    return t;
+  }
+  Tensor host(std::vector<float>& v, std::initializer_list<int64_t> shape) { return Tensor(v.data(), DType::F32, shape); }
+  std::vector<float> down(const Tensor& t) {
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    gpu_->copy_to_host(t, v.data());
+    return v;
+  }
+  static std::vector<float> vec(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
+  Weight prep(const StoredWeight& s) { return gpu_->prepare_weight(s.weight); }
+
+  cpu::CpuBackend cpu_{2};
+  Arena host_arena_{host_memory(), {.poison = true}};
+  std::unique_ptr<CudaBackend> gpu_;
+  std::unique_ptr<Arena> dev_arena_;
+};
+
+TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
+  uint64_t seed = 1;
+  for (DType dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
+    for (int64_t in : {96, 50}) {             // 16-byte loads / scalar tail
+      for (int64_t M : {1, 3, 8, 9, 70}) {    // small-M kernel up to 8 rows, then the tile
+        const int64_t out = 130;
+        const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
+        const std::vector<float> got = down(gpu_->matmul(up(x, {M, in}), prep(w), *dev_arena_));
+        EXPECT_LE(rel_l2(got, want), kF32RelL2) << dtype_name(dtype) << " M=" << M << " in=" << in;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, RowOpsMatchCpu) {
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    const int64_t V = 37, D = 72;
+    const StoredWeight table(randn(V * D, 3, 0.5f), {V, D}, dtype, 0.004f);
+    const StoredWeight gain(randn(D, 4, 1.0f), {D}, dtype, 0.01f);
+    const std::vector<int32_t> ids = {36, 0, 5, 5, 17};
+    const std::vector<float> e_cpu = vec(cpu_.embed(ids, table.weight, host_arena_));
+    const Tensor e_gpu = gpu_->embed(ids, prep(table), *dev_arena_);
+    EXPECT_EQ(down(e_gpu), e_cpu) << "embed is a copy";
+    const std::vector<float> n_cpu = vec(cpu_.rms_norm(cpu_.embed(ids, table.weight, host_arena_), gain.weight, 1e-6f, host_arena_));
+    EXPECT_LE(rel_l2(down(gpu_->rms_norm(e_gpu, prep(gain), 1e-6f, *dev_arena_)), n_cpu), kF32RelL2) << "rms_norm";
+  }
+  std::vector<float> x = randn(6 * 10, 5), y = randn(6 * 10, 6);
+  Tensor xd = up(x, {6, 10});
+  gpu_->add_to(xd, up(y, {6, 10}));
+  std::vector<float> sum(x);
+  for (size_t i = 0; i < sum.size(); ++i) sum[i] += y[i];
+  EXPECT_EQ(down(xd), sum) << "add_to";
+  auto [l, r] = gpu_->split_cols(up(x, {6, 10}), 7, *dev_arena_);
+  auto [lc, rc] = cpu_.split_cols(host(x, {6, 10}), 7, host_arena_);
+  EXPECT_EQ(down(l), vec(lc));
+  EXPECT_EQ(down(r), vec(rc));
+  const std::vector<int32_t> rows = {5, 0, 5, 2};
+  EXPECT_EQ(down(gpu_->gather_rows(up(x, {6, 10}), rows, *dev_arena_)), vec(cpu_.gather_rows(host(x, {6, 10}), rows, host_arena_)));
+  Tensor f = dev_arena_->tensor(DType::F32, {3, 3});
+  gpu_->fill(f, 2.5f);
+  EXPECT_EQ(down(f), std::vector<float>(9, 2.5f));
+}
+
+TEST_F(CudaOps, RopeWithTemperatureMatchesCpu) {
+  const io::TextConfig text = io::preset("mistral-small-4").text;
+  const MlaDims d{.n_heads = 4, .kv_lora_rank = 16, .qk_nope_head_dim = 8, .qk_rope_head_dim = text.qk_rope_head_dim,
+                  .v_head_dim = 8};
+  const std::vector<float> inv_freq = model::rope_inv_freq(text);
+  const std::vector<int32_t> positions = {0, 1, 8191, 8192, 70000, 131071};
+  const int64_t T = static_cast<int64_t>(positions.size());
+  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 7), k = randn(static_cast<size_t>(T * d.qk_rope_head_dim), 8);
+  const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
+                      .llama4_original_max_position_embeddings = 8192};
+  Tensor qd = up(q, {T, d.q_width()}), kd = up(k, {T, d.qk_rope_head_dim});
+  gpu_->rope(qd, kd, args);
+  cpu_.rope(host(q, {T, d.q_width()}), host(k, {T, d.qk_rope_head_dim}), args);
+  EXPECT_LE(rel_l2(down(qd), q), 1e-6);
+  EXPECT_LE(rel_l2(down(kd), k), 1e-6);
+}
+
+// Two sequences in scattered blocks of a NaN-poisoned cache, written through kv_write; tokens interleaved.
+TEST_F(CudaOps, KvWriteThenMlaMatchesCpuInBothForms) {
+  const MlaDims d{.n_heads = 3, .kv_lora_rank = 64, .qk_nope_head_dim = 16, .qk_rope_head_dim = 8, .v_head_dim = 24};
+  const int64_t block_size = 4, n_blocks = 12, W = d.cache_width();
+  std::vector<float> cache(static_cast<size_t>(n_blocks * block_size * W), std::numeric_limits<float>::quiet_NaN());
+  const std::vector<int32_t> tables = {7, 2, 10, 4, 0, -1};
+  std::vector<int64_t> slots;
+  for (int s = 0; s < 2; ++s) {
+    for (int64_t j = 0; j < (s == 0 ? 9 : 5); ++j) {
+      slots.push_back(tables[static_cast<size_t>(s * 3 + j / block_size)] * block_size + j % block_size);
+    }
+  }
+  const int64_t S = static_cast<int64_t>(slots.size());
+  std::vector<float> c = randn(static_cast<size_t>(S * d.kv_lora_rank), 20), kr = randn(static_cast<size_t>(S * d.qk_rope_head_dim), 21);
+  Tensor cache_d = up(cache, {n_blocks, block_size, W});
+  gpu_->kv_write(cache_d, up(c, {S, d.kv_lora_rank}), up(kr, {S, d.qk_rope_head_dim}), slots);
+  cpu_.kv_write(host(cache, {n_blocks, block_size, W}), host(c, {S, d.kv_lora_rank}), host(kr, {S, d.qk_rope_head_dim}), slots);
+  const std::vector<float> cache_back = down(cache_d);
+  ASSERT_EQ(cache_back.size(), cache.size());
+  EXPECT_EQ(std::memcmp(cache_back.data(), cache.data(), cache.size() * 4), 0) << "kv_write (NaNs included)";
+
+  const std::vector<int32_t> seq = {0, 1, 0, 1, 0}, ctx = {7, 4, 8, 5, 9};
+  std::vector<int64_t> own;
+  const AttnMeta meta{.positions = {}, .seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables,
+                      .max_blocks_per_seq = 3};
+  const int64_t T = 5;
+  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 22);
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * d.kv_lora_rank), 23, 0.2f),
+                            {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank}, dtype, 0.003f);
+    const Weight kv_b_d = prep(kv_b);
+    for (MlaForm form : {MlaForm::kNaive, MlaForm::kAbsorbed}) {
+      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = host(cache, {n_blocks, block_size, W}), .kv_b = kv_b.weight,
+                .meta = &meta, .dims = d, .softmax_scale = 0.17f, .form = form};
+      const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+      a.q = up(q, {T, d.q_width()});
+      a.kv_cache = cache_d;
+      a.kv_b = kv_b_d;
+      EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
+          << dtype_name(dtype) << (form == MlaForm::kNaive ? " naive" : " absorbed");
+    }
+  }
+}
+
+TEST_F(CudaOps, RouteMatchesCpuIncludingTies) {
+  const int64_t T = 33, E = 16, K = 4;
+  std::vector<float> logits = randn(static_cast<size_t>(T * E), 30);
+  for (int64_t e = 0; e < E; ++e) logits[static_cast<size_t>(E + e)] = 1.0f;  // token 1: all tied
+  logits[2 * E + 3] = logits[2 * E + 9] = 5.0f;                               // token 2: a tie on top
+  const RouteArgs args{.n_experts_per_tok = K, .routed_scaling_factor = 1.5f};
+  const Routing want = cpu_.route(host(logits, {T, E}), args, host_arena_);
+  const Routing got = gpu_->route(up(logits, {T, E}), args, *dev_arena_);
+  std::vector<int32_t> ids(static_cast<size_t>(T * K));
+  gpu_->copy_to_host(got.expert_ids, ids.data());
+  EXPECT_EQ(ids, std::vector<int32_t>(want.expert_ids.data_as<int32_t>(), want.expert_ids.data_as<int32_t>() + T * K));
+  EXPECT_LE(rel_l2(down(got.gates), vec(want.gates)), 1e-6);
+}
+
+struct Experts {
+  Experts(int n, int64_t D, int64_t F, DType dtype) {
+    for (int e = 0; e < n; ++e) {
+      const auto seed = static_cast<uint64_t>(100 + 3 * e);
+      stored.emplace_back(randn(static_cast<size_t>(F * D), seed, 0.2f), std::vector<int64_t>{F, D}, dtype, 0.01f);
+      stored.emplace_back(randn(static_cast<size_t>(F * D), seed + 1, 0.2f), std::vector<int64_t>{F, D}, dtype, 0.01f);
+      stored.emplace_back(randn(static_cast<size_t>(D * F), seed + 2, 0.2f), std::vector<int64_t>{D, F}, dtype, 0.01f);
+    }
+    for (size_t e = 0; e < stored.size(); e += 3) ffn.push_back({stored[e].weight, stored[e + 1].weight, stored[e + 2].weight});
+  }
+  std::vector<FfnWeights> on(Backend& be) const {
+    std::vector<FfnWeights> out;
+    for (const FfnWeights& f : ffn) out.push_back({be.prepare_weight(f.gate), be.prepare_weight(f.up), be.prepare_weight(f.down)});
+    return out;
+  }
+  std::vector<StoredWeight> stored;
+  std::vector<FfnWeights> ffn;
+};
+
+TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
+  const int64_t D = 64, F = 48, E = 6, K = 2;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    const Experts ex(E + 1, D, F, dtype);  // the last is the shared expert
+    const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
+    const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
+    const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
+    for (int64_t T : {1, 7, 70}) {  // T*K <= 16*E: groups of 8 rows; 140 > 96: groups of 64
+      std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
+      std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
+      const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
+      const Routing rc = cpu_.route(host(logits, {T, E}), ra, host_arena_);
+      const Routing rg = gpu_->route(up(logits, {T, E}), ra, *dev_arena_);
+      const Tensor xc = host(x, {T, D}), xg = up(x, {T, D});
+      EXPECT_LE(rel_l2(down(gpu_->ffn(xg, dev_ffn[E], *dev_arena_)), vec(cpu_.ffn(xc, ex.ffn[E], host_arena_))), kF32RelL2)
+          << "ffn " << dtype_name(dtype);
+      for (bool shared : {false, true}) {
+        const std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = cpu_experts,
+                                                      .shared = shared ? &ex.ffn[E] : nullptr}, host_arena_));
+        const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
+                                                      .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_));
+        EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << dtype_name(dtype) << " T=" << T << " shared=" << shared;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, BadInputIsAnErrorNotACrash) {
+  const StoredWeight table(randn(4 * 8, 3), {4, 8}, DType::BF16);
+  const Weight t = prep(table);
+  const std::vector<int32_t> bad = {4};
+  EXPECT_THROW(gpu_->embed(bad, t, *dev_arena_), std::exception);
+  std::vector<float> x = randn(2 * 8, 1);
+  EXPECT_THROW(gpu_->matmul(host(x, {2, 8}), t, *dev_arena_), std::exception) << "host activations";
+  EXPECT_THROW(gpu_->matmul(up(x, {2, 8}), table.weight, *dev_arena_), std::exception) << "unprepared weight";
+  Tensor cache = dev_arena_->tensor(DType::F32, {2, 2, 5});
+  const std::vector<int64_t> slots = {4};
+  std::vector<float> c(3), k(2);
+  EXPECT_THROW(gpu_->kv_write(cache, up(c, {1, 3}), up(k, {1, 2}), slots), std::exception) << "slot 4 of 4";
+  // The backend still works after the errors.
+  EXPECT_EQ(down(gpu_->embed(std::vector<int32_t>{3}, t, *dev_arena_)), vec(cpu_.embed(std::vector<int32_t>{3}, table.weight, host_arena_)));
+}
+
+TEST_F(CudaOps, RandomWeightsHaveTheRequestedSpread) {
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    const std::vector<int64_t> shape = {256, 512};
+    const Weight w = gpu_->random_weight(dtype, shape, 0.02f, 7);
+    // Dequantised through the embedding op: every row.
+    std::vector<int32_t> rows(256);
+    for (int32_t i = 0; i < 256; ++i) rows[static_cast<size_t>(i)] = i;
+    const std::vector<float> v = down(gpu_->embed(rows, w, *dev_arena_));
+    double s = 0, s2 = 0;
+    for (float f : v) s += f, s2 += static_cast<double>(f) * f;
+    const double mean = s / static_cast<double>(v.size()), sd = std::sqrt(s2 / static_cast<double>(v.size()) - mean * mean);
+    EXPECT_NEAR(mean, 0.0, 1e-3) << dtype_name(dtype);
+    EXPECT_NEAR(sd, 0.02, 0.002) << dtype_name(dtype);
+    EXPECT_NE(gpu_->random_weight(dtype, shape, 0.02f, 8).w.data(), w.w.data());
+  }
+}
+
+}  // namespace
+}  // namespace quatre::cuda

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# On a GPU host, from the repo root: the CUDA backend's tests (label gpu) from binaries packed here by
+# tools/gpu/pack.sh (carry .gpu/cuda). Logs to OUT_DIR. Exit status: non-zero when any test failed.
+#   run tool: command "bash tools/gpu/cuda_check.sh $OUT", carry [".gpu/cuda"]
+set -uo pipefail
+out=${1:-/tmp/cuda_check}
+mkdir -p "$out"
+bin=.gpu/cuda/bin
+export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
+# Test binaries read tests/data and write checkpoints through the source dir compiled in (/work/main).
+if [ ! -e /work/main/tests/data ]; then mkdir -p /work && ln -sfn "$PWD" /work/main; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
+status=0
+for t in test_cuda_smoke test_cuda_ops test_golden_cuda; do
+  echo "== $t"
+  "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1 || status=1
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|error' "$out/$t.log" | head -40
+  tail -3 "$out/$t.log"
+done
+exit $status

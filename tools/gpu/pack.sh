@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the CUDA test binaries (and the quatre CLI) here, in BUILD_DIR, and copies them with the shared libraries
+# the GPU host lacks (fmt, ...) into .gpu/cuda/bin (+ lib/), which the device call carries.
+# Usage: tools/gpu/pack.sh [BUILD_DIR=build-cudah] [TARGET...]
+set -euo pipefail
+build=${1:-build-cudah}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_golden_cuda quatre)
+cmake --build "$build" -j2 --target "${targets[@]}"
+dest=.gpu/cuda/bin
+rm -rf "$dest" && mkdir -p "$dest/lib"
+for t in "${targets[@]}"; do
+  f=$(find "$build" -type f -name "$t" -perm -u+x | head -1)
+  [ -n "$f" ] || { echo "no binary $t under $build" >&2; exit 1; }
+  cp "$f" "$dest/"
+  # Every non-system library it links (fmt, CLI11, ...); the CUDA runtime is linked statically by default.
+  ldd "$f" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux|libcuda)[.-]' |
+    while read -r lib; do cp -L "$lib" "$dest/lib/"; done
+done
+du -sh "$dest"
