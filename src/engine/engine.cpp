@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include <fmt/format.h>
@@ -12,16 +13,18 @@
 #include "model/step_inputs.h"
 
 namespace quatre::engine {
-namespace {
-
-int64_t block_bytes(const io::TextConfig& t, int64_t block_size) {
-  return t.n_layers * block_size * (t.kv_lora_rank + t.qk_rope_head_dim) * static_cast<int64_t>(sizeof(float));
+int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes, DType dtype) {
+  return bytes / model::kv_block_bytes(text, block_size, dtype);
 }
 
-}  // namespace
-
-int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes) {
-  return bytes / block_bytes(text, block_size);
+int64_t kv_blocks_for_gib(const io::TextConfig& text, int64_t block_size, double gib, DType dtype) {
+  if (!std::isfinite(gib) || gib <= 0 || gib > 1e6) throw InvalidRequest(fmt::format("kv-memory: must be a positive number of GiB, got {}", gib));
+  const int64_t n = kv_blocks_for_bytes(text, block_size, static_cast<int64_t>(gib * 1073741824.0), dtype);
+  if (n < 1) {
+    throw InvalidRequest(fmt::format("kv-memory: {} GiB holds no KV block of {} bytes ({} tokens, {})", gib,
+                                     model::kv_block_bytes(text, block_size, dtype), block_size, model::kv_dtype_name(dtype)));
+  }
+  return n;
 }
 
 uint64_t choice_seed(uint64_t request_seed, int32_t choice) {
@@ -33,7 +36,7 @@ uint64_t choice_seed(uint64_t request_seed, int32_t choice) {
 Engine::Engine(const model::TextModel& model, EngineOptions options)
     : model_(model),
       options_(options),
-      kv_(model.config(), model.backend(), {.n_blocks = options.n_blocks, .block_size = options.block_size, .poison = options.poison_kv}),
+      kv_(model.config(), model.backend(), {.n_blocks = options.n_blocks, .block_size = options.block_size, .poison = options.poison_kv, .dtype = options.kv_dtype}),
       pool_(options.n_blocks, options.block_size, options.enable_prefix_caching),
       scheduler_(pool_, {.max_tokens_per_step = options.max_tokens_per_step,
                          .max_running = options.max_running,
@@ -238,9 +241,9 @@ std::vector<RequestOutput> Engine::step() {
 
 std::string Engine::capacity_line() const {
   const int64_t capacity = pool_.n_blocks() * pool_.block_size();
-  const double mib = static_cast<double>(pool_.n_blocks() * block_bytes(model_.config(), pool_.block_size())) / (1024.0 * 1024.0);
-  return fmt::format("kv cache: {} blocks x {} tokens = {} tokens ({:.1f} MiB); max concurrency {:.2f} at context {}",
-                     pool_.n_blocks(), pool_.block_size(), capacity, mib,
+  const double mib = static_cast<double>(pool_.n_blocks() * model::kv_block_bytes(model_.config(), pool_.block_size(), kv_.dtype())) / (1024.0 * 1024.0);
+  return fmt::format("kv cache: {} blocks x {} tokens = {} tokens ({:.1f} MiB {}); max concurrency {:.2f} at context {}",
+                     pool_.n_blocks(), pool_.block_size(), capacity, mib, model::kv_dtype_name(kv_.dtype()),
                      static_cast<double>(capacity) / static_cast<double>(max_context()), max_context());
 }
 

@@ -31,10 +31,15 @@ struct EngineOptions {
   uint64_t seed = 0;                   // seeds requests that carry no seed of their own, in submission order
   bool enable_prefix_caching = true;
   bool poison_kv = true;               // fill the cache with NaN at start, so reads of unwritten entries show
+  DType kv_dtype = DType::F32;         // F32, BF16 or F8_E4M3 (model::parse_kv_dtype reads "f32|bf16|fp8")
 };
 
-// Blocks of block_size entries that fit in `bytes` of F32 latent cache (n_layers * block_size * (R+Dr) floats each).
-int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes);
+// Blocks of block_size entries that fit in `bytes` of latent cache of `dtype` (model::kv_block_bytes each:
+// n_layers * block_size * (R+Dr) elements), rounded down.
+int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int64_t bytes, DType dtype = DType::F32);
+// The same from a budget in GiB (the --kv-memory option); throws InvalidRequest naming kv-memory when the
+// budget is not positive and finite or holds not even one block.
+int64_t kv_blocks_for_gib(const io::TextConfig& text, int64_t block_size, double gib, DType dtype);
 
 // The seed of choice `choice` of a request seeded with `request_seed`: the seed itself for choice 0, a
 // SplitMix64 derivation for the others (so choice i equals a lone request seeded with choice_seed(S, i)).
@@ -90,7 +95,7 @@ class Engine {
   std::vector<RequestOutput> step();
   bool has_work() const { return scheduler_.has_work() || !cancelled_.empty(); }
 
-  // "kv cache: N blocks x B tokens = C tokens (M MiB); max concurrency X at context L": stable, one line.
+  // "kv cache: N blocks x B tokens = C tokens (M MiB bf16); max concurrency X at context L": stable, one line.
   std::string capacity_line() const;
   EngineStats stats() const;
   const BlockPool& block_pool() const { return pool_; }

@@ -48,7 +48,7 @@ GenerateResult generate(const model::TextModel& model, const GenerateRequest& re
   Backend& be = model.backend();
   const int64_t n_entries = n_prompt + max_new;
   const int64_t n_blocks = (n_entries + options.block_size - 1) / options.block_size;
-  model::KvCache kv(c, be, {.n_blocks = n_blocks, .block_size = options.block_size});
+  model::KvCache kv(c, be, {.n_blocks = n_blocks, .block_size = options.block_size, .dtype = options.kv_dtype});
   const std::vector<int32_t> blocks = kv.allocate(n_blocks);
   Arena arena(be.memory());
   SamplerRng rng(request.sampling.seed.value_or(std::random_device{}()));

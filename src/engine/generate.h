@@ -44,6 +44,7 @@ struct GenerateResult {
 struct GenerateOptions {
   int64_t prefill_chunk_tokens = 512;  // prompt tokens per forward step
   int64_t block_size = 16;
+  DType kv_dtype = DType::F32;  // of the request's KV cache: F32, BF16 or F8_E4M3
 };
 
 // Called with each generated id as soon as it is sampled; return false to stop (finish kCancelled).

@@ -179,7 +179,7 @@ TEST_F(EngineTest, AdmissionRejectsPromptsThatLeaveNoRoom) {
   Engine small(*model_, {.n_blocks = 4, .block_size = 4});  // the KV capacity (16) bounds the context
   EXPECT_EQ(small.max_context(), 16);
   EXPECT_THROW(small.submit(greedy(std::vector<int32_t>(16, 1), 5)), InvalidRequest);
-  EXPECT_EQ(small.capacity_line(), "kv cache: 4 blocks x 4 tokens = 16 tokens (0.0 MiB); max concurrency 1.00 at context 16");
+  EXPECT_EQ(small.capacity_line(), "kv cache: 4 blocks x 4 tokens = 16 tokens (0.0 MiB f32); max concurrency 1.00 at context 16");
 }
 
 TEST_F(EngineTest, KvBlocksForABudgetRoundDown) {

@@ -151,18 +151,33 @@ void CpuBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
   }
 }
 
+// A BF16 or FP8 E4M3 cache stores each value rounded to nearest even (FP8: scale 1, saturated at +-448).
 void CpuBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) {
-  check_f32(kv_cache, "kv cache");
+  check_f32(c_kv, "kv_write c_kv");
+  check_f32(k_rope, "kv_write k_rope");
+  const DType dt = kv_cache.dtype();
+  CHECK(dt == DType::F32 || dt == DType::BF16 || dt == DType::F8_E4M3) << "kv cache of " << dtype_name(dt);
   const int64_t T = c_kv.dim(0), R = c_kv.dim(1), Dr = k_rope.dim(1), W = kv_cache.dim(2);
   const int64_t n_slots = kv_cache.dim(0) * kv_cache.dim(1);
   CHECK(W == R + Dr && k_rope.dim(0) == T && static_cast<int64_t>(slots.size()) == T)
       << "kv_write of " << c_kv.shape_string() << " and " << k_rope.shape_string() << " into " << kv_cache.shape_string();
+  auto store = [&](int64_t slot, int64_t col, const float* src, int64_t n) {
+    const size_t at = static_cast<size_t>(slot * W + col);
+    if (dt == DType::F32) {
+      std::memcpy(kv_cache.data_as<float>() + at, src, static_cast<size_t>(n) * 4);
+    } else if (dt == DType::BF16) {
+      uint16_t* dst = static_cast<uint16_t*>(kv_cache.data()) + at;
+      for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+    } else {
+      uint8_t* dst = static_cast<uint8_t*>(kv_cache.data()) + at;
+      for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_fp8e4m3(src[i], /*saturate=*/true);
+    }
+  };
   for (int64_t t = 0; t < T; ++t) {
     const int64_t slot = slots[static_cast<size_t>(t)];
     CHECK(slot >= 0 && slot < n_slots) << "slot " << slot << " of " << n_slots;
-    float* row = kv_cache.data_as<float>() + slot * W;
-    std::memcpy(row, c_kv.data_as<float>() + t * R, static_cast<size_t>(R) * 4);
-    std::memcpy(row + R, k_rope.data_as<float>() + t * Dr, static_cast<size_t>(Dr) * 4);
+    store(slot, 0, c_kv.data_as<float>() + t * R, R);
+    store(slot, R, k_rope.data_as<float>() + t * Dr, Dr);
   }
 }
 

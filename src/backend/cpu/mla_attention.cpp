@@ -1,7 +1,8 @@
 // CpuBackend::mla_attention in both forms (MODEL.md §3.5-3.8 naive, §5.3 absorbed), fp32, over the paged
-// latent cache. Work is split over (token, head) pairs. Depends on core only.
+// latent cache (F32, or BF16 / FP8 E4M3 converted to F32 per call). Work is split over (token, head) pairs. Depends on core only.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
@@ -41,10 +42,54 @@ int64_t max_context(const AttnMeta& m) {
   return s;
 }
 
+// A BF16 or FP8 cache, read through an F32 copy of only the blocks this step attends to ([n_used, block_size,
+// R+Dr], converted once per call rather than once per head), with block tables renumbered to index the copy.
+struct F32Cache {
+  Tensor cache;
+  AttnMeta meta;
+};
+F32Cache to_f32_cache(const Tensor& kv_cache, const AttnMeta& m, Arena& a) {
+  const int64_t block_size = kv_cache.dim(1), width = kv_cache.dim(2);
+  int32_t* tables = a.array<int32_t>(m.block_tables.size());
+  std::fill(tables, tables + m.block_tables.size(), 0);  // entries no token reads
+  std::vector<int32_t> used;                              // old block ids, in order of first use
+  std::vector<int32_t> renumbered(static_cast<size_t>(kv_cache.dim(0)), -1);
+  for (size_t t = 0; t < m.seq_index.size(); ++t) {
+    const int64_t row = m.seq_index[t] * static_cast<int64_t>(m.max_blocks_per_seq);
+    for (int64_t k = 0; k * block_size < m.context_lens[t]; ++k) {
+      const int32_t block = m.block_tables[static_cast<size_t>(row + k)];
+      CHECK(block >= 0 && block < kv_cache.dim(0)) << "block " << block << " of " << kv_cache.dim(0);
+      if (renumbered[static_cast<size_t>(block)] < 0) {
+        renumbered[static_cast<size_t>(block)] = static_cast<int32_t>(used.size());
+        used.push_back(block);
+      }
+      tables[row + k] = renumbered[static_cast<size_t>(block)];
+    }
+  }
+  F32Cache f{.cache = a.tensor(DType::F32, {std::max<int64_t>(1, static_cast<int64_t>(used.size())), block_size, width}), .meta = m};
+  const int64_t block_elems = block_size * width;
+  for (size_t i = 0; i < used.size(); ++i) {
+    const size_t from = static_cast<size_t>(used[i] * block_elems);
+    float* dst = f.cache.data_as<float>() + static_cast<int64_t>(i) * block_elems;
+    for (int64_t e = 0; e < block_elems; ++e) dst[e] = load_as_f32(kv_cache.data(), kv_cache.dtype(), from + static_cast<size_t>(e));
+  }
+  f.meta.block_tables = std::span<const int32_t>(tables, m.block_tables.size());
+  return f;
+}
+
 }  // namespace
 
 Tensor CpuBackend::mla_attention(const MlaArgs& args, Arena& a) {
   check_args(args);
+  const DType dt = args.kv_cache.dtype();
+  if (dt != DType::F32) {
+    CHECK(dt == DType::BF16 || dt == DType::F8_E4M3) << "kv cache of " << dtype_name(dt);
+    const F32Cache f = to_f32_cache(args.kv_cache, *args.meta, a);
+    MlaArgs f32_args = args;
+    f32_args.kv_cache = f.cache;
+    f32_args.meta = &f.meta;
+    return args.form == MlaForm::kNaive ? mla_naive(f32_args, a) : mla_absorbed(f32_args, a);
+  }
   return args.form == MlaForm::kNaive ? mla_naive(args, a) : mla_absorbed(args, a);
 }
 
