@@ -3,6 +3,7 @@
 // Depends on core only: nothing here knows ModelConfig, checkpoints or the forward code.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "core/arena.h"
+#include "core/check.h"
 #include "core/tensor.h"
 
 namespace quatre {
@@ -120,6 +122,18 @@ class Backend {
   virtual void add_to(Tensor x, const Tensor& y) = 0;                                     // x += y
   virtual std::pair<Tensor, Tensor> split_cols(const Tensor& x, int64_t n_left, Arena& a) = 0;  // copies
   virtual Tensor gather_rows(const Tensor& x, std::span<const int32_t> rows, Arena& a) = 0;
+  // Overwrites row rows[i] of x [T,D] (F32) with values [i*D, (i+1)*D) from host memory: image features spliced
+  // over the [IMG] embeddings (MODEL.md §7.6). The default serves host-memory tensors; a device backend overrides it.
+  virtual void set_rows(Tensor x, std::span<const int32_t> rows, std::span<const float> values) {
+    CHECK(x.device() == Device::kCpu && x.dtype() == DType::F32) << "set_rows: this backend keeps activations off the host";
+    const int64_t T = x.dim(0), D = x.dim(1);
+    CHECK(static_cast<int64_t>(values.size()) == static_cast<int64_t>(rows.size()) * D)
+        << "set_rows: " << values.size() << " values for " << rows.size() << " rows of " << D;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      CHECK(rows[i] >= 0 && rows[i] < T) << "set_rows: row " << rows[i] << " of " << T;
+      std::copy_n(values.data() + i * static_cast<size_t>(D), D, x.data_as<float>() + rows[i] * D);
+    }
+  }
 
   virtual void rope(Tensor q, Tensor k_rope, const RopeArgs& args) = 0;  // in place; q [T,H*(Dn+Dr)], k_rope [T,Dr]
   // Writes row t of [c_kv | k_rope] ([T,R], [T,Dr]) to slot slots[t] of kv_cache [n_blocks, block_size, R+Dr].

@@ -60,15 +60,39 @@ GenerateResult generate(const model::TextModel& model, const GenerateRequest& re
   const Clock::time_point start = Clock::now();
   int64_t n_cached = 0;
   std::vector<int32_t> pending = request.prompt;  // tokens to feed next, from n_cached on
+  const size_t D = static_cast<size_t>(c.hidden_size);
+  struct {
+    std::vector<int32_t> rows;  // [IMG] rows of the current step
+    size_t used = 0;            // image embedding rows spliced so far
+  } image;
+  if (!request.image_embeddings.empty()) {
+    const auto n_img = static_cast<size_t>(std::count(request.prompt.begin(), request.prompt.end(), request.image_token_id));
+    if (n_img * D != request.image_embeddings.size()) {
+      throw InvalidRequest(fmt::format("image_embeddings: {} values for {} image tokens of width {}",
+                                       request.image_embeddings.size(), n_img, D));
+    }
+  }
   while (true) {
     // Feed what is pending, at most one chunk per step; logits of the last fed token.
     const int64_t n_feed = std::min<int64_t>(static_cast<int64_t>(pending.size()), options.prefill_chunk_tokens);
     const bool is_last_chunk = n_feed == static_cast<int64_t>(pending.size());
     model::StepBuilder step(options.block_size);
+    image.rows.clear();
+    if (n_cached < n_prompt && !request.image_embeddings.empty()) {  // prefill: [IMG] rows of this chunk
+      for (int64_t i = 0; i < n_feed; ++i) {
+        if (pending[static_cast<size_t>(i)] == request.image_token_id) image.rows.push_back(static_cast<int32_t>(i));
+      }
+    }
     step.add({.block_table = blocks, .n_cached = n_cached, .ids = std::span(pending).first(static_cast<size_t>(n_feed)), .positions = {}},
              is_last_chunk ? model::LogitRows::kLast : model::LogitRows::kNone);
     arena.reset();
-    const Tensor out = model.forward(step.inputs(), kv, arena);
+    model::StepInputs inputs = step.inputs();
+    if (!image.rows.empty()) {
+      inputs.image_rows = image.rows;
+      inputs.image_embeddings = std::span(request.image_embeddings).subspan(image.used * D, image.rows.size() * D);
+      image.used += image.rows.size();
+    }
+    const Tensor out = model.forward(inputs, kv, arena);
     n_cached += n_feed;
     pending.erase(pending.begin(), pending.begin() + n_feed);
     if (!is_last_chunk) continue;

@@ -27,6 +27,10 @@ struct GenerateRequest {
   int32_t top_logprobs = 0;        // and this many most likely alternatives (0..20)
   // Restricts sampling (JSON output, forced tool calls); cloned for each choice. Null: unconstrained.
   std::shared_ptr<const TokenConstraint> constraint;
+  // generate() only: image features [n, D] spliced, in order, over the prompt's n tokens equal to image_token_id
+  // (MODEL.md §7.6). Empty: a text prompt.
+  std::vector<float> image_embeddings;
+  int32_t image_token_id = 10;
 };
 
 // kError: the engine step that ran the request failed (the Engine reports the message with it).

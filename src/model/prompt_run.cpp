@@ -44,6 +44,8 @@ PromptRun run_prompt(const TextModel& model, std::span<const int32_t> ids, const
     if (row < 0 || row >= T) throw InvalidRequest(fmt::format("run_prompt: logit row {} of {} tokens", row, T));
   }
   if (!options.logit_rows.empty()) in.logit_rows = options.logit_rows;
+  in.image_rows = options.image_rows;
+  in.image_embeddings = options.image_embeddings;
 
   PromptRun out;
   out.n_tokens = T;

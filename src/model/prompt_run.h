@@ -15,6 +15,8 @@ struct PromptRunOptions {
   std::span<const int32_t> positions = {};   // [T]; empty: 0, 1, ..., T-1
   std::span<const int32_t> logit_rows = {};  // rows whose logits to return; empty: all T
   bool capture_hidden = false;
+  std::span<const int32_t> image_rows = {};        // StepInputs::image_rows / image_embeddings
+  std::span<const float> image_embeddings = {};
 };
 
 struct PromptRun {

@@ -16,6 +16,10 @@ struct StepInputs {
   std::span<const int32_t> token_ids;  // [T]
   AttnMeta attn;                       // positions, sequence, context length and slot of each token; block tables
   std::span<const int32_t> logit_rows;  // rows of T whose logits forward() returns, in this order (may be empty)
+  // Image features written over the embeddings of these rows (the [IMG] tokens, MODEL.md §7.6):
+  // image_embeddings is [image_rows.size(), D], host memory. Empty for text.
+  std::span<const int32_t> image_rows = {};
+  std::span<const float> image_embeddings = {};
 };
 
 // One sequence's contribution to a step: `ids` become its cache entries n_cached, n_cached + 1, ...; each attends

@@ -39,6 +39,7 @@ TextModel::TextModel(const io::TextConfig& config, const TextWeights& weights, B
 // x = embed[ids]; x <- layer_l(x) for every l; logits = lm_head · RMSNorm(x[rows]).
 Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const {
   Tensor x = be_.embed(in.token_ids, weights_.embed, a);                   // [T,D]
+  if (!in.image_rows.empty()) be_.set_rows(x, in.image_rows, in.image_embeddings);  // x[img rows] = image features
   emit(hook, -1, "embed", x);
   for (int l = 0; l < static_cast<int>(cfg_.n_layers); ++l) {
     layer(l, x, in, kv, a, hook);                                           // x updated in place

@@ -1,6 +1,7 @@
 // decode_image: format sniffing, the limits, data URLs, files, and the white compositing of alpha.
 #include "vision/decode.h"
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 
@@ -50,7 +51,14 @@ RgbImage decode_image(std::string_view bytes, std::string_view what_view, const 
   } else {
     throw InvalidRequest(fmt::format("{}: not a PNG, JPEG, WebP or GIF image", what));
   }
-  return composite_on_white(rgba);
+  return to_rgb(rgba, limits.alpha);
+}
+
+RgbImage to_rgb(const RgbaImage& image, AlphaMode mode) {
+  if (mode == AlphaMode::kCompositeOnWhite) return composite_on_white(image);
+  RgbImage out{.width = image.width, .height = image.height, .rgb = std::vector<uint8_t>(image.rgba.size() / 4 * 3)};
+  for (size_t i = 0; i < out.rgb.size() / 3; ++i) std::copy_n(&image.rgba[i * 4], 3, &out.rgb[i * 3]);
+  return out;
 }
 
 RgbImage decode_data_url(std::string_view url, std::string_view what, const DecodeLimits& limits) {

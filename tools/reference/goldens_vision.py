@@ -11,14 +11,19 @@ Images are synthetic and deterministic: `synthetic_image` below (also written in
 metadata `pixel_sum` lets the test check it generates the same pixels.
 
 Target size: quatre follows mistral_common (the release): r = max(h, w) / max_side; if r > 1 the sides become
-round_half_even(side / r); then each rounds up to a multiple of patch * merge (28). transformers' Pixtral processor
-uses ceil instead of round: on long17x300, 300 / (300 / 112) is 112.00000000000001 in floats, so ceil gives 113 and
-a 140-px side (10 patches, past the 8-entry RoPE table), the tiny analogue of MODEL.md's 1541-px case; the metadata
-`<processor>_size` records what each transformers processor picked.
+round_half_even(side / r); then each rounds up to a multiple of patch * merge (28). transformers' Pixtral processors
+picked the same sizes on every case here (metadata `<processor>_size`); their pixel values differ from Pillow's
+resize by at most one 8-bit level (`<processor>_max_abs_diff` ~0.015 after normalisation), so the model cases are fed
+the Pillow-resized values, which quatre reproduces bit for bit.
+
+Alpha: transformers 5.17's convert_to_rgb is image.convert("RGB") (alpha dropped; checked on the host, metadata
+`convert_to_rgb`), mistral_common composites onto white; both are stored for the RGBA image.
 
 Per case (all F32 unless noted):
   pil_resized   U8 [h', w', 3]  Pillow Image.resize((w', h'), BICUBIC) of the RGB image (after alpha compositing)
-  composited    U8 [h, w, 3]    (alpha cases) transformers' convert_to_rgb: alpha-composited onto white by Pillow
+  composited    U8 [h, w, 3]    (alpha cases) transformers' convert_to_rgb (5.17 drops alpha: metadata convert_to_rgb);
+                                the model cases are fed this
+  composited_white U8 [h, w, 3] (alpha cases) Pillow's alpha_composite onto opaque white, then RGB (mistral_common's rule)
   pixel_values  [3, h', w']     (pil_resized / 255 - mean) / std, computed in float32 as transformers' slow path
 Model cases additionally (checkpoint tiny-hf-bf16-s1, softmax scale as transformers 5.17 computes it, "hf"):
   input_ids     I64 [T]         BOS, text ids, the image token layout(s) (MODEL.md §7.2), text ids
@@ -56,7 +61,7 @@ IMAGES = {
 # model cases: name -> images in prompt order
 MODEL_CASES = {
     "a50x70": ["a50x70"],
-    "tiny5x3": ["tiny5x3"],
+    "tiny_pair": ["tiny5x3", "rgba40x50"],  # transformers 5.17 fails on a lone one-token image (split of a squeezed tensor)
     "long17x300": ["long17x300"],
     "down230x150": ["down230x150"],
     "rgba40x50": ["rgba40x50"],
@@ -181,6 +186,13 @@ def main():
                 "torch_version": torch.__version__}
         if ch == 4:
             t["composited"] = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy())
+            white = Image.new("RGBA", pil.size, (255, 255, 255, 255))
+            on_white = Image.alpha_composite(white, pil).convert("RGB")
+            t["composited_white"] = torch.from_numpy(np.asarray(on_white, dtype=np.uint8).copy())
+            plain = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+            meta["convert_to_rgb"] = ("drops alpha (= convert('RGB'))" if np.array_equal(plain, t["composited"].numpy())
+                                      else "alpha-composites onto white" if torch.equal(t["composited"], t["composited_white"])
+                                      else "other")
         for pname, proc in procs.items():
             try:
                 o = proc(images=[pil], return_tensors="pt")

@@ -1,0 +1,199 @@
+// The vision path against tools/reference/goldens_vision.py (Pillow 12.3 and transformers 5.17 on the GPU host,
+// tests/data/golden/vision.*.safetensors): alpha compositing and the bicubic resize bit for bit against Pillow, the
+// normalised pixel values, the Pixtral tower's last hidden state, the projector output (image features) and the
+// logits of prompts whose [IMG] embeddings are replaced by the features, on the tiny-hf-bf16-s1 checkpoint that
+// gen-model regenerates bit for bit.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "io/safetensors.h"
+#include "model/prompt_run.h"
+#include "model_test_util.h"
+#include "synthetic_image.h"
+#include "vision/decode.h"
+#include "vision/preprocess.h"
+#include "vision/resample.h"
+#include "vision/vision_model.h"
+
+namespace quatre::vision::test {
+namespace {
+
+namespace fs = std::filesystem;
+using model::test::diff;
+using model::test::describe;
+using model::test::Diff;
+
+// fp32 on both sides; the tower is 2 layers of width 32, the text model as in tests/model/test_golden.cpp.
+constexpr double kPixelMaxAbs = 1e-6;
+constexpr double kHiddenMaxAbs = 2e-5;
+constexpr double kLogitMaxAbs = 5e-5;
+
+struct ImageSpec {
+  int64_t h, w;
+  int channels;
+  uint64_t seed;
+};
+// tools/reference/goldens_vision.py IMAGES
+const std::map<std::string, ImageSpec> kImages = {
+    {"a50x70", {50, 70, 3, 1}},   {"tiny5x3", {5, 3, 3, 2}},       {"long17x300", {17, 300, 3, 3}},
+    {"down230x150", {230, 150, 3, 4}}, {"rgba40x50", {40, 50, 4, 5}},
+};
+
+fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / "golden"; }
+
+std::vector<fs::path> golden_files() {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(golden_dir())) {
+    const std::string n = e.path().filename().string();
+    if (n.starts_with("vision.") && n.ends_with(".safetensors")) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+template <typename T>
+std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
+  const io::TensorInfo* t = f.find(name);
+  if (t == nullptr) return {};
+  std::vector<T> out(static_cast<size_t>(t->numel()));
+  const auto bytes = f.data(*t);
+  EXPECT_EQ(bytes.size(), out.size() * sizeof(T)) << name;
+  std::memcpy(out.data(), bytes.data(), std::min(bytes.size(), out.size() * sizeof(T)));
+  return out;
+}
+
+std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
+
+uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (const fs::path& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    char buffer[1 << 16];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 0x100000001B3ull;
+    }
+  }
+  return h;
+}
+
+// RGB of a golden image as the script fed it to transformers: the synthetic pixels, alpha dropped as
+// transformers 5.17's convert_to_rgb does.
+RgbImage golden_rgb(const std::string& name, uint64_t* pixel_sum) {
+  const ImageSpec s = kImages.at(name);
+  return to_rgb(synthetic_image(s.h, s.w, s.channels, s.seed, pixel_sum), AlphaMode::kDrop);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, sep);) out.push_back(part);
+  return out;
+}
+
+TEST(VisionGolden, AllFilesPresent) {
+  EXPECT_EQ(golden_files().size(), 7u) << "regenerate with tools/reference/goldens_vision.py on a GPU host";
+}
+
+// Compositing, Pillow's resize and the normalisation, per image file.
+TEST(VisionGolden, PreprocessingMatchesPillow) {
+  const io::VisionConfig config = *io::preset("tiny").vision;
+  int checked = 0, n_alpha = 0;
+  for (const fs::path& path : golden_files()) {
+    const io::SafetensorsFile golden(path);
+    if (golden.find("pil_resized") == nullptr) continue;
+    const std::string name = golden.metadata().at("case");
+    SCOPED_TRACE(name);
+    uint64_t sum = 0;
+    const RgbImage rgb = golden_rgb(name, &sum);
+    ASSERT_EQ(std::to_string(sum), golden.metadata().at("pixel_sum")) << "synthetic_image differs from the script's";
+    const std::vector<uint8_t> composited = read_tensor<uint8_t>(golden, "composited");
+    if (!composited.empty()) {
+      EXPECT_EQ(golden.metadata().at("convert_to_rgb"), "drops alpha (= convert('RGB'))");
+      EXPECT_EQ(rgb.rgb, composited) << "transformers' convert_to_rgb";
+      const ImageSpec s = kImages.at(name);
+      const RgbImage white = composite_on_white(synthetic_image(s.h, s.w, s.channels, s.seed));
+      EXPECT_EQ(white.rgb, read_tensor<uint8_t>(golden, "composited_white")) << "Pillow's alpha_composite onto white";
+      ++n_alpha;
+    }
+
+    const tokenizer::ImageGrid g = target_grid(rgb.width, rgb.height, config);
+    const io::TensorInfo* info = golden.find("pil_resized");
+    ASSERT_EQ(info->shape, (std::vector<int64_t>{g.resized_height_px, g.resized_width_px, 3})) << "target size";
+    const RgbImage resized = resize_bicubic(rgb, g.resized_width_px, g.resized_height_px);
+    const std::vector<uint8_t> want = read_tensor<uint8_t>(golden, "pil_resized");
+    int64_t n_diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) n_diff += resized.rgb[i] != want[i];
+    EXPECT_EQ(n_diff, 0) << "bytes differing from Pillow's BICUBIC resize";
+
+    const PixelValues pv = preprocess(rgb, config);
+    const Diff d = diff(pv.chw, read_tensor<float>(golden, "pixel_values"));
+    EXPECT_LE(d.max_abs, kPixelMaxAbs) << describe(d);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 5);
+  EXPECT_EQ(n_alpha, 1);
+}
+
+// Tower, projector and logits with the features spliced in.
+TEST(VisionGolden, EncoderAndLogitsMatchTransformers) {
+  model::test::TempDir dir;
+  const fs::path ckpt = model::test::make_checkpoint(dir, "hf", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1});
+  const model::test::LoadedModel loaded(ckpt);
+  const io::VisionConfig& vc = *loaded.checkpoint.config().vision;
+  const VisionModel vision(vc, VisionWeights::load(loaded.checkpoint));
+  const model::TextModel text(loaded.text(), loaded.weights, *loaded.backend,
+                              {.mla_form = MlaForm::kAbsorbed, .softmax_scale = model::SoftmaxScale::kTransformers});
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a64_of_safetensors(ckpt)));
+
+  int checked = 0;
+  for (const fs::path& path : golden_files()) {
+    const io::SafetensorsFile golden(path);
+    if (golden.find("image_features") == nullptr) continue;
+    const auto& meta = golden.metadata();
+    SCOPED_TRACE(meta.at("model_case"));
+    ASSERT_EQ(hash, meta.at("weights_fnv1a64")) << "gen-model no longer writes the checkpoint the goldens came from";
+    std::vector<PixelValues> images;
+    for (const std::string& name : split(meta.at("images"), ',')) images.push_back(preprocess(golden_rgb(name, nullptr), vc));
+
+    std::vector<float> hidden, features;
+    vision.run(images, &hidden, &features);
+    const Diff dh = diff(hidden, read_tensor<float>(golden, "vision_hidden"));
+    EXPECT_LE(dh.max_abs, kHiddenMaxAbs) << "vision tower: " << describe(dh);
+    const Diff df = diff(features, read_tensor<float>(golden, "image_features"));
+    EXPECT_LE(df.max_abs, kHiddenMaxAbs) << "image features: " << describe(df);
+
+    const std::vector<int32_t> ids = to_i32(read_tensor<int64_t>(golden, "input_ids"));
+    std::vector<int32_t> image_rows;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] == vc.image_token_id) image_rows.push_back(static_cast<int32_t>(i));
+    }
+    ASSERT_EQ(image_rows.size() * static_cast<size_t>(loaded.text().hidden_size), features.size());
+    const std::vector<int32_t> rows = to_i32(read_tensor<int64_t>(golden, "logit_rows"));
+    const model::PromptRun run = model::run_prompt(text, ids, {.logit_rows = rows, .image_rows = image_rows, .image_embeddings = features});
+    const Diff dl = diff(run.logits, read_tensor<float>(golden, "logits"));
+    EXPECT_LE(dl.max_abs, kLogitMaxAbs) << "logits: " << describe(dl);
+    // and the splice matters: without it the logits are far off
+    const model::PromptRun plain = model::run_prompt(text, ids, {.logit_rows = rows});
+    EXPECT_GT(diff(plain.logits, run.logits).max_abs, 1e-2);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6);
+}
+
+}  // namespace
+}  // namespace quatre::vision::test
