@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "grammar/utf8_dfa.h"
 
 namespace quatre::grammar {
 
@@ -107,6 +108,32 @@ const std::bitset<256>& Automaton::self_loop_bytes(int32_t state) {
     states_[state].loops = loops;
   }
   return *states_[state].loops;
+}
+
+// Runs the UTF-8 automaton alongside, over pairs (UTF-8 state, automaton state) from (0, state): every plain byte
+// must keep the automaton alive, and a completed character must bring it back to `state` itself.
+bool Automaton::string_closed(int32_t state) {
+  if (states_[state].string_closed) return *states_[state].string_closed;
+  std::vector<std::pair<int, int32_t>> todo = {{0, state}}, seen = todo;
+  bool closed = true;
+  while (closed && !todo.empty()) {
+    const auto [u, from] = todo.back();
+    todo.pop_back();
+    for (int b = 0; b < 256 && closed; ++b) {
+      const int next = utf8_plain_next(u, static_cast<uint8_t>(b));
+      if (next < 0) continue;
+      const int32_t s = step(from, b);
+      if (s == kDead || (next == 0 && s != state)) {
+        closed = false;
+      } else if (next != 0 && std::find(seen.begin(), seen.end(), std::pair{next, s}) == seen.end()) {
+        seen.emplace_back(next, s);
+        todo.emplace_back(next, s);
+      }
+    }
+    closed = closed && seen.size() < 64;  // a string state has a handful; more means something else
+  }
+  states_[state].string_closed = closed;
+  return closed;
 }
 
 }  // namespace quatre::grammar

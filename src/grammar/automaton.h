@@ -32,6 +32,9 @@ class Automaton {
   const SymbolSet& next_symbols(int32_t state) const { return states_[state].next; }
   // Bytes b with step(state, b) == state (e.g. plain characters inside a JSON string).
   const std::bitset<256>& self_loop_bytes(int32_t state);
+  // From `state`, every plain JSON string content byte sequence (utf8_dfa.h) is accepted and each complete
+  // character returns to `state` (checked on the automaton itself, once per state): the state inside a string.
+  bool string_closed(int32_t state);
   size_t n_states() const { return states_.size(); }
   const Grammar& grammar() const { return g_; }
 
@@ -47,6 +50,7 @@ class Automaton {
     SymbolSet next;
     std::vector<int32_t> trans;  // [kNumSymbols]: -2 unknown, kDead, or a state id
     std::optional<std::bitset<256>> loops;
+    std::optional<bool> string_closed;
   };
   struct VecHash {
     size_t operator()(const std::vector<int32_t>& v) const;

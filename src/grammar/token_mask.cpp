@@ -40,7 +40,8 @@ std::vector<uint64_t> compute_token_mask(Automaton& automaton, const Vocabulary&
       if (s == Automaton::kDead) continue;
       const bool leaf = n.child_begin == n.child_end;
       if (!leaf && n.token_end - n.token_begin >= kWholeSubtreeMin &&
-          subset(vocab.bytes_below(c), automaton.self_loop_bytes(s))) {
+          ((vocab.plain_string_below(c) && automaton.string_closed(s)) ||
+           subset(vocab.bytes_below(c), automaton.self_loop_bytes(s)))) {
         for (uint32_t i = n.token_begin; i < n.token_end; ++i) allow(mask, ids[i]);
         continue;
       }
@@ -68,9 +69,9 @@ void apply_token_mask(std::span<const uint64_t> mask, std::span<float> logits) {
       std::fill(logits.begin() + static_cast<ptrdiff_t>(base), logits.begin() + static_cast<ptrdiff_t>(end), kNegInf);
       continue;
     }
-    for (size_t i = base; i < end; ++i) {
-      if (((bits >> (i - base)) & 1) == 0) logits[i] = kNegInf;
-    }
+    uint64_t refused = ~bits;
+    if (end - base < 64) refused &= (uint64_t{1} << (end - base)) - 1;
+    for (; refused != 0; refused &= refused - 1) logits[base + __builtin_ctzll(refused)] = kNegInf;
   }
   std::fill(logits.begin() + static_cast<ptrdiff_t>(covered), logits.end(), kNegInf);
 }

@@ -1,6 +1,7 @@
 // The token mask of one automaton state: which ids may come next. A non-special id is allowed when its whole
 // byte string is a valid continuation (walk of the vocabulary trie with the automaton, pruned at dead states;
-// a subtree whose bytes all loop on the state is taken whole); a special id when the grammar admits its symbol
+// a subtree is taken whole when its bytes all loop on the state, or when it holds only plain string content and
+// the state is inside a string: Automaton::string_closed); a special id when the grammar admits its symbol
 // here; EOS when the text so far is complete.
 #pragma once
 

@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "core/error.h"
+#include "grammar/utf8_dfa.h"
 
 namespace quatre::grammar {
 
@@ -84,7 +85,14 @@ void Vocabulary::build_trie() {
     trie_[v].child_end = static_cast<uint32_t>(trie_.size());
   }
   below_.assign(trie_.size(), {0, 0, 0, 0});
+  plain_.assign(trie_.size(), uint8_t{0xFF});
   for (size_t v = trie_.size(); v-- > 0;) {  // children come after their parent
+    for (uint32_t c = trie_[v].child_begin; c < trie_[v].child_end; ++c) {
+      for (int u = 0; u < kUtf8States; ++u) {
+        const int next = utf8_plain_next(u, trie_[c].byte);
+        if (next < 0 || ((plain_[c] >> next) & 1) == 0) plain_[v] &= static_cast<uint8_t>(~(1u << u));
+      }
+    }
     for (uint32_t c = trie_[v].child_begin; c < trie_[v].child_end; ++c) {
       for (int w = 0; w < 4; ++w) below_[v][w] |= below_[c][w];
       below_[v][trie_[c].byte / 64] |= uint64_t{1} << (trie_[c].byte % 64);

@@ -48,6 +48,9 @@ class Vocabulary {
   const std::vector<int32_t>& sorted_ids() const { return sorted_; }
   // Bytes that occur after the node's prefix in any token below it (bitset words).
   const std::array<uint64_t, 4>& bytes_below(uint32_t node) const { return below_[node]; }
+  // Every token below the node continues, after the node's prefix, with plain JSON string content from a
+  // character boundary (utf8_dfa.h; a multi-byte character may be cut at the token's end).
+  bool plain_string_below(uint32_t node) const { return (plain_[node] & 1) != 0; }
 
  private:
   void build_trie();
@@ -58,6 +61,7 @@ class Vocabulary {
   std::vector<TrieNode> trie_;
   std::vector<int32_t> sorted_;  // non-special ids with non-empty bytes, sorted by bytes
   std::vector<std::array<uint64_t, 4>> below_;
+  std::vector<uint8_t> plain_;  // bit u: the suffixes below are plain content when started in UTF-8 state u
 };
 
 }  // namespace quatre::grammar
