@@ -58,20 +58,43 @@ std::vector<uint64_t> compute_token_mask(Automaton& automaton, const Vocabulary&
   return mask;
 }
 
+namespace {
+
+// kByteLimit[b][j]: +inf when bit j of b is set (keep the logit), else -inf; min(logit, limit) applies 8 bits.
+struct ByteLimits {
+  alignas(32) float v[256][8];
+  ByteLimits() {
+    for (int b = 0; b < 256; ++b) {
+      for (int j = 0; j < 8; ++j) v[b][j] = ((b >> j) & 1) ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+    }
+  }
+};
+const ByteLimits kByteLimits;
+
+}  // namespace
+
 void apply_token_mask(std::span<const uint64_t> mask, std::span<float> logits) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const size_t covered = std::min(logits.size(), mask.size() * 64);
-  for (size_t w = 0; w * 64 < covered; ++w) {
+  float* x = logits.data();
+  size_t w = 0;
+  for (; (w + 1) * 64 <= covered; ++w) {  // whole words: 8 bytes of 8 logits each, branch-free inside a byte
     const uint64_t bits = mask[w];
     if (bits == ~uint64_t{0}) continue;
-    const size_t base = w * 64, end = std::min(base + 64, covered);
+    float* base = x + w * 64;
     if (bits == 0) {
-      std::fill(logits.begin() + static_cast<ptrdiff_t>(base), logits.begin() + static_cast<ptrdiff_t>(end), kNegInf);
+      std::fill(base, base + 64, kNegInf);
       continue;
     }
-    uint64_t refused = ~bits;
-    if (end - base < 64) refused &= (uint64_t{1} << (end - base)) - 1;
-    for (; refused != 0; refused &= refused - 1) logits[base + __builtin_ctzll(refused)] = kNegInf;
+    for (int k = 0; k < 8; ++k) {
+      const auto byte = static_cast<uint8_t>(bits >> (8 * k));
+      if (byte == 0xFF) continue;
+      const float* limit = kByteLimits.v[byte];
+      for (int j = 0; j < 8; ++j) base[8 * k + j] = std::min(base[8 * k + j], limit[j]);
+    }
+  }
+  for (size_t i = w * 64; i < covered; ++i) {  // the partial last word
+    if (((mask[w] >> (i - w * 64)) & 1) == 0) x[i] = kNegInf;
   }
   std::fill(logits.begin() + static_cast<ptrdiff_t>(covered), logits.end(), kNegInf);
 }
