@@ -111,29 +111,45 @@ const std::bitset<256>& Automaton::self_loop_bytes(int32_t state) {
 }
 
 // Runs the UTF-8 automaton alongside, over pairs (UTF-8 state, automaton state) from (0, state): every plain byte
-// must keep the automaton alive, and a completed character must bring it back to `state` itself.
-bool Automaton::string_closed(int32_t state) {
-  if (states_[state].string_closed) return *states_[state].string_closed;
-  std::vector<std::pair<int, int32_t>> todo = {{0, state}}, seen = todo;
-  bool closed = true;
-  while (closed && !todo.empty()) {
+// must keep the automaton alive, and every completed character must reach one same state.
+int32_t Automaton::char_next(int32_t state) {
+  if (states_[state].char_next) return *states_[state].char_next;
+  std::vector<std::pair<int, int32_t>> todo = {{0, state}}, seen;
+  int32_t target = -2;  // not met yet
+  bool uniform = true;
+  while (uniform && !todo.empty()) {
     const auto [u, from] = todo.back();
     todo.pop_back();
-    for (int b = 0; b < 256 && closed; ++b) {
+    for (int b = 0; b < 256 && uniform; ++b) {
       const int next = utf8_plain_next(u, static_cast<uint8_t>(b));
       if (next < 0) continue;
       const int32_t s = step(from, b);
-      if (s == kDead || (next == 0 && s != state)) {
-        closed = false;
-      } else if (next != 0 && std::find(seen.begin(), seen.end(), std::pair{next, s}) == seen.end()) {
+      if (s == kDead) {
+        uniform = false;
+      } else if (next == 0) {
+        uniform = target == -2 || target == s;
+        target = s;
+      } else if (std::find(seen.begin(), seen.end(), std::pair{next, s}) == seen.end()) {
         seen.emplace_back(next, s);
         todo.emplace_back(next, s);
       }
     }
-    closed = closed && seen.size() < 64;  // a string state has a handful; more means something else
+    uniform = uniform && seen.size() < 64;  // a string state has a handful; more means something else
   }
-  states_[state].string_closed = closed;
-  return closed;
+  const int32_t result = uniform && target >= 0 ? target : kDead;
+  states_[state].char_next = result;
+  return result;
+}
+
+int Automaton::plain_run(int32_t state, int limit) {
+  int n = 0;
+  for (int32_t s = state; n < limit; ++n) {
+    const int32_t next = char_next(s);
+    if (next == kDead) return n;
+    if (next == s) return limit;
+    s = next;
+  }
+  return n;
 }
 
 }  // namespace quatre::grammar

@@ -32,9 +32,12 @@ class Automaton {
   const SymbolSet& next_symbols(int32_t state) const { return states_[state].next; }
   // Bytes b with step(state, b) == state (e.g. plain characters inside a JSON string).
   const std::bitset<256>& self_loop_bytes(int32_t state);
-  // From `state`, every plain JSON string content byte sequence (utf8_dfa.h) is accepted and each complete
-  // character returns to `state` (checked on the automaton itself, once per state): the state inside a string.
-  bool string_closed(int32_t state);
+  // Inside a string: the state that every plain character (utf8_dfa.h) leads to from `state`, all its bytes
+  // being accepted on the way; kDead when some plain byte is refused or two characters lead to different states.
+  // Checked on the automaton itself, once per state.
+  int32_t char_next(int32_t state);
+  // How many plain characters in a row are accepted from `state` (at most `limit`; `limit` when char_next loops).
+  int plain_run(int32_t state, int limit);
   size_t n_states() const { return states_.size(); }
   const Grammar& grammar() const { return g_; }
 
@@ -50,7 +53,7 @@ class Automaton {
     SymbolSet next;
     std::vector<int32_t> trans;  // [kNumSymbols]: -2 unknown, kDead, or a state id
     std::optional<std::bitset<256>> loops;
-    std::optional<bool> string_closed;
+    std::optional<int32_t> char_next;
   };
   struct VecHash {
     size_t operator()(const std::vector<int32_t>& v) const;

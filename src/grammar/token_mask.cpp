@@ -40,7 +40,7 @@ std::vector<uint64_t> compute_token_mask(Automaton& automaton, const Vocabulary&
       if (s == Automaton::kDead) continue;
       const bool leaf = n.child_begin == n.child_end;
       if (!leaf && n.token_end - n.token_begin >= kWholeSubtreeMin &&
-          ((vocab.plain_string_below(c) && automaton.string_closed(s)) ||
+          ((vocab.plain_string_below(c) && automaton.plain_run(s, vocab.chars_below(c)) >= vocab.chars_below(c)) ||
            subset(vocab.bytes_below(c), automaton.self_loop_bytes(s)))) {
         for (uint32_t i = n.token_begin; i < n.token_end; ++i) allow(mask, ids[i]);
         continue;

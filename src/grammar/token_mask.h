@@ -1,7 +1,7 @@
 // The token mask of one automaton state: which ids may come next. A non-special id is allowed when its whole
 // byte string is a valid continuation (walk of the vocabulary trie with the automaton, pruned at dead states;
 // a subtree is taken whole when its bytes all loop on the state, or when it holds only plain string content and
-// the state is inside a string: Automaton::string_closed); a special id when the grammar admits its symbol
+// the state accepts that many plain characters: Automaton::plain_run); a special id when the grammar admits its symbol
 // here; EOS when the text so far is complete.
 #pragma once
 

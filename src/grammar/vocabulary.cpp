@@ -86,7 +86,12 @@ void Vocabulary::build_trie() {
   }
   below_.assign(trie_.size(), {0, 0, 0, 0});
   plain_.assign(trie_.size(), uint8_t{0xFF});
+  chars_.assign(trie_.size(), uint8_t{0});
   for (size_t v = trie_.size(); v-- > 0;) {  // children come after their parent
+    for (uint32_t c = trie_[v].child_begin; c < trie_[v].child_end; ++c) {
+      const bool starts_char = trie_[c].byte < 0x80 || trie_[c].byte >= 0xC0;
+      chars_[v] = static_cast<uint8_t>(std::max<int>(chars_[v], std::min(255, chars_[c] + (starts_char ? 1 : 0))));
+    }
     for (uint32_t c = trie_[v].child_begin; c < trie_[v].child_end; ++c) {
       for (int u = 0; u < kUtf8States; ++u) {
         const int next = utf8_plain_next(u, trie_[c].byte);

@@ -51,6 +51,8 @@ class Vocabulary {
   // Every token below the node continues, after the node's prefix, with plain JSON string content from a
   // character boundary (utf8_dfa.h; a multi-byte character may be cut at the token's end).
   bool plain_string_below(uint32_t node) const { return (plain_[node] & 1) != 0; }
+  // The most characters (a cut multi-byte one counts) that a token below adds after the node's prefix (<= 255).
+  int chars_below(uint32_t node) const { return chars_[node]; }
 
  private:
   void build_trie();
@@ -61,6 +63,7 @@ class Vocabulary {
   std::vector<TrieNode> trie_;
   std::vector<int32_t> sorted_;  // non-special ids with non-empty bytes, sorted by bytes
   std::vector<std::array<uint64_t, 4>> below_;
+  std::vector<uint8_t> chars_;
   std::vector<uint8_t> plain_;  // bit u: the suffixes below are plain content when started in UTF-8 state u
 };
 
