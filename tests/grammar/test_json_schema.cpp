@@ -53,6 +53,11 @@ TEST(JsonSchemaGrammar, HandWrittenDocuments) {
        {R"({"v":1,"next":null})", R"({"v":-0,"next":{"v":2,"next":{"v":3,"next":null}}})"},
        {R"({"v":1})", R"({"v":1,"next":{"v":2}})"}},
       {R"({})", {"1", R"("x")", R"([{"a":[null]}])", "true"}, {"nul", "[1 ,2]", "{\"a\"}"}},
+      {R"({"type":"object","properties":{"kid":{"$ref":"#"},"n":{"type":"integer","nullable":true}}})",
+       {"{}", R"({"kid":{}})", R"({"kid":{"kid":{"n":null}},"n":3})"}, {R"({"n":"3"})", R"({"kid":[]})"}},
+      {R"({"definitions":{"b":{"type":"boolean","title":"B"}},"type":"array","items":{"$ref":"#/definitions/b"}})",
+       {"[]", "[true, false]"}, {"[null]"}},
+      {R"({"oneOf":[{"const":"a\"b"},{"type":"null"}]})", {R"("a\"b")", "null"}, {R"("a"b")", R"("ab")"}},
   };
   for (const Case& c : cases) {
     const JsonValue schema = parse_json(c.schema);
