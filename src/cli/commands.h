@@ -14,5 +14,6 @@ Runner add_inspect(CLI::App& app);
 Runner add_gen_model(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_run(CLI::App& app);
+Runner add_serve(CLI::App& app);
 
 }  // namespace quatre::cli

@@ -1,0 +1,89 @@
+// `quatre serve`: the OpenAI/Mistral-compatible HTTP server. Binds the port first (GET /health answers 503
+// while the model loads), loads the model, runs the engine on its thread, and on SIGTERM/SIGINT stops
+// accepting, lets the requests in flight finish and exits 0. Wiring only: the work is in server/ and engine/.
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/model_loader.h"
+#include "engine/engine.h"
+#include "engine/engine_loop.h"
+#include "server/server.h"
+
+namespace quatre::cli {
+namespace {
+
+struct ServeArgs {
+  ModelOptions model;
+  server::ServerOptions server;
+  int64_t max_model_len = 0;
+  int64_t kv_cache_mib = 1024;
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 512;
+  uint64_t seed = 0;
+};
+
+int serve(ServeArgs& a) {
+  // Signals are taken by sigwait() below: block them before any thread starts, so every thread inherits it.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  server::Server http(a.server);
+  http.bind();
+  http.start();
+  std::fprintf(stderr, "quatre serve: listening on %s, loading the model...\n", http.url().c_str());
+
+  const auto loaded = std::make_unique<LoadedModel>(a.model);
+  const io::TextConfig& text = loaded->checkpoint.config().text;
+  engine::EngineOptions options;
+  options.n_blocks = engine::kv_blocks_for_bytes(text, options.block_size, a.kv_cache_mib << 20);
+  options.max_context = a.max_model_len;
+  options.max_running = a.max_num_seqs;
+  options.max_tokens_per_step = a.max_num_batched_tokens;
+  options.eos_id = loaded->tekken.eos_id();
+  options.seed = a.seed;
+  engine::Engine engine(loaded->model, options);
+  engine::EngineLoop loop(engine);
+  http.set_ready({.tekken = &loaded->tekken, .engine = &engine, .loop = &loop, .max_model_len = engine.max_context(), .has_vision = false});
+  std::printf("quatre serve: %s ready on %s (%s)\n", a.server.served_model_name.c_str(), http.url().c_str(), engine.capacity_line().c_str());
+  std::fflush(stdout);
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::fprintf(stderr, "quatre serve: %s, finishing the requests in flight\n", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  http.stop();
+  loop.stop();
+  return 0;
+}
+
+}  // namespace
+
+Runner add_serve(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  add_model_options(app, a->model);
+  server::ServerOptions& s = a->server;
+  app.add_option("--host", s.host, "Address to listen on")->capture_default_str();
+  app.add_option("--port", s.port, "Port to listen on (0: any free port)")->capture_default_str();
+  app.add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every endpoint but /health")->envname("QUATRE_API_KEY");
+  app.add_option("--served-model-name", s.served_model_name, "The model id clients send and /v1/models lists")->capture_default_str();
+  app.add_option("--max-model-len", a->max_model_len, "Context length in tokens (default: the model's, within the KV cache)");
+  app.add_option("--kv-cache-mib", a->kv_cache_mib, "KV cache memory in MiB")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-num-seqs", a->max_num_seqs, "Sequences in the running batch at once")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "Token budget of one engine step")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", a->seed, "Seeds the requests that carry no seed")->capture_default_str();
+  app.add_option("--cors-origin", s.cors_origin, "Allow browser calls from this origin (default: CORS off)");
+  app.add_flag("--allow-remote-images", s.allow_remote_images, "Accept http(s) image URLs (not fetched yet: still refused)");
+  app.add_option("--max-connections", s.max_connections, "Connections served at once (a thread each)")->capture_default_str();
+  app.add_option("--max-body-mib", s.max_body_bytes, "Largest request body (bytes)")->capture_default_str();
+  return [a] { return serve(*a); };
+}
+
+}  // namespace quatre::cli

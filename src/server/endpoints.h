@@ -1,0 +1,45 @@
+// The server's shared state (Context) and its endpoint functions; server.cpp routes HTTP requests to them.
+// Internal to server/. Depends on httplib, server/metrics, server/server.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "server/metrics.h"
+#include "server/server.h"
+#include "tokenizer/json_value.h"
+
+namespace quatre::server {
+
+struct Context {
+  ServerOptions options;
+  Metrics metrics;
+  ServingModel model;  // valid once is_ready()
+  std::atomic<bool> ready = false;
+
+  bool is_ready() const { return ready.load(std::memory_order_acquire); }
+  void set_ready(const ServingModel& m) {
+    model = m;
+    ready.store(true, std::memory_order_release);
+  }
+  // The model, or ApiError 503 while it loads.
+  const ServingModel& require_model() const;
+  // ApiError 404 (model_not_found) unless `model` is "" or the served name.
+  void check_model_name(const std::string& model) const;
+};
+
+// The body as JSON (ApiError 400 when malformed or not an object).
+tokenizer::JsonValue parse_body(const httplib::Request& req);
+
+// GET /v1/models (id "") or /v1/models/{id}.
+nlohmann::json models_json(const Context& context, const std::string& id);
+
+void serve_chat(Context& context, const httplib::Request& req, httplib::Response& res);
+void serve_completion(Context& context, const httplib::Request& req, httplib::Response& res);
+void serve_tokenize(Context& context, const httplib::Request& req, httplib::Response& res);
+void serve_detokenize(Context& context, const httplib::Request& req, httplib::Response& res);
+
+}  // namespace quatre::server

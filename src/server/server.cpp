@@ -1,0 +1,185 @@
+// Server: routes, authentication, CORS, the connection threads, and the simple endpoints (/health, /version,
+// /metrics, /v1/models, /tokenize, /detokenize). Chat and text completions are in completion_endpoints.cpp.
+#include "server/server.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include "core/error.h"
+#include "server/api_error.h"
+#include "server/endpoints.h"
+#include "server/sse.h"
+#include "tokenizer/chat_render.h"
+#include "tokenizer/chat_request.h"
+
+namespace quatre::server {
+namespace {
+
+// One thread per connection, at most `max` at once (the accept loop waits for room beyond that). A waiting
+// keep-alive connection costs a thread, not the pool: idle clients never starve others.
+class ThreadPerConnection : public httplib::TaskQueue {
+ public:
+  explicit ThreadPerConnection(int max) : state_(std::make_shared<State>()), max_(max) {}
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock lock(state_->mutex);
+    state_->room.wait(lock, [&] { return state_->active < max_; });
+    ++state_->active;
+    std::thread([state = state_, fn = std::move(fn)] {
+      fn();
+      std::lock_guard done(state->mutex);
+      --state->active;
+      state->room.notify_all();
+    }).detach();
+  }
+  void shutdown() override {
+    std::unique_lock lock(state_->mutex);
+    state_->room.wait(lock, [&] { return state_->active == 0; });
+  }
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable room;
+    int active = 0;
+  };
+  std::shared_ptr<State> state_;  // shared with the threads, which may outlive this object by a few instructions
+  int max_;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  explicit Impl(ServerOptions o) { context.options = std::move(o); }
+  Context context;
+  httplib::Server http;
+  std::thread thread;
+  int port = 0;
+  bool is_stopped = false;
+
+  void routes();
+  // Runs `body`, mapping errors to OpenAI error objects, and counts the request in the metrics.
+  void handle(const char* endpoint, httplib::Response& res, const std::function<void()>& body);
+};
+
+void Server::Impl::handle(const char* endpoint, httplib::Response& res, const std::function<void()>& body) {
+  auto fail = [&](const ApiError& e) {
+    res.status = e.status();
+    res.set_content(dump(error_body(e)), "application/json");
+  };
+  try {
+    body();
+  } catch (const ApiError& e) {
+    fail(e);
+  } catch (const InvalidRequest& e) {
+    fail(from_invalid_request(e));
+  } catch (const std::exception& e) {
+    fail(ApiError(500, fmt::format("internal error: {}", e.what())));
+  }
+  context.metrics.count_request(endpoint, res.status);
+}
+
+void Server::Impl::routes() {
+  const ServerOptions& o = context.options;
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const ServerOptions& opt = context.options;
+    if (!opt.cors_origin.empty()) {
+      res.set_header("Access-Control-Allow-Origin", opt.cors_origin);
+      res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      if (req.method == "OPTIONS") {
+        res.status = 204;
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (opt.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    if (req.get_header_value("Authorization") != "Bearer " + opt.api_key) {
+      res.status = 401;
+      res.set_content(dump(error_body(ApiError(401, "Incorrect or missing API key (Authorization: Bearer <key>)"))),
+                      "application/json");
+      context.metrics.count_request("auth", 401);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string message = fmt::format("{} {}: not found", req.method, req.path);
+    if (res.status == 413) message = "request body too large";
+    else if (res.status != 404) message = fmt::format("{} {}: HTTP {}", req.method, req.path, res.status);
+    res.set_content(dump(error_body(ApiError(res.status, message))), "application/json");
+  });
+
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (context.is_ready()) {
+      res.status = 200;
+    } else {
+      res.status = 503;
+      res.set_content(dump(error_body(ApiError(503, "the model is loading"))), "application/json");
+    }
+  });
+  http.Get("/version", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"version": "0.1.0"})", "application/json");
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(context.metrics.text(), "text/plain; version=0.0.4");
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    handle("models", res, [&] { res.set_content(dump(models_json(context, {})), "application/json"); });
+  });
+  http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    handle("models", res, [&] { res.set_content(dump(models_json(context, req.matches[1].str())), "application/json"); });
+  });
+  auto post = [this](const char* path, const char* endpoint, void (*run)(Context&, const httplib::Request&, httplib::Response&)) {
+    http.Post(path, [this, endpoint, run](const httplib::Request& req, httplib::Response& res) {
+      handle(endpoint, res, [&] { run(context, req, res); });
+    });
+    http.Get(path, [this, endpoint](const httplib::Request& req, httplib::Response& res) {
+      handle(endpoint, res, [&] { throw ApiError(405, fmt::format("{}: use POST", req.path)); });
+    });
+  };
+  post("/v1/chat/completions", "chat", serve_chat);
+  post("/v1/completions", "completions", serve_completion);
+  post("/tokenize", "tokenize", serve_tokenize);
+  post("/detokenize", "detokenize", serve_detokenize);
+  http.set_payload_max_length(o.max_body_bytes);
+  http.set_keep_alive_timeout(o.keep_alive_seconds);
+  http.set_read_timeout(o.keep_alive_seconds);
+  const int max_connections = o.max_connections;
+  http.new_task_queue = [max_connections] { return new ThreadPerConnection(max_connections); };
+}
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) { impl_->routes(); }
+
+Server::~Server() { stop(); }
+
+int Server::bind() {
+  const ServerOptions& o = impl_->context.options;
+  if (o.port == 0) {
+    impl_->port = impl_->http.bind_to_any_port(o.host);
+  } else {
+    impl_->port = impl_->http.bind_to_port(o.host, o.port) ? o.port : -1;
+  }
+  if (impl_->port <= 0) throw LoadError(fmt::format("serve: cannot listen on {}:{} (in use, or not an address of this host)", o.host, o.port));
+  return impl_->port;
+}
+
+void Server::start() {
+  impl_->thread = std::thread([this] { impl_->http.listen_after_bind(); });
+}
+
+void Server::set_ready(const ServingModel& model) { impl_->context.set_ready(model); }
+
+void Server::stop() {
+  if (impl_->is_stopped) return;
+  impl_->is_stopped = true;
+  impl_->http.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+std::string Server::url() const { return fmt::format("http://{}:{}", impl_->context.options.host, impl_->port); }
+
+}  // namespace quatre::server
