@@ -66,9 +66,10 @@ namespace {
 // productive[r]: r derives some finite text (least fixed point).
 std::vector<bool> productive_rules(const std::vector<std::vector<Seq>>& defs) {
   std::vector<bool> productive(defs.size(), false);
-  for (bool changed = true; changed;) {
-    changed = false;
-    for (size_t r = 0; r < defs.size(); ++r) {
+  for (bool changed = true, forward = true; changed; forward = !forward) {  // alternating sweeps: chains of
+    changed = false;                                                     // rules converge in one or two
+    for (size_t i = 0; i < defs.size(); ++i) {
+      const size_t r = forward ? i : defs.size() - 1 - i;
       if (productive[r]) continue;
       for (const Seq& alt : defs[r]) {
         bool ok = true;
@@ -85,9 +86,10 @@ std::vector<bool> productive_rules(const std::vector<std::vector<Seq>>& defs) {
 
 std::vector<bool> nullable_rules(const std::vector<std::vector<Seq>>& defs) {
   std::vector<bool> nullable(defs.size(), false);
-  for (bool changed = true; changed;) {
+  for (bool changed = true, forward = true; changed; forward = !forward) {
     changed = false;
-    for (size_t r = 0; r < defs.size(); ++r) {
+    for (size_t i = 0; i < defs.size(); ++i) {
+      const size_t r = forward ? i : defs.size() - 1 - i;
       if (nullable[r]) continue;
       for (const Seq& alt : defs[r]) {
         bool ok = true;
