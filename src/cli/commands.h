@@ -15,5 +15,6 @@ Runner add_gen_model(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_serve(CLI::App& app);
+Runner add_chat(CLI::App& app);
 
 }  // namespace quatre::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     runners[sub] = make(*sub);
   };
   add("run", "Run one prompt through the model and stream the reply", quatre::cli::add_run);
+  add("chat", "Chat with the model in the terminal", quatre::cli::add_chat);
   add("serve", "Serve the model over HTTP (OpenAI- and Mistral-compatible API)", quatre::cli::add_serve);
   add("inspect", "Describe a checkpoint: format, config, tensors, parameters and memory needs", quatre::cli::add_inspect);
   add("gen-model", "Write a synthetic Mistral Small 4 checkpoint (either format, BF16 or FP8)",
