@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "grammar/constraint.h"
 #include "server/api_error.h"
 #include "server/endpoints.h"
 #include "server/responses.h"
@@ -80,6 +81,26 @@ void check_images(const tokenizer::ChatRequest& chat, const Context& context, co
 // The tool-call ids we hand out: "call_" + 9 alphanumerics.
 tokenizer::ToolCallIdGenerator call_ids() {
   return [next = tokenizer::random_tool_call_ids()] { return "call_" + next(); };
+}
+
+// Constrained decoding (src/grammar): a forced tool call (tool_choice required/any or named) or a JSON
+// response_format; reasoning_effort "high" lets a free [THINK] block come first. Null: unconstrained.
+std::shared_ptr<const engine::TokenConstraint> constraint_for(const GenerationParams& p, const tokenizer::ChatRequest& chat,
+                                                              const std::shared_ptr<const grammar::Vocabulary>& vocab) {
+  const grammar::ConstraintOptions options{.allow_think = chat.reasoning_effort == std::optional<std::string>("high")};
+  if (p.tool_choice.kind == ToolChoice::Kind::kRequired || p.tool_choice.kind == ToolChoice::Kind::kNamed) {
+    std::vector<grammar::ToolSpec> tools;
+    for (const tokenizer::Tool& t : chat.tools) tools.push_back({t.name, t.parameters});
+    std::optional<std::string> forced;
+    if (p.tool_choice.kind == ToolChoice::Kind::kNamed) forced = p.tool_choice.name;
+    return grammar::tool_call_constraint(vocab, tools, forced, p.parallel_tool_calls, options);
+  }
+  switch (p.response_format.kind) {
+    case ResponseFormat::Kind::kText: return nullptr;
+    case ResponseFormat::Kind::kJsonObject: return grammar::json_constraint(vocab, nullptr, options);
+    case ResponseFormat::Kind::kJsonSchema: return grammar::json_constraint(vocab, &p.response_format.schema, options);
+  }
+  return nullptr;
 }
 
 struct Responder {
@@ -172,11 +193,7 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
   }
   const tokenizer::RenderedPrompt prompt = tokenizer::render_chat(chat, *m.tekken);
   engine::GenerateRequest g = make_request(prompt.ids, p, m);
-  // Constrained decoding (response_format json_object/json_schema, tool_choice required/named) needs the
-  // grammar of src/grammar (not built yet): such requests run unconstrained, and the response says so.
-  const bool wants_constraint = p.response_format.kind != ResponseFormat::Kind::kText ||
-                                p.tool_choice.kind == ToolChoice::Kind::kRequired || p.tool_choice.kind == ToolChoice::Kind::kNamed;
-  if (wants_constraint) res.set_header("X-Quatre-Warning", "constrained decoding is not implemented yet: the output is not constrained");
+  g.constraint = constraint_for(p, chat, context.vocab);
 
   auto session = std::make_shared<Session>(*m.tekken, *m.loop, context.metrics, *m.engine,
                                            SessionOptions{.is_chat = true, .stop = p.stop, .parallel_tool_calls = p.parallel_tool_calls,

@@ -8,6 +8,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "grammar/vocabulary.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "tokenizer/json_value.h"
@@ -18,11 +19,13 @@ struct Context {
   ServerOptions options;
   Metrics metrics;
   ServingModel model;  // valid once is_ready()
+  std::shared_ptr<const grammar::Vocabulary> vocab;  // the token bytes constrained decoding masks over
   std::atomic<bool> ready = false;
 
   bool is_ready() const { return ready.load(std::memory_order_acquire); }
   void set_ready(const ServingModel& m) {
     model = m;
+    vocab = std::make_shared<const grammar::Vocabulary>(*m.tekken);
     ready.store(true, std::memory_order_release);
   }
   // The model, or ApiError 503 while it loads.
