@@ -16,5 +16,6 @@ Runner add_tokenize(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_chat(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace quatre::cli

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   add("inspect", "Describe a checkpoint: format, config, tensors, parameters and memory needs", quatre::cli::add_inspect);
   add("gen-model", "Write a synthetic Mistral Small 4 checkpoint (either format, BF16 or FP8)",
       quatre::cli::add_gen_model);
+  add("bench", "Decode and prefill throughput next to the roofline (--random-weights: no checkpoint)",
+      quatre::cli::add_bench);
   add("tokenize", "Encode text, decode ids, or render a chat request to its prompt", quatre::cli::add_tokenize);
 
   try {

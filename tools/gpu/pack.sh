@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the CUDA test binaries (and the quatre CLI) here, in BUILD_DIR, and copies them with the shared libraries
+# Builds the CUDA test binaries (and quatre-bench, `quatre bench` alone) here, in BUILD_DIR, and copies them with the shared libraries
 # the GPU host lacks (fmt, ...) into .gpu/cuda/bin (+ lib/), which the device call carries.
 # Usage: tools/gpu/pack.sh [BUILD_DIR=build-cudah] [TARGET...]
 set -euo pipefail
 build=${1:-build-cudah}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_golden_cuda quatre)
+[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_golden_cuda test_generate_cuda quatre-bench)
 cmake --build "$build" -j2 --target "${targets[@]}"
 dest=.gpu/cuda/bin
 rm -rf "$dest" && mkdir -p "$dest/lib"
@@ -18,4 +18,5 @@ for t in "${targets[@]}"; do
   ldd "$f" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux|libcuda)[.-]' |
     while read -r lib; do cp -L "$lib" "$dest/lib/"; done
 done
+strip "$dest"/* 2>/dev/null || true  # debug info would pass the 64 MiB a device call carries
 du -sh "$dest"

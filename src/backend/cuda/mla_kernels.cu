@@ -1,4 +1,5 @@
-// MLA attention over the paged latent cache, one block (4 warps) per (token, head), online softmax.
+// MLA attention over the paged latent cache, online softmax; one block (4 warps) per (token, head), or, absorbed
+// with R <= 256, per (token, 8 heads) so that a cache row is read once for 8 heads.
 // Absorbed: q_abs = W_UKᵀ q_nope [R]; s_j = (q_abs·c_j + q_rope·k_rope_j)·scale; ctx = Σ p_j c_j; o = W_UV ctx.
 // Naive: k_nope_j = W_UK c_j and v_j = W_UV c_j expanded per key; s_j = (q_nope·k_nope_j + q_rope·k_rope_j)·scale;
 // o = Σ p_j v_j. kv_b arrives dequantised to fp32 [H*(Dn+Dv), R]. Depends on CUDA only.
@@ -105,10 +106,119 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
   }
 }
 
+// Absorbed form for R <= 256, one block per (token, group of kHeads heads): each cache row is read once per group
+// instead of once per head. Same math and summation structure as mla_kernel.
+constexpr int kHeads = 8;
+constexpr int kGroupPerLane = 8;  // R <= 256
+
+__global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
+  extern __shared__ float smem[];
+  const int64_t n_groups = (a.H + kHeads - 1) / kHeads;
+  const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeads;
+  const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeads), a.H - h0));
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t Dh = a.Dn + a.Dr, width = a.R + a.Dr, R = a.R;
+  float* qa = smem;                          // [kHeads][R]; later the context
+  float* qr = qa + kHeads * R;               // [kHeads][Dr]
+  float* part = qr + kHeads * a.Dr;          // [kWarps][kHeads][R]
+  float* stats = part + kWarps * kHeads * R; // [kWarps][kHeads][2]
+  for (int64_t i = threadIdx.x; i < n_heads * R; i += blockDim.x) {
+    const int64_t g = i / R, r = i % R, h = h0 + g;
+    const float* q = a.q + t * a.H * Dh + h * Dh;
+    const float* w_uk = a.kv_b + h * (a.Dn + a.Dv) * R;
+    float s = 0;
+    for (int64_t e = 0; e < a.Dn; ++e) s = fmaf(q[e], w_uk[e * R + r], s);
+    qa[i] = s;
+  }
+  for (int64_t i = threadIdx.x; i < n_heads * a.Dr; i += blockDim.x) {
+    const int64_t g = i / a.Dr, h = h0 + g;
+    qr[i] = a.q[t * a.H * Dh + h * Dh + a.Dn + i % a.Dr];
+  }
+  __syncthreads();
+
+  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  float m[kHeads], l[kHeads], acc[kHeads][kGroupPerLane];
+#pragma unroll
+  for (int g = 0; g < kHeads; ++g) {
+    m[g] = -INFINITY, l[g] = 0;
+#pragma unroll
+    for (int i = 0; i < kGroupPerLane; ++i) acc[g][i] = 0;
+  }
+  for (int32_t j = warp; j < n; j += kWarps) {
+    const float* row = a.cache + (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
+    float c[kGroupPerLane];
+#pragma unroll
+    for (int i = 0; i < kGroupPerLane; ++i) c[i] = lane + 32 * i < R ? row[lane + 32 * i] : 0.0f;
+#pragma unroll
+    for (int g = 0; g < kHeads; ++g) {
+      if (g >= n_heads) break;
+      float s = 0;
+      for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[g * a.Dr + i], row[R + i], s);
+#pragma unroll
+      for (int i = 0; i < kGroupPerLane; ++i) {
+        if (lane + 32 * i < R) s = fmaf(qa[g * R + lane + 32 * i], c[i], s);
+      }
+      s = warp_sum(s) * a.softmax_scale;
+      const float m_new = fmaxf(m[g], s);
+      const float correction = expf(m[g] - m_new), p = expf(s - m_new);
+      l[g] = l[g] * correction + p;
+      m[g] = m_new;
+#pragma unroll
+      for (int i = 0; i < kGroupPerLane; ++i) acc[g][i] = acc[g][i] * correction + p * c[i];
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kHeads; ++g) {
+    if (g >= n_heads) break;
+#pragma unroll
+    for (int i = 0; i < kGroupPerLane; ++i) {
+      if (lane + 32 * i < R) part[(warp * kHeads + g) * R + lane + 32 * i] = acc[g][i];
+    }
+    if (lane == 0) stats[(warp * kHeads + g) * 2] = m[g], stats[(warp * kHeads + g) * 2 + 1] = l[g];
+  }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < n_heads * R; i += blockDim.x) {
+    const int64_t g = i / R, r = i % R;
+    float m_all = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, stats[(w * kHeads + g) * 2]);
+    float l_all = 0, s = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = stats[(w * kHeads + g) * 2];
+      if (mw == -INFINITY) continue;
+      const float f = expf(mw - m_all);
+      l_all += stats[(w * kHeads + g) * 2 + 1] * f;
+      s += part[(w * kHeads + g) * R + r] * f;
+    }
+    qa[i] = s / l_all;  // the context of head h0 + g
+  }
+  __syncthreads();
+  for (int64_t i = warp; i < n_heads * a.Dv; i += kWarps) {
+    const int64_t g = i / a.Dv, e = i % a.Dv, h = h0 + g;
+    const float* w_uv = a.kv_b + (h * (a.Dn + a.Dv) + a.Dn + e) * R;
+    float s = 0;
+    for (int64_t r = lane; r < R; r += 32) s = fmaf(w_uv[r], qa[g * R + r], s);
+    s = warp_sum(s);
+    if (lane == 0) a.o[t * a.H * a.Dv + h * a.Dv + e] = s;
+  }
+}
+
 }  // namespace
 
 cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
   if (a.T == 0) return cudaSuccess;
+  if (!a.naive && a.R <= 32 * kGroupPerLane) {
+    const size_t shared = static_cast<size_t>(kHeads * a.R + kHeads * a.Dr + kWarps * kHeads * a.R + kWarps * kHeads * 2) *
+                          sizeof(float);
+    if (shared > 48 * 1024) {
+      const cudaError_t e = cudaFuncSetAttribute(mla_grouped_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(shared));
+      if (e != cudaSuccess) return e;
+    }
+    const int64_t n_groups = (a.H + kHeads - 1) / kHeads;
+    mla_grouped_kernel<<<static_cast<unsigned>(a.T * n_groups), 32 * kWarps, shared, stream>>>(a);
+    return cudaGetLastError();
+  }
   const int64_t acc_width = a.naive ? a.Dv : a.R;
   if (acc_width > 32 * kMaxPerLane || a.R + a.Dr + a.Dn + a.Dv > kMlaMaxWidth) return cudaErrorInvalidValue;
   const size_t shared = static_cast<size_t>(std::max(a.R, a.Dn) + a.Dr + (kWarps + 1) * acc_width + 2 * kWarps) * sizeof(float);

@@ -156,7 +156,7 @@ TEST_F(CudaOps, RopeWithTemperatureMatchesCpu) {
 
 // Two sequences in scattered blocks of a NaN-poisoned cache, written through kv_write; tokens interleaved.
 TEST_F(CudaOps, KvWriteThenMlaMatchesCpuInBothForms) {
-  const MlaDims d{.n_heads = 3, .kv_lora_rank = 64, .qk_nope_head_dim = 16, .qk_rope_head_dim = 8, .v_head_dim = 24};
+  const MlaDims d{.n_heads = 10, .kv_lora_rank = 64, .qk_nope_head_dim = 16, .qk_rope_head_dim = 8, .v_head_dim = 24};  // 8 + 2 heads
   const int64_t block_size = 4, n_blocks = 12, W = d.cache_width();
   std::vector<float> cache(static_cast<size_t>(n_blocks * block_size * W), std::numeric_limits<float>::quiet_NaN());
   const std::vector<int32_t> tables = {7, 2, 10, 4, 0, -1};

@@ -1,0 +1,257 @@
+// `quatre bench`: decode tokens/s at several batch sizes over a synthetic context, prefill tokens/s at several
+// prompt lengths, and memory, each next to its roofline (bytes moved / copy bandwidth measured on the spot;
+// flops / peak) and the ratio. Weights: --random-weights (drawn on the GPU, any preset, --layers to shrink) or a
+// checkpoint. Decode steps are timed end to end (host work and one sync per step included, no sampling).
+// Wiring only: the work is in model/ and the backends.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/random_weights.h"
+#include "core/backend.h"
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "model/kv_cache.h"
+#include "model/step_inputs.h"
+#include "model/text_model.h"
+#ifdef QUATRE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_info.h"
+#endif
+
+namespace quatre::cli {
+namespace {
+
+struct BenchArgs {
+  std::string preset = "mistral-small-4";
+  std::string model_dir;
+  bool random_weights = false;
+  std::string dtype = "fp8";
+  int64_t layers = 0;
+  std::string device = "cuda";
+  std::vector<int64_t> batches = {1, 8, 32, 128, 256};
+  int64_t context = 1024;
+  std::vector<int64_t> prefill = {1024, 8192};
+  int steps = 8;
+  uint64_t seed = 1;
+  double peak_tflops = 67.0;  // H100/H200 SXM fp32 (CUDA cores): what these kernels compute with
+};
+
+constexpr int64_t kBlockSize = 16;
+
+// Bytes and flops of the model's parts, from the config (weights as stored).
+struct Costs {
+  double attn_bytes = 0, expert_bytes = 0, shared_bytes = 0, router_bytes = 0, dense_bytes = 0, head_bytes = 0;
+  double attn_params = 0, expert_params = 0, shared_params = 0, router_params = 0, dense_params = 0, head_params = 0;
+  int64_t n_moe = 0, n_dense = 0;
+};
+
+Costs costs(const io::TextConfig& t, double linear_bytes) {
+  Costs c;
+  const double D = static_cast<double>(t.hidden_size), H = static_cast<double>(t.n_heads);
+  const double R = static_cast<double>(t.kv_lora_rank), Dr = static_cast<double>(t.qk_rope_head_dim);
+  const double Dn = static_cast<double>(t.qk_nope_head_dim), Dv = static_cast<double>(t.v_head_dim);
+  const double Q = static_cast<double>(t.q_lora_rank), F = static_cast<double>(t.moe_intermediate_size);
+  c.attn_params = Q * D + H * (Dn + Dr) * Q + (R + Dr) * D + H * (Dn + Dv) * R + D * H * Dv;
+  c.attn_bytes = c.attn_params * linear_bytes;
+  c.expert_params = 3 * F * D;
+  c.expert_bytes = c.expert_params * linear_bytes;
+  c.shared_params = 3 * F * static_cast<double>(t.n_shared_experts) * D;
+  c.shared_bytes = c.shared_params * linear_bytes;
+  c.router_params = static_cast<double>(t.n_routed_experts) * D;
+  c.router_bytes = c.router_params * 2;
+  c.dense_params = 3 * static_cast<double>(t.intermediate_size) * D;
+  c.dense_bytes = c.dense_params * linear_bytes;
+  c.head_params = static_cast<double>(t.vocab_size) * D;
+  c.head_bytes = c.head_params * 2;
+  for (int64_t l = 0; l < t.n_layers; ++l) (t.is_moe_layer(l) ? c.n_moe : c.n_dense)++;
+  return c;
+}
+
+struct Roofline {
+  double bytes = 0, flops = 0;
+};
+
+// One step of `tokens` tokens in total over sequences attending to `ctx` entries each on average; `distinct`:
+// the experts the step touches per MoE layer.
+Roofline step_roofline(const io::TextConfig& t, const Costs& c, double tokens, double ctx, double distinct,
+                       double n_logit_rows, double kv_bytes_read) {
+  Roofline r;
+  const double L = static_cast<double>(t.n_layers), K = static_cast<double>(t.n_experts_per_tok);
+  r.bytes = L * c.attn_bytes + static_cast<double>(c.n_moe) * (distinct * c.expert_bytes + c.shared_bytes + c.router_bytes) +
+            static_cast<double>(c.n_dense) * c.dense_bytes + c.head_bytes + kv_bytes_read;
+  const double per_token = L * c.attn_params + static_cast<double>(c.n_moe) * (K * c.expert_params + c.shared_params + c.router_params) +
+                           static_cast<double>(c.n_dense) * c.dense_params;
+  const double H = static_cast<double>(t.n_heads), R = static_cast<double>(t.kv_lora_rank);
+  const double attn_per_entry = H * 2 * (2 * R + static_cast<double>(t.qk_rope_head_dim));  // scores + context
+  r.flops = 2 * per_token * tokens + 2 * c.head_params * n_logit_rows + L * tokens * ctx * attn_per_entry;
+  return r;
+}
+
+double expected_distinct(double E, double K, double tokens) { return E * (1 - std::pow(1 - K / E, tokens)); }
+
+class Timer {
+ public:
+  explicit Timer(Backend& be) : be_(be) {}
+  template <typename F>
+  double seconds(F&& f) {
+    sync();
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    sync();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+ private:
+  void sync() {
+#ifdef QUATRE_HAVE_CUDA
+    if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be_)) c->synchronize();
+#endif
+  }
+  Backend& be_;
+};
+
+std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / double(1ull << 30)); }
+
+int run_bench(const BenchArgs& o) {
+  const Device device = o.device == "cuda" ? Device::kCuda : Device::kCpu;
+  std::unique_ptr<Backend> be = make_backend(device);
+  std::optional<io::Checkpoint> checkpoint;
+  io::TextConfig text;
+  if (o.random_weights) {
+    text = io::preset(o.preset).text;
+    if (o.layers > 0) {
+      text.n_layers = o.layers;
+      text.first_k_dense_replace = std::min(text.first_k_dense_replace, o.layers);
+    }
+  } else {
+    if (o.model_dir.empty()) throw InvalidRequest("bench: give --model DIR or --random-weights");
+    checkpoint.emplace(io::Checkpoint::open(o.model_dir));
+    text = checkpoint->config().text;
+  }
+  const bool fp8 = o.dtype == "fp8";
+  if (!fp8 && o.dtype != "bf16") throw InvalidRequest(fmt::format("bench: --dtype {} (expected fp8 or bf16)", o.dtype));
+  const auto t0 = std::chrono::steady_clock::now();
+  const model::TextWeights weights =
+      o.random_weights ? random_text_weights(text, *be, fp8, o.seed) : model::TextWeights::load(*checkpoint, *be);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const model::TextModel model(text, weights, *be, {});
+  const Costs c = costs(text, fp8 ? 1.0 : 2.0);
+  double bandwidth = 0;
+#ifdef QUATRE_HAVE_CUDA
+  if (device == Device::kCuda) {
+    fmt::print("device: {}\n", cuda::describe_device(0));
+    bandwidth = cuda::measure_copy_bandwidth(size_t{2} << 30);
+    const cuda::DeviceMemory m = cuda::device_memory();
+    fmt::print("weights: {} on the device, device memory used {} of {}\n",
+               gib(static_cast<double>(dynamic_cast<cuda::CudaBackend&>(*be).weight_bytes())),
+               gib(static_cast<double>(m.total - m.free)), gib(static_cast<double>(m.total)));
+  }
+#endif
+  fmt::print("weights {} in {:.1f} s\n", o.random_weights ? "drawn" : "loaded", load_s);
+  fmt::print("model: {} layers, D={}, E={} top-{}, {} weights; copy bandwidth {:.0f} GB/s (read+write, measured); "
+             "peak {:.0f} TFLOP/s assumed\n",
+             text.n_layers, text.hidden_size, text.n_routed_experts, text.n_experts_per_tok, fp8 ? "FP8" : "BF16",
+             bandwidth / 1e9, o.peak_tflops);
+  const double width_bytes = static_cast<double>(text.kv_lora_rank + text.qk_rope_head_dim) * 4;  // F32 cache
+  Timer timer(*be);
+  std::mt19937_64 rng(o.seed);
+  auto token = [&] { return static_cast<int32_t>(rng() % static_cast<uint64_t>(text.vocab_size)); };
+
+  fmt::print("\n{:>9} {:>8} {:>11} {:>10} {:>12} {:>12} {:>8}\n", "decode B", "context", "ms/step", "tok/s",
+             "roof ms", "bound", "of roof");
+  for (int64_t B : o.batches) {
+    try {
+      const int64_t per_seq = (o.context + o.steps + 2 + kBlockSize - 1) / kBlockSize;
+      model::KvCache kv(text, *be, {.n_blocks = B * per_seq, .block_size = kBlockSize, .poison = false});
+      for (int64_t l = 0; l < text.n_layers; ++l) be->fill(kv.layer(l), 0.01f);  // a context of equal latents
+      std::vector<std::vector<int32_t>> tables;
+      for (int64_t s = 0; s < B; ++s) tables.push_back(kv.allocate(per_seq));
+      Arena arena(be->memory(), {.chunk_bytes = size_t{64} << 20});
+      std::vector<double> times;
+      std::vector<int32_t> ids(static_cast<size_t>(B));
+      for (int step = 0; step < o.steps + 2; ++step) {
+        model::StepBuilder builder(kBlockSize);
+        for (int64_t s = 0; s < B; ++s) {
+          ids[static_cast<size_t>(s)] = token();
+          builder.add({.block_table = tables[static_cast<size_t>(s)], .n_cached = o.context + step,
+                       .ids = std::span<const int32_t>(&ids[static_cast<size_t>(s)], 1)});
+        }
+        arena.reset();
+        const double t = timer.seconds([&] { model.forward(builder.inputs(), kv, arena); });
+        if (step >= 2) times.push_back(t);  // two warm-up steps: arena chunks, expert tables
+      }
+      std::sort(times.begin(), times.end());
+      const double ms = times[times.size() / 2] * 1e3;
+      const double distinct = expected_distinct(static_cast<double>(text.n_routed_experts),
+                                                static_cast<double>(text.n_experts_per_tok), static_cast<double>(B));
+      const double ctx = static_cast<double>(o.context);
+      const Roofline r = step_roofline(text, c, static_cast<double>(B), ctx, distinct, static_cast<double>(B),
+                                       static_cast<double>(B) * ctx * width_bytes * static_cast<double>(text.n_layers));
+      const double t_mem = bandwidth > 0 ? r.bytes / bandwidth * 1e3 : 0, t_flop = r.flops / (o.peak_tflops * 1e12) * 1e3;
+      const double roof = std::max(t_mem, t_flop);
+      fmt::print("{:>9} {:>8} {:>11.2f} {:>10.1f} {:>12.3f} {:>12} {:>7.1f}%\n", B, o.context, ms,
+                 static_cast<double>(B) / ms * 1e3, roof, t_mem >= t_flop ? fmt::format("mem {}", gib(r.bytes)) : "flops",
+                 roof / ms * 100);
+    } catch (const std::bad_alloc&) {
+      fmt::print("{:>9} {:>8} out of device memory\n", B, o.context);
+    }
+  }
+
+  fmt::print("\n{:>9} {:>11} {:>10} {:>12} {:>12} {:>8}\n", "prefill T", "ms", "tok/s", "roof ms", "bound", "of roof");
+  for (int64_t T : o.prefill) {
+    try {
+      const int64_t blocks = (T + kBlockSize - 1) / kBlockSize;
+      model::KvCache kv(text, *be, {.n_blocks = blocks, .block_size = kBlockSize, .poison = false});
+      const std::vector<int32_t> table = kv.allocate(blocks);
+      std::vector<int32_t> ids(static_cast<size_t>(T));
+      for (int32_t& id : ids) id = token();
+      model::StepBuilder builder(kBlockSize);
+      builder.add({.block_table = table, .ids = ids}, model::LogitRows::kLast);
+      Arena arena(be->memory(), {.chunk_bytes = size_t{256} << 20});
+      double s = 0;
+      for (int rep = 0; rep < 2; ++rep) {  // the first run sizes the arena
+        arena.reset();
+        s = timer.seconds([&] { model.forward(builder.inputs(), kv, arena); });
+      }
+      const double Td = static_cast<double>(T);
+      const double distinct = expected_distinct(static_cast<double>(text.n_routed_experts),
+                                                static_cast<double>(text.n_experts_per_tok), Td);
+      const Roofline r = step_roofline(text, c, Td, Td / 2, distinct, 1, Td * width_bytes * static_cast<double>(text.n_layers) * 2);
+      const double t_mem = bandwidth > 0 ? r.bytes / bandwidth * 1e3 : 0, t_flop = r.flops / (o.peak_tflops * 1e12) * 1e3;
+      const double roof = std::max(t_mem, t_flop);
+      fmt::print("{:>9} {:>11.1f} {:>10.1f} {:>12.2f} {:>12} {:>7.1f}%\n", T, s * 1e3, Td / s, roof,
+                 t_mem >= t_flop ? "mem" : fmt::format("{:.1f} TFLOP", r.flops / 1e12), roof / (s * 1e3) * 100);
+    } catch (const std::bad_alloc&) {
+      fmt::print("{:>9} out of device memory\n", T);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner add_bench(CLI::App& app) {
+  auto o = std::make_shared<BenchArgs>();
+  app.add_option("--model", o->model_dir, "Checkpoint directory (or use --random-weights)");
+  app.add_flag("--random-weights", o->random_weights, "Draw the weights of --preset on the GPU: no checkpoint");
+  app.add_option("--preset", o->preset, "Config for --random-weights")->capture_default_str();
+  app.add_option("--dtype", o->dtype, "Linear weights of --random-weights: fp8 or bf16")->capture_default_str();
+  app.add_option("--layers", o->layers, "Override the preset's layer count (fit a smaller GPU)");
+  app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();
+  app.add_option("--batch", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();
+  app.add_option("--context", o->context, "Cached entries per sequence while decoding")->capture_default_str();
+  app.add_option("--prefill", o->prefill, "Prompt lengths to prefill (empty: none)")->delimiter(',')->capture_default_str();
+  app.add_option("--steps", o->steps, "Timed decode steps per batch size (median reported)")->capture_default_str();
+  app.add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
+  app.add_option("--peak-tflops", o->peak_tflops, "Arithmetic ceiling of the roofline")->capture_default_str();
+  return [o] { return run_bench(*o); };
+}
+
+}  // namespace quatre::cli
