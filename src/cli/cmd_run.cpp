@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/run_images.h"
 #include "cli/model_loader.h"
 #include "core/backend.h"
 #include "core/error.h"
@@ -37,6 +38,7 @@ struct RunArgs {
   float min_p = 0.0f;
   int64_t seed = -1;
   bool show_prompt = false;
+  std::vector<std::string> images;  // --image, in prompt order
 };
 
 // Prints the parser's deltas: reasoning dimmed on a terminal, content as is, tool calls on their own lines.
@@ -89,9 +91,11 @@ int run(const RunArgs& a) {
 
   std::string prompt_text = a.prompt;
   if (prompt_text == "-") prompt_text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  const PromptImages images = encode_prompt_images(a.images, loaded->checkpoint);
   std::vector<int32_t> prompt;
   if (a.raw) {
     prompt.push_back(tekken.bos_id());
+    for (const std::vector<int32_t>& ids : images.token_ids) prompt.insert(prompt.end(), ids.begin(), ids.end());
     for (int32_t id : tekken.encode(prompt_text)) prompt.push_back(id);
   } else {
     tokenizer::ChatRequest request;
@@ -103,6 +107,11 @@ int run(const RunArgs& a) {
     };
     if (!a.system.empty()) request.messages.push_back(message(tokenizer::Role::kSystem, a.system));
     request.messages.push_back(message(tokenizer::Role::kUser, prompt_text));
+    if (!images.chunks.empty()) {  // the images first, then the text
+      std::vector<tokenizer::Chunk> chunks(images.chunks.begin(), images.chunks.end());
+      chunks.push_back(tokenizer::TextChunk{.text = prompt_text});
+      request.messages.back().content = std::move(chunks);
+    }
     if (!a.reasoning_effort.empty()) request.reasoning_effort = a.reasoning_effort;
     tokenizer::validate_chat_request(request);
     const tokenizer::RenderedPrompt rendered = tokenizer::render_chat(request, tekken);
@@ -113,6 +122,8 @@ int run(const RunArgs& a) {
   engine::GenerateRequest request;
   request.prompt = prompt;
   request.max_tokens = a.max_tokens;
+  request.image_embeddings = images.features;
+  if (const auto& vc = loaded->checkpoint.config().vision) request.image_token_id = static_cast<int32_t>(vc->image_token_id);
   request.sampling.temperature = a.temperature;
   request.sampling.top_p = a.top_p;
   request.sampling.top_k = a.top_k;
@@ -152,6 +163,8 @@ Runner add_run(CLI::App& app) {
   app.add_option("--top-k", a->top_k, "Keep the k most likely tokens (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--min-p", a->min_p, "Drop tokens below min-p times the most likely one's probability")->capture_default_str();
   app.add_option("--seed", a->seed, "Seed for reproducible sampling (default: random)");
+  app.add_option("--image", a->images, "An image file (PNG, JPEG, WebP, GIF) placed before the prompt text; repeatable")
+      ->check(CLI::ExistingFile);
   app.add_flag("--show-prompt", a->show_prompt, "Print the rendered prompt (special tokens by name) to stderr");
   return [a] { return run(*a); };
 }
