@@ -51,7 +51,7 @@ bool read_png(Reader& r, RgbaImage& out, const std::string& what, const DecodeLi
     return false;
   }
   png_set_read_fn(png, &r, read_fn);
-  png_set_user_limits(png, static_cast<png_uint_32>(limits.max_side), static_cast<png_uint_32>(limits.max_side));
+  png_set_user_limits(png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);  // our own limits, with our message, below
   png_set_chunk_malloc_max(png, 8u << 20);
   png_read_info(png, info);
   const int64_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
