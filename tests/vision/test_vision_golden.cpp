@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/generate.h"
 #include "io/safetensors.h"
 #include "model/prompt_run.h"
 #include "model_test_util.h"
@@ -190,6 +191,23 @@ TEST(VisionGolden, EncoderAndLogitsMatchTransformers) {
     // and the splice matters: without it the logits are far off
     const model::PromptRun plain = model::run_prompt(text, ids, {.logit_rows = rows});
     EXPECT_GT(diff(plain.logits, run.logits).max_abs, 1e-2);
+
+    // generate() splices the same features when the prompt is prefilled in chunks that cut through the images:
+    // its greedy first token is the argmax of the golden's last row (T - 1 is always stored)
+    const std::vector<float> want_logits = read_tensor<float>(golden, "logits");
+    const int64_t V = loaded.text().vocab_size;
+    ASSERT_EQ(rows.back(), static_cast<int32_t>(ids.size()) - 1);
+    const auto last = want_logits.end() - V;
+    const auto want_id = static_cast<int32_t>(std::max_element(last, want_logits.end()) - last);
+    engine::GenerateRequest request;
+    request.prompt = ids;
+    request.max_tokens = 1;
+    request.sampling.temperature = 0.0f;
+    request.image_embeddings = features;
+    request.image_token_id = static_cast<int32_t>(vc.image_token_id);
+    const engine::GenerateResult result = engine::generate(text, request, -1, {}, {.prefill_chunk_tokens = 5});
+    ASSERT_EQ(result.ids.size(), 1u);
+    EXPECT_EQ(result.ids[0], want_id) << "generate() with images, prefilled 5 tokens at a time";
     ++checked;
   }
   EXPECT_EQ(checked, 6);
