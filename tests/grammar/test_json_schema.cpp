@@ -127,5 +127,42 @@ TEST(JsonSchemaGrammar, RefusesWhatItCannotEnforce) {
   expect_refused(R"({"type":"object","properties":5})", "properties");  // the draft-07 structural check
 }
 
+// Replaces one value somewhere in the schema by a random JSON value (or a keyword by a random one).
+void mutate(JsonValue& s, std::mt19937& rng) {
+  static const char* kKeys[] = {"type", "properties", "required", "items", "prefixItems", "enum", "const", "anyOf",
+                                "$ref", "minLength", "maxItems", "additionalProperties", "nullable", "allOf"};
+  if (s.is_object() && !s.as_object().empty() && rng() % 3 != 0) {
+    auto& members = s.as_object();
+    mutate(members[rng() % members.size()].second, rng);
+    return;
+  }
+  if (s.is_array() && !s.as_array().empty() && rng() % 3 != 0) {
+    mutate(s.as_array()[rng() % s.as_array().size()], rng);
+    return;
+  }
+  if (s.is_object() && rng() % 2 == 0) {
+    s.set(kKeys[rng() % std::size(kKeys)], rng() % 4 == 0 ? JsonValue::string("#/$defs/x") : testing::random_value(rng, 1));
+    return;
+  }
+  s = testing::random_value(rng, 1);
+}
+
+TEST(JsonSchemaGrammar, MutatedSchemasCompileOrAreRefusedCleanly) {
+  std::mt19937 rng(77);
+  int refused = 0;
+  for (int i = 0; i < 2000; ++i) {
+    JsonValue schema = testing::random_schema(rng, 0, i % 2 == 0);
+    for (int k = 1 + static_cast<int>(rng() % 3); k > 0; --k) mutate(schema, rng);
+    try {
+      Automaton a(json_schema_grammar(&schema));
+      EXPECT_GE(a.n_states(), 1u);
+    } catch (const InvalidRequest& e) {
+      EXPECT_NE(std::string(e.what()).find("schema"), std::string::npos) << e.what();
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 100);  // the mutations do reach the error paths
+}
+
 }  // namespace
 }  // namespace quatre::grammar
