@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "engine/generate.h"
 #include "io/checkpoint.h"
+#include "model/kv_cache.h"
 #include "model/text_model.h"
 #include "model/text_weights.h"
 #include "tokenizer/chat_render.h"
@@ -39,6 +40,7 @@ struct RunArgs {
   int64_t seed = -1;
   bool show_prompt = false;
   std::vector<std::string> images;  // --image, in prompt order
+  std::string kv_dtype = "f32";
 };
 
 // Prints the parser's deltas: reasoning dimmed on a terminal, content as is, tool calls on their own lines.
@@ -130,12 +132,13 @@ int run(const RunArgs& a) {
   request.sampling.min_p = a.min_p;
   if (a.seed >= 0) request.sampling.seed = static_cast<uint64_t>(a.seed);
 
+  const engine::GenerateOptions options{.kv_dtype = model::parse_kv_dtype(a.kv_dtype)};
   TerminalPrinter printer(::isatty(STDOUT_FILENO) != 0);
   tokenizer::StreamingOutputParser parser(tekken, tokenizer::random_tool_call_ids());
   const engine::GenerateResult result = engine::generate(loaded->model, request, tekken.eos_id(), [&](int32_t id) {
     for (const tokenizer::OutputDelta& d : parser.push(id)) printer.print(d);
     return true;
-  });
+  }, options);
   for (const tokenizer::OutputDelta& d : parser.finish()) printer.print(d);
   printer.end();
 
@@ -166,6 +169,8 @@ Runner add_run(CLI::App& app) {
   app.add_option("--image", a->images, "An image file (PNG, JPEG, WebP, GIF) placed before the prompt text; repeatable")
       ->check(CLI::ExistingFile);
   app.add_flag("--show-prompt", a->show_prompt, "Print the rendered prompt (special tokens by name) to stderr");
+  app.add_option("--kv-dtype", a->kv_dtype, "KV cache element type: f32, bf16 or fp8 (E4M3, scale 1)")
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
   return [a] { return run(*a); };
 }
 

@@ -1,0 +1,223 @@
+// Load benchmark of the serving engine, without HTTP: a closed loop keeps --concurrency requests in flight on one
+// Engine until --requests have finished. Prompt lengths are log-normal (clipped to [prompt-min, prompt-max]),
+// output lengths log-normal (clipped to [output-min, output-max], EOS ignored so each runs its length), and a
+// --shared-fraction of requests starts with one shared system prompt (prefix caching). Prompts are random ids.
+// Prints request throughput, output tokens/s, TTFT and TPOT (time per output token after the first) p50/p99,
+// the prefix-cache hit rate and preemptions. Not part of CTest.
+//   bench_serve --model DIR [--device cpu|cuda] [--requests N] [--concurrency C] [--kv-dtype f32|bf16|fp8]
+//               [--kv-memory GiB] [--scale S] ...   (--help lists all)
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <numbers>
+#include <unordered_map>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/rng.h"
+#include "engine/engine.h"
+#include "io/checkpoint.h"
+#include "model/kv_cache.h"
+#include "model/text_model.h"
+#include "model/text_weights.h"
+
+namespace {
+
+using quatre::Xoshiro256;
+using Clock = std::chrono::steady_clock;
+namespace engine = quatre::engine;
+
+struct Args {
+  std::string model_dir;
+  std::string device = "cpu";
+  int64_t n_requests = 64;
+  int64_t concurrency = 16;
+  double prompt_median = 800, prompt_sigma = 0.8;
+  int64_t prompt_min = 200, prompt_max = 4000;
+  double output_median = 150, output_sigma = 0.7;
+  int64_t output_min = 50, output_max = 500;
+  double shared_fraction = 0.5;
+  int64_t shared_tokens = 512;
+  double scale = 1.0;  // multiplies every length (e.g. 0.05 for the tiny model on CPU)
+  std::string kv_dtype = "f32";
+  double kv_memory_gib = 4.0;
+  int64_t block_size = 16;
+  int64_t max_tokens_per_step = 2048;
+  int64_t max_running = 64;
+  uint64_t seed = 1;
+};
+
+// One draw of a log-normal length with the given median, clipped, scaled.
+int64_t draw_length(Xoshiro256& rng, double median, double sigma, int64_t lo, int64_t hi, double scale) {
+  const double u1 = std::max(rng.uniform(), 1e-12), u2 = rng.uniform();
+  const double normal = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+  const double x = std::clamp(median * std::exp(sigma * normal), static_cast<double>(lo), static_cast<double>(hi));
+  return std::max<int64_t>(1, std::llround(x * scale));
+}
+
+std::vector<int32_t> random_ids(Xoshiro256& rng, int64_t n, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  // Skip the first 1000 ids (special and control tokens in Tekken) when the vocabulary is large enough.
+  const int64_t first = vocab > 2000 ? 1000 : 0;
+  for (int32_t& id : ids) id = static_cast<int32_t>(first + static_cast<int64_t>(rng.next() % static_cast<uint64_t>(vocab - first)));
+  return ids;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = p * static_cast<double>(v.size() - 1);
+  const size_t i = static_cast<size_t>(pos);
+  const double frac = pos - static_cast<double>(i);
+  return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
+}
+
+struct Timing {
+  Clock::time_point submitted, first, last;
+  int64_t n_prompt = 0, n_output = 0;
+};
+
+int run(const Args& a) {
+  const quatre::Device device = a.device == "cuda" ? quatre::Device::kCuda : quatre::Device::kCpu;
+  const quatre::io::Checkpoint checkpoint = quatre::io::Checkpoint::open(a.model_dir);
+  const quatre::io::TextConfig& text = checkpoint.config().text;
+  const std::unique_ptr<quatre::Backend> backend = quatre::make_backend(device);
+  const quatre::model::TextWeights weights = quatre::model::TextWeights::load(checkpoint, *backend);
+  const quatre::model::TextModel model(text, weights, *backend);
+
+  const quatre::DType kv_dtype = quatre::model::parse_kv_dtype(a.kv_dtype);
+  engine::EngineOptions options{.n_blocks = engine::kv_blocks_for_gib(text, a.block_size, a.kv_memory_gib, kv_dtype),
+                                .block_size = a.block_size,
+                                .max_tokens_per_step = a.max_tokens_per_step,
+                                .max_running = a.max_running,
+                                .seed = a.seed,
+                                .poison_kv = false,
+                                .kv_dtype = kv_dtype};
+  engine::Engine eng(model, options);
+  std::printf("bench_serve: %s on %s; %s\n", a.model_dir.c_str(), a.device.c_str(), eng.capacity_line().c_str());
+
+  // The workload, drawn up front so every run with one seed offers the same requests.
+  Xoshiro256 rng(a.seed);
+  const std::vector<int32_t> system = random_ids(rng, std::max<int64_t>(1, std::llround(static_cast<double>(a.shared_tokens) * a.scale)), text.vocab_size);
+  std::deque<engine::GenerateRequest> pending;
+  int64_t n_shared = 0;
+  for (int64_t i = 0; i < a.n_requests; ++i) {
+    engine::GenerateRequest r;
+    const int64_t n_prompt = draw_length(rng, a.prompt_median, a.prompt_sigma, a.prompt_min, a.prompt_max, a.scale);
+    r.max_tokens = static_cast<int32_t>(draw_length(rng, a.output_median, a.output_sigma, a.output_min, a.output_max, a.scale));
+    if (rng.uniform() < a.shared_fraction) {
+      r.prompt = system;
+      ++n_shared;
+    }
+    const std::vector<int32_t> user = random_ids(rng, n_prompt, text.vocab_size);
+    r.prompt.insert(r.prompt.end(), user.begin(), user.end());
+    const int64_t room = eng.max_context() - r.max_tokens;
+    if (static_cast<int64_t>(r.prompt.size()) > room) r.prompt.resize(static_cast<size_t>(std::max<int64_t>(1, room)));
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = rng.next();
+    r.ignore_eos = true;
+    pending.push_back(std::move(r));
+  }
+
+  std::unordered_map<int64_t, Timing> timing;
+  std::vector<Timing> done;
+  int64_t n_in_flight = 0, n_prompt_tokens = 0;
+  const Clock::time_point start = Clock::now();
+  while (!pending.empty() || n_in_flight > 0) {
+    while (!pending.empty() && n_in_flight < a.concurrency) {
+      Timing t;
+      t.submitted = Clock::now();
+      t.n_prompt = static_cast<int64_t>(pending.front().prompt.size());
+      n_prompt_tokens += t.n_prompt;
+      timing.emplace(eng.submit(std::move(pending.front())), t);
+      pending.pop_front();
+      ++n_in_flight;
+    }
+    const std::vector<engine::RequestOutput> outputs = eng.step();
+    const Clock::time_point now = Clock::now();
+    for (const engine::RequestOutput& o : outputs) {
+      Timing& t = timing.at(o.id);
+      if (o.token) {
+        if (t.n_output == 0) t.first = now;
+        t.last = now;
+        ++t.n_output;
+      }
+      if (o.finish && *o.finish == engine::FinishReason::kError) std::fprintf(stderr, "request %lld failed: %s\n", static_cast<long long>(o.id), o.error.c_str());
+      if (o.is_last) {
+        done.push_back(t);
+        timing.erase(o.id);
+        --n_in_flight;
+      }
+    }
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, tpot;
+  int64_t n_output_tokens = 0;
+  for (const Timing& t : done) {
+    n_output_tokens += t.n_output;
+    if (t.n_output == 0) continue;
+    ttft.push_back(std::chrono::duration<double>(t.first - t.submitted).count());
+    if (t.n_output > 1) tpot.push_back(std::chrono::duration<double>(t.last - t.first).count() / static_cast<double>(t.n_output - 1));
+  }
+  const engine::EngineStats s = eng.stats();
+  std::printf("requests      %zu in %.2f s at concurrency %lld (%lld with the %lld-token shared prefix), kv %s\n", done.size(), seconds,
+              static_cast<long long>(a.concurrency), static_cast<long long>(n_shared), static_cast<long long>(system.size()), a.kv_dtype.c_str());
+  std::printf("tokens        %lld prompt (mean %.0f), %lld output (mean %.0f)\n", static_cast<long long>(n_prompt_tokens),
+              static_cast<double>(n_prompt_tokens) / static_cast<double>(std::max<size_t>(done.size(), 1)), static_cast<long long>(n_output_tokens),
+              static_cast<double>(n_output_tokens) / static_cast<double>(std::max<size_t>(done.size(), 1)));
+  std::printf("throughput    %.3f requests/s, %.1f output tokens/s, %.1f total tokens/s\n", static_cast<double>(done.size()) / seconds,
+              static_cast<double>(n_output_tokens) / seconds, static_cast<double>(n_prompt_tokens + n_output_tokens) / seconds);
+  std::printf("ttft          p50 %.1f ms, p99 %.1f ms\n", 1e3 * percentile(ttft, 0.5), 1e3 * percentile(ttft, 0.99));
+  std::printf("tpot          p50 %.2f ms, p99 %.2f ms\n", 1e3 * percentile(tpot, 0.5), 1e3 * percentile(tpot, 0.99));
+  std::printf("engine        %lld steps, %lld tokens forwarded (%lld decode), %lld mixed steps, %lld preemptions, prefix hit rate %.3f\n",
+              static_cast<long long>(s.n_steps), static_cast<long long>(s.n_forwarded_tokens), static_cast<long long>(s.n_decode_tokens),
+              static_cast<long long>(s.n_mixed_steps), static_cast<long long>(s.n_preemptions), s.prefix_hit_rate);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app("bench_serve: the engine under a closed-loop load of concurrent requests (no HTTP)");
+  app.add_option("--model", a.model_dir, "Checkpoint directory")->required();
+  app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--requests", a.n_requests, "Requests to run")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--concurrency", a.concurrency, "Requests in flight at once")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--prompt-median", a.prompt_median, "Median prompt tokens (log-normal)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--prompt-sigma", a.prompt_sigma, "Sigma of log prompt length")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--prompt-min", a.prompt_min, "Shortest prompt")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--prompt-max", a.prompt_max, "Longest prompt")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--output-median", a.output_median, "Median output tokens (log-normal)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--output-sigma", a.output_sigma, "Sigma of log output length")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--output-min", a.output_min, "Shortest output")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--output-max", a.output_max, "Longest output")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--shared-fraction", a.shared_fraction, "Fraction of requests that start with the shared system prompt")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--shared-tokens", a.shared_tokens, "Length of the shared system prompt")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--scale", a.scale, "Multiplies every length (small models on CPU)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--kv-dtype", a.kv_dtype, "f32, bf16 or fp8")->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
+  app.add_option("--kv-memory", a.kv_memory_gib, "KV cache budget in GiB")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--block-size", a.block_size, "Tokens per KV block")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-tokens-per-step", a.max_tokens_per_step, "Token budget of one step")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-running", a.max_running, "Sequences running at once")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", a.seed, "Seed of the workload")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (a.prompt_min > a.prompt_max || a.output_min > a.output_max) {
+    std::fprintf(stderr, "bench_serve: --prompt-min/--output-min must not exceed --prompt-max/--output-max\n");
+    return 2;
+  }
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_serve: %s\n", e.what());
+    return 1;
+  }
+}
