@@ -1,6 +1,8 @@
 // `quatre serve`: the OpenAI/Mistral-compatible HTTP server. Binds the port first (GET /health answers 503
 // while the model loads), loads the model, runs the engine on its thread, and on SIGTERM/SIGINT stops
 // accepting, lets the requests in flight finish and exits 0. Wiring only: the work is in server/ and engine/.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -34,6 +36,12 @@ int serve(ServeArgs& a) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // A descriptor per connection: raise the soft limit to the hard one (often 1024 -> 1M).
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   server::Server http(a.server);
   http.bind();
@@ -58,7 +66,7 @@ int serve(ServeArgs& a) {
   int signal = 0;
   sigwait(&signals, &signal);
   std::fprintf(stderr, "quatre serve: %s, finishing the requests in flight\n", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-  http.stop();
+  http.drain();
   loop.stop();
   return 0;
 }

@@ -104,6 +104,7 @@ std::shared_ptr<const engine::TokenConstraint> constraint_for(const GenerationPa
 }
 
 struct Responder {
+  std::shared_ptr<void> in_flight;  // Context::in_flight_guard(): held until the response is written
   std::shared_ptr<Session> session;
   // Streaming: the opening bytes, then the bytes of each event, then the end.
   std::string opening;
@@ -174,6 +175,7 @@ void respond_whole(Responder r, httplib::Response& res) {
 }  // namespace
 
 void serve_chat(Context& context, const httplib::Request& req, httplib::Response& res) {
+  std::shared_ptr<void> in_flight = context.in_flight_guard();
   const ServingModel& m = context.require_model();
   const JsonValue body = parse_body(req);
   if (const JsonValue* msgs = body.find("messages"); msgs != nullptr && msgs->is_array() &&
@@ -202,6 +204,7 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
   const ResponseIds ids{.id = random_id("chatcmpl-"), .created = unix_now(), .model = context.options.served_model_name};
   const tokenizer::Tekken* tekken = m.tekken;
   Responder r;
+  r.in_flight = in_flight;
   r.session = session;
   if (p.stream) {
     auto streamer = std::make_shared<ChatStreamer>(ids, p.n, p.logprobs, p.include_reasoning, p.include_usage);
@@ -254,6 +257,7 @@ std::vector<int32_t> completion_prompt(const JsonValue& body, const tokenizer::T
 }  // namespace
 
 void serve_completion(Context& context, const httplib::Request& req, httplib::Response& res) {
+  std::shared_ptr<void> in_flight = context.in_flight_guard();
   const ServingModel& m = context.require_model();
   const JsonValue body = parse_body(req);
   const GenerationParams p = parse_generation_params(body, Endpoint::kCompletions, false, context.options.limits);
@@ -268,6 +272,7 @@ void serve_completion(Context& context, const httplib::Request& req, httplib::Re
   const tokenizer::Tekken* tekken = m.tekken;
   auto acc = std::make_shared<CompletionAccumulator>(p.n, p.logprobs, echo);
   Responder r;
+  r.in_flight = in_flight;
   r.session = session;
   if (p.stream) {
     const bool include_usage = p.include_usage;

@@ -21,6 +21,11 @@ struct Context {
   ServingModel model;  // valid once is_ready()
   std::shared_ptr<const grammar::Vocabulary> vocab;  // the token bytes constrained decoding masks over
   std::atomic<bool> ready = false;
+  std::atomic<bool> draining = false;  // SIGTERM: new generation requests get 503
+  std::atomic<int> n_in_flight = 0;    // generation requests not yet answered in full
+
+  // Counts one generation request in flight until the returned guard is dropped; 503 while draining.
+  std::shared_ptr<void> in_flight_guard();
 
   bool is_ready() const { return ready.load(std::memory_order_acquire); }
   void set_ready(const ServingModel& m) {

@@ -15,6 +15,7 @@
 #include "server/sse.h"
 #include "tokenizer/chat_render.h"
 #include "tokenizer/chat_request.h"
+#include "web/chat_page.h"
 
 namespace quatre::server {
 namespace {
@@ -95,7 +96,9 @@ void Server::Impl::routes() {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
-    if (opt.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // The chat page itself is public: it asks for the key and sends it on its API calls.
+    const bool is_public = req.path == "/health" || req.path == "/" || req.path == "/index.html";
+    if (opt.api_key.empty() || is_public) return httplib::Server::HandlerResponse::Unhandled;
     if (req.get_header_value("Authorization") != "Bearer " + opt.api_key) {
       res.status = 401;
       res.set_content(dump(error_body(ApiError(401, "Incorrect or missing API key (Authorization: Bearer <key>)"))),
@@ -121,6 +124,16 @@ void Server::Impl::routes() {
       res.set_content(dump(error_body(ApiError(503, "the model is loading"))), "application/json");
     }
   });
+  // The built-in chat page (web/): one self-contained file, so everything else may be refused to it.
+  auto chat_page = [](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+                   "connect-src 'self'; base-uri 'none'; form-action 'none'");
+    res.set_header("Cache-Control", "no-cache");
+    res.set_content(std::string(web::chat_page()), "text/html; charset=utf-8");
+  };
+  http.Get("/", chat_page);
+  http.Get("/index.html", chat_page);
   http.Get("/version", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"version": "0.1.0"})", "application/json");
   });
@@ -172,6 +185,12 @@ void Server::start() {
 }
 
 void Server::set_ready(const ServingModel& model) { impl_->context.set_ready(model); }
+
+void Server::drain() {
+  impl_->context.draining = true;
+  while (impl_->context.n_in_flight.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  stop();
+}
 
 void Server::stop() {
   if (impl_->is_stopped) return;

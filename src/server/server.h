@@ -25,7 +25,7 @@ struct ServerOptions {
   bool allow_remote_images = false;
   size_t max_body_bytes = 32 << 20;
   int max_connections = 4096;
-  int keep_alive_seconds = 30;         // an idle connection is closed after this long
+  int keep_alive_seconds = 5;          // an idle connection is closed after this long (also bounds the drain)
   double sse_keep_alive_seconds = 5;   // a ": keep-alive" comment after this long without a chunk
   Limits limits;
 };
@@ -53,7 +53,10 @@ class Server {
   // Serves on a thread of its own until stop().
   void start();
   void set_ready(const ServingModel& model);
-  // Stops accepting, lets the requests in flight finish, joins. Idempotent.
+  // Graceful shutdown: new generation requests get 503, the ones in flight finish (streams to their end),
+  // then stop().
+  void drain();
+  // Stops accepting and joins; responses still being written are cut. Idempotent.
   void stop();
   std::string url() const;
 

@@ -20,6 +20,15 @@ const ServingModel& Context::require_model() const {
   return model;
 }
 
+std::shared_ptr<void> Context::in_flight_guard() {
+  ++n_in_flight;
+  if (draining.load()) {
+    --n_in_flight;
+    throw ApiError(503, "the server is shutting down");
+  }
+  return std::shared_ptr<void>(nullptr, [this](void*) { --n_in_flight; });
+}
+
 void Context::check_model_name(const std::string& name) const {
   if (name.empty() || name == options.served_model_name) return;
   throw ApiError(404, fmt::format("The model `{}` does not exist; this server serves `{}`.", name, options.served_model_name),

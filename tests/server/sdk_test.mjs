@@ -1,0 +1,394 @@
+// Drives the real `quatre serve` binary with the official OpenAI and Mistral SDKs (and raw HTTP where the SDKs
+// hide the wire): node sdk_test.mjs QUATRE_BINARY. Generates a tiny random checkpoint, so the assertions are on
+// structure, determinism, streamed == whole text, finish reasons, usage against /tokenize, error statuses,
+// constrained outputs that must parse, cancellation and draining — never on what the words say.
+import { test, after, before } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import net from "node:net";
+import path from "node:path";
+import OpenAI from "openai";
+import { Mistral } from "@mistralai/mistralai";
+
+const binary = process.argv[2];
+assert.ok(binary, "usage: node sdk_test.mjs QUATRE_BINARY");
+const dir = mkdtempSync(path.join(tmpdir(), "quatre-serve-"));
+const modelDir = path.join(dir, "model");
+const servers = [];
+
+async function startServer(extraArgs = []) {
+  const proc = spawn(binary, ["serve", "--model", modelDir, "--port", "0", "--kv-cache-mib", "64", "--served-model-name", "tiny", ...extraArgs],
+                     { stdio: ["ignore", "pipe", "pipe"] });
+  servers.push(proc);
+  let stderr = "";
+  proc.stderr.on("data", (d) => { stderr += d; });
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/ready on (http:\/\/[^ ]+)/);
+      if (m) resolve(m[1]);
+    });
+    proc.on("exit", (code) => reject(new Error(`quatre serve exited ${code}: ${stderr}`)));
+  });
+  return { proc, url };
+}
+
+let srv;
+let openai;
+let mistral;
+before(async () => {
+  execFileSync(binary, ["gen-model", modelDir, "--preset", "tiny"], { stdio: "ignore" });
+  srv = await startServer();
+  openai = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: "unused", maxRetries: 0 });
+  mistral = new Mistral({ serverURL: srv.url, apiKey: "unused" });
+});
+after(() => {
+  for (const p of servers) if (p.exitCode === null) p.kill("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const messages = [{ role: "user", content: "Tell me about Paris." }];
+const base = { model: "tiny", messages, temperature: 0, max_tokens: 24 };
+
+async function post(pathname, body, headers = {}) {
+  const r = await fetch(`${srv.url}${pathname}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  return { status: r.status, body: await r.json() };
+}
+async function rawStream(body) {
+  const r = await fetch(`${srv.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) });
+  assert.equal(r.headers.get("content-type"), "text/event-stream");
+  const text = await r.text();
+  const events = text.split("\n\n").filter((e) => e.startsWith("data: ")).map((e) => e.slice(6));
+  return events;
+}
+async function metric(name) {
+  const text = await (await fetch(`${srv.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(name + " "));
+  return line === undefined ? undefined : Number(line.split(" ")[1]);
+}
+
+test("health, version and models", async () => {
+  assert.equal((await fetch(`${srv.url}/health`)).status, 200);
+  const models = await openai.models.list();
+  assert.deepEqual(models.data.map((m) => m.id), ["tiny"]);
+  assert.equal((await openai.models.retrieve("tiny")).id, "tiny");
+  await assert.rejects(openai.models.retrieve("nope"), (e) => e.status === 404);
+});
+
+test("chat: deterministic at temperature 0, usage matches /tokenize", async () => {
+  const a = await openai.chat.completions.create(base);
+  const b = await openai.chat.completions.create(base);
+  assert.match(a.id, /^chatcmpl-/);
+  assert.equal(a.object, "chat.completion");
+  assert.equal(a.choices.length, 1);
+  assert.equal(a.choices[0].message.role, "assistant");
+  assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+  assert.ok(["stop", "length"].includes(a.choices[0].finish_reason));
+  const tok = await post("/tokenize", { model: "tiny", messages });
+  assert.equal(a.usage.prompt_tokens, tok.body.count);
+  assert.equal(a.usage.total_tokens, a.usage.prompt_tokens + a.usage.completion_tokens);
+  if (a.choices[0].finish_reason === "length") assert.equal(a.usage.completion_tokens, 24);
+  // the same seed gives the same sample at temperature 1
+  const s1 = await openai.chat.completions.create({ ...base, temperature: 1, seed: 7 });
+  const s2 = await openai.chat.completions.create({ ...base, temperature: 1, seed: 7 });
+  assert.equal(s1.choices[0].message.content, s2.choices[0].message.content);
+});
+
+test("chat streaming: role first, text equals the whole response, usage chunk, [DONE]", async () => {
+  const whole = await openai.chat.completions.create(base);
+  const stream = await openai.chat.completions.create({ ...base, stream: true, stream_options: { include_usage: true } });
+  let text = "";
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assert.equal(chunks[0].choices[0].delta.role, "assistant");
+  for (const c of chunks) for (const ch of c.choices) text += ch.delta.content ?? "";
+  assert.equal(text, whole.choices[0].message.content);
+  const finish = chunks.filter((c) => c.choices.length && c.choices[0].finish_reason);
+  assert.equal(finish.length, 1);
+  assert.equal(finish[0].choices[0].finish_reason, whole.choices[0].finish_reason);
+  const last = chunks[chunks.length - 1];
+  assert.deepEqual(last.choices, []);
+  assert.deepEqual(last.usage, whole.usage);
+  const raw = await rawStream(base);
+  assert.equal(raw[raw.length - 1], "[DONE]");
+  for (const e of raw.slice(0, -1)) JSON.parse(e);  // every frame is one whole JSON object
+});
+
+test("stop strings: cut before the match, never streamed, finish stop", async () => {
+  const whole = await openai.chat.completions.create({ ...base, max_tokens: 40 });
+  const text = whole.choices[0].message.content;
+  assert.ok(text.length >= 6, `the random model said too little: ${JSON.stringify(text)}`);
+  const stop = text.slice(3, 6);
+  const cut = text.slice(0, text.indexOf(stop));
+  const r = await openai.chat.completions.create({ ...base, max_tokens: 40, stop: [stop, "\u0000never"] });
+  assert.equal(r.choices[0].message.content, cut);
+  assert.equal(r.choices[0].finish_reason, "stop");
+  const stream = await openai.chat.completions.create({ ...base, max_tokens: 40, stop, stream: true });
+  let streamed = "";
+  for await (const c of stream) streamed += c.choices[0]?.delta?.content ?? "";
+  assert.equal(streamed, cut);
+});
+
+const weatherTool = {
+  type: "function",
+  function: { name: "get_weather", description: "Weather of a city",
+              parameters: { type: "object", properties: { unit: { enum: ["celsius", "fahrenheit"] }, days: { type: "boolean" } },
+                            required: ["unit", "days"], additionalProperties: false } },
+};
+const timeTool = {
+  type: "function",
+  function: { name: "get_time", parameters: { type: "object", properties: { utc: { type: "boolean" } }, required: ["utc"], additionalProperties: false } },
+};
+
+function checkCall(call) {
+  assert.match(call.id, /^call_[A-Za-z0-9]{9}$/);
+  assert.equal(call.type, "function");
+  const args = JSON.parse(call.function.arguments);
+  if (call.function.name === "get_weather") {
+    assert.ok(["celsius", "fahrenheit"].includes(args.unit));
+    assert.equal(typeof args.days, "boolean");
+  } else {
+    assert.equal(call.function.name, "get_time");
+    assert.equal(typeof args.utc, "boolean");
+  }
+}
+
+test("tools: required/any, named, parallel off, auto; arguments valid for the schema", async () => {
+  const tools = [weatherTool, timeTool];
+  for (const tool_choice of ["required", { type: "function", function: { name: "get_time" } }]) {
+    const r = await openai.chat.completions.create({ ...base, max_tokens: 200, tools, tool_choice, parallel_tool_calls: false });
+    assert.equal(r.choices[0].finish_reason, "tool_calls");
+    assert.equal(r.choices[0].message.content, null);
+    assert.equal(r.choices[0].message.tool_calls.length, 1);
+    checkCall(r.choices[0].message.tool_calls[0]);
+    if (typeof tool_choice === "object") assert.equal(r.choices[0].message.tool_calls[0].function.name, "get_time");
+  }
+  // parallel calls: one or more, each complete one valid (a random model may keep calling until max_tokens)
+  const par = await openai.chat.completions.create({ ...base, max_tokens: 120, tools, tool_choice: "required" });
+  const parCalls = par.choices[0].message.tool_calls;
+  assert.ok(parCalls.length >= 1);
+  const complete = par.choices[0].finish_reason === "tool_calls" ? parCalls : parCalls.slice(0, -1);
+  for (const c of complete) checkCall(c);
+  assert.equal(new Set(parCalls.map((c) => c.id)).size, parCalls.length);
+  const single = await openai.chat.completions.create({ ...base, temperature: 1, seed: 3, max_tokens: 200, tools, tool_choice: "required", parallel_tool_calls: false });
+  assert.equal(single.choices[0].message.tool_calls.length, 1);
+  const auto = await openai.chat.completions.create({ ...base, tools });
+  assert.ok(["stop", "length", "tool_calls"].includes(auto.choices[0].finish_reason));
+  // streamed tool calls: index on every delta, id and name first, arguments equal the whole call's
+  const forced = { ...base, max_tokens: 200, tools, tool_choice: "required", parallel_tool_calls: false };
+  const whole = await openai.chat.completions.create(forced);
+  const stream = await openai.chat.completions.create({ ...forced, stream: true });
+  const calls = [];
+  let finish;
+  for await (const c of stream) {
+    const ch = c.choices[0];
+    if (!ch) continue;
+    for (const d of ch.delta.tool_calls ?? []) {
+      assert.equal(typeof d.index, "number");
+      if (d.id) calls[d.index] = { name: d.function.name, arguments: d.function.arguments ?? "" };
+      else calls[d.index].arguments += d.function.arguments;
+    }
+    if (ch.finish_reason) finish = ch.finish_reason;
+  }
+  assert.equal(finish, "tool_calls");
+  assert.deepEqual(calls, whole.choices[0].message.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments })));
+  // an assistant turn with the tool call and the tool's result renders and continues
+  const call = whole.choices[0].message.tool_calls[0];
+  const next = await openai.chat.completions.create({ ...base, tools,
+    messages: [...messages, whole.choices[0].message, { role: "tool", tool_call_id: call.id, content: "sunny" }] });
+  assert.equal(next.choices[0].message.role, "assistant");
+});
+
+test("response_format json_schema and json_object: content parses and fits", async () => {
+  const schema = { type: "object", properties: { city: { enum: ["Paris", "Lyon"] }, sunny: { type: "boolean" } }, required: ["city", "sunny"], additionalProperties: false };
+  const r = await openai.chat.completions.create({ ...base, max_tokens: 100, response_format: { type: "json_schema", json_schema: { name: "w", schema, strict: true } } });
+  const v = JSON.parse(r.choices[0].message.content);
+  assert.ok(["Paris", "Lyon"].includes(v.city));
+  assert.equal(typeof v.sunny, "boolean");
+  assert.equal(r.choices[0].finish_reason, "stop");
+  const o = await openai.chat.completions.create({ ...base, max_tokens: 200, response_format: { type: "json_object" } });
+  if (o.choices[0].finish_reason === "stop") assert.equal(typeof JSON.parse(o.choices[0].message.content), "object");
+});
+
+test("reasoning_effort: high renders differently from none; other values are 400", async () => {
+  const none = await post("/tokenize", { messages, reasoning_effort: "none" });
+  const high = await post("/tokenize", { messages, reasoning_effort: "high" });
+  assert.notDeepEqual(none.body.tokens, high.body.tokens);
+  const r = await openai.chat.completions.create({ ...base, reasoning_effort: "high" });
+  const m = r.choices[0].message;
+  assert.equal(m.reasoning_content, m.reasoning);  // both or neither
+  await assert.rejects(openai.chat.completions.create({ ...base, reasoning_effort: "low" }), (e) => e.status === 400);
+});
+
+test("logprobs: one entry per token, greedy token is the top alternative", async () => {
+  const r = await openai.chat.completions.create({ ...base, logprobs: true, top_logprobs: 3 });
+  const entries = r.choices[0].logprobs.content;
+  assert.equal(entries.length, r.usage.completion_tokens);
+  for (const e of entries) {
+    assert.equal(e.top_logprobs.length, 3);
+    assert.ok(e.logprob <= 0);
+    assert.equal(e.logprob, e.top_logprobs[0].logprob);
+    for (let i = 1; i < 3; ++i) assert.ok(e.top_logprobs[i - 1].logprob >= e.top_logprobs[i].logprob);
+    assert.ok(Array.isArray(e.bytes));
+  }
+  await assert.rejects(openai.chat.completions.create({ ...base, logprobs: true, top_logprobs: 21 }), (e) => e.status === 400);
+});
+
+test("n > 1: n choices, choice 0 equals n = 1, usage sums", async () => {
+  const one = await openai.chat.completions.create({ ...base, temperature: 1, seed: 11 });
+  const r = await openai.chat.completions.create({ ...base, temperature: 1, seed: 11, n: 3 });
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(r.choices[0].message.content, one.choices[0].message.content);
+  assert.equal(r.usage.prompt_tokens, one.usage.prompt_tokens);
+  const stream = await openai.chat.completions.create({ ...base, temperature: 1, seed: 11, n: 3, stream: true });
+  const texts = ["", "", ""];
+  for await (const c of stream) for (const ch of c.choices) texts[ch.index] += ch.delta.content ?? "";
+  assert.deepEqual(texts, r.choices.map((c) => c.message.content));
+});
+
+test("errors: OpenAI error objects naming the field", async () => {
+  const cases = [
+    [{ ...base, temperature: "hot" }, 400, "temperature"],
+    [{ ...base, top_p: 0 }, 400, "top_p"],
+    [{ ...base, n: 0 }, 400, "n"],
+    [{ ...base, max_tokens: 100000 }, 400, "messages"],
+    [{ ...base, messages: [] }, 400, null],
+    [{ ...base, model: "gpt-4" }, 404, "model"],
+    [{ ...base, seed: 1, random_seed: 2 }, 400, "random_seed"],
+    [{ ...base, tool_choice: "any" }, 400, "tool_choice"],
+    [{ ...base, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://example.com/a.png" } }] }] }, 400, null],
+  ];
+  for (const [body, status, param] of cases) {
+    const r = await post("/v1/chat/completions", body);
+    assert.equal(r.status, status, JSON.stringify(body));
+    assert.equal(typeof r.body.error.message, "string");
+    if (param) assert.equal(r.body.error.param, param, r.body.error.message);
+  }
+  const overflow = await post("/v1/chat/completions", { ...base, max_tokens: 100000 });
+  assert.equal(overflow.body.error.code, "context_length_exceeded");
+  const bad = await fetch(`${srv.url}/v1/chat/completions`, { method: "POST", body: "{not json" });
+  assert.equal(bad.status, 400);
+  const unknown = await post("/v1/chat/completions", { ...base, some_future_field: 1 });
+  assert.equal(unknown.status, 200);
+  await assert.rejects(openai.chat.completions.create({ ...base, temperature: 5 }), (e) => e.status === 400 && e.param === "temperature");
+  assert.equal((await fetch(`${srv.url}/v1/chat/completions`)).status, 405);
+  assert.equal((await fetch(`${srv.url}/nope`)).status, 404);
+});
+
+test("text completions: string and token prompts, streaming equals whole, echo", async () => {
+  const body = { model: "tiny", prompt: "Once upon a time", temperature: 0, max_tokens: 12 };
+  const r = await openai.completions.create(body);
+  assert.equal(r.object, "text_completion");
+  const tok = await post("/tokenize", { prompt: "Once upon a time" });
+  assert.equal(r.usage.prompt_tokens, tok.body.count);
+  const byIds = await openai.completions.create({ ...body, prompt: tok.body.tokens });
+  assert.equal(byIds.choices[0].text, r.choices[0].text);
+  let streamed = "";
+  for await (const c of await openai.completions.create({ ...body, stream: true })) streamed += c.choices[0]?.text ?? "";
+  assert.equal(streamed, r.choices[0].text);
+  const echo = await openai.completions.create({ ...body, echo: true });
+  assert.ok(echo.choices[0].text.endsWith(r.choices[0].text));
+  assert.ok(echo.choices[0].text.startsWith("Once upon a time"));
+  const lp = await openai.completions.create({ ...body, logprobs: 2 });
+  assert.equal(lp.choices[0].logprobs.tokens.length, lp.usage.completion_tokens);
+  const det = await post("/detokenize", { tokens: tok.body.tokens });
+  assert.equal(det.body.prompt, "Once upon a time");
+});
+
+test("Mistral SDK: complete and stream agree with the OpenAI SDK; tool choice any", async () => {
+  const oa = await openai.chat.completions.create({ ...base, seed: 5 });
+  const r = await mistral.chat.complete({ model: "tiny", messages, temperature: 0, maxTokens: 24, randomSeed: 5 });
+  assert.equal(r.choices[0].message.content, oa.choices[0].message.content);
+  assert.equal(r.usage.promptTokens, oa.usage.prompt_tokens);
+  let text = "";
+  for await (const ev of await mistral.chat.stream({ model: "tiny", messages, temperature: 0, maxTokens: 24 })) {
+    text += ev.data.choices[0]?.delta?.content ?? "";
+  }
+  assert.equal(text, oa.choices[0].message.content);
+  const tools = [weatherTool, timeTool].map((t) => ({ type: "function", function: t.function }));
+  const t = await mistral.chat.complete({ model: "tiny", messages, temperature: 0, maxTokens: 200, tools, toolChoice: "any", parallelToolCalls: false });
+  assert.equal(t.choices[0].finishReason, "tool_calls");
+  for (const c of t.choices[0].message.toolCalls) {
+    const args = typeof c.function.arguments === "string" ? c.function.arguments : JSON.stringify(c.function.arguments);
+    checkCall({ id: c.id, type: "function", function: { name: c.function.name, arguments: args } });
+  }
+});
+
+test("cancellation: a client that goes away frees the engine", async () => {
+  const start = await metric("quatre_generation_tokens_total");
+  const controller = new AbortController();
+  const stream = await openai.chat.completions.create({ ...base, max_tokens: 800, ignore_eos: true, stream: true }, { signal: controller.signal });
+  let n = 0;
+  try {
+    for await (const c of stream) if (++n === 3) controller.abort();
+  } catch (e) {
+    assert.equal(e.name, "APIUserAbortError");
+  }
+  let before = await metric("quatre_generation_tokens_total");
+  for (let i = 0; i < 50; ++i) {  // within 5 s the engine stops generating for it
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await metric("quatre_generation_tokens_total");
+    if (now === before) break;
+    before = now;
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await metric("quatre_generation_tokens_total"), before);
+  assert.ok(before - start < 800, `the aborted request ran to its end (${before - start} tokens)`);
+  const r = await openai.chat.completions.create(base);
+  assert.equal(r.choices.length, 1);
+});
+
+test("1,000 idle connections do not starve /health or a chat request", async () => {
+  const sockets = [];
+  const { port, hostname } = new URL(srv.url);
+  await Promise.all(Array.from({ length: 1000 }, () => new Promise((resolve, reject) => {
+    const s = net.connect(Number(port), hostname, () => resolve());
+    s.on("error", reject);
+    sockets.push(s);
+  })));
+  // half of them slow: a request line trickling in
+  for (const s of sockets.slice(0, 500)) s.write("GET /health HTTP/1.1\r\n");
+  try {
+    const t0 = performance.now();
+    assert.equal((await fetch(`${srv.url}/health`)).status, 200);
+    const r = await openai.chat.completions.create(base);
+    const ms = performance.now() - t0;
+    assert.equal(r.choices.length, 1);
+    assert.ok(ms < 3000, `took ${ms} ms with 1,000 open connections`);
+  } finally {
+    for (const s of sockets) s.destroy();
+  }
+});
+
+test("API key: 401 without it, /health open; CORS headers when asked", async () => {
+  const { proc, url } = await startServer(["--api-key", "sekret", "--cors-origin", "https://app.example"]);
+  assert.equal((await fetch(`${url}/health`)).status, 200);
+  const denied = await fetch(`${url}/v1/models`);
+  assert.equal(denied.status, 401);
+  assert.equal((await denied.json()).error.type, "authentication_error");
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sekret", maxRetries: 0 });
+  assert.equal((await client.models.list()).data[0].id, "tiny");
+  await assert.rejects(new OpenAI({ baseURL: `${url}/v1`, apiKey: "wrong", maxRetries: 0 }).models.list(), (e) => e.status === 401);
+  const pre = await fetch(`${url}/v1/chat/completions`, { method: "OPTIONS" });
+  assert.equal(pre.headers.get("access-control-allow-origin"), "https://app.example");
+  proc.kill("SIGTERM");
+  const code = await new Promise((r) => proc.on("exit", r));
+  assert.equal(code, 0);
+  assert.equal((await fetch(`${srv.url}/health`)).headers.get("access-control-allow-origin"), null);  // off by default
+});
+
+test("SIGTERM drains a stream in flight, then exits 0", async () => {
+  const stream = await openai.chat.completions.create({ ...base, max_tokens: 60, ignore_eos: true, stream: true });
+  let n = 0;
+  let finish;
+  const exited = new Promise((r) => srv.proc.on("exit", r));
+  for await (const c of stream) {
+    if (++n === 2) srv.proc.kill("SIGTERM");
+    if (c.choices[0]?.finish_reason) finish = c.choices[0].finish_reason;
+  }
+  assert.equal(finish, "length");
+  assert.equal(await exited, 0);
+});
