@@ -312,7 +312,16 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
                     .softmax_scale = args.softmax_scale,
                     .naive = args.form == MlaForm::kNaive,
                     .o = o.data_as<float>()};
-  launched(launch_mla(l, as_stream(stream_)), "mla_attention");
+  int64_t max_context = 0;
+  for (int32_t n : m.context_lens) max_context = std::max<int64_t>(max_context, n);
+  MlaLaunch launch = l;
+  launch.n_splits = mla_splits(T, d.n_heads, R, l.naive, max_context);
+  if (launch.n_splits > 1) {
+    const auto rows = static_cast<size_t>(T * d.n_heads * launch.n_splits);
+    launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
+    launch.split_ml = a.array<float>(rows * 2);
+  }
+  launched(launch_mla(launch, as_stream(stream_)), "mla_attention");
   return o;
 }
 

@@ -83,7 +83,14 @@ struct MlaLaunch {
   float softmax_scale = 0;
   bool naive = false;
   float* o = nullptr;              // [T, H*Dv]
+  // Absorbed form: keys split over n_splits blocks per (token, 8 heads) when there are few tokens; the partial
+  // contexts [T*H*n_splits, R] and their (max, sum) [T*H*n_splits, 2] are combined by a second kernel.
+  int n_splits = 1;
+  float* split_ctx = nullptr;
+  float* split_ml = nullptr;
 };
+// The split count launch_mla's absorbed kernel should use for T tokens with contexts up to max_context.
+int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context);
 // Largest R + Dr + Dn + Dv the attention kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;
 cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream);

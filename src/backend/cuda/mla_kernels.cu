@@ -3,6 +3,8 @@
 // Absorbed: q_abs = W_UKᵀ q_nope [R]; s_j = (q_abs·c_j + q_rope·k_rope_j)·scale; ctx = Σ p_j c_j; o = W_UV ctx.
 // Naive: k_nope_j = W_UK c_j and v_j = W_UV c_j expanded per key; s_j = (q_nope·k_nope_j + q_rope·k_rope_j)·scale;
 // o = Σ p_j v_j. kv_b arrives dequantised to fp32 [H*(Dn+Dv), R]. Depends on CUDA only.
+#include <algorithm>
+
 #include "backend/cuda/device_math.cuh"
 
 namespace quatre::cuda {
@@ -138,6 +140,8 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
 
   const int32_t seq = a.seq_index[t], n = a.context_lens[t];
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const int32_t split = static_cast<int32_t>(blockIdx.y), chunk = (n + a.n_splits - 1) / a.n_splits;
+  const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);  // this block's keys
   float m[kHeads], l[kHeads], acc[kHeads][kGroupPerLane];
 #pragma unroll
   for (int g = 0; g < kHeads; ++g) {
@@ -145,7 +149,7 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
 #pragma unroll
     for (int i = 0; i < kGroupPerLane; ++i) acc[g][i] = 0;
   }
-  for (int32_t j = warp; j < n; j += kWarps) {
+  for (int32_t j = j_begin + warp; j < j_end; j += kWarps) {
     const float* row = a.cache + (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
     float c[kGroupPerLane];
 #pragma unroll
@@ -190,8 +194,15 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
       l_all += stats[(w * kHeads + g) * 2 + 1] * f;
       s += part[(w * kHeads + g) * R + r] * f;
     }
-    qa[i] = s / l_all;  // the context of head h0 + g
+    if (a.n_splits > 1) {  // unnormalised partial context and its (max, sum), combined by mla_combine_kernel
+      const int64_t at = ((t * a.H + h0 + g) * a.n_splits + split);
+      a.split_ctx[at * R + r] = s;
+      if (r == 0) a.split_ml[2 * at] = m_all, a.split_ml[2 * at + 1] = l_all;
+    } else {
+      qa[i] = s / l_all;  // the context of head h0 + g
+    }
   }
+  if (a.n_splits > 1) return;
   __syncthreads();
   for (int64_t i = warp; i < n_heads * a.Dv; i += kWarps) {
     const int64_t g = i / a.Dv, e = i % a.Dv, h = h0 + g;
@@ -203,9 +214,45 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
   }
 }
 
+// One block per (token, head): ctx = Σ_s ctx_s e^(m_s - M) / Σ_s l_s e^(m_s - M), then o = W_UV ctx.
+__global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
+  extern __shared__ float ctx[];  // [R]
+  const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const float* ml = a.split_ml + 2 * th * a.n_splits;
+  float M = -INFINITY;
+  for (int s = 0; s < a.n_splits; ++s) M = fmaxf(M, ml[2 * s]);
+  float L = 0;
+  for (int s = 0; s < a.n_splits; ++s) L += ml[2 * s] == -INFINITY ? 0.0f : ml[2 * s + 1] * expf(ml[2 * s] - M);
+  for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
+    float c = 0;
+    for (int s = 0; s < a.n_splits; ++s) {
+      if (ml[2 * s] != -INFINITY) c += a.split_ctx[(th * a.n_splits + s) * R + r] * expf(ml[2 * s] - M);
+    }
+    ctx[r] = c / L;
+  }
+  __syncthreads();
+  for (int64_t e = warp; e < a.Dv; e += kWarps) {
+    const float* w_uv = a.kv_b + (h * (a.Dn + a.Dv) + a.Dn + e) * R;
+    float s = 0;
+    for (int64_t r = lane; r < R; r += 32) s = fmaf(w_uv[r], ctx[r], s);
+    s = warp_sum(s);
+    if (lane == 0) a.o[t * a.H * a.Dv + h * a.Dv + e] = s;
+  }
+}
+
 }  // namespace
 
+int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context) {
+  if (naive || R > 32 * kGroupPerLane) return 1;
+  const int64_t blocks = T * ((H + kHeads - 1) / kHeads);
+  const int64_t want = (2 * 132 + blocks - 1) / blocks;      // about two blocks per SM of an H100/H200
+  const int64_t most = std::max<int64_t>(1, max_context / 64);  // at least 64 keys a block
+  return static_cast<int>(std::min<int64_t>({want, most, 64}));
+}
+
 cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
+  if (a.n_splits < 1 || (a.n_splits > 1 && (a.split_ctx == nullptr || a.split_ml == nullptr))) return cudaErrorInvalidValue;
   if (a.T == 0) return cudaSuccess;
   if (!a.naive && a.R <= 32 * kGroupPerLane) {
     const size_t shared = static_cast<size_t>(kHeads * a.R + kHeads * a.Dr + kWarps * kHeads * a.R + kWarps * kHeads * 2) *
@@ -216,7 +263,10 @@ cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
       if (e != cudaSuccess) return e;
     }
     const int64_t n_groups = (a.H + kHeads - 1) / kHeads;
-    mla_grouped_kernel<<<static_cast<unsigned>(a.T * n_groups), 32 * kWarps, shared, stream>>>(a);
+    const dim3 grid(static_cast<unsigned>(a.T * n_groups), static_cast<unsigned>(a.n_splits));
+    mla_grouped_kernel<<<grid, 32 * kWarps, shared, stream>>>(a);
+    if (a.n_splits == 1) return cudaGetLastError();
+    mla_combine_kernel<<<static_cast<unsigned>(a.T * a.H), 32 * kWarps, static_cast<size_t>(a.R) * sizeof(float), stream>>>(a);
     return cudaGetLastError();
   }
   const int64_t acc_width = a.naive ? a.Dv : a.R;

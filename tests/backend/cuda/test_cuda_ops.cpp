@@ -16,6 +16,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/kernels.h"
 #include "core/error.h"
 #include "io/model_config.h"
 #include "model/rope.h"
@@ -196,6 +197,34 @@ TEST_F(CudaOps, KvWriteThenMlaMatchesCpuInBothForms) {
           << dtype_name(dtype) << (form == MlaForm::kNaive ? " naive" : " absorbed");
     }
   }
+}
+
+// Few tokens over a long context: the absorbed kernel splits the keys over several blocks and combines them.
+TEST_F(CudaOps, MlaWithKeysSplitOverBlocksMatchesCpu) {
+  const MlaDims d{.n_heads = 10, .kv_lora_rank = 256, .qk_nope_head_dim = 32, .qk_rope_head_dim = 16, .v_head_dim = 40};
+  const int64_t block_size = 16, n_blocks = 24, W = d.cache_width(), S = 300;
+  std::vector<int32_t> tables(20);
+  for (int32_t b = 0; b < 20; ++b) tables[static_cast<size_t>(b)] = (7 * b + 3) % n_blocks;  // scattered
+  std::vector<float> cache(static_cast<size_t>(n_blocks * block_size * W), std::numeric_limits<float>::quiet_NaN());
+  const std::vector<float> rows = randn(static_cast<size_t>(S * W), 60);
+  for (int64_t j = 0; j < S; ++j) {
+    const int64_t slot = tables[static_cast<size_t>(j / block_size)] * block_size + j % block_size;
+    std::copy_n(rows.begin() + j * W, W, cache.begin() + slot * W);
+  }
+  const std::vector<int32_t> seq = {0, 0}, ctx = {299, 300};
+  const std::vector<int64_t> own;
+  const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables, .max_blocks_per_seq = 20};
+  ASSERT_GT(mla_splits(2, d.n_heads, d.kv_lora_rank, false, 300), 1) << "the case must exercise the split";
+  std::vector<float> q = randn(static_cast<size_t>(2 * d.q_width()), 61);
+  const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * d.kv_lora_rank), 62, 0.1f),
+                          {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank}, DType::F8_E4M3, 0.001f);
+  MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = host(cache, {n_blocks, block_size, W}), .kv_b = kv_b.weight,
+            .meta = &meta, .dims = d, .softmax_scale = 0.09f, .form = MlaForm::kAbsorbed};
+  const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+  a.q = up(q, {2, d.q_width()});
+  a.kv_cache = up(cache, {n_blocks, block_size, W});
+  a.kv_b = prep(kv_b);
+  EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2);
 }
 
 TEST_F(CudaOps, RouteMatchesCpuIncludingTies) {
