@@ -6,12 +6,14 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <set>
 #include <unordered_map>
 
 #include <gtest/gtest.h>
 
 #include "core/arena.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "engine/engine.h"
 #include "engine_test_util.h"
 #include "model/kv_cache.h"
@@ -360,6 +362,71 @@ TEST_F(EngineChoicesTest, AConstraintThatMasksEverythingEndsTheChoiceWithAnError
   }
   EXPECT_EQ(got[1][0].ids, generate(*model_, other, kEos, nullptr).ids);
   EXPECT_EQ(got[1][0].finish, FinishReason::kLength);
+}
+
+// Random arrivals of requests with 1-4 choices (greedy or seeded), random cancellations, a pool small enough to
+// preempt single choices: every choice finishes once, the request reports is_last once, no block leaks, and
+// every choice that was not cancelled equals its lone request (as far as the context of 48 let it run).
+TEST_F(EngineChoicesTest, RandomWorkloadWithChoicesNeverLeaksAndKeepsEveryChoice) {
+  int64_t n_preemptions = 0;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    Xoshiro256 rng(seed);
+    Engine engine(*model_, {.n_blocks = 20, .block_size = 4, .max_tokens_per_step = 2 + static_cast<int64_t>(rng.next() % 24),
+                            .max_running = 4, .max_context = 48, .seed = seed});
+    std::map<int64_t, GenerateRequest> live;
+    std::map<std::pair<int64_t, int32_t>, std::vector<int32_t>> streamed;
+    std::set<std::pair<int64_t, int32_t>> finished;
+    std::set<int64_t> cancelled, done;
+    int n_submitted = 0;
+    for (int step = 0; step < 3000 && (n_submitted < 10 || engine.has_work()); ++step) {
+      if (n_submitted < 10 && rng.next() % 3 == 0) {
+        GenerateRequest r = greedy(ids(1 + static_cast<int64_t>(rng.next() % 30), seed * 100 + rng.next() % 3), 1 + static_cast<int32_t>(rng.next() % 14));
+        r.n = 1 + static_cast<int32_t>(rng.next() % 4);
+        if (rng.next() % 2 == 0) {
+          r.sampling.temperature = 1.0f;
+          r.sampling.seed = rng.next();
+        }
+        live[engine.submit(r)] = r;
+        ++n_submitted;
+      }
+      if (!live.empty() && rng.next() % 25 == 0) {
+        auto it = live.begin();
+        std::advance(it, static_cast<std::ptrdiff_t>(rng.next() % live.size()));
+        engine.cancel(it->first);
+        cancelled.insert(it->first);
+      }
+      for (const RequestOutput& o : engine.step()) {
+        const std::pair<int64_t, int32_t> key{o.id, o.choice};
+        ASSERT_EQ(finished.count(key), 0u) << "output after the finish of " << o.id << "/" << o.choice;
+        ASSERT_EQ(live.count(o.id), 1u);
+        ASSERT_LT(o.choice, live[o.id].n);
+        if (o.token) streamed[key].push_back(*o.token);
+        if (o.finish) {
+          ASSERT_NE(*o.finish, FinishReason::kError) << o.error;
+          finished.insert(key);
+          if (cancelled.count(o.id) == 0) {
+            EXPECT_EQ(*o.finish, FinishReason::kLength);
+            GenerateRequest r = live[o.id];
+            if (!r.sampling.seed) r.sampling.seed = 0;  // greedy: the seed is unused
+            std::vector<int32_t> want = lone(r, o.choice);
+            want.resize(std::min(want.size(), streamed[key].size()));
+            EXPECT_EQ(streamed[key], want) << "seed " << seed << " request " << o.id << " choice " << o.choice;
+          }
+        }
+        if (o.is_last) {
+          for (int32_t c = 0; c < live[o.id].n; ++c) EXPECT_EQ(finished.count({o.id, c}), 1u);
+          live.erase(o.id);
+          done.insert(o.id);
+        }
+      }
+      engine.block_pool().check_invariants();
+    }
+    EXPECT_EQ(done.size(), 10u) << "seed " << seed;
+    EXPECT_TRUE(live.empty()) << "seed " << seed;
+    EXPECT_EQ(engine.block_pool().n_in_use(), 0) << "seed " << seed;
+    n_preemptions += engine.stats().n_preemptions;
+  }
+  EXPECT_GT(n_preemptions, 0);
 }
 
 }  // namespace
