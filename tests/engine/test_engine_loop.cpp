@@ -89,5 +89,36 @@ TEST_F(EngineLoopTest, CancelAndStopEndRequestsAsCancelled) {
   EXPECT_EQ(engine.block_pool().n_in_use(), 0);
 }
 
+// A request with n choices reaches its callback until every choice has finished (is_last once, at the end).
+TEST_F(EngineLoopTest, EveryChoiceOfARequestReachesItsCallback) {
+  GenerateRequest r = greedy(ids(9, 60), 5);
+  r.n = 3;
+  r.max_tokens = 5;
+  r.stop_ids = {};
+  const std::vector<int32_t> want = generate(*model_, greedy(r.prompt, 5), 2, nullptr).ids;
+  Engine engine(*model_, {.n_blocks = 64, .block_size = 4});
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::map<int32_t, std::vector<int32_t>> got;
+  int n_finished = 0, n_last = 0, n_after_last = 0;
+  {
+    EngineLoop loop(engine);
+    loop.submit(r, [&](const RequestOutput& o) {
+          std::lock_guard lock(mutex);
+          n_after_last += n_last;
+          if (o.token) got[o.choice].push_back(*o.token);
+          n_finished += o.finish ? 1 : 0;
+          n_last += o.is_last ? 1 : 0;
+          cv.notify_all();
+        }).get();
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return n_last > 0; });
+  }
+  EXPECT_EQ(n_finished, 3);
+  EXPECT_EQ(n_last, 1);
+  EXPECT_EQ(n_after_last, 0);
+  for (int32_t c = 0; c < 3; ++c) EXPECT_EQ(got[c], want) << "choice " << c;  // greedy: every choice alike
+}
+
 }  // namespace
 }  // namespace quatre::engine
