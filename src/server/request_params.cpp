@@ -93,9 +93,9 @@ std::vector<std::pair<int32_t, float>> logit_bias(const JsonValue& body) {
     if (ec != std::errc() || end != key.data() + key.size() || id < 0 || id > INT32_MAX) {
       throw bad_field("logit_bias", fmt::format("key \"{}\" is not a token id", key));
     }
-    const JsonValue wrapper = JsonValue::object({{"b", bias}});
     const std::string name = fmt::format("logit_bias.{}", key);
-    const std::optional<double> b = number(wrapper, "b", -100, 100);
+    const JsonValue wrapper = JsonValue::object({{name, bias}});
+    const std::optional<double> b = number(wrapper, name, -100, 100);
     if (!b) throw bad_field(name, "expected a number between -100 and 100");
     out.emplace_back(static_cast<int32_t>(id), static_cast<float>(*b));
   }
