@@ -317,6 +317,21 @@ test("Mistral SDK: complete and stream agree with the OpenAI SDK; tool choice an
   }
 });
 
+test("metrics: Prometheus text with request counts, latency histograms, token counters and engine gauges", async () => {
+  await openai.chat.completions.create(base);
+  const text = await (await fetch(`${srv.url}/metrics`)).text();
+  assert.match(text, /^quatre_requests_total\{endpoint="chat",status="200"\} [1-9]/m);
+  assert.match(text, /^quatre_requests_total\{endpoint="chat",status="400"\} [1-9]/m);
+  assert.ok((await metric("quatre_time_to_first_token_seconds_count")) >= 1);
+  assert.ok((await metric("quatre_inter_token_latency_seconds_count")) >= 1);
+  assert.ok((await metric("quatre_generation_tokens_total")) >= 24);
+  for (const g of ["quatre_requests_running", "quatre_requests_waiting", "quatre_kv_cache_usage_ratio", "quatre_prefix_cache_hit_rate"]) {
+    assert.ok(Number.isFinite(await metric(g)), g);
+  }
+  // repeated prompts hit the prefix cache
+  assert.ok((await metric("quatre_prefix_cache_hit_rate")) > 0);
+});
+
 test("cancellation: a client that goes away frees the engine", async () => {
   const start = await metric("quatre_generation_tokens_total");
   const controller = new AbortController();
