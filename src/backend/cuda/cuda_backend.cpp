@@ -328,7 +328,9 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
 Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a) {
   check_f32(logits, "route logits");
   const int64_t T = logits.dim(0), E = logits.dim(1), K = args.n_experts_per_tok;
-  CHECK(K >= 1 && K <= E) << "top-" << K << " of " << E << " experts";
+  if (K < 1 || K > E || E > 1024) {
+    throw InvalidRequest(fmt::format("route: top-{} of {} experts (the CUDA router takes up to 1024)", K, E));
+  }
   Routing r{.expert_ids = a.tensor(DType::I32, {T, K}), .gates = a.tensor(DType::F32, {T, K})};
   launched(launch_route(logits.data_as<float>(), T, E, K, args.routed_scaling_factor, r.expert_ids.data_as<int32_t>(),
                         r.gates.data_as<float>(), as_stream(stream_)),

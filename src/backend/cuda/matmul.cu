@@ -65,8 +65,19 @@ __global__ void __launch_bounds__(256) small_m_kernel(MatmulProblem p, int rows_
 #pragma unroll
     for (int i = 0; i < kSmallRows; ++i) {
       if (xr[i] == nullptr) continue;
+      if constexpr (VEC >= 4) {  // activations in 16-byte loads too (rows 16-byte aligned: checked at launch)
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) acc[i] = fmaf(xr[i][k + j], wv[j], acc[i]);
+        for (int j = 0; j < VEC; j += 4) {
+          const float4 xv = *reinterpret_cast<const float4*>(xr[i] + k + j);
+          acc[i] = fmaf(xv.x, wv[j], acc[i]);
+          acc[i] = fmaf(xv.y, wv[j + 1], acc[i]);
+          acc[i] = fmaf(xv.z, wv[j + 2], acc[i]);
+          acc[i] = fmaf(xv.w, wv[j + 3], acc[i]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) acc[i] = fmaf(xr[i][k + j], wv[j], acc[i]);
+      }
     }
   }
 #pragma unroll
@@ -135,7 +146,7 @@ cudaError_t launch_small(const MatmulProblem& p, int rows_per_group, cudaStream_
   constexpr int kVec = 16 / sizeof(S);
   const dim3 grid(blocks_for(p.N, 8), static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group));
   // 16-byte loads need every weight row 16-byte aligned (allocations are 256-byte aligned).
-  const bool aligned = p.K % kVec == 0;
+  const bool aligned = p.K % kVec == 0 && p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   bool all_aligned = aligned && (p.experts != nullptr || reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0);
   if (all_aligned) {
     small_m_kernel<T, kVec><<<grid, 256, 0, stream>>>(p, rows_per_group);

@@ -6,36 +6,47 @@
 namespace quatre::cuda {
 namespace {
 
-// One thread per token. p_e = exp(l_e - max) / Σ (the sum in index order, as the CPU backend); the K largest
-// p by repeated scans (strictly greater wins, so ties go to the lower index).
+// One warp per token. p_e = exp(l_e - max) / Σ (the sum in index order by lane 0, as the CPU backend); the K
+// largest p by K warp-wide argmax passes (ties: the lower index), each taking its winner out.
+constexpr int kRouteWarps = 4;
+
 __global__ void route_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
                              float* gates) {
-  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
   if (t >= T) return;
   const float* l = logits + t * E;
   float m = -INFINITY;
-  for (int64_t e = 0; e < E; ++e) m = fmaxf(m, l[e]);
+  for (int64_t e = lane; e < E; e += 32) m = fmaxf(m, l[e]);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   float sum = 0;
-  for (int64_t e = 0; e < E; ++e) sum += expf(l[e] - m);
-  int32_t* id = ids + t * K;
-  float* gate = gates + t * K;
+  if (lane == 0) {
+    for (int64_t e = 0; e < E; ++e) sum += expf(l[e] - m);
+  }
+  sum = __shfl_sync(0xffffffffu, sum, 0);
+  uint32_t taken = 0;  // bit i: expert lane + 32 i already chosen
   float total = 0;
   for (int64_t k = 0; k < K; ++k) {
+    float best_p = -1.0f;
     int32_t best = -1;
-    float best_p = 0;
-    for (int32_t e = 0; e < E; ++e) {
-      bool taken = false;
-      for (int64_t j = 0; j < k; ++j) taken = taken || id[j] == e;
-      if (taken) continue;
+    for (int64_t e = lane, i = 0; e < E; e += 32, ++i) {
+      if ((taken >> i) & 1u) continue;
       const float p = expf(l[e] - m) / sum;
-      if (best < 0 || p > best_p) best = e, best_p = p;
+      if (p > best_p) best_p = p, best = static_cast<int32_t>(e);
     }
-    id[k] = best;
-    gate[k] = best_p;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float other_p = __shfl_xor_sync(0xffffffffu, best_p, o);
+      const int32_t other = __shfl_xor_sync(0xffffffffu, best, o);
+      if (other >= 0 && (other_p > best_p || (other_p == best_p && (best < 0 || other < best)))) best_p = other_p, best = other;
+    }
+    if (best >= 0 && best % 32 == lane) taken |= 1u << (best / 32);
+    if (lane == 0) ids[t * K + k] = best, gates[t * K + k] = best_p;
     total += best_p;
   }
-  const float denominator = total + 1e-20f;
-  for (int64_t k = 0; k < K; ++k) gate[k] = gate[k] / denominator * scaling;
+  if (lane == 0) {
+    const float denominator = total + 1e-20f;
+    for (int64_t k = 0; k < K; ++k) gates[t * K + k] = gates[t * K + k] / denominator * scaling;
+  }
 }
 
 // One block. counts -> padded offsets (thread 0, E steps) -> each pair placed by an atomic cursor of its expert.
@@ -84,7 +95,8 @@ __global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, fl
 cudaError_t launch_route(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
                          float* gates, cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
-  route_kernel<<<blocks_for(T, 64), 64, 0, stream>>>(logits, T, E, K, scaling, ids, gates);
+  if (E > 32 * 32) return cudaErrorInvalidValue;  // the taken-mask holds 32 experts a lane
+  route_kernel<<<blocks_for(T, kRouteWarps), 32 * kRouteWarps, 0, stream>>>(logits, T, E, K, scaling, ids, gates);
   return cudaGetLastError();
 }
 
