@@ -48,6 +48,16 @@ void check_f32(const Tensor& t, const char* what) {
   }
 }
 
+// The KV cache pool: F32, BF16 or FP8 E4M3 (scale 1) on the device.
+WType cache_type(const Tensor& cache, const char* what) {
+  if (cache.device() != Device::kCuda ||
+      (cache.dtype() != DType::F32 && cache.dtype() != DType::BF16 && cache.dtype() != DType::F8_E4M3)) {
+    throw InvalidRequest(fmt::format("{} must be an F32, BF16 or F8_E4M3 CUDA tensor, got {} on {}", what,
+                                     dtype_name(cache.dtype()), device_name(cache.device())));
+  }
+  return wtype(cache.dtype(), what);
+}
+
 int64_t weight_rows(const Weight& w) { return w.w.rank() == 1 ? 1 : w.w.numel() / w.w.dim(-1); }
 
 void launched(cudaError_t status, const char* kernel) { cuda_check(status, kernel, __FILE__, __LINE__); }
@@ -246,7 +256,7 @@ void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
 }
 
 void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) {
-  check_f32(kv_cache, "kv cache");
+  const WType ct = cache_type(kv_cache, "kv cache");
   check_f32(c_kv, "kv_write c_kv");
   check_f32(k_rope, "kv_write k_rope");
   const int64_t T = c_kv.dim(0), R = c_kv.dim(1), Dr = k_rope.dim(1), W = kv_cache.dim(2);
@@ -256,7 +266,7 @@ void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_
   for (int64_t slot : slots) {
     if (slot < 0 || slot >= n_slots) throw InvalidRequest(fmt::format("kv_write: slot {} of {}", slot, n_slots));
   }
-  launched(launch_kv_write(kv_cache.data_as<float>(), W, c_kv.data_as<float>(), R, k_rope.data_as<float>(), Dr,
+  launched(launch_kv_write(kv_cache.data(), ct, W, c_kv.data_as<float>(), R, k_rope.data_as<float>(), Dr,
                            upload(slots), T, as_stream(stream_)),
            "kv_write");
 }
@@ -267,7 +277,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   const AttnMeta& m = *args.meta;
   const int64_t T = args.q.dim(0), R = d.kv_lora_rank;
   check_f32(args.q, "mla_attention q");
-  check_f32(args.kv_cache, "mla_attention kv_cache");
+  const WType ct = cache_type(args.kv_cache, "mla_attention kv_cache");
   CHECK_SHAPE(args.q, T, d.q_width());
   CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
   const int64_t kvb_rows = d.n_heads * (d.qk_nope_head_dim + d.v_head_dim);
@@ -296,7 +306,8 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   launched(launch_dequant_rows(dev(args.kv_b, "kv_b"), R, nullptr, kvb_rows, kv_b, as_stream(stream_)), "kv_b");
   Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]
   const MlaLaunch l{.q = args.q.data_as<float>(),
-                    .cache = args.kv_cache.data_as<float>(),
+                    .cache = args.kv_cache.data(),
+                    .cache_type = ct,
                     .block_size = block_size,
                     .kv_b = kv_b,
                     .seq_index = upload(m.seq_index),

@@ -56,7 +56,7 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
 cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
                         const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
                         cudaStream_t stream);
-cudaError_t launch_kv_write(float* cache, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
+cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
                             int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream);
 cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
 
@@ -74,7 +74,8 @@ cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_
 
 struct MlaLaunch {
   const float* q = nullptr;        // [T, H*(Dn+Dr)]
-  const float* cache = nullptr;    // [n_blocks, block_size, R+Dr]
+  const void* cache = nullptr;     // [n_blocks, block_size, R+Dr]
+  WType cache_type = WType::kF32;  // F32, BF16 or F8E4M3 (scale 1)
   int64_t block_size = 0;
   const float* kv_b = nullptr;     // [H*(Dn+Dv), R] dequantised fp32
   const int32_t* seq_index = nullptr, *context_lens = nullptr, *block_tables = nullptr;

@@ -11,6 +11,9 @@ namespace quatre::cuda {
 namespace {
 
 constexpr int kWarps = 4;
+
+// Element i of the cache pool (F32, BF16 or FP8 E4M3 with scale 1), as fp32.
+__device__ __forceinline__ float cache_at(const MlaLaunch& a, int64_t i) { return load_weight(a.cache, a.cache_type, i); }
 constexpr int kMaxPerLane = 16;  // accumulator width / 32: R (absorbed) or Dv (naive) <= 512
 
 __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
@@ -44,17 +47,17 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
   float m = -INFINITY, l = 0;
   float acc[kMaxPerLane] = {};
   for (int32_t j = warp; j < n; j += kWarps) {
-    const float* row = a.cache + (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
+    const int64_t row = (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
     float s = 0, nope = 0;  // s: per-lane partial sums; nope: the naive q_nope·k_nope, the same on every lane
-    for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[i], row[a.R + i], s);
+    for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[i], cache_at(a, row + a.R + i), s);
     if (a.naive) {
       for (int64_t e = 0; e < a.Dn; ++e) {  // q_nope · (W_UK c_j), one k_nope element at a time
         float k = 0;
-        for (int64_t r = lane; r < a.R; r += 32) k = fmaf(w_uk[e * a.R + r], row[r], k);
+        for (int64_t r = lane; r < a.R; r += 32) k = fmaf(w_uk[e * a.R + r], cache_at(a, row + r), k);
         nope = fmaf(qa[e], warp_sum(k), nope);
       }
     } else {
-      for (int64_t r = lane; r < a.R; r += 32) s = fmaf(qa[r], row[r], s);
+      for (int64_t r = lane; r < a.R; r += 32) s = fmaf(qa[r], cache_at(a, row + r), s);
     }
     s = (warp_sum(s) + nope) * a.softmax_scale;
     const float m_new = fmaxf(m, s);
@@ -64,7 +67,7 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
     if (a.naive) {
       for (int64_t e = 0; e < a.Dv; ++e) {  // v_j[e] = W_UV[e] · c_j; lane e % 32 keeps it
         float v = 0;
-        for (int64_t r = lane; r < a.R; r += 32) v = fmaf(w_uv[e * a.R + r], row[r], v);
+        for (int64_t r = lane; r < a.R; r += 32) v = fmaf(w_uv[e * a.R + r], cache_at(a, row + r), v);
         v = warp_sum(v);
         if (e % 32 == lane) acc[e / 32] = acc[e / 32] * correction + p * v;
       }
@@ -72,7 +75,7 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
 #pragma unroll
       for (int i = 0; i < kMaxPerLane; ++i) {
         const int64_t r = lane + 32 * i;
-        if (r < a.R) acc[i] = acc[i] * correction + p * row[r];
+        if (r < a.R) acc[i] = acc[i] * correction + p * cache_at(a, row + r);
       }
     }
   }
@@ -150,15 +153,15 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
     for (int i = 0; i < kGroupPerLane; ++i) acc[g][i] = 0;
   }
   for (int32_t j = j_begin + warp; j < j_end; j += kWarps) {
-    const float* row = a.cache + (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
+    const int64_t row = (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
     float c[kGroupPerLane];
 #pragma unroll
-    for (int i = 0; i < kGroupPerLane; ++i) c[i] = lane + 32 * i < R ? row[lane + 32 * i] : 0.0f;
+    for (int i = 0; i < kGroupPerLane; ++i) c[i] = lane + 32 * i < R ? cache_at(a, row + lane + 32 * i) : 0.0f;
 #pragma unroll
     for (int g = 0; g < kHeads; ++g) {
       if (g >= n_heads) break;
       float s = 0;
-      for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[g * a.Dr + i], row[R + i], s);
+      for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[g * a.Dr + i], cache_at(a, row + R + i), s);
 #pragma unroll
       for (int i = 0; i < kGroupPerLane; ++i) {
         if (lane + 32 * i < R) s = fmaf(qa[g * R + lane + 32 * i], c[i], s);

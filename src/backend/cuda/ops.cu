@@ -84,11 +84,22 @@ __global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t no
   for (int64_t i = threadIdx.x; i < q_width; i += blockDim.x) qt[i] *= temperature;
 }
 
-__global__ void kv_write_kernel(float* cache, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
-                                int64_t Dr, const int64_t* slots) {
+// The row is stored in the cache's dtype: BF16 rounded to nearest even, FP8 E4M3 saturated (as the CPU backend).
+__global__ void kv_write_kernel(void* cache, WType type, int64_t width, const float* c_kv, int64_t R,
+                                const float* k_rope, int64_t Dr, const int64_t* slots) {
   const int64_t t = blockIdx.x;
-  float* row = cache + slots[t] * width;
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) row[i] = i < R ? c_kv[t * R + i] : k_rope[t * Dr + i - R];
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    const float v = i < R ? c_kv[t * R + i] : k_rope[t * Dr + i - R];
+    const int64_t at = slots[t] * width + i;
+    switch (type) {
+      case WType::kF32: static_cast<float*>(cache)[at] = v; break;
+      case WType::kBF16: static_cast<__nv_bfloat16*>(cache)[at] = __float2bfloat16(v); break;
+      case WType::kF16: static_cast<__half*>(cache)[at] = __float2half(v); break;
+      case WType::kF8E4M3:
+        static_cast<uint8_t*>(cache)[at] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+        break;
+    }
+  }
 }
 
 __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
@@ -183,10 +194,10 @@ cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int
   return cudaGetLastError();
 }
 
-cudaError_t launch_kv_write(float* cache, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
-                            int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream) {
+cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const float* c_kv, int64_t R,
+                            const float* k_rope, int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
-  kv_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(cache, width, c_kv, R, k_rope, Dr, slots);
+  kv_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(cache, cache_type, width, c_kv, R, k_rope, Dr, slots);
   return cudaGetLastError();
 }
 

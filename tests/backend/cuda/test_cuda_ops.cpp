@@ -156,10 +156,17 @@ TEST_F(CudaOps, RopeWithTemperatureMatchesCpu) {
 }
 
 // Two sequences in scattered blocks of a NaN-poisoned cache, written through kv_write; tokens interleaved.
-TEST_F(CudaOps, KvWriteThenMlaMatchesCpuInBothForms) {
+// Every cache dtype: the stores are bit-exact with the CPU's rounding, attention reads the same values.
+class CudaKv : public CudaOps, public testing::WithParamInterface<DType> {};
+
+TEST_P(CudaKv, KvWriteThenMlaMatchesCpuInBothForms) {
+  const DType kv_dtype = GetParam();
   const MlaDims d{.n_heads = 10, .kv_lora_rank = 64, .qk_nope_head_dim = 16, .qk_rope_head_dim = 8, .v_head_dim = 24};  // 8 + 2 heads
   const int64_t block_size = 4, n_blocks = 12, W = d.cache_width();
-  std::vector<float> cache(static_cast<size_t>(n_blocks * block_size * W), std::numeric_limits<float>::quiet_NaN());
+  const size_t n_cache = static_cast<size_t>(n_blocks * block_size * W), cache_bytes = n_cache * dtype_size(kv_dtype);
+  std::vector<float> poison((cache_bytes + 3) / 4, std::numeric_limits<float>::quiet_NaN());  // as KvCache poisons
+  std::vector<std::byte> cache(cache_bytes);
+  std::memcpy(cache.data(), poison.data(), cache_bytes);
   const std::vector<int32_t> tables = {7, 2, 10, 4, 0, -1};
   std::vector<int64_t> slots;
   for (int s = 0; s < 2; ++s) {
@@ -169,12 +176,14 @@ TEST_F(CudaOps, KvWriteThenMlaMatchesCpuInBothForms) {
   }
   const int64_t S = static_cast<int64_t>(slots.size());
   std::vector<float> c = randn(static_cast<size_t>(S * d.kv_lora_rank), 20), kr = randn(static_cast<size_t>(S * d.qk_rope_head_dim), 21);
-  Tensor cache_d = up(cache, {n_blocks, block_size, W});
+  Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
+  ASSERT_EQ(cudaMemcpy(cache_d.data(), cache.data(), cache_bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
   gpu_->kv_write(cache_d, up(c, {S, d.kv_lora_rank}), up(kr, {S, d.qk_rope_head_dim}), slots);
-  cpu_.kv_write(host(cache, {n_blocks, block_size, W}), host(c, {S, d.kv_lora_rank}), host(kr, {S, d.qk_rope_head_dim}), slots);
-  const std::vector<float> cache_back = down(cache_d);
-  ASSERT_EQ(cache_back.size(), cache.size());
-  EXPECT_EQ(std::memcmp(cache_back.data(), cache.data(), cache.size() * 4), 0) << "kv_write (NaNs included)";
+  cpu_.kv_write(cache_h, host(c, {S, d.kv_lora_rank}), host(kr, {S, d.qk_rope_head_dim}), slots);
+  std::vector<std::byte> cache_back(cache_bytes);
+  gpu_->copy_to_host(cache_d, cache_back.data());
+  EXPECT_EQ(std::memcmp(cache_back.data(), cache.data(), cache_bytes), 0) << "kv_write (NaNs included)";
 
   const std::vector<int32_t> seq = {0, 1, 0, 1, 0}, ctx = {7, 4, 8, 5, 9};
   std::vector<int64_t> own;
@@ -187,17 +196,20 @@ TEST_F(CudaOps, KvWriteThenMlaMatchesCpuInBothForms) {
                             {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank}, dtype, 0.003f);
     const Weight kv_b_d = prep(kv_b);
     for (MlaForm form : {MlaForm::kNaive, MlaForm::kAbsorbed}) {
-      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = host(cache, {n_blocks, block_size, W}), .kv_b = kv_b.weight,
+      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight,
                 .meta = &meta, .dims = d, .softmax_scale = 0.17f, .form = form};
       const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
       a.q = up(q, {T, d.q_width()});
       a.kv_cache = cache_d;
       a.kv_b = kv_b_d;
       EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
-          << dtype_name(dtype) << (form == MlaForm::kNaive ? " naive" : " absorbed");
+          << dtype_name(dtype) << (form == MlaForm::kNaive ? " naive" : " absorbed") << ", cache " << dtype_name(kv_dtype);
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(CacheDtypes, CudaKv, testing::Values(DType::F32, DType::BF16, DType::F8_E4M3),
+                         [](const testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
 // Few tokens over a long context: the absorbed kernel splits the keys over several blocks and combines them.
 TEST_F(CudaOps, MlaWithKeysSplitOverBlocksMatchesCpu) {
