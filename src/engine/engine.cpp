@@ -80,7 +80,7 @@ int64_t Engine::submit(GenerateRequest request) {
     if (request.constraint) ch.constraint = request.constraint->clone();
   }
   r.params = std::move(request);
-  scheduler_.add(seq_of(id, 0), r.params.prompt);
+  scheduler_.add(seq_of(id, 0), r.params.prompt, (r.params.n - 1) * n_own);  // room for the forks at admission
   requests_.emplace(id, std::move(r));
   return id;
 }

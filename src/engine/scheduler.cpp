@@ -15,13 +15,14 @@ Scheduler::Scheduler(BlockPool& pool, SchedulerOptions options) : pool_(pool), o
       << "max_tokens_per_step " << options_.max_tokens_per_step << ", max_running " << options_.max_running;
 }
 
-void Scheduler::add(int64_t id, std::vector<int32_t> prompt) {
+void Scheduler::add(int64_t id, std::vector<int32_t> prompt, int64_t extra_blocks) {
   CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) < options_.max_context)
       << "prompt of " << prompt.size() << " tokens, context " << options_.max_context;
   CHECK(seqs_.count(id) == 0) << "sequence " << id << " added twice";
   Sequence& s = seqs_[id];
   s.id = id;
   s.tokens = std::move(prompt);
+  s.extra_blocks = extra_blocks;
   waiting_.push_back(id);
 }
 
@@ -126,10 +127,11 @@ StepPlan Scheduler::schedule() {
     const int64_t n_hit = static_cast<int64_t>(s.blocks.size());
     s.n_cached = n_hit * pool_.block_size();
     const int64_t n = std::min(n_known - s.n_cached, budget);
-    if (!reserve(s, s.n_cached + n)) {
+    if (!reserve(s, s.n_cached + n) || pool_.n_available() < s.extra_blocks) {
       release_blocks(s);
       break;
     }
+    s.extra_blocks = 0;  // once admitted (a preempted fork is re-admitted like any sequence)
     pool_.record_lookup(n_hit, (n_known - 1) / pool_.block_size() - n_hit);
     waiting_.pop_front();
     running_.push_back(s.id);

@@ -29,6 +29,7 @@ struct Sequence {
   std::vector<BlockHash> block_hashes;  // hashes of the first block_hashes.size() (full, committed) blocks
   int64_t n_preemptions = 0;
   bool is_running = false;
+  int64_t extra_blocks = 0;  // left available at admission
 };
 
 // One sequence's share of a step: tokens [n_cached, n_cached + n_tokens) of it.
@@ -51,8 +52,9 @@ class Scheduler {
   Scheduler(BlockPool& pool, SchedulerOptions options);
 
   // Queues a sequence at the back of the waiting queue. The caller has validated it (prompt non-empty and
-  // shorter than max_context); CHECKs it.
-  void add(int64_t id, std::vector<int32_t> prompt);
+  // shorter than max_context); CHECKs it. It is admitted only while `extra_blocks` more blocks than its first
+  // chunk needs are available (room for the choices that will fork from it).
+  void add(int64_t id, std::vector<int32_t> prompt, int64_t extra_blocks = 0);
   // A new sequence `id` that continues sequence `src` (all of its tokens cached) with `token`: it shares src's
   // full, committed blocks by reference count and recomputes the entries of src's partial last block, then the
   // token. Joins the running batch when max_running allows, else the front of the waiting queue (no blocks).

@@ -27,6 +27,46 @@ void run_step(Scheduler& s, const StepPlan& plan, int32_t token = 7) {
   }
 }
 
+// A sequence that will fork waits until room for its forks is available; a fork shares the full blocks of its
+// source (refcounts), copies their hashes and recomputes the partial block.
+TEST(Scheduler, AdmissionLeavesRoomForForksAndAForkSharesTheFullBlocks) {
+  BlockPool pool(8, 4);
+  Scheduler s(pool, {.max_tokens_per_step = 64, .max_running = 8, .max_context = 32});
+  s.add(1, prompt_of(16));  // 4 blocks
+  run_step(s, s.schedule());
+  s.add(2, prompt_of(10, 50), /*extra_blocks=*/2);  // needs 3 blocks plus 2 free: only 4 are left
+  EXPECT_TRUE(s.schedule().chunks.size() == 1 && s.n_waiting() == 1);  // 1 decodes (a 5th block); 2 waits
+  s.remove(1);
+  const StepPlan p = s.schedule();
+  ASSERT_EQ(p.chunks.size(), 1u);
+  EXPECT_EQ(p.chunks[0].seq_id, 2);
+  s.commit(p);
+  s.fork(2, 3, 99);
+  const Sequence& src = s.sequence(2);
+  const Sequence& fork = s.sequence(3);
+  ASSERT_EQ(fork.blocks.size(), 2u);  // the 2 full blocks of 10 tokens
+  EXPECT_EQ(fork.blocks[0], src.blocks[0]);
+  EXPECT_EQ(fork.blocks[1], src.blocks[1]);
+  EXPECT_EQ(pool.refcount(src.blocks[0]), 2);
+  EXPECT_EQ(pool.refcount(src.blocks[2]), 1);
+  EXPECT_EQ(fork.block_hashes, src.block_hashes);
+  EXPECT_EQ(fork.n_cached, 8);
+  EXPECT_EQ(fork.tokens.size(), 11u);
+  EXPECT_EQ(fork.tokens.back(), 99);
+  EXPECT_TRUE(fork.is_running);
+  s.append_token(2, 98);
+  const StepPlan q = s.schedule();  // 2 decodes; the fork recomputes entries 8, 9 and its token
+  ASSERT_EQ(q.chunks.size(), 2u);
+  EXPECT_EQ(q.chunks[1].seq_id, 3);
+  EXPECT_EQ(q.chunks[1].n_cached, 8);
+  EXPECT_EQ(q.chunks[1].n_tokens, 3);
+  EXPECT_TRUE(q.chunks[1].is_last_known);
+  s.remove(2);
+  s.remove(3);
+  EXPECT_EQ(pool.n_in_use(), 0);
+  pool.check_invariants();
+}
+
 TEST(Scheduler, ABudgetMixesDecodeTokensWithAChunkOfPrefill) {
   BlockPool pool(64, 4);
   Scheduler s(pool, {.max_tokens_per_step = 8, .max_running = 8, .max_context = 256});
