@@ -10,6 +10,7 @@ debian_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev python3
   clang libclang-rt-14-dev
   libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev
+  chromium  # the web chat page's browser tests (tests/web, Playwright drives it)
 )
 # Node.js and npm from Debian, unless a Node.js is already installed (e.g. NodeSource's, which bundles npm
 # and conflicts with Debian's npm package).
