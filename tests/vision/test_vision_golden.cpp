@@ -1,5 +1,5 @@
 // The vision path against tools/reference/goldens_vision.py (Pillow 12.3 and transformers 5.17 on the GPU host,
-// tests/data/golden/vision.*.safetensors): alpha compositing and the bicubic resize bit for bit against Pillow, the
+// tests/data/golden/vision/*.safetensors): alpha compositing and the bicubic resize bit for bit against Pillow, the
 // normalised pixel values, the Pixtral tower's last hidden state, the projector output (image features) and the
 // logits of prompts whose [IMG] embeddings are replaced by the features, on the tiny-hf-bf16-s1 checkpoint that
 // gen-model regenerates bit for bit.
@@ -49,13 +49,13 @@ const std::map<std::string, ImageSpec> kImages = {
     {"down230x150", {230, 150, 3, 4}}, {"rgba40x50", {40, 50, 4, 5}},
 };
 
-fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / "golden"; }
+fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / "golden" / "vision"; }
 
 std::vector<fs::path> golden_files() {
   std::vector<fs::path> out;
   for (const auto& e : fs::directory_iterator(golden_dir())) {
     const std::string n = e.path().filename().string();
-    if (n.starts_with("vision.") && n.ends_with(".safetensors")) out.push_back(e.path());
+    if (n.ends_with(".safetensors")) out.push_back(e.path());
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -4,7 +4,7 @@ and the logits of a prompt with images, from Pillow and transformers 5.17 on the
 
   python3 tools/reference/goldens_vision.py --ckpt .gpu/ckpt/tiny-hf-bf16-s1 --out OUT_DIR
 
-Writes OUT_DIR/tests/data/golden/vision.<case>.safetensors, a summary on stdout, and OUT_DIR/vision_goldens.tar
+Writes OUT_DIR/tests/data/golden/vision/<case>.safetensors, a summary on stdout, and OUT_DIR/vision_goldens.tar
 (extract at the repository root).
 
 Images are synthetic and deterministic: `synthetic_image` below (also written in tests/vision/synthetic_image.h);
@@ -44,7 +44,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-GOLDEN_SUBDIR = "tests/data/golden"
+GOLDEN_SUBDIR = "tests/data/golden/vision"
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 IMG, IMG_BREAK, IMG_END = 10, 12, 13
@@ -266,7 +266,7 @@ def main():
             meta.update(per_image[names[0]][4])
         else:
             meta["case"] = case
-        path = os.path.join(out_dir, f"vision.{case}.safetensors")
+        path = os.path.join(out_dir, f"{case}.safetensors")
         save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
         summary.append(f"{case}: T={T} sizes={sizes} max|logit|={float(logits.abs().max()):.4f} "
                        f"{os.path.getsize(path)} B " + " ".join(f"{k}={v}" for k, v in meta.items()
@@ -276,7 +276,7 @@ def main():
         if name in MODEL_CASES:
             continue
         _, th, tw, tensors, meta = per_image[name]
-        path = os.path.join(out_dir, f"vision.{name}.safetensors")
+        path = os.path.join(out_dir, f"{name}.safetensors")
         save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
         summary.append(f"{name}: ours {th}x{tw} {os.path.getsize(path)} B "
                        + " ".join(f"{k}={v}" for k, v in meta.items() if "Pixtral" in k))

@@ -4,7 +4,7 @@
 #   bash tools/reference/make_goldens.sh CKPT_ROOT OUT_DIR
 # OUT_DIR receives goldens.tar (tests/data/golden/*.safetensors + MANIFEST.tsv; extract it at the repository root),
 # summary.txt and make_goldens.log; and, when CKPT_ROOT has tiny-hf-bf16-s1, vision_goldens.tar
-# (tests/data/golden/vision.*.safetensors, from goldens_vision.py; extract it the same way) and goldens_vision.log. The individual files are written to a scratch directory.
+# (tests/data/golden/vision/*.safetensors, from goldens_vision.py; extract it the same way) and goldens_vision.log. The individual files are written to a scratch directory.
 # Set PYTHON to choose the interpreter (default: python3, or /opt/torch/.venv/bin/python3 if python3 lacks
 # transformers). Exit status is non-zero if any checkpoint failed (the tar then holds the ones that worked).
 set -euo pipefail
