@@ -9,12 +9,25 @@
 
 namespace quatre::engine {
 
-BlockHash hash_block(BlockHash parent, std::span<const int32_t> ids) {
+std::span<const TokenExtra> extras_in(std::span<const TokenExtra> extras, int64_t begin, int64_t end) {
+  const auto by_position = [](const TokenExtra& e, int64_t p) { return e.position < p; };
+  const auto first = std::lower_bound(extras.begin(), extras.end(), begin, by_position);
+  const auto last = std::lower_bound(first, extras.end(), end, by_position);
+  return {first, last};
+}
+
+BlockHash hash_block(BlockHash parent, std::span<const int32_t> ids, std::span<const TokenExtra> extras) {
   // SplitMix64 chained over the parent and each id: cheap, well mixed, the same on every platform.
   uint64_t state = parent ^ (0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(ids.size()) + 1));
   uint64_t h = splitmix64(state);
   for (int32_t id : ids) {
     state ^= static_cast<uint32_t>(id) + h;
+    h = splitmix64(state);
+  }
+  for (const TokenExtra& e : extras) {  // then each extra with its position
+    state ^= static_cast<uint64_t>(e.position) * 0xD6E8FEB86659FD93ull + h;
+    h = splitmix64(state);
+    state ^= e.hash + h;
     h = splitmix64(state);
   }
   return h;
@@ -34,14 +47,15 @@ BlockPool::BlockPool(int64_t n_blocks, int64_t block_size, bool enable_prefix_ca
 }
 
 std::vector<int32_t> BlockPool::match_prefix(std::span<const int32_t> ids, int64_t max_blocks,
-                                             std::vector<BlockHash>& hashes) {
+                                             std::vector<BlockHash>& hashes, std::span<const TokenExtra> extras) {
   std::vector<int32_t> blocks;
   hashes.clear();
   const int64_t n_full = std::min<int64_t>(max_blocks, static_cast<int64_t>(ids.size()) / block_size_);
   if (!enable_prefix_caching_) return blocks;
   BlockHash parent = kRootBlockHash;
   for (int64_t j = 0; j < n_full; ++j) {
-    const BlockHash h = hash_block(parent, ids.subspan(static_cast<size_t>(j * block_size_), static_cast<size_t>(block_size_)));
+    const BlockHash h = hash_block(parent, ids.subspan(static_cast<size_t>(j * block_size_), static_cast<size_t>(block_size_)),
+                                   extras_in(extras, j * block_size_, (j + 1) * block_size_));
     const auto it = by_hash_.find(h);
     if (it == by_hash_.end()) break;
     const int32_t b = it->second;

@@ -15,7 +15,19 @@ namespace quatre::engine {
 // a collision would reuse the wrong KV, at about 2^-64 per pair of blocks).
 using BlockHash = uint64_t;
 inline constexpr BlockHash kRootBlockHash = 0x51a7c0de5eed0001ull;  // parent of a sequence's first block
-BlockHash hash_block(BlockHash parent, std::span<const int32_t> ids);
+
+// What a token position holds that its id does not show: the image features spliced at an [IMG] token (a hash
+// of that feature row). Mixed into the hash of the block holding `position`, so two prompts with equal ids but
+// different images never share blocks, while the same image finds them again.
+struct TokenExtra {
+  int64_t position = 0;  // in the sequence
+  uint64_t hash = 0;
+};
+// The extras of `extras` (ascending positions) with position in [begin, end).
+std::span<const TokenExtra> extras_in(std::span<const TokenExtra> extras, int64_t begin, int64_t end);
+
+// `extras`: those of the block's positions (none for text, which hashes as before).
+BlockHash hash_block(BlockHash parent, std::span<const int32_t> ids, std::span<const TokenExtra> extras = {});
 
 // Every block is in exactly one state: free (no content worth keeping), cached-free (refcount 0, registered
 // under its hash, in the LRU) or in use (refcount > 0, registered or not).
@@ -23,9 +35,10 @@ class BlockPool {
  public:
   BlockPool(int64_t n_blocks, int64_t block_size, bool enable_prefix_caching = true);
 
-  // The longest run of registered full blocks that the blocks of `ids` hash to, at most max_blocks of them;
-  // their refcounts are incremented. `hashes` receives their hashes.
-  std::vector<int32_t> match_prefix(std::span<const int32_t> ids, int64_t max_blocks, std::vector<BlockHash>& hashes);
+  // The longest run of registered full blocks that the blocks of `ids` (with `extras`, ascending positions) hash
+  // to, at most max_blocks of them; their refcounts are incremented. `hashes` receives their hashes.
+  std::vector<int32_t> match_prefix(std::span<const int32_t> ids, int64_t max_blocks, std::vector<BlockHash>& hashes,
+                                    std::span<const TokenExtra> extras = {});
   // Adds a lookup to the hit-rate counters; the caller records only lookups it kept (an admission that did
   // not fit and is retried next step would count its hits twice).
   void record_lookup(int64_t n_hit_blocks, int64_t n_miss_blocks) {

@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -26,6 +27,21 @@ int64_t kv_blocks_for_gib(const io::TextConfig& text, int64_t block_size, double
   }
   return n;
 }
+
+namespace {
+
+// A hash of a row of image features (their bit patterns), for the prefix cache.
+uint64_t hash_row(std::span<const float> row) {
+  uint64_t state = 0x1A6E5EED1A6E5EEDull + row.size();
+  uint64_t h = splitmix64(state);
+  for (float v : row) {
+    state ^= std::bit_cast<uint32_t>(v) + h;
+    h = splitmix64(state);
+  }
+  return h;
+}
+
+}  // namespace
 
 uint64_t choice_seed(uint64_t request_seed, int32_t choice) {
   if (choice == 0) return request_seed;
@@ -68,6 +84,21 @@ int64_t Engine::submit(GenerateRequest request) {
                                      request.n, n_prompt, n_shared + request.n * n_own, pool_.n_blocks()));
   }
   request.sampling.validate(static_cast<int32_t>(c.vocab_size));
+  std::vector<int64_t> image_positions;
+  std::vector<TokenExtra> extras;
+  if (!request.image_embeddings.empty()) {
+    const auto D = static_cast<size_t>(c.hidden_size);
+    for (int64_t i = 0; i < n_prompt; ++i) {
+      if (request.prompt[static_cast<size_t>(i)] == request.image_token_id) image_positions.push_back(i);
+    }
+    if (image_positions.size() * D != request.image_embeddings.size()) {
+      throw InvalidRequest(fmt::format("image_embeddings: {} values for {} image tokens of width {}", request.image_embeddings.size(),
+                                       image_positions.size(), D));
+    }
+    for (size_t k = 0; k < image_positions.size(); ++k) {
+      extras.push_back({.position = image_positions[k], .hash = hash_row(std::span(request.image_embeddings).subspan(k * D, D))});
+    }
+  }
 
   const int64_t id = next_id_++;
   const uint64_t seed = request.sampling.seed.has_value() ? *request.sampling.seed : splitmix64(seed_state_);
@@ -75,12 +106,13 @@ int64_t Engine::submit(GenerateRequest request) {
   r.n_prompt = n_prompt;
   r.max_new = std::min<int64_t>(request.max_tokens, max_context() - n_prompt);
   r.n_unfinished = request.n;
+  r.image_positions = std::move(image_positions);
   for (int32_t i = 0; i < request.n; ++i) {
     Choice& ch = r.choices.emplace_back(Choice{.rng = SamplerRng(choice_seed(seed, i)), .output = {}, .constraint = nullptr});
     if (request.constraint) ch.constraint = request.constraint->clone();
   }
   r.params = std::move(request);
-  scheduler_.add(seq_of(id, 0), r.params.prompt, (r.params.n - 1) * n_own);  // room for the forks at admission
+  scheduler_.add(seq_of(id, 0), r.params.prompt, (r.params.n - 1) * n_own, std::move(extras));  // room for the forks at admission
   requests_.emplace(id, std::move(r));
   return id;
 }
@@ -183,6 +215,18 @@ void Engine::sample_step(int64_t seq_id, std::span<const float> logits, std::vec
   }
 }
 
+void Engine::add_image_rows(const Request& r, const PlannedChunk& c, int64_t row0) {
+  const std::vector<int64_t>& pos = r.image_positions;
+  const auto D = static_cast<size_t>(model_.config().hidden_size);
+  // Image tokens among the chunk's positions [n_cached, n_cached + n_tokens); generated tokens have none.
+  for (auto it = std::lower_bound(pos.begin(), pos.end(), c.n_cached); it != pos.end() && *it < c.n_cached + c.n_tokens; ++it) {
+    const auto k = static_cast<size_t>(it - pos.begin());
+    image_rows_.push_back(static_cast<int32_t>(row0 + *it - c.n_cached));
+    image_values_.insert(image_values_.end(), r.params.image_embeddings.begin() + static_cast<std::ptrdiff_t>(k * D),
+                         r.params.image_embeddings.begin() + static_cast<std::ptrdiff_t>((k + 1) * D));
+  }
+}
+
 std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
   for (int64_t id : cancelled_) {
@@ -194,21 +238,28 @@ std::vector<RequestOutput> Engine::step() {
   if (plan.empty()) return outputs;
   model::StepBuilder builder(pool_.block_size());
   int64_t n_rows = 0, n_decode = 0;
+  image_rows_.clear();
+  image_values_.clear();
   for (const PlannedChunk& c : plan.chunks) {
     const Sequence& s = scheduler_.sequence(c.seq_id);
-    const bool is_decode = c.n_tokens == 1 && c.is_last_known && c.n_cached >= requests_.at(request_of(c.seq_id)).n_prompt;
+    const Request& r = requests_.at(request_of(c.seq_id));
+    const bool is_decode = c.n_tokens == 1 && c.is_last_known && c.n_cached >= r.n_prompt;
     n_decode += is_decode ? 1 : 0;
-    builder.add({.block_table = s.blocks,
-                 .n_cached = c.n_cached,
-                 .ids = std::span(s.tokens).subspan(static_cast<size_t>(c.n_cached), static_cast<size_t>(c.n_tokens)),
-                 .positions = {}},
-                c.is_last_known ? model::LogitRows::kLast : model::LogitRows::kNone);
+    const int64_t row0 = builder.add({.block_table = s.blocks,
+                                      .n_cached = c.n_cached,
+                                      .ids = std::span(s.tokens).subspan(static_cast<size_t>(c.n_cached), static_cast<size_t>(c.n_tokens)),
+                                      .positions = {}},
+                                     c.is_last_known ? model::LogitRows::kLast : model::LogitRows::kNone);
+    if (!r.image_positions.empty()) add_image_rows(r, c, row0);
     n_rows += c.is_last_known ? 1 : 0;
   }
   const int64_t vocab = model_.config().vocab_size;
   try {
     arena_.reset();
-    const Tensor logits = model_.forward(builder.inputs(), kv_, arena_);
+    model::StepInputs inputs = builder.inputs();
+    inputs.image_rows = image_rows_;
+    inputs.image_embeddings = image_values_;
+    const Tensor logits = model_.forward(inputs, kv_, arena_);
     logits_.resize(static_cast<size_t>(n_rows * vocab));
     if (n_rows > 0) model_.backend().copy_to_host(logits, logits_.data());
   } catch (const std::exception& e) {

@@ -80,8 +80,12 @@ class Engine {
 
   // Validates and queues a request (FCFS); returns its id. Throws InvalidRequest for an empty prompt, ids
   // outside the vocabulary, max_tokens < 1, bad sampling parameters, n outside [1, 16], top_logprobs outside
-  // [0, 20], a prompt that leaves no room for one token in the context (min(max_context, KV capacity)), or n
-  // choices that cannot fit in the KV cache together.
+  // [0, 20], a prompt that leaves no room for one token in the context (min(max_context, KV capacity)), n
+  // choices that cannot fit in the KV cache together, or image_embeddings that are not one row of hidden_size
+  // per image token of the prompt.
+  // Images: row k of image_embeddings replaces the embedding of the prompt's k-th image token in whichever
+  // step computes it; each row's hash goes into the prefix-cache hash of its block (equal ids with other
+  // images never hit, the same image does).
   // n > 1: the prompt is prefilled once; the first token of every choice is sampled from its logits, then each
   // choice continues as its own sequence that shares the prompt's full blocks (refcounts) and recomputes the
   // prompt's partial last block. Choice i samples from its own stream: choice 0 from the request's seed (so it
@@ -113,6 +117,7 @@ class Engine {
     GenerateRequest params;
     int64_t n_prompt = 0;
     int64_t max_new = 0;  // output tokens allowed: max_tokens within the context
+    std::vector<int64_t> image_positions;  // prompt positions of the image tokens: row k of image_embeddings goes at [k]
     std::vector<Choice> choices;  // [n]
     bool is_forked = false;       // the first token was sampled: each choice has its own sequence
     int32_t n_unfinished = 0;
@@ -131,6 +136,8 @@ class Engine {
   // `out` and returns its finish reason when the choice ends with this token.
   std::optional<FinishReason> sample_choice(Request& r, int32_t c, std::span<float> logits, RequestOutput& out);
   void sample_step(int64_t seq_id, std::span<const float> logits, std::vector<RequestOutput>& outputs);
+  // Queues the image rows of chunk c (whose first token is row `row0` of the step) into image_rows_/image_values_.
+  void add_image_rows(const Request& r, const PlannedChunk& c, int64_t row0);
 
   const model::TextModel& model_;
   EngineOptions options_;
@@ -145,6 +152,8 @@ class Engine {
   SamplerScratch scratch_;
   std::vector<float> logits_;  // [rows, V] host copy of the step's logits
   std::vector<float> row_;     // [V] one choice's logits being processed
+  std::vector<int32_t> image_rows_;  // the step's [IMG] rows
+  std::vector<float> image_values_;  // [image_rows_.size(), D] their features
   EngineStats stats_;
 };
 

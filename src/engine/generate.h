@@ -27,8 +27,9 @@ struct GenerateRequest {
   int32_t top_logprobs = 0;        // and this many most likely alternatives (0..20)
   // Restricts sampling (JSON output, forced tool calls); cloned for each choice. Null: unconstrained.
   std::shared_ptr<const TokenConstraint> constraint;
-  // generate() only: image features [n, D] spliced, in order, over the prompt's n tokens equal to image_token_id
-  // (MODEL.md §7.6). Empty: a text prompt.
+  // Image features [n, D] spliced, in order, over the prompt's n tokens equal to image_token_id (MODEL.md §7.6),
+  // in whichever prefill chunk holds them (also when recomputed after preemption or for a fork). The Engine
+  // hashes each row into the prefix cache's block hashes. Empty: a text prompt.
   std::vector<float> image_embeddings;
   int32_t image_token_id = 10;
 };

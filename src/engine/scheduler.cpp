@@ -15,13 +15,17 @@ Scheduler::Scheduler(BlockPool& pool, SchedulerOptions options) : pool_(pool), o
       << "max_tokens_per_step " << options_.max_tokens_per_step << ", max_running " << options_.max_running;
 }
 
-void Scheduler::add(int64_t id, std::vector<int32_t> prompt, int64_t extra_blocks) {
+void Scheduler::add(int64_t id, std::vector<int32_t> prompt, int64_t extra_blocks, std::vector<TokenExtra> extras) {
   CHECK(!prompt.empty() && static_cast<int64_t>(prompt.size()) < options_.max_context)
       << "prompt of " << prompt.size() << " tokens, context " << options_.max_context;
   CHECK(seqs_.count(id) == 0) << "sequence " << id << " added twice";
+  CHECK(std::is_sorted(extras.begin(), extras.end(), [](const TokenExtra& a, const TokenExtra& b) { return a.position < b.position; }) &&
+        (extras.empty() || (extras.front().position >= 0 && extras.back().position < static_cast<int64_t>(prompt.size()))))
+      << "sequence " << id << ": extras out of order or outside the prompt";
   Sequence& s = seqs_[id];
   s.id = id;
   s.tokens = std::move(prompt);
+  s.extras = std::move(extras);
   s.extra_blocks = extra_blocks;
   waiting_.push_back(id);
 }
@@ -36,6 +40,7 @@ void Scheduler::fork(int64_t src, int64_t id, int32_t token) {
   s.id = id;
   s.tokens = from.tokens;
   s.tokens.push_back(token);
+  s.extras = from.extras;
   if (static_cast<int64_t>(running_.size()) < options_.max_running) {
     const size_t n_full = from.block_hashes.size();
     s.blocks.assign(from.blocks.begin(), from.blocks.begin() + static_cast<std::ptrdiff_t>(n_full));
@@ -123,7 +128,7 @@ StepPlan Scheduler::schedule() {
     Sequence& s = seqs_.at(waiting_.front());
     const int64_t n_known = static_cast<int64_t>(s.tokens.size());
     // Reuse cached full blocks, but compute at least the last known token: its logits are needed.
-    s.blocks = pool_.match_prefix(s.tokens, (n_known - 1) / pool_.block_size(), s.block_hashes);
+    s.blocks = pool_.match_prefix(s.tokens, (n_known - 1) / pool_.block_size(), s.block_hashes, s.extras);
     const int64_t n_hit = static_cast<int64_t>(s.blocks.size());
     s.n_cached = n_hit * pool_.block_size();
     const int64_t n = std::min(n_known - s.n_cached, budget);
@@ -149,7 +154,8 @@ void Scheduler::commit(const StepPlan& plan) {
     s.n_cached += c.n_tokens;
     for (int64_t j = static_cast<int64_t>(s.block_hashes.size()); (j + 1) * bs <= s.n_cached; ++j) {
       const BlockHash parent = j == 0 ? kRootBlockHash : s.block_hashes.back();
-      const BlockHash h = hash_block(parent, std::span(s.tokens).subspan(static_cast<size_t>(j * bs), static_cast<size_t>(bs)));
+      const BlockHash h = hash_block(parent, std::span(s.tokens).subspan(static_cast<size_t>(j * bs), static_cast<size_t>(bs)),
+                                     extras_in(s.extras, j * bs, (j + 1) * bs));
       pool_.commit_full_block(s.blocks[static_cast<size_t>(j)], h);
       s.block_hashes.push_back(h);
     }

@@ -27,6 +27,7 @@ struct Sequence {
   int64_t n_cached = 0;               // entries of `tokens` written to the cache
   std::vector<int32_t> blocks;        // block table
   std::vector<BlockHash> block_hashes;  // hashes of the first block_hashes.size() (full, committed) blocks
+  std::vector<TokenExtra> extras;     // what the ids do not show (image features), ascending positions
   int64_t n_preemptions = 0;
   bool is_running = false;
   int64_t extra_blocks = 0;  // left available at admission
@@ -53,11 +54,12 @@ class Scheduler {
 
   // Queues a sequence at the back of the waiting queue. The caller has validated it (prompt non-empty and
   // shorter than max_context); CHECKs it. It is admitted only while `extra_blocks` more blocks than its first
-  // chunk needs are available (room for the choices that will fork from it).
-  void add(int64_t id, std::vector<int32_t> prompt, int64_t extra_blocks = 0);
+  // chunk needs are available (room for the choices that will fork from it). `extras` (ascending positions
+  // within the prompt) go into the block hashes with the ids.
+  void add(int64_t id, std::vector<int32_t> prompt, int64_t extra_blocks = 0, std::vector<TokenExtra> extras = {});
   // A new sequence `id` that continues sequence `src` (all of its tokens cached) with `token`: it shares src's
   // full, committed blocks by reference count and recomputes the entries of src's partial last block, then the
-  // token. Joins the running batch when max_running allows, else the front of the waiting queue (no blocks).
+  // token. It keeps src's extras. Joins the running batch when max_running allows, else the front of the waiting queue (no blocks).
   void fork(int64_t src, int64_t id, int32_t token);
   // Frees the sequence's blocks and forgets it, whether running or waiting. Unknown ids are ignored.
   void remove(int64_t id);

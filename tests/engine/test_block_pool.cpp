@@ -30,6 +30,36 @@ std::vector<int32_t> fill(BlockPool& pool, const std::vector<int32_t>& ids) {
   return blocks;
 }
 
+TEST(BlockPool, ExtrasChangeTheBlockHashAndTheMatch) {
+  const std::vector<int32_t> ids = iota_ids(8, 100);
+  const std::vector<TokenExtra> x = {{.position = 5, .hash = 7}}, y = {{.position = 5, .hash = 8}}, z = {{.position = 6, .hash = 7}};
+  const std::span<const int32_t> first = std::span(ids).first(4);
+  EXPECT_NE(hash_block(kRootBlockHash, first, x), hash_block(kRootBlockHash, first));
+  EXPECT_NE(hash_block(kRootBlockHash, first, x), hash_block(kRootBlockHash, first, y));  // another image
+  EXPECT_NE(hash_block(kRootBlockHash, first, x), hash_block(kRootBlockHash, first, z));  // the same one elsewhere
+  EXPECT_EQ(extras_in(x, 4, 8).size(), 1u);
+  EXPECT_TRUE(extras_in(x, 0, 4).empty());
+  EXPECT_TRUE(extras_in(x, 6, 8).empty());
+
+  // Blocks registered with x in the second block: the first matches whatever the extras, the second only with x.
+  BlockPool pool(4, 4);
+  std::vector<int32_t> blocks;
+  ASSERT_TRUE(pool.allocate(2, blocks));
+  const BlockHash h0 = hash_block(kRootBlockHash, first), h1 = hash_block(h0, std::span(ids).subspan(4, 4), extras_in(x, 4, 8));
+  pool.commit_full_block(blocks[0], h0);
+  pool.commit_full_block(blocks[1], h1);
+  std::vector<BlockHash> hashes;
+  std::vector<int32_t> hit = pool.match_prefix(ids, 2, hashes, y);
+  EXPECT_EQ(hit, std::vector<int32_t>{blocks[0]});
+  pool.release(hit);
+  hit = pool.match_prefix(ids, 2, hashes, x);
+  EXPECT_EQ(hit, blocks);
+  EXPECT_EQ(hashes, (std::vector<BlockHash>{h0, h1}));
+  pool.release(hit);
+  pool.release(blocks);
+  pool.check_invariants();
+}
+
 TEST(BlockPool, AllocateUntilEmptyThenReleaseEverything) {
   BlockPool pool(5, 4);
   std::vector<int32_t> a, b;
