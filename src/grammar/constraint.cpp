@@ -128,7 +128,8 @@ std::shared_ptr<const engine::TokenConstraint> json_constraint(std::shared_ptr<c
     require_special(*vocab, kEndThink, "[/THINK]", "reasoning");
     root = Seq{ref(add_optional_think(b))} + root;
   }
-  const uint32_t root_rule = b.rule("response", {root});
+  // The root's name is what an error about the whole schema names (e.g. one with no finite value).
+  const uint32_t root_rule = b.rule(schema != nullptr ? "response_format.json_schema.schema" : "response_format", {root});
   return grammar_constraint(std::move(vocab), std::move(b).finish(root_rule));
 }
 
@@ -142,17 +143,20 @@ std::shared_ptr<const engine::TokenConstraint> tool_call_constraint(std::shared_
   if (tools.empty()) throw InvalidRequest("tools: a forced tool call needs at least one tool");
   GrammarBuilder b;
   std::vector<Seq> calls;  // name [ARGS] arguments, one alternative per tool
+  std::string one_path;    // the parameters' path of the last tool taken
   for (size_t i = 0; i < tools.size(); ++i) {
     const ToolSpec& tool = tools[i];
     if (forced_name && tool.name != *forced_name) continue;
     if (tool.name.empty()) throw InvalidRequest(fmt::format("tools[{}].function.name: empty", i));
     const std::string path = fmt::format("tools[{}].function.parameters", i);
+    one_path = path;
     const uint32_t args = tool.parameters.is_null() ? add_any_json_object(b) : add_json_schema(b, tool.parameters, path);
     calls.push_back(literal(tool.name) + special(kArgs) + ref(args));
   }
   if (calls.empty()) {
     throw InvalidRequest(fmt::format("tool_choice: function \"{}\" is not among the tools", *forced_name));
   }
+  const std::string root_name = calls.size() == 1 ? one_path : "tools";
   const uint32_t call = b.rule("tool_call", {Seq{special(kToolCalls), ref(b.rule("call_body", std::move(calls)))}});
   uint32_t all = call;
   if (parallel_tool_calls) {
@@ -165,7 +169,9 @@ std::shared_ptr<const engine::TokenConstraint> tool_call_constraint(std::shared_
     require_special(*vocab, kEndThink, "[/THINK]", "reasoning");
     root = Seq{ref(add_optional_think(b))} + root;
   }
-  const uint32_t root_rule = b.rule("response", {root});
+  // Named after the tool when there is one to call, else "tools" (root_name): what an error about the whole
+  // grammar (no finite call) names.
+  const uint32_t root_rule = b.rule(root_name, {root});
   return grammar_constraint(std::move(vocab), std::move(b).finish(root_rule));
 }
 

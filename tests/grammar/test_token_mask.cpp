@@ -212,6 +212,30 @@ TEST(TokenMask, ToolCallsHaveTheV15Structure) {
   EXPECT_THROW(tool_call_constraint(vocab, {}, std::nullopt, false), InvalidRequest);
 }
 
+// A schema with no finite value (a $ref to itself) is refused naming where it was given, so the server's 400
+// names that field ("param"): the response_format schema, or the one tool to call, or all the tools.
+TEST(TokenMask, ASchemaWithNoFiniteValueIsRefusedNamingItsField) {
+  const auto vocab = small_vocab(12, 300);
+  const JsonValue loop = parse_json(R"({"$ref": "#"})");
+  auto message = [](const auto& make) {
+    try {
+      make();
+    } catch (const InvalidRequest& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message([&] { json_constraint(vocab, &loop); }).rfind("response_format.json_schema.schema: ", 0), 0u);
+  const std::vector<ToolSpec> one = {{"f", loop}};
+  const std::string m1 = message([&] { tool_call_constraint(vocab, one, std::nullopt, false); });
+  EXPECT_EQ(m1.rfind("tools[0].function.parameters: ", 0), 0u) << m1;
+  const std::vector<ToolSpec> two = {{"f", parse_json(R"({"type": "object"})")}, {"g", loop}};
+  EXPECT_EQ(message([&] { tool_call_constraint(vocab, two, "g", false); }).rfind("tools[1].function.parameters: ", 0), 0u);
+  const std::vector<ToolSpec> both = {{"f", loop}, {"g", loop}};
+  EXPECT_EQ(message([&] { tool_call_constraint(vocab, both, std::nullopt, true); }).rfind("tools: ", 0), 0u);
+  EXPECT_NO_THROW(tool_call_constraint(vocab, two, std::nullopt, true));  // g can never be called; f can
+}
+
 TEST(TokenMask, OptionalThinkPrefix) {
   const auto vocab = small_vocab(11, 300);
   const JsonValue schema = parse_json(R"({"type":"boolean"})");
