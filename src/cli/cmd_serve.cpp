@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "cli/run_images.h"
 #include "engine/engine.h"
 #include "engine/engine_loop.h"
 #include "server/server.h"
@@ -49,6 +50,7 @@ int serve(ServeArgs& a) {
   std::fprintf(stderr, "quatre serve: listening on %s, loading the model...\n", http.url().c_str());
 
   const auto loaded = std::make_unique<LoadedModel>(a.model);
+  const std::unique_ptr<vision::VisionModel> vision = load_vision_model(loaded->checkpoint);  // null: no tower
   const io::TextConfig& text = loaded->checkpoint.config().text;
   engine::EngineOptions options;
   options.n_blocks = engine::kv_blocks_for_bytes(text, options.block_size, a.kv_cache_mib << 20);
@@ -59,7 +61,7 @@ int serve(ServeArgs& a) {
   options.seed = a.seed;
   engine::Engine engine(loaded->model, options);
   engine::EngineLoop loop(engine);
-  http.set_ready({.tekken = &loaded->tekken, .engine = &engine, .loop = &loop, .max_model_len = engine.max_context(), .has_vision = false});
+  http.set_ready({.tekken = &loaded->tekken, .engine = &engine, .loop = &loop, .max_model_len = engine.max_context(), .vision = vision.get()});
   std::printf("quatre serve: %s ready on %s (%s)\n", a.server.served_model_name.c_str(), http.url().c_str(), engine.capacity_line().c_str());
   std::fflush(stdout);
 
@@ -89,6 +91,8 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--seed", a->seed, "Seeds the requests that carry no seed")->capture_default_str();
   app.add_option("--cors-origin", s.cors_origin, "Allow browser calls from this origin (default: CORS off)");
   app.add_flag("--allow-remote-images", s.allow_remote_images, "Accept http(s) image URLs (not fetched yet: still refused)");
+  app.add_option("--allowed-local-media-path", s.allowed_local_media_path, "Accept file:// image URLs of files under this directory")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--max-connections", s.max_connections, "Connections served at once (a thread each)")->capture_default_str();
   app.add_option("--max-body-mib", s.max_body_bytes, "Largest request body (bytes)")->capture_default_str();
   return [a] { return serve(*a); };

@@ -9,6 +9,7 @@
 #include "grammar/constraint.h"
 #include "server/api_error.h"
 #include "server/endpoints.h"
+#include "server/request_images.h"
 #include "server/responses.h"
 #include "server/session.h"
 #include "server/sse.h"
@@ -51,31 +52,11 @@ engine::GenerateRequest make_request(std::vector<int32_t> prompt, const Generati
   return g;
 }
 
-// Images: refused with a clear 400 until the model has a vision encoder (ServingModel::has_vision, the hook
-// the vision work sets); remote URLs are refused unless --allow-remote-images (no server-side fetch exists
-// yet, so even then only data: URLs and base64 work).
-void check_images(const tokenizer::ChatRequest& chat, const Context& context, const ServingModel& m) {
-  int n_images = 0;
-  for (size_t i = 0; i < chat.messages.size(); ++i) {
-    const auto* chunks = std::get_if<std::vector<tokenizer::Chunk>>(&chat.messages[i].content);
-    if (chunks == nullptr) continue;
-    for (const tokenizer::Chunk& c : *chunks) {
-      const auto* image = std::get_if<tokenizer::ImageChunk>(&c);
-      if (image == nullptr) continue;
-      ++n_images;
-      const std::string param = fmt::format("messages[{}].content", i);
-      const bool is_remote = image->source.starts_with("http://") || image->source.starts_with("https://");
-      if (is_remote && !context.options.allow_remote_images) {
-        throw bad_field(param, "remote image URLs are refused (start the server with --allow-remote-images); send a data: URL");
-      }
-      if (is_remote) throw bad_field(param, "fetching remote images is not implemented; send a data: URL");
-      if (image->source.starts_with("file://")) throw bad_field(param, "file:// image URLs are refused");
-    }
-  }
-  if (n_images > context.options.limits.max_images) {
-    throw bad_field("messages", fmt::format("at most {} images per request, got {}", context.options.limits.max_images, n_images));
-  }
-  if (n_images > 0 && !m.has_vision) throw bad_field("messages", "images are not supported yet (this build has no vision encoder)");
+ImageRules image_rules(const Context& context) {
+  return {.allow_remote = context.options.allow_remote_images,
+          .local_media_dir = context.options.allowed_local_media_path,
+          .max_images = context.options.limits.max_images,
+          .limits = {}};
 }
 
 // The tool-call ids we hand out: "call_" + 9 alphanumerics.
@@ -187,8 +168,8 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
     return tools != nullptr && tools->is_array() && !tools->as_array().empty();
   }(), context.options.limits);
   context.check_model_name(p.model);
-  const tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
-  check_images(chat, context, m);
+  tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
+  const RequestImages images = RequestImages::read(chat, body, image_rules(context), m.vision);  // decoded, sized
   if (p.tool_choice.kind == ToolChoice::Kind::kNamed &&
       std::none_of(chat.tools.begin(), chat.tools.end(), [&](const tokenizer::Tool& t) { return t.name == p.tool_choice.name; })) {
     throw bad_field("tool_choice.function.name", fmt::format("\"{}\" is not among the request's tools", p.tool_choice.name));
@@ -196,6 +177,10 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
   const tokenizer::RenderedPrompt prompt = tokenizer::render_chat(chat, *m.tekken);
   engine::GenerateRequest g = make_request(prompt.ids, p, m);
   g.constraint = constraint_for(p, chat, context.vocab);
+  if (!images.empty()) {  // the encoder runs here, on the connection's thread: the engine never waits for it
+    g.image_embeddings = images.features(prompt.images, *m.vision);
+    g.image_token_id = static_cast<int32_t>(m.vision->config().image_token_id);
+  }
 
   auto session = std::make_shared<Session>(*m.tekken, *m.loop, context.metrics, *m.engine,
                                            SessionOptions{.is_chat = true, .stop = p.stop, .parallel_tool_calls = p.parallel_tool_calls,

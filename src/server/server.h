@@ -14,6 +14,10 @@
 #include "server/request_params.h"
 #include "tokenizer/tekken.h"
 
+namespace quatre::vision {
+class VisionModel;
+}  // namespace quatre::vision
+
 namespace quatre::server {
 
 struct ServerOptions {
@@ -22,7 +26,8 @@ struct ServerOptions {
   std::string api_key;  // "": no authentication
   std::string served_model_name = "quatre";
   std::string cors_origin;  // "": no CORS headers (browsers refuse cross-origin calls)
-  bool allow_remote_images = false;
+  bool allow_remote_images = false;  // http(s) image URLs: still refused (nothing fetches them), with another message
+  std::string allowed_local_media_path;  // file:// image URLs under this directory; "": refused
   size_t max_body_bytes = 32 << 20;
   int max_connections = 4096;
   int keep_alive_seconds = 5;          // an idle connection is closed after this long (also bounds the drain)
@@ -36,9 +41,8 @@ struct ServingModel {
   engine::Engine* engine = nullptr;  // read on the engine thread only (through output callbacks)
   engine::EngineLoop* loop = nullptr;
   int64_t max_model_len = 0;
-  // The vision hook: true once the model can take images (the vision encoder, issue #6, sets it). Until then
-  // a request with an image part gets 400 "images are not supported yet".
-  bool has_vision = false;
+  // The checkpoint's vision tower (run on the host CPU by the connection's thread); null: image parts get 400.
+  const vision::VisionModel* vision = nullptr;
 };
 
 class Server {

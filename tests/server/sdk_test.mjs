@@ -5,10 +5,11 @@
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import net from "node:net";
 import path from "node:path";
+import zlib from "node:zlib";
 import OpenAI from "openai";
 import { Mistral } from "@mistralai/mistralai";
 
@@ -18,8 +19,8 @@ const dir = mkdtempSync(path.join(tmpdir(), "quatre-serve-"));
 const modelDir = path.join(dir, "model");
 const servers = [];
 
-async function startServer(extraArgs = []) {
-  const proc = spawn(binary, ["serve", "--model", modelDir, "--port", "0", "--kv-cache-mib", "64", "--served-model-name", "tiny", ...extraArgs],
+async function startServer(extraArgs = [], model = modelDir) {
+  const proc = spawn(binary, ["serve", "--model", model, "--port", "0", "--kv-cache-mib", "64", "--served-model-name", "tiny", ...extraArgs],
                      { stdio: ["ignore", "pipe", "pipe"] });
   servers.push(proc);
   let stderr = "";
@@ -276,6 +277,132 @@ test("errors: OpenAI error objects naming the field", async () => {
   await assert.rejects(openai.chat.completions.create({ ...base, temperature: 5 }), (e) => e.status === 400 && e.param === "temperature");
   assert.equal((await fetch(`${srv.url}/v1/chat/completions`)).status, 405);
   assert.equal((await fetch(`${srv.url}/nope`)).status, 404);
+});
+
+// An RGB PNG of a seeded pattern (zlib from node, CRC-32 here), so the image tests need no files of their own.
+const crcTable = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function pngChunk(type, data) {
+  const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(body));
+  return Buffer.concat([len, body, crc]);
+}
+function png(width, height, seed) {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;  // bit depth
+  ihdr[9] = 2;  // RGB
+  const stride = width * 3 + 1;  // a filter byte (0) per row
+  const raw = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      for (let c = 0; c < 3; c++) raw[y * stride + 1 + x * 3 + c] = (x * (5 + seed) + y * 3 * seed + c * 60 + ((x * y * (seed + 7)) % 31)) & 255;
+    }
+  }
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), pngChunk("IHDR", ihdr), pngChunk("IDAT", zlib.deflateSync(raw)),
+                        pngChunk("IEND", Buffer.alloc(0))]);
+}
+const dataUrl = (buf) => `data:image/png;base64,${buf.toString("base64")}`;
+const imagePart = (url) => ({ type: "image_url", image_url: { url } });
+// `quatre run --image ...` on the same model: its greedy reply (stdout without the final newline).
+function runWithImages(files, prompt, maxTokens) {
+  const args = ["run", "--model", modelDir, "-p", prompt, "-n", String(maxTokens), "--temperature", "0"];
+  for (const f of files) args.push("--image", f);
+  const out = execFileSync(binary, args, { stdio: ["ignore", "pipe", "ignore"] }).toString();
+  assert.ok(out.endsWith("\n"), out);
+  return out.slice(0, -1);
+}
+
+test("images: data URLs equal quatre run --image; two in a message; the same image again equal, another differs", async () => {
+  const a = png(60, 45, 1), b = png(90, 70, 2), c = png(60, 45, 3);  // c: a's size (the same [IMG] ids), other pixels
+  const files = { a: path.join(dir, "a.png"), b: path.join(dir, "b.png") };
+  writeFileSync(files.a, a);
+  writeFileSync(files.b, b);
+  const ask = (parts, extra = {}) => openai.chat.completions.create({ model: "tiny", temperature: 0, max_tokens: 16, ignore_eos: true,
+                                                                       messages: [{ role: "user", content: parts }], ...extra });
+  const text = { type: "text", text: "What differs?" };
+  const one = await ask([imagePart(dataUrl(a)), text]);
+  assert.equal(one.choices[0].message.content, runWithImages([files.a], "What differs?", 16));
+  const two = await ask([imagePart(dataUrl(a)), imagePart(dataUrl(b)), text]);
+  assert.equal(two.choices[0].message.content, runWithImages([files.a, files.b], "What differs?", 16));
+  assert.equal(two.usage.prompt_tokens, one.usage.prompt_tokens + 15);  // b: 90x70 -> 4 x 3 [IMG] + 3 breaks/end
+  // [text, image]: the image is laid out first (PROTOCOL §2.6), as quatre run does
+  const swapped = await ask([text, imagePart(dataUrl(a))]);
+  assert.equal(swapped.choices[0].message.content, one.choices[0].message.content);
+  // the same request again (its blocks now come from the prefix cache), streamed: equal; another image: differs
+  let streamed = "";
+  for await (const ch of await ask([imagePart(dataUrl(a)), text], { stream: true })) streamed += ch.choices[0]?.delta?.content ?? "";
+  assert.equal(streamed, one.choices[0].message.content);
+  const other = await ask([imagePart(dataUrl(c)), text]);
+  assert.equal(other.usage.prompt_tokens, one.usage.prompt_tokens);
+  assert.notEqual(other.choices[0].message.content, one.choices[0].message.content);
+  // bare base64 and the Mistral SDK's image_url string form
+  const bare = await ask([{ type: "image_url", image_url: a.toString("base64") }, text]);
+  assert.equal(bare.choices[0].message.content, one.choices[0].message.content);
+  const m = await mistral.chat.complete({ model: "tiny", temperature: 0, maxTokens: 16,
+                                          messages: [{ role: "user", content: [{ type: "image_url", imageUrl: dataUrl(a) }, text] }] });
+  assert.ok(one.choices[0].message.content.startsWith(m.choices[0].message.content), "EOS may end the Mistral reply earlier");
+});
+
+test("images: 400 naming the part for bad data, remote and file:// URLs; file:// under --allowed-local-media-path works", async () => {
+  const a = png(60, 45, 1);
+  const file = path.join(dir, "local.png");
+  writeFileSync(file, a);
+  const body = (url) => ({ model: "tiny", max_tokens: 4, messages: [{ role: "user", content: [{ type: "text", text: "hi" }, imagePart(url)] }] });
+  const cases = [
+    [dataUrl(Buffer.from("hello, not an image")).replace("image/png", "text/plain"), /not a PNG, JPEG, WebP or GIF/],
+    [dataUrl(a.subarray(0, a.length - 40)), /./],                      // truncated
+    [dataUrl(png(20000, 1, 1)), /16384/],                               // a side over the limit
+    ["data:image/png;base64,@@@", /base64/],
+    ["https://example.com/a.png", /--allow-remote-images/],
+    [`file://${file}`, /--allowed-local-media-path/],
+  ];
+  for (const [url, message] of cases) {
+    const r = await post("/v1/chat/completions", body(url));
+    assert.equal(r.status, 400, url.slice(0, 60));
+    assert.equal(r.body.error.param, "messages[0].content[1].image_url", r.body.error.message);
+    assert.match(r.body.error.message, message);
+  }
+  const many = await post("/v1/chat/completions", { model: "tiny", messages: [{ role: "user", content: Array(9).fill(imagePart(dataUrl(a))) }] });
+  assert.equal(many.status, 400);
+  assert.equal(many.body.error.param, "messages");
+
+  const want = await openai.chat.completions.create({ ...body(dataUrl(a)), temperature: 0, ignore_eos: true });
+  const { proc, url } = await startServer(["--allowed-local-media-path", dir]);
+  const postTo = async (b) => {
+    const r = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(b) });
+    return { status: r.status, body: await r.json() };
+  };
+  const ok = await postTo({ ...body(`file://${file}`), temperature: 0, ignore_eos: true });
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  assert.equal(ok.body.choices[0].message.content, want.choices[0].message.content);
+  for (const outside of ["file:///etc/hostname", `file://${dir}/../${path.basename(dir)}/../etc/passwd`, `file://${dir}/missing.png`]) {
+    const r = await postTo(body(outside));
+    assert.equal(r.status, 400, outside);
+    assert.equal(r.body.error.param, "messages[0].content[1].image_url");
+  }
+  proc.kill("SIGKILL");  // (SIGTERM would wait for fetch's idle keep-alive connection)
+
+  // a model without a vision tower
+  const textOnly = path.join(dir, "text-only");
+  execFileSync(binary, ["gen-model", textOnly, "--preset", "tiny", "--text-only"], { stdio: "ignore" });
+  const t = await startServer([], textOnly);
+  const r = await fetch(`${t.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify(body(dataUrl(a))) });
+  assert.equal(r.status, 400);
+  assert.match((await r.json()).error.message, /no vision tower/);
+  t.proc.kill("SIGKILL");
 });
 
 test("text completions: string and token prompts, streaming equals whole, echo", async () => {

@@ -1,0 +1,50 @@
+// The images of a chat request, on the connection's thread before anything reaches the engine: each image part
+// is checked against the server's rules (data: URLs and bare base64; file:// URLs only under
+// --allowed-local-media-path; http(s) URLs refused, as nothing fetches them), decoded with src/vision's limits and
+// preprocessed; its chunk gets the preprocessed size, so the renderer lays out exactly the [IMG] grid the encoder
+// makes features for; then features() runs the vision tower (on the host CPU) over the prompt's images in prompt
+// order. Depends on server/api_error, tokenizer, vision.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tokenizer/chat_render.h"
+#include "tokenizer/chat_request.h"
+#include "tokenizer/json_value.h"
+#include "vision/decode.h"
+#include "vision/preprocess.h"
+#include "vision/vision_model.h"
+
+namespace quatre::server {
+
+struct ImageRules {
+  bool allow_remote = false;                  // --allow-remote-images: still refused (no fetching), with another message
+  std::filesystem::path local_media_dir;      // --allowed-local-media-path: file:// URLs under it; empty: refused
+  int32_t max_images = 8;                     // per request
+  vision::DecodeLimits limits;                // bytes, sides, pixels
+};
+
+class RequestImages {
+ public:
+  // Reads every image part of `chat` (whose messages are those of `body`, which names each part's field) and
+  // sets its size. Throws ApiError 400 naming `messages[i].content[j].image_url` (or `.image`) for a refused URL,
+  // an unreadable file, data that is not an image, one over a limit, a model without a vision tower (`vision`
+  // null), or more than max_images images.
+  static RequestImages read(tokenizer::ChatRequest& chat, const tokenizer::JsonValue& body, const ImageRules& rules,
+                            const vision::VisionModel* vision);
+
+  bool empty() const { return pixels_.empty(); }
+  // The features of the rendered prompt's images, in its order: [Σ [IMG] tokens, D]. Each image of `order` must
+  // be one read() saw (a source it read).
+  std::vector<float> features(const std::vector<tokenizer::PromptImage>& order, const vision::VisionModel& vision) const;
+
+ private:
+  std::unordered_map<std::string, size_t> by_source_;  // an image sent twice is decoded once
+  std::vector<vision::PixelValues> pixels_;
+};
+
+}  // namespace quatre::server
