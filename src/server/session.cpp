@@ -33,14 +33,12 @@ void Session::submit(engine::GenerateRequest request) {
   std::shared_ptr<Inbox> inbox = inbox_;
   Metrics* metrics = &metrics_;
   const engine::Engine* eng = &engine_;
-  const int32_t n = n_;
   submitted_ = Clock::now();
-  std::future<int64_t> id = loop_.submit(std::move(request), [inbox, metrics, eng, n](const engine::RequestOutput& out) {
+  std::future<int64_t> id = loop_.submit(std::move(request), [inbox, metrics, eng](const engine::RequestOutput& out) {
     metrics->sample_engine(*eng);  // on the engine thread, where reading the engine is safe
     std::lock_guard lock(inbox->mutex);
     inbox->outputs.push_back(out);
     if (out.finish) ++inbox->n_engine_finished;
-    (void)n;
     inbox->ready.notify_all();
   });
   try {

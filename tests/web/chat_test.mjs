@@ -7,7 +7,7 @@
 // Screenshots go to OUT_DIR; --docs-screenshot also writes the README's picture (docs/web-chat.png).
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
@@ -53,9 +53,10 @@ const auth = { Authorization: `Bearer ${API_KEY}` };
 
 // GET on a connection of its own that closes after the answer (an idle keep-alive connection would hold up
 // the server's drain at exit).
-function get(path) {
+function get(path, { withKey = true } = {}) {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${base}${path}`, { headers: { ...auth, Connection: 'close' }, agent: false }, (res) => {
+    const headers = { ...(withKey ? auth : {}), Connection: 'close' };
+    const req = httpRequest(`${base}${path}`, { headers, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { body += d; });
@@ -152,6 +153,11 @@ try {
     const res = await page.goto(base + '/');
     assert.equal(res.status(), 200);
     assert.match(res.headers()['content-type'], /text\/html/);
+    // The page is public (the API is not) and is the committed web/dist/chat.html, byte for byte.
+    const page_ = readFileSync(new URL('../../web/dist/chat.html', import.meta.url), 'utf8');
+    assert.equal(await get('/', { withKey: false }), page_);
+    assert.equal(await get('/index.html', { withKey: false }), page_);
+    assert.match(await get('/v1/models', { withKey: false }), /Incorrect or missing API key/);
     await page.locator('#key-dialog').waitFor({ state: 'visible' });
     await page.fill('#key-input', API_KEY);
     await page.click('#key-save');
@@ -349,7 +355,7 @@ try {
     assert.equal(await page.evaluate(() => window.pwned), undefined);
     assert.match(await reply.locator('.tool-call summary').textContent(), /check_sum/);
     assert.deepEqual(JSON.parse(await reply.locator('.tool-call pre').textContent()), { n: 10, expected: 55 });
-    assert.match(await reply.locator('.stats').textContent(), /finish: tool_calls/);
+    assert.match(await reply.locator('.stats').textContent(), /^22 tokens · first token [0-9.]+ s · finish: tool_calls/);
     await page.screenshot({ path: join(outDir, 'web-chat.png') });
     if (docsScreenshot) copyFileSync(join(outDir, 'web-chat.png'), docsScreenshot);
   });

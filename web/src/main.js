@@ -332,7 +332,8 @@ async function generate() {
   renderAll();
   const t0 = performance.now();
   let first = null, last = null, chunks = 0, usageTokens = null, finish = null;
-  const speed = () => (chunks > 1 && last > first ? ((chunks - 1) * 1000) / (last - first) : null);
+  // Decode speed over the tokens after the first; not shown until they span 50 ms (too few to measure).
+  const rate = (tokens) => (tokens > 1 && last - first >= 50 ? ((tokens - 1) * 1000) / (last - first) : null);
   try {
     finish = await streamChat(body, {
       apiKey: state.apiKey,
@@ -346,7 +347,7 @@ async function generate() {
         if (r) reply.reasoning += r;
         if (delta.tool_calls) mergeToolCalls(reply.tool_calls, delta.tool_calls);
         if (delta.content || r || delta.tool_calls) ++chunks;
-        const tps = speed();
+        const tps = rate(chunks);
         reply.stats = { tokens: chunks, tps, ttft: first - t0 };
         el.speed.textContent = tps != null ? `${tps.toFixed(1)} tok/s` : '';
         renderLast();
@@ -361,7 +362,7 @@ async function generate() {
   } finally {
     const stopped = controller.signal.aborted;
     const tokens = usageTokens ?? chunks;
-    const tps = first !== null && last > first ? ((tokens - 1) * 1000) / (last - first) : null;
+    const tps = first === null ? null : rate(tokens);
     reply.stats = first === null && !stopped ? null : { tokens, tps, ttft: first === null ? null : first - t0, finish, stopped };
     if (tps != null) el.speed.textContent = `${tps.toFixed(1)} tok/s`;
     if (state.controller === controller) state.controller = null;
