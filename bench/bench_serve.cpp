@@ -6,6 +6,8 @@
 // the prefix-cache hit rate and preemptions. Not part of CTest.
 //   bench_serve --model DIR [--device cpu|cuda] [--requests N] [--concurrency C] [--kv-dtype f32|bf16|fp8]
 //               [--kv-memory GiB] [--scale S] ...   (--help lists all)
+//   bench_serve --random-weights --preset mistral-small-4 --device cuda [--dtype fp8|bf16] [--layers N]
+//               (full-size weights drawn on the GPU; the KV cache takes what --gpu-memory-utilization leaves)
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -16,16 +18,23 @@
 #include <deque>
 #include <exception>
 #include <numbers>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
+#include "cli/kv_sizing.h"
 #include "core/backend.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "engine/engine.h"
 #include "io/checkpoint.h"
+#include "io/model_config.h"
 #include "model/kv_cache.h"
 #include "model/text_model.h"
 #include "model/text_weights.h"
+#ifdef QUATRE_HAVE_CUDA
+#include "cli/random_weights.h"
+#endif
 
 namespace {
 
@@ -35,6 +44,10 @@ namespace engine = quatre::engine;
 
 struct Args {
   std::string model_dir;
+  bool random_weights = false;  // draw --preset's weights on the GPU instead of loading --model
+  std::string preset = "mistral-small-4";
+  std::string dtype = "fp8";
+  int64_t layers = 0;
   std::string device = "cpu";
   int64_t n_requests = 64;
   int64_t concurrency = 16;
@@ -45,8 +58,9 @@ struct Args {
   double shared_fraction = 0.5;
   int64_t shared_tokens = 512;
   double scale = 1.0;  // multiplies every length (e.g. 0.05 for the tiny model on CPU)
-  std::string kv_dtype = "f32";
-  double kv_memory_gib = 4.0;
+  std::string kv_dtype = "auto";
+  double kv_memory_gib = 0;  // 0: 4 GiB on the CPU, --gpu-memory-utilization on a GPU
+  double gpu_memory_utilization = 0.9;
   int64_t block_size = 16;
   int64_t max_tokens_per_step = 2048;
   int64_t max_running = 64;
@@ -85,22 +99,44 @@ struct Timing {
 
 int run(const Args& a) {
   const quatre::Device device = a.device == "cuda" ? quatre::Device::kCuda : quatre::Device::kCpu;
-  const quatre::io::Checkpoint checkpoint = quatre::io::Checkpoint::open(a.model_dir);
-  const quatre::io::TextConfig& text = checkpoint.config().text;
+  std::optional<quatre::io::Checkpoint> checkpoint;
+  quatre::io::TextConfig text;
+  if (a.random_weights) {
+    text = quatre::io::preset(a.preset).text;
+    if (a.layers > 0) {
+      text.n_layers = a.layers;
+      text.first_k_dense_replace = std::min(text.first_k_dense_replace, a.layers);
+    }
+  } else {
+    if (a.model_dir.empty()) throw quatre::InvalidRequest("bench_serve: give --model DIR or --random-weights");
+    checkpoint.emplace(quatre::io::Checkpoint::open(a.model_dir));
+    text = checkpoint->config().text;
+  }
   const std::unique_ptr<quatre::Backend> backend = quatre::make_backend(device);
-  const quatre::model::TextWeights weights = quatre::model::TextWeights::load(checkpoint, *backend);
+  const auto load = [&]() -> quatre::model::TextWeights {
+    if (!a.random_weights) return quatre::model::TextWeights::load(*checkpoint, *backend);
+#ifdef QUATRE_HAVE_CUDA
+    return quatre::cli::random_text_weights(text, *backend, a.dtype == "fp8", a.seed);
+#else
+    throw quatre::InvalidRequest("bench_serve: --random-weights needs the CUDA backend, not in this build");
+#endif
+  };
+  const quatre::model::TextWeights weights = load();
   const quatre::model::TextModel model(text, weights, *backend);
 
-  const quatre::DType kv_dtype = quatre::model::parse_kv_dtype(a.kv_dtype);
-  engine::EngineOptions options{.n_blocks = engine::kv_blocks_for_gib(text, a.block_size, a.kv_memory_gib, kv_dtype),
-                                .block_size = a.block_size,
+  engine::EngineOptions options{.block_size = a.block_size,
                                 .max_tokens_per_step = a.max_tokens_per_step,
                                 .max_running = a.max_running,
                                 .seed = a.seed,
-                                .poison_kv = false,
-                                .kv_dtype = kv_dtype};
+                                .poison_kv = false};
+  quatre::cli::KvSizing sizing{.kv_cache_mib = std::nullopt, .gpu_memory_utilization = a.gpu_memory_utilization, .kv_cache_dtype = a.kv_dtype};
+  if (a.kv_memory_gib > 0 || device != quatre::Device::kCuda) {
+    sizing.kv_cache_mib = static_cast<int64_t>((a.kv_memory_gib > 0 ? a.kv_memory_gib : 4.0) * 1024.0);
+  }
+  const std::string account = quatre::cli::size_kv_cache(model, sizing, options);
   engine::Engine eng(model, options);
-  std::printf("bench_serve: %s on %s; %s\n", a.model_dir.c_str(), a.device.c_str(), eng.capacity_line().c_str());
+  const std::string source = a.random_weights ? fmt::format("--random-weights {} ({} layers, {})", a.preset, text.n_layers, a.dtype) : a.model_dir;
+  std::printf("bench_serve: %s on %s; %s\n%s\n", source.c_str(), a.device.c_str(), account.c_str(), eng.capacity_line().c_str());
 
   // The workload, drawn up front so every run with one seed offers the same requests.
   Xoshiro256 rng(a.seed);
@@ -187,7 +223,11 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   Args a;
   CLI::App app("bench_serve: the engine under a closed-loop load of concurrent requests (no HTTP)");
-  app.add_option("--model", a.model_dir, "Checkpoint directory")->required();
+  app.add_option("--model", a.model_dir, "Checkpoint directory (or --random-weights)");
+  app.add_flag("--random-weights", a.random_weights, "Draw the weights of --preset on the GPU: no checkpoint");
+  app.add_option("--preset", a.preset, "Config for --random-weights")->capture_default_str();
+  app.add_option("--dtype", a.dtype, "Linear weights for --random-weights: fp8 or bf16")->check(CLI::IsMember({"fp8", "bf16"}))->capture_default_str();
+  app.add_option("--layers", a.layers, "Keep only this many layers (--random-weights; 0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--requests", a.n_requests, "Requests to run")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--concurrency", a.concurrency, "Requests in flight at once")->check(CLI::PositiveNumber)->capture_default_str();
@@ -203,8 +243,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app.add_option("--shared-tokens", a.shared_tokens, "Length of the shared system prompt")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--scale", a.scale, "Multiplies every length (small models on CPU)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--kv-dtype", a.kv_dtype, "f32, bf16 or fp8")->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
-  app.add_option("--kv-memory", a.kv_memory_gib, "KV cache budget in GiB")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--kv-dtype", a.kv_dtype, "auto (bf16 on a GPU, f32 on the CPU), f32, bf16 or fp8")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))->capture_default_str();
+  app.add_option("--kv-memory", a.kv_memory_gib, "KV cache budget in GiB (default: 4 on the CPU, --gpu-memory-utilization on a GPU)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--gpu-memory-utilization", a.gpu_memory_utilization, "Fraction of GPU memory for weights, a step and the KV cache")
+      ->capture_default_str();
   app.add_option("--block-size", a.block_size, "Tokens per KV block")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-tokens-per-step", a.max_tokens_per_step, "Token budget of one step")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-running", a.max_running, "Sequences running at once")->check(CLI::PositiveNumber)->capture_default_str();

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/kv_sizing.h"
 #include "cli/model_loader.h"
 #include "cli/run_images.h"
 #include "engine/engine.h"
@@ -23,7 +24,7 @@ struct ServeArgs {
   ModelOptions model;
   server::ServerOptions server;
   int64_t max_model_len = 0;
-  int64_t kv_cache_mib = 1024;
+  KvSizing kv;
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 512;
   uint64_t seed = 0;
@@ -44,6 +45,7 @@ int serve(ServeArgs& a) {
     setrlimit(RLIMIT_NOFILE, &files);
   }
 
+  (void)kv_cache_dtype(a.kv, Device::kCpu);  // a bad --kv-cache-dtype fails before the port is taken
   server::Server http(a.server);
   http.bind();
   http.start();
@@ -51,14 +53,13 @@ int serve(ServeArgs& a) {
 
   const auto loaded = std::make_unique<LoadedModel>(a.model);
   const std::unique_ptr<vision::VisionModel> vision = load_vision_model(loaded->checkpoint);  // null: no tower
-  const io::TextConfig& text = loaded->checkpoint.config().text;
   engine::EngineOptions options;
-  options.n_blocks = engine::kv_blocks_for_bytes(text, options.block_size, a.kv_cache_mib << 20);
   options.max_context = a.max_model_len;
   options.max_running = a.max_num_seqs;
   options.max_tokens_per_step = a.max_num_batched_tokens;
   options.eos_id = loaded->tekken.eos_id();
   options.seed = a.seed;
+  std::fprintf(stderr, "quatre serve: %s\n", size_kv_cache(loaded->model, a.kv, options).c_str());
   engine::Engine engine(loaded->model, options);
   engine::EngineLoop loop(engine);
   http.set_ready({.tekken = &loaded->tekken, .engine = &engine, .loop = &loop, .max_model_len = engine.max_context(), .vision = vision.get()});
@@ -84,7 +85,12 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every endpoint but /health")->envname("QUATRE_API_KEY");
   app.add_option("--served-model-name", s.served_model_name, "The model id clients send and /v1/models lists")->capture_default_str();
   app.add_option("--max-model-len", a->max_model_len, "Context length in tokens (default: the model's, within the KV cache)");
-  app.add_option("--kv-cache-mib", a->kv_cache_mib, "KV cache memory in MiB")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--kv-cache-mib", a->kv.kv_cache_mib, "KV cache memory in MiB (default: 1024 on the CPU; on a GPU what --gpu-memory-utilization leaves)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--gpu-memory-utilization", a->kv.gpu_memory_utilization,
+                 "Fraction of the GPU's memory for weights, one step's activations and the KV cache")->capture_default_str();
+  app.add_option("--kv-cache-dtype", a->kv.kv_cache_dtype, "KV cache element type: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 or fp8")
+      ->capture_default_str();
   app.add_option("--max-num-seqs", a->max_num_seqs, "Sequences in the running batch at once")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "Token budget of one engine step")
       ->check(CLI::PositiveNumber)->capture_default_str();
