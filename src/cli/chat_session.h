@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,8 +15,13 @@ namespace quatre::cli {
 struct ChatTurn {
   tokenizer::Role role = tokenizer::Role::kUser;
   std::string content;
-  std::string reasoning;  // assistant only; shown, saved, never sent back to the model
+  std::string reasoning;            // assistant only; shown, saved, never sent back to the model
+  std::vector<std::string> images;  // user only: absolute paths of the attached images, laid out before the text
 };
+
+// Checks an image file before /image attaches it (quatre chat decodes and encodes it) and describes it in a few
+// words; throws InvalidRequest to refuse it.
+using ImageCheck = std::function<std::string(const std::string& path)>;
 
 // What the loop should do after a line of input.
 struct ChatAction {
@@ -26,8 +32,11 @@ struct ChatAction {
 
 class ChatSession {
  public:
-  // A slash command (/help ...) or a user message (which asks for a reply). InvalidRequest for a bad command.
+  // A slash command (/help ...) or a user message (which asks for a reply; it takes the images attached since the
+  // previous one). InvalidRequest for a bad command, or an image refused by the check (or /image without one).
   ChatAction handle(std::string_view input);
+  // Set when the model takes images; unset, /image answers that it does not and /load refuses images.
+  void set_image_check(ImageCheck check) { image_check_ = std::move(check); }
   // The request for the next reply: the system prompt, then every turn (assistant turns without reasoning).
   tokenizer::ChatRequest request() const;
   void add_reply(std::string content, std::string reasoning);
@@ -38,10 +47,14 @@ class ChatSession {
   const std::vector<ChatTurn>& turns() const { return turns_; }
   const std::string& system() const { return system_; }
   const std::string& reasoning_effort() const { return reasoning_effort_; }
+  const std::vector<std::string>& pending_images() const { return pending_images_; }
 
-  // JSON in the OpenAI form: {"reasoning_effort": ..., "messages": [{"role", "content", "reasoning_content"?}]}.
+  // JSON in the OpenAI form: {"reasoning_effort": ..., "messages": [{"role", "content", "reasoning_content"?}]}; a
+  // user message with images has content parts: {"type": "image_url", "image_url": {"url": "file:///..."}} each,
+  // then {"type": "text", ...}.
   void save(const std::filesystem::path& file) const;
-  void load(const std::filesystem::path& file);  // replaces the conversation; LoadError naming file and field
+  // Replaces the conversation (images checked again); InvalidRequest naming the file and the field.
+  void load(const std::filesystem::path& file);
 
   static const char* help_text();
 
@@ -49,7 +62,11 @@ class ChatSession {
   std::string system_;
   std::string reasoning_effort_;  // "" = the tokenizer's default
   bool show_reasoning_ = true;
+  ChatAction attach_image(std::string_view arg);  // /image PATH
+
   std::vector<ChatTurn> turns_;
+  std::vector<std::string> pending_images_;  // attached to the next user message
+  ImageCheck image_check_;
 };
 
 // Multi-line input: a line ending in a backslash continues on the next one, and a line that is exactly """

@@ -1,6 +1,7 @@
 // `quatre chat`: an interactive terminal chat. Replies stream as they are sampled (reasoning dimmed, or collapsed
 // by /thoughts hide); an Engine keeps the conversation's KV blocks in its prefix cache, so each turn computes only
-// its new tokens; Ctrl-C stops the reply being written, Ctrl-D (or /quit) leaves. Wiring only.
+// its new tokens; /image attaches images (encoded once, on the host); Ctrl-C stops the reply being written,
+// Ctrl-D (or /quit) leaves. Wiring only.
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "cli/chat_session.h"
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "cli/run_images.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_render.h"
@@ -105,11 +107,16 @@ struct ReplyStats {
 };
 
 ReplyStats reply(engine::Engine& engine, const tokenizer::Tekken& tekken, const ChatArgs& a, const ChatSession& session,
-                 ReplyPrinter& printer) {
+                 const ChatImages& images, ReplyPrinter& printer) {
   using Clock = std::chrono::steady_clock;
-  const tokenizer::RenderedPrompt rendered = tokenizer::render_chat(session.request(), tekken);
+  const tokenizer::RenderedPrompt rendered = tokenizer::render_chat(
+      session.request(), tekken, [&images](const tokenizer::ImageChunk& chunk, std::string_view) { return images.size(chunk.source); });
   engine::GenerateRequest request;
   request.prompt = rendered.ids;
+  if (!rendered.images.empty()) {  // encoded when attached: the features of every image of the conversation
+    request.image_embeddings = images.features(rendered.images);
+    request.image_token_id = images.image_token_id();
+  }
   request.max_tokens = a.max_tokens;
   request.ignore_eos = a.ignore_eos;
   request.sampling.temperature = a.temperature;
@@ -165,7 +172,9 @@ int chat(const ChatArgs& a) {
                                         .max_context = context,
                                         .eos_id = loaded->tekken.eos_id(),
                                         .seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}()});
+  ChatImages images(loaded->checkpoint);
   ChatSession session;
+  if (images.takes_images()) session.set_image_check([&images](const std::string& path) { return images.attach(path); });
   if (!a.system.empty()) session.handle("/system " + a.system);
   if (!a.reasoning_effort.empty()) session.handle("/reasoning " + a.reasoning_effort);
 
@@ -196,7 +205,7 @@ int chat(const ChatArgs& a) {
       if (action.kind != ChatAction::Kind::kGenerate) continue;
       ReplyPrinter printer(is_tty, session.show_reasoning());
       try {
-        const ReplyStats stats = reply(engine, loaded->tekken, a, session, printer);
+        const ReplyStats stats = reply(engine, loaded->tekken, a, session, images, printer);
         session.add_reply(std::move(printer.content()), std::move(printer.reasoning()));
         print_stats(stats);
       } catch (...) {

@@ -27,6 +27,7 @@ PromptImages encode_prompt_images(const std::vector<std::string>& paths, const v
     try {
       image = vision::decode_file(path);
     } catch (const InvalidRequest& e) {
+      if (option.empty()) throw;
       throw InvalidRequest(fmt::format("{}: {}", option, e.what()));
     }
     const tokenizer::ImageGrid grid = vision::target_grid(image.width, image.height, vc);
@@ -43,6 +44,39 @@ PromptImages encode_prompt_images(const std::vector<std::string>& paths, const i
   if (!checkpoint.config().vision) throw InvalidRequest(fmt::format("--image: the model at {} has no vision tower", checkpoint.dir().string()));
   const std::unique_ptr<vision::VisionModel> model = load_vision_model(checkpoint);
   return encode_prompt_images(paths, model.get(), "--image");
+}
+
+std::string ChatImages::attach(const std::string& path) {
+  if (!takes_images()) throw InvalidRequest("this model has no vision tower: it does not take images");
+  if (!model_) model_ = load_vision_model(checkpoint_);
+  auto it = encoded_.find(path);
+  if (it == encoded_.end()) {
+    PromptImages im = encode_prompt_images({path}, model_.get(), "");
+    it = encoded_.emplace(path, Encoded{.size = *im.chunks[0].size, .features = std::move(im.features)}).first;
+  }
+  const int64_t cell = model_->config().patch_size * model_->config().spatial_merge_size;
+  const tokenizer::ImageSize& sz = it->second.size;
+  return fmt::format("resized to {}x{} px: {}x{} [IMG] tokens", sz.width, sz.height, sz.width / cell, sz.height / cell);
+}
+
+tokenizer::ImageSize ChatImages::size(const std::string& path) const {
+  const auto it = encoded_.find(path);
+  if (it == encoded_.end()) throw InvalidRequest(fmt::format("{}: image not attached", path));
+  return it->second.size;
+}
+
+std::vector<float> ChatImages::features(const std::vector<tokenizer::PromptImage>& images) const {
+  std::vector<float> out;
+  for (const tokenizer::PromptImage& image : images) {
+    const auto it = encoded_.find(image.source);
+    if (it == encoded_.end()) throw InvalidRequest(fmt::format("{}: image not attached", image.source));
+    out.insert(out.end(), it->second.features.begin(), it->second.features.end());
+  }
+  return out;
+}
+
+int32_t ChatImages::image_token_id() const {
+  return checkpoint_.config().vision ? static_cast<int32_t>(checkpoint_.config().vision->image_token_id) : -1;
 }
 
 }  // namespace quatre::cli

@@ -1,13 +1,16 @@
-// `quatre run --image PATH`: the images of a prompt decoded, preprocessed and encoded by the checkpoint's vision
-// tower, as the chat chunks the renderer lays out and the features spliced at their [IMG] tokens. Wiring only.
+// `quatre run --image PATH` and `quatre chat`'s /image: the images of a prompt decoded, preprocessed and encoded by
+// the checkpoint's vision tower, as the chat chunks the renderer lays out and the features spliced at their [IMG]
+// tokens; for the chat, each image once, when attached. Wiring only.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "tokenizer/chat_render.h"
 #include "tokenizer/chat_request.h"
 #include "vision/vision_model.h"
 
@@ -29,5 +32,30 @@ std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& che
 PromptImages encode_prompt_images(const std::vector<std::string>& paths, const vision::VisionModel* model, std::string_view option);
 // The same, loading the checkpoint's tower (`quatre run --image`).
 PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint);
+
+// The images of a chat, encoded once each (by path) when attached and reused by every later turn's prompt. The
+// tower is loaded on the first image.
+class ChatImages {
+ public:
+  explicit ChatImages(const io::Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  bool takes_images() const { return checkpoint_.config().vision.has_value(); }
+  // Decodes and encodes the file (unless done before); "resized to WxH px: CxR [IMG] tokens". InvalidRequest naming
+  // the file when it cannot be read or decoded, or when the model has no tower.
+  std::string attach(const std::string& path);
+  // The preprocessed size of an attached image (the renderer's ImageSizeResolver); InvalidRequest if not attached.
+  tokenizer::ImageSize size(const std::string& path) const;
+  // The features of a rendered prompt's images, in its order: [Σ [IMG] tokens, D].
+  std::vector<float> features(const std::vector<tokenizer::PromptImage>& images) const;
+  int32_t image_token_id() const;
+
+ private:
+  struct Encoded {
+    tokenizer::ImageSize size;
+    std::vector<float> features;
+  };
+  const io::Checkpoint& checkpoint_;
+  std::unique_ptr<vision::VisionModel> model_;
+  std::unordered_map<std::string, Encoded> encoded_;
+};
 
 }  // namespace quatre::cli

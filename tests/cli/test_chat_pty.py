@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`quatre chat` driven through a pseudo-terminal, as a person would: a reply streams and is followed by its
 stats line; commands answer; multi-line input; /save, /reset, /load round-trip the conversation; Ctrl-C stops a
-long reply and the chat goes on; Ctrl-D leaves with exit code 0.
+long reply and the chat goes on; Ctrl-D leaves with exit code 0; /image attaches images to the next message (the
+reply equals `quatre run --image`), bad files and a model without vision are one-line errors.
 
 Usage: test_chat_pty.py QUATRE_BINARY"""
 import json
@@ -11,9 +12,11 @@ import re
 import select
 import signal
 import subprocess
+import struct
 import sys
 import tempfile
 import time
+import zlib
 
 QUATRE = sys.argv[1]
 
@@ -149,8 +152,84 @@ def test_ctrl_c_stops_the_reply_not_the_chat(tmp):
     assert chat.wait() == 0
 
 
+def png(width, height, seed):
+    """An RGB PNG of a seeded pattern."""
+    rows = (b"\x00" + bytes((x * (5 + seed) + y * 3 * seed + c * 60 + (x * y * (seed + 7)) % 31) & 255
+                            for x in range(width) for c in range(3)) for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+
+
+def test_images(tmp):
+    model = os.path.join(tmp, "vision")
+    gen_model(model)
+    a, b, text = (os.path.join(tmp, name) for name in ("a.png", "b.png", "notes.txt"))
+    open(a, "wb").write(png(60, 45, 1))
+    open(b, "wb").write(png(90, 70, 2))
+    open(text, "w").write("not an image")
+    chat = Pty(["--model", model, "--temperature", "0", "-n", "8"])
+    chat.expect(r"> ")
+    chat.send("/help\r")
+    chat.expect(r"/image PATH")
+    chat.send("/image /nonexistent/x.png\r")
+    chat.expect(r"error: /image: /nonexistent/x.png: cannot read")
+    chat.send(f"/image {text}\r")
+    chat.expect(r"error: /image: .*notes.txt: not a PNG, JPEG, WebP or GIF image")
+    chat.send(f"/image {a}\r")
+    chat.expect(r"attached .*a\.png \(resized to 84x56 px: 3x2 \[IMG\] tokens\); 1 image will go")
+    chat.send(f"/image {b}\r")
+    chat.expect(r"attached .*b\.png \(resized to 112x84 px: 4x3 \[IMG\] tokens\); 2 images will go")
+    chat.send("What differs?\r")
+    m = chat.expect(STATS)
+    first_prompt = int(m.group(1))
+
+    # The same images and text through `quatre run --image` (generate(), no engine): the same prompt and reply.
+    run = subprocess.run([QUATRE, "run", "--model", model, "--image", a, "--image", b, "-p", "What differs?", "-n", "8",
+                          "--temperature", "0"], capture_output=True, text=True, check=True)
+    assert first_prompt == int(re.search(r"(\d+) prompt tokens", run.stderr).group(1)), (m.group(0), run.stderr)
+    saved = os.path.join(tmp, "images.json")
+    chat.send(f"/save {saved}\r")
+    chat.expect(r"saved 2 messages")
+    doc = json.load(open(saved))
+    parts = doc["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"], parts
+    assert parts[0]["image_url"]["url"] == "file://" + a and parts[1]["image_url"]["url"] == "file://" + b, parts
+    assert doc["messages"][1]["content"] == run.stdout[:-1], (doc["messages"][1], run.stdout)
+
+    chat.send("And now?\r")
+    m = chat.expect(STATS)
+    assert int(m.group(2)) >= first_prompt // 16 * 16, "the second turn reuses the image turn's blocks: " + m.group(0)
+    chat.send("/reset\r")
+    chat.expect(r"conversation cleared")
+    chat.send(f"/load {saved}\r")
+    chat.expect(r"loaded 2 messages")
+    chat.send("And now?\r")
+    m2 = chat.expect(STATS)
+    assert m2.group(1) == m.group(1), "the loaded conversation renders the same prompt, images included"
+    chat.send("\x04")
+    assert chat.wait() == 0
+
+    text_only = os.path.join(tmp, "text-only")
+    gen_model(text_only, "--text-only")
+    chat = Pty(["--model", text_only, "--temperature", "0", "-n", "4"])
+    chat.expect(r"> ")
+    chat.send(f"/image {a}\r")
+    chat.expect(r"error: /image: this model has no vision tower")
+    chat.send(f"/load {saved}\r")
+    chat.expect(r"error: /load: .*no vision tower")
+    chat.send("hello\r")
+    m = chat.expect(STATS)
+    assert m.group(4) in ("length", "stop"), m.group(0)
+    chat.send("/quit\r")
+    assert chat.wait() == 0
+
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        for test in (test_conversation, test_ctrl_c_stops_the_reply_not_the_chat):
+        for test in (test_conversation, test_images, test_ctrl_c_stops_the_reply_not_the_chat):
             test(tmp)
             print(f"ok {test.__name__}")

@@ -104,6 +104,79 @@ TEST(ChatSession, LoadRejectsMalformedFilesAndKeepsTheConversation) {
   EXPECT_THROW(s.load(file), InvalidRequest);
 }
 
+TEST(ChatSession, ImagesGoWithTheNextMessageAndSurviveSaveAndLoad) {
+  ChatSession s;
+  EXPECT_NE(s.handle("/help").message.find("/image PATH"), std::string::npos);
+  try {
+    s.handle("/image a.png");
+    FAIL() << "a model without images takes no /image";
+  } catch (const InvalidRequest& e) {
+    EXPECT_NE(std::string(e.what()).find("no vision tower"), std::string::npos) << e.what();
+  }
+  std::vector<std::string> checked;
+  const ImageCheck check = [&checked](const std::string& path) {
+    checked.push_back(path);
+    if (!path.ends_with(".png")) throw InvalidRequest(path + ": not a PNG, JPEG, WebP or GIF image");
+    return std::string("resized to 28x28 px: 1x1 [IMG] tokens");
+  };
+  s.set_image_check(check);
+  EXPECT_THROW(s.handle("/image"), InvalidRequest);
+  const std::string a = (std::filesystem::current_path() / "a.png").string();
+  const std::string b = "/tmp/with space/b%.png";
+  const ChatAction attached = s.handle("/image a.png");
+  EXPECT_EQ(attached.kind, Kind::kNone);
+  EXPECT_NE(attached.message.find(a), std::string::npos) << attached.message;
+  EXPECT_NE(attached.message.find("1x1 [IMG]"), std::string::npos) << attached.message;
+  s.handle("/image " + b);
+  try {
+    s.handle("/image notes.txt");
+    FAIL();
+  } catch (const InvalidRequest& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("/image: ", 0), 0u) << e.what();
+  }
+  EXPECT_EQ(s.pending_images(), (std::vector<std::string>{a, b}));
+
+  EXPECT_EQ(s.handle("what differs?").kind, Kind::kGenerate);
+  EXPECT_TRUE(s.pending_images().empty());
+  s.add_reply("nothing", "");
+  s.handle("and now?");  // no image: a plain string message
+  const tokenizer::ChatRequest r = s.request();
+  ASSERT_EQ(r.messages.size(), 3u);
+  const auto& chunks = std::get<std::vector<tokenizer::Chunk>>(r.messages[0].content);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(std::get<tokenizer::ImageChunk>(chunks[0]).source, a);
+  EXPECT_EQ(std::get<tokenizer::ImageChunk>(chunks[1]).source, b);
+  EXPECT_EQ(std::get<tokenizer::TextChunk>(chunks[2]).text, "what differs?");
+  EXPECT_EQ(std::get<std::string>(r.messages[2].content), "and now?");
+
+  const auto file = temp_file("quatre_chat_images.json");
+  s.save(file);
+  std::ifstream in(file);
+  const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(saved.find("\"file:///tmp/with%20space/b%25.png\""), std::string::npos) << saved;
+  EXPECT_NE(saved.find("\"type\": \"image_url\""), std::string::npos) << saved;
+
+  ChatSession loaded;
+  loaded.set_image_check(check);
+  checked.clear();
+  loaded.load(file);
+  EXPECT_EQ(checked, (std::vector<std::string>{a, b})) << "load checks the images again";
+  ASSERT_EQ(loaded.turns().size(), 3u);
+  EXPECT_EQ(loaded.turns()[0].images, (std::vector<std::string>{a, b}));
+  EXPECT_EQ(loaded.turns()[0].content, "what differs?");
+  EXPECT_TRUE(loaded.turns()[2].images.empty());
+
+  ChatSession text_only;
+  text_only.handle("kept");
+  EXPECT_THROW(text_only.load(file), InvalidRequest);
+  EXPECT_EQ(text_only.turns().size(), 1u);
+  std::filesystem::remove(file);
+
+  s.handle("/image a.png");
+  s.handle("/reset");
+  EXPECT_TRUE(s.pending_images().empty());
+}
+
 TEST(MultilineReader, BackslashContinuesAndTripleQuotesWrapABlock) {
   MultilineReader r;
   r.feed("one");
