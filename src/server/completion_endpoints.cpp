@@ -52,13 +52,6 @@ engine::GenerateRequest make_request(std::vector<int32_t> prompt, const Generati
   return g;
 }
 
-ImageRules image_rules(const Context& context) {
-  return {.allow_remote = context.options.allow_remote_images,
-          .local_media_dir = context.options.allowed_local_media_path,
-          .max_images = context.options.limits.max_images,
-          .limits = {}};
-}
-
 // The tool-call ids we hand out: "call_" + 9 alphanumerics.
 tokenizer::ToolCallIdGenerator call_ids() {
   return [next = tokenizer::random_tool_call_ids()] { return "call_" + next(); };
@@ -169,7 +162,7 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
   }(), context.options.limits);
   context.check_model_name(p.model);
   tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
-  const RequestImages images = RequestImages::read(chat, body, image_rules(context), m.vision);  // decoded, sized
+  const RequestImages images = RequestImages::read(chat, body, ImageRules::from(context.options), m.vision);  // decoded, sized
   if (p.tool_choice.kind == ToolChoice::Kind::kNamed &&
       std::none_of(chat.tools.begin(), chat.tools.end(), [&](const tokenizer::Tool& t) { return t.name == p.tool_choice.name; })) {
     throw bad_field("tool_choice.function.name", fmt::format("\"{}\" is not among the request's tools", p.tool_choice.name));

@@ -95,6 +95,13 @@ vision::RgbImage decode(const std::string& source, const std::string& field, con
 
 }  // namespace
 
+ImageRules ImageRules::from(const ServerOptions& options) {
+  return {.allow_remote = options.allow_remote_images,
+          .local_media_dir = options.allowed_local_media_path,
+          .max_images = options.limits.max_images,
+          .limits = {}};
+}
+
 RequestImages RequestImages::read(tokenizer::ChatRequest& chat, const JsonValue& body, const ImageRules& rules,
                                   const vision::VisionModel* vision) {
   RequestImages out;

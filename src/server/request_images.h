@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "server/server.h"
 #include "tokenizer/chat_render.h"
 #include "tokenizer/chat_request.h"
 #include "tokenizer/json_value.h"
@@ -26,6 +27,7 @@ struct ImageRules {
   std::filesystem::path local_media_dir;      // --allowed-local-media-path: file:// URLs under it; empty: refused
   int32_t max_images = 8;                     // per request
   vision::DecodeLimits limits;                // bytes, sides, pixels
+  static ImageRules from(const ServerOptions& options);
 };
 
 class RequestImages {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "server/api_error.h"
 #include "server/endpoints.h"
+#include "server/request_images.h"
 #include "server/sse.h"
 #include "tokenizer/chat_render.h"
 #include "tokenizer/chat_request.h"
@@ -76,7 +77,10 @@ void serve_tokenize(Context& context, const httplib::Request& req, httplib::Resp
   if (const JsonValue* model = body.find("model"); model != nullptr && model->is_string()) context.check_model_name(model->as_string());
   std::vector<int32_t> ids;
   if (body.find("messages") != nullptr) {
-    const tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
+    tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
+    // With a tower, images are sized as chat completions size them (decoded and preprocessed), so the count is
+    // the prompt_tokens a chat request reports.
+    if (m.vision != nullptr) RequestImages::read(chat, body, ImageRules::from(context.options), m.vision);
     ids = tokenizer::render_chat(chat, *m.tekken).ids;
   } else {
     const JsonValue* prompt = body.find("prompt");

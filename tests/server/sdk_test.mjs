@@ -348,6 +348,11 @@ test("images: data URLs equal quatre run --image; two in a message; the same ima
   const other = await ask([imagePart(dataUrl(c)), text]);
   assert.equal(other.usage.prompt_tokens, one.usage.prompt_tokens);
   assert.notEqual(other.choices[0].message.content, one.choices[0].message.content);
+  // /tokenize sizes images as chat does: 200x30 px is 112x28 after the tiny tower's 112-px cap (4 x 1 [IMG])
+  const wide = [imagePart(dataUrl(png(200, 30, 4))), text];
+  const tok = await post("/tokenize", { model: "tiny", messages: [{ role: "user", content: wide }] });
+  assert.equal((await ask(wide)).usage.prompt_tokens, tok.body.count);
+  assert.equal(tok.body.count, one.usage.prompt_tokens - 8 + 5);  // a: 3 x 2 [IMG] + 2 breaks/end
   // bare base64 and the Mistral SDK's image_url string form
   const bare = await ask([{ type: "image_url", image_url: a.toString("base64") }, text]);
   assert.equal(bare.choices[0].message.content, one.choices[0].message.content);
