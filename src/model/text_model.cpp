@@ -1,8 +1,10 @@
 // The text decoder forward pass: one function per block, reading like MODEL.md §3 (= transformers
-// Mistral4Model.forward). Depends on core, io; calls only core::Backend.
+// Mistral4Model.forward). Depends on core, io; calls only core::Backend (and core::Communicator when sharded).
 #include "model/text_model.h"
 
 #include <fmt/format.h>
+
+#include "core/error.h"
 
 namespace quatre::model {
 
@@ -12,6 +14,7 @@ constexpr float kLatentNormEps = 1e-6f;
 
 // T tokens this step   D hidden   H query heads   R kv_lora_rank   Dn qk_nope_head_dim   Dr qk_rope_head_dim
 // Dv v_head_dim   Q q_lora_rank   E routed experts   K experts per token   V vocabulary   N logit rows
+// Sharded over P ranks (README, "Several GPUs"): Hl = H/P heads, El = E/P experts, Vl = V/P vocabulary rows.
 
 std::string activation_name(int layer, std::string_view name) {
   return layer < 0 ? std::string(name) : fmt::format("l{}.{}", layer, name);
@@ -23,7 +26,8 @@ TextModel::TextModel(const io::TextConfig& config, const TextWeights& weights, B
       weights_(weights),
       be_(backend),
       options_(options),
-      dims_{.n_heads = config.n_heads,
+      comm_(weights.shard.is_sharded() ? options.comm : nullptr),
+      dims_{.n_heads = weights.shard.count(config.n_heads),
             .kv_lora_rank = config.kv_lora_rank,
             .qk_nope_head_dim = config.qk_nope_head_dim,
             .qk_rope_head_dim = config.qk_rope_head_dim,
@@ -34,10 +38,30 @@ TextModel::TextModel(const io::TextConfig& config, const TextWeights& weights, B
   check_rope_supported(config);
   CHECK(static_cast<int64_t>(weights.layers.size()) == config.n_layers)
       << weights.layers.size() << " layers of weights for n_layers=" << config.n_layers;
+  const int comm_rank = options.comm != nullptr ? options.comm->rank() : 0;
+  const int comm_size = options.comm != nullptr ? options.comm->size() : 1;
+  if (comm_rank != weights.shard.rank || comm_size != weights.shard.size) {
+    throw LoadError(fmt::format("TextModel: weights of tensor-parallel rank {} of {} with a communicator of rank {} of {}",
+                                weights.shard.rank, weights.shard.size, comm_rank, comm_size));
+  }
+}
+
+Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const {
+  if (options_.followers == nullptr) return forward_rank(in, kv, a, hook);
+  options_.followers->begin_step(in, kv);  // ranks 1..N-1 run the same step on their threads
+  Tensor logits;
+  try {
+    logits = forward_rank(in, kv, a, hook);
+  } catch (...) {
+    options_.followers->fail_step();
+    throw;
+  }
+  options_.followers->end_step();
+  return logits;
 }
 
 // x = embed[ids]; x <- layer_l(x) for every l; logits = lm_head · RMSNorm(x[rows]).
-Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const {
+Tensor TextModel::forward_rank(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const {
   Tensor x = be_.embed(in.token_ids, weights_.embed, a);                   // [T,D]
   if (!in.image_rows.empty()) be_.set_rows(x, in.image_rows, in.image_embeddings);  // x[img rows] = image features
   emit(hook, -1, "embed", x);
@@ -47,7 +71,12 @@ Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, Activatio
   }
   Tensor h = be_.rms_norm(x, weights_.final_norm, eps_, a);                // [T,D]
   emit(hook, -1, "final_norm", h);
-  Tensor logits = be_.matmul(be_.gather_rows(h, in.logit_rows, a), weights_.lm_head, a);  // [N,V]
+  Tensor logits = be_.matmul(be_.gather_rows(h, in.logit_rows, a), weights_.lm_head, a);  // [N,V] (sharded: [N,Vl])
+  if (comm_ != nullptr) {
+    Tensor all = a.tensor(DType::F32, {logits.dim(0), cfg_.vocab_size});  // [N,V]: rank r's columns [r*Vl, (r+1)*Vl)
+    comm_->all_gather_cols(logits, all);
+    logits = all;
+  }
   emit(hook, -1, "logits", logits);
   return logits;
 }
@@ -63,6 +92,7 @@ void TextModel::layer(int l, Tensor x /*[T,D]*/, const StepInputs& in, KvCache& 
   Tensor u = be_.rms_norm(x, w.ffn_norm, eps_, a);                         // [T,D]
   emit(hook, l, "ffn_norm", u);
   Tensor y = w.moe ? moe(l, *w.moe, u, a, hook) : be_.ffn(u, *w.dense, a); // [T,D]
+  reduce(y);                                                                // sharded: Σ of the ranks' partial FFNs
   emit(hook, l, "ffn", y);
   be_.add_to(x, y);
 }
@@ -73,7 +103,7 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
                             KvCache& kv, Arena& a, ActivationHook* hook) const {
   const int64_t T = h.dim(0);
   Tensor cq = be_.rms_norm(be_.matmul(h, w.q_a, a), w.q_a_norm, kLatentNormEps, a);  // [T,Q]
-  Tensor q = be_.matmul(cq, w.q_b, a);                                      // [T, H*(Dn+Dr)]
+  Tensor q = be_.matmul(cq, w.q_b, a);                                      // [T, Hl*(Dn+Dr)]
   DCHECK_SHAPE(q, T, dims_.q_width());
   Tensor kv_a = be_.matmul(h, w.kv_a, a);                                   // [T, R+Dr]
   auto [c_raw, k_rope] = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);        // [T,R], [T,Dr]
@@ -94,18 +124,22 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
                                 .dims = dims_,
                                 .softmax_scale = softmax_scale_,
                                 .form = options_.mla_form},
-                               a);                                          // [T, H*Dv]
+                               a);                                          // [T, Hl*Dv]
   emit(hook, l, "attn.o", o);
-  return be_.matmul(o, w.o, a);                                             // [T,D]
+  Tensor out = be_.matmul(o, w.o, a);                                       // [T,D] (sharded: this rank's heads' part)
+  reduce(out);
+  return out;
 }
 
-// y = Σ_k gate_k · Expert_{id_k}(u) + Shared(u)  (MODEL.md §3.10)
+// y = Σ_k gate_k · Expert_{id_k}(u) + Shared(u)  (MODEL.md §3.10). Sharded: the rank's experts and its slice of the
+// shared expert's width; every rank routes all tokens alike, and layer() sums the partial outputs.
 Tensor TextModel::moe(int l, const MoeWeights& w, const Tensor& u /*[T,D]*/, Arena& a, ActivationHook* hook) const {
   Tensor router_logits = be_.matmul(u, w.router, a);                        // [T,E]
   emit(hook, l, "moe.router_logits", router_logits);
   Routing r = be_.route(router_logits, {.n_experts_per_tok = cfg_.n_experts_per_tok,
                                         .routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor)},
                         a);                                                 // ids [T,K], gates [T,K]
+  if (comm_ != nullptr) r = comm_->dispatch(r, weights_.experts, a);       // ids local to [0, El); others gate 0
   return be_.moe({.x = u, .routing = r, .experts = w.experts, .shared = w.shared ? &*w.shared : nullptr}, a);  // [T,D]
 }
 

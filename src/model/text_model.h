@@ -9,6 +9,7 @@
 
 #include "core/arena.h"
 #include "core/backend.h"
+#include "core/communicator.h"
 #include "io/model_config.h"
 #include "model/kv_cache.h"
 #include "model/rope.h"
@@ -17,9 +18,31 @@
 
 namespace quatre::model {
 
+class StepFanout;
+
 struct TextModelOptions {
   MlaForm mla_form = MlaForm::kAbsorbed;
   SoftmaxScale softmax_scale = SoftmaxScale::kRelease;
+  // One rank of a tensor/expert-parallel group: the weights are that rank's slice (TextWeights::load with its
+  // ShardSpec) and forward() calls these collectives. nullptr: the whole model on one device.
+  Communicator* comm = nullptr;
+  // Rank 0 only: the other ranks, which forward() starts on the same step (parallel::TensorParallelGroup), so
+  // that whoever drives rank 0's model (the engine, generate()) drives the whole group.
+  StepFanout* followers = nullptr;
+};
+
+// The ranks 1..N-1 of a tensor-parallel group, run by rank 0's forward.
+class StepFanout {
+ public:
+  virtual ~StepFanout() = default;
+  // Starts the step on every other rank: the same inputs, each rank's own cache shaped like `kv` (the latent cache
+  // is replicated: the same blocks and slots on every rank).
+  virtual void begin_step(const StepInputs& in, const KvCache& kv) = 0;
+  // Waits for them and rethrows the first error of a rank.
+  virtual void end_step() = 0;
+  // Rank 0 failed during the step: breaks the other ranks out of their collectives and waits for them. The group
+  // cannot run another step.
+  virtual void fail_step() = 0;
 };
 
 // Sees every named intermediate of a step (for dump-activations and golden tests). The tensor lives in the
@@ -39,12 +62,14 @@ std::string activation_name(int layer, std::string_view name);
 // Stateless across steps apart from the KvCache passed in, so one model may serve many caches.
 class TextModel {
  public:
-  // Throws LoadError for configs the forward does not support (MODEL.md §4.2: cos/sin factor must be 1).
+  // Throws LoadError for configs the forward does not support (MODEL.md §4.2: cos/sin factor must be 1), and
+  // when options.comm's rank and size are not the weights' shard.
   TextModel(const io::TextConfig& config, const TextWeights& weights, Backend& backend, TextModelOptions options = {});
 
   // One step over the tokens of several sequences: writes every token's latent into `kv` at its slot and
   // returns logits [in.logit_rows.size(), V] (F32, in `a`). No heap allocation, no logging; the hook, when
-  // given, sees each named intermediate.
+  // given, sees each named intermediate. Sharded: every rank calls it with the same inputs and its own cache
+  // (the latent cache is replicated) and gets the whole logits; "attn.q" and "attn.o" are the rank's heads.
   Tensor forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook = nullptr) const;
 
   const io::TextConfig& config() const { return cfg_; }
@@ -53,10 +78,15 @@ class TextModel {
   Backend& backend() const { return be_; }
 
  private:
+  Tensor forward_rank(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;
   void layer(int layer_idx, Tensor x, const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;
   Tensor attention(int layer_idx, const AttnWeights& w, const Tensor& h, const StepInputs& in, KvCache& kv, Arena& a,
                    ActivationHook* hook) const;
   Tensor moe(int layer_idx, const MoeWeights& w, const Tensor& h, Arena& a, ActivationHook* hook) const;
+  // x <- Σ_ranks x when sharded (after o_proj and the FFN/MoE: each rank holds a partial sum).
+  void reduce(Tensor x) const {
+    if (comm_ != nullptr) comm_->all_reduce_sum(x);
+  }
   void emit(ActivationHook* hook, int layer, std::string_view name, const Tensor& t) const {
     if (hook != nullptr) hook->on_activation(layer, name, t);
   }
@@ -65,7 +95,8 @@ class TextModel {
   const TextWeights& weights_;
   Backend& be_;
   TextModelOptions options_;
-  MlaDims dims_;
+  Communicator* comm_;  // nullptr unless sharded
+  MlaDims dims_;        // n_heads: this rank's heads (H/N)
   std::vector<float> inv_freq_;  // [Dr/2]
   float softmax_scale_;
   float eps_;

@@ -1,67 +1,150 @@
-// Checkpoint WeightViews -> Backend Weights for the text decoder. Depends on core, io.
+// Checkpoint WeightViews -> Backend Weights for the text decoder, whole or one rank's tensor/expert-parallel slice.
+// Depends on core, io.
 #include "model/text_weights.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
 
 namespace quatre::model {
 namespace {
 
 using io::WeightKind;
 
+// Rows or columns [begin, begin + count) of a stored [out, in] weight.
+struct Slice {
+  enum Axis : uint8_t { kWhole, kRows, kCols } axis = kWhole;
+  int64_t begin = 0, count = 0;
+};
+
 class Loader {
  public:
-  Loader(const io::Checkpoint& checkpoint, Backend& backend) : checkpoint_(checkpoint), backend_(backend) {}
+  Loader(const io::Checkpoint& checkpoint, Backend& backend, TextWeights& out)
+      : checkpoint_(checkpoint), backend_(backend), out_(out) {}
 
-  Weight operator()(WeightKind kind, int layer = -1, int expert = -1) const {
+  Weight operator()(WeightKind kind, int layer = -1, int expert = -1, Slice slice = {}) const {
     const io::WeightView& v = checkpoint_.weight({kind, layer, expert});
     Weight stored;
     // Weights are never written: the const_cast only fits the view type shared with activations.
     stored.w = Tensor(const_cast<std::byte*>(v.bytes.data()), v.dtype, v.shape, Device::kCpu);
     CHECK(stored.w.bytes() == v.bytes.size()) << v.source << ": " << v.bytes.size() << " bytes for shape "
                                               << stored.w.shape_string();
-    stored.weight_scale = v.weight_scale;
+    stored.weight_scale = v.weight_scale;  // per tensor (or per expert): a slice keeps it
     stored.activation_scale = v.activation_scale;
+    if (slice.axis == Slice::kRows) stored.w = stored.w.rows(slice.begin, slice.count);
+    if (slice.axis == Slice::kCols) stored.w = columns(stored.w, slice.begin, slice.count);
     return backend_.prepare_weight(stored);
   }
 
   FfnWeights ffn(WeightKind gate, WeightKind up, WeightKind down, int layer, int expert = -1) const {
     return {(*this)(gate, layer, expert), (*this)(up, layer, expert), (*this)(down, layer, expert)};
   }
+  // Intermediate columns [begin, begin + count) of a SiLU-gated FFN: gate/up rows, down columns. The partial
+  // outputs of the ranks sum to the whole FFN (silu(g)·u is elementwise in the intermediate dimension).
+  FfnWeights ffn_slice(WeightKind gate, WeightKind up, WeightKind down, int layer, int64_t begin, int64_t count) const {
+    return {(*this)(gate, layer, -1, {Slice::kRows, begin, count}), (*this)(up, layer, -1, {Slice::kRows, begin, count}),
+            (*this)(down, layer, -1, {Slice::kCols, begin, count})};
+  }
 
  private:
+  // w [out, in] -> a host copy of w[:, begin:begin+count], kept in out_.slices.
+  Tensor columns(const Tensor& w, int64_t begin, int64_t count) const {
+    const int64_t rows = w.dim(0), in = w.dim(1);
+    CHECK(w.rank() == 2 && begin >= 0 && begin + count <= in) << "columns [" << begin << ", " << begin + count
+                                                              << ") of " << w.shape_string();
+    const size_t elem = dtype_size(w.dtype());
+    auto& bytes = *out_.slices.emplace_back(
+        std::make_shared<std::vector<std::byte>>(static_cast<size_t>(rows * count) * elem));
+    const auto* src = static_cast<const std::byte*>(w.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(bytes.data() + static_cast<size_t>(r * count) * elem,
+                  src + static_cast<size_t>(r * in + begin) * elem, static_cast<size_t>(count) * elem);
+    }
+    return Tensor(bytes.data(), w.dtype(), {rows, count}, Device::kCpu);
+  }
+
   const io::Checkpoint& checkpoint_;
   Backend& backend_;
+  TextWeights& out_;
 };
+
+// Throws LoadError unless n splits evenly over the ranks.
+void check_divides(const ShardSpec& s, int64_t n, const char* key) {
+  if (s.size < 1 || s.rank < 0 || s.rank >= s.size) {
+    throw LoadError(fmt::format("tensor-parallel rank {} of {}: expected 0 <= rank < size", s.rank, s.size));
+  }
+  if (n % s.size != 0) {
+    throw LoadError(fmt::format("--tensor-parallel-size {} does not divide {}={} (it must divide the number of "
+                                "heads, experts, FFN widths and the vocabulary)",
+                                s.size, key, n));
+  }
+}
+
+void check_shardable(const io::TextConfig& t, const ShardSpec& s) {
+  check_divides(s, t.n_heads, "num_attention_heads");
+  check_divides(s, t.vocab_size, "vocab_size");
+  if (t.n_layers > t.first_k_dense_replace) {
+    check_divides(s, t.n_routed_experts, "n_routed_experts");
+    check_divides(s, t.moe_intermediate_size * t.n_shared_experts, "moe_intermediate_size * n_shared_experts");
+  }
+  if (t.first_k_dense_replace > 0) check_divides(s, t.intermediate_size, "intermediate_size");
+}
 
 }  // namespace
 
-TextWeights TextWeights::load(const io::Checkpoint& checkpoint, Backend& backend) {
+TextWeights TextWeights::load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard) {
   const io::TextConfig& t = checkpoint.config().text;
-  const Loader w(checkpoint, backend);
+  check_shardable(t, shard);
   TextWeights out;
+  out.shard = shard;
+  const Loader w(checkpoint, backend, out);
+  // H heads: rank r holds heads [h0, h0 + Hl); q_b and kv_b are head-major, o takes them as columns.
+  const int64_t h0 = shard.begin(t.n_heads), Hl = shard.count(t.n_heads);
+  const int64_t qk = t.qk_nope_head_dim + t.qk_rope_head_dim, dv = t.v_head_dim;
+  const Slice q_rows{Slice::kRows, h0 * qk, Hl * qk};                                  // of [H*(Dn+Dr), Q]
+  const Slice kv_b_rows{Slice::kRows, h0 * (t.qk_nope_head_dim + dv), Hl * (t.qk_nope_head_dim + dv)};  // [H*(Dn+Dv), R]
+  const Slice o_cols{Slice::kCols, h0 * dv, Hl * dv};                                  // of [D, H*Dv]
+  const int64_t F_shared = t.moe_intermediate_size * t.n_shared_experts;
+  out.experts = {.first = static_cast<int32_t>(shard.begin(t.n_routed_experts)),
+                 .count = static_cast<int32_t>(shard.count(t.n_routed_experts))};
+
   out.embed = w(WeightKind::kEmbed);
   out.final_norm = w(WeightKind::kFinalNorm);
-  out.lm_head = t.tie_word_embeddings ? out.embed : w(WeightKind::kLmHead);
+  const Slice vocab_rows = shard.is_sharded() ? Slice{Slice::kRows, shard.begin(t.vocab_size), shard.count(t.vocab_size)}
+                                              : Slice{};
+  if (t.tie_word_embeddings) {
+    out.lm_head = shard.is_sharded() ? w(WeightKind::kEmbed, -1, -1, vocab_rows) : out.embed;
+  } else {
+    out.lm_head = w(WeightKind::kLmHead, -1, -1, vocab_rows);
+  }
   for (int l = 0; l < static_cast<int>(t.n_layers); ++l) {
     LayerWeights& layer = out.layers.emplace_back();
     layer.attn_norm = w(WeightKind::kAttnNorm, l);
     layer.ffn_norm = w(WeightKind::kFfnNorm, l);
     layer.attn = {.q_a = w(WeightKind::kQA, l),
                   .q_a_norm = w(WeightKind::kQANorm, l),
-                  .q_b = w(WeightKind::kQB, l),
+                  .q_b = w(WeightKind::kQB, l, -1, shard.is_sharded() ? q_rows : Slice{}),
                   .kv_a = w(WeightKind::kKvA, l),
                   .kv_a_norm = w(WeightKind::kKvANorm, l),
-                  .kv_b = w(WeightKind::kKvB, l),
-                  .o = w(WeightKind::kO, l)};
+                  .kv_b = w(WeightKind::kKvB, l, -1, shard.is_sharded() ? kv_b_rows : Slice{}),
+                  .o = w(WeightKind::kO, l, -1, shard.is_sharded() ? o_cols : Slice{})};
     if (t.is_moe_layer(l)) {
       MoeWeights& moe = layer.moe.emplace();
       moe.router = w(WeightKind::kRouter, l);
-      for (int e = 0; e < static_cast<int>(t.n_routed_experts); ++e) {
+      for (int e = out.experts.first; e < out.experts.first + out.experts.count; ++e) {
         moe.experts.push_back(w.ffn(WeightKind::kExpertGate, WeightKind::kExpertUp, WeightKind::kExpertDown, l, e));
       }
       if (t.n_shared_experts > 0) {
-        moe.shared = w.ffn(WeightKind::kSharedGate, WeightKind::kSharedUp, WeightKind::kSharedDown, l);
+        moe.shared = shard.is_sharded() ? w.ffn_slice(WeightKind::kSharedGate, WeightKind::kSharedUp, WeightKind::kSharedDown,
+                                                      l, shard.begin(F_shared), shard.count(F_shared))
+                                        : w.ffn(WeightKind::kSharedGate, WeightKind::kSharedUp, WeightKind::kSharedDown, l);
       }
     } else {
-      layer.dense = w.ffn(WeightKind::kDenseGate, WeightKind::kDenseUp, WeightKind::kDenseDown, l);
+      layer.dense = shard.is_sharded() ? w.ffn_slice(WeightKind::kDenseGate, WeightKind::kDenseUp, WeightKind::kDenseDown, l,
+                                                     shard.begin(t.intermediate_size), shard.count(t.intermediate_size))
+                                       : w.ffn(WeightKind::kDenseGate, WeightKind::kDenseUp, WeightKind::kDenseDown, l);
     }
   }
   return out;

@@ -3,10 +3,13 @@
 // outlive them. Depends on core, io.
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "core/backend.h"
+#include "core/communicator.h"
 #include "io/checkpoint.h"
 
 namespace quatre::model {
@@ -34,14 +37,26 @@ struct LayerWeights {
   std::optional<FfnWeights> dense;   // layers < first_k_dense_replace
 };
 
+// Tensor/expert parallelism (README, "Several GPUs"): rank r of N holds
+//   q_b, kv_b            rows of its H/N heads        o       its H/N heads' columns [D, H/N*Dv]
+//   shared / dense FFN   gate, up: rows [F/N, D]      down    columns [D, F/N]
+//   routed experts       its E/N experts [first, first + E/N) (expert parallelism)
+//   lm_head              its vocabulary rows [V/N, D] (the logits are gathered)
+// and everything else whole (embedding, norms, q_a, kv_a, router): the latent cache is replicated.
 struct TextWeights {
   Weight embed;       // [V, D]
   Weight final_norm;  // [D]
-  Weight lm_head;     // [V, D]; the embedding when tie_word_embeddings
+  Weight lm_head;     // [V, D]; the embedding when tie_word_embeddings. Sharded: [V/N, D]
   std::vector<LayerWeights> layers;
+  ShardSpec shard;           // which slice this is; {0, 1}: the whole model
+  ExpertShard experts;       // the routed experts of `layers[l].moe->experts`, by global id
+  // Host copies of column slices (o, down), which are not contiguous in the checkpoint; the CPU backend reads
+  // them in place.
+  std::vector<std::shared_ptr<std::vector<std::byte>>> slices;
 
-  // Views every text weight of the checkpoint through backend.prepare_weight.
-  static TextWeights load(const io::Checkpoint& checkpoint, Backend& backend);
+  // Views every text weight of the checkpoint through backend.prepare_weight; with shard.size > 1, only the
+  // rank's slice. Throws LoadError naming the config key when shard.size does not divide a split dimension.
+  static TextWeights load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard = {});
 };
 
 }  // namespace quatre::model
