@@ -28,6 +28,7 @@ struct ServeArgs {
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 512;
   uint64_t seed = 0;
+  int64_t max_body_mib = 32;
 };
 
 int serve(ServeArgs& a) {
@@ -45,6 +46,7 @@ int serve(ServeArgs& a) {
     setrlimit(RLIMIT_NOFILE, &files);
   }
 
+  a.server.max_body_bytes = static_cast<size_t>(a.max_body_mib) << 20;
   (void)kv_cache_dtype(a.kv, Device::kCpu);  // a bad --kv-cache-dtype fails before the port is taken
   server::Server http(a.server);
   http.bind();
@@ -100,7 +102,7 @@ Runner add_serve(CLI::App& app) {
   app.add_option("--allowed-local-media-path", s.allowed_local_media_path, "Accept file:// image URLs of files under this directory")
       ->check(CLI::ExistingDirectory);
   app.add_option("--max-connections", s.max_connections, "Connections served at once (a thread each)")->capture_default_str();
-  app.add_option("--max-body-mib", s.max_body_bytes, "Largest request body (bytes)")->capture_default_str();
+  app.add_option("--max-body-mib", a->max_body_mib, "Largest request body in MiB (larger: 413)")->check(CLI::Range(1, 4096))->capture_default_str();
   return [a] { return serve(*a); };
 }
 

@@ -48,13 +48,14 @@ void Metrics::add_tokens(int64_t n_prompt, int64_t n_generated) {
 void Metrics::sample_engine(const engine::Engine& engine) {
   const int64_t running = engine.scheduler().n_running(), waiting = engine.scheduler().n_waiting();
   const int64_t used = engine.block_pool().n_in_use(), total = engine.block_pool().n_blocks();
-  const double hit_rate = engine.stats().prefix_hit_rate;
+  const engine::EngineStats stats = engine.stats();
   std::lock_guard lock(mutex_);
   running_ = running;
   waiting_ = waiting;
   kv_blocks_used_ = used;
   kv_blocks_ = total;
-  prefix_hit_rate_ = hit_rate;
+  prefix_hit_rate_ = stats.prefix_hit_rate;
+  preemptions_ = stats.n_preemptions;
 }
 
 std::string Metrics::text() const {
@@ -73,6 +74,7 @@ std::string Metrics::text() const {
   };
   counter("quatre_prompt_tokens_total", "Prompt tokens of admitted requests (tokens/s: rate() of it).", prompt_tokens_);
   counter("quatre_generation_tokens_total", "Generated tokens (tokens/s: rate() of it).", generated_tokens_);
+  counter("quatre_preemptions_total", "Sequences that gave their KV blocks back when the cache ran out (recomputed later).", preemptions_);
   gauge("quatre_requests_running", "Sequences in the engine's running batch.", static_cast<double>(running_));
   gauge("quatre_requests_waiting", "Sequences waiting for admission.", static_cast<double>(waiting_));
   gauge("quatre_kv_cache_usage_ratio", "KV cache blocks in use / all blocks.",

@@ -1,6 +1,6 @@
 // Metrics: the server's Prometheus counters, gauges and histograms (GET /metrics, text format 0.0.4):
 // requests by endpoint and status, time to first token and inter-token latency, prompt and generated tokens,
-// running/waiting requests, KV cache usage and prefix-cache hit rate. Thread-safe. Depends on engine/engine.
+// running/waiting requests, preemptions, KV cache usage and prefix-cache hit rate. Thread-safe. Depends on engine/engine.
 #pragma once
 
 #include <array>
@@ -44,6 +44,7 @@ class Metrics {
   int64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   int64_t running_ = 0, waiting_ = 0, kv_blocks_used_ = 0, kv_blocks_ = 0;
   double prefix_hit_rate_ = 0;
+  int64_t preemptions_ = 0;
 };
 
 }  // namespace quatre::server

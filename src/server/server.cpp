@@ -51,6 +51,23 @@ class ThreadPerConnection : public httplib::TaskQueue {
   int max_;
 };
 
+// A POST body, read here whatever its Content-Type or framing: left to cpp-httplib 0.11, an
+// application/x-www-form-urlencoded body (curl -d's default) over 8 KiB would get a bare 413, and a chunked body
+// would be read without any limit. ApiError 413 beyond `limit` bytes; 400 for a multipart or badly framed body.
+std::string read_body(const httplib::Request& req, const httplib::Response& res, const httplib::ContentReader& read, size_t limit) {
+  if (req.is_multipart_form_data()) throw ApiError(400, "request body: expected JSON (Content-Type: application/json), got multipart/form-data");
+  std::string body;
+  bool is_too_large = false;
+  const bool is_read = read([&](const char* data, size_t n) {
+    is_too_large = n > limit - body.size();
+    if (!is_too_large) body.append(data, n);
+    return !is_too_large;
+  });
+  if (is_too_large || res.status == 413) throw ApiError(413, fmt::format("request body too large (at most {} bytes)", limit));
+  if (!is_read) throw ApiError(400, "request body: cut short or badly framed (Content-Length or chunked encoding)");
+  return body;
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -60,6 +77,7 @@ struct Server::Impl {
   std::thread thread;
   int port = 0;
   bool is_stopped = false;
+  std::atomic<bool> has_listened = false;  // listen_after_bind() returned
 
   void routes();
   // Runs `body`, mapping errors to OpenAI error objects, and counts the request in the metrics.
@@ -108,11 +126,17 @@ void Server::Impl::routes() {
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
+  // Statuses cpp-httplib sets itself (no handler ran): say what was wrong with the request.
   http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    std::string message = fmt::format("{} {}: not found", req.method, req.path);
-    if (res.status == 413) message = "request body too large";
-    else if (res.status != 404) message = fmt::format("{} {}: HTTP {}", req.method, req.path, res.status);
+    std::string message;
+    switch (res.status) {
+      case 404: message = fmt::format("{} {}: not found", req.method, req.path); break;
+      case 413: message = "request body too large"; break;
+      case 414: message = "request URI too long (at most 8192 bytes)"; break;
+      case 400: message = "malformed HTTP request: bad request line, a header line over 8 KiB, or bad body framing"; break;
+      default: message = fmt::format("{} {}: HTTP {}", req.method, req.path, res.status);
+    }
     res.set_content(dump(error_body(ApiError(res.status, message))), "application/json");
   });
 
@@ -147,8 +171,12 @@ void Server::Impl::routes() {
     handle("models", res, [&] { res.set_content(dump(models_json(context, req.matches[1].str())), "application/json"); });
   });
   auto post = [this](const char* path, const char* endpoint, void (*run)(Context&, const httplib::Request&, httplib::Response&)) {
-    http.Post(path, [this, endpoint, run](const httplib::Request& req, httplib::Response& res) {
-      handle(endpoint, res, [&] { run(context, req, res); });
+    http.Post(path, [this, endpoint, run](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+      handle(endpoint, res, [&] {
+        httplib::Request with_body = req;
+        with_body.body = read_body(req, res, read, context.options.max_body_bytes);
+        run(context, with_body, res);
+      });
     });
     http.Get(path, [this, endpoint](const httplib::Request& req, httplib::Response& res) {
       handle(endpoint, res, [&] { throw ApiError(405, fmt::format("{}: use POST", req.path)); });
@@ -181,7 +209,10 @@ int Server::bind() {
 }
 
 void Server::start() {
-  impl_->thread = std::thread([this] { impl_->http.listen_after_bind(); });
+  impl_->thread = std::thread([this] {
+    impl_->http.listen_after_bind();
+    impl_->has_listened = true;
+  });
 }
 
 void Server::set_ready(const ServingModel& model) { impl_->context.set_ready(model); }
@@ -195,7 +226,12 @@ void Server::drain() {
 void Server::stop() {
   if (impl_->is_stopped) return;
   impl_->is_stopped = true;
-  impl_->http.stop();
+  // cpp-httplib's stop() does nothing until the listener thread has started accepting (a model that fails to load
+  // stops the server right after start()): repeat it until that thread has returned.
+  while (impl_->thread.joinable() && !impl_->has_listened) {
+    impl_->http.stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
