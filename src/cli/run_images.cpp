@@ -48,6 +48,7 @@ PromptImages encode_prompt_images(const std::vector<std::string>& paths, const i
 
 std::string ChatImages::attach(const std::string& path) {
   if (!takes_images()) throw InvalidRequest("this model has no vision tower: it does not take images");
+  if (!can_splice_) throw InvalidRequest("images are not supported on this device yet (the backend cannot splice image features); use --device cpu");
   if (!model_) model_ = load_vision_model(checkpoint_);
   auto it = encoded_.find(path);
   if (it == encoded_.end()) {

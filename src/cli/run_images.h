@@ -37,7 +37,8 @@ PromptImages encode_prompt_images(const std::vector<std::string>& paths, const i
 // tower is loaded on the first image.
 class ChatImages {
  public:
-  explicit ChatImages(const io::Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+  // can_splice: the backend's can_set_rows() (false: every image is refused with that reason).
+  ChatImages(const io::Checkpoint& checkpoint, bool can_splice) : checkpoint_(checkpoint), can_splice_(can_splice) {}
   bool takes_images() const { return checkpoint_.config().vision.has_value(); }
   // Decodes and encodes the file (unless done before); "resized to WxH px: CxR [IMG] tokens". InvalidRequest naming
   // the file when it cannot be read or decoded, or when the model has no tower.
@@ -54,6 +55,7 @@ class ChatImages {
     std::vector<float> features;
   };
   const io::Checkpoint& checkpoint_;
+  bool can_splice_;
   std::unique_ptr<vision::VisionModel> model_;
   std::unordered_map<std::string, Encoded> encoded_;
 };

@@ -134,6 +134,9 @@ class Backend {
       std::copy_n(values.data() + i * static_cast<size_t>(D), D, x.data_as<float>() + rows[i] * D);
     }
   }
+  // Whether set_rows works here (the engine refuses image features otherwise, rather than failing a step); a
+  // device backend that overrides set_rows overrides this too.
+  virtual bool can_set_rows() const { return device() == Device::kCpu; }
 
   virtual void rope(Tensor q, Tensor k_rope, const RopeArgs& args) = 0;  // in place; q [T,H*(Dn+Dr)], k_rope [T,Dr]
   // Writes row t of [c_kv | k_rope] ([T,R], [T,Dr]) to slot slots[t] of kv_cache [n_blocks, block_size, R+Dr].

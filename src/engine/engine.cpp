@@ -87,6 +87,7 @@ int64_t Engine::submit(GenerateRequest request) {
   std::vector<int64_t> image_positions;
   std::vector<TokenExtra> extras;
   if (!request.image_embeddings.empty()) {
+    if (!model_.backend().can_set_rows()) throw InvalidRequest("image_embeddings: this backend cannot splice image features yet (use the CPU)");
     const auto D = static_cast<size_t>(c.hidden_size);
     for (int64_t i = 0; i < n_prompt; ++i) {
       if (request.prompt[static_cast<size_t>(i)] == request.image_token_id) image_positions.push_back(i);

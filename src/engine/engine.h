@@ -82,7 +82,7 @@ class Engine {
   // outside the vocabulary, max_tokens < 1, bad sampling parameters, n outside [1, 16], top_logprobs outside
   // [0, 20], a prompt that leaves no room for one token in the context (min(max_context, KV capacity)), n
   // choices that cannot fit in the KV cache together, or image_embeddings that are not one row of hidden_size
-  // per image token of the prompt.
+  // per image token of the prompt (or any, on a backend without set_rows).
   // Images: row k of image_embeddings replaces the embedding of the prompt's k-th image token in whichever
   // step computes it; each row's hash goes into the prefix-cache hash of its block (equal ids with other
   // images never hit, the same image does).

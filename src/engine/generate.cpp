@@ -66,6 +66,7 @@ GenerateResult generate(const model::TextModel& model, const GenerateRequest& re
     size_t used = 0;            // image embedding rows spliced so far
   } image;
   if (!request.image_embeddings.empty()) {
+    if (!be.can_set_rows()) throw InvalidRequest("image_embeddings: this backend cannot splice image features yet (use the CPU)");
     const auto n_img = static_cast<size_t>(std::count(request.prompt.begin(), request.prompt.end(), request.image_token_id));
     if (n_img * D != request.image_embeddings.size()) {
       throw InvalidRequest(fmt::format("image_embeddings: {} values for {} image tokens of width {}",

@@ -56,7 +56,8 @@ struct GenerateOptions {
 using TokenCallback = std::function<bool(int32_t id)>;
 
 // Throws InvalidRequest when the prompt is empty, holds an id outside the vocabulary, or leaves no room
-// in the model's context (max_position_embeddings) for one new token.
+// in the model's context (max_position_embeddings) for one new token, or for image features on a backend without
+// set_rows.
 GenerateResult generate(const model::TextModel& model, const GenerateRequest& request, int32_t eos_id,
                         const TokenCallback& on_token, const GenerateOptions& options = {});
 

@@ -162,7 +162,7 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
   }(), context.options.limits);
   context.check_model_name(p.model);
   tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
-  const RequestImages images = RequestImages::read(chat, body, ImageRules::from(context.options), m.vision);  // decoded, sized
+  const RequestImages images = RequestImages::read(chat, body, ImageRules::from(context.options), m.vision, m.no_vision);  // decoded, sized
   if (p.tool_choice.kind == ToolChoice::Kind::kNamed &&
       std::none_of(chat.tools.begin(), chat.tools.end(), [&](const tokenizer::Tool& t) { return t.name == p.tool_choice.name; })) {
     throw bad_field("tool_choice.function.name", fmt::format("\"{}\" is not among the request's tools", p.tool_choice.name));

@@ -103,7 +103,7 @@ ImageRules ImageRules::from(const ServerOptions& options) {
 }
 
 RequestImages RequestImages::read(tokenizer::ChatRequest& chat, const JsonValue& body, const ImageRules& rules,
-                                  const vision::VisionModel* vision) {
+                                  const vision::VisionModel* vision, std::string_view no_vision) {
   RequestImages out;
   int32_t n_images = 0;
   for (size_t i = 0; i < chat.messages.size(); ++i) {
@@ -114,7 +114,7 @@ RequestImages RequestImages::read(tokenizer::ChatRequest& chat, const JsonValue&
       if (image == nullptr) continue;
       if (++n_images > rules.max_images) throw bad_field("messages", fmt::format("at most {} images per request", rules.max_images));
       const std::string field = image_field(body, i, j);
-      if (vision == nullptr) throw bad_field(field, "this model has no vision tower: it does not take images");
+      if (vision == nullptr) throw bad_field(field, no_vision.empty() ? "this model has no vision tower: it does not take images" : no_vision);
       const auto it = out.by_source_.find(image->source);
       const size_t k = it != out.by_source_.end() ? it->second : out.pixels_.size();
       if (it == out.by_source_.end()) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -34,10 +35,10 @@ class RequestImages {
  public:
   // Reads every image part of `chat` (whose messages are those of `body`, which names each part's field) and
   // sets its size. Throws ApiError 400 naming `messages[i].content[j].image_url` (or `.image`) for a refused URL,
-  // an unreadable file, data that is not an image, one over a limit, a model without a vision tower (`vision`
-  // null), or more than max_images images.
+  // an unreadable file, data that is not an image, one over a limit, no tower (`vision` null: `no_vision` says
+  // why, "" that the model has none), or more than max_images images.
   static RequestImages read(tokenizer::ChatRequest& chat, const tokenizer::JsonValue& body, const ImageRules& rules,
-                            const vision::VisionModel* vision);
+                            const vision::VisionModel* vision, std::string_view no_vision = {});
 
   bool empty() const { return pixels_.empty(); }
   // The features of the rendered prompt's images, in its order: [Σ [IMG] tokens, D]. Each image of `order` must

@@ -80,7 +80,7 @@ void serve_tokenize(Context& context, const httplib::Request& req, httplib::Resp
     tokenizer::ChatRequest chat = tokenizer::parse_chat_request(body);
     // With a tower, images are sized as chat completions size them (decoded and preprocessed), so the count is
     // the prompt_tokens a chat request reports.
-    if (m.vision != nullptr) RequestImages::read(chat, body, ImageRules::from(context.options), m.vision);
+    if (m.vision != nullptr) RequestImages::read(chat, body, ImageRules::from(context.options), m.vision, m.no_vision);
     ids = tokenizer::render_chat(chat, *m.tekken).ids;
   } else {
     const JsonValue* prompt = body.find("prompt");
