@@ -54,7 +54,12 @@ int serve(ServeArgs& a) {
   std::fprintf(stderr, "quatre serve: listening on %s, loading the model...\n", http.url().c_str());
 
   const auto loaded = std::make_unique<LoadedModel>(a.model);
-  const std::unique_ptr<vision::VisionModel> vision = load_vision_model(loaded->checkpoint);  // null: no tower
+  std::unique_ptr<vision::VisionModel> vision = load_vision_model(loaded->checkpoint);  // null: no tower
+  std::string no_vision;
+  if (vision && !loaded->backend->can_set_rows()) {  // its features could not be spliced: refuse images up front
+    no_vision = fmt::format("images are not supported on --device {} yet (the backend cannot splice image features)", a.model.device);
+    vision.reset();
+  }
   engine::EngineOptions options;
   options.max_context = a.max_model_len;
   options.max_running = a.max_num_seqs;
@@ -64,7 +69,8 @@ int serve(ServeArgs& a) {
   std::fprintf(stderr, "quatre serve: %s\n", size_kv_cache(loaded->model, a.kv, options).c_str());
   engine::Engine engine(loaded->model, options);
   engine::EngineLoop loop(engine);
-  http.set_ready({.tekken = &loaded->tekken, .engine = &engine, .loop = &loop, .max_model_len = engine.max_context(), .vision = vision.get()});
+  http.set_ready({.tekken = &loaded->tekken, .engine = &engine, .loop = &loop, .max_model_len = engine.max_context(),
+                  .vision = vision.get(), .no_vision = no_vision});
   std::printf("quatre serve: %s ready on %s (%s)\n", a.server.served_model_name.c_str(), http.url().c_str(), engine.capacity_line().c_str());
   std::fflush(stdout);
 
