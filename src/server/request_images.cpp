@@ -105,14 +105,19 @@ ImageRules ImageRules::from(const ServerOptions& options) {
 RequestImages RequestImages::read(tokenizer::ChatRequest& chat, const JsonValue& body, const ImageRules& rules,
                                   const vision::VisionModel* vision, std::string_view no_vision) {
   RequestImages out;
-  int32_t n_images = 0;
+  int64_t n_images = 0;  // counted before any is decoded
+  for (const tokenizer::Message& m : chat.messages) {
+    if (const auto* chunks = std::get_if<std::vector<tokenizer::Chunk>>(&m.content)) {
+      n_images += std::count_if(chunks->begin(), chunks->end(), [](const tokenizer::Chunk& c) { return std::holds_alternative<tokenizer::ImageChunk>(c); });
+    }
+  }
+  if (n_images > rules.max_images) throw bad_field("messages", fmt::format("at most {} images per request, got {}", rules.max_images, n_images));
   for (size_t i = 0; i < chat.messages.size(); ++i) {
     auto* chunks = std::get_if<std::vector<tokenizer::Chunk>>(&chat.messages[i].content);
     if (chunks == nullptr) continue;
     for (size_t j = 0; j < chunks->size(); ++j) {
       auto* image = std::get_if<tokenizer::ImageChunk>(&(*chunks)[j]);
       if (image == nullptr) continue;
-      if (++n_images > rules.max_images) throw bad_field("messages", fmt::format("at most {} images per request", rules.max_images));
       const std::string field = image_field(body, i, j);
       if (vision == nullptr) throw bad_field(field, no_vision.empty() ? "this model has no vision tower: it does not take images" : no_vision);
       const auto it = out.by_source_.find(image->source);
