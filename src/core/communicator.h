@@ -39,6 +39,9 @@ class Communicator {
   // refinement for data-parallel attention across hosts (README, "Several GPUs").
   virtual Routing dispatch(const Routing& routing, ExpertShard shard, Arena& a) = 0;
   virtual void barrier() = 0;
+  // From any thread, once a rank has failed: the ranks waiting in a collective (and every later call) throw
+  // instead of waiting for the failed one. The communicator cannot be used again.
+  virtual void abort() = 0;
 };
 
 // The tensor/expert-parallel slice of the model one rank holds. size 1 is the unsharded model.

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_info.h"
 #include "core/error.h"
 #include "parallel/parallel_kernels.h"
 
@@ -130,6 +131,17 @@ NcclId nccl_id_from_hex(const std::string& hex) {
 }
 
 void use_cuda_device(int device) { check_cuda(cudaSetDevice(device), "cudaSetDevice"); }
+
+void check_gpu_ranks(int size) {
+  const int gpus = cuda::device_count();
+  if (gpus < size) {
+    throw InvalidRequest(fmt::format("tensor-parallel-size: {} GPUs asked for, {} visible (one GPU per rank)", size, gpus));
+  }
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(Backend& backend, const NcclId& id, int rank, int size) {
+  return std::make_unique<NcclCommunicator>(backend, id, rank, size);
+}
 
 NcclCommunicator::NcclCommunicator(Backend& backend, const NcclId& id, int rank, int size)
     : backend_(dynamic_cast<cuda::CudaBackend*>(&backend)), rank_(rank), size_(size) {

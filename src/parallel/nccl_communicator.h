@@ -4,29 +4,15 @@
 // No CUDA or NCCL type in this header. Depends on core and backend/cuda.
 #pragma once
 
-#include <array>
-#include <memory>
-#include <string>
-
 #include "core/backend.h"
 #include "core/communicator.h"
+#include "parallel/gpu_ranks.h"
 
 namespace quatre::cuda {
 class CudaBackend;
 }
 
 namespace quatre::parallel {
-
-// ncclUniqueId: made once (rank 0), handed to every rank, in process or over the network (as hex text).
-struct NcclId {
-  std::array<char, 128> bytes{};
-};
-NcclId nccl_unique_id();                     // ncclGetUniqueId; throws CudaError
-std::string nccl_id_hex(const NcclId& id);   // 256 hex digits
-NcclId nccl_id_from_hex(const std::string& hex);  // throws InvalidRequest naming the text's fault
-
-// Makes `device` current for the calling thread (cudaSetDevice): before creating a rank's CudaBackend on it.
-void use_cuda_device(int device);
 
 // Ordering with the backend's stream: each collective waits for the backend's queued work (synchronize), runs on the
 // communicator's own stream and waits for it, so the backend's next op sees the result. Correct, with two host syncs
@@ -47,8 +33,7 @@ class NcclCommunicator final : public Communicator {
   void all_gather_cols(const Tensor& local, Tensor out) override;  // ncclAllGather [size][M,c], then a transpose kernel
   Routing dispatch(const Routing& routing, ExpertShard shard, Arena& a) override;  // a kernel; no transfer
   void barrier() override;                                          // an all-reduce of one value
-  // From any thread: ncclCommAbort, so that ranks blocked in a collective return (with an error) when one failed.
-  void abort();
+  void abort() override;                                            // ncclCommAbort
 
  private:
   void before();  // waits for the backend's queued work

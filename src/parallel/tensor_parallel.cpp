@@ -11,11 +11,8 @@
 #include "core/error.h"
 #include "model/kv_cache.h"
 #include "model/text_weights.h"
+#include "parallel/gpu_ranks.h"
 #include "parallel/thread_communicator.h"
-#ifdef QUATRE_HAVE_NCCL
-#include "backend/cuda/device_info.h"
-#include "parallel/nccl_communicator.h"
-#endif
 
 namespace quatre::parallel {
 
@@ -33,16 +30,7 @@ struct TensorParallelGroup::Rank {
 
 void check_tensor_parallel_supported(Device device, int size) {
   if (size < 1) throw InvalidRequest(fmt::format("tensor-parallel-size: must be at least 1, got {}", size));
-  if (size == 1 || device == Device::kCpu) return;
-#ifdef QUATRE_HAVE_NCCL
-  const int gpus = cuda::device_count();
-  if (gpus < size) {
-    throw InvalidRequest(fmt::format("tensor-parallel-size: {} GPUs asked for, {} visible (one GPU per rank)", size, gpus));
-  }
-#else
-  throw InvalidRequest(fmt::format("tensor-parallel-size: {} on {} needs a build with NCCL (this one has none)", size,
-                                   device_name(device)));
-#endif
+  if (size > 1 && device == Device::kCuda) check_gpu_ranks(size);
 }
 
 TensorParallelGroup::TensorParallelGroup(const io::Checkpoint& checkpoint, Device device, int size,
@@ -50,35 +38,16 @@ TensorParallelGroup::TensorParallelGroup(const io::Checkpoint& checkpoint, Devic
     : text_(checkpoint.config().text) {
   check_tensor_parallel_supported(device, size);
   for (int r = 0; r < size; ++r) ranks_.push_back(std::make_unique<Rank>());
-#ifdef QUATRE_HAVE_NCCL
   const NcclId id = device == Device::kCuda ? nccl_unique_id() : NcclId{};
-  if (device == Device::kCuda) {
-    abort_comms_ = [this] {
-      for (auto& rank : ranks_) {
-        if (auto* nccl = dynamic_cast<NcclCommunicator*>(rank->comm.get())) nccl->abort();
-      }
-    };
-  }
-#endif
-  if (device == Device::kCpu) {
-    threads_ = std::make_unique<ThreadGroup>(size);
-    abort_comms_ = [this] { threads_->abort(); };
-  }
+  if (device == Device::kCpu) threads_ = std::make_unique<ThreadGroup>(size);
   // Rank r's communicator, made on rank r's thread (NCCL: with GPU r current; ncclCommInitRank waits for all ranks).
   auto make_comm = [&, device, size](int r, Backend& backend) -> std::unique_ptr<Communicator> {
     if (device == Device::kCpu) return std::make_unique<ThreadCommunicator>(*threads_, r);
-#ifdef QUATRE_HAVE_NCCL
-    return std::make_unique<NcclCommunicator>(backend, id, r, size);
-#else
-    (void)backend;
-    throw InvalidRequest("tensor-parallel-size: no NCCL in this build");
-#endif
+    return make_nccl_communicator(backend, id, r, size);
   };
   auto init = [&, device](int r) {
     Rank& rank = *ranks_[static_cast<size_t>(r)];
-#ifdef QUATRE_HAVE_NCCL
     if (device == Device::kCuda) use_cuda_device(r);
-#endif
     rank.backend = make_backend(device);
     rank.comm = make_comm(r, *rank.backend);
     rank.weights.emplace(model::TextWeights::load(checkpoint, *rank.backend, ShardSpec{.rank = r, .size = size}));
@@ -118,7 +87,7 @@ TensorParallelGroup::TensorParallelGroup(const io::Checkpoint& checkpoint, Devic
   }
   for (auto& rank : ranks_) error = error ? error : rank->error;
   if (error) {
-    if (abort_comms_) abort_comms_();
+    abort_comms();
     {
       const std::lock_guard lock(mutex_);
       stop_ = true;
@@ -182,7 +151,13 @@ void TensorParallelGroup::abort_all() {
     const std::lock_guard lock(mutex_);
     failed_ = true;
   }
-  if (abort_comms_) abort_comms_();
+  abort_comms();
+}
+
+void TensorParallelGroup::abort_comms() {
+  for (auto& rank : ranks_) {
+    if (rank->comm) rank->comm->abort();
+  }
 }
 
 void TensorParallelGroup::rethrow_follower_error() {

@@ -9,7 +9,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -49,13 +48,13 @@ class TensorParallelGroup final : public model::StepFanout {
   void init_rank(int r, const io::Checkpoint& checkpoint, Device device, model::TextModelOptions options);
   void follow(int r);        // the loop of rank r >= 1's thread
   void run_step(Rank& rank);  // rank r >= 1's part of the current step
-  void abort_all();          // breaks every rank out of its collectives
+  void abort_all();          // marks the group failed and aborts the communicators
+  void abort_comms();        // breaks every rank out of its collectives
   void rethrow_follower_error();
 
   const io::TextConfig& text_;
   std::unique_ptr<ThreadGroup> threads_;  // CPU ranks
   std::vector<std::unique_ptr<Rank>> ranks_;
-  std::function<void()> abort_comms_;
 
   std::mutex mutex_;
   std::condition_variable wake_, done_;

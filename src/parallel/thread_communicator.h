@@ -57,6 +57,7 @@ class ThreadCommunicator final : public Communicator {
   void all_gather_cols(const Tensor& local, Tensor out) override;
   Routing dispatch(const Routing& routing, ExpertShard shard, Arena& a) override;
   void barrier() override { group_.arrive_and_wait(); }
+  void abort() override { group_.abort(); }
 
  private:
   // Publishes t and checks that every rank published the same numel and dtype (SPMD).
