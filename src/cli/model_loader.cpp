@@ -33,14 +33,24 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                  "transformers 5.17 and llama.cpp do")
       ->check(CLI::IsMember({"release", "transformers"}))
       ->capture_default_str();
+  app.add_option("--tensor-parallel-size", o.tensor_parallel_size,
+                 "Ranks of tensor/expert parallelism, one thread each (cuda: one GPU each, through NCCL); must divide "
+                 "the heads, experts, FFN widths and vocabulary")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
 }
 
 LoadedModel::LoadedModel(const ModelOptions& o)
     : dir(resolve_model_dir(o.model_dir)),
       checkpoint(io::Checkpoint::open(dir, parse_format(o.format))),
       tekken(load_model_tokenizer(dir, checkpoint.config().text.vocab_size)),
-      backend(make_backend(parse_device(o.device))),
-      weights(model::TextWeights::load(checkpoint, *backend)),
-      model(checkpoint.config().text, weights, *backend, model_options(o)) {}
+      own_backend(o.tensor_parallel_size == 1 ? make_backend(parse_device(o.device)) : nullptr),
+      weights(own_backend ? std::optional<model::TextWeights>(model::TextWeights::load(checkpoint, *own_backend)) : std::nullopt),
+      group(o.tensor_parallel_size == 1 ? nullptr
+                                        : std::make_unique<parallel::TensorParallelGroup>(checkpoint, parse_device(o.device),
+                                                                                          o.tensor_parallel_size, model_options(o))),
+      backend(group ? &group->backend() : own_backend.get()),
+      single(group ? std::nullopt : std::make_optional<model::TextModel>(checkpoint.config().text, *weights, *backend, model_options(o))),
+      model(group ? group->model() : *single) {}
 
 }  // namespace quatre::cli

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +13,7 @@
 #include "io/checkpoint.h"
 #include "model/text_model.h"
 #include "model/text_weights.h"
+#include "parallel/tensor_parallel.h"
 #include "tokenizer/tekken.h"
 
 namespace quatre::cli {
@@ -21,6 +23,7 @@ struct ModelOptions {
   std::string format;     // "", "hf" or "native"
   std::string device = "cpu";
   std::string softmax_scale = "release";
+  int tensor_parallel_size = 1;  // ranks, one thread (and on cuda one GPU) each: parallel::TensorParallelGroup
 };
 void add_model_options(CLI::App& app, ModelOptions& options);
 
@@ -34,9 +37,14 @@ struct LoadedModel {
   const std::filesystem::path dir;
   const io::Checkpoint checkpoint;
   const tokenizer::Tekken tekken;
-  const std::unique_ptr<Backend> backend;
-  const model::TextWeights weights;
-  const model::TextModel model;
+  // One device: its backend, weights and model. --tensor-parallel-size N > 1: the group of N ranks, each with its
+  // own backend and slice of the weights; `model` is rank 0's, which drives the others.
+  const std::unique_ptr<Backend> own_backend;         // null with N > 1
+  const std::optional<model::TextWeights> weights;    // empty with N > 1
+  const std::unique_ptr<parallel::TensorParallelGroup> group;  // null with N = 1
+  Backend* const backend;                             // rank 0's with N > 1
+  const std::optional<model::TextModel> single;       // empty with N > 1
+  const model::TextModel& model;
 };
 
 }  // namespace quatre::cli
