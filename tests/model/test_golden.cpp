@@ -217,5 +217,78 @@ INSTANTIATE_TEST_SUITE_P(TransformersGoldens, Golden, testing::ValuesIn(golden_f
   return name;
 });
 
+// The demo model (assets/demo-model, issue #12): its committed BF16 checkpoint against transformers' greedy
+// continuations of raw and chat-rendered prompts (tests/data/golden/demo/, written by tools/demo/train_demo.py on
+// the GPU host from the saved files right after training: float32 on the CPU, eager, the release softmax scale).
+// Each step stores the id, the top-1/top-2 margin and the logits at that step's top 256 columns plus 256 fixed
+// pseudo-random ones (full rows of a 131072-id vocabulary would be 512 KiB each).
+constexpr double kDemoLogitMaxAbs = 5e-5;  // fp32 both sides, logits up to ~18: measured 4.8e-6 at most (2026-12-05)
+
+fs::path demo_model_dir() { return fs::path(QUATRE_SOURCE_DIR) / "assets" / "demo-model"; }
+
+std::vector<std::string> demo_golden_files() {
+  std::vector<std::string> names;
+  const fs::path dir = golden_dir() / "demo";
+  if (!fs::is_directory(dir)) return names;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(DemoGoldenFiles, ArePresent) {
+  // 2 raw + 3 chat prompts (tools/demo/make_prompts.py).
+  EXPECT_EQ(demo_golden_files().size(), 5u) << "regenerate with tools/demo/train_demo.py (tools/demo/README.md)";
+  EXPECT_TRUE(fs::exists(demo_model_dir() / "model.safetensors"));
+}
+
+class DemoGolden : public testing::TestWithParam<std::string> {};
+
+TEST_P(DemoGolden, MatchesTransformers) {
+  if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
+  const io::SafetensorsFile golden(golden_dir() / "demo" / GetParam());
+  const std::map<std::string, std::string>& meta = golden.metadata();
+  ASSERT_EQ(meta.at("softmax_scale_mode"), "release");
+  const LoadedModel loaded(demo_model_dir(), kGoldenDevice);
+  ASSERT_TRUE(loaded.text().tie_word_embeddings) << "the demo model ties lm_head to the embedding";
+  ASSERT_EQ(loaded.text().vocab_size, 131072);
+  const TextModel model(loaded.text(), loaded.weights, *loaded.backend, {.mla_form = MlaForm::kAbsorbed, .softmax_scale = SoftmaxScale::kRelease});
+  EXPECT_NEAR(model.softmax_scale(), std::stod(meta.at("scaling")), 1e-7);
+
+  const std::vector<int32_t> ids = to_i32(read_tensor<int64_t>(golden, "input_ids"));
+  const std::vector<int64_t> want_greedy = read_tensor<int64_t>(golden, "greedy_ids");
+  const std::vector<float> margins = read_tensor<float>(golden, "greedy_margin");
+  const std::vector<int64_t> cols = read_tensor<int64_t>(golden, "greedy_logit_cols");  // [N, K]
+  const std::vector<float> vals = read_tensor<float>(golden, "greedy_logit_vals");      // [N, K]
+  ASSERT_FALSE(want_greedy.empty());
+  ASSERT_EQ(margins.size(), want_greedy.size());
+  ASSERT_EQ(cols.size(), vals.size());
+  ASSERT_EQ(cols.size() % want_greedy.size(), 0u);
+  const size_t k_cols = cols.size() / want_greedy.size();
+
+  const auto [got, got_logits] = greedy(model, ids, static_cast<int>(want_greedy.size()));
+  for (size_t k = 0; k < want_greedy.size(); ++k) {
+    ASSERT_EQ(got[k], want_greedy[k]) << "greedy token " << k;
+    std::vector<float> got_row(k_cols), want_row(k_cols);
+    for (size_t j = 0; j < k_cols; ++j) {
+      got_row[j] = got_logits[k][static_cast<size_t>(cols[k * k_cols + j])];
+      want_row[j] = vals[k * k_cols + j];
+    }
+    const Diff d = diff(got_row, want_row);
+    EXPECT_TRUE(d.same_nonfinite && d.max_abs <= kDemoLogitMaxAbs) << "greedy step " << k << " logits: " << describe(d);
+    if (margins[k] < kGreedyMinMargin) break;  // a near-tie: later tokens may legitimately differ
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TransformersGoldens, DemoGolden, testing::ValuesIn(demo_golden_files()),
+                         [](const testing::TestParamInfo<std::string>& p) {
+                           std::string name = p.param.substr(0, p.param.size() - std::string(".safetensors").size());
+                           for (char& ch : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
+
 }  // namespace
 }  // namespace quatre::model::test
