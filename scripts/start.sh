@@ -1,22 +1,17 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is needed, builds, and starts quatre.
-#   scripts/start.sh                 the main job on the built-in default model
-#   scripts/start.sh ARGS...         quatre ARGS... (e.g. inspect /path/to/Mistral-Small-4-119B-2603)
-# The default model is a small synthetic checkpoint of the exact architecture, generated on first use into
-# models/default. The main job is `quatre run` on a greeting until `quatre chat`/`serve` land (issues #8, #9).
+#   scripts/start.sh                 serves the built-in default model on http://127.0.0.1:8000 (chat page at /)
+#   scripts/start.sh ARGS...         quatre ARGS... (e.g. chat, or inspect /path/to/Mistral-Small-4-119B-2603)
+# The default model (models/default, laid out on first use by scripts/make_default_model.sh) is a small demo
+# model of the exact Mistral Small 4 architecture trained for a few minutes (assets/demo-model/README.md): it
+# answers in English-like text, nothing more. QUATRE_HOST / QUATRE_PORT change where the server listens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh default >/dev/null
+scripts/make_default_model.sh
 if (($#)); then
   exec build/quatre "$@"
 fi
-default_model=models/default
-if [ ! -f "$default_model/params.json" ] && [ ! -f "$default_model/config.json" ]; then
-  rm -rf "$default_model"
-  build/quatre gen-model "$default_model" --preset tiny --format native --dtype fp8 --seed 0
-fi
-echo "quatre: the built-in default model is a small synthetic checkpoint of the Mistral Small 4 architecture"
-echo "quatre: (random weights: it babbles; a trained demo model comes with issue #12)"
-build/quatre inspect "$default_model"
-exec build/quatre run --model "$default_model" --prompt "Hello! Who are you?" --max-tokens 48 --seed 0
+build/quatre run --prompt "Hello! Who are you?" --max-tokens 64 --seed 0
+exec build/quatre serve --host "${QUATRE_HOST:-127.0.0.1}" --port "${QUATRE_PORT:-8000}"

@@ -1,6 +1,8 @@
 // Model directory resolution and its tokenizer.
 #include "cli/model_dir.h"
 
+#include <cstdio>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -9,10 +11,13 @@ namespace quatre::cli {
 
 std::filesystem::path resolve_model_dir(const std::string& arg) {
   if (!arg.empty()) return arg;
-  if (std::filesystem::is_directory(kDefaultModelDir)) return kDefaultModelDir;
+  if (std::filesystem::is_directory(kDefaultModelDir)) {
+    fmt::print(stderr, "{}\n", kDefaultModelNotice);
+    return kDefaultModelDir;
+  }
   throw InvalidRequest(fmt::format(
-      "no --model given and no default model in ./{} (scripts/start.sh makes it, or: quatre gen-model {} --preset tiny)",
-      kDefaultModelDir, kDefaultModelDir));
+      "no --model given and no default model in ./{} (scripts/make_default_model.sh lays out the demo model there)",
+      kDefaultModelDir));
 }
 
 tokenizer::Tekken load_model_tokenizer(const std::filesystem::path& dir, int64_t model_vocab_size) {
