@@ -30,18 +30,41 @@ int64_t kv_blocks_for_gib(const io::TextConfig& text, int64_t block_size, double
 
 namespace {
 
-// A hash of a row of image features (their bit patterns), for the prefix cache.
+// A hash of a row of image features (their bit patterns): four independent multiply-xorshift lanes over pairs of
+// values (a serial SplitMix64 chain took 350 ms for a 1540-px image), then SplitMix64 over the lanes.
 uint64_t hash_row(std::span<const float> row) {
-  uint64_t state = 0x1A6E5EED1A6E5EEDull + row.size();
+  constexpr uint64_t kMul = 0x9E3779B97F4A7C15ull;
+  uint64_t lane[4] = {0x1A6E5EED00000001ull, 0x1A6E5EED00000002ull, 0x1A6E5EED00000003ull, 0x1A6E5EED00000004ull};
+  const size_t n = row.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (size_t l = 0; l < 4; ++l) {
+      const uint64_t w = std::bit_cast<uint32_t>(row[i + 2 * l]) | (static_cast<uint64_t>(std::bit_cast<uint32_t>(row[i + 2 * l + 1])) << 32);
+      lane[l] = (lane[l] ^ w) * kMul;
+      lane[l] ^= lane[l] >> 29;
+    }
+  }
+  for (; i < n; ++i) {
+    lane[i % 4] = (lane[i % 4] ^ std::bit_cast<uint32_t>(row[i])) * kMul;
+    lane[i % 4] ^= lane[i % 4] >> 29;
+  }
+  uint64_t state = n;
   uint64_t h = splitmix64(state);
-  for (float v : row) {
-    state ^= std::bit_cast<uint32_t>(v) + h;
+  for (uint64_t v : lane) {
+    state ^= v + h;
     h = splitmix64(state);
   }
   return h;
 }
 
 }  // namespace
+
+std::vector<uint64_t> hash_image_rows(std::span<const float> features, int64_t width) {
+  const auto D = static_cast<size_t>(width);
+  std::vector<uint64_t> out;
+  for (size_t k = 0; D > 0 && (k + 1) * D <= features.size(); ++k) out.push_back(hash_row(features.subspan(k * D, D)));
+  return out;
+}
 
 uint64_t choice_seed(uint64_t request_seed, int32_t choice) {
   if (choice == 0) return request_seed;
@@ -96,9 +119,11 @@ int64_t Engine::submit(GenerateRequest request) {
       throw InvalidRequest(fmt::format("image_embeddings: {} values for {} image tokens of width {}", request.image_embeddings.size(),
                                        image_positions.size(), D));
     }
-    for (size_t k = 0; k < image_positions.size(); ++k) {
-      extras.push_back({.position = image_positions[k], .hash = hash_row(std::span(request.image_embeddings).subspan(k * D, D))});
+    if (request.image_row_hashes.empty()) request.image_row_hashes = hash_image_rows(request.image_embeddings, c.hidden_size);
+    if (request.image_row_hashes.size() != image_positions.size()) {
+      throw InvalidRequest(fmt::format("image_row_hashes: {} hashes for {} image rows", request.image_row_hashes.size(), image_positions.size()));
     }
+    for (size_t k = 0; k < image_positions.size(); ++k) extras.push_back({.position = image_positions[k], .hash = request.image_row_hashes[k]});
   }
 
   const int64_t id = next_id_++;

@@ -41,6 +41,10 @@ int64_t kv_blocks_for_bytes(const io::TextConfig& text, int64_t block_size, int6
 // budget is not positive and finite or holds not even one block.
 int64_t kv_blocks_for_gib(const io::TextConfig& text, int64_t block_size, double gib, DType dtype);
 
+// One hash per row of `features` ([n, width]) over the rows' bit patterns: what the prefix cache mixes into the
+// hash of the block holding each image token (GenerateRequest::image_row_hashes).
+std::vector<uint64_t> hash_image_rows(std::span<const float> features, int64_t width);
+
 // The seed of choice `choice` of a request seeded with `request_seed`: the seed itself for choice 0, a
 // SplitMix64 derivation for the others (so choice i equals a lone request seeded with choice_seed(S, i)).
 uint64_t choice_seed(uint64_t request_seed, int32_t choice);
@@ -82,7 +86,8 @@ class Engine {
   // outside the vocabulary, max_tokens < 1, bad sampling parameters, n outside [1, 16], top_logprobs outside
   // [0, 20], a prompt that leaves no room for one token in the context (min(max_context, KV capacity)), n
   // choices that cannot fit in the KV cache together, or image_embeddings that are not one row of hidden_size
-  // per image token of the prompt (or any, on a backend without set_rows).
+  // per image token of the prompt (or any, on a backend without set_rows), or image_row_hashes that are not one
+  // per row.
   // Images: row k of image_embeddings replaces the embedding of the prompt's k-th image token in whichever
   // step computes it; each row's hash goes into the prefix-cache hash of its block (equal ids with other
   // images never hit, the same image does).

@@ -32,6 +32,9 @@ struct GenerateRequest {
   // hashes each row into the prefix cache's block hashes. Empty: a text prompt.
   std::vector<float> image_embeddings;
   int32_t image_token_id = 10;
+  // Engine only: engine::hash_image_rows(image_embeddings, D), computed by the caller off the engine thread (a
+  // 1540-px image is 3025 rows of D = 4096). Empty: the Engine computes them in submit().
+  std::vector<uint64_t> image_row_hashes;
 };
 
 // kError: the engine step that ran the request failed (the Engine reports the message with it).

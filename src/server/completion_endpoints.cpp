@@ -172,6 +172,7 @@ void serve_chat(Context& context, const httplib::Request& req, httplib::Response
   g.constraint = constraint_for(p, chat, context.vocab);
   if (!images.empty()) {  // the encoder runs here, on the connection's thread: the engine never waits for it
     g.image_embeddings = images.features(prompt.images, *m.vision);
+    g.image_row_hashes = engine::hash_image_rows(g.image_embeddings, m.vision->text_hidden());  // for the prefix cache
     g.image_token_id = static_cast<int32_t>(m.vision->config().image_token_id);
   }
 

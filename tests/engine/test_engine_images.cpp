@@ -126,7 +126,8 @@ TEST_F(EngineImagesTest, TheSameImageHitsThePrefixCacheAndEqualsAMiss) {
   const Image a = image(112, 112, 3);  // 4x4 grid: 20 layout tokens
   const std::vector<int32_t> head = text(30, 7);
   const GenerateRequest first = request(head, {&a}, text(5, 8), 6);
-  const GenerateRequest second = request(head, {&a}, text(11, 9), 6);
+  GenerateRequest second = request(head, {&a}, text(11, 9), 6);
+  second.image_row_hashes = hash_image_rows(second.image_embeddings, model_->config().hidden_size);  // as the server does
   const int64_t n_first = static_cast<int64_t>(first.prompt.size()), n_second = static_cast<int64_t>(second.prompt.size());
   ASSERT_EQ(n_first, 30 + 20 + 5);
 
@@ -191,12 +192,20 @@ TEST_F(EngineImagesTest, ChoicesShareTheImagePrefix) {
 TEST_F(EngineImagesTest, FeaturesThatDoNotFitTheImageTokensAreRefused) {
   const Image a = image(40, 30, 9);
   GenerateRequest r = request(text(3, 19), {&a}, text(3, 20), 4);
-  r.image_embeddings.pop_back();
+  const size_t n = r.image_embeddings.size(), D = static_cast<size_t>(model_->config().hidden_size);
   Engine engine(*model_, {.n_blocks = 16, .block_size = 8});
+  r.image_embeddings.resize(n - 1);
   EXPECT_THROW(engine.submit(r), InvalidRequest);
-  r.image_embeddings.resize(r.image_embeddings.size() + 1 + static_cast<size_t>(model_->config().hidden_size));
+  r.image_embeddings.resize(n + D);  // a row too many
   EXPECT_THROW(engine.submit(r), InvalidRequest);
+  r.image_embeddings = a.features;
+  r.image_row_hashes = hash_image_rows(r.image_embeddings, model_->config().hidden_size);
+  ASSERT_EQ(r.image_row_hashes.size(), n / D);
+  r.image_row_hashes.pop_back();
+  EXPECT_THROW(engine.submit(r), InvalidRequest);  // a hash short
   EXPECT_FALSE(engine.has_work());
+  r.image_row_hashes.clear();
+  EXPECT_NO_THROW(engine.submit(r));
 }
 
 }  // namespace
