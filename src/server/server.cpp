@@ -54,14 +54,16 @@ class ThreadPerConnection : public httplib::TaskQueue {
 // A POST body, read here whatever its Content-Type or framing: left to cpp-httplib 0.11, an
 // application/x-www-form-urlencoded body (curl -d's default) over 8 KiB would get a bare 413, and a chunked body
 // would be read without any limit. ApiError 413 beyond `limit` bytes; 400 for a multipart or badly framed body.
+// Bytes past the limit are read and dropped (as cpp-httplib does for a Content-Length over it), so the rest of the
+// body is never taken for the connection's next request.
 std::string read_body(const httplib::Request& req, const httplib::Response& res, const httplib::ContentReader& read, size_t limit) {
   if (req.is_multipart_form_data()) throw ApiError(400, "request body: expected JSON (Content-Type: application/json), got multipart/form-data");
   std::string body;
   bool is_too_large = false;
   const bool is_read = read([&](const char* data, size_t n) {
-    is_too_large = n > limit - body.size();
+    is_too_large = is_too_large || n > limit - body.size();
     if (!is_too_large) body.append(data, n);
-    return !is_too_large;
+    return true;
   });
   if (is_too_large || res.status == 413) throw ApiError(413, fmt::format("request body too large (at most {} bytes)", limit));
   if (!is_read) throw ApiError(400, "request body: cut short or badly framed (Content-Length or chunked encoding)");

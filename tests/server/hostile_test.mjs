@@ -448,11 +448,22 @@ test("a body larger than the limit is 413 however it is framed; a form-encoded J
       s.write("0\r\n\r\n");
     });
     let out = "";
-    s.on("data", (d) => { out += d; if (out.includes("}}")) { s.destroy(); resolve(out); } });
+    s.on("data", (d) => {
+      out += d;
+      // once the 413 is in, a request of its own on the same connection: answered as such, not mixed with the
+      // refused body (cpp-httplib does not take pipelined requests, so it waits for the answer)
+      if (out.includes("}}") && !out.includes("GET sent")) {
+        out += "\nGET sent\n";
+        s.write("GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      }
+    });
     s.on("error", () => {});  // the server may stop reading (EPIPE) before its answer is read
     s.on("close", () => resolve(out));
   });
   assert.equal(parseRaw(chunked).status, 413, chunked.slice(0, 200));
+  const statuses = [...chunked.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+  assert.deepEqual(statuses, [413, 200], chunked.slice(0, 600));
+  assert.match(chunked, /"object":"list"/);
   // curl -d sends application/x-www-form-urlencoded: a 100 KB JSON body is still a chat request, not a 413
   const form = await post("/tokenize", JSON.stringify(user("b ".repeat(50000))), { headers: { "content-type": "application/x-www-form-urlencoded" } });
   assert.equal(form.status, 200, form.text.slice(0, 200));
