@@ -14,7 +14,7 @@ inline constexpr const char* kDefaultModelDir = "models/default";
 // Printed on stderr whenever a command falls back to the default model.
 inline constexpr const char* kDefaultModelNotice =
     "quatre: no --model given: using ./models/default, a small DEMO model (11M parameters of the Mistral Small 4 "
-    "architecture trained for a few minutes; English-like text only, see assets/demo-model/README.md)";
+    "architecture trained for 85 seconds; English-like text only, see assets/demo-model/README.md)";
 
 // `arg` when given; else the default model directory when it exists (printing kDefaultModelNotice on stderr);
 // else InvalidRequest saying how to get one.
