@@ -2,6 +2,8 @@
 // prompt lengths, and memory, each next to its roofline (bytes moved / copy bandwidth measured on the spot;
 // flops / peak) and the ratio. Weights: --random-weights (drawn on the GPU, any preset, --layers to shrink) or a
 // checkpoint. Decode steps are timed end to end (host work and one sync per step included, no sampling).
+// --profile adds, per decode batch size, one more step timed op by op on the GPU (CUDA events around each backend
+// op, summed per kind and weight shape) with the bytes each kind must move and the bandwidth it reached.
 // Wiring only: the work is in model/ and the backends.
 #include <algorithm>
 #include <chrono>
@@ -41,6 +43,7 @@ struct BenchArgs {
   int steps = 8;
   uint64_t seed = 1;
   double peak_tflops = 67.0;  // H100/H200 SXM fp32 (CUDA cores): what these kernels compute with
+  bool profile = false;
 };
 
 constexpr int64_t kBlockSize = 16;
@@ -118,6 +121,52 @@ class Timer {
 };
 
 std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / double(1ull << 30)); }
+
+#ifdef QUATRE_HAVE_CUDA
+// What each matmul weight shape of the config is ("matmul NxK" -> name); the routed experts' rows get their bytes
+// from the expected number of distinct experts, which the backend cannot know without a sync.
+std::string matmul_name(const io::TextConfig& t, const std::string& label) {
+  const int64_t D = t.hidden_size, H = t.n_heads, F = t.moe_intermediate_size * t.n_shared_experts;
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {fmt::format("matmul {}x{} ", t.q_lora_rank, D), "q_a"},
+      {fmt::format("matmul {}x{} ", H * (t.qk_nope_head_dim + t.qk_rope_head_dim), t.q_lora_rank), "q_b"},
+      {fmt::format("matmul {}x{} ", t.kv_lora_rank + t.qk_rope_head_dim, D), "kv_a"},
+      {fmt::format("matmul {}x{} ", D, H * t.v_head_dim), "o_proj"},
+      {fmt::format("matmul {}x{} ", t.n_routed_experts, D), "router"},
+      {fmt::format("matmul {}x{} ", F, D), "shared gate/up"},
+      {fmt::format("matmul {}x{} ", D, F), "shared down"},
+      {fmt::format("matmul {}x{} ", t.intermediate_size, D), "dense gate/up"},
+      {fmt::format("matmul {}x{} ", D, t.intermediate_size), "dense down"},
+      {fmt::format("matmul {}x{} ", t.vocab_size, D), "lm_head"}};
+  for (const auto& [prefix, name] : names) {
+    if (label.rfind(prefix, 0) == 0) return name;
+  }
+  return "";
+}
+
+// One decode step's GPU time per op kind: ms, share, bytes and GB/s; then the sum against the step's wall time
+// (the rest: launch gaps and host work the GPU waited for).
+void print_profile(const io::TextConfig& t, const Costs& c, std::vector<cuda::ProfileRow> rows, double distinct,
+                   double step_ms) {
+  const double n_moe = static_cast<double>(c.n_moe);
+  double sum = 0;
+  for (cuda::ProfileRow& r : rows) {
+    sum += r.ms;
+    if (r.label == "moe gate+up (routed)") r.bytes = n_moe * distinct * c.expert_bytes * 2 / 3;
+    if (r.label == "moe down (routed)") r.bytes = n_moe * distinct * c.expert_bytes / 3;
+    const std::string name = matmul_name(t, r.label);
+    if (!name.empty()) r.label = fmt::format("{} ({})", name, r.label);
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.ms > b.ms; });
+  fmt::print("  {:<44} {:>6} {:>9} {:>6} {:>10} {:>8}\n", "op", "calls", "ms", "share", "MB", "GB/s");
+  for (const cuda::ProfileRow& r : rows) {
+    fmt::print("  {:<44} {:>6} {:>9.3f} {:>5.1f}% {:>10.1f} {:>8}\n", r.label, r.calls, r.ms, r.ms / sum * 100,
+               r.bytes / 1e6, r.bytes > 0 && r.ms > 0 ? fmt::format("{:.0f}", r.bytes / (r.ms * 1e-3) / 1e9) : "-");
+  }
+  fmt::print("  sum of ops {:.3f} ms; step wall time {:.3f} ms (unprofiled median): {:.3f} ms of gaps and host work\n",
+             sum, step_ms, step_ms - sum);
+}
+#endif
 
 int run_bench(const BenchArgs& o) {
   const Device device = o.device == "cuda" ? Device::kCuda : Device::kCpu;
@@ -199,6 +248,22 @@ int run_bench(const BenchArgs& o) {
       fmt::print("{:>9} {:>8} {:>11.2f} {:>10.1f} {:>12.3f} {:>12} {:>7.1f}%\n", B, o.context, ms,
                  static_cast<double>(B) / ms * 1e3, roof, t_mem >= t_flop ? fmt::format("mem {}", gib(r.bytes)) : "flops",
                  roof / ms * 100);
+#ifdef QUATRE_HAVE_CUDA
+      if (auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get()); cb != nullptr && o.profile) {
+        model::StepBuilder builder(kBlockSize);
+        for (int64_t s = 0; s < B; ++s) {
+          builder.add({.block_table = tables[static_cast<size_t>(s)], .n_cached = o.context + o.steps + 1,
+                       .ids = std::span<const int32_t>(&ids[static_cast<size_t>(s)], 1)});
+        }
+        arena.reset();
+        cb->synchronize();
+        cb->set_profiling(true);
+        model.forward(builder.inputs(), kv, arena);
+        std::vector<cuda::ProfileRow> rows = cb->profile();
+        cb->set_profiling(false);
+        print_profile(text, c, std::move(rows), distinct, ms);
+      }
+#endif
     } catch (const std::bad_alloc&) {
       fmt::print("{:>9} {:>8} out of device memory\n", B, o.context);
     }
@@ -251,6 +316,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--steps", o->steps, "Timed decode steps per batch size (median reported)")->capture_default_str();
   app.add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
   app.add_option("--peak-tflops", o->peak_tflops, "Arithmetic ceiling of the roofline")->capture_default_str();
+  app.add_flag("--profile", o->profile, "Per decode batch size, one more step timed op by op on the GPU (CUDA)");
   return [o] { return run_bench(*o); };
 }
 

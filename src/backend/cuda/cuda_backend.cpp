@@ -99,6 +99,10 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(as_stream(stream_))); }
 
+void CudaBackend::set_profiling(bool on) { profiler_.enable(as_stream(stream_), on); }
+
+std::vector<ProfileRow> CudaBackend::profile() { return profiler_.report(); }
+
 const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
   if (bytes == 0) return staging_;
   const size_t padded = (bytes + 255) & ~size_t{255};
@@ -165,12 +169,14 @@ Weight CudaBackend::constant_weight(DType dtype, std::span<const int64_t> shape,
 
 void CudaBackend::copy_to_host(const Tensor& src, void* dst) {
   CHECK(src.device() == Device::kCuda) << "copy_to_host of a " << device_name(src.device()) << " tensor";
+  const OpScope scope(profiler_, "copy_to_host", static_cast<double>(src.bytes()));
   CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.bytes(), cudaMemcpyDeviceToHost, as_stream(stream_)));
   synchronize();
 }
 
 void CudaBackend::fill(Tensor t, float value) {
   check_f32(t, "fill target");
+  const OpScope scope(profiler_, "fill");
   launched(launch_fill(t.data_as<float>(), t.numel(), value, as_stream(stream_)), "fill");
 }
 
@@ -180,6 +186,7 @@ Tensor CudaBackend::embed(std::span<const int32_t> ids, const Weight& table, Are
     if (id < 0 || id >= V) throw InvalidRequest(fmt::format("embed: token id {} outside the vocabulary of {}", id, V));
   }
   Tensor x = a.tensor(DType::F32, {static_cast<int64_t>(ids.size()), D});  // [T,D]
+  const OpScope scope(profiler_, "embed");
   launched(launch_dequant_rows(dev(table, "embed"), D, upload(ids), static_cast<int64_t>(ids.size()),
                                x.data_as<float>(), as_stream(stream_)),
            "embed");
@@ -191,6 +198,7 @@ Tensor CudaBackend::rms_norm(const Tensor& x, const Weight& g, float eps, Arena&
   const int64_t M = x.dim(0), n = x.dim(1);
   CHECK(g.w.numel() == n) << "rms_norm weight " << g.w.shape_string() << " for rows of " << n;
   Tensor y = a.tensor(DType::F32, {M, n});
+  const OpScope scope(profiler_, "rms_norm", static_cast<double>(2 * M * n) * 4);
   launched(launch_rms_norm(x.data_as<float>(), M, n, dev(g, "rms_norm"), eps, y.data_as<float>(), as_stream(stream_)),
            "rms_norm");
   return y;
@@ -201,6 +209,8 @@ Tensor CudaBackend::matmul(const Tensor& x, const Weight& w, Arena& a) {
   const int64_t M = x.dim(0), in = x.dim(1), out = weight_rows(w);
   CHECK(w.w.dim(-1) == in) << "matmul: x has " << in << " columns, weight is " << w.w.shape_string();
   Tensor y = a.tensor(DType::F32, {M, out});  // [M,out]
+  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", out, in, dtype_name(w.w.dtype())); },
+                      static_cast<double>(w.w.bytes() + static_cast<size_t>(M * (in + out)) * 4));
   MatmulProblem p{.x = x.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(w, "matmul"),
                   .y = y.data_as<float>(), .ldy = out};
   launched(launch_matmul(p, as_stream(stream_)), "matmul");
@@ -211,6 +221,7 @@ void CudaBackend::add_to(Tensor x, const Tensor& y) {
   check_f32(x, "add_to target");
   check_f32(y, "add_to operand");
   CHECK(x.numel() == y.numel()) << "add_to " << x.shape_string() << " += " << y.shape_string();
+  const OpScope scope(profiler_, "add", static_cast<double>(3 * x.bytes()));
   launched(launch_add(x.data_as<float>(), y.data_as<float>(), x.numel(), as_stream(stream_)), "add");
 }
 
@@ -219,6 +230,7 @@ std::pair<Tensor, Tensor> CudaBackend::split_cols(const Tensor& x, int64_t n_lef
   const int64_t M = x.dim(0), n = x.dim(1), n_right = n - n_left;
   CHECK(n_left >= 0 && n_right >= 0) << "split " << x.shape_string() << " at column " << n_left;
   Tensor left = a.tensor(DType::F32, {M, n_left}), right = a.tensor(DType::F32, {M, n_right});
+  const OpScope scope(profiler_, "split_cols");
   launched(launch_split_cols(x.data_as<float>(), M, n, n_left, left.data_as<float>(), right.data_as<float>(),
                              as_stream(stream_)),
            "split_cols");
@@ -232,6 +244,7 @@ Tensor CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, 
     if (r < 0 || r >= M) throw InvalidRequest(fmt::format("gather_rows: row {} of {}", r, x.shape_string()));
   }
   Tensor y = a.tensor(DType::F32, {static_cast<int64_t>(rows.size()), n});
+  const OpScope scope(profiler_, "gather_rows");
   launched(launch_gather_rows(x.data_as<float>(), n, upload(rows), static_cast<int64_t>(rows.size()),
                               y.data_as<float>(), as_stream(stream_)),
            "gather_rows");
@@ -248,6 +261,7 @@ void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
   CHECK(static_cast<int64_t>(args.positions.size()) == T && static_cast<int64_t>(args.inv_freq.size()) == half)
       << args.positions.size() << " positions and " << args.inv_freq.size() << " frequencies for T=" << T;
   CHECK(args.llama4_original_max_position_embeddings > 0) << "llama4 original_max_position_embeddings";
+  const OpScope scope(profiler_, "rope");
   const float* inv_freq = upload(args.inv_freq);
   launched(launch_rope(q.data_as<float>(), k_rope.data_as<float>(), T, d.n_heads, d.qk_nope_head_dim,
                        d.qk_rope_head_dim, inv_freq, upload(args.positions), args.llama4_beta,
@@ -266,6 +280,7 @@ void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_
   for (int64_t slot : slots) {
     if (slot < 0 || slot >= n_slots) throw InvalidRequest(fmt::format("kv_write: slot {} of {}", slot, n_slots));
   }
+  const OpScope scope(profiler_, "kv_write");
   launched(launch_kv_write(kv_cache.data(), ct, W, c_kv.data_as<float>(), R, k_rope.data_as<float>(), Dr,
                            upload(slots), T, as_stream(stream_)),
            "kv_write");
@@ -303,8 +318,16 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
       << "mla_attention: kv_lora_rank " << R << " / v_head_dim " << d.v_head_dim << " over the kernel's limits";
   // kv_b dequantised once per call: [H*(Dn+Dv), R] fp32.
   float* kv_b = a.array<float>(static_cast<size_t>(kvb_rows * R));
-  launched(launch_dequant_rows(dev(args.kv_b, "kv_b"), R, nullptr, kvb_rows, kv_b, as_stream(stream_)), "kv_b");
+  {
+    const OpScope scope(profiler_, "mla kv_b dequant", static_cast<double>(args.kv_b.w.bytes() + kvb_rows * R * 4));
+    launched(launch_dequant_rows(dev(args.kv_b, "kv_b"), R, nullptr, kvb_rows, kv_b, as_stream(stream_)), "kv_b");
+  }
   Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]
+  int64_t entries = 0;
+  for (int32_t n : m.context_lens) entries += n;
+  const OpScope scope(profiler_, "mla attention",
+                      static_cast<double>(entries * d.cache_width()) * static_cast<double>(dtype_size(args.kv_cache.dtype())) +
+                          static_cast<double>(kvb_rows * R) * 4);
   const MlaLaunch l{.q = args.q.data_as<float>(),
                     .cache = args.kv_cache.data(),
                     .cache_type = ct,
@@ -343,6 +366,7 @@ Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a
     throw InvalidRequest(fmt::format("route: top-{} of {} experts (the CUDA router takes up to 1024)", K, E));
   }
   Routing r{.expert_ids = a.tensor(DType::I32, {T, K}), .gates = a.tensor(DType::F32, {T, K})};
+  const OpScope scope(profiler_, "route");
   launched(launch_route(logits.data_as<float>(), T, E, K, args.routed_scaling_factor, r.expert_ids.data_as<int32_t>(),
                         r.gates.data_as<float>(), as_stream(stream_)),
            "route");
@@ -354,7 +378,10 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
   Tensor g = matmul(x, w.gate, a);  // [M,F]
   Tensor u = matmul(x, w.up, a);    // [M,F]
   CHECK(has_shape(g, {u.dim(0), u.dim(1)})) << "ffn gate " << g.shape_string() << " and up " << u.shape_string();
-  launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
+  {
+    const OpScope scope(profiler_, "silu_mul");
+    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
+  }
   Tensor y = matmul(g, w.down, a);  // [M,D]
   CHECK_SHAPE(y, M, x.dim(1));
   return y;
@@ -408,9 +435,12 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
   int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
   const cudaStream_t s = as_stream(stream_);
-  launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token, sorted_pair,
-                            group_expert, s),
-           "moe_align");
+  {
+    const OpScope scope(profiler_, "moe align");
+    launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token,
+                              sorted_pair, group_expert, s),
+             "moe_align");
+  }
   float* gate = a.array<float>(static_cast<size_t>(max_rows * F));
   float* up = a.array<float>(static_cast<size_t>(max_rows * F));
   const DevWeight gate0 = dev(args.experts[0].gate, "expert gate"), up0 = dev(args.experts[0].up, "expert up"),
@@ -418,19 +448,31 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
                   .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
                   .y = gate, .ldy = F};
-  launched(launch_matmul(p, s), "moe gate");
-  p.weight = up0;
-  p.experts = table + E;
-  p.y = up;
-  launched(launch_matmul(p, s), "moe up");
-  launched(launch_silu_mul(gate, up, max_rows * F, s), "moe silu_mul");
+  {
+    const OpScope scope(profiler_, "moe gate+up (routed)");
+    launched(launch_matmul(p, s), "moe gate");
+    p.weight = up0;
+    p.experts = table + E;
+    p.y = up;
+    launched(launch_matmul(p, s), "moe up");
+  }
+  {
+    const OpScope scope(profiler_, "moe silu_mul");
+    launched(launch_silu_mul(gate, up, max_rows * F, s), "moe silu_mul");
+  }
   float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
   MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
                   .group_expert = group_expert, .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
                   .row_scale = args.routing.gates.data_as<float>()};
-  launched(launch_matmul(q, s), "moe down");
+  {
+    const OpScope scope(profiler_, "moe down (routed)");
+    launched(launch_matmul(q, s), "moe down");
+  }
   Tensor y = a.tensor(DType::F32, {T, D});  // [T,D]
-  launched(launch_sum_pairs(pair_out, T, K, D, y.data_as<float>(), s), "moe sum");
+  {
+    const OpScope scope(profiler_, "moe sum");
+    launched(launch_sum_pairs(pair_out, T, K, D, y.data_as<float>(), s), "moe sum");
+  }
   if (args.shared != nullptr) add_to(y, ffn(x, *args.shared, a));
   return y;
 }

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "backend/cuda/op_profiler.h"
 #include "core/backend.h"
 
 namespace quatre::cuda {
@@ -60,6 +61,9 @@ class CudaBackend final : public Backend {
   Weight constant_weight(DType dtype, std::span<const int64_t> shape, float value);
   void synchronize();
   size_t weight_bytes() const { return weight_bytes_; }
+  // GPU time per op from now on (bench --profile); profile() waits for the stream and returns the sums since.
+  void set_profiling(bool on);
+  std::vector<ProfileRow> profile();
 
  private:
   // Copies host data to the device through the staging ring; valid for the ops enqueued after it.
@@ -81,6 +85,7 @@ class CudaBackend final : public Backend {
   void* staging_ = nullptr;
   size_t ring_bytes_ = 0, ring_at_ = 0;
   std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
+  OpProfiler profiler_;
 };
 
 }  // namespace quatre::cuda
