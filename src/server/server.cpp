@@ -82,6 +82,10 @@ struct Server::Impl {
   std::atomic<bool> has_listened = false;  // listen_after_bind() returned
 
   void routes();
+  bool is_authorized(const httplib::Request& req) const {
+    return context.options.api_key.empty() || req.get_header_value("Authorization") == "Bearer " + context.options.api_key;
+  }
+  static ApiError unauthorized() { return ApiError(401, "Incorrect or missing API key (Authorization: Bearer <key>)"); }
   // Runs `body`, mapping errors to OpenAI error objects, and counts the request in the metrics.
   void handle(const char* endpoint, httplib::Response& res, const std::function<void()>& body);
 };
@@ -118,15 +122,12 @@ void Server::Impl::routes() {
     }
     // The chat page itself is public: it asks for the key and sends it on its API calls.
     const bool is_public = req.path == "/health" || req.path == "/" || req.path == "/index.html";
-    if (opt.api_key.empty() || is_public) return httplib::Server::HandlerResponse::Unhandled;
-    if (req.get_header_value("Authorization") != "Bearer " + opt.api_key) {
-      res.status = 401;
-      res.set_content(dump(error_body(ApiError(401, "Incorrect or missing API key (Authorization: Bearer <key>)"))),
-                      "application/json");
-      context.metrics.count_request("auth", 401);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+    // POST: checked by the handler, which drops the body first (unread, it would be taken for the next request).
+    if (is_authorized(req) || is_public || req.method == "POST") return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 401;
+    res.set_content(dump(error_body(unauthorized())), "application/json");
+    context.metrics.count_request("auth", 401);
+    return httplib::Server::HandlerResponse::Handled;
   });
   // Statuses cpp-httplib sets itself (no handler ran): say what was wrong with the request.
   http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -175,6 +176,10 @@ void Server::Impl::routes() {
   auto post = [this](const char* path, const char* endpoint, void (*run)(Context&, const httplib::Request&, httplib::Response&)) {
     http.Post(path, [this, endpoint, run](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
       handle(endpoint, res, [&] {
+        if (!is_authorized(req)) {
+          if (!req.is_multipart_form_data()) read([](const char*, size_t) { return true; });
+          throw unauthorized();
+        }
         httplib::Request with_body = req;
         with_body.body = read_body(req, res, read, context.options.max_body_bytes);
         run(context, with_body, res);

@@ -1,6 +1,6 @@
 // The HTTP layer of Server without a model (every generation endpoint answers 503 "loading" once it has the body):
-// bodies are limited however they are framed, a form-encoded JSON body is still read, and stop() right after
-// start() returns (what a model that fails to load does).
+// bodies are limited however they are framed, a form-encoded JSON body is still read, a 401 drops the body it
+// refused, and stop() right after start() returns (what a model that fails to load does).
 #include <gtest/gtest.h>
 
 #include <httplib.h>
@@ -72,6 +72,34 @@ TEST_F(ServerHttpTest, LibraryErrorsSayWhatWasWrong) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 414);
   EXPECT_NE(nlohmann::json::parse(r->body)["error"]["message"].get<std::string>().find("URI too long"), std::string::npos);
+}
+
+// A POST refused for its API key: 401, and its body is dropped, so the same keep-alive connection answers the
+// next request itself (the body used to be left unread and taken for that request: 400 "malformed").
+TEST(ServerAuth, A401KeepsTheConnectionInStep) {
+  ServerOptions o = loopback(1 << 20);
+  o.api_key = "k";
+  Server server(o);
+  const int port = server.bind();
+  server.start();
+  httplib::Client client("127.0.0.1", port);
+  client.set_keep_alive(true);
+  const std::string body = nlohmann::json{{"prompt", std::string(100000, 'x')}}.dump();
+  const httplib::Result denied = client.Post("/tokenize", {{"Authorization", "Bearer wrong"}}, body, "application/json");
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 401);
+  EXPECT_EQ(nlohmann::json::parse(denied->body)["error"]["type"], "authentication_error");
+  for (int i = 0; i < 2; ++i) {
+    const httplib::Result health = client.Get("/health");  // the same connection
+    ASSERT_TRUE(health);
+    EXPECT_EQ(health->status, 503) << health->body;  // loading: no model in this test
+  }
+  const httplib::Result models = client.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 401);
+  const httplib::Result allowed = client.Post("/tokenize", {{"Authorization", "Bearer k"}}, body, "application/json");
+  ASSERT_TRUE(allowed);
+  EXPECT_EQ(allowed->status, 503) << allowed->body;  // past the key and the body
 }
 
 TEST(ServerLifecycle, StopRightAfterStartReturns) {
