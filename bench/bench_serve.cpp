@@ -32,6 +32,7 @@
 #include "model/kv_cache.h"
 #include "model/text_model.h"
 #include "model/text_weights.h"
+#include "parallel/tensor_parallel.h"
 #ifdef QUATRE_HAVE_CUDA
 #include "cli/random_weights.h"
 #endif
@@ -49,6 +50,7 @@ struct Args {
   std::string dtype = "fp8";
   int64_t layers = 0;
   std::string device = "cpu";
+  int tensor_parallel_size = 1;  // ranks of a TensorParallelGroup (cuda: one GPU each); needs --model
   int64_t n_requests = 64;
   int64_t concurrency = 16;
   double prompt_median = 800, prompt_sigma = 0.8;
@@ -112,8 +114,18 @@ int run(const Args& a) {
     checkpoint.emplace(quatre::io::Checkpoint::open(a.model_dir));
     text = checkpoint->config().text;
   }
-  const std::unique_ptr<quatre::Backend> backend = quatre::make_backend(device);
-  const auto load = [&]() -> quatre::model::TextWeights {
+  if (a.tensor_parallel_size > 1 && a.random_weights) {
+    throw quatre::InvalidRequest("bench_serve: --tensor-parallel-size > 1 loads each rank's slice of --model; "
+                                 "--random-weights draws the whole model on one GPU");
+  }
+  // One device, or a group of ranks driven by rank 0's model (README, "Several GPUs").
+  const std::unique_ptr<quatre::parallel::TensorParallelGroup> group =
+      a.tensor_parallel_size > 1 ? std::make_unique<quatre::parallel::TensorParallelGroup>(*checkpoint, device, a.tensor_parallel_size,
+                                                                                           quatre::model::TextModelOptions{})
+                                 : nullptr;
+  const std::unique_ptr<quatre::Backend> backend = group ? nullptr : quatre::make_backend(device);
+  const auto load = [&]() -> std::optional<quatre::model::TextWeights> {
+    if (group) return std::nullopt;
     if (!a.random_weights) return quatre::model::TextWeights::load(*checkpoint, *backend);
 #ifdef QUATRE_HAVE_CUDA
     return quatre::cli::random_text_weights(text, *backend, a.dtype == "fp8", a.seed);
@@ -121,8 +133,10 @@ int run(const Args& a) {
     throw quatre::InvalidRequest("bench_serve: --random-weights needs the CUDA backend, not in this build");
 #endif
   };
-  const quatre::model::TextWeights weights = load();
-  const quatre::model::TextModel model(text, weights, *backend);
+  const std::optional<quatre::model::TextWeights> weights = load();
+  const std::optional<quatre::model::TextModel> single =
+      group ? std::nullopt : std::make_optional<quatre::model::TextModel>(text, *weights, *backend);
+  const quatre::model::TextModel& model = group ? group->model() : *single;
 
   engine::EngineOptions options{.block_size = a.block_size,
                                 .max_tokens_per_step = a.max_tokens_per_step,
@@ -135,7 +149,8 @@ int run(const Args& a) {
   }
   const std::string account = quatre::cli::size_kv_cache(model, sizing, options);
   engine::Engine eng(model, options);
-  const std::string source = a.random_weights ? fmt::format("--random-weights {} ({} layers, {})", a.preset, text.n_layers, a.dtype) : a.model_dir;
+  const std::string source = (a.random_weights ? fmt::format("--random-weights {} ({} layers, {})", a.preset, text.n_layers, a.dtype) : a.model_dir) +
+                             (group ? fmt::format(" (tensor-parallel-size {})", group->size()) : std::string());
   std::printf("bench_serve: %s on %s; %s\n%s\n", source.c_str(), a.device.c_str(), account.c_str(), eng.capacity_line().c_str());
 
   // The workload, drawn up front so every run with one seed offers the same requests.
@@ -229,6 +244,9 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", a.dtype, "Linear weights for --random-weights: fp8 or bf16")->check(CLI::IsMember({"fp8", "bf16"}))->capture_default_str();
   app.add_option("--layers", a.layers, "Keep only this many layers (--random-weights; 0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--tensor-parallel-size", a.tensor_parallel_size, "Ranks of tensor/expert parallelism (cuda: one GPU each)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--requests", a.n_requests, "Requests to run")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--concurrency", a.concurrency, "Requests in flight at once")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--prompt-median", a.prompt_median, "Median prompt tokens (log-normal)")->check(CLI::PositiveNumber)->capture_default_str();

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # On a host with 2+ GPUs, from the repo root: tensor/expert parallelism through NCCL (issue #10; README, "Several GPUs").
-#   here:     tools/gpu/pack.sh build-tp test_tensor_parallel_cuda test_golden_cuda quatre
+#   here:     tools/gpu/pack.sh build-tp test_tensor_parallel_cuda test_golden_cuda quatre bench_serve
 #   run tool: kind nvidia-h200-x2 (or nvidia-h100-x2), command "bash tools/gpu/tp_check.sh $OUT", carry [".gpu/cuda"]
 # 1. the tiny goldens with one GPU per rank (N=2; N=4 where 4 GPUs are visible) and, for reference, on one GPU;
 # 2. a full-width FP8 checkpoint of LAYERS layers (default 4, written here by gen-model): `quatre run` greedy on 1 GPU
-#    and on N=2, the two continuations compared and the speed lines kept (bench lines for bench/RESULTS.md).
+#    and on N=2, the two continuations compared and the speed lines kept, then bench_serve (64 requests, 16 at once)
+#    on 1 and 2 GPUs (the bench lines for bench/RESULTS.md).
 # NCCL must be on the host (libnccl.so.2, 218 MB, is more than a device call carries); the script looks in the usual
 # places. Logs to OUT_DIR. Exit status: non-zero when a test failed or the continuations differ.
 set -uo pipefail
@@ -57,6 +58,14 @@ if [ -x "$bin/quatre" ]; then
   else
     echo "continuations: N=2 differs from N=1 (a near-tie, or a bug: compare $out/run_tp*.txt)"
     status=1
+  fi
+  if [ -x "$bin/bench_serve" ]; then
+    for n in 1 2; do
+      echo "== bench_serve --tensor-parallel-size $n"
+      "$bin/bench_serve" --model "$model" --device cuda --tensor-parallel-size "$n" --requests 64 --concurrency 16 \
+        > "$out/bench_serve_tp$n.txt" 2>&1 || status=1
+      tail -8 "$out/bench_serve_tp$n.txt"
+    done
   fi
   rm -rf "$(dirname "$model")"
 fi
