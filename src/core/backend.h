@@ -23,11 +23,20 @@ namespace quatre {
 // Weights are stored [out, in] as in the checkpoint: matmul(x [M,in], w [out,in]) -> [M,out].
 // Activations are F32 tensors that ops allocate in the step's Arena.
 
-// A stored weight of any float dtype, [out, in] (norms and tables: [n] / [V, D]).
+// 4-bit weights (core/int4.h): Weight::w is then U8 [out, in/2] of packed codes, and the value is the int4 rule.
+struct Int4Weight {
+  Tensor scales;   // BF16 [out, in/group_size]
+  Tensor offsets;  // BF16 [out, in/group_size] when asymmetric; undefined when symmetric
+  int64_t group_size = 0;
+  bool is_symmetric() const { return !offsets.is_defined(); }
+};
+
+// A stored weight of any float dtype, [out, in] (norms and tables: [n] / [V, D]), or 4-bit (Int4Weight above).
 // The real value is float(w) * weight_scale (MODEL.md §6.2; 1 unless FP8).
 struct Weight {
   Tensor w;
   float weight_scale = 1.0f;
+  std::optional<Int4Weight> int4;  // set: w holds packed 4-bit codes (weight_scale stays 1)
   // FP8 static activation scale. Carried, not applied by the CPU backend, which computes W8A16:
   // dequantised weights times fp32 activations (the FP8 goldens are made the same way, because
   // transformers 5.17 cannot run FP8 on our GPU host).

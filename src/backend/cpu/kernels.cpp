@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/int4.h"
+
 namespace quatre::cpu {
 
 const float* fp8_e4m3_table() {
@@ -19,6 +21,15 @@ const float* fp8_e4m3_table() {
 
 void dequant_row(const Weight& w, int64_t row, float* out) {
   const int64_t cols = weight_cols(w);
+  if (w.int4) {
+    const Int4Weight& q = *w.int4;
+    const int64_t n_groups = cols / q.group_size;
+    const auto* scales = static_cast<const uint16_t*>(q.scales.data()) + row * n_groups;
+    const auto* offsets = q.is_symmetric() ? nullptr : static_cast<const uint16_t*>(q.offsets.data()) + row * n_groups;
+    dequantize_int4_row(static_cast<const uint8_t*>(w.w.data()) + row * (cols / 2), scales, offsets, cols, q.group_size,
+                        out);
+    return;
+  }
   const float scale = w.weight_scale;
   const size_t first = static_cast<size_t>(row * cols);
   switch (w.w.dtype()) {

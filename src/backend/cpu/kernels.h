@@ -13,9 +13,11 @@ namespace quatre::cpu {
 // The fp32 value of every float8_e4m3fn byte (MODEL.md §6.1).
 const float* fp8_e4m3_table();
 
-// out[0, cols) = float(w[row, :]) * weight_scale, for a weight viewed as [rows, cols] (a rank-1 weight is one row).
+// out[0, cols) = float(w[row, :]) * weight_scale, for a weight viewed as [rows, cols] (a rank-1 weight is one row);
+// a 4-bit weight by the rule of core/int4.h.
 void dequant_row(const Weight& w, int64_t row, float* out);
-inline int64_t weight_cols(const Weight& w) { return w.w.dim(-1); }
+// Logical columns: a 4-bit weight's w holds two per byte.
+inline int64_t weight_cols(const Weight& w) { return w.int4 ? 2 * w.w.dim(-1) : w.w.dim(-1); }
 inline int64_t weight_rows(const Weight& w) { return w.w.rank() == 1 ? 1 : w.w.numel() / w.w.dim(-1); }
 
 // Σ a[i]·b[i] in fp32 with eight partial sums.

@@ -24,7 +24,7 @@ void check_args(const MlaArgs& args) {
   const int64_t T = args.q.dim(0);
   CHECK_SHAPE(args.q, T, d.q_width());
   CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
-  CHECK(args.kv_b.w.dim(0) == d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) && args.kv_b.w.dim(1) == d.kv_lora_rank)
+  CHECK(args.kv_b.w.dim(0) == d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) && weight_cols(args.kv_b) == d.kv_lora_rank)
       << "kv_b " << args.kv_b.w.shape_string();
   CHECK(static_cast<int64_t>(m.seq_index.size()) == T && static_cast<int64_t>(m.context_lens.size()) == T)
       << "attention metadata for " << m.seq_index.size() << " tokens, q has " << T;

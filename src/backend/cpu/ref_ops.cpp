@@ -3,15 +3,29 @@
 
 #include <cmath>
 
+#include "core/int4.h"
+
 namespace quatre::cpu::ref {
 namespace {
 
-float weight_at(const Weight& w, int64_t i) { return load_as_f32(w.w.data(), w.w.dtype(), static_cast<size_t>(i)) * w.weight_scale; }
+int64_t logical_cols(const Weight& w) { return w.int4 ? 2 * w.w.dim(1) : w.w.dim(1); }
+
+// Element i of the weight in row-major [out, in] order; a 4-bit one by int4_value, one element at a time.
+float weight_at(const Weight& w, int64_t i) {
+  if (!w.int4) return load_as_f32(w.w.data(), w.w.dtype(), static_cast<size_t>(i)) * w.weight_scale;
+  const Int4Weight& q = *w.int4;
+  const int64_t in = logical_cols(w), row = i / in, col = i % in;
+  const int64_t group = row * (in / q.group_size) + col / q.group_size;
+  const uint8_t code = int4_code(static_cast<const uint8_t*>(w.w.data()) + row * (in / 2), col);
+  const uint16_t scale = static_cast<const uint16_t*>(q.scales.data())[group];
+  const uint16_t offset = q.is_symmetric() ? 0 : static_cast<const uint16_t*>(q.offsets.data())[group];
+  return int4_value(code, scale, offset, q.is_symmetric());
+}
 
 }  // namespace
 
 std::vector<float> matmul(const std::vector<float>& x, int64_t M, const Weight& w) {
-  const int64_t out = w.w.dim(0), in = w.w.dim(1);
+  const int64_t out = w.w.dim(0), in = logical_cols(w);
   CHECK(static_cast<int64_t>(x.size()) == M * in) << x.size() << " values for " << M << " rows of " << in;
   std::vector<float> y(static_cast<size_t>(M * out));
   for (int64_t m = 0; m < M; ++m) {

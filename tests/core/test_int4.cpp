@@ -1,0 +1,125 @@
+// The 4-bit weight format of core/int4.h: the packing and the dequantisation rule on hand-made bytes, the
+// quantiser's exact round trip on values already on a group's grid, and its error bound elsewhere.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/dtype.h"
+#include "core/int4.h"
+
+namespace quatre {
+namespace {
+
+struct Quantized {
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> scales, offsets;
+};
+
+Quantized quantize(const std::vector<float>& w, const Int4Layout& layout) {
+  const auto n = static_cast<int64_t>(w.size());
+  Quantized q{std::vector<uint8_t>(w.size() / 2), std::vector<uint16_t>(w.size() / static_cast<size_t>(layout.group_size)),
+              std::vector<uint16_t>(w.size() / static_cast<size_t>(layout.group_size))};
+  quantize_int4_row(w.data(), n, layout, q.codes.data(), q.scales.data(), layout.is_symmetric ? nullptr : q.offsets.data());
+  return q;
+}
+
+std::vector<float> dequantize(const Quantized& q, int64_t n, const Int4Layout& layout) {
+  std::vector<float> out(static_cast<size_t>(n));
+  dequantize_int4_row(q.codes.data(), q.scales.data(), layout.is_symmetric ? nullptr : q.offsets.data(), n, layout.group_size,
+                      out.data());
+  return out;
+}
+
+TEST(Int4, PackingAndRuleOnHandMadeBytes) {
+  // Byte 0x3A holds column 0 = 0xA (low nibble) and column 1 = 0x3 (high nibble).
+  const std::vector<uint8_t> codes = {0x3A, 0xF0};
+  EXPECT_EQ(int4_code(codes.data(), 0), 0xA);
+  EXPECT_EQ(int4_code(codes.data(), 1), 0x3);
+  EXPECT_EQ(int4_code(codes.data(), 2), 0x0);
+  EXPECT_EQ(int4_code(codes.data(), 3), 0xF);
+  const uint16_t s = f32_to_bf16(0.5f), m = f32_to_bf16(-1.25f);
+  std::vector<float> out(4);
+  dequantize_int4_row(codes.data(), &s, nullptr, 4, 4, out.data());  // symmetric: s * (code - 8)
+  EXPECT_EQ(out, (std::vector<float>{0.5f * 2, 0.5f * -5, 0.5f * -8, 0.5f * 7}));
+  dequantize_int4_row(codes.data(), &s, &m, 4, 4, out.data());  // asymmetric: s * code + m
+  EXPECT_EQ(out, (std::vector<float>{5.0f - 1.25f, 1.5f - 1.25f, -1.25f, 7.5f - 1.25f}));
+  EXPECT_EQ(int4_value(0xA, s, 0, true), 1.0f);
+  EXPECT_EQ(int4_value(0x3, s, m, false), 0.25f);
+}
+
+TEST(Int4, SymmetricRoundTripIsExactOnTheGrid) {
+  std::mt19937_64 rng(7);
+  for (int64_t G : {2, 16, 32, 128}) {
+    const int64_t n = 4 * G;
+    std::vector<float> w(static_cast<size_t>(n));
+    std::vector<float> group_scale;
+    for (int64_t g = 0; g < n / G; ++g) {
+      // A BF16 scale and codes in [-7, 7] with one of magnitude 7, so max|w| / 7 is the scale again.
+      const float s = bf16_to_f32(f32_to_bf16(std::ldexp(1.0f + static_cast<float>(rng() % 97) / 97.0f, static_cast<int>(rng() % 20) - 14)));
+      for (int64_t i = 0; i < G; ++i) w[static_cast<size_t>(g * G + i)] = s * static_cast<float>(static_cast<int>(rng() % 15) - 7);
+      w[static_cast<size_t>(g * G + static_cast<int64_t>(rng() % static_cast<uint64_t>(G)))] = (rng() % 2 ? 7.0f : -7.0f) * s;
+      group_scale.push_back(s);
+    }
+    const Int4Layout layout{G, true};
+    const Quantized q = quantize(w, layout);
+    EXPECT_EQ(dequantize(q, n, layout), w) << "group size " << G;
+    for (size_t g = 0; g < group_scale.size(); ++g) EXPECT_EQ(bf16_to_f32(q.scales[g]), group_scale[g]);
+  }
+}
+
+TEST(Int4, AsymmetricRoundTripIsExactOnTheGrid) {
+  std::mt19937_64 rng(8);
+  const int64_t G = 32, n = 3 * G;
+  std::vector<float> w(static_cast<size_t>(n));
+  for (int64_t g = 0; g < n / G; ++g) {
+    // s of 4 significant bits and m = s·k (|k| <= 15): m is a BF16 value and every s·code + m is exact in fp32.
+    const float s = std::ldexp(static_cast<float>(8 + rng() % 8), -8 - static_cast<int>(rng() % 4));
+    const float m = s * static_cast<float>(static_cast<int>(rng() % 31) - 15);
+    for (int64_t i = 0; i < G; ++i) w[static_cast<size_t>(g * G + i)] = s * static_cast<float>(rng() % 16) + m;
+    w[static_cast<size_t>(g * G)] = m;                 // code 0
+    w[static_cast<size_t>(g * G + 1)] = 15.0f * s + m;  // code 15
+  }
+  const Int4Layout layout{G, false};
+  EXPECT_EQ(dequantize(quantize(w, layout), n, layout), w);
+}
+
+TEST(Int4, RoundToNearestErrorIsAtMostHalfAStep) {
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  const int64_t G = 64, n = 16 * G;
+  std::vector<float> w(static_cast<size_t>(n));
+  for (float& x : w) x = normal(rng);
+  w[5] = 0.3f;  // an outlier: its group's step is coarse, the others are untouched
+  for (bool is_symmetric : {true, false}) {
+    const Int4Layout layout{G, is_symmetric};
+    const Quantized q = quantize(w, layout);
+    const std::vector<float> back = dequantize(q, n, layout);
+    for (int64_t i = 0; i < n; ++i) {
+      const float s = bf16_to_f32(q.scales[static_cast<size_t>(i / G)]);
+      // Half a step, plus the BF16 rounding of the scale (and offset) moving the grid's ends by < 2^-8 relative.
+      const float bound = 0.5f * s + std::fabs(w[static_cast<size_t>(i)]) * 0.008f + (is_symmetric ? 0.0f : 15.0f * s * 0.008f);
+      EXPECT_LE(std::fabs(back[static_cast<size_t>(i)] - w[static_cast<size_t>(i)]), bound) << i << (is_symmetric ? " sym" : " asym");
+    }
+    EXPECT_GT(bf16_to_f32(q.scales[0]), 2 * bf16_to_f32(q.scales[1]));  // the outlier only coarsens its own group
+  }
+}
+
+TEST(Int4, ZeroGroupAndBadShapes) {
+  const std::vector<float> zeros(8, 0.0f);
+  const Int4Layout layout{8, true};
+  const Quantized q = quantize(zeros, layout);
+  EXPECT_EQ(q.codes, (std::vector<uint8_t>(4, 0x88)));  // code 8 = 0
+  EXPECT_EQ(dequantize(q, 8, layout), zeros);
+  std::vector<uint8_t> codes(4);
+  std::vector<uint16_t> scales(1);
+  EXPECT_DEATH(quantize_int4_row(zeros.data(), 8, {3, true}, codes.data(), scales.data(), nullptr), "groups of 3");
+  std::vector<float> bad = zeros;
+  bad[2] = std::nanf("");
+  EXPECT_DEATH(quantize_int4_row(bad.data(), 8, layout, codes.data(), scales.data(), nullptr), "non-finite");
+}
+
+}  // namespace
+}  // namespace quatre
