@@ -68,6 +68,12 @@ void print_config(const io::ModelConfig& m) {
   } else {
     fmt::print("vision       none (text only)\n");
   }
+  if (m.quantization == io::WeightQuantization::kInt4) {
+    fmt::print("quantization quatre_int4: {} weights in 4 bits, {}, groups of {} input columns, BF16 scales; the rest BF16\n",
+               io::int4_modules_name(m.int4.modules) == "all" ? "every text linear's" : "the routed experts'",
+               m.int4.is_symmetric ? "symmetric" : "asymmetric (BF16 offsets)", m.int4.group_size);
+    return;
+  }
   fmt::print("quantization {}\n", m.quantization == io::WeightQuantization::kFp8PerTensor
                                       ? (m.static_activation_scales ? "fp8 e4m3, per-tensor, static activation scales"
                                                                     : "fp8 e4m3, per-tensor, dynamic activations")

@@ -12,6 +12,7 @@ using Runner = std::function<int()>;
 
 Runner add_inspect(CLI::App& app);
 Runner add_gen_model(CLI::App& app);
+Runner add_quantize(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_run(CLI::App& app);
 Runner add_serve(CLI::App& app);

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   add("inspect", "Describe a checkpoint: format, config, tensors, parameters and memory needs", quatre::cli::add_inspect);
   add("gen-model", "Write a synthetic Mistral Small 4 checkpoint (either format, BF16 or FP8)",
       quatre::cli::add_gen_model);
+  add("quantize", "Write a 4-bit copy of a BF16 or FP8 checkpoint (quatre_int4: groups of BF16 scales)",
+      quatre::cli::add_quantize);
   add("bench", "Decode and prefill throughput next to the roofline (--random-weights: no checkpoint)",
       quatre::cli::add_bench);
   add("tokenize", "Encode text, decode ids, or render a chat request to its prompt", quatre::cli::add_tokenize);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 
 #include "core/check.h"
 #include "core/error.h"
+#include "core/int4.h"
 
 namespace quatre::io {
 namespace {
@@ -44,7 +46,26 @@ float read_scale(const Checkpoint::Tensor& t, const SafetensorsFile& file, int64
   return v;
 }
 
+// Bytes of row `row` (counted over the whole tensor, stacks included) of a tensor whose rows are `row_bytes` long.
+std::span<const std::byte> rows_of(std::span<const std::byte> bytes, const CheckpointTensor& t, const TensorPiece& piece,
+                                   size_t row_bytes) {
+  const int64_t rows_per_stack = t.shape.size() == 3 ? t.shape[1] : 0;
+  const int64_t first_row = (piece.stack >= 0 ? piece.stack * rows_per_stack : 0) + piece.row_begin;
+  return bytes.subspan(static_cast<size_t>(first_row) * row_bytes, static_cast<size_t>(piece.rows) * row_bytes);
+}
+
 }  // namespace
+
+float WeightView::at(size_t i) const {
+  if (!is_int4()) return load_as_f32(bytes.data(), dtype, i) * weight_scale;
+  const auto in = static_cast<size_t>(shape.back()), row = i / in, col = i % in;
+  const size_t group = row * (in / static_cast<size_t>(int4_group_size)) + col / static_cast<size_t>(int4_group_size);
+  const uint8_t code = int4_code(reinterpret_cast<const uint8_t*>(bytes.data()) + row * (in / 2), static_cast<int64_t>(col));
+  uint16_t scale = 0, offset = 0;
+  std::memcpy(&scale, int4_scales.data() + 2 * group, 2);
+  if (!int4_offsets.empty()) std::memcpy(&offset, int4_offsets.data() + 2 * group, 2);
+  return int4_value(code, scale, offset, int4_offsets.empty());
+}
 
 std::string index_file_name(CheckpointFormat f) { return shard_prefix(f) + ".safetensors.index.json"; }
 
@@ -167,13 +188,16 @@ void Checkpoint::map_weights() {
                                   weight_key_name(expected.pieces.front().key)));
     }
     consumed.insert(expected.name);
-    if (t->info->shape != expected.shape) {
-      throw LoadError(fmt::format("{}: tensor '{}' has shape [{}], expected [{}] for this config", where(*t), expected.name,
-                                  fmt::join(t->info->shape, ", "), fmt::join(expected.shape, ", ")));
-    }
     const DType dt = t->info->dtype;
     const bool fp8_ok = may_be_fp8(expected.pieces.front().key.kind);
-    if (dt == DType::F8_E4M3) {
+    const bool is_int4 = is_int4_weight(config_, expected.pieces.front().key.kind);
+    if (is_int4) {
+      if (dt != DType::U8) {
+        throw LoadError(fmt::format("{}: tensor '{}' has dtype {}, expected U8 (packed 4-bit codes: the config's "
+                                    "quantization_config is quatre_int4 with modules \"{}\")",
+                                    where(*t), expected.name, dtype_name(dt), int4_modules_name(config_.int4.modules)));
+      }
+    } else if (dt == DType::F8_E4M3) {
       if (!fp8_ok) throw LoadError(fmt::format("{}: tensor '{}' is F8_E4M3, but this weight is kept in BF16", where(*t), expected.name));
       if (config_.quantization != WeightQuantization::kFp8PerTensor) {
         throw LoadError(fmt::format("{}: tensor '{}' is F8_E4M3 but the config declares no FP8 quantization", where(*t),
@@ -184,16 +208,20 @@ void Checkpoint::map_weights() {
       throw LoadError(fmt::format("{}: tensor '{}' has dtype {}, expected BF16, F16, F32{}", where(*t), expected.name,
                                   dtype_name(dt), fp8_ok ? " or F8_E4M3" : ""));
     }
+    // After the dtype: a 4-bit config names the dtype it expects before the packed shape.
+    if (t->info->shape != expected.shape) {
+      throw LoadError(fmt::format("{}: tensor '{}' has shape [{}], expected [{}] for this config", where(*t), expected.name,
+                                  fmt::join(t->info->shape, ", "), fmt::join(expected.shape, ", ")));
+    }
     const auto bytes = t->file->data(*t->info);
     for (const TensorPiece& piece : expected.pieces) {
       const std::vector<int64_t> shape = weight_shape(config_, piece.key);
       int64_t row_size = 1;  // elements per row of the logical weight
       for (size_t i = 1; i < shape.size(); ++i) row_size *= shape[i];
-      const int64_t rows_per_stack = expected.shape.size() == 3 ? expected.shape[1] : 0;
-      const int64_t first_row = (piece.stack >= 0 ? piece.stack * rows_per_stack : 0) + piece.row_begin;
-      const size_t es = dtype_size(dt);
       WeightView view;
-      view.bytes = bytes.subspan(static_cast<size_t>(first_row * row_size) * es, static_cast<size_t>(piece.rows * row_size) * es);
+      // A 4-bit row is in/2 bytes of codes.
+      view.bytes = rows_of(bytes, expected, piece, is_int4 ? static_cast<size_t>(row_size / 2) : static_cast<size_t>(row_size) * dtype_size(dt));
+      view.int4_group_size = is_int4 ? config_.int4.group_size : 0;
       view.dtype = dt;
       view.shape = shape;
       view.row_order = expected.row_order;
@@ -205,6 +233,10 @@ void Checkpoint::map_weights() {
   }
 
   for (const CheckpointTensor& expected : layout) {
+    if (expected.role == TensorRole::kInt4Scales || expected.role == TensorRole::kInt4Offsets) {
+      map_int4_groups(expected, consumed);
+      continue;
+    }
     if (expected.role == TensorRole::kWeight) continue;
     const Tensor* t = find_tensor(expected.name);
     const std::string& weight_name = *weight_names.at(expected.pieces.front().key);
@@ -251,6 +283,28 @@ void Checkpoint::map_weights() {
                                   where(t), name, fmt::join(t.info->shape, ", "), dtype_name(t.info->dtype),
                                   format_name(config_.format)));
     }
+  }
+}
+
+// The scales (or offsets) of a 4-bit weight: BF16, exactly the layout's shape, one row per row of the weight.
+void Checkpoint::map_int4_groups(const CheckpointTensor& expected, std::set<std::string>& consumed) {
+  const bool is_scales = expected.role == TensorRole::kInt4Scales;
+  const Tensor* t = find_tensor(expected.name);
+  if (t == nullptr) {
+    throw LoadError(fmt::format("{}: tensor '{}' (the 4-bit {} of {}) is missing from the checkpoint", dir_.string(), expected.name,
+                                is_scales ? "scales" : "offsets", weight_key_name(expected.pieces.front().key)));
+  }
+  consumed.insert(expected.name);
+  if (t->info->dtype != DType::BF16 || t->info->shape != expected.shape) {
+    throw LoadError(fmt::format("{}: tensor '{}' is {} [{}], expected BF16 [{}] (one value per row and group of {} columns)",
+                                t->file->path().string(), expected.name, dtype_name(t->info->dtype), fmt::join(t->info->shape, ", "),
+                                fmt::join(expected.shape, ", "), config_.int4.group_size));
+  }
+  const auto bytes = t->file->data(*t->info);
+  const auto row_bytes = static_cast<size_t>(expected.shape.back()) * 2;
+  for (const TensorPiece& piece : expected.pieces) {
+    WeightView& view = weights_.at(piece.key);
+    (is_scales ? view.int4_scales : view.int4_offsets) = rows_of(bytes, expected, piece, row_bytes);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,9 +29,15 @@ struct WeightView {
   std::optional<float> activation_scale;    // FP8 static activation scale (a divisor before quantising x)
   RowOrder row_order = RowOrder::kNative;
   std::string source;                       // checkpoint tensor it came from, for messages
+  // 4-bit (int4_group_size > 0): bytes are U8 codes [out, in/2], with BF16 scales (and offsets when asymmetric)
+  // [out, in/int4_group_size] (core/int4.h); shape stays the logical [out, in].
+  int64_t int4_group_size = 0;
+  std::span<const std::byte> int4_scales;
+  std::span<const std::byte> int4_offsets;  // empty when symmetric
 
   bool is_fp8() const { return dtype == DType::F8_E4M3; }
-  float at(size_t i) const { return load_as_f32(bytes.data(), dtype, i) * weight_scale; }  // dequantised element
+  bool is_int4() const { return int4_group_size > 0; }
+  float at(size_t i) const;  // dequantised element i of the logical row-major [out, in]
 };
 
 class Checkpoint {
@@ -60,6 +67,7 @@ class Checkpoint {
   Checkpoint() = default;
   void map_shards(std::optional<CheckpointFormat> format);
   void map_weights();
+  void map_int4_groups(const CheckpointTensor& expected, std::set<std::string>& consumed);
 
   std::filesystem::path dir_;
   ModelConfig config_;

@@ -2,6 +2,7 @@
 #include "io/model_config.h"
 
 #include <cmath>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
@@ -151,11 +152,34 @@ TextConfig parse_hf_text(const JsonFields& c) {
   return t;
 }
 
+// quatre's own 4-bit format ("quant_method": "quatre_int4", written by `quatre quantize`).
+void parse_int4_quantization(const JsonFields& q, ModelConfig& m) {
+  q.require_integer_if_present("bits", 4, "quatre_int4 stores 4-bit codes");
+  m.int4.group_size = q.integer("group_size");
+  m.int4.is_symmetric = q.boolean_or("symmetric", true);
+  const std::string modules = q.string_or("modules", "experts");
+  if (modules == "experts") {
+    m.int4.modules = Int4Modules::kExperts;
+  } else if (modules == "all") {
+    m.int4.modules = Int4Modules::kAll;
+  } else {
+    q.fail("modules", fmt::format("is \"{}\", expected \"experts\" or \"all\"", modules));
+  }
+  q.require_string_if_present("scale_dtype", "bfloat16", "quatre_int4 scales are BF16");
+  m.quantization = WeightQuantization::kInt4;
+}
+
 void parse_hf_quantization(const JsonFields& c, ModelConfig& m) {
   const std::optional<JsonFields> q = c.object_if("quantization_config");
   if (!q) return;
   const std::string method = q->string("quant_method");
-  if (method != "fp8") q->fail("quant_method", fmt::format("is \"{}\", only \"fp8\" (per-tensor E4M3) is supported", method));
+  if (method == "quatre_int4") {
+    parse_int4_quantization(*q, m);
+    return;
+  }
+  if (method != "fp8") {
+    q->fail("quant_method", fmt::format("is \"{}\", only \"fp8\" (per-tensor E4M3) and \"quatre_int4\" are supported", method));
+  }
   if (q->has("weight_block_size")) {
     q->fail("weight_block_size", "block-wise FP8 is not supported; the release uses per-tensor scales (null)");
   }
@@ -231,6 +255,40 @@ Counts<N> count_params_as(const ModelConfig& m) {
   }
   c.bound = static_cast<N>(t.n_layers) * (attention + norms + moe_total + dense_ffn) + 2 * embed + H + c.vision_total;
   return c;
+}
+
+// The "quantization_config" of a quatre_int4 checkpoint, in both formats; null otherwise.
+ojson int4_quantization_json(const ModelConfig& m) {
+  if (m.quantization != WeightQuantization::kInt4) return nullptr;
+  return {{"quant_method", "quatre_int4"},
+          {"bits", 4},
+          {"group_size", m.int4.group_size},
+          {"symmetric", m.int4.is_symmetric},
+          {"modules", std::string(int4_modules_name(m.int4.modules))},
+          {"scale_dtype", "bfloat16"}};
+}
+
+// Every input width of a 4-bit weight must split into whole groups.
+void validate_int4(const ModelConfig& m, const std::function<void(std::string_view, const std::string&)>& fail) {
+  const TextConfig& t = m.text;
+  const int64_t G = m.int4.group_size;
+  if (G <= 0 || G % 2 != 0) fail("quantization_config.group_size", fmt::format("must be positive and even, got {}", G));
+  std::vector<std::pair<const char*, int64_t>> widths;  // (key, input width of a 4-bit weight)
+  if (t.first_k_dense_replace < t.n_layers) widths = {{"hidden_size", t.hidden_size}, {"moe_intermediate_size", t.moe_intermediate_size}};
+  if (m.int4.modules == Int4Modules::kAll) {
+    widths.insert(widths.end(), {{"hidden_size", t.hidden_size},
+                                 {"q_lora_rank", t.q_lora_rank},
+                                 {"kv_lora_rank", t.kv_lora_rank},
+                                 {"num_attention_heads * v_head_dim", t.n_heads * t.v_head_dim}});
+    if (t.first_k_dense_replace > 0) widths.push_back({"intermediate_size", t.intermediate_size});
+  }
+  for (const auto& [key, width] : widths) {
+    if (width % G != 0) {
+      fail("quantization_config.group_size",
+           fmt::format("{} does not divide {} = {} (the input width of a 4-bit weight); pick a group size that divides it",
+                       G, key, width));
+    }
+  }
 }
 
 }  // namespace
@@ -335,8 +393,13 @@ ModelConfig parse_params_json(const json& params, std::string_view origin) {
     m.quantization = WeightQuantization::kFp8PerTensor;
     m.static_activation_scales = act == "TENSOR";
   }
-  if (p.has("quantization_config")) {
-    p.fail("quantization_config", "compressed-tensors checkpoints (e.g. the NVFP4 release) are not supported");
+  if (const std::optional<JsonFields> q = p.object_if("quantization_config")) {
+    if (q->string_or("quant_method", "") != "quatre_int4") {
+      p.fail("quantization_config", "compressed-tensors checkpoints (e.g. the NVFP4 release) are not supported "
+                                    "(only quatre's own \"quant_method\": \"quatre_int4\")");
+    }
+    if (m.quantization != WeightQuantization::kNone) p.fail("quantization_config", "and \"quantization\" (FP8) both present");
+    parse_int4_quantization(*q, m);
   }
 
   if (const std::optional<JsonFields> v = p.object_if("vision_encoder")) {
@@ -429,6 +492,7 @@ void ModelConfig::validate(std::string_view origin) const {
   }
   if (r.llama_4_scaling_beta < 0) fail("llama_4_scaling_beta", fmt::format("must be >= 0, got {}", r.llama_4_scaling_beta));
   if (r.llama_4_scaling_beta > 0) positive("llama_4_scaling.original_max_position_embeddings", r.llama_4_original_max_position_embeddings);
+  if (quantization == WeightQuantization::kInt4) validate_int4(*this, fail);
 
   if (vision) {
     const VisionConfig& v = *vision;
@@ -530,7 +594,7 @@ ojson to_hf_config(const ModelConfig& m) {
                 {"bos_token_id", t.bos_token_id},
                 {"eos_token_id", t.eos_token_id},
                 {"pad_token_id", t.pad_token_id}};
-  ojson quant;
+  ojson quant = int4_quantization_json(m);
   if (m.quantization == WeightQuantization::kFp8PerTensor) {
     ojson not_converted = m.vision ? ojson{"model.vision_tower", "model.multi_modal_projector", "lm_head"} : ojson{"lm_head"};
     quant = {{"quant_method", "fp8"},
@@ -618,6 +682,7 @@ ojson to_params_json(const ModelConfig& m) {
   if (m.quantization == WeightQuantization::kFp8PerTensor) {
     p["quantization"] = {{"qformat_weight", "fp8_e4m3"}, {"qscheme_act", m.static_activation_scales ? "TENSOR" : "NO_SCALES"}};
   }
+  if (m.quantization == WeightQuantization::kInt4) p["quantization_config"] = int4_quantization_json(m);
   if (m.vision) {
     const VisionConfig& v = *m.vision;
     p["vision_encoder"] = {{"hidden_size", v.hidden_size},
@@ -698,6 +763,8 @@ ModelConfig preset(std::string_view name) {
                           .spatial_merge_size = 2};
   return m;
 }
+
+std::string_view int4_modules_name(Int4Modules m) { return m == Int4Modules::kAll ? "all" : "experts"; }
 
 ParamCounts count_params(const ModelConfig& m) {
   const Counts<int64_t> c = count_params_as<int64_t>(m);

@@ -83,7 +83,23 @@ struct VisionConfig {
   double projector_norm_eps = 1e-6; // the pre-projector RMSNorm (HF uses the text eps)
 };
 
-enum class WeightQuantization { kNone, kFp8PerTensor };
+enum class WeightQuantization { kNone, kFp8PerTensor, kInt4 };
+
+// Which text linears a quatre_int4 checkpoint stores in 4 bits (core/int4.h); the others stay BF16, and so do the
+// norms, the router, the embedding, lm_head and the vision tower.
+enum class Int4Modules : uint8_t {
+  kExperts,  // the routed experts (gate, up, down): ~95% of Mistral Small 4's parameters
+  kAll,      // every text linear: attention (q_a, q_b, kv_a, kv_b, o), routed, shared and dense FFNs
+};
+std::string_view int4_modules_name(Int4Modules m);  // "experts" / "all"
+
+// config.json / params.json "quantization_config": {"quant_method": "quatre_int4", "bits": 4, "group_size": G,
+// "symmetric": true, "modules": "experts", "scale_dtype": "bfloat16"}.
+struct Int4Config {
+  int64_t group_size = 128;
+  bool is_symmetric = true;
+  Int4Modules modules = Int4Modules::kExperts;
+};
 
 struct ModelConfig {
   CheckpointFormat format = CheckpointFormat::kHuggingFace;
@@ -94,6 +110,7 @@ struct ModelConfig {
   std::optional<VisionConfig> vision;
   WeightQuantization quantization = WeightQuantization::kNone;
   bool static_activation_scales = true;  // FP8: "static" (qscale_act present) vs "dynamic"
+  Int4Config int4;                       // quantization == kInt4
 
   // Checks every value this engine relies on. Throws LoadError naming `origin` and the key.
   void validate(std::string_view origin) const;

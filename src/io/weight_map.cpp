@@ -132,6 +132,18 @@ void add_scales(std::vector<CheckpointTensor>& out, const CheckpointTensor& weig
   }
 }
 
+// A 4-bit weight: the codes tensor's shape (last dimension halved) and, after it, its scales (and offsets).
+void make_int4(std::vector<CheckpointTensor>& out, const ModelConfig& c, const std::string& scales_name,
+               const std::string& offsets_name) {
+  CheckpointTensor& w = out.back();
+  std::vector<int64_t> groups = w.shape;
+  groups.back() /= c.int4.group_size;
+  w.shape.back() /= 2;
+  const CheckpointTensor weight = w;
+  out.push_back({scales_name, TensorRole::kInt4Scales, groups, weight.pieces, weight.row_order});
+  if (!c.int4.is_symmetric) out.push_back({offsets_name, TensorRole::kInt4Offsets, groups, weight.pieces, weight.row_order});
+}
+
 }  // namespace
 
 std::string weight_key_name(const WeightKey& key) {
@@ -143,6 +155,12 @@ std::string weight_key_name(const WeightKey& key) {
 }
 
 bool may_be_fp8(WeightKind kind) { return info(kind).fp8_eligible; }
+
+bool is_int4_weight(const ModelConfig& c, WeightKind kind) {
+  if (c.quantization != WeightQuantization::kInt4) return false;
+  const bool is_routed = kind == WeightKind::kExpertGate || kind == WeightKind::kExpertUp || kind == WeightKind::kExpertDown;
+  return c.int4.modules == Int4Modules::kAll ? info(kind).fp8_eligible : is_routed;
+}
 
 std::vector<int64_t> weight_shape(const ModelConfig& c, const WeightKey& key) {
   const TextConfig& t = c.text;
@@ -257,6 +275,7 @@ std::vector<CheckpointTensor> checkpoint_layout(const ModelConfig& c, const Layo
     w.row_order = (!native && (key.kind == WeightKind::kVisionQ || key.kind == WeightKind::kVisionK)) ? RowOrder::kHfVisionQk
                                                                                                        : RowOrder::kNative;
     out.push_back(w);
+    if (is_int4_weight(c, key.kind)) make_int4(out, c, stem(w.name) + ".scales", stem(w.name) + ".offsets");
     if (o.fp8 && k.fp8_eligible) {
       const std::string s = stem(w.name);
       if (native) add_scales(out, w, o, {}, s + ".qscale_weight", s + ".qscale_act");
@@ -275,6 +294,7 @@ std::vector<CheckpointTensor> checkpoint_layout(const ModelConfig& c, const Layo
       }
       for (const CheckpointTensor* t : {&gate_up, &down}) {
         out.push_back(*t);
+        if (is_int4_weight(c, WeightKind::kExpertGate)) make_int4(out, c, t->name + "_scales", t->name + "_offsets");
         // Weight scales: gate_up_proj_scale_inv [E,2,1] (gate, up) and down_proj_scale_inv [E,1,1], as
         // transformers 5.17 expects them; activation scales [E]. Readers also accept [E,1,1] for gate_up.
         const int64_t halves = t == &gate_up ? 2 : 1;

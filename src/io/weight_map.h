@@ -40,6 +40,9 @@ std::string weight_key_name(const WeightKey& key);
 std::vector<int64_t> weight_shape(const ModelConfig& config, const WeightKey& key);
 // Whether a checkpoint may store this weight in FP8 (the text stack's linears; MODEL.md §6.3).
 bool may_be_fp8(WeightKind kind);
+// Whether a checkpoint of this config stores the weight in 4 bits (config.quantization == kInt4 and the weight is
+// one of config.int4.modules).
+bool is_int4_weight(const ModelConfig& config, WeightKind kind);
 // Every logical weight the config has, in a stable order.
 std::vector<WeightKey> model_weights(const ModelConfig& config);
 
@@ -58,7 +61,10 @@ struct TensorPiece {
   int64_t rows = 0;
 };
 
-enum class TensorRole : uint8_t { kWeight, kWeightScale, kActivationScale };
+enum class TensorRole : uint8_t {
+  kWeight, kWeightScale, kActivationScale,  // FP8: per-tensor (or per-expert) scales
+  kInt4Scales, kInt4Offsets,                // 4-bit: [..., rows, in/group_size] BF16 (core/int4.h)
+};
 
 // Row order of a vision q/k weight relative to the native (interleaved-RoPE) order (MODEL.md §2.5).
 enum class RowOrder : uint8_t { kNative, kHfVisionQk };
@@ -79,7 +85,9 @@ struct LayoutOptions {
   bool static_activation_scales = true;       // FP8: include activation scales
 };
 
-// The tensors a checkpoint of this config holds in the given layout: the table itself.
+// The tensors a checkpoint of this config holds in the given layout: the table itself. A 4-bit weight (is_int4_weight)
+// is U8 with its last dimension halved (two codes a byte), followed by its scales (name: the weight's stem +
+// ".scales", or the stacked tensor's name + "_scales") and, when asymmetric, its offsets (".offsets", "_offsets").
 std::vector<CheckpointTensor> checkpoint_layout(const ModelConfig& config, const LayoutOptions& options);
 
 // Picks the HF naming a set of tensor names uses (by the prefix of the embedding), or throws LoadError.

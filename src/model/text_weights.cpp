@@ -26,6 +26,7 @@ class Loader {
 
   Weight operator()(WeightKind kind, int layer = -1, int expert = -1, Slice slice = {}) const {
     const io::WeightView& v = checkpoint_.weight({kind, layer, expert});
+    if (v.is_int4()) return int4(v, slice);
     Weight stored;
     // Weights are never written: the const_cast only fits the view type shared with activations.
     stored.w = Tensor(const_cast<std::byte*>(v.bytes.data()), v.dtype, v.shape, Device::kCpu);
@@ -49,6 +50,33 @@ class Loader {
   }
 
  private:
+  // A 4-bit weight (core/int4.h): codes U8 [out, in/2], scales (offsets) BF16 [out, in/G]. Only the CPU backend
+  // computes with them so far.
+  Weight int4(const io::WeightView& v, Slice slice) const {
+    if (backend_.device() != Device::kCpu) {
+      throw LoadError(fmt::format("{}: 4-bit weights (quatre_int4) run on the CPU only for now; the {} backend has no "
+                                  "4-bit kernels yet (issue #11). Use --device cpu, or a BF16/FP8 checkpoint",
+                                  v.source, device_name(backend_.device())));
+    }
+    if (slice.axis != Slice::kWhole) {
+      throw LoadError(fmt::format("{}: a tensor-parallel slice of a 4-bit weight is not supported yet; quantize with "
+                                  "--what experts (routed experts are split whole) or run with --tensor-parallel-size 1",
+                                  v.source));
+    }
+    const int64_t out = v.shape[0], in = v.shape[1], n_groups = in / v.int4_group_size;
+    auto view = [](std::span<const std::byte> b, DType dt, int64_t rows, int64_t cols) {
+      const Tensor t(const_cast<std::byte*>(b.data()), dt, {rows, cols}, Device::kCpu);  // never written
+      CHECK(t.bytes() == b.size()) << b.size() << " bytes for " << t.shape_string();
+      return t;
+    };
+    Weight stored;
+    stored.w = view(v.bytes, DType::U8, out, in / 2);
+    stored.int4 = Int4Weight{.scales = view(v.int4_scales, DType::BF16, out, n_groups),
+                             .offsets = v.int4_offsets.empty() ? Tensor() : view(v.int4_offsets, DType::BF16, out, n_groups),
+                             .group_size = v.int4_group_size};
+    return backend_.prepare_weight(stored);
+  }
+
   // w [out, in] -> a host copy of w[:, begin:begin+count], kept in out_.slices.
   Tensor columns(const Tensor& w, int64_t begin, int64_t count) const {
     const int64_t rows = w.dim(0), in = w.dim(1);
