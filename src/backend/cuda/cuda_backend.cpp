@@ -251,6 +251,27 @@ Tensor CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, 
   return y;
 }
 
+void CudaBackend::set_rows(Tensor x, std::span<const int32_t> rows, std::span<const float> values) {
+  check_f32(x, "set_rows target");
+  const int64_t T = x.dim(0), D = x.dim(1), n = static_cast<int64_t>(rows.size());
+  if (static_cast<int64_t>(values.size()) != n * D) {
+    throw InvalidRequest(fmt::format("set_rows: {} values for {} rows of {}", values.size(), n, D));
+  }
+  for (int32_t r : rows) {
+    if (r < 0 || r >= T) throw InvalidRequest(fmt::format("set_rows: row {} of {}", r, x.shape_string()));
+  }
+  if (n == 0) return;
+  // Rows and values go up in one upload: a second one could wrap or regrow the staging ring under the first.
+  std::vector<uint32_t> packed(static_cast<size_t>(n + n * D));
+  std::memcpy(packed.data(), rows.data(), rows.size_bytes());
+  std::memcpy(packed.data() + n, values.data(), values.size_bytes());
+  const auto* up = upload(std::span<const uint32_t>(packed));
+  const OpScope scope(profiler_, "set_rows");
+  launched(launch_scatter_rows(reinterpret_cast<const float*>(up + n), D, reinterpret_cast<const int32_t*>(up), n,
+                               x.data_as<float>(), as_stream(stream_)),
+           "set_rows");
+}
+
 void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
   check_f32(q, "rope q");
   check_f32(k_rope, "rope k_rope");

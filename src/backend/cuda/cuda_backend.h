@@ -44,6 +44,8 @@ class CudaBackend final : public Backend {
   void add_to(Tensor x, const Tensor& y) override;
   std::pair<Tensor, Tensor> split_cols(const Tensor& x, int64_t n_left, Arena& a) override;
   Tensor gather_rows(const Tensor& x, std::span<const int32_t> rows, Arena& a) override;
+  void set_rows(Tensor x, std::span<const int32_t> rows, std::span<const float> values) override;
+  bool can_set_rows() const override { return true; }
 
   void rope(Tensor q, Tensor k_rope, const RopeArgs& args) override;
   void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) override;

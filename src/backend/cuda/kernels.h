@@ -52,6 +52,9 @@ cudaError_t launch_split_cols(const float* x, int64_t M, int64_t n, int64_t n_le
                               cudaStream_t stream);
 cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
                                cudaStream_t stream);
+// y[rows[i], :] = values[i, :] for i < n_rows (rows of width n).
+cudaError_t launch_scatter_rows(const float* values, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
+                                cudaStream_t stream);
 // In place: interleaved pairs of every head's rope slice of q and of k_rope; then q *= Llama-4 temperature.
 cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
                         const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,

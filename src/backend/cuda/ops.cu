@@ -62,6 +62,11 @@ __global__ void gather_rows_kernel(const float* x, int64_t n, const int32_t* row
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[blockIdx.x * n + i] = src[i];
 }
 
+__global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_t* rows, float* y) {
+  float* dst = y + static_cast<int64_t>(rows[blockIdx.x]) * n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = values[blockIdx.x * n + i];
+}
+
 // One block per token: rotate the (H+1)*half interleaved pairs (H query heads, then k_rope), then scale q.
 __global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t nope, int64_t rope_dim,
                             const float* inv_freq, const int32_t* positions, float beta, int64_t original_max) {
@@ -182,6 +187,13 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
                                cudaStream_t stream) {
   if (n_rows == 0) return cudaSuccess;
   gather_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(x, n, rows, y);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_scatter_rows(const float* values, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
+                                cudaStream_t stream) {
+  if (n_rows == 0) return cudaSuccess;
+  scatter_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(values, n, rows, y);
   return cudaGetLastError();
 }
 

@@ -133,6 +133,16 @@ TEST_F(CudaOps, RowOpsMatchCpu) {
   EXPECT_EQ(down(r), vec(rc));
   const std::vector<int32_t> rows = {5, 0, 5, 2};
   EXPECT_EQ(down(gpu_->gather_rows(up(x, {6, 10}), rows, *dev_arena_)), vec(cpu_.gather_rows(host(x, {6, 10}), rows, host_arena_)));
+  // set_rows (image features over [IMG] embeddings): the CPU backend's default on a host copy is the reference.
+  const std::vector<int32_t> set = {4, 1, 3};
+  const std::vector<float> values = randn(3 * 10, 7);
+  Tensor xs = up(x, {6, 10});
+  gpu_->set_rows(xs, set, values);
+  std::vector<float> want(x);
+  cpu_.set_rows(host(want, {6, 10}), set, values);
+  EXPECT_EQ(down(xs), want) << "set_rows";
+  EXPECT_TRUE(gpu_->can_set_rows());
+  EXPECT_THROW(gpu_->set_rows(xs, std::vector<int32_t>{6}, randn(10, 8)), InvalidRequest) << "row out of range";
   Tensor f = dev_arena_->tensor(DType::F32, {3, 3});
   gpu_->fill(f, 2.5f);
   EXPECT_EQ(down(f), std::vector<float>(9, 2.5f));
