@@ -3,7 +3,9 @@
 // error, cosine distance and the worst index with both values (STYLE.md (c)).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -14,11 +16,25 @@
 #include "core/arena.h"
 #include "core/backend.h"
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "model/kv_cache.h"
 #include "model/text_model.h"
 #include "model/text_weights.h"
 
 namespace quatre::model::test {
+
+// The elements of tensor `name` of a golden file as T (empty when absent; a size mismatch is a test failure).
+template <typename T>
+std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
+  const io::TensorInfo* t = f.find(name);
+  if (t == nullptr) return {};
+  std::vector<T> out(static_cast<size_t>(t->numel()));
+  const auto bytes = f.data(*t);
+  EXPECT_EQ(bytes.size(), out.size() * sizeof(T)) << name;
+  std::memcpy(out.data(), bytes.data(), std::min(bytes.size(), out.size() * sizeof(T)));
+  return out;
+}
+inline std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
 
 // A directory under testing::TempDir(), unique per process and instance; removed with its contents.
 class TempDir {

@@ -70,19 +70,6 @@ uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
   return h;
 }
 
-template <typename T>
-std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
-  const io::TensorInfo* t = f.find(name);
-  if (t == nullptr) return {};
-  std::vector<T> out(static_cast<size_t>(t->numel()));
-  const auto bytes = f.data(*t);
-  EXPECT_EQ(bytes.size(), out.size() * sizeof(T)) << name;
-  std::memcpy(out.data(), bytes.data(), std::min(bytes.size(), out.size() * sizeof(T)));
-  return out;
-}
-
-std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
-
 // Greedy continuation with incremental decoding: prefill, then one token per step. Returns the ids and
 // the logits each was chosen from.
 std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(const TextModel& model, std::vector<int32_t> ids,

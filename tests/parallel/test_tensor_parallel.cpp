@@ -32,6 +32,8 @@ constexpr Device kDevice = Device::kCpu;
 namespace fs = std::filesystem;
 using model::test::describe;
 using model::test::diff;
+using model::test::read_tensor;
+using model::test::to_i32;
 using model::test::Diff;
 
 // The golden test's tolerances (tests/model/test_golden.cpp).
@@ -68,17 +70,6 @@ fs::path write_checkpoint(const model::test::TempDir& dir, const GoldenCheckpoin
   return path;
 }
 
-template <typename T>
-std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
-  const io::TensorInfo* t = f.find(name);
-  if (t == nullptr) return {};
-  std::vector<T> out(static_cast<size_t>(t->numel()));
-  const auto bytes = f.data(*t);
-  EXPECT_EQ(bytes.size(), out.size() * sizeof(T)) << name;
-  std::memcpy(out.data(), bytes.data(), std::min(bytes.size(), out.size() * sizeof(T)));
-  return out;
-}
-
 // Empty when a group of n ranks can run here; else why not (too few GPUs, no NCCL).
 std::string cannot_run(int n_ranks) {
   if (!is_available(kDevice)) return std::string("no ") + std::string(device_name(kDevice)) + " device";
@@ -89,8 +80,6 @@ std::string cannot_run(int n_ranks) {
   }
   return {};
 }
-
-std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
 
 // Greedy continuation, one token per step after the prefill, through a KV cache of rank 0's backend (the other ranks
 // keep replicas). Returns the ids and the logits each was chosen from.

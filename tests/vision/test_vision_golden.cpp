@@ -32,6 +32,8 @@ namespace fs = std::filesystem;
 using model::test::diff;
 using model::test::describe;
 using model::test::Diff;
+using model::test::read_tensor;
+using model::test::to_i32;
 
 // fp32 on both sides; the tower is 2 layers of width 32, the text model as in tests/model/test_golden.cpp.
 constexpr double kPixelMaxAbs = 1e-6;
@@ -60,19 +62,6 @@ std::vector<fs::path> golden_files() {
   std::sort(out.begin(), out.end());
   return out;
 }
-
-template <typename T>
-std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
-  const io::TensorInfo* t = f.find(name);
-  if (t == nullptr) return {};
-  std::vector<T> out(static_cast<size_t>(t->numel()));
-  const auto bytes = f.data(*t);
-  EXPECT_EQ(bytes.size(), out.size() * sizeof(T)) << name;
-  std::memcpy(out.data(), bytes.data(), std::min(bytes.size(), out.size() * sizeof(T)));
-  return out;
-}
-
-std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
 
 uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
   std::vector<fs::path> files;
