@@ -133,6 +133,16 @@ const storedConversation = () => page.evaluate(() => {
 });
 const lastAssistant = () => page.locator('article.msg.assistant').last();
 
+// Clicks Save in the settings dialog and waits until the page has stored `expected` (a subset of the settings):
+// the page saves on the dialog's close event, which the browser fires in a later task than the click.
+async function saveSettings(expected) {
+  await page.click('#s-save');
+  await page.waitForFunction((want) => {
+    const s = JSON.parse(localStorage.getItem('quatre.settings'));
+    return s != null && Object.entries(want).every(([k, v]) => JSON.stringify(s[k]) === JSON.stringify(v));
+  }, expected, { timeout: 10000 });
+}
+
 // The content deltas of an SSE body, concatenated, and its usage.
 function parseSse(body) {
   let content = '', reasoning = '', usage = null;
@@ -171,7 +181,7 @@ try {
     await page.fill('#s-system', 'You are a test.');
     await page.fill('#s-temperature', '0.5');
     await page.fill('#s-max-tokens', '24');
-    await page.click('#s-save');
+    await saveSettings({ systemPrompt: 'You are a test.', temperature: 0.5, maxTokens: 24 });
     const s = await page.evaluate(() => JSON.parse(localStorage.getItem('quatre.settings')));
     assert.deepEqual([s.systemPrompt, s.temperature, s.maxTokens, s.reasoningEffort], ['You are a test.', 0.5, 24, 'none']);
   });
@@ -255,7 +265,7 @@ try {
     await page.click('#open-settings');
     await page.fill('#s-max-tokens', '900');
     await page.fill('#s-extra', '{"ignore_eos": true}');
-    await page.click('#s-save');
+    await saveSettings({ maxTokens: 900, extra: '{"ignore_eos": true}' });
     // A new conversation: the last one holds an image, which a model without vision refuses on every turn.
     await page.click('#new-chat');
     await page.fill('#input', 'Tell me a long story');
@@ -283,7 +293,7 @@ try {
     await page.click('#open-settings');
     await page.fill('#s-max-tokens', '24');
     await page.fill('#s-extra', '');
-    await page.click('#s-save');
+    await saveSettings({ maxTokens: 24, extra: '' });
     const requestP = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'));
     const before = (await storedConversation()).messages.length;
     await lastAssistant().locator('button.regenerate').click();
