@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On a GPU host, from the repo root: the serving engine under load on random FP8 weights of the real shape
+# (bench_serve --random-weights, packed by tools/gpu/pack.sh with target bench_serve; carry .gpu/cuda): the KV
+# cache sized by --gpu-memory-utilization, then a closed loop of concurrent requests (issue #7's figures).
+# All 36 layers where the card holds them (H200), else --layers 16. Logs under OUT_DIR; the results on stdout.
+#   run tool: command "bash tools/gpu/cuda_serve.sh $OUT", carry [".gpu/cuda"]
+# Usage: bash tools/gpu/cuda_serve.sh OUT_DIR [concurrency list, default 16,64] [requests, default 128]
+set -uo pipefail
+out=${1:?usage: cuda_serve.sh OUT_DIR [concurrency list] [requests]}
+concurrency=${2:-16,64}
+requests=${3:-128}
+mkdir -p "$out"
+bin=.gpu/cuda/bin
+export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
+mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+layers=()
+[ "${mib:-0}" -lt 120000 ] && layers=(--layers 16)  # the full FP8 model needs ~113 GiB
+echo "== device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader) ${layers[*]}"
+for c in ${concurrency//,/ }; do
+  echo "== bench_serve --concurrency $c --requests $requests"
+  timeout 150 "$bin/bench_serve" --random-weights --preset mistral-small-4 --dtype fp8 "${layers[@]}" --device cuda \
+    --gpu-memory-utilization 0.9 --concurrency "$c" --requests "$requests" > "$out/serve_c$c.txt" 2>&1
+  echo "rc=$?"
+  tail -14 "$out/serve_c$c.txt"
+done
