@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -18,6 +19,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/kv_cache.h"
+#include "model/step_inputs.h"
 #include "model/text_model.h"
 #include "model/text_weights.h"
 
@@ -35,6 +37,36 @@ std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name
   return out;
 }
 inline std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
+
+// Greedy continuation with incremental decoding: prefill, then one token per step, through a KV cache of the
+// model's backend (rank 0's in a tensor-parallel group). Returns the ids and the logits each was chosen from.
+inline std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(const TextModel& model, std::vector<int32_t> ids,
+                                                                               int n_new) {
+  const io::TextConfig& c = model.config();
+  Backend& be = model.backend();
+  KvCache kv(c, be, {.n_blocks = 64, .block_size = 16});
+  const int64_t total = static_cast<int64_t>(ids.size()) + n_new;
+  const std::vector<int32_t> blocks = kv.allocate((total + 15) / 16);
+  Arena arena(be.memory());
+  std::vector<int32_t> out;
+  std::vector<std::vector<float>> logits;
+  int64_t n_cached = 0;
+  std::vector<int32_t> chunk = ids;
+  for (int step = 0; step < n_new; ++step) {
+    StepBuilder builder(16);
+    builder.add({.block_table = blocks, .n_cached = n_cached, .ids = chunk, .positions = {}}, LogitRows::kLast);
+    arena.reset();
+    const Tensor t = model.forward(builder.inputs(), kv, arena);
+    std::vector<float> row(static_cast<size_t>(c.vocab_size));
+    be.copy_to_host(t, row.data());
+    const auto next = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+    n_cached += static_cast<int64_t>(chunk.size());
+    out.push_back(next);
+    logits.push_back(std::move(row));
+    chunk = {next};
+  }
+  return {out, logits};
+}
 
 // A directory under testing::TempDir(), unique per process and instance; removed with its contents.
 class TempDir {

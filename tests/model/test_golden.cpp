@@ -70,36 +70,6 @@ uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
   return h;
 }
 
-// Greedy continuation with incremental decoding: prefill, then one token per step. Returns the ids and
-// the logits each was chosen from.
-std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(const TextModel& model, std::vector<int32_t> ids,
-                                                                        int n_new) {
-  const io::TextConfig& c = model.config();
-  Backend& be = model.backend();
-  KvCache kv(c, be, {.n_blocks = 64, .block_size = 16});
-  const int64_t total = static_cast<int64_t>(ids.size()) + n_new;
-  const std::vector<int32_t> blocks = kv.allocate((total + 15) / 16);
-  Arena arena(be.memory());
-  std::vector<int32_t> out;
-  std::vector<std::vector<float>> logits;
-  int64_t n_cached = 0;
-  std::vector<int32_t> chunk = ids;
-  for (int step = 0; step < n_new; ++step) {
-    StepBuilder builder(16);
-    builder.add({.block_table = blocks, .n_cached = n_cached, .ids = chunk, .positions = {}}, LogitRows::kLast);
-    arena.reset();
-    const Tensor t = model.forward(builder.inputs(), kv, arena);
-    std::vector<float> row(static_cast<size_t>(c.vocab_size));
-    be.copy_to_host(t, row.data());
-    const int32_t next = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-    n_cached += static_cast<int64_t>(chunk.size());
-    out.push_back(next);
-    logits.push_back(std::move(row));
-    chunk = {next};
-  }
-  return {out, logits};
-}
-
 class Golden : public testing::TestWithParam<std::string> {};
 
 std::vector<std::string> golden_files() {

@@ -32,6 +32,7 @@ constexpr Device kDevice = Device::kCpu;
 namespace fs = std::filesystem;
 using model::test::describe;
 using model::test::diff;
+using model::test::greedy;
 using model::test::read_tensor;
 using model::test::to_i32;
 using model::test::Diff;
@@ -79,36 +80,6 @@ std::string cannot_run(int n_ranks) {
     return e.what();
   }
   return {};
-}
-
-// Greedy continuation, one token per step after the prefill, through a KV cache of rank 0's backend (the other ranks
-// keep replicas). Returns the ids and the logits each was chosen from.
-std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(const model::TextModel& m, std::vector<int32_t> ids,
-                                                                        int n_new) {
-  const io::TextConfig& c = m.config();
-  Backend& be = m.backend();
-  model::KvCache kv(c, be, {.n_blocks = 64, .block_size = 16});
-  const int64_t total = static_cast<int64_t>(ids.size()) + n_new;
-  const std::vector<int32_t> blocks = kv.allocate((total + 15) / 16);
-  Arena arena(be.memory());
-  std::vector<int32_t> out;
-  std::vector<std::vector<float>> logits;
-  int64_t n_cached = 0;
-  std::vector<int32_t> chunk = ids;
-  for (int step = 0; step < n_new; ++step) {
-    model::StepBuilder builder(16);
-    builder.add({.block_table = blocks, .n_cached = n_cached, .ids = chunk, .positions = {}}, model::LogitRows::kLast);
-    arena.reset();
-    const Tensor t = m.forward(builder.inputs(), kv, arena);
-    std::vector<float> row(static_cast<size_t>(c.vocab_size));
-    be.copy_to_host(t, row.data());
-    const auto next = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-    n_cached += static_cast<int64_t>(chunk.size());
-    out.push_back(next);
-    logits.push_back(std::move(row));
-    chunk = {next};
-  }
-  return {out, logits};
 }
 
 std::vector<std::string> golden_files() {
