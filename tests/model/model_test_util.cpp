@@ -1,6 +1,8 @@
 // Helpers of the model tests (see model_test_util.h).
 #include "model_test_util.h"
 
+#include <fstream>
+
 #include <unistd.h>
 
 #include <atomic>
@@ -109,6 +111,28 @@ std::string describe(const Diff& d) {
 
 std::vector<float> slice_rows(const std::vector<float>& x, int64_t width, int64_t begin, int64_t count) {
   return {x.begin() + begin * width, x.begin() + (begin + count) * width};
+}
+
+std::vector<fs::path> safetensors_in(const fs::path& dir) {
+  std::vector<fs::path> files;
+  if (!fs::is_directory(dir)) return files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (const fs::path& f : safetensors_in(dir)) {
+    std::ifstream in(f, std::ios::binary);
+    char buffer[1 << 16];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 0x100000001B3ull;
+    }
+  }
+  return h;
 }
 
 }  // namespace quatre::model::test

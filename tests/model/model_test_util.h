@@ -68,6 +68,11 @@ inline std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(c
   return {out, logits};
 }
 
+// The .safetensors files directly in `dir`, sorted (empty when `dir` does not exist): a golden set.
+std::vector<std::filesystem::path> safetensors_in(const std::filesystem::path& dir);
+// FNV-1a 64 over the bytes of dir's .safetensors files in name order: which checkpoint a golden file was made from.
+uint64_t fnv1a64_of_safetensors(const std::filesystem::path& dir);
+
 // A directory under testing::TempDir(), unique per process and instance; removed with its contents.
 class TempDir {
  public:

@@ -53,32 +53,11 @@ const GoldenCheckpoint kCheckpoints[] = {
 
 fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / "golden"; }
 
-uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().extension() == ".safetensors") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (const fs::path& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    char buffer[1 << 16];
-    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 0x100000001B3ull;
-    }
-  }
-  return h;
-}
-
 class Golden : public testing::TestWithParam<std::string> {};
 
 std::vector<std::string> golden_files() {
   std::vector<std::string> names;
-  if (!fs::is_directory(golden_dir())) return names;
-  for (const auto& e : fs::directory_iterator(golden_dir())) {
-    if (e.path().extension() == ".safetensors") names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
+  for (const fs::path& p : safetensors_in(golden_dir())) names.push_back(p.filename().string());
   return names;
 }
 
@@ -185,12 +164,7 @@ fs::path demo_model_dir() { return fs::path(QUATRE_SOURCE_DIR) / "assets" / "dem
 
 std::vector<std::string> demo_golden_files() {
   std::vector<std::string> names;
-  const fs::path dir = golden_dir() / "demo";
-  if (!fs::is_directory(dir)) return names;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().extension() == ".safetensors") names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
+  for (const fs::path& p : safetensors_in(golden_dir() / "demo")) names.push_back(p.filename().string());
   return names;
 }
 

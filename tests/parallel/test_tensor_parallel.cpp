@@ -84,11 +84,7 @@ std::string cannot_run(int n_ranks) {
 
 std::vector<std::string> golden_files() {
   std::vector<std::string> names;
-  if (!fs::is_directory(golden_dir())) return names;
-  for (const auto& e : fs::directory_iterator(golden_dir())) {
-    if (e.path().extension() == ".safetensors") names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
+  for (const fs::path& p : model::test::safetensors_in(golden_dir())) names.push_back(p.filename().string());
   return names;
 }
 

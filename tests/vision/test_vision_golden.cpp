@@ -31,6 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 using model::test::diff;
 using model::test::describe;
+using model::test::fnv1a64_of_safetensors;
 using model::test::Diff;
 using model::test::read_tensor;
 using model::test::to_i32;
@@ -53,32 +54,7 @@ const std::map<std::string, ImageSpec> kImages = {
 
 fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / "golden" / "vision"; }
 
-std::vector<fs::path> golden_files() {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(golden_dir())) {
-    const std::string n = e.path().filename().string();
-    if (n.ends_with(".safetensors")) out.push_back(e.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-uint64_t fnv1a64_of_safetensors(const fs::path& dir) {
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().extension() == ".safetensors") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (const fs::path& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    char buffer[1 << 16];
-    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 0x100000001B3ull;
-    }
-  }
-  return h;
-}
+std::vector<fs::path> golden_files() { return model::test::safetensors_in(golden_dir()); }
 
 // RGB of a golden image as the script fed it to transformers: the synthetic pixels, alpha dropped as
 // transformers 5.17's convert_to_rgb does.
