@@ -50,6 +50,15 @@ Arena::Arena(MemoryResource& memory, Options options) : memory_(&memory), option
   CHECK(!options.poison || memory.device() == Device::kCpu) << "poisoning is host-only";
 }
 
+void Arena::rewind(const Mark& m) {
+  CHECK(m.chunk < current_ || (m.chunk == current_ && m.offset <= offset_))
+      << "Arena::rewind to a mark after the current position (chunk " << m.chunk << " offset " << m.offset << ", now chunk "
+      << current_ << " offset " << offset_ << ")";
+  current_ = m.chunk;
+  offset_ = m.offset;
+  used_before_current_ = m.used_before;
+}
+
 void* Arena::allocate(size_t bytes, size_t align) {
   CHECK(align > 0 && align <= kHostAlignment && (align & (align - 1)) == 0) << "alignment " << align;
   for (;;) {

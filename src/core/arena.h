@@ -63,6 +63,15 @@ class Arena {
   }
   void reset();
 
+  // A position in the arena. rewind(m) frees what was allocated after mark() returned m and keeps what came
+  // before (the forward rewinds to the residual stream after each layer, so a step's scratch is one layer's,
+  // not every layer's). The freed chunks stay for the next allocations; pointers into them become scratch.
+  struct Mark {
+    size_t chunk = 0, offset = 0, used_before = 0;
+  };
+  Mark mark() const { return {current_, offset_, used_before_current_}; }
+  void rewind(const Mark& m);
+
   Device device() const { return memory_->device(); }
   size_t capacity_bytes() const;       // sum of the chunks
   size_t n_chunks() const { return chunks_.size(); }

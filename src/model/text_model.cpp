@@ -65,9 +65,11 @@ Tensor TextModel::forward_rank(const StepInputs& in, KvCache& kv, Arena& a, Acti
   Tensor x = be_.embed(in.token_ids, weights_.embed, a);                   // [T,D]
   if (!in.image_rows.empty()) be_.set_rows(x, in.image_rows, in.image_embeddings);  // x[img rows] = image features
   emit(hook, -1, "embed", x);
+  const Arena::Mark residual = a.mark();                                   // x and the inputs live before it
   for (int l = 0; l < static_cast<int>(cfg_.n_layers); ++l) {
     layer(l, x, in, kv, a, hook);                                           // x updated in place
     emit(hook, l, "out", x);
+    a.rewind(residual);  // the layer's scratch is free for the next one (one stream: its kernels ran first)
   }
   Tensor h = be_.rms_norm(x, weights_.final_norm, eps_, a);                // [T,D]
   emit(hook, -1, "final_norm", h);

@@ -54,6 +54,7 @@ class StepFanout {
 class ActivationHook {
  public:
   virtual ~ActivationHook() = default;
+  // `value` is scratch of the step's arena: copy what you keep before returning.
   virtual void on_activation(int layer, std::string_view name, const Tensor& value) = 0;
 };
 std::string activation_name(int layer, std::string_view name);

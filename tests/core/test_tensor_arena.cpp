@@ -60,6 +60,27 @@ TEST(Arena, EarlierAllocationsSurviveGrowthAndDoNotOverlap) {
   EXPECT_GE(a.used_bytes(), 40u);
 }
 
+// rewind(mark) frees what came after the mark, keeps what came before, and reuses the freed chunks.
+TEST(Arena, RewindFreesWhatCameAfterTheMark) {
+  Arena a(host_memory(), {.chunk_bytes = 1024});
+  auto* kept = static_cast<unsigned char*>(a.allocate(300));
+  std::memset(kept, 7, 300);
+  const Arena::Mark m = a.mark();
+  const size_t used = a.used_bytes();
+  std::vector<void*> first;
+  for (int i = 0; i < 10; ++i) first.push_back(a.allocate(300));
+  const size_t chunks = a.n_chunks();
+  for (int round = 0; round < 3; ++round) {
+    a.rewind(m);
+    EXPECT_EQ(a.used_bytes(), used);
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(a.allocate(300), first[static_cast<size_t>(i)]) << "allocation " << i;
+    EXPECT_EQ(a.n_chunks(), chunks);
+  }
+  for (int j = 0; j < 300; ++j) ASSERT_EQ(kept[j], 7);
+  a.reset();
+  EXPECT_DEATH(a.rewind(m), "after the current position");
+}
+
 TEST(Arena, PoisonFillsAllocationsWithNan) {
   Arena a(host_memory(), {.poison = true});
   const Tensor t = a.tensor(DType::F32, {3, 5});

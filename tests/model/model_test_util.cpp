@@ -34,6 +34,7 @@ TempDir::~TempDir() {
 fs::path make_checkpoint(const TempDir& dir, const std::string& name, const CheckpointSpec& spec) {
   synth::GenModelOptions o;
   o.config = io::preset(spec.preset);
+  if (spec.n_layers > 0) o.config.text.n_layers = spec.n_layers;
   o.format = spec.format;
   o.fp8 = spec.fp8;
   o.seed = spec.seed;

@@ -91,6 +91,7 @@ struct CheckpointSpec {
   io::CheckpointFormat format = io::CheckpointFormat::kHuggingFace;
   bool fp8 = false;
   uint64_t seed = 7;
+  int64_t n_layers = 0;  // 0: the preset's
 };
 // Writes the synthetic checkpoint into dir/name (synth::generate_checkpoint) and returns its path.
 std::filesystem::path make_checkpoint(const TempDir& dir, const std::string& name, const CheckpointSpec& spec);
