@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 debian_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libcpp-httplib-dev
+  libssl-dev  # cpp-httplib's https client (remote image URLs); its header includes OpenSSL's
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev python3
   clang libclang-rt-14-dev
   libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev

@@ -104,7 +104,12 @@ Runner add_serve(CLI::App& app) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--seed", a->seed, "Seeds the requests that carry no seed")->capture_default_str();
   app.add_option("--cors-origin", s.cors_origin, "Allow browser calls from this origin (default: CORS off)");
-  app.add_flag("--allow-remote-images", s.allow_remote_images, "Accept http(s) image URLs (not fetched yet: still refused)");
+  app.add_flag("--allow-remote-images", s.allow_remote_images,
+               "Fetch http(s) image URLs (at most 3 redirects, the image byte limit; public hosts only unless --allow-private-image-hosts)");
+  app.add_flag("--allow-private-image-hosts", s.allow_private_image_hosts,
+               "With --allow-remote-images: also fetch from loopback, private, link-local and other non-public addresses");
+  app.add_option("--image-fetch-timeout", s.image_fetch_timeout_seconds, "Seconds for a whole image fetch (connect, redirects, read)")
+      ->check(CLI::Range(0.001, 3600.0))->capture_default_str();
   app.add_option("--allowed-local-media-path", s.allowed_local_media_path, "Accept file:// image URLs of files under this directory")
       ->check(CLI::ExistingDirectory);
   app.add_option("--max-connections", s.max_connections, "Connections served at once (a thread each)")->capture_default_str();

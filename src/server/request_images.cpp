@@ -1,7 +1,9 @@
-// RequestImages: image URL rules, decoding and preprocessing per part, the tower over the prompt's images.
+// RequestImages: image URL rules (image_fetch.cpp fetches), decoding and preprocessing per part, the tower over
+// the prompt's images.
 #include "server/request_images.h"
 
 #include <algorithm>
+#include <cctype>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -9,6 +11,7 @@
 #include "core/check.h"
 #include "core/error.h"
 #include "server/api_error.h"
+#include "server/image_fetch.h"
 
 namespace quatre::server {
 namespace {
@@ -73,13 +76,18 @@ fs::path local_file(std::string_view url, const std::string& field, const ImageR
 }
 
 vision::RgbImage decode(const std::string& source, const std::string& field, const ImageRules& rules) {
-  if (source.starts_with("http://") || source.starts_with("https://")) {
-    if (!rules.allow_remote) {
-      throw bad_field(field, "remote image URLs are refused (start the server with --allow-remote-images); send a data: URL");
-    }
-    throw bad_field(field, "fetching remote images is not implemented; send a data: URL");
+  std::string scheme = source.substr(0, std::min<size_t>(source.size(), 8));
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const bool is_remote = scheme.starts_with("http://") || scheme.starts_with("https://");
+  if (is_remote && !rules.allow_remote) {
+    throw bad_field(field, "remote image URLs are refused (start the server with --allow-remote-images); send a data: URL");
   }
   try {
+    if (is_remote) {
+      const std::string bytes = fetch_image(source, {.max_bytes = rules.limits.max_encoded_bytes, .timeout = rules.fetch_timeout,
+                                                     .allow_private_hosts = rules.allow_private_hosts, .refused_range = private_range});
+      return vision::decode_image(bytes, field, rules.limits);
+    }
     if (source.starts_with("file:")) {
       if (!source.starts_with("file://")) throw bad_field(field, "expected file:///absolute/path");
       return vision::decode_file(local_file(source, field, rules), rules.limits);
@@ -97,6 +105,8 @@ vision::RgbImage decode(const std::string& source, const std::string& field, con
 
 ImageRules ImageRules::from(const ServerOptions& options) {
   return {.allow_remote = options.allow_remote_images,
+          .allow_private_hosts = options.allow_private_image_hosts,
+          .fetch_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.image_fetch_timeout_seconds * 1000)),
           .local_media_dir = options.allowed_local_media_path,
           .max_images = options.limits.max_images,
           .limits = {}};

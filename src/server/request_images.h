@@ -1,11 +1,12 @@
 // The images of a chat request, on the connection's thread before anything reaches the engine: each image part
 // is checked against the server's rules (data: URLs and bare base64; file:// URLs only under
-// --allowed-local-media-path; http(s) URLs refused, as nothing fetches them), decoded with src/vision's limits and
-// preprocessed; its chunk gets the preprocessed size, so the renderer lays out exactly the [IMG] grid the encoder
+// --allowed-local-media-path; http(s) URLs only with --allow-remote-images, fetched by image_fetch.h), decoded with
+// src/vision's limits and preprocessed; its chunk gets the preprocessed size, so the renderer lays out exactly the [IMG] grid the encoder
 // makes features for; then features() runs the vision tower (on the host CPU) over the prompt's images in prompt
 // order. Depends on server/api_error, tokenizer, vision.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -24,7 +25,9 @@
 namespace quatre::server {
 
 struct ImageRules {
-  bool allow_remote = false;                  // --allow-remote-images: still refused (no fetching), with another message
+  bool allow_remote = false;                  // --allow-remote-images: http(s) URLs are fetched; else refused
+  bool allow_private_hosts = false;           // --allow-private-image-hosts: also from loopback, private, ... addresses
+  std::chrono::milliseconds fetch_timeout{10'000};  // --image-fetch-timeout: a whole fetch, redirects included
   std::filesystem::path local_media_dir;      // --allowed-local-media-path: file:// URLs under it; empty: refused
   int32_t max_images = 8;                     // per request
   vision::DecodeLimits limits;                // bytes, sides, pixels
@@ -35,7 +38,7 @@ class RequestImages {
  public:
   // Reads every image part of `chat` (whose messages are those of `body`, which names each part's field) and
   // sets its size. Throws ApiError 400 naming `messages[i].content[j].image_url` (or `.image`) for a refused URL,
-  // an unreadable file, data that is not an image, one over a limit, no tower (`vision` null: `no_vision` says
+  // an unreadable file, a failed fetch, data that is not an image, one over a limit, no tower (`vision` null: `no_vision` says
   // why, "" that the model has none), or more than max_images images.
   static RequestImages read(tokenizer::ChatRequest& chat, const tokenizer::JsonValue& body, const ImageRules& rules,
                             const vision::VisionModel* vision, std::string_view no_vision = {});

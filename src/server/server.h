@@ -26,7 +26,9 @@ struct ServerOptions {
   std::string api_key;  // "": no authentication
   std::string served_model_name = "quatre";
   std::string cors_origin;  // "": no CORS headers (browsers refuse cross-origin calls)
-  bool allow_remote_images = false;  // http(s) image URLs: still refused (nothing fetches them), with another message
+  bool allow_remote_images = false;         // http(s) image URLs are fetched (image_fetch.h); else refused
+  bool allow_private_image_hosts = false;   // ... also from loopback, private and link-local addresses
+  double image_fetch_timeout_seconds = 10;  // a whole fetch: resolving, connecting, redirects, reading
   std::string allowed_local_media_path;  // file:// image URLs under this directory; "": refused
   size_t max_body_bytes = 32 << 20;
   int max_connections = 4096;

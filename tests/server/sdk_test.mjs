@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import zlib from "node:zlib";
@@ -408,6 +409,63 @@ test("images: 400 naming the part for bad data, remote and file:// URLs; file://
   assert.equal(r.status, 400);
   assert.match((await r.json()).error.message, /no vision tower/);
   t.proc.kill("SIGKILL");
+});
+
+test("images: http URLs are fetched with --allow-remote-images (--allow-private-image-hosts for loopback), refused without", async () => {
+  const a = png(60, 45, 1);
+  let pngRequests = 0;
+  const host = http.createServer((req, res) => {
+    if (req.url === "/a.png") {
+      pngRequests++;
+      res.writeHead(200, { "content-type": "image/png" }).end(a);
+    } else if (req.url === "/moved") {
+      res.writeHead(302, { location: "/a.png" }).end();
+    } else {
+      res.writeHead(404).end("no such image");
+    }
+  });
+  await new Promise((resolve) => host.listen(0, "127.0.0.1", resolve));
+  const imageUrl = (p) => `http://127.0.0.1:${host.address().port}${p}`;
+  const body = (url) => ({ model: "tiny", max_tokens: 8, temperature: 0, ignore_eos: true,
+                           messages: [{ role: "user", content: [{ type: "text", text: "hi" }, imagePart(url)] }] });
+  const postTo = async (base, b) => {
+    const r = await fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(b) });
+    return { status: r.status, body: await r.json() };
+  };
+  try {
+    // without the flag (the suite's server): refused, nothing fetched
+    const off = await post("/v1/chat/completions", body(imageUrl("/a.png")));
+    assert.equal(off.status, 400);
+    assert.equal(off.body.error.param, "messages[0].content[1].image_url");
+    assert.match(off.body.error.message, /--allow-remote-images/);
+
+    const want = await post("/v1/chat/completions", body(dataUrl(a)));
+    assert.equal(want.status, 200);
+    const on = await startServer(["--allow-remote-images", "--allow-private-image-hosts"]);
+    const got = await postTo(on.url, body(imageUrl("/a.png")));
+    assert.equal(got.status, 200, JSON.stringify(got.body));
+    assert.equal(got.body.choices[0].message.content, want.body.choices[0].message.content);
+    assert.equal(got.body.usage.prompt_tokens, want.body.usage.prompt_tokens);
+    const twice = { ...body(imageUrl("/moved")) };
+    twice.messages[0].content.push(imagePart(imageUrl("/moved")));  // the same URL twice: fetched once
+    const before = pngRequests;
+    assert.equal((await postTo(on.url, twice)).status, 200);
+    assert.equal(pngRequests, before + 1);
+    const missing = await postTo(on.url, body(imageUrl("/nope.png")));
+    assert.equal(missing.status, 400);
+    assert.equal(missing.body.error.param, "messages[0].content[1].image_url");
+    assert.match(missing.body.error.message, /answered 404/);
+    on.proc.kill("SIGKILL");
+
+    // --allow-remote-images alone: loopback is a private address
+    const publicOnly = await startServer(["--allow-remote-images"]);
+    const refused = await postTo(publicOnly.url, body(imageUrl("/a.png")));
+    assert.equal(refused.status, 400);
+    assert.match(refused.body.error.message, /loopback address.*--allow-private-image-hosts/);
+    publicOnly.proc.kill("SIGKILL");
+  } finally {
+    host.close();
+  }
 });
 
 test("text completions: string and token prompts, streaming equals whole, echo", async () => {
