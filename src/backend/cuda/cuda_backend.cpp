@@ -92,6 +92,7 @@ CudaBackend::~CudaBackend() {
   (void)cudaStreamSynchronize(as_stream(stream_));
   for (void* p : weights_) (void)cudaFree(p);
   for (auto& [key, table] : expert_tables_) (void)cudaFree(table);
+  for (auto& [key, copy] : kv_b_f32_) (void)cudaFree(copy);
   (void)cudaFree(staging_);
   (void)cudaFreeHost(pinned_);
   (void)cudaStreamDestroy(as_stream(stream_));
@@ -105,6 +106,12 @@ std::vector<ProfileRow> CudaBackend::profile() { return profiler_.report(); }
 
 const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
   if (bytes == 0) return staging_;
+  for (const RecentUpload& r : recent_) {
+    if (r.host == host && r.bytes == bytes && r.wraps == ring_wraps_ &&
+        std::memcmp(static_cast<const char*>(pinned_) + r.at, host, bytes) == 0) {
+      return static_cast<const char*>(staging_) + r.at;
+    }
+  }
   const size_t padded = (bytes + 255) & ~size_t{255};
   if (padded > ring_bytes_) {  // a larger ring; the old one may still be read by queued copies
     synchronize();
@@ -114,15 +121,20 @@ const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
     CUDA_CHECK(cudaMallocHost(&pinned_, ring_bytes_));
     CUDA_CHECK(cudaMalloc(&staging_, ring_bytes_));
     ring_at_ = 0;
+    ++ring_wraps_;
   }
   if (ring_at_ + padded > ring_bytes_) {  // wrap: the copies out of the ring's front must have run
     synchronize();
     ring_at_ = 0;
+    ++ring_wraps_;
   }
   char* src = static_cast<char*>(pinned_) + ring_at_;
   char* dst = static_cast<char*>(staging_) + ring_at_;
   std::memcpy(src, host, bytes);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, as_stream(stream_)));
+  constexpr size_t kRecent = 8;
+  if (recent_.size() == kRecent) recent_.erase(recent_.begin());
+  recent_.push_back({host, bytes, ring_at_, ring_wraps_});
   ring_at_ += padded;
   return dst;
 }
@@ -132,6 +144,7 @@ Weight CudaBackend::prepare_weight(const Weight& stored) {
   if (stored.w.device() == Device::kCuda) return stored;
   void* p = memory_.allocate(std::max<size_t>(stored.w.bytes(), 1));
   weights_.push_back(p);
+  owned_.insert(p);
   weight_bytes_ += stored.w.bytes();
   CUDA_CHECK(cudaMemcpyAsync(p, stored.w.data(), stored.w.bytes(), cudaMemcpyHostToDevice, as_stream(stream_)));
   synchronize();  // the host memory (e.g. an mmap) may go away after this returns
@@ -145,6 +158,7 @@ Weight CudaBackend::random_weight(DType dtype, std::span<const int64_t> shape, f
   Tensor shaped(nullptr, dtype, shape, Device::kCuda);
   void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
   weights_.push_back(p);
+  owned_.insert(p);
   weight_bytes_ += shaped.bytes();
   // FP8: values up to sqrt(3)·std map to 448, the E4M3 maximum, like a per-tensor-scaled checkpoint.
   const float scale = t == WType::kF8E4M3 ? 1.7320508f * std / 448.0f : 1.0f;
@@ -160,6 +174,7 @@ Weight CudaBackend::constant_weight(DType dtype, std::span<const int64_t> shape,
   Tensor shaped(nullptr, dtype, shape, Device::kCuda);
   void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
   weights_.push_back(p);
+  owned_.insert(p);
   weight_bytes_ += shaped.bytes();
   launched(launch_init_weight(p, t, shaped.numel(), 0.0f, value, 1.0f, 0, as_stream(stream_)), "init_weight");
   Weight w;
@@ -337,12 +352,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   const int64_t acc = args.form == MlaForm::kNaive ? d.v_head_dim : R;
   CHECK(acc <= 512 && R + d.qk_rope_head_dim + d.qk_nope_head_dim + d.v_head_dim <= kMlaMaxWidth)
       << "mla_attention: kv_lora_rank " << R << " / v_head_dim " << d.v_head_dim << " over the kernel's limits";
-  // kv_b dequantised once per call: [H*(Dn+Dv), R] fp32.
-  float* kv_b = a.array<float>(static_cast<size_t>(kvb_rows * R));
-  {
-    const OpScope scope(profiler_, "mla kv_b dequant", static_cast<double>(args.kv_b.w.bytes() + kvb_rows * R * 4));
-    launched(launch_dequant_rows(dev(args.kv_b, "kv_b"), R, nullptr, kvb_rows, kv_b, as_stream(stream_)), "kv_b");
-  }
+  const float* kv_b = kv_b_f32(args.kv_b, kvb_rows, R, a);                // [H*(Dn+Dv), R] fp32
   Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]
   int64_t entries = 0;
   for (int32_t n : m.context_lens) entries += n;
@@ -376,6 +386,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
     launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
     launch.split_ml = a.array<float>(rows * 2);
   }
+  if (!launch.naive) launch.q_abs = a.array<float>(static_cast<size_t>(T * d.n_heads * R));
   launched(launch_mla(launch, as_stream(stream_)), "mla_attention");
   return o;
 }
@@ -394,18 +405,58 @@ Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a
   return r;
 }
 
-Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
-  const int64_t M = x.dim(0);
-  Tensor g = matmul(x, w.gate, a);  // [M,F]
-  Tensor u = matmul(x, w.up, a);    // [M,F]
-  CHECK(has_shape(g, {u.dim(0), u.dim(1)})) << "ffn gate " << g.shape_string() << " and up " << u.shape_string();
+Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) { return ffn_into(x, w, a, nullptr); }
+
+// down(silu(gate·x) ⊙ up·x): gate and up in one launch (the same x and shapes), then the SiLU-gating, then down.
+Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum) {
+  check_f32(x, "ffn input");
+  const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
+  CHECK(w.gate.w.dim(-1) == D && w.up.w.dim(-1) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
+        w.down.w.dim(-1) == F)
+      << "ffn weights " << w.gate.w.shape_string() << " / " << w.up.w.shape_string() << " / " << w.down.w.shape_string()
+      << " for x " << x.shape_string();
+  const DevWeight gate = dev(w.gate, "ffn gate"), up = dev(w.up, "ffn up"), down = dev(w.down, "ffn down");
+  Tensor g = a.tensor(DType::F32, {M, F}), u = a.tensor(DType::F32, {M, F});  // [M,F] each
+  MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = gate, .y = g.data_as<float>(),
+                  .ldy = F};
+  {
+    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up)", F, D, dtype_name(w.gate.w.dtype())); },
+                        static_cast<double>(w.gate.w.bytes() + w.up.w.bytes() + static_cast<size_t>(M * (D + 2 * F)) * 4));
+    if (up.type == gate.type) {
+      p.weight2 = up;
+      p.y2 = u.data_as<float>();
+      launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
+    } else {
+      launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
+      p.weight = up;
+      p.y = u.data_as<float>();
+      launched(launch_matmul(p, as_stream(stream_)), "ffn up");
+    }
+  }
   {
     const OpScope scope(profiler_, "silu_mul");
     launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
   }
-  Tensor y = matmul(g, w.down, a);  // [M,D]
-  CHECK_SHAPE(y, M, x.dim(1));
+  Tensor y = sum != nullptr ? *sum : a.tensor(DType::F32, {M, D});  // [M,D]
+  CHECK_SHAPE(y, M, D);
+  const MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
+                        .y = y.data_as<float>(), .ldy = D, .accumulate = sum != nullptr};
+  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, dtype_name(w.down.w.dtype())); },
+                      static_cast<double>(w.down.w.bytes() + static_cast<size_t>(M * (D + F)) * 4));
+  launched(launch_matmul(q, as_stream(stream_)), "ffn down");
   return y;
+}
+
+const float* CudaBackend::kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a) {
+  const void* key = kv_b.w.data();
+  if (auto it = kv_b_f32_.find(key); it != kv_b_f32_.end()) return static_cast<const float*>(it->second);
+  const bool owned = owned_.count(key) > 0;
+  const auto n = static_cast<size_t>(rows * R);
+  float* out = owned ? static_cast<float*>(memory_.allocate(n * sizeof(float))) : a.array<float>(n);
+  const OpScope scope(profiler_, "mla kv_b dequant", static_cast<double>(kv_b.w.bytes() + n * sizeof(float)));
+  launched(launch_dequant_rows(dev(kv_b, "kv_b"), R, nullptr, rows, out, as_stream(stream_)), "kv_b");
+  if (owned) kv_b_f32_[key] = out;
+  return out;
 }
 
 const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) {
@@ -451,7 +502,8 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
       << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
       << " for D=" << D;
   const int G = T * K <= 16 * E ? 8 : 64;
-  const int64_t max_rows = (T * K + E * (G - 1) + G - 1) / G * G;
+  // Expert e takes ceil(c_e / G) groups for its c_e pairs: at most T*K/G + (experts with a pair) in all.
+  const int64_t max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G;
   int32_t* sorted_token = a.array<int32_t>(static_cast<size_t>(max_rows));
   int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
   int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
@@ -469,13 +521,13 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
                   .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
                   .y = gate, .ldy = F};
+  CHECK(up0.type == gate0.type) << "expert gate and up weights of different dtypes";
+  p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
+  p.experts2 = table + E;
+  p.y2 = up;
   {
     const OpScope scope(profiler_, "moe gate+up (routed)");
-    launched(launch_matmul(p, s), "moe gate");
-    p.weight = up0;
-    p.experts = table + E;
-    p.y = up;
-    launched(launch_matmul(p, s), "moe up");
+    launched(launch_matmul(p, s), "moe gate+up");
   }
   {
     const OpScope scope(profiler_, "moe silu_mul");
@@ -494,7 +546,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     const OpScope scope(profiler_, "moe sum");
     launched(launch_sum_pairs(pair_out, T, K, D, y.data_as<float>(), s), "moe sum");
   }
-  if (args.shared != nullptr) add_to(y, ffn(x, *args.shared, a));
+  if (args.shared != nullptr) ffn_into(x, *args.shared, a, &y);  // y += Shared(x)
   return y;
 }
 

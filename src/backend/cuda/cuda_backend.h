@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <span>
 #include <vector>
@@ -76,6 +77,12 @@ class CudaBackend final : public Backend {
   const void* upload_bytes(const void* host, size_t bytes);
   // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
   const DevWeight* expert_table(std::span<const FfnWeights> experts);
+  // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
+  // never rewritten), else written to `a` on every call.
+  const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);
+  // ffn with gate and up in one launch; the result added into *sum when given (the MoE's shared expert), else a
+  // fresh [M,D] tensor.
+  Tensor ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum);
 
   CudaMemory memory_;
   void* stream_ = nullptr;  // cudaStream_t
@@ -86,8 +93,19 @@ class CudaBackend final : public Backend {
   void* pinned_ = nullptr;
   void* staging_ = nullptr;
   size_t ring_bytes_ = 0, ring_at_ = 0;
-  std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
+  uint64_t ring_wraps_ = 0;
+  // The last uploads, reused while the ring has not wrapped and the host bytes are the same (a step uploads the
+  // same positions, slots and block tables for every layer).
+  struct RecentUpload {
+    const void* host = nullptr;
+    size_t bytes = 0, at = 0;
+    uint64_t wraps = 0;
+  };
+  std::vector<RecentUpload> recent_;
+  std::map<const void*, void*> kv_b_f32_;  // kv_b weight -> its fp32 copy
+  std::set<const void*> owned_;            // device weights allocated here (weights_)
   OpProfiler profiler_;
+  std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
 };
 
 }  // namespace quatre::cuda

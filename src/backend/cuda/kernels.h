@@ -37,6 +37,11 @@ struct MatmulProblem {
   const int32_t* y_rows = nullptr;
   const float* row_scale = nullptr;
   bool accumulate = false;                   // y += instead of y =
+  // A second problem over the same x and shapes in the same launch (gate and up): weight2 or experts2 (same dtype)
+  // into y2, when y2 is given.
+  DevWeight weight2 = {};
+  const DevWeight* experts2 = nullptr;
+  float* y2 = nullptr;
 };
 // Small M (<= 8 rows a group): one warp per output column, reading the weight once with 16-byte loads.
 // Otherwise a 64x64 shared-memory tile.
@@ -92,6 +97,9 @@ struct MlaLaunch {
   int n_splits = 1;
   float* split_ctx = nullptr;
   float* split_ml = nullptr;
+  // Absorbed form with R <= 256: scratch [T, H, R] for q_abs = W_UKᵀ q_nope, computed once per (token, head) by
+  // a kernel of its own before the attention blocks (not once per split).
+  float* q_abs = nullptr;
 };
 // The split count launch_mla's absorbed kernel should use for T tokens with contexts up to max_context.
 int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context);

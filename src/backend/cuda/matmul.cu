@@ -1,7 +1,9 @@
-// y = x · wᵀ against stored weights (F32/BF16/F16/FP8, dequantised in registers), fp32 accumulation: a warp-per-
-// column kernel for small M (memory-bound decode: every weight byte is read once, 16 bytes a load), a 64x64
-// shared-memory tile for large M. Both take the grouped (MoE) form of MatmulProblem. Depends on CUDA only.
-#include "backend/cuda/device_math.cuh"
+// y = x · wᵀ against stored weights (F32/BF16/F16/FP8, dequantised in registers), fp32 accumulation: a warps-per-
+// column kernel for small M (memory-bound decode: every weight byte is read once, 16 bytes a load, 4 loads in
+// flight a lane, several warps a column when N is small), a 64x64 shared-memory tile for large M. Both take the
+// grouped (MoE) form of MatmulProblem, and a second weight over the same x in the same launch (gate and up).
+// Depends on CUDA only.
+#include "backend/cuda/matmul_common.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -10,37 +12,61 @@ constexpr int kSmallRows = 8;   // rows a warp of the small kernel carries
 constexpr int kTile = 64;       // tile kernel: BM = BN = 64
 constexpr int kTileK = 16;
 
-struct GroupView {
-  const void* w;
-  float scale;
-  bool skip;
-};
-
-__device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_t group) {
-  if (p.experts == nullptr) return {p.weight.w, p.weight.scale, false};
-  const int32_t e = p.group_expert[group];
-  if (e < 0) return {nullptr, 0.0f, true};
-  return {p.experts[e].w, p.experts[e].scale, false};
-}
-
-__device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {
-  const int64_t row = p.y_rows != nullptr ? p.y_rows[m] : m;
-  if (row < 0) return;
-  if (p.row_scale != nullptr) v *= p.row_scale[row];
-  float* dst = p.y + row * p.ldy + n;
-  *dst = p.accumulate ? *dst + v : v;
-}
-
-// grid (ceil(N/8), groups), 256 threads: warp w of block b computes column n = 8b + w for the group's rows.
+// The VEC weights at wrow[k..k+VEC), as fp32 (unscaled): one 16-byte load when VEC > 1.
 template <WType T, int VEC>
+__device__ __forceinline__ void load_weights(const typename WTraits<T>::S* wrow, int64_t k, float (&wv)[VEC]) {
+  using S = typename WTraits<T>::S;
+  if constexpr (VEC > 1) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wrow + k));
+    const S* e = reinterpret_cast<const S*>(&raw);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) wv[j] = WTraits<T>::to_f32(e[j]);
+  } else {
+    wv[0] = WTraits<T>::to_f32(wrow[k]);
+  }
+}
+
+// acc[i] += x[row i, k..k+VEC) · wv for the rows present.
+template <int VEC>
+__device__ __forceinline__ void fma_rows(const float* const (&xr)[kSmallRows], int64_t k, const float (&wv)[VEC],
+                                         float (&acc)[kSmallRows]) {
+#pragma unroll
+  for (int i = 0; i < kSmallRows; ++i) {
+    if (xr[i] == nullptr) continue;
+    if constexpr (VEC >= 4) {  // activations in 16-byte loads too (rows 16-byte aligned: checked at launch)
+#pragma unroll
+      for (int j = 0; j < VEC; j += 4) {
+        const float4 xv = *reinterpret_cast<const float4*>(xr[i] + k + j);
+        acc[i] = fmaf(xv.x, wv[j], acc[i]);
+        acc[i] = fmaf(xv.y, wv[j + 1], acc[i]);
+        acc[i] = fmaf(xv.z, wv[j + 2], acc[i]);
+        acc[i] = fmaf(xv.w, wv[j + 3], acc[i]);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) acc[i] = fmaf(xr[i][k + j], wv[j], acc[i]);
+    }
+  }
+}
+
+// grid (ceil(N / (8/WPC)), groups), 256 threads: the 8 warps form 8/WPC columns of WPC warps each. The WPC warps of
+// column n take interleaved slices of its K (32·VEC weights a slice, kUnroll loads in flight per lane); their
+// partial sums meet in shared memory, added in warp order (deterministic). WPC > 1 when N is too small to fill
+// the GPU with one warp per column.
+constexpr int kUnroll = 4;
+
+template <WType T, int VEC, int WPC>
 __global__ void __launch_bounds__(256) small_m_kernel(MatmulProblem p, int rows_per_group) {
   using S = typename WTraits<T>::S;
+  constexpr int kCols = 8 / WPC;
+  __shared__ float partial[8][kSmallRows];
+  select_problem(p);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const int col = warp / WPC, sub = warp % WPC;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kCols + col;
   const int64_t group = blockIdx.y;
-  if (n >= p.N) return;
   const GroupView g = group_weight(p, group);
-  if (g.skip) return;
+  if (g.skip) return;  // the whole block
   const int64_t m0 = group * rows_per_group;
   const int n_rows = static_cast<int>(p.M - m0 < rows_per_group ? p.M - m0 : rows_per_group);
   const float* xr[kSmallRows];
@@ -50,40 +76,43 @@ __global__ void __launch_bounds__(256) small_m_kernel(MatmulProblem p, int rows_
     if (i < n_rows) src = p.x_rows != nullptr ? p.x_rows[m] : m;
     xr[i] = src >= 0 ? p.x + src * p.ldx : nullptr;
   }
-  const S* wrow = static_cast<const S*>(g.w) + n * p.K;
   float acc[kSmallRows] = {};
-  for (int64_t k = static_cast<int64_t>(lane) * VEC; k < p.K; k += 32 * VEC) {
-    float wv[VEC];
-    if constexpr (VEC > 1) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(wrow + k);
-      const S* e = reinterpret_cast<const S*>(&raw);
+  if (n < p.N) {
+    const S* wrow = static_cast<const S*>(g.w) + n * p.K;
+    constexpr int64_t kStride = static_cast<int64_t>(WPC) * 32 * VEC;
+    int64_t k = (static_cast<int64_t>(sub) * 32 + lane) * VEC;
+    for (; k + (kUnroll - 1) * kStride < p.K; k += kUnroll * kStride) {
+      float wv[kUnroll][VEC];
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) wv[j] = WTraits<T>::to_f32(e[j]);
-    } else {
-      wv[0] = WTraits<T>::to_f32(wrow[k]);
+      for (int u = 0; u < kUnroll; ++u) load_weights<T, VEC>(wrow, k + u * kStride, wv[u]);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) fma_rows<VEC>(xr, k + u * kStride, wv[u], acc);
     }
-#pragma unroll
-    for (int i = 0; i < kSmallRows; ++i) {
-      if (xr[i] == nullptr) continue;
-      if constexpr (VEC >= 4) {  // activations in 16-byte loads too (rows 16-byte aligned: checked at launch)
-#pragma unroll
-        for (int j = 0; j < VEC; j += 4) {
-          const float4 xv = *reinterpret_cast<const float4*>(xr[i] + k + j);
-          acc[i] = fmaf(xv.x, wv[j], acc[i]);
-          acc[i] = fmaf(xv.y, wv[j + 1], acc[i]);
-          acc[i] = fmaf(xv.z, wv[j + 2], acc[i]);
-          acc[i] = fmaf(xv.w, wv[j + 3], acc[i]);
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) acc[i] = fmaf(xr[i][k + j], wv[j], acc[i]);
-      }
+    for (; k < p.K; k += kStride) {
+      float wv[VEC];
+      load_weights<T, VEC>(wrow, k, wv);
+      fma_rows<VEC>(xr, k, wv, acc);
     }
   }
 #pragma unroll
-  for (int i = 0; i < kSmallRows; ++i) {
-    const float s = warp_sum(acc[i]);
-    if (lane == 0 && xr[i] != nullptr) store(p, m0 + i, n, s * g.scale);
+  for (int i = 0; i < kSmallRows; ++i) acc[i] = warp_sum(acc[i]);
+  if constexpr (WPC == 1) {
+#pragma unroll
+    for (int i = 0; i < kSmallRows; ++i) {
+      if (lane == 0 && n < p.N && xr[i] != nullptr) store(p, m0 + i, n, acc[i] * g.scale);
+    }
+  } else {
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < kSmallRows; ++i) partial[warp][i] = acc[i];
+    }
+    __syncthreads();
+    if (sub == 0 && lane < kSmallRows && n < p.N && xr[lane] != nullptr) {
+      float s = 0;
+#pragma unroll
+      for (int j = 0; j < WPC; ++j) s += partial[col * WPC + j][lane];
+      store(p, m0 + lane, n, s * g.scale);
+    }
   }
 }
 
@@ -93,6 +122,7 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
   using S = typename WTraits<T>::S;
   __shared__ float xs[kTileK][kTile + 4];
   __shared__ float ws[kTileK][kTile + 4];
+  select_problem(p);
   const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTile, n0 = static_cast<int64_t>(blockIdx.x) * kTile;
   const GroupView g = group_weight(p, p.experts != nullptr ? m0 / p.rows_per_group : 0);
@@ -140,18 +170,45 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
   }
 }
 
+template <WType T, int VEC, int WPC>
+void launch_small_wpc(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
+  const dim3 grid(blocks_for(p.N, 8 / WPC), groups, p.y2 != nullptr ? 2 : 1);
+  small_m_kernel<T, VEC, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+}
+
+// Warps per column: the fewest that give about 4 blocks per SM of an H100/H200 (132 SMs), while every lane keeps
+// at least one 16-byte load.
+int warps_per_column(int64_t N, int64_t K, unsigned groups, int vec) {
+  int wpc = 1;
+  while (wpc < 8 && static_cast<int64_t>(blocks_for(N, 8 / wpc)) * groups < 4 * 132 && K >= 2 * wpc * 32 * vec) {
+    wpc *= 2;
+  }
+  return wpc;
+}
+
+template <WType T, int VEC>
+void launch_small_vec(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
+  switch (warps_per_column(p.N, p.K, groups, VEC)) {
+    case 1: launch_small_wpc<T, VEC, 1>(p, rows_per_group, groups, stream); break;
+    case 2: launch_small_wpc<T, VEC, 2>(p, rows_per_group, groups, stream); break;
+    case 4: launch_small_wpc<T, VEC, 4>(p, rows_per_group, groups, stream); break;
+    default: launch_small_wpc<T, VEC, 8>(p, rows_per_group, groups, stream); break;
+  }
+}
+
 template <WType T>
 cudaError_t launch_small(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   using S = typename WTraits<T>::S;
   constexpr int kVec = 16 / sizeof(S);
-  const dim3 grid(blocks_for(p.N, 8), static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group));
+  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
   // 16-byte loads need every weight row 16-byte aligned (allocations are 256-byte aligned).
   const bool aligned = p.K % kVec == 0 && p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
-  bool all_aligned = aligned && (p.experts != nullptr || reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0);
+  const bool all_aligned = aligned && (p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
+                                                                reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0));
   if (all_aligned) {
-    small_m_kernel<T, kVec><<<grid, 256, 0, stream>>>(p, rows_per_group);
+    launch_small_vec<T, kVec>(p, rows_per_group, groups, stream);
   } else {
-    small_m_kernel<T, 1><<<grid, 256, 0, stream>>>(p, rows_per_group);
+    launch_small_vec<T, 1>(p, rows_per_group, groups, stream);
   }
   return cudaGetLastError();
 }
@@ -166,7 +223,7 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   return dispatch_wtype(p.weight.type, [&](auto tag) -> cudaError_t {
     constexpr WType T = decltype(tag)::value;
     if (small) return launch_small<T>(p, grouped ? p.rows_per_group : kSmallRows, stream);
-    const dim3 grid(blocks_for(p.N, kTile), blocks_for(p.M, kTile));
+    const dim3 grid(blocks_for(p.N, kTile), blocks_for(p.M, kTile), p.y2 != nullptr ? 2 : 1);
     tile_kernel<T><<<grid, 256, 0, stream>>>(p);
     return cudaGetLastError();
   });

@@ -2,7 +2,9 @@
 // with R <= 256, per (token, 8 heads) so that a cache row is read once for 8 heads.
 // Absorbed: q_abs = W_UKᵀ q_nope [R]; s_j = (q_abs·c_j + q_rope·k_rope_j)·scale; ctx = Σ p_j c_j; o = W_UV ctx.
 // Naive: k_nope_j = W_UK c_j and v_j = W_UV c_j expanded per key; s_j = (q_nope·k_nope_j + q_rope·k_rope_j)·scale;
-// o = Σ p_j v_j. kv_b arrives dequantised to fp32 [H*(Dn+Dv), R]. Depends on CUDA only.
+// o = Σ p_j v_j. kv_b arrives dequantised to fp32 [H*(Dn+Dv), R]. The grouped absorbed kernel reads q_abs from a
+// kernel of its own (once per token and head); with keys split over blocks, a combine kernel per (token, head,
+// 32 output columns) merges the partial contexts and applies W_UV. Depends on CUDA only.
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
@@ -127,14 +129,7 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
   float* qr = qa + kHeads * R;               // [kHeads][Dr]
   float* part = qr + kHeads * a.Dr;          // [kWarps][kHeads][R]
   float* stats = part + kWarps * kHeads * R; // [kWarps][kHeads][2]
-  for (int64_t i = threadIdx.x; i < n_heads * R; i += blockDim.x) {
-    const int64_t g = i / R, r = i % R, h = h0 + g;
-    const float* q = a.q + t * a.H * Dh + h * Dh;
-    const float* w_uk = a.kv_b + h * (a.Dn + a.Dv) * R;
-    float s = 0;
-    for (int64_t e = 0; e < a.Dn; ++e) s = fmaf(q[e], w_uk[e * R + r], s);
-    qa[i] = s;
-  }
+  for (int64_t i = threadIdx.x; i < n_heads * R; i += blockDim.x) qa[i] = a.q_abs[(t * a.H + h0) * R + i];
   for (int64_t i = threadIdx.x; i < n_heads * a.Dr; i += blockDim.x) {
     const int64_t g = i / a.Dr, h = h0 + g;
     qr[i] = a.q[t * a.H * Dh + h * Dh + a.Dn + i % a.Dr];
@@ -217,10 +212,30 @@ __global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
   }
 }
 
-// One block per (token, head): ctx = Σ_s ctx_s e^(m_s - M) / Σ_s l_s e^(m_s - M), then o = W_UV ctx.
+// q_abs[t, h, :] = W_UK[h]ᵀ q_nope[t, h] [R], one block per (token, head), a thread per latent column r.
+__global__ void __launch_bounds__(256) mla_q_abs_kernel(MlaLaunch a) {
+  extern __shared__ float qn[];  // [Dn]
+  const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
+  const float* q = a.q + t * a.H * (a.Dn + a.Dr) + h * (a.Dn + a.Dr);
+  for (int64_t e = threadIdx.x; e < a.Dn; e += blockDim.x) qn[e] = q[e];
+  __syncthreads();
+  const float* w_uk = a.kv_b + h * (a.Dn + a.Dv) * R;  // [Dn, R]
+  for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
+    float s = 0;
+    for (int64_t e = 0; e < a.Dn; ++e) s = fmaf(qn[e], w_uk[e * R + r], s);
+    a.q_abs[th * R + r] = s;
+  }
+}
+
+// One block per (token, head, 32 output columns): ctx = Σ_s ctx_s e^(m_s - M) / Σ_s l_s e^(m_s - M), then
+// o[e] = W_UV[e] · ctx for the block's columns e.
+constexpr int kCombineCols = 32;
+
 __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
   extern __shared__ float ctx[];  // [R]
   const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
+  const int64_t e_begin = static_cast<int64_t>(blockIdx.y) * kCombineCols;
+  const int64_t e_end = min(a.Dv, e_begin + kCombineCols);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const float* ml = a.split_ml + 2 * th * a.n_splits;
   float M = -INFINITY;
@@ -235,7 +250,7 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
     ctx[r] = c / L;
   }
   __syncthreads();
-  for (int64_t e = warp; e < a.Dv; e += kWarps) {
+  for (int64_t e = e_begin + warp; e < e_end; e += kWarps) {
     const float* w_uv = a.kv_b + (h * (a.Dn + a.Dv) + a.Dn + e) * R;
     float s = 0;
     for (int64_t r = lane; r < R; r += 32) s = fmaf(w_uv[r], ctx[r], s);
@@ -258,6 +273,8 @@ cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
   if (a.n_splits < 1 || (a.n_splits > 1 && (a.split_ctx == nullptr || a.split_ml == nullptr))) return cudaErrorInvalidValue;
   if (a.T == 0) return cudaSuccess;
   if (!a.naive && a.R <= 32 * kGroupPerLane) {
+    if (a.q_abs == nullptr) return cudaErrorInvalidValue;
+    mla_q_abs_kernel<<<static_cast<unsigned>(a.T * a.H), 256, static_cast<size_t>(a.Dn) * sizeof(float), stream>>>(a);
     const size_t shared = static_cast<size_t>(kHeads * a.R + kHeads * a.Dr + kWarps * kHeads * a.R + kWarps * kHeads * 2) *
                           sizeof(float);
     if (shared > 48 * 1024) {
@@ -269,7 +286,8 @@ cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>(a.T * n_groups), static_cast<unsigned>(a.n_splits));
     mla_grouped_kernel<<<grid, 32 * kWarps, shared, stream>>>(a);
     if (a.n_splits == 1) return cudaGetLastError();
-    mla_combine_kernel<<<static_cast<unsigned>(a.T * a.H), 32 * kWarps, static_cast<size_t>(a.R) * sizeof(float), stream>>>(a);
+    const dim3 combine_grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
+    mla_combine_kernel<<<combine_grid, 32 * kWarps, static_cast<size_t>(a.R) * sizeof(float), stream>>>(a);
     return cudaGetLastError();
   }
   const int64_t acc_width = a.naive ? a.Dv : a.R;

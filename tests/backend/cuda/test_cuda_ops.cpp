@@ -96,9 +96,10 @@ class CudaOps : public testing::Test {
 TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
   uint64_t seed = 1;
   for (DType dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
-    for (int64_t in : {96, 50}) {             // 16-byte loads / scalar tail
+    // 16-byte loads / scalar tail / few columns over a long K: several warps per column (4 or 8 by dtype), a
+    // partial last block of columns, the unrolled loads and their tail
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {50, 130}, {2048 + 96, 21}}) {
       for (int64_t M : {1, 3, 8, 9, 70}) {    // small-M kernel up to 8 rows, then the tile
-        const int64_t out = 130;
         const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
         std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
         const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
@@ -146,6 +147,21 @@ TEST_F(CudaOps, RowOpsMatchCpu) {
   Tensor f = dev_arena_->tensor(DType::F32, {3, 3});
   gpu_->fill(f, 2.5f);
   EXPECT_EQ(down(f), std::vector<float>(9, 2.5f));
+}
+
+// The backend reuses an upload when the same host buffer comes back with the same bytes (a step's positions, slots
+// and block tables go up once, not once per layer): a buffer rewritten in place must go up again.
+TEST_F(CudaOps, ReusedHostBufferIsUploadedAgainWhenItChanges) {
+  std::vector<float> x = randn(6 * 10, 7);
+  const Tensor xd = up(x, {6, 10});
+  std::vector<int32_t> rows = {5, 0, 5, 2};
+  for (int round = 0; round < 3; ++round) {
+    const Tensor same = gpu_->gather_rows(xd, rows, *dev_arena_);  // the second call of a round may reuse
+    EXPECT_EQ(down(gpu_->gather_rows(xd, rows, *dev_arena_)), vec(cpu_.gather_rows(host(x, {6, 10}), rows, host_arena_)))
+        << "round " << round;
+    EXPECT_EQ(down(same), vec(cpu_.gather_rows(host(x, {6, 10}), rows, host_arena_))) << "round " << round;
+    rows[1] = round + 1;  // same buffer, same size, new content
+  }
 }
 
 TEST_F(CudaOps, RopeWithTemperatureMatchesCpu) {

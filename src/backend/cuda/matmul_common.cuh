@@ -1,0 +1,36 @@
+// Device helpers shared by the matmul kernels: the problem of a block (first or second of a paired launch), the
+// weight of a row group (plain or grouped MoE problems) and the epilogue store (row scatter, row scale, accumulate).
+// Depends on CUDA only.
+#pragma once
+
+#include "backend/cuda/device_math.cuh"
+
+namespace quatre::cuda {
+
+struct GroupView {
+  const void* w;
+  float scale;
+  bool skip;
+};
+
+// The problem of this block: the second one (weight2 / experts2 -> y2) in the launch's second z slice.
+__device__ __forceinline__ void select_problem(MatmulProblem& p) {
+  if (blockIdx.z == 1) p.weight = p.weight2, p.experts = p.experts2, p.y = p.y2;
+}
+
+__device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_t group) {
+  if (p.experts == nullptr) return {p.weight.w, p.weight.scale, false};
+  const int32_t e = p.group_expert[group];
+  if (e < 0) return {nullptr, 0.0f, true};
+  return {p.experts[e].w, p.experts[e].scale, false};
+}
+
+__device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {
+  const int64_t row = p.y_rows != nullptr ? p.y_rows[m] : m;
+  if (row < 0) return;
+  if (p.row_scale != nullptr) v *= p.row_scale[row];
+  float* dst = p.y + row * p.ldy + n;
+  *dst = p.accumulate ? *dst + v : v;
+}
+
+}  // namespace quatre::cuda
