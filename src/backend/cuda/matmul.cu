@@ -1,8 +1,8 @@
 // y = x · wᵀ against stored weights (F32/BF16/F16/FP8, dequantised in registers), fp32 accumulation: a warps-per-
 // column kernel for small M (memory-bound decode: every weight byte is read once, 16 bytes a load, 4 loads in
-// flight a lane, several warps a column when N is small), a 64x64 shared-memory tile for large M. Both take the
-// grouped (MoE) form of MatmulProblem, and a second weight over the same x in the same launch (gate and up).
-// Depends on CUDA only.
+// flight a lane, several warps a column when N is small), and for large M the tensor cores (matmul_tc.cu, BF16
+// and FP8 weights) or a 64x64 shared-memory tile. All take the grouped (MoE) form of MatmulProblem. Depends on
+// CUDA only.
 #include "backend/cuda/matmul_common.cuh"
 
 namespace quatre::cuda {
@@ -223,6 +223,7 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   return dispatch_wtype(p.weight.type, [&](auto tag) -> cudaError_t {
     constexpr WType T = decltype(tag)::value;
     if (small) return launch_small<T>(p, grouped ? p.rows_per_group : kSmallRows, stream);
+    if (matmul_tc_applies(p)) return launch_matmul_tc(p, stream);
     const dim3 grid(blocks_for(p.N, kTile), blocks_for(p.M, kTile), p.y2 != nullptr ? 2 : 1);
     tile_kernel<T><<<grid, 256, 0, stream>>>(p);
     return cudaGetLastError();

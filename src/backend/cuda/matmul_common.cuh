@@ -1,5 +1,5 @@
-// Device helpers shared by the matmul kernels: the problem of a block (first or second of a paired launch), the
-// weight of a row group (plain or grouped MoE problems) and the epilogue store (row scatter, row scale, accumulate).
+// Device helpers shared by the matmul kernels (matmul.cu: CUDA cores, matmul_tc.cu: tensor cores): the weight of a
+// row group (plain or grouped MoE problems) and the epilogue store (row scatter, row scale, accumulate).
 // Depends on CUDA only.
 #pragma once
 
@@ -32,5 +32,9 @@ __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t
   float* dst = p.y + row * p.ldy + n;
   *dst = p.accumulate ? *dst + v : v;
 }
+
+// Tensor-core path for M > 8 rows and BF16/FP8 weights (matmul_tc.cu); false when it does not apply.
+bool matmul_tc_applies(const MatmulProblem& p);
+cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream);
 
 }  // namespace quatre::cuda

@@ -1,6 +1,6 @@
 // CudaBackend ops against CpuBackend (itself tested against naive and float64 references) on fresh random inputs,
-// for BF16 and FP8 weights (F32 too for matmul): matmul on both kernels (small M and tiled, 16-byte and scalar
-// loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4 temperature, the cache write, MLA in both
+// for BF16 and FP8 weights (F32 too for matmul): matmul on every kernel (small M; for more rows the tensor cores
+// with BF16/FP8 weights, the fp32 tile with F32 ones, or with QUATRE_CUDA_TC=0; 16-byte and scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4 temperature, the cache write, MLA in both
 // forms over a paged cache with NaN-poisoned unused slots, routing (ties included), FFN and MoE on both group
 // sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
 #include <cmath>

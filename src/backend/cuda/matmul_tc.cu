@@ -1,0 +1,206 @@
+// y = x · wᵀ on the tensor cores for M > 8 rows (prefill, large decode batches, MoE groups of 64 rows) with
+// BF16 or FP8 weights: BF16 mma.sync m16n8k16 with fp32 accumulation. FP8 E4M3 and BF16 weights are exact in
+// BF16; the fp32 activations are split into three BF16 terms x = hi + mid + lo (24 significant bits, as fp32)
+// and each term is multiplied against the weight tile, so the result matches fp32 arithmetic up to summation
+// order. Block tile 64 rows x 128 columns x 32 k, 8 warps of 32x32, operands staged in shared memory (ldmatrix),
+// the next k-tile's global loads in flight during the current tile's MMAs. QUATRE_CUDA_TC=0 turns it off (the
+// CUDA-core tile kernel then runs). Depends on CUDA only.
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cuda/matmul_common.cuh"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr int kBM = 64, kBN = 128, kBK = 32;
+constexpr int kRow = kBK + 8;  // bf16 per shared row: 80 bytes, so that ldmatrix rows fall in distinct banks
+constexpr int kTerms = 3;      // hi, mid, lo
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// d += a · b: A 16x16 row-major (4 regs), B 16x8 column-major (2 regs), fp32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint16_t bf16_bits(float v) {
+  const __nv_bfloat16 b = __float2bfloat16_rn(v);
+  return *reinterpret_cast<const uint16_t*>(&b);
+}
+__device__ __forceinline__ float bf16_value(uint16_t bits) { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
+
+// The 8 activations [row, k..k+8) of a thread (zeros past K or for padding rows).
+__device__ __forceinline__ void load_x(const float* xrow, int64_t k, int64_t K, bool vec, float (&v)[8]) {
+  if (xrow != nullptr && vec && k + 8 <= K) {
+    const float4 a = *reinterpret_cast<const float4*>(xrow + k), b = *reinterpret_cast<const float4*>(xrow + k + 4);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = xrow != nullptr && k + j < K ? xrow[k + j] : 0.0f;
+}
+
+// The 16 weights [n, k..k+16) of a thread as BF16 bits (exact for BF16 and FP8 E4M3).
+template <WType T>
+__device__ __forceinline__ void load_w(const typename WTraits<T>::S* wrow, int64_t k, int64_t K, bool vec,
+                                       uint16_t (&v)[16]) {
+  using S = typename WTraits<T>::S;
+  if (wrow != nullptr && vec && k + 16 <= K) {
+    alignas(16) S raw[16];
+    if constexpr (sizeof(S) == 1) {
+      *reinterpret_cast<uint4*>(raw) = __ldg(reinterpret_cast<const uint4*>(wrow + k));
+    } else {
+      reinterpret_cast<uint4*>(raw)[0] = __ldg(reinterpret_cast<const uint4*>(wrow + k));
+      reinterpret_cast<uint4*>(raw)[1] = __ldg(reinterpret_cast<const uint4*>(wrow + k + 8));
+    }
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if constexpr (T == WType::kBF16) {
+        v[j] = raw[j];
+      } else {
+        v[j] = bf16_bits(WTraits<T>::to_f32(raw[j]));
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    v[j] = 0;
+    if (wrow == nullptr || k + j >= K) continue;
+    if constexpr (T == WType::kBF16) {
+      v[j] = wrow[k + j];
+    } else {
+      v[j] = bf16_bits(WTraits<T>::to_f32(wrow[k + j]));
+    }
+  }
+}
+
+// grid (ceil(N/128), ceil(M/64)), 256 threads; warp w computes rows 32·(w%2).. and columns 32·(w/2).. of the tile.
+template <WType T>
+__global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bool vec_w) {
+  using S = typename WTraits<T>::S;
+  __shared__ __align__(16) uint16_t xs[kTerms][kBM][kRow];
+  __shared__ __align__(16) uint16_t ws[kBN][kRow];
+  select_problem(p);
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBM, n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  const GroupView g = group_weight(p, p.experts != nullptr ? m0 / p.rows_per_group : 0);
+  if (g.skip) return;
+  // Loader roles: x rows tid/4, 8 k each; weight rows tid/2, 16 k each.
+  const int xr = tid / 4, xk = (tid % 4) * 8, wr = tid / 2, wk = (tid % 2) * 16;
+  int64_t src = -1;
+  if (m0 + xr < p.M) src = p.x_rows != nullptr ? p.x_rows[m0 + xr] : m0 + xr;
+  const float* xrow = src >= 0 ? p.x + src * p.ldx : nullptr;
+  const S* wrow = n0 + wr < p.N ? static_cast<const S*>(g.w) + (n0 + wr) * p.K : nullptr;
+
+  const int wm = (warp % 2) * 32, wn = (warp / 2) * 32;
+  float acc[2][4][4] = {};  // [m16 tile][n8 tile][fragment]
+  float xv[8];
+  alignas(16) uint16_t wv[16];
+  load_x(xrow, xk, p.K, vec_x, xv);
+  load_w<T>(wrow, wk, p.K, vec_w, wv);
+  for (int64_t k0 = 0; k0 < p.K; k0 += kBK) {
+    // Stage this k-tile: x as three BF16 terms, the weights as BF16.
+    alignas(16) uint16_t hi[8], mid[8], lo[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      hi[j] = bf16_bits(xv[j]);
+      const float r1 = xv[j] - bf16_value(hi[j]);
+      mid[j] = bf16_bits(r1);
+      lo[j] = bf16_bits(r1 - bf16_value(mid[j]));
+    }
+    *reinterpret_cast<uint4*>(&xs[0][xr][xk]) = *reinterpret_cast<const uint4*>(hi);
+    *reinterpret_cast<uint4*>(&xs[1][xr][xk]) = *reinterpret_cast<const uint4*>(mid);
+    *reinterpret_cast<uint4*>(&xs[2][xr][xk]) = *reinterpret_cast<const uint4*>(lo);
+    *reinterpret_cast<uint4*>(&ws[wr][wk]) = *reinterpret_cast<const uint4*>(wv);
+    *reinterpret_cast<uint4*>(&ws[wr][wk + 8]) = *reinterpret_cast<const uint4*>(wv + 8);
+    __syncthreads();
+    if (k0 + kBK < p.K) {  // the next tile's loads overlap this tile's MMAs
+      load_x(xrow, k0 + kBK + xk, p.K, vec_x, xv);
+      load_w<T>(wrow, k0 + kBK + wk, p.K, vec_w, wv);
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      uint32_t b[2][4];  // [pair of n8 tiles]: {b0, b1} of tile 2i, {b0, b1} of tile 2i+1
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        ldmatrix_x4(b[i], &ws[wn + 16 * i + (lane / 16) * 8 + lane % 8][kk + ((lane / 8) % 2) * 8]);
+      }
+#pragma unroll
+      for (int t = 0; t < kTerms; ++t) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          uint32_t a[4];
+          ldmatrix_x4(a, &xs[t][wm + 16 * mt + lane % 16][kk + (lane / 16) * 8]);
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) mma_bf16(acc[mt][nt], a, b[nt / 2][(nt % 2) * 2], b[nt / 2][(nt % 2) * 2 + 1]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  // Fragment (mt, nt): rows wm + 16mt + lane/4 (+8), columns wn + 8nt + 2(lane%4) (+1).
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t m = m0 + wm + 16 * mt + lane / 4 + 8 * half;
+      if (m >= p.M || (p.x_rows != nullptr && p.x_rows[m] < 0)) continue;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int64_t n = n0 + wn + 8 * nt + 2 * (lane % 4) + c;
+          if (n < p.N) store(p, m, n, acc[mt][nt][2 * half + c] * g.scale);
+        }
+      }
+    }
+  }
+}
+
+bool tc_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_TC");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+}  // namespace
+
+bool matmul_tc_applies(const MatmulProblem& p) {
+  if (!tc_enabled() || (p.weight.type != WType::kBF16 && p.weight.type != WType::kF8E4M3)) return false;
+  return p.experts == nullptr || p.rows_per_group % kBM == 0;
+}
+
+cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream) {
+  const bool vec_x = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
+  const dim3 grid(blocks_for(p.N, kBN), blocks_for(p.M, kBM), p.y2 != nullptr ? 2 : 1);
+  const bool aligned_w = p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
+                                                  reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0);
+  if (p.weight.type == WType::kBF16) {
+    const bool vec_w = p.K % 8 == 0 && aligned_w;
+    tc_kernel<WType::kBF16><<<grid, 256, 0, stream>>>(p, vec_x, vec_w);
+  } else if (p.weight.type == WType::kF8E4M3) {
+    const bool vec_w = p.K % 16 == 0 && aligned_w;
+    tc_kernel<WType::kF8E4M3><<<grid, 256, 0, stream>>>(p, vec_x, vec_w);
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace quatre::cuda
