@@ -104,15 +104,9 @@ void CudaBackend::set_profiling(bool on) { profiler_.enable(as_stream(stream_), 
 
 std::vector<ProfileRow> CudaBackend::profile() { return profiler_.report(); }
 
-const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
-  if (bytes == 0) return staging_;
-  for (const RecentUpload& r : recent_) {
-    if (r.host == host && r.bytes == bytes && r.wraps == ring_wraps_ &&
-        std::memcmp(static_cast<const char*>(pinned_) + r.at, host, bytes) == 0) {
-      return static_cast<const char*>(staging_) + r.at;
-    }
-  }
-  const size_t padded = (bytes + 255) & ~size_t{255};
+size_t CudaBackend::upload_span(size_t bytes) { return (bytes + 255) & ~size_t{255}; }
+
+void CudaBackend::reserve_uploads(size_t padded) {
   if (padded > ring_bytes_) {  // a larger ring; the old one may still be read by queued copies
     synchronize();
     CUDA_CHECK(cudaFree(staging_));
@@ -128,6 +122,18 @@ const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
     ring_at_ = 0;
     ++ring_wraps_;
   }
+}
+
+const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
+  if (bytes == 0) return staging_;
+  for (const RecentUpload& r : recent_) {
+    if (r.host == host && r.bytes == bytes && r.wraps == ring_wraps_ &&
+        std::memcmp(static_cast<const char*>(pinned_) + r.at, host, bytes) == 0) {
+      return static_cast<const char*>(staging_) + r.at;
+    }
+  }
+  const size_t padded = upload_span(bytes);
+  reserve_uploads(padded);
   char* src = static_cast<char*>(pinned_) + ring_at_;
   char* dst = static_cast<char*>(staging_) + ring_at_;
   std::memcpy(src, host, bytes);
@@ -298,9 +304,11 @@ void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
       << args.positions.size() << " positions and " << args.inv_freq.size() << " frequencies for T=" << T;
   CHECK(args.llama4_original_max_position_embeddings > 0) << "llama4 original_max_position_embeddings";
   const OpScope scope(profiler_, "rope");
+  reserve_uploads(upload_span(args.inv_freq.size_bytes()) + upload_span(args.positions.size_bytes()));
   const float* inv_freq = upload(args.inv_freq);
+  const auto* positions = upload(args.positions);
   launched(launch_rope(q.data_as<float>(), k_rope.data_as<float>(), T, d.n_heads, d.qk_nope_head_dim,
-                       d.qk_rope_head_dim, inv_freq, upload(args.positions), args.llama4_beta,
+                       d.qk_rope_head_dim, inv_freq, positions, args.llama4_beta,
                        args.llama4_original_max_position_embeddings, as_stream(stream_)),
            "rope");
 }
@@ -359,6 +367,8 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   const OpScope scope(profiler_, "mla attention",
                       static_cast<double>(entries * d.cache_width()) * static_cast<double>(dtype_size(args.kv_cache.dtype())) +
                           static_cast<double>(kvb_rows * R) * 4);
+  reserve_uploads(upload_span(std::span(m.seq_index).size_bytes()) + upload_span(std::span(m.context_lens).size_bytes()) +
+                  upload_span(std::span(m.block_tables).size_bytes()));
   const MlaLaunch l{.q = args.q.data_as<float>(),
                     .cache = args.kv_cache.data(),
                     .cache_type = ct,

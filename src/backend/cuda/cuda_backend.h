@@ -75,6 +75,11 @@ class CudaBackend final : public Backend {
     return static_cast<const T*>(upload_bytes(host.data(), host.size_bytes()));
   }
   const void* upload_bytes(const void* host, size_t bytes);
+  // An op that takes several upload pointers reserves their padded sizes first: no upload after it wraps the
+  // ring (which would overwrite an earlier pointer's bytes, a reused one's too) or regrows it (which would free
+  // them) until that many bytes have gone up.
+  void reserve_uploads(size_t padded_bytes);
+  static size_t upload_span(size_t bytes);  // the ring bytes one upload takes
   // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
   const DevWeight* expert_table(std::span<const FfnWeights> experts);
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,

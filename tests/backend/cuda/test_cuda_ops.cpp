@@ -181,6 +181,38 @@ TEST_F(CudaOps, RopeWithTemperatureMatchesCpu) {
   EXPECT_LE(rel_l2(down(kd), k), 1e-6);
 }
 
+// An op that takes two uploads (rope: frequencies, positions) where the first is reused from an earlier op and the
+// second wraps the staging ring: the wrap must not write over the first. The fills are sized for the 16 MiB ring
+// (kRingBytes): fill it to the end, rope (wraps: both at the front), fill to the end again, rope with the same
+// frequencies buffer (reusable at the front) and new positions (wraps onto the front).
+TEST_F(CudaOps, AnUploadThatWrapsTheRingKeepsTheOpsEarlierUploads) {
+  constexpr size_t kRing = size_t{16} << 20;
+  const io::TextConfig text = io::preset("mistral-small-4").text;
+  const MlaDims d{.n_heads = 2, .kv_lora_rank = 16, .qk_nope_head_dim = 8, .qk_rope_head_dim = text.qk_rope_head_dim,
+                  .v_head_dim = 8};
+  const std::vector<float> inv_freq = model::rope_inv_freq(text);
+  ASSERT_LE(inv_freq.size() * 4, 256u);
+  std::vector<float> one = {1.0f};
+  const Tensor xd = up(one, {1, 1});
+  const auto fill = [&](size_t bytes) { (void)gpu_->gather_rows(xd, std::vector<int32_t>(bytes / 4, 0), *dev_arena_); };
+  const auto rope_matches = [&](const std::vector<int32_t>& positions, int seed) {
+    const int64_t T = static_cast<int64_t>(positions.size());
+    std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), seed);
+    std::vector<float> k = randn(static_cast<size_t>(T * d.qk_rope_head_dim), seed + 1);
+    const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
+                        .llama4_original_max_position_embeddings = 8192};
+    Tensor qd = up(q, {T, d.q_width()}), kd = up(k, {T, d.qk_rope_head_dim});
+    gpu_->rope(qd, kd, args);
+    cpu_.rope(host(q, {T, d.q_width()}), host(k, {T, d.qk_rope_head_dim}), args);
+    EXPECT_LE(rel_l2(down(qd), q), 1e-6) << "seed " << seed;
+    EXPECT_LE(rel_l2(down(kd), k), 1e-6) << "seed " << seed;
+  };
+  fill(kRing);
+  rope_matches({3, 4, 900}, 11);
+  fill(kRing - 512);
+  rope_matches({70000, 5, 131071}, 13);
+}
+
 // Two sequences in scattered blocks of a NaN-poisoned cache, written through kv_write; tokens interleaved.
 // Every cache dtype: the stores are bit-exact with the CPU's rounding, attention reads the same values.
 class CudaKv : public CudaOps, public testing::WithParamInterface<DType> {};
