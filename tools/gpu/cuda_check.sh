@@ -7,8 +7,9 @@ out=${1:-/tmp/cuda_check}
 mkdir -p "$out"
 bin=.gpu/cuda/bin
 export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
-# Test binaries read tests/data and write checkpoints through the source dir compiled in (/work/main).
-if [ ! -e /work/main/tests/data ]; then mkdir -p /work && ln -sfn "$PWD" /work/main; fi
+# Test binaries read tests/data and write checkpoints through the source dir compiled in (pack.sh records it).
+src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
+if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 status=0
 for t in test_cuda_smoke test_cuda_ops test_golden_cuda test_generate_cuda; do

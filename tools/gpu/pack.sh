@@ -19,4 +19,5 @@ for t in "${targets[@]}"; do
     while read -r lib; do cp -L "$lib" "$dest/lib/"; done
 done
 strip "$dest"/* 2>/dev/null || true  # debug info would pass the 64 MiB a device call carries
+echo "$PWD" > "$dest/source_dir"  # the tests read tests/data through the source dir compiled in
 du -sh "$dest"

@@ -76,6 +76,9 @@ class CudaOps : public testing::Test {
     Tensor t = dev_arena_->tensor(DType::F32, shape);
     EXPECT_EQ(static_cast<size_t>(t.numel()), v.size());
     EXPECT_EQ(cudaMemcpy(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    // A copy from pageable memory may return before its DMA lands, and the backend's stream does not wait for
+    // the legacy default stream: without this, a kernel could read a large input half-copied.
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     return t;
   }
   Tensor host(std::vector<float>& v, std::initializer_list<int64_t> shape) { return Tensor(v.data(), DType::F32, shape); }
@@ -236,6 +239,7 @@ TEST_P(CudaKv, KvWriteThenMlaMatchesCpuInBothForms) {
   std::vector<float> c = randn(static_cast<size_t>(S * d.kv_lora_rank), 20), kr = randn(static_cast<size_t>(S * d.qk_rope_head_dim), 21);
   Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
   ASSERT_EQ(cudaMemcpy(cache_d.data(), cache.data(), cache_bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // see up()
   const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
   gpu_->kv_write(cache_d, up(c, {S, d.kv_lora_rank}), up(kr, {S, d.qk_rope_head_dim}), slots);
   cpu_.kv_write(cache_h, host(c, {S, d.kv_lora_rank}), host(kr, {S, d.qk_rope_head_dim}), slots);
