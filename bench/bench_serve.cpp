@@ -152,6 +152,7 @@ int run(const Args& a) {
   const std::string source = (a.random_weights ? fmt::format("--random-weights {} ({} layers, {})", a.preset, text.n_layers, a.dtype) : a.model_dir) +
                              (group ? fmt::format(" (tensor-parallel-size {})", group->size()) : std::string());
   std::printf("bench_serve: %s on %s; %s\n%s\n", source.c_str(), a.device.c_str(), account.c_str(), eng.capacity_line().c_str());
+  std::fflush(stdout);  // a run killed by a time limit still shows how far it came (stderr below)
 
   // The workload, drawn up front so every run with one seed offers the same requests.
   Xoshiro256 rng(a.seed);
@@ -204,6 +205,10 @@ int run(const Args& a) {
         done.push_back(t);
         timing.erase(o.id);
         --n_in_flight;
+        if (done.size() % static_cast<size_t>(std::max<int64_t>(1, a.n_requests / 8)) == 0) {
+          std::fprintf(stderr, "bench_serve: %zu of %lld requests done after %.1f s\n", done.size(), static_cast<long long>(a.n_requests),
+                       std::chrono::duration<double>(now - start).count());
+        }
       }
     }
   }
