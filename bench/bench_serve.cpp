@@ -46,6 +46,7 @@ namespace engine = quatre::engine;
 struct Args {
   std::string model_dir;
   bool random_weights = false;  // draw --preset's weights on the GPU instead of loading --model
+  bool host_sampling = false;   // every logits row back to the host (EngineOptions::sample_on_backend off)
   std::string preset = "mistral-small-4";
   std::string dtype = "fp8";
   int64_t layers = 0;
@@ -142,7 +143,8 @@ int run(const Args& a) {
                                 .max_tokens_per_step = a.max_tokens_per_step,
                                 .max_running = a.max_running,
                                 .seed = a.seed,
-                                .poison_kv = false};
+                                .poison_kv = false,
+                                .sample_on_backend = !a.host_sampling};
   quatre::cli::KvSizing sizing{.kv_cache_mib = std::nullopt, .gpu_memory_utilization = a.gpu_memory_utilization, .kv_cache_dtype = a.kv_dtype};
   if (a.kv_memory_gib > 0 || device != quatre::Device::kCuda) {
     sizing.kv_cache_mib = static_cast<int64_t>((a.kv_memory_gib > 0 ? a.kv_memory_gib : 4.0) * 1024.0);
@@ -235,6 +237,8 @@ int run(const Args& a) {
   std::printf("engine        %lld steps, %lld tokens forwarded (%lld decode), %lld mixed steps, %lld preemptions, prefix hit rate %.3f\n",
               static_cast<long long>(s.n_steps), static_cast<long long>(s.n_forwarded_tokens), static_cast<long long>(s.n_decode_tokens),
               static_cast<long long>(s.n_mixed_steps), static_cast<long long>(s.n_preemptions), s.prefix_hit_rate);
+  std::printf("sampling      %lld tokens from the backend's summaries, %lld from whole rows (fallbacks)\n",
+              static_cast<long long>(s.n_summary_samples), static_cast<long long>(s.n_summary_fallbacks));
   return 0;
 }
 
@@ -276,6 +280,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens-per-step", a.max_tokens_per_step, "Token budget of one step")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-running", a.max_running, "Sequences running at once")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--seed", a.seed, "Seed of the workload")->capture_default_str();
+  app.add_flag("--host-sampling", a.host_sampling, "Sample from whole logits rows on the host (not the backend's summaries)");
   CLI11_PARSE(app, argc, argv);
   if (a.prompt_min > a.prompt_max || a.output_min > a.output_max) {
     std::fprintf(stderr, "bench_serve: --prompt-min/--output-min must not exceed --prompt-max/--output-max\n");

@@ -10,6 +10,7 @@
 #include <span>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "core/arena.h"
 #include "core/check.h"
@@ -113,6 +114,72 @@ struct MoeArgs {
   const FfnWeights* shared = nullptr;   // added unweighted when present
 };
 
+// Sampling on the backend (engine/sampling.h holds the rules; the engine picks on the host from this summary).
+// One edit of one logit of row `row`: l <- (rep != 1 ? (l > 0 ? l / rep : l * rep) : l) + add, in fp32, each
+// operation rounded on its own (no fused multiply-add): the repetition penalty, then -(frequency * count +
+// presence), as engine::apply_penalties computes them; a logit bias is an edit of its own {rep = 1, add = bias}.
+// Edits are sorted by (row, id); several edits of one (row, id) apply in list order.
+struct LogitEdit {
+  int32_t row = 0, id = 0;
+  float rep = 1.0f;
+  float add = 0.0f;
+};
+// What to summarise of one row: its k most likely tokens (k <= kMaxSummaryK; 0: the row is left alone, edits
+// of it still apply) and the temperature of its normaliser (0: none).
+struct RowSummaryArgs {
+  int32_t k = 0;
+  float temperature = 1.0f;
+};
+inline constexpr int32_t kMaxSummaryK = 256;
+// One row's numbers. "Finite" is what sampling keeps: l > -infinity (NaN and -infinity are out). With no finite
+// logit: n_finite = n_top = 0, max_logit = -infinity, sums 0.
+struct RowSummaryStats {
+  double sum_exp = 0;      // Σ exp((l - max_logit) / T) over the row's finite logits, in double; 0 when T = 0
+  double log_sum_exp = 0;  // log Σ exp(l - max_logit) over the same (T = 1): log-probability = l - max_logit - this
+  float max_logit = 0;
+  int32_t n_finite = 0;
+  int32_t n_top = 0;       // min(k, n_finite) candidates
+  int32_t reserved = 0;
+};
+static_assert(sizeof(RowSummaryStats) == 32, "RowSummaryStats is the layout a device backend writes");
+// The summaries of R rows: row r's candidates are ids/logits [r*stride, r*stride + n_top), by logit descending,
+// lower id first on ties (the order of engine::pick_token), the logits after the edits.
+struct LogitsSummary {
+  int32_t stride = 0;  // the largest k asked
+  std::vector<RowSummaryStats> rows;
+  std::vector<int32_t> ids;  // [R, stride]
+  std::vector<float> logits; // [R, stride]
+  struct Row {
+    RowSummaryStats stats;
+    std::span<const int32_t> ids;  // [n_top]
+    std::span<const float> logits; // [n_top]
+  };
+  Row row(int64_t r) const {
+    const RowSummaryStats& st = rows[static_cast<size_t>(r)];
+    const auto at = static_cast<size_t>(r * stride), n = static_cast<size_t>(st.n_top);
+    return {st, std::span(ids).subspan(at, n), std::span(logits).subspan(at, n)};
+  }
+};
+
+// The checks every summarize_logits makes: logits [R,V] F32, one args entry per row with k in [0, kMaxSummaryK]
+// and a temperature >= 0, edits inside [R,V] and sorted by (row, id). Returns the largest k.
+inline int32_t check_summary_args(const Tensor& logits, std::span<const LogitEdit> edits, std::span<const RowSummaryArgs> args) {
+  CHECK(logits.dtype() == DType::F32 && logits.rank() == 2) << "summarize_logits: logits " << logits.shape_string() << " of " << dtype_name(logits.dtype());
+  const int64_t R = logits.dim(0), V = logits.dim(1);
+  CHECK(static_cast<int64_t>(args.size()) == R) << "summarize_logits: " << args.size() << " args for " << R << " rows";
+  int32_t k_max = 0;
+  for (const RowSummaryArgs& a : args) {
+    CHECK(a.k >= 0 && a.k <= kMaxSummaryK && a.temperature >= 0) << "summarize_logits: k " << a.k << ", temperature " << a.temperature;
+    k_max = std::max(k_max, a.k);
+  }
+  for (size_t i = 0; i < edits.size(); ++i) {
+    const LogitEdit& e = edits[i];
+    CHECK(e.row >= 0 && e.row < R && e.id >= 0 && e.id < V) << "summarize_logits: edit of (" << e.row << ", " << e.id << ") in " << logits.shape_string();
+    CHECK(i == 0 || std::pair(edits[i - 1].row, edits[i - 1].id) <= std::pair(e.row, e.id)) << "summarize_logits: edits not sorted by (row, id) at " << i;
+  }
+  return k_max;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -155,6 +222,17 @@ class Backend {
   virtual Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) = 0;  // logits [T,E]
   virtual Tensor moe(const MoeArgs& args, Arena& a) = 0;                             // -> [T,D]
   virtual Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) = 0;            // -> [T,D]
+
+  // Applies `edits` to logits [R,V] (F32, in place), then summarises each row with args[r].k > 0 (above). One
+  // upload and one download on a device backend. A row's edited logits stay in `logits` for a caller that needs
+  // the whole row (copy_to_host of logits.rows(r, 1)): apply no penalties to them again.
+  virtual LogitsSummary summarize_logits(Tensor logits, std::span<const LogitEdit> edits,
+                                         std::span<const RowSummaryArgs> args, Arena& a) {
+    (void)logits, (void)edits, (void)args, (void)a;
+    CHECK(false) << "summarize_logits: not implemented by this backend (check can_summarize_logits)";
+    return {};
+  }
+  virtual bool can_summarize_logits() const { return false; }
 };
 
 bool is_available(Device d);

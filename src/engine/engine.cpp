@@ -175,21 +175,62 @@ void Engine::finish_request(int64_t id, FinishReason reason, std::vector<Request
   for (int32_t c = 0; c < n && requests_.count(id) != 0; ++c) finish(id, c, reason, outputs, error);
 }
 
-std::optional<FinishReason> Engine::sample_choice(Request& r, int32_t c, std::span<float> logits, RequestOutput& out) {
+std::span<const float> Engine::host_row(int64_t row) {
+  const auto V = static_cast<size_t>(model_.config().vocab_size);
+  if (!is_summarized_) return std::span<const float>(logits_).subspan(static_cast<size_t>(row) * V, V);
+  if (fetched_row_ != row) {
+    fetched_.resize(V);
+    model_.backend().copy_to_host(step_logits_.rows(row, 1), fetched_.data());
+    fetched_row_ = row;
+  }
+  return fetched_;
+}
+
+std::optional<FinishReason> Engine::sample_choice(Request& r, int32_t c, int64_t row, RequestOutput& out) {
   Choice& ch = r.choices[static_cast<size_t>(c)];
   const GenerateRequest& p = r.params;
+  auto no_finite = [&] {
+    throw InvalidRequest(ch.constraint ? "constraint: every token is masked out, nothing may be sampled next"
+                                       : "logits: no finite value, nothing may be sampled next");
+  };
+  auto is_finite = [](float l) { return l > -std::numeric_limits<float>::infinity(); };
+  // log-probabilities from the whole row
+  auto row_logprobs = [&](std::span<const float> logits, int32_t token) {
+    const LogSoftmax lsm = log_softmax(logits);
+    if (p.logprobs) out.logprob = lsm.at(logits[static_cast<size_t>(token)]);
+    for (int32_t t : top_ids(logits, p.top_logprobs)) out.top_logprobs.push_back({.token = t, .logprob = lsm.at(logits[static_cast<size_t>(t)])});
+  };
+  const bool wants_logprobs = p.logprobs || p.top_logprobs > 0;
   try {
-    apply_penalties(logits, p.sampling, {.prompt = p.prompt, .output = ch.output});
-    if (ch.constraint) ch.constraint->mask(logits);
-    if (std::none_of(logits.begin(), logits.end(), [](float l) { return l > -std::numeric_limits<float>::infinity(); })) {
-      throw InvalidRequest(ch.constraint ? "constraint: every token is masked out, nothing may be sampled next"
-                                         : "logits: no finite value, nothing may be sampled next");
-    }
-    const int32_t token = pick_token(logits, p.sampling, ch.rng, scratch_);
-    if (p.logprobs || p.top_logprobs > 0) {
-      const LogSoftmax lsm = log_softmax(logits);
-      if (p.logprobs) out.logprob = lsm.at(logits[static_cast<size_t>(token)]);
-      for (int32_t t : top_ids(logits, p.top_logprobs)) out.top_logprobs.push_back({.token = t, .logprob = lsm.at(logits[static_cast<size_t>(t)])});
+    int32_t token = 0;
+    if (!is_summarized_ || ch.constraint) {  // the whole row on the host, penalised here
+      const std::span<const float> raw = host_row(row);
+      row_.assign(raw.begin(), raw.end());
+      apply_penalties(row_, p.sampling, {.prompt = p.prompt, .output = ch.output});
+      if (ch.constraint) ch.constraint->mask(row_);
+      if (std::none_of(row_.begin(), row_.end(), is_finite)) no_finite();
+      token = pick_token(row_, p.sampling, ch.rng, scratch_);
+      if (wants_logprobs) row_logprobs(row_, token);
+    } else {  // the backend's summary of the penalised row; the whole row when it cannot decide
+      const LogitsSummary::Row s = summary_.row(row);
+      if (s.stats.n_finite == 0) no_finite();
+      const double u = draws_uniform(p.sampling, s.stats.n_finite) ? ch.rng.uniform() : 0.0;
+      const std::optional<int32_t> picked = pick_from_summary(s, p.sampling, u);
+      const bool has_top = p.top_logprobs <= s.stats.n_top || s.stats.n_top == s.stats.n_finite;
+      if (picked && has_top) {
+        ++stats_.n_summary_samples;
+        token = *picked;
+        const auto rank = static_cast<size_t>(std::find(s.ids.begin(), s.ids.end(), token) - s.ids.begin());
+        if (p.logprobs) out.logprob = summary_logprob(s, s.logits[rank]);
+        for (size_t i = 0; i < std::min(s.ids.size(), static_cast<size_t>(p.top_logprobs)); ++i) {
+          out.top_logprobs.push_back({.token = s.ids[i], .logprob = summary_logprob(s, s.logits[i])});
+        }
+      } else {
+        ++stats_.n_summary_fallbacks;
+        const std::span<const float> edited = host_row(row);
+        token = pick_token(edited, p.sampling, u, scratch_);
+        if (wants_logprobs) row_logprobs(edited, token);
+      }
     }
     if (ch.constraint) ch.constraint->accept(token);
     out.token = token;
@@ -208,7 +249,7 @@ std::optional<FinishReason> Engine::sample_choice(Request& r, int32_t c, std::sp
   return std::nullopt;
 }
 
-void Engine::sample_step(int64_t seq_id, std::span<const float> logits, std::vector<RequestOutput>& outputs) {
+void Engine::sample_step(int64_t seq_id, int64_t row, std::vector<RequestOutput>& outputs) {
   const int64_t id = request_of(seq_id);
   Request& r = requests_.at(id);
   // Before the fork the prompt's logits give the first token of every choice; after it, of this choice only.
@@ -217,11 +258,10 @@ void Engine::sample_step(int64_t seq_id, std::span<const float> logits, std::vec
   const size_t begin = outputs.size();
   std::vector<std::optional<FinishReason>> finishes;
   for (int32_t c = first; c < last; ++c) {
-    row_.assign(logits.begin(), logits.end());
     RequestOutput out;
     out.id = id;
     out.choice = c;
-    finishes.push_back(sample_choice(r, c, row_, out));
+    finishes.push_back(sample_choice(r, c, row, out));
     outputs.push_back(std::move(out));
   }
   const bool is_first = !r.is_forked;
@@ -286,8 +326,33 @@ std::vector<RequestOutput> Engine::step() {
     inputs.image_rows = image_rows_;
     inputs.image_embeddings = image_values_;
     const Tensor logits = model_.forward(inputs, kv_, arena_);
-    logits_.resize(static_cast<size_t>(n_rows * vocab));
-    if (n_rows > 0) model_.backend().copy_to_host(logits, logits_.data());
+    Backend& be = model_.backend();
+    is_summarized_ = options_.sample_on_backend && be.can_summarize_logits();
+    fetched_row_ = -1;
+    if (!is_summarized_) {
+      logits_.resize(static_cast<size_t>(n_rows * vocab));
+      if (n_rows > 0) be.copy_to_host(logits, logits_.data());
+    } else if (n_rows > 0) {
+      // Penalties of each row go to the backend as edits; rows of constrained requests come back whole.
+      edits_.clear();
+      summary_args_.clear();
+      for (const PlannedChunk& c : plan.chunks) {
+        if (!c.is_last_known) continue;
+        const Request& r = requests_.at(request_of(c.seq_id));
+        const Choice& ch = r.choices[static_cast<size_t>(r.is_forked ? choice_of(c.seq_id) : 0)];
+        const SamplingParams& sp = r.params.sampling;
+        const auto row = static_cast<int32_t>(summary_args_.size());
+        if (ch.constraint) {
+          summary_args_.push_back({.k = 0, .temperature = sp.temperature});
+          continue;
+        }
+        penalty_edits(sp, {.prompt = r.params.prompt, .output = ch.output}, row, static_cast<int32_t>(vocab), edits_);
+        const int32_t k = std::max({options_.summary_k, sp.top_k, r.params.top_logprobs});
+        summary_args_.push_back({.k = std::clamp(k, 1, kMaxSummaryK), .temperature = sp.temperature});
+      }
+      step_logits_ = logits;
+      summary_ = be.summarize_logits(logits, edits_, summary_args_, arena_);
+    }
   } catch (const std::exception& e) {
     // A failed step fails the sequences of its batch (their cache entries are suspect) and keeps the rest.
     for (const PlannedChunk& c : plan.chunks) {
@@ -310,7 +375,7 @@ std::vector<RequestOutput> Engine::step() {
   int64_t row = 0;
   for (const PlannedChunk& c : plan.chunks) {
     if (!c.is_last_known) continue;
-    sample_step(c.seq_id, std::span<const float>(logits_).subspan(static_cast<size_t>(row * vocab), static_cast<size_t>(vocab)), outputs);
+    sample_step(c.seq_id, row, outputs);
     ++row;
   }
   return outputs;

@@ -32,6 +32,12 @@ struct EngineOptions {
   bool enable_prefix_caching = true;
   bool poison_kv = true;               // fill the cache with NaN at start, so reads of unwritten entries show
   DType kv_dtype = DType::F32;         // F32, BF16 or F8_E4M3 (model::parse_kv_dtype reads "f32|bf16|fp8")
+  // Sampling from a summary the backend makes of each row (Backend::summarize_logits: penalties applied there, the
+  // top summary_k candidates and the normalisers come back), when the backend can; rows of requests with a
+  // TokenConstraint, and rows the summary cannot decide (pick_from_summary), come back whole. Off: every row comes
+  // back whole and is sampled on the host. The same tokens either way.
+  bool sample_on_backend = true;
+  int32_t summary_k = 64;              // raised to top_k or top_logprobs when they ask for more, up to kMaxSummaryK
 };
 
 // Blocks of block_size entries that fit in `bytes` of latent cache of `dtype` (model::kv_block_bytes each:
@@ -75,6 +81,8 @@ struct EngineStats {
   int64_t n_mixed_steps = 0;       // steps that ran decode tokens and prefill together
   int64_t n_preemptions = 0;
   double prefix_hit_rate = 0;      // over full prompt blocks looked up at admission
+  int64_t n_summary_samples = 0;   // tokens picked from the backend's summary of their row
+  int64_t n_summary_fallbacks = 0; // tokens the summary could not decide: their whole row came back
 };
 
 // Single-threaded: every call comes from the engine thread. Other threads go through EngineLoop.
@@ -139,8 +147,12 @@ class Engine {
   void finish_request(int64_t id, FinishReason reason, std::vector<RequestOutput>& outputs, const std::string& error = {});
   // Penalties, constraint mask, logprobs, the draw, constraint accept, stop conditions for choice c; fills
   // `out` and returns its finish reason when the choice ends with this token.
-  std::optional<FinishReason> sample_choice(Request& r, int32_t c, std::span<float> logits, RequestOutput& out);
-  void sample_step(int64_t seq_id, std::span<const float> logits, std::vector<RequestOutput>& outputs);
+  // `row` is the step's logits row of the choice: logits_ holds it on the host, or summary_ summarises it.
+  std::optional<FinishReason> sample_choice(Request& r, int32_t c, int64_t row, RequestOutput& out);
+  void sample_step(int64_t seq_id, int64_t row, std::vector<RequestOutput>& outputs);
+  // Row `row` of the step's logits on the host: in logits_, or downloaded once (after the backend's edits, when
+  // the step was summarised: rows with a constraint have none).
+  std::span<const float> host_row(int64_t row);
   // Queues the image rows of chunk c (whose first token is row `row0` of the step) into image_rows_/image_values_.
   void add_image_rows(const Request& r, const PlannedChunk& c, int64_t row0);
 
@@ -157,6 +169,13 @@ class Engine {
   SamplerScratch scratch_;
   std::vector<float> logits_;  // [rows, V] host copy of the step's logits
   std::vector<float> row_;     // [V] one choice's logits being processed
+  bool is_summarized_ = false; // this step's rows were summarised on the backend (logits_ unused)
+  Tensor step_logits_;         // [rows, V] the step's logits on the backend, edited by summarize_logits
+  std::vector<float> fetched_; // [V] row fetched_row_ of step_logits_
+  int64_t fetched_row_ = -1;
+  LogitsSummary summary_;
+  std::vector<LogitEdit> edits_;
+  std::vector<RowSummaryArgs> summary_args_;
   std::vector<int32_t> image_rows_;  // the step's [IMG] rows
   std::vector<float> image_values_;  // [image_rows_.size(), D] their features
   EngineStats stats_;

@@ -2,6 +2,7 @@
 #include "engine/sampling.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <unordered_map>
@@ -13,6 +14,44 @@
 
 namespace quatre::engine {
 namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+bool by_logit(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+  return a.first != b.first ? a.first > b.first : a.second < b.second;
+}
+
+// pick_token's rules after the sort: probs of the sorted candidates at the temperature, total their sum; top-p,
+// min-p, then the draw u in [0, 1). Returns the index of the candidate drawn.
+size_t draw_index(std::span<const double> probs, double total, const SamplingParams& p, double u) {
+  // top-p: the smallest prefix whose mass reaches top_p (at least one token).
+  size_t keep = probs.size();
+  if (p.top_p < 1.0f) {
+    double mass = 0;
+    for (size_t i = 0; i < probs.size(); ++i) {
+      mass += probs[i] / total;
+      if (mass >= p.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  // min-p: drop tokens below min_p times the most likely one's probability.
+  if (p.min_p > 0.0f) {
+    const double floor = p.min_p * probs[0];
+    size_t n = 1;
+    while (n < keep && probs[n] >= floor) ++n;
+    keep = n;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += probs[i];
+  double t = u * kept;
+  for (size_t i = 0; i < keep; ++i) {
+    t -= probs[i];
+    if (t < 0) return i;
+  }
+  return keep - 1;
+}
 
 int32_t argmax(std::span<const float> logits) {
   int32_t best = 0;
@@ -76,7 +115,14 @@ int32_t sample_token(std::span<float> logits, const SamplingParams& p, const Tok
   return pick_token(logits, p, rng, s);
 }
 
+bool draws_uniform(const SamplingParams& p, int32_t n_finite) { return p.temperature != 0.0f && n_finite > 0; }
+
 int32_t pick_token(std::span<const float> logits, const SamplingParams& p, SamplerRng& rng, SamplerScratch& s) {
+  const bool any_finite = std::any_of(logits.begin(), logits.end(), [](float l) { return l > kNegInf; });
+  return pick_token(logits, p, draws_uniform(p, any_finite ? 1 : 0) ? rng.uniform() : 0.0, s);
+}
+
+int32_t pick_token(std::span<const float> logits, const SamplingParams& p, double u, SamplerScratch& s) {
   std::vector<std::pair<float, int32_t>>& scratch = s.candidates;
   std::vector<double>& probs = s.probs;
   if (p.temperature == 0.0f) return argmax(logits);
@@ -84,12 +130,9 @@ int32_t pick_token(std::span<const float> logits, const SamplingParams& p, Sampl
   // Candidates sorted by logit (descending, lower id first on ties), cut by top-k.
   scratch.clear();
   for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] > -std::numeric_limits<float>::infinity()) scratch.emplace_back(logits[i], static_cast<int32_t>(i));
+    if (logits[i] > kNegInf) scratch.emplace_back(logits[i], static_cast<int32_t>(i));
   }
   if (scratch.empty()) return argmax(logits);
-  auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  };
   const size_t k = p.top_k > 0 ? std::min(scratch.size(), static_cast<size_t>(p.top_k)) : scratch.size();
   std::partial_sort(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(k), scratch.end(), by_logit);
   scratch.resize(k);
@@ -102,33 +145,97 @@ int32_t pick_token(std::span<const float> logits, const SamplingParams& p, Sampl
     probs[i] = std::exp((static_cast<double>(scratch[i].first) - max_logit) / p.temperature);
     total += probs[i];
   }
-  // top-p: the smallest prefix whose mass reaches top_p (at least one token).
-  size_t keep = scratch.size();
-  if (p.top_p < 1.0f) {
-    double mass = 0;
-    for (size_t i = 0; i < scratch.size(); ++i) {
-      mass += probs[i] / total;
-      if (mass >= p.top_p) {
-        keep = i + 1;
-        break;
-      }
+  return scratch[draw_index(probs, total, p, u)].second;
+}
+
+void penalty_edits(const SamplingParams& p, const TokenHistory& h, int32_t row, int32_t vocab, std::vector<LogitEdit>& out) {
+  const size_t first = out.size();
+  const bool repeat = p.repetition_penalty != 1.0f, count = p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+  if (repeat || count) {
+    // Distinct ids of the history (prompt and output: the repetition penalty) and the output counts.
+    std::vector<int32_t> seen(repeat ? h.prompt.begin() : h.prompt.end(), h.prompt.end());
+    seen.insert(seen.end(), h.output.begin(), h.output.end());
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    std::vector<int32_t> output(h.output.begin(), h.output.end());
+    std::sort(output.begin(), output.end());
+    size_t o = 0;
+    for (int32_t id : seen) {
+      if (id < 0 || id >= vocab) continue;
+      while (o < output.size() && output[o] < id) ++o;
+      int n = 0;
+      while (o < output.size() && output[o] == id) ++n, ++o;
+      // apply_penalties: l = rep(l), then l -= frequency * n + presence (l + -x is l - x exactly).
+      const float add = count && n > 0 ? -(p.frequency_penalty * static_cast<float>(n) + p.presence_penalty) : 0.0f;
+      if (!repeat && n == 0) continue;
+      out.push_back({.row = row, .id = id, .rep = repeat ? p.repetition_penalty : 1.0f, .add = add});
     }
   }
-  // min-p: drop tokens below min_p times the most likely one's probability.
+  for (const auto& [id, bias] : p.logit_bias) out.push_back({.row = row, .id = id, .rep = 1.0f, .add = bias});
+  std::stable_sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
+                   [](const LogitEdit& a, const LogitEdit& b) { return a.id < b.id; });
+}
+
+std::optional<int32_t> pick_from_summary(const LogitsSummary::Row& row, const SamplingParams& p, double u) {
+  const size_t n = row.ids.size();
+  if (n == 0 || !std::isfinite(row.stats.max_logit)) return std::nullopt;
+  if (p.temperature == 0.0f) return row.ids[0];
+  const auto n_finite = static_cast<size_t>(row.stats.n_finite);
+  const size_t k = p.top_k > 0 ? std::min(n_finite, static_cast<size_t>(p.top_k)) : n_finite;  // pick_token's candidates
+  std::array<double, kMaxSummaryK> prob_store;
+  const std::span<double> probs(prob_store.data(), std::min(n, k));
+  const double max_logit = row.logits[0];
+  for (size_t i = 0; i < probs.size(); ++i) probs[i] = std::exp((static_cast<double>(row.logits[i]) - max_logit) / p.temperature);
+  if (k <= n) {  // every candidate is in the summary: pick_token's arithmetic exactly
+    double total = 0;
+    for (double q : probs) total += q;
+    return row.ids[draw_index(probs, total, p, u)];
+  }
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n_finite) return std::nullopt;  // Σ over the top_k unknown
+  // The normaliser over the whole row comes from the backend; pick_token's cuts must end inside the candidates.
+  constexpr double kMargin = 1e-9;
+  const double total = row.stats.sum_exp;
+  if (!(total > 0) || !std::isfinite(total)) return std::nullopt;
+  size_t keep = k;  // > n: beyond the candidates
+  if (p.top_p < 1.0f) {
+    double mass = 0;
+    for (size_t i = 0; i < n && keep == k; ++i) {
+      const double before = mass;
+      mass += probs[i] / total;
+      if (mass >= p.top_p) {
+        if (mass - p.top_p < kMargin || p.top_p - before < kMargin) return std::nullopt;
+        keep = i + 1;
+      }
+    }
+    if (keep == k && p.top_p - mass < kMargin) return std::nullopt;
+  }
   if (p.min_p > 0.0f) {
     const double floor = p.min_p * probs[0];
-    size_t n = 1;
-    while (n < keep && probs[n] >= floor) ++n;
-    keep = n;
+    size_t m = 1;
+    while (m < std::min(keep, n) && probs[m] >= floor) ++m;
+    if (m == n && keep > n) return std::nullopt;  // the cut lies past the candidates
+    keep = std::min(keep, m);
   }
-  double kept = 0;
-  for (size_t i = 0; i < keep; ++i) kept += probs[i];
-  double u = rng.uniform() * kept;
-  for (size_t i = 0; i < keep; ++i) {
-    u -= probs[i];
-    if (u < 0) return scratch[i].second;
+  if (keep <= n) {
+    double kept = 0;
+    for (size_t i = 0; i < keep; ++i) kept += probs[i];
+    double t = u * kept;
+    for (size_t i = 0; i < keep; ++i) {
+      t -= probs[i];
+      if (t < 0) return row.ids[i];
+    }
+    return row.ids[keep - 1];
   }
-  return scratch[keep - 1].second;
+  // A top-p prefix that ends past the candidates: its mass, the draw's scale, is unknown.
+  if (p.top_p < 1.0f) return std::nullopt;
+  // Nothing cut: the draw over the whole row must land inside the candidates, clear of the normaliser's last bits.
+  double t = u * total;
+  for (size_t i = 0; i < n; ++i) {
+    if (t < kMargin * total) return std::nullopt;
+    t -= probs[i];
+    if (t < 0) return t < -kMargin * total ? std::optional<int32_t>(row.ids[i]) : std::nullopt;
+  }
+  return std::nullopt;
 }
 
 LogSoftmax log_softmax(std::span<const float> logits) {
@@ -145,7 +252,7 @@ LogSoftmax log_softmax(std::span<const float> logits) {
 std::vector<int32_t> top_ids(std::span<const float> logits, int32_t k) {
   std::vector<std::pair<float, int32_t>> c;
   for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] > -std::numeric_limits<float>::infinity()) c.emplace_back(logits[i], static_cast<int32_t>(i));
+    if (logits[i] > kNegInf) c.emplace_back(logits[i], static_cast<int32_t>(i));
   }
   const size_t n = std::min(c.size(), static_cast<size_t>(std::max(k, 0)));
   std::partial_sort(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(n), c.end(),

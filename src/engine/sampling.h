@@ -1,6 +1,8 @@
 // Per-request token sampling on the host: penalties, logit bias, temperature, top-k, top-p, min-p, and a
-// per-request seeded random stream, so a request's tokens do not depend on the batch around it.
-// Depends on core only (the GPU sampler of the CUDA backend implements the same rules).
+// per-request seeded random stream, so a request's tokens do not depend on the batch around it. The same rules
+// over a backend's summary of a row (Backend::summarize_logits: its top k and normalisers), so that only the
+// summary leaves the device, with the whole row as the fallback when the summary cannot decide.
+// Depends on core only.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/rng.h"
 
 namespace quatre::engine {
@@ -53,6 +56,26 @@ void apply_penalties(std::span<float> logits, const SamplingParams& params, cons
 // pick_token: greedy at temperature 0 (argmax, lowest id on ties), else temperature, top-k, top-p, min-p and
 // one draw from rng, over the finite logits. Logits all -infinity: returns the argmax (id 0); check first.
 int32_t pick_token(std::span<const float> logits, const SamplingParams& params, SamplerRng& rng, SamplerScratch& scratch);
+// The same with the draw made by the caller: `u` = rng.uniform(), drawn exactly when pick_token above draws (a
+// temperature above 0 and at least one finite logit), else ignored.
+int32_t pick_token(std::span<const float> logits, const SamplingParams& params, double u, SamplerScratch& scratch);
+// Whether pick_token draws a uniform for these logits.
+bool draws_uniform(const SamplingParams& params, int32_t n_finite);
+
+// The logit edits apply_penalties makes for `history`, as Backend::summarize_logits takes them: for row `row`,
+// sorted by id, the penalties of an id in one edit, then its logit biases in order. Appended to `out`.
+void penalty_edits(const SamplingParams& params, const TokenHistory& history, int32_t row, int32_t vocab_size,
+                   std::vector<LogitEdit>& out);
+// pick_token over a summary of the penalised row (its n_top best candidates, Σ exp((l - max)/T) over the whole
+// row at params.temperature, n_finite) with the same u: the same token as pick_token over the whole row, or
+// nullopt when the summary cannot tell: the draw, the top-p prefix or the min-p cut would reach past the
+// candidates, top_k exceeds them (its normaliser is unknown), or a decision lies within 1e-9 of a boundary where
+// the device's normaliser (summed in another order) could tip it.
+std::optional<int32_t> pick_from_summary(const LogitsSummary::Row& row, const SamplingParams& params, double u);
+// The log-probability of a logit of the row, as log_softmax(row).at(logit) gives it.
+inline float summary_logprob(const LogitsSummary::Row& row, float logit) {
+  return static_cast<float>(static_cast<double>(logit) - static_cast<double>(row.stats.max_logit) - row.stats.log_sum_exp);
+}
 
 // log-softmax of `logits` at `token` (natural log, double internally; -infinity entries have probability 0).
 // Requires at least one finite logit.

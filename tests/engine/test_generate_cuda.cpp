@@ -1,8 +1,14 @@
 // generate() on the CUDA backend == generate() on the CPU backend for the tiny models (BF16 and FP8): greedy
-// continuations of random prompts, token for token, through chunked prefill and one-token decode steps.
+// continuations of random prompts, token for token, through chunked prefill and one-token decode steps. The Engine
+// on the CUDA backend, sampling from the GPU's summaries of the logits (Backend::summarize_logits), == the Engine on
+// the CPU sampling whole rows on the host: greedy and seeded sampling with filters, penalties, n > 1, logprobs.
 // Label gpu: skips without a GPU.
+#include <cstdio>
+#include <map>
+
 #include <gtest/gtest.h>
 
+#include "engine/engine.h"
 #include "engine/generate.h"
 #include "model_test_util.h"
 
@@ -34,6 +40,51 @@ TEST(GenerateCuda, GreedyOutputEqualsTheCpu) {
       EXPECT_EQ(got.ids.size(), 40u);
     }
   }
+}
+
+TEST(GenerateCuda, EngineSamplingOnTheGpuEqualsTheCpusHostSampling) {
+  if (!is_available(Device::kCuda)) GTEST_SKIP() << "no CUDA device present";
+  TempDir dir;
+  const auto path = model::test::make_checkpoint(dir, "bf16", CheckpointSpec{});
+  const LoadedModel cpu(path, Device::kCpu), gpu(path, Device::kCuda);
+  const model::TextModel cpu_model(cpu.text(), cpu.weights, *cpu.backend);
+  const model::TextModel gpu_model(gpu.text(), gpu.weights, *gpu.backend);
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < 8; ++i) {
+    GenerateRequest r;
+    r.prompt = model::test::random_ids(9 + 13 * i, cpu.text().vocab_size, 50 + static_cast<uint64_t>(i));
+    r.max_tokens = 24;
+    r.ignore_eos = true;
+    SamplingParams& p = r.sampling;
+    p.seed = 7 + static_cast<uint64_t>(i);
+    p.temperature = i % 4 == 0 ? 0.0f : 0.2f * static_cast<float>(i % 4);  // sharp enough that the summary decides
+    if (i % 4 == 2) p.top_p = 0.9f, p.top_k = 40;
+    if (i % 4 == 3) p.min_p = 0.1f, p.repetition_penalty = 1.2f, p.frequency_penalty = 0.3f;
+    r.logprobs = i % 2 == 0;
+    r.top_logprobs = i % 3 == 0 ? 3 : 0;
+    r.n = i == 5 ? 2 : 1;
+    requests.push_back(std::move(r));
+  }
+  auto run = [&](const model::TextModel& m, bool on_backend, EngineStats& stats) {
+    Engine engine(m, {.n_blocks = 128, .block_size = 4, .max_tokens_per_step = 32, .sample_on_backend = on_backend});
+    std::map<std::pair<int64_t, int32_t>, std::vector<int32_t>> out;
+    for (const GenerateRequest& r : requests) engine.submit(r);
+    while (engine.has_work()) {
+      for (const RequestOutput& o : engine.step()) {
+        EXPECT_TRUE(o.error.empty()) << o.error;
+        if (o.token) out[{o.id, o.choice}].push_back(*o.token);
+      }
+    }
+    stats = engine.stats();
+    return out;
+  };
+  EngineStats gpu_stats, cpu_stats;
+  const auto got = run(gpu_model, true, gpu_stats);
+  const auto want = run(cpu_model, false, cpu_stats);
+  EXPECT_EQ(got, want);
+  EXPECT_GT(gpu_stats.n_summary_samples, 0) << "the CUDA engine sampled from the GPU's summaries";
+  std::printf("gpu summary picks %lld, fallbacks %lld\n", static_cast<long long>(gpu_stats.n_summary_samples),
+              static_cast<long long>(gpu_stats.n_summary_fallbacks));
 }
 
 }  // namespace

@@ -32,6 +32,10 @@ class CpuBackend final : public Backend {
   Tensor moe(const MoeArgs& args, Arena& a) override;                             // moe.cpp
   Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) override;            // moe.cpp
 
+  LogitsSummary summarize_logits(Tensor logits, std::span<const LogitEdit> edits, std::span<const RowSummaryArgs> args,
+                                 Arena& a) override;  // sampling.cpp
+  bool can_summarize_logits() const override { return true; }
+
   ThreadPool& pool() { return pool_; }
 
  private:

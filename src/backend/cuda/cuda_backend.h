@@ -56,6 +56,11 @@ class CudaBackend final : public Backend {
   Tensor moe(const MoeArgs& args, Arena& a) override;
   Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) override;
 
+  // Edits and row arguments go up in one upload; the summaries come down in one copy (sampling_kernels.cu).
+  LogitsSummary summarize_logits(Tensor logits, std::span<const LogitEdit> edits, std::span<const RowSummaryArgs> args,
+                                 Arena& a) override;
+  bool can_summarize_logits() const override { return true; }
+
   // A device weight [out, in] (or [n]) of `dtype` drawn on the GPU: uniform values of standard deviation `std`
   // before quantisation; FP8 weights get a per-tensor scale so that their bytes span the E4M3 range. For
   // --random-weights: no checkpoint, nothing through host memory.
@@ -111,6 +116,7 @@ class CudaBackend final : public Backend {
   std::set<const void*> owned_;            // device weights allocated here (weights_)
   OpProfiler profiler_;
   std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
+  std::vector<std::byte> summary_up_, summary_down_;  // summarize_logits' host staging
 };
 
 }  // namespace quatre::cuda

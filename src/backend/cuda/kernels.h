@@ -115,3 +115,29 @@ namespace quatre::cuda {
 cudaError_t launch_init_weight(void* w, WType t, int64_t n, float std, float value, float scale, uint64_t seed,
                                cudaStream_t stream);
 }  // namespace quatre::cuda
+
+namespace quatre::cuda {
+// Sampling summaries (sampling_kernels.cu): the layouts of core's LogitEdit, RowSummaryArgs and RowSummaryStats
+// (cuda_backend.cpp asserts they match).
+struct DevLogitEdit {
+  int32_t row, id;
+  float rep, add;
+};
+struct DevRowArgs {
+  int32_t k;
+  float temperature;
+};
+struct DevRowStats {
+  double sum_exp, log_sum_exp;
+  float max_logit;
+  int32_t n_finite, n_top, reserved;
+};
+constexpr int kMaxDevSummaryK = 256;
+// logits [R,V]: l <- (rep != 1 ? (l > 0 ? l / rep : l * rep) : l) + add for each edit, each operation rounded on its
+// own; edits sorted by (row, id), several edits of one entry applied in order.
+cudaError_t launch_logit_edits(float* logits, int64_t V, const DevLogitEdit* edits, int64_t n_edits, cudaStream_t stream);
+// One block per row with args[r].k > 0: count, max and double sums of the finite logits (l > -inf), and the top
+// min(k, n_finite) ids by logit descending, lower id first on ties, into ids/top [R, stride] (the rest: -1, -inf).
+cudaError_t launch_summarize_rows(const float* logits, int64_t R, int64_t V, const DevRowArgs* args, int stride,
+                                  DevRowStats* stats, int32_t* ids, float* top, cudaStream_t stream);
+}  // namespace quatre::cuda
