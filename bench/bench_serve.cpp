@@ -46,6 +46,7 @@ namespace engine = quatre::engine;
 struct Args {
   std::string model_dir;
   bool random_weights = false;  // draw --preset's weights on the GPU instead of loading --model
+  float temperature = 1.0f;     // of every request (0: greedy)
   bool host_sampling = false;   // every logits row back to the host (EngineOptions::sample_on_backend off)
   std::string preset = "mistral-small-4";
   std::string dtype = "fp8";
@@ -173,7 +174,7 @@ int run(const Args& a) {
     r.prompt.insert(r.prompt.end(), user.begin(), user.end());
     const int64_t room = eng.max_context() - r.max_tokens;
     if (static_cast<int64_t>(r.prompt.size()) > room) r.prompt.resize(static_cast<size_t>(std::max<int64_t>(1, room)));
-    r.sampling.temperature = 1.0f;
+    r.sampling.temperature = a.temperature;
     r.sampling.seed = rng.next();
     r.ignore_eos = true;
     pending.push_back(std::move(r));
@@ -280,6 +281,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens-per-step", a.max_tokens_per_step, "Token budget of one step")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-running", a.max_running, "Sequences running at once")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--seed", a.seed, "Seed of the workload")->capture_default_str();
+  app.add_option("--temperature", a.temperature,
+                 "Sampling temperature of every request (0: greedy; random weights give flat rows, whose draws at 1 "
+                 "mostly fall past the device summary's candidates)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--host-sampling", a.host_sampling, "Sample from whole logits rows on the host (not the backend's summaries)");
   CLI11_PARSE(app, argc, argv);
   if (a.prompt_min > a.prompt_max || a.output_min > a.output_max) {
