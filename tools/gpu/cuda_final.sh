@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/cuda): the
-# CUDA tests (cuda_check.sh), the 16-layer decode/prefill bench with the batch-1 profile next to a baseline binary
+# CUDA tests (cuda_check.sh), the decode/prefill bench (16 layers on a card that cannot hold 36) with the batch-1 profile next to a baseline binary
 # in .gpu/cuda/base/ (if any), and the serving engine under load (cuda_serve.sh, greedy). Logs under OUT_DIR.
 #   run tool: command "bash tools/gpu/cuda_final.sh $OUT", carry [".gpu/cuda"]
 set -uo pipefail
 out=${1:?usage: cuda_final.sh OUT_DIR}
 mkdir -p "$out"
-bin=.gpu/cuda/bin
-export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
+source tools/gpu/packed_env.sh
 timeout 150 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== tests rc=$?"
 grep -E "^== |^\[  (PASSED|FAILED)|Failure|Expected|actual" "$out/check.txt" | head -40
-timeout 100 "$bin/quatre-bench" --random-weights --layers 16 --batch 1,8,64,256 --context 1024 --prefill 1024,4096 \
+timeout 100 "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024,4096 \
   --steps 5 --profile > "$out/bench.txt" 2>&1
 echo "== bench rc=$?"
 grep -vE "^  " "$out/bench.txt"
 grep -A6 "^  op" "$out/bench.txt" | head -16
 if [ -x .gpu/cuda/base/quatre-bench ]; then
-  timeout 45 .gpu/cuda/base/quatre-bench --random-weights --layers 16 --batch 1,8,64,256 --context 1024 --prefill 1024 \
+  timeout 45 .gpu/cuda/base/quatre-bench --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024 \
     --steps 5 > "$out/base.txt" 2>&1
   echo "== baseline rc=$?"
   grep -vE "^  " "$out/base.txt" | tail -9

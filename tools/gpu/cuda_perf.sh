@@ -12,12 +12,7 @@ set -uo pipefail
 out=${1:?usage: cuda_perf.sh OUT_DIR [batches]}
 batches=${2:-1,8,32,64,128,256}
 mkdir -p "$out"
-bin=.gpu/cuda/bin
-export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
-mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-layers=()
-[ "${mib:-0}" -lt 120000 ] && layers=(--layers 16)  # the full FP8 model needs ~113 GiB
-echo "== device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader) ${layers[*]}"
+source tools/gpu/packed_env.sh
 timeout 90 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== tests: rc=$?"
 grep -E "^\[  (PASSED|FAILED)|Failure|Which is|^== " "$out/check.txt" | head -30

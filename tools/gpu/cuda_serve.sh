@@ -13,12 +13,7 @@ concurrency=${2:-16,64}
 requests=${3:-128}
 shift 3 2>/dev/null || shift $#
 mkdir -p "$out"
-bin=.gpu/cuda/bin
-export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
-mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-layers=()
-[ "${mib:-0}" -lt 120000 ] && layers=(--layers 16)  # the full FP8 model needs ~113 GiB
-echo "== device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader) ${layers[*]}"
+source tools/gpu/packed_env.sh
 for c in ${concurrency//,/ }; do
   echo "== bench_serve --concurrency $c --requests $requests"
   timeout 150 "$bin/bench_serve" --random-weights --preset mistral-small-4 --dtype fp8 "${layers[@]}" --device cuda \
