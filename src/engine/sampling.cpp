@@ -21,15 +21,17 @@ bool by_logit(const std::pair<float, int32_t>& a, const std::pair<float, int32_t
   return a.first != b.first ? a.first > b.first : a.second < b.second;
 }
 
-// pick_token's rules after the sort: probs of the sorted candidates at the temperature, total their sum; top-p,
-// min-p, then the draw u in [0, 1). Returns the index of the candidate drawn.
-size_t draw_index(std::span<const double> probs, double total, const SamplingParams& p, double u) {
+// pick_token's rules over the candidates in sorted order: prob(i) is the i-th one's probability at the
+// temperature (unnormalised, i < n), total the sum of all n; top-p, min-p, then the draw u in [0, 1). Reads the
+// candidates in order and no further than the cuts and the draw need. Returns the index of the candidate drawn.
+template <class Prob>
+size_t draw_index(Prob&& prob, size_t n, double total, const SamplingParams& p, double u) {
   // top-p: the smallest prefix whose mass reaches top_p (at least one token).
-  size_t keep = probs.size();
+  size_t keep = n;
   if (p.top_p < 1.0f) {
     double mass = 0;
-    for (size_t i = 0; i < probs.size(); ++i) {
-      mass += probs[i] / total;
+    for (size_t i = 0; i < n; ++i) {
+      mass += prob(i) / total;
       if (mass >= p.top_p) {
         keep = i + 1;
         break;
@@ -38,20 +40,64 @@ size_t draw_index(std::span<const double> probs, double total, const SamplingPar
   }
   // min-p: drop tokens below min_p times the most likely one's probability.
   if (p.min_p > 0.0f) {
-    const double floor = p.min_p * probs[0];
-    size_t n = 1;
-    while (n < keep && probs[n] >= floor) ++n;
-    keep = n;
+    const double floor = p.min_p * prob(0);
+    size_t m = 1;
+    while (m < keep && prob(m) >= floor) ++m;
+    keep = m;
   }
-  double kept = 0;
-  for (size_t i = 0; i < keep; ++i) kept += probs[i];
+  double kept = total;
+  if (keep < n) {
+    kept = 0;
+    for (size_t i = 0; i < keep; ++i) kept += prob(i);
+  }
   double t = u * kept;
   for (size_t i = 0; i < keep; ++i) {
-    t -= probs[i];
+    t -= prob(i);
     if (t < 0) return i;
   }
   return keep - 1;
 }
+
+size_t draw_index(std::span<const double> probs, double total, const SamplingParams& p, double u) {
+  return draw_index([&](size_t i) { return probs[i]; }, probs.size(), total, p, u);
+}
+
+// The candidates (logit, id) in by_logit order, sorted on demand: [0, sorted_) is the sorted prefix, the rest
+// is unordered but after it. A draw mostly stops within the first few hundred of 131072 candidates, so the row
+// is not sorted whole. probs_ caches the probabilities at the temperature of the prefix read so far.
+class LazySorted {
+ public:
+  LazySorted(std::vector<std::pair<float, int32_t>>& c, std::vector<double>& probs, size_t sorted, double temperature)
+      : c_(c), probs_(probs), sorted_(sorted), temperature_(temperature) {
+    probs_.clear();
+  }
+  double prob(size_t i) {
+    while (probs_.size() <= i) {
+      if (probs_.size() >= sorted_) grow(probs_.size() + 1);
+      const double max_logit = c_.front().first;
+      probs_.push_back(std::exp((static_cast<double>(c_[probs_.size()].first) - max_logit) / temperature_));
+    }
+    return probs_[i];
+  }
+  int32_t id(size_t i) {
+    if (i >= sorted_) grow(i + 1);
+    return c_[i].second;
+  }
+
+ private:
+  void grow(size_t n) {  // at least doubles the prefix: O(V) work a step, few steps
+    n = std::min(c_.size(), std::max(n, 2 * sorted_ + 256));
+    const auto first = c_.begin() + static_cast<std::ptrdiff_t>(sorted_), nth = c_.begin() + static_cast<std::ptrdiff_t>(n);
+    if (nth != c_.end()) std::nth_element(first, nth, c_.end(), by_logit);
+    std::sort(first, nth, by_logit);
+    sorted_ = n;
+  }
+
+  std::vector<std::pair<float, int32_t>>& c_;
+  std::vector<double>& probs_;
+  size_t sorted_;
+  double temperature_;
+};
 
 int32_t argmax(std::span<const float> logits) {
   int32_t best = 0;
@@ -127,25 +173,26 @@ int32_t pick_token(std::span<const float> logits, const SamplingParams& p, doubl
   std::vector<double>& probs = s.probs;
   if (p.temperature == 0.0f) return argmax(logits);
 
-  // Candidates sorted by logit (descending, lower id first on ties), cut by top-k.
+  // Candidates by logit (descending, lower id first on ties), cut by top-k: sorted whole when top-k cuts them,
+  // else on demand.
   scratch.clear();
   for (size_t i = 0; i < logits.size(); ++i) {
     if (logits[i] > kNegInf) scratch.emplace_back(logits[i], static_cast<int32_t>(i));
   }
   if (scratch.empty()) return argmax(logits);
-  const size_t k = p.top_k > 0 ? std::min(scratch.size(), static_cast<size_t>(p.top_k)) : scratch.size();
-  std::partial_sort(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(k), scratch.end(), by_logit);
-  scratch.resize(k);
-
-  // Softmax at the temperature, in double for a stable cumulative sum.
-  const double max_logit = scratch.front().first;
-  probs.resize(scratch.size());
-  double total = 0;
-  for (size_t i = 0; i < scratch.size(); ++i) {
-    probs[i] = std::exp((static_cast<double>(scratch[i].first) - max_logit) / p.temperature);
-    total += probs[i];
+  const bool cut = p.top_k > 0 && static_cast<size_t>(p.top_k) < scratch.size();
+  float max_logit = scratch.front().first;
+  for (const auto& [l, id] : scratch) max_logit = std::max(max_logit, l);
+  if (cut) {
+    const auto k = static_cast<std::ptrdiff_t>(p.top_k);
+    std::partial_sort(scratch.begin(), scratch.begin() + k, scratch.end(), by_logit);
+    scratch.resize(static_cast<size_t>(k));
   }
-  return scratch[draw_index(probs, total, p, u)].second;
+  // Softmax at the temperature, in double; the normaliser summed in id order (sorted order when cut by top-k).
+  double total = 0;
+  for (const auto& [l, id] : scratch) total += std::exp((static_cast<double>(l) - max_logit) / p.temperature);
+  LazySorted sorted(scratch, probs, cut ? scratch.size() : 0, p.temperature);
+  return sorted.id(draw_index([&](size_t i) { return sorted.prob(i); }, scratch.size(), total, p, u));
 }
 
 void penalty_edits(const SamplingParams& p, const TokenHistory& h, int32_t row, int32_t vocab, std::vector<LogitEdit>& out) {

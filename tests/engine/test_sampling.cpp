@@ -99,6 +99,79 @@ TEST(Sampling, PenaltiesAndBiasChangeTheLogitsAsDefined) {
   EXPECT_EQ(draw({3.0f, 2.0f, -50.0f}, b, rng), 2);
 }
 
+// pick_token sorts the candidates only as far as a draw reads them; a plain reference sorts the whole row first
+// (the rules as sampling.h states them: normaliser in id order, or over the top-k in sorted order when top-k cuts).
+int32_t pick_by_full_sort(const std::vector<float>& logits, const SamplingParams& p, double u) {
+  std::vector<std::pair<float, int32_t>> c;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] > -INFINITY) c.emplace_back(logits[i], static_cast<int32_t>(i));
+  }
+  double max_logit = -INFINITY;
+  for (const auto& e : c) max_logit = std::max(max_logit, static_cast<double>(e.first));
+  auto prob = [&](float l) { return std::exp((static_cast<double>(l) - max_logit) / p.temperature); };
+  double total = 0;
+  for (const auto& e : c) total += prob(e.first);  // id order
+  std::stable_sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < c.size()) {
+    c.resize(static_cast<size_t>(p.top_k));
+    total = 0;
+    for (const auto& e : c) total += prob(e.first);  // sorted order
+  }
+  size_t keep = c.size();
+  if (p.top_p < 1.0f) {
+    double mass = 0;
+    for (size_t i = 0; i < c.size(); ++i) {
+      if ((mass += prob(c[i].first) / total) >= p.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (p.min_p > 0.0f) {
+    size_t m = 1;
+    while (m < keep && prob(c[m].first) >= p.min_p * prob(c[0].first)) ++m;
+    keep = m;
+  }
+  double kept = total;
+  if (keep < c.size()) {
+    kept = 0;
+    for (size_t i = 0; i < keep; ++i) kept += prob(c[i].first);
+  }
+  double t = u * kept;
+  for (size_t i = 0; i < keep; ++i) {
+    if ((t -= prob(c[i].first)) < 0) return c[i].second;
+  }
+  return c[keep - 1].second;
+}
+
+TEST(Sampling, PickTokenEqualsAWholeRowSortForEveryFilter) {
+  SamplerRng gen(7);
+  std::vector<float> logits(20000);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    // Rows from flat to peaked, with ties (rounded logits) and masked (-inf) entries.
+    logits[i] = std::round(static_cast<float>(gen.uniform() * 8.0) * 64.0f) / 64.0f;
+    if (i % 17 == 0) logits[i] = -INFINITY;
+  }
+  SamplerScratch scratch;
+  int n_checked = 0;
+  for (float temperature : {0.25f, 1.0f, 3.0f}) {
+    for (int32_t top_k : {0, 5, 1000}) {
+      for (float top_p : {1.0f, 0.9f, 0.3f}) {
+        for (float min_p : {0.0f, 0.05f}) {
+          SamplingParams p;
+          p.temperature = temperature, p.top_k = top_k, p.top_p = top_p, p.min_p = min_p;
+          for (double u : {0.0, 0.001, 0.37, 0.5, 0.93, 0.999999}) {
+            EXPECT_EQ(pick_token(logits, p, u, scratch), pick_by_full_sort(logits, p, u))
+                << "T " << temperature << " top_k " << top_k << " top_p " << top_p << " min_p " << min_p << " u " << u;
+            ++n_checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(n_checked, 3 * 3 * 3 * 2 * 6);
+}
+
 TEST(Sampling, TheSameSeedGivesTheSameTokens) {
   const std::vector<float> logits = {0.3f, 0.1f, 0.2f, 0.4f, 0.0f, 0.25f};
   SamplingParams p;
