@@ -4,9 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <fstream>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -16,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/int4.h"
+#include "core/thread_pool.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 
@@ -31,40 +30,17 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// Runs fn(begin, end) over [0, n) split across the cores; rethrows the first error.
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t n_threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, std::max<int64_t>(1, n / 16));
-  if (n_threads == 1) {
-    fn(0, n);
-    return;
-  }
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  std::vector<std::thread> workers;
-  for (int64_t w = 0; w < n_threads; ++w) {
-    workers.emplace_back([&, w] {
-      try {
-        fn(n * w / n_threads, n * (w + 1) / n_threads);
-      } catch (...) {
-        std::lock_guard lock(error_mutex);
-        error = std::current_exception();
-      }
-    });
-  }
-  for (std::thread& t : workers) t.join();
-  if (error) std::rethrow_exception(error);
-}
-
 class TensorWriter {
  public:
-  TensorWriter(const io::Checkpoint& in, const io::ModelConfig& out_config) : in_(in), config_(out_config) {}
+  TensorWriter(const io::Checkpoint& in, const io::ModelConfig& out_config)
+      : in_(in), config_(out_config), pool_(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
 
   bool is_int4(const CheckpointTensor& t) const { return io::is_int4_weight(config_, t.pieces.front().key.kind); }
   DType dtype(const CheckpointTensor& t) const { return t.role == TensorRole::kWeight && is_int4(t) ? DType::U8 : DType::BF16; }
   uint64_t bytes(const CheckpointTensor& t) const { return static_cast<uint64_t>(numel(t.shape)) * dtype_size(dtype(t)); }
 
   // The bytes of output tensor t: every piece (logical weight) at its rows.
-  void fill(const CheckpointTensor& t, std::span<std::byte> out) const {
+  void fill(const CheckpointTensor& t, std::span<std::byte> out) {
     const uint64_t row_bytes = bytes(t) / static_cast<uint64_t>(t.shape.size() == 3 ? t.shape[0] * t.shape[1] : t.shape[0]);
     const int64_t rows_per_stack = t.shape.size() == 3 ? t.shape[1] : 0;
     for (const io::TensorPiece& piece : t.pieces) {
@@ -72,7 +48,7 @@ class TensorWriter {
       const int64_t first_row = (piece.stack >= 0 ? piece.stack * rows_per_stack : 0) + piece.row_begin;
       std::byte* dst = out.data() + static_cast<size_t>(first_row) * row_bytes;
       const int64_t cols = numel(v.shape) / v.shape[0];
-      parallel_for(piece.rows, [&](int64_t begin, int64_t end) {
+      pool_.parallel_for(piece.rows, 16, [&](int64_t begin, int64_t end, int) {
         std::vector<float> row(static_cast<size_t>(cols));
         std::vector<uint8_t> codes(static_cast<size_t>(cols / 2));
         std::vector<uint16_t> scales(static_cast<size_t>(cols)), offsets(static_cast<size_t>(cols));
@@ -104,6 +80,7 @@ class TensorWriter {
  private:
   const io::Checkpoint& in_;
   const io::ModelConfig& config_;
+  ThreadPool pool_;
 };
 
 void write_text(const std::filesystem::path& path, const std::string& text) {
@@ -143,7 +120,7 @@ QuantizeSummary quantize_checkpoint(const std::filesystem::path& in_dir, const s
   io::LayoutOptions layout_options{.format = config.format, .fp8 = false, .static_activation_scales = false};
   if (in.hf_naming()) layout_options.hf_naming = *in.hf_naming();
   const std::vector<CheckpointTensor> layout = io::checkpoint_layout(config, layout_options);
-  const TensorWriter writer(in, config);
+  TensorWriter writer(in, config);
 
   QuantizeSummary summary;
   for (const auto& file : in.files()) summary.bytes_in += std::filesystem::file_size(file->path());

@@ -2,7 +2,7 @@
 // (e.g. the checkpoint's mmap) and are dequantised on the fly with fp32 accumulation. Depends on core only.
 #pragma once
 
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "core/backend.h"
 
 namespace quatre::cpu {

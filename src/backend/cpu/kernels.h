@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 #include "core/backend.h"
 
 namespace quatre::cpu {

@@ -3,7 +3,6 @@
 // expert == that expert as a dense FFN, absorbed MLA == naive MLA == a float64 attention (both softmax-scale
 // conventions), paged cache reads that never touch poisoned entries, and the thread pool.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -353,24 +352,6 @@ TEST_F(CpuOps, KvWriteFillsTheSlotsRows) {
   EXPECT_EQ(std::vector<float>(cache.begin() + 20, cache.begin() + 25), (std::vector<float>{1, 2, 3, 7, 8}));
   EXPECT_EQ(std::vector<float>(cache.begin() + 5, cache.begin() + 10), (std::vector<float>{4, 5, 6, 9, 10}));
   EXPECT_EQ(cache[0], -1.0f);
-}
-
-TEST(ThreadPool, CoversEveryIndexOnceWithDistinctWorkers) {
-  ThreadPool pool(4);
-  for (int64_t n : {1, 3, 4, 5, 1000}) {
-    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-    std::atomic<int> max_worker{0};
-    for (int repeat = 0; repeat < 50; ++repeat) {
-      pool.parallel_for(n, 1, [&](int64_t begin, int64_t end, int worker) {
-        for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)]++;
-        int seen = max_worker.load();
-        while (worker > seen && !max_worker.compare_exchange_weak(seen, worker)) {
-        }
-      });
-    }
-    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 50) << "n " << n << " index " << i;
-    EXPECT_EQ(max_worker.load(), static_cast<int>(std::min<int64_t>(n, 4)) - 1);
-  }
 }
 
 }  // namespace

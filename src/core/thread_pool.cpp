@@ -1,11 +1,12 @@
 // ThreadPool: workers wait for a new generation, run their part, and count down. Depends on the standard library.
-#include "backend/cpu/thread_pool.h"
+#include "core/thread_pool.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "core/check.h"
 
-namespace quatre::cpu {
+namespace quatre {
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   for (int w = 1; w < n_threads_; ++w) threads_.emplace_back([this, w] { worker_loop(w); });
@@ -20,10 +21,16 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : threads_) t.join();
 }
 
-void ThreadPool::run_part(int part) const {
+void ThreadPool::run_part(int part) {
   if (part >= n_parts_) return;
   const int64_t begin = n_ * part / n_parts_, end = n_ * (part + 1) / n_parts_;
-  if (begin < end) call_(ctx_, begin, end, part);
+  if (begin >= end) return;
+  try {
+    call_(ctx_, begin, end, part);
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+  }
 }
 
 void ThreadPool::run(int64_t n, int64_t min_per_worker, Call call, void* ctx) {
@@ -42,12 +49,14 @@ void ThreadPool::run(int64_t n, int64_t min_per_worker, Call call, void* ctx) {
     n_ = n;
     n_parts_ = n_parts;
     pending_ = n_threads_ - 1;
+    error_ = nullptr;
     ++generation_;
   }
   work_ready_.notify_all();
   run_part(0);
   std::unique_lock lock(mutex_);
   work_done_.wait(lock, [this] { return pending_ == 0; });
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 void ThreadPool::worker_loop(int worker) {
@@ -65,4 +74,4 @@ void ThreadPool::worker_loop(int worker) {
   }
 }
 
-}  // namespace quatre::cpu
+}  // namespace quatre
