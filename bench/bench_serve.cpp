@@ -6,7 +6,7 @@
 // the prefix-cache hit rate and preemptions. Not part of CTest.
 //   bench_serve --model DIR [--device cpu|cuda] [--requests N] [--concurrency C] [--kv-dtype f32|bf16|fp8]
 //               [--kv-memory GiB] [--scale S] ...   (--help lists all)
-//   bench_serve --random-weights --preset mistral-small-4 --device cuda [--dtype fp8|bf16] [--layers N]
+//   bench_serve --random-weights --preset mistral-small-4 --device cuda [--dtype fp8|bf16|int4] [--layers N]
 //               (full-size weights drawn on the GPU; the KV cache takes what --gpu-memory-utilization leaves)
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -130,7 +130,7 @@ int run(const Args& a) {
     if (group) return std::nullopt;
     if (!a.random_weights) return quatre::model::TextWeights::load(*checkpoint, *backend);
 #ifdef QUATRE_HAVE_CUDA
-    return quatre::cli::random_text_weights(text, *backend, a.dtype == "fp8", a.seed);
+    return quatre::cli::random_text_weights(text, *backend, quatre::cli::parse_random_dtype(a.dtype, "bench_serve"), a.seed);
 #else
     throw quatre::InvalidRequest("bench_serve: --random-weights needs the CUDA backend, not in this build");
 #endif
@@ -251,7 +251,9 @@ int main(int argc, char** argv) {
   app.add_option("--model", a.model_dir, "Checkpoint directory (or --random-weights)");
   app.add_flag("--random-weights", a.random_weights, "Draw the weights of --preset on the GPU: no checkpoint");
   app.add_option("--preset", a.preset, "Config for --random-weights")->capture_default_str();
-  app.add_option("--dtype", a.dtype, "Linear weights for --random-weights: fp8 or bf16")->check(CLI::IsMember({"fp8", "bf16"}))->capture_default_str();
+  app.add_option("--dtype", a.dtype, "Linear weights for --random-weights: fp8, bf16 or int4 (4-bit routed experts, G=128, "
+                 "the other linears BF16: `quatre quantize`'s default)")
+      ->check(CLI::IsMember({"fp8", "bf16", "int4"}))->capture_default_str();
   app.add_option("--layers", a.layers, "Keep only this many layers (--random-weights; 0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--tensor-parallel-size", a.tensor_parallel_size, "Ranks of tensor/expert parallelism (cuda: one GPU each)")

@@ -1,7 +1,8 @@
 // `quatre bench`: decode tokens/s at several batch sizes over a synthetic context, prefill tokens/s at several
 // prompt lengths, and memory, each next to its roofline (bytes moved / copy bandwidth measured on the spot;
-// flops / peak) and the ratio. Weights: --random-weights (drawn on the GPU, any preset, --layers to shrink) or a
-// checkpoint. Decode steps are timed end to end (host work and one sync per step included, no sampling).
+// flops / peak) and the ratio. Weights: --random-weights (drawn on the GPU, any preset, --layers to shrink; --dtype
+// fp8, bf16 or int4 experts) or a checkpoint; the roofline counts the linears' stored bytes (4-bit: codes + scales).
+// Decode steps are timed end to end (host work and one sync per step included, no sampling).
 // --profile adds, per decode batch size, one more step timed op by op on the GPU (CUDA events around each backend
 // op, summed per kind and weight shape) with the bytes each kind must move and the bandwidth it reached.
 // Wiring only: the work is in model/ and the backends.
@@ -48,29 +49,30 @@ struct BenchArgs {
 
 constexpr int64_t kBlockSize = 16;
 
-// Bytes and flops of the model's parts, from the config (weights as stored).
+// Bytes and flops of the model's parts, from the config (weights as stored: bytes per parameter of the routed
+// experts and of the other linears, the router and lm_head BF16).
 struct Costs {
   double attn_bytes = 0, expert_bytes = 0, shared_bytes = 0, router_bytes = 0, dense_bytes = 0, head_bytes = 0;
   double attn_params = 0, expert_params = 0, shared_params = 0, router_params = 0, dense_params = 0, head_params = 0;
   int64_t n_moe = 0, n_dense = 0;
 };
 
-Costs costs(const io::TextConfig& t, double linear_bytes) {
+Costs costs(const io::TextConfig& t, const LinearBytes& linear) {
   Costs c;
   const double D = static_cast<double>(t.hidden_size), H = static_cast<double>(t.n_heads);
   const double R = static_cast<double>(t.kv_lora_rank), Dr = static_cast<double>(t.qk_rope_head_dim);
   const double Dn = static_cast<double>(t.qk_nope_head_dim), Dv = static_cast<double>(t.v_head_dim);
   const double Q = static_cast<double>(t.q_lora_rank), F = static_cast<double>(t.moe_intermediate_size);
   c.attn_params = Q * D + H * (Dn + Dr) * Q + (R + Dr) * D + H * (Dn + Dv) * R + D * H * Dv;
-  c.attn_bytes = c.attn_params * linear_bytes;
+  c.attn_bytes = c.attn_params * linear.other;
   c.expert_params = 3 * F * D;
-  c.expert_bytes = c.expert_params * linear_bytes;
+  c.expert_bytes = c.expert_params * linear.experts;
   c.shared_params = 3 * F * static_cast<double>(t.n_shared_experts) * D;
-  c.shared_bytes = c.shared_params * linear_bytes;
+  c.shared_bytes = c.shared_params * linear.other;
   c.router_params = static_cast<double>(t.n_routed_experts) * D;
   c.router_bytes = c.router_params * 2;
   c.dense_params = 3 * static_cast<double>(t.intermediate_size) * D;
-  c.dense_bytes = c.dense_params * linear_bytes;
+  c.dense_bytes = c.dense_params * linear.other;
   c.head_params = static_cast<double>(t.vocab_size) * D;
   c.head_bytes = c.head_params * 2;
   for (int64_t l = 0; l < t.n_layers; ++l) (t.is_moe_layer(l) ? c.n_moe : c.n_dense)++;
@@ -184,14 +186,14 @@ int run_bench(const BenchArgs& o) {
     checkpoint.emplace(io::Checkpoint::open(o.model_dir));
     text = checkpoint->config().text;
   }
-  const bool fp8 = o.dtype == "fp8";
-  if (!fp8 && o.dtype != "bf16") throw InvalidRequest(fmt::format("bench: --dtype {} (expected fp8 or bf16)", o.dtype));
+  const RandomDType dtype = parse_random_dtype(o.dtype, "bench");
   const auto t0 = std::chrono::steady_clock::now();
   const model::TextWeights weights =
-      o.random_weights ? random_text_weights(text, *be, fp8, o.seed) : model::TextWeights::load(*checkpoint, *be);
+      o.random_weights ? random_text_weights(text, *be, dtype, o.seed) : model::TextWeights::load(*checkpoint, *be);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const model::TextModel model(text, weights, *be, {});
-  const Costs c = costs(text, fp8 ? 1.0 : 2.0);
+  const LinearBytes linear = o.random_weights ? linear_bytes(dtype) : linear_bytes(checkpoint->config());
+  const Costs c = costs(text, linear);
   double bandwidth = 0;
 #ifdef QUATRE_HAVE_CUDA
   if (device == Device::kCuda) {
@@ -204,9 +206,9 @@ int run_bench(const BenchArgs& o) {
   }
 #endif
   fmt::print("weights {} in {:.1f} s\n", o.random_weights ? "drawn" : "loaded", load_s);
-  fmt::print("model: {} layers, D={}, E={} top-{}, {} weights; copy bandwidth {:.0f} GB/s (read+write, measured); "
-             "peak {:.0f} TFLOP/s assumed\n",
-             text.n_layers, text.hidden_size, text.n_routed_experts, text.n_experts_per_tok, fp8 ? "FP8" : "BF16",
+  fmt::print("model: {} layers, D={}, E={} top-{}, linear weights of {:.3g} bytes a parameter (routed experts) and "
+             "{:.3g} (the others); copy bandwidth {:.0f} GB/s (read+write, measured); peak {:.0f} TFLOP/s assumed\n",
+             text.n_layers, text.hidden_size, text.n_routed_experts, text.n_experts_per_tok, linear.experts, linear.other,
              bandwidth / 1e9, o.peak_tflops);
   const double width_bytes = static_cast<double>(text.kv_lora_rank + text.qk_rope_head_dim) * 4;  // F32 cache
   Timer timer(*be);
@@ -307,7 +309,10 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--model", o->model_dir, "Checkpoint directory (or use --random-weights)");
   app.add_flag("--random-weights", o->random_weights, "Draw the weights of --preset on the GPU: no checkpoint");
   app.add_option("--preset", o->preset, "Config for --random-weights")->capture_default_str();
-  app.add_option("--dtype", o->dtype, "Linear weights of --random-weights: fp8 or bf16")->capture_default_str();
+  app.add_option("--dtype", o->dtype,
+                 "Linear weights of --random-weights: fp8, bf16, or int4 (routed experts symmetric 4-bit in groups of "
+                 "128 columns, the other linears BF16, as `quatre quantize` writes them)")
+      ->capture_default_str();
   app.add_option("--layers", o->layers, "Override the preset's layer count (fit a smaller GPU)");
   app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();
   app.add_option("--batch", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();

@@ -1,7 +1,10 @@
-// random_text_weights(): every tensor of TextWeights drawn on the device. Depends on model, backend/cuda.
+// random_text_weights(): every tensor of TextWeights drawn on the device; the --dtype names and the stored bytes
+// per parameter that go with them. Depends on model, backend/cuda.
 #include "cli/random_weights.h"
 
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #ifdef QUATRE_HAVE_CUDA
@@ -10,6 +13,43 @@
 
 namespace quatre::cli {
 
+RandomDType parse_random_dtype(std::string_view name, std::string_view who) {
+  if (name == "fp8") return RandomDType::kFp8;
+  if (name == "bf16") return RandomDType::kBf16;
+  if (name == "int4") return RandomDType::kInt4;
+  throw InvalidRequest(fmt::format("{}: --dtype {} (expected {})", who, name, kRandomDTypeNames));
+}
+
+namespace {
+
+// Codes (half a byte) and a BF16 scale per group, and an offset per group when asymmetric.
+double int4_bytes(int64_t group_size, bool is_symmetric) {
+  return 0.5 + (is_symmetric ? 2.0 : 4.0) / static_cast<double>(group_size);
+}
+
+}  // namespace
+
+LinearBytes linear_bytes(RandomDType dtype) {
+  switch (dtype) {
+    case RandomDType::kFp8: return {.experts = 1, .other = 1};
+    case RandomDType::kBf16: return {.experts = 2, .other = 2};
+    case RandomDType::kInt4: return {.experts = int4_bytes(kRandomInt4GroupSize, true), .other = 2};
+  }
+  return {};
+}
+
+LinearBytes linear_bytes(const io::ModelConfig& config) {
+  switch (config.quantization) {
+    case io::WeightQuantization::kFp8PerTensor: return {.experts = 1, .other = 1};
+    case io::WeightQuantization::kInt4: {
+      const double b = int4_bytes(config.int4.group_size, config.int4.is_symmetric);
+      return {.experts = b, .other = config.int4.modules == io::Int4Modules::kAll ? b : 2.0};
+    }
+    case io::WeightQuantization::kNone: break;
+  }
+  return {.experts = 2, .other = 2};
+}
+
 #ifdef QUATRE_HAVE_CUDA
 namespace {
 
@@ -17,24 +57,41 @@ constexpr float kStd = 0.02f;
 
 class Draw {
  public:
-  Draw(cuda::CudaBackend& be, bool fp8, uint64_t seed) : be_(be), linear_(fp8 ? DType::F8_E4M3 : DType::BF16), seed_(seed) {}
-  Weight linear(int64_t out, int64_t in) { return be_.random_weight(linear_, std::vector<int64_t>{out, in}, kStd, ++seed_); }
+  Draw(cuda::CudaBackend& be, RandomDType dtype, uint64_t seed) : be_(be), dtype_(dtype), seed_(seed) {}
+  // Attention, shared and dense FFNs: FP8 or BF16 (BF16 next to 4-bit experts, as `quatre quantize` leaves them).
+  Weight linear(int64_t out, int64_t in) {
+    const DType t = dtype_ == RandomDType::kFp8 ? DType::F8_E4M3 : DType::BF16;
+    return be_.random_weight(t, std::vector<int64_t>{out, in}, kStd, ++seed_);
+  }
+  Weight expert_linear(int64_t out, int64_t in) {
+    if (dtype_ != RandomDType::kInt4) return linear(out, in);
+    return be_.random_int4_weight(std::vector<int64_t>{out, in}, kRandomInt4GroupSize, kStd, ++seed_);
+  }
   Weight bf16(int64_t out, int64_t in) { return be_.random_weight(DType::BF16, std::vector<int64_t>{out, in}, kStd, ++seed_); }
   Weight norm(int64_t n) { return be_.constant_weight(DType::BF16, std::vector<int64_t>{n}, 1.0f); }
   FfnWeights ffn(int64_t width, int64_t D) { return {linear(width, D), linear(width, D), linear(D, width)}; }
+  FfnWeights expert(int64_t width, int64_t D) {
+    return {expert_linear(width, D), expert_linear(width, D), expert_linear(D, width)};
+  }
 
  private:
   cuda::CudaBackend& be_;
-  DType linear_;
+  RandomDType dtype_;
   uint64_t seed_;
 };
 
 }  // namespace
 
-model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend, bool fp8, uint64_t seed) {
+model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend, RandomDType dtype, uint64_t seed) {
   auto* cuda = dynamic_cast<cuda::CudaBackend*>(&backend);
   if (cuda == nullptr) throw InvalidRequest("--random-weights needs the CUDA backend (--device cuda)");
-  Draw d(*cuda, fp8, seed);
+  if (dtype == RandomDType::kInt4 &&
+      (t.hidden_size % kRandomInt4GroupSize != 0 || t.moe_intermediate_size % kRandomInt4GroupSize != 0)) {
+    throw InvalidRequest(fmt::format("--dtype int4 draws the routed experts in groups of {} columns, which must divide "
+                                     "hidden_size ({}) and moe_intermediate_size ({})",
+                                     kRandomInt4GroupSize, t.hidden_size, t.moe_intermediate_size));
+  }
+  Draw d(*cuda, dtype, seed);
   const int64_t D = t.hidden_size, H = t.n_heads, R = t.kv_lora_rank, Dr = t.qk_rope_head_dim;
   model::TextWeights w;
   w.embed = d.bf16(t.vocab_size, D);
@@ -54,7 +111,7 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
     if (t.is_moe_layer(l)) {
       model::MoeWeights& moe = layer.moe.emplace();
       moe.router = d.bf16(t.n_routed_experts, D);
-      for (int64_t e = 0; e < t.n_routed_experts; ++e) moe.experts.push_back(d.ffn(t.moe_intermediate_size, D));
+      for (int64_t e = 0; e < t.n_routed_experts; ++e) moe.experts.push_back(d.expert(t.moe_intermediate_size, D));
       if (t.n_shared_experts > 0) moe.shared = d.ffn(t.moe_intermediate_size * t.n_shared_experts, D);
     } else {
       layer.dense = d.ffn(t.intermediate_size, D);
@@ -64,7 +121,7 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
   return w;
 }
 #else
-model::TextWeights random_text_weights(const io::TextConfig&, Backend&, bool, uint64_t) {
+model::TextWeights random_text_weights(const io::TextConfig&, Backend&, RandomDType, uint64_t) {
   throw InvalidRequest("--random-weights needs a CUDA build (QUATRE_CUDA=ON)");
 }
 #endif

@@ -1,9 +1,10 @@
 // --random-weights: a text decoder of any config initialised directly in GPU memory (no checkpoint), with the
-// release's storage: FP8 (E4M3, per-tensor scale) or BF16 linear weights, BF16 embeddings, router and norms.
-// Depends on model and, in CUDA builds, backend/cuda.
+// storage of a release or of `quatre quantize`: FP8 (E4M3, per-tensor scale), BF16 or 4-bit routed experts, and
+// the stored bytes per parameter the benchmarks' rooflines count. Depends on model and, in CUDA builds, backend/cuda.
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "core/backend.h"
 #include "io/model_config.h"
@@ -11,8 +12,32 @@
 
 namespace quatre::cli {
 
-// Weight values: uniform with std 0.02 (transformers' initializer_range) for projections and embeddings; 1 for
-// norm gains. Throws InvalidRequest unless `backend` is the CUDA backend.
-model::TextWeights random_text_weights(const io::TextConfig& text, Backend& backend, bool fp8, uint64_t seed);
+// The linear weights of --random-weights (--dtype of bench and bench_serve):
+//   fp8:  every text linear FP8 E4M3 with a per-tensor scale (the release checkpoint);
+//   bf16: every text linear BF16;
+//   int4: what `quatre quantize` writes by default: the routed experts symmetric 4-bit in groups of
+//         kRandomInt4GroupSize columns (core/int4.h), every other linear BF16.
+// Embeddings, lm_head, the router and the norms are BF16 in all three.
+enum class RandomDType : uint8_t { kFp8, kBf16, kInt4 };
+inline constexpr int64_t kRandomInt4GroupSize = 128;
+inline constexpr std::string_view kRandomDTypeNames = "fp8, bf16 or int4";
+
+// "fp8", "bf16", "int4"; anything else is an InvalidRequest naming `who` (the command) and the choices.
+RandomDType parse_random_dtype(std::string_view name, std::string_view who);
+
+// Stored bytes per parameter of the text linears, 4-bit scales and offsets included (0.5 + 2/G symmetric).
+struct LinearBytes {
+  double experts = 2;  // the routed experts
+  double other = 2;    // attention (q_a, q_b, kv_a, kv_b, o), the shared and dense FFNs
+};
+LinearBytes linear_bytes(RandomDType dtype);
+// Of a checkpoint: FP8 per tensor, quatre_int4 (its group size, symmetry and modules) or BF16.
+LinearBytes linear_bytes(const io::ModelConfig& config);
+
+// Weight values: uniform with std 0.02 (transformers' initializer_range) for projections and embeddings (4-bit:
+// codes uniform in 1..15 with the BF16 scale that gives std 0.02); 1 for norm gains. Throws InvalidRequest unless
+// `backend` is the CUDA backend, or for int4 when the group size does not divide hidden_size and
+// moe_intermediate_size.
+model::TextWeights random_text_weights(const io::TextConfig& text, Backend& backend, RandomDType dtype, uint64_t seed);
 
 }  // namespace quatre::cli

@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <cmath>
 #include <limits>
+#include <string>
 
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
@@ -35,12 +38,67 @@ WType wtype(DType t, std::string_view what) {
                                    dtype_name(t)));
 }
 
+// Logical columns of a weight: a 4-bit one's codes hold two a byte.
+int64_t weight_cols(const Weight& w) { return w.int4 ? 2 * w.w.dim(-1) : w.w.dim(-1); }
+
+// "BF16", "F8_E4M3", ... or "int4" (profile labels).
+std::string_view weight_type_name(const Weight& w) { return w.int4 ? "int4" : dtype_name(w.w.dtype()); }
+
+// Bytes a kernel reads for the weight: a 4-bit one's codes, scales and offsets.
+size_t stored_bytes(const Weight& w) {
+  if (!w.int4) return w.w.bytes();
+  return w.w.bytes() + w.int4->scales.bytes() + (w.int4->is_symmetric() ? 0 : w.int4->offsets.bytes());
+}
+
+// What is wrong with a 4-bit weight for this backend ("" when nothing): codes U8 [out, in/2], scales (offsets) BF16
+// [out, in/G], and G a multiple of 32 (a 16-byte load of 32 codes then lies in one group).
+std::string int4_problem(const Weight& w, std::string_view what) {
+  const Int4Weight& q = *w.int4;
+  const int64_t G = q.group_size;
+  if (G <= 0 || G % kInt4GroupMultiple != 0) {
+    return fmt::format("{}: 4-bit weights in groups of {} columns; the CUDA backend takes group sizes that are "
+                       "multiples of {} (quantize with --group-size 32, 64 or 128), or run with --device cpu",
+                       what, G, kInt4GroupMultiple);
+  }
+  if (w.w.dtype() != DType::U8 || w.w.rank() != 2 || (2 * w.w.dim(1)) % G != 0) {
+    return fmt::format("{}: 4-bit codes {} of {}, expected U8 [out, in/2] with in a multiple of the group size {}",
+                       what, w.w.shape_string(), dtype_name(w.w.dtype()), G);
+  }
+  const int64_t out = w.w.dim(0), n_groups = 2 * w.w.dim(1) / G;
+  for (const Tensor* t : {&q.scales, &q.offsets}) {
+    if (t == &q.offsets && q.is_symmetric()) continue;
+    if (t->dtype() != DType::BF16 || t->rank() != 2 || t->dim(0) != out || t->dim(1) != n_groups ||
+        t->device() != w.w.device()) {
+      return fmt::format("{}: 4-bit {} {} of {} on {}, expected BF16 [{}, {}] on {} like the codes", what,
+                         t == &q.scales ? "scales" : "offsets", t->shape_string(), dtype_name(t->dtype()),
+                         device_name(t->device()), out, n_groups, device_name(w.w.device()));
+    }
+  }
+  return "";
+}
+
 DevWeight dev(const Weight& w, std::string_view what) {
   if (w.w.device() != Device::kCuda) {
     throw InvalidRequest(fmt::format("{} weight is on {}: pass it through CudaBackend::prepare_weight first", what,
                                      device_name(w.w.device())));
   }
-  return {w.w.data(), wtype(w.w.dtype(), what), w.weight_scale};
+  if (!w.int4) return {w.w.data(), wtype(w.w.dtype(), what), w.weight_scale};
+  if (std::string why = int4_problem(w, what); !why.empty()) throw InvalidRequest(why);
+  const Int4Weight& q = *w.int4;
+  return {.w = w.w.data(),
+          .type = WType::kInt4,
+          .scale = 1.0f,
+          .int4_scales = q.scales.data_as<uint16_t>(),
+          .int4_offsets = q.is_symmetric() ? nullptr : q.offsets.data_as<uint16_t>(),
+          .group_size = static_cast<int32_t>(q.group_size)};
+}
+
+// One launch may carry two weights (gate and up) or a table of experts only when they share the kernel: the type,
+// and for 4-bit weights the symmetry and the group size.
+bool same_layout(const DevWeight& a, const DevWeight& b) {
+  if (a.type != b.type) return false;
+  if (a.type != WType::kInt4) return true;
+  return (a.int4_offsets == nullptr) == (b.int4_offsets == nullptr) && a.group_size == b.group_size;
 }
 
 void check_f32(const Tensor& t, const char* what) {
@@ -147,46 +205,74 @@ const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
   return dst;
 }
 
-Weight CudaBackend::prepare_weight(const Weight& stored) {
-  (void)wtype(stored.w.dtype(), "prepare_weight");
-  if (stored.w.device() == Device::kCuda) return stored;
-  void* p = memory_.allocate(std::max<size_t>(stored.w.bytes(), 1));
+Tensor CudaBackend::allocate_weight(DType dtype, std::span<const int64_t> shape) {
+  Tensor shaped(nullptr, dtype, shape, Device::kCuda);
+  void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
   weights_.push_back(p);
   owned_.insert(p);
-  weight_bytes_ += stored.w.bytes();
-  CUDA_CHECK(cudaMemcpyAsync(p, stored.w.data(), stored.w.bytes(), cudaMemcpyHostToDevice, as_stream(stream_)));
-  synchronize();  // the host memory (e.g. an mmap) may go away after this returns
+  weight_bytes_ += shaped.bytes();
+  return Tensor(p, dtype, shape, Device::kCuda);
+}
+
+Tensor CudaBackend::device_copy(const Tensor& host) {
+  Tensor t = allocate_weight(host.dtype(), host.shape());
+  CUDA_CHECK(cudaMemcpyAsync(t.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice, as_stream(stream_)));
+  return t;
+}
+
+// A 4-bit weight goes up as its three tensors (codes, scales, offsets), kept in their stored layout.
+Weight CudaBackend::prepare_weight(const Weight& stored) {
+  if (stored.int4) {
+    if (std::string why = int4_problem(stored, "prepare_weight"); !why.empty()) throw LoadError(why);
+  } else {
+    (void)wtype(stored.w.dtype(), "prepare_weight");
+  }
+  if (stored.w.device() == Device::kCuda) return stored;
   Weight out = stored;
-  out.w = Tensor(p, stored.w.dtype(), stored.w.shape(), Device::kCuda);
+  out.w = device_copy(stored.w);
+  if (stored.int4) {
+    out.int4->scales = device_copy(stored.int4->scales);
+    if (!stored.int4->is_symmetric()) out.int4->offsets = device_copy(stored.int4->offsets);
+  }
+  synchronize();  // the host memory (e.g. an mmap) may go away after this returns
   return out;
 }
 
 Weight CudaBackend::random_weight(DType dtype, std::span<const int64_t> shape, float std, uint64_t seed) {
   const WType t = wtype(dtype, "random_weight");
-  Tensor shaped(nullptr, dtype, shape, Device::kCuda);
-  void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
-  weights_.push_back(p);
-  owned_.insert(p);
-  weight_bytes_ += shaped.bytes();
-  // FP8: values up to sqrt(3)·std map to 448, the E4M3 maximum, like a per-tensor-scaled checkpoint.
-  const float scale = t == WType::kF8E4M3 ? 1.7320508f * std / 448.0f : 1.0f;
-  launched(launch_init_weight(p, t, shaped.numel(), std, 0.0f, scale, seed, as_stream(stream_)), "init_weight");
   Weight w;
-  w.w = Tensor(p, dtype, shape, Device::kCuda);
-  w.weight_scale = scale;
+  w.w = allocate_weight(dtype, shape);
+  // FP8: values up to sqrt(3)·std map to 448, the E4M3 maximum, like a per-tensor-scaled checkpoint.
+  w.weight_scale = t == WType::kF8E4M3 ? 1.7320508f * std / 448.0f : 1.0f;
+  launched(launch_init_weight(w.w.data(), t, w.w.numel(), std, 0.0f, w.weight_scale, seed, as_stream(stream_)),
+           "init_weight");
+  return w;
+}
+
+// c - 8 uniform on -7..7 has variance (15² - 1) / 12 = 56/3, so s = std / sqrt(56/3) gives the values std.
+Weight CudaBackend::random_int4_weight(std::span<const int64_t> shape, int64_t group_size, float std, uint64_t seed) {
+  if (shape.size() != 2 || group_size <= 0 || group_size % kInt4GroupMultiple != 0 || shape[1] % group_size != 0) {
+    throw InvalidRequest(fmt::format("random_int4_weight: [{}] in groups of {}: expected [out, in] with in a multiple "
+                                     "of the group size, itself a multiple of {}",
+                                     fmt::join(shape, ", "), group_size, kInt4GroupMultiple));
+  }
+  const int64_t out = shape[0], in = shape[1];
+  Weight w;
+  w.w = allocate_weight(DType::U8, std::vector<int64_t>{out, in / 2});
+  w.int4 = Int4Weight{.scales = allocate_weight(DType::BF16, std::vector<int64_t>{out, in / group_size}),
+                      .offsets = Tensor(),
+                      .group_size = group_size};
+  launched(launch_init_int4_weight(w.w.data_as<uint8_t>(), w.w.numel(), w.int4->scales.data_as<uint16_t>(),
+                                   w.int4->scales.numel(), std / std::sqrt(56.0f / 3.0f), seed, as_stream(stream_)),
+           "init_int4_weight");
   return w;
 }
 
 Weight CudaBackend::constant_weight(DType dtype, std::span<const int64_t> shape, float value) {
   const WType t = wtype(dtype, "constant_weight");
-  Tensor shaped(nullptr, dtype, shape, Device::kCuda);
-  void* p = memory_.allocate(std::max<size_t>(shaped.bytes(), 1));
-  weights_.push_back(p);
-  owned_.insert(p);
-  weight_bytes_ += shaped.bytes();
-  launched(launch_init_weight(p, t, shaped.numel(), 0.0f, value, 1.0f, 0, as_stream(stream_)), "init_weight");
   Weight w;
-  w.w = Tensor(p, dtype, shape, Device::kCuda);
+  w.w = allocate_weight(dtype, shape);
+  launched(launch_init_weight(w.w.data(), t, w.w.numel(), 0.0f, value, 1.0f, 0, as_stream(stream_)), "init_weight");
   return w;
 }
 
@@ -204,7 +290,7 @@ void CudaBackend::fill(Tensor t, float value) {
 }
 
 Tensor CudaBackend::embed(std::span<const int32_t> ids, const Weight& table, Arena& a) {
-  const int64_t V = table.w.dim(0), D = table.w.dim(1);
+  const int64_t V = table.w.dim(0), D = weight_cols(table);
   for (int32_t id : ids) {
     if (id < 0 || id >= V) throw InvalidRequest(fmt::format("embed: token id {} outside the vocabulary of {}", id, V));
   }
@@ -230,10 +316,11 @@ Tensor CudaBackend::rms_norm(const Tensor& x, const Weight& g, float eps, Arena&
 Tensor CudaBackend::matmul(const Tensor& x, const Weight& w, Arena& a) {
   check_f32(x, "matmul input");
   const int64_t M = x.dim(0), in = x.dim(1), out = weight_rows(w);
-  CHECK(w.w.dim(-1) == in) << "matmul: x has " << in << " columns, weight is " << w.w.shape_string();
+  CHECK(weight_cols(w) == in) << "matmul: x has " << in << " columns, weight is " << w.w.shape_string()
+                              << (w.int4 ? " (4-bit)" : "");
   Tensor y = a.tensor(DType::F32, {M, out});  // [M,out]
-  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", out, in, dtype_name(w.w.dtype())); },
-                      static_cast<double>(w.w.bytes() + static_cast<size_t>(M * (in + out)) * 4));
+  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", out, in, weight_type_name(w)); },
+                      static_cast<double>(stored_bytes(w) + static_cast<size_t>(M * (in + out)) * 4));
   MatmulProblem p{.x = x.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(w, "matmul"),
                   .y = y.data_as<float>(), .ldy = out};
   launched(launch_matmul(p, as_stream(stream_)), "matmul");
@@ -342,7 +429,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   CHECK_SHAPE(args.q, T, d.q_width());
   CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
   const int64_t kvb_rows = d.n_heads * (d.qk_nope_head_dim + d.v_head_dim);
-  CHECK(args.kv_b.w.dim(0) == kvb_rows && args.kv_b.w.dim(1) == R) << "kv_b " << args.kv_b.w.shape_string();
+  CHECK(args.kv_b.w.dim(0) == kvb_rows && weight_cols(args.kv_b) == R) << "kv_b " << args.kv_b.w.shape_string();
   CHECK(static_cast<int64_t>(m.seq_index.size()) == T && static_cast<int64_t>(m.context_lens.size()) == T)
       << "attention metadata for " << m.seq_index.size() << " tokens, q has " << T;
   const int64_t n_blocks = args.kv_cache.dim(0), block_size = args.kv_cache.dim(1);
@@ -362,13 +449,20 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   const int64_t acc = args.form == MlaForm::kNaive ? d.v_head_dim : R;
   CHECK(acc <= 512 && R + d.qk_rope_head_dim + d.qk_nope_head_dim + d.v_head_dim <= kMlaMaxWidth)
       << "mla_attention: kv_lora_rank " << R << " / v_head_dim " << d.v_head_dim << " over the kernel's limits";
-  const float* kv_b = kv_b_f32(args.kv_b, kvb_rows, R, a);                // [H*(Dn+Dv), R] fp32
+  // The tiled path reads kv_b as stored when it is a float type; otherwise (and on the per-head kernel) an fp32 copy.
+  const bool is_tiled = mla_is_tiled(R, d.qk_rope_head_dim, args.form == MlaForm::kNaive, args.kv_cache.data());
+  const DType kvb_dtype = args.kv_b.w.dtype();
+  const bool is_kvb_stored = is_tiled && (kvb_dtype == DType::F32 || kvb_dtype == DType::BF16 ||
+                                          kvb_dtype == DType::F16 || kvb_dtype == DType::F8_E4M3);
+  const float* kv_b = is_kvb_stored ? nullptr : kv_b_f32(args.kv_b, kvb_rows, R, a);  // [H*(Dn+Dv), R] fp32
+  const DevWeight kv_b_w = is_kvb_stored ? dev(args.kv_b, "kv_b") : DevWeight{.w = kv_b, .type = WType::kF32};
   Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]
   int64_t entries = 0;
   for (int32_t n : m.context_lens) entries += n;
+  const double kvb_bytes = is_kvb_stored ? static_cast<double>(args.kv_b.w.bytes()) : static_cast<double>(kvb_rows * R) * 4;
   const OpScope scope(profiler_, "mla attention",
                       static_cast<double>(entries * d.cache_width()) * static_cast<double>(dtype_size(args.kv_cache.dtype())) +
-                          static_cast<double>(kvb_rows * R) * 4);
+                          kvb_bytes);
   reserve_uploads(upload_span(std::span(m.seq_index).size_bytes()) + upload_span(std::span(m.context_lens).size_bytes()) +
                   upload_span(std::span(m.block_tables).size_bytes()));
   const MlaLaunch l{.q = args.q.data_as<float>(),
@@ -376,6 +470,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
                     .cache_type = ct,
                     .block_size = block_size,
                     .kv_b = kv_b,
+                    .kv_b_w = kv_b_w,
                     .seq_index = upload(m.seq_index),
                     .context_lens = upload(m.context_lens),
                     .block_tables = upload(m.block_tables),
@@ -392,13 +487,13 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   int64_t max_context = 0;
   for (int32_t n : m.context_lens) max_context = std::max<int64_t>(max_context, n);
   MlaLaunch launch = l;
-  launch.n_splits = mla_splits(T, d.n_heads, R, l.naive, max_context);
-  if (launch.n_splits > 1) {
+  if (is_tiled) {
+    launch.n_splits = mla_splits(T, d.n_heads, R, l.naive, max_context);
     const auto rows = static_cast<size_t>(T * d.n_heads * launch.n_splits);
-    launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
+    launch.q_abs = a.array<float>(static_cast<size_t>(T * d.n_heads * R));
+    if (launch.n_splits > 1) launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
     launch.split_ml = a.array<float>(rows * 2);
   }
-  if (!launch.naive) launch.q_abs = a.array<float>(static_cast<size_t>(T * d.n_heads * R));
   launched(launch_mla(launch, as_stream(stream_)), "mla_attention");
   return o;
 }
@@ -423,8 +518,8 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) { return
 Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum) {
   check_f32(x, "ffn input");
   const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
-  CHECK(w.gate.w.dim(-1) == D && w.up.w.dim(-1) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
-        w.down.w.dim(-1) == F)
+  CHECK(weight_cols(w.gate) == D && weight_cols(w.up) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
+        weight_cols(w.down) == F)
       << "ffn weights " << w.gate.w.shape_string() << " / " << w.up.w.shape_string() << " / " << w.down.w.shape_string()
       << " for x " << x.shape_string();
   const DevWeight gate = dev(w.gate, "ffn gate"), up = dev(w.up, "ffn up"), down = dev(w.down, "ffn down");
@@ -432,9 +527,9 @@ Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, con
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = gate, .y = g.data_as<float>(),
                   .ldy = F};
   {
-    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up)", F, D, dtype_name(w.gate.w.dtype())); },
-                        static_cast<double>(w.gate.w.bytes() + w.up.w.bytes() + static_cast<size_t>(M * (D + 2 * F)) * 4));
-    if (up.type == gate.type) {
+    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up)", F, D, weight_type_name(w.gate)); },
+                        static_cast<double>(stored_bytes(w.gate) + stored_bytes(w.up) + static_cast<size_t>(M * (D + 2 * F)) * 4));
+    if (same_layout(up, gate)) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
       launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
@@ -453,8 +548,8 @@ Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, con
   CHECK_SHAPE(y, M, D);
   const MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
                         .y = y.data_as<float>(), .ldy = D, .accumulate = sum != nullptr};
-  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, dtype_name(w.down.w.dtype())); },
-                      static_cast<double>(w.down.w.bytes() + static_cast<size_t>(M * (D + F)) * 4));
+  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
+                      static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
   launched(launch_matmul(q, as_stream(stream_)), "ffn down");
   return y;
 }
@@ -481,7 +576,8 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
     host[E + e] = dev(experts[e].up, "expert up");
     host[2 * E + e] = dev(experts[e].down, "expert down");
     for (size_t j = 0; j < 3; ++j) {
-      CHECK(host[j * E + e].type == host[j * E].type) << "expert " << e << " has another weight dtype than expert 0";
+      CHECK(same_layout(host[j * E + e], host[j * E]))
+          << "expert " << e << " has another weight dtype (or 4-bit symmetry / group size) than expert 0";
     }
     CHECK(experts[e].gate.w.shape()[0] == experts[0].gate.w.shape()[0] &&
           experts[e].gate.w.shape()[1] == experts[0].gate.w.shape()[1] &&
@@ -510,7 +606,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   CHECK(args.routing.expert_ids.device() == Device::kCuda) << "routing ids must be on the device";
   const DevWeight* table = expert_table(args.experts);
   const int64_t F = args.experts[0].gate.w.dim(0);
-  CHECK(args.experts[0].gate.w.dim(1) == D && args.experts[0].down.w.dim(0) == D && args.experts[0].down.w.dim(1) == F)
+  CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
       << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
       << " for D=" << D;
   const int G = T * K <= 16 * E ? 8 : 64;
@@ -533,7 +629,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
                   .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
                   .y = gate, .ldy = F};
-  CHECK(up0.type == gate0.type) << "expert gate and up weights of different dtypes";
+  CHECK(same_layout(up0, gate0)) << "expert gate and up weights of different dtypes (or 4-bit layouts)";
   p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
   p.experts2 = table + E;
   p.y2 = up;

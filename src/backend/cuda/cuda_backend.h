@@ -1,7 +1,8 @@
 // CudaBackend: every Backend op on one CUDA GPU, on one stream. Weights are copied to the device in their stored
-// dtype (FP8 stays FP8, BF16 stays BF16) and dequantised inside the kernels; activations are F32 in device Arenas;
-// host metadata (token ids, positions, slots, block tables) goes up through a pinned staging ring, with no
-// allocation per op and no host sync inside a step except copy_to_host. Depends on core and the CUDA runtime.
+// dtype (FP8 stays FP8, BF16 stays BF16, 4-bit stays codes + BF16 scales) and dequantised inside the kernels;
+// activations are F32 in device Arenas; host metadata (token ids, positions, slots, block tables) goes up through a
+// pinned staging ring, with no allocation per op and no host sync inside a step except copy_to_host. Depends on core
+// and the CUDA runtime.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +66,10 @@ class CudaBackend final : public Backend {
   // before quantisation; FP8 weights get a per-tensor scale so that their bytes span the E4M3 range. For
   // --random-weights: no checkpoint, nothing through host memory.
   Weight random_weight(DType dtype, std::span<const int64_t> shape, float std, uint64_t seed);
+  // A symmetric 4-bit device weight [out, in] in groups of group_size (core/int4.h), drawn on the GPU: codes uniform
+  // in 1..15 (values s * (code - 8), mean 0) and one BF16 scale s for every group, so that the values have standard
+  // deviation `std` (to BF16 rounding of s).
+  Weight random_int4_weight(std::span<const int64_t> shape, int64_t group_size, float std, uint64_t seed);
   // A device weight whose every element is `value` (norm gains).
   Weight constant_weight(DType dtype, std::span<const int64_t> shape, float value);
   void synchronize();
@@ -80,6 +85,10 @@ class CudaBackend final : public Backend {
     return static_cast<const T*>(upload_bytes(host.data(), host.size_bytes()));
   }
   const void* upload_bytes(const void* host, size_t bytes);
+  // A device tensor that this backend owns (freed with it, counted in weight_bytes); device_copy also enqueues the
+  // copy of `host` into it (the caller synchronises before the host memory may go).
+  Tensor allocate_weight(DType dtype, std::span<const int64_t> shape);
+  Tensor device_copy(const Tensor& host);
   // An op that takes several upload pointers reserves their padded sizes first: no upload after it wraps the
   // ring (which would overwrite an earlier pointer's bytes, a reused one's too) or regrows it (which would free
   // them) until that many bytes have gone up.

@@ -1,5 +1,6 @@
 // Device helpers shared by the .cu files of the CUDA backend: stored-weight element decoding (F32, BF16, F16,
-// FP8 E4M3 -> fp32), warp reductions, and the dispatch of a weight type to a template. Depends on CUDA only.
+// FP8 E4M3 -> fp32; one 4-bit element by core/int4.h's rule), warp reductions, and the dispatch of a weight type
+// to a template. Depends on CUDA only.
 #pragma once
 
 #include <cstdint>
@@ -42,15 +43,36 @@ struct WTraits<WType::kF8E4M3> {
   }
 };
 
-// float(w[i]) (without the scale) of a weight of runtime type t.
+template <>
+struct WTraits<WType::kInt4> {
+  using S = uint8_t;  // two packed codes; no to_f32: the value needs the group's scale (int4_weight_at)
+};
+
+// float(w[i]) (without the scale) of a weight of runtime type t; float types only (kInt4: int4_weight_at).
 __device__ __forceinline__ float load_weight(const void* w, WType t, int64_t i) {
   switch (t) {
     case WType::kF32: return static_cast<const float*>(w)[i];
     case WType::kBF16: return WTraits<WType::kBF16>::to_f32(static_cast<const uint16_t*>(w)[i]);
     case WType::kF16: return WTraits<WType::kF16>::to_f32(static_cast<const uint16_t*>(w)[i]);
     case WType::kF8E4M3: return WTraits<WType::kF8E4M3>::to_f32(static_cast<const uint8_t*>(w)[i]);
+    case WType::kInt4: break;  // needs the group's scale
   }
   return 0.0f;
+}
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t bits) {
+  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+}
+
+// Element (row, col) of a kInt4 weight of `cols` columns, by core/int4.h's rule: s * (code - 8) (exact), or
+// s * code + m with the product exact and one rounding of the sum (no fused multiply-add, as the CPU).
+__device__ __forceinline__ float int4_weight_at(const DevWeight& w, int64_t row, int64_t col, int64_t cols) {
+  const uint8_t byte = static_cast<const uint8_t*>(w.w)[(row * cols + col) / 2];
+  const int code = (byte >> ((col % 2) * 4)) & 0xF;
+  const int64_t g = row * (cols / w.group_size) + col / w.group_size;
+  const float s = bf16_bits_to_f32(w.int4_scales[g]);
+  if (w.int4_offsets == nullptr) return s * static_cast<float>(code - 8);
+  return __fadd_rn(__fmul_rn(s, static_cast<float>(code)), bf16_bits_to_f32(w.int4_offsets[g]));
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -70,6 +92,7 @@ cudaError_t dispatch_wtype(WType t, F&& f) {
     case WType::kBF16: return f(WTag<WType::kBF16>{});
     case WType::kF16: return f(WTag<WType::kF16>{});
     case WType::kF8E4M3: return f(WTag<WType::kF8E4M3>{});
+    case WType::kInt4: break;  // kernels of its own (matmul.cu)
   }
   return cudaErrorInvalidValue;
 }

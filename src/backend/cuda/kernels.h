@@ -9,14 +9,23 @@
 
 namespace quatre::cuda {
 
-// Stored weight element types, as the kernels see them (mirrors the float DTypes of core/dtype.h).
-enum class WType : int { kF32, kBF16, kF16, kF8E4M3 };
+// Stored weight element types, as the kernels see them (mirrors the float DTypes of core/dtype.h), and quatre's
+// 4-bit format (core/int4.h).
+enum class WType : int { kF32, kBF16, kF16, kF8E4M3, kInt4 };
 
-// A weight [rows, cols] in device memory; value = float(w) * scale.
+// 4-bit weights take group sizes that are multiples of this: a 16-byte load of 32 codes then lies in one group.
+constexpr int kInt4GroupMultiple = 32;
+
+// A weight [rows, cols] in device memory; value = float(w) * scale. kInt4: w holds the packed codes U8 [rows, cols/2]
+// (column 2j in the low nibble of byte j) and the value is core/int4.h's rule, s * (code - 8) (symmetric) or
+// s * code + m (asymmetric), with s, m the BF16 scale and offset of the element's group; scale stays 1.
 struct DevWeight {
   const void* w = nullptr;
   WType type = WType::kF32;
   float scale = 1.0f;
+  const uint16_t* int4_scales = nullptr;   // kInt4: BF16 [rows, cols/group_size]
+  const uint16_t* int4_offsets = nullptr;  // kInt4 asymmetric: BF16 [rows, cols/group_size]; null when symmetric
+  int32_t group_size = 0;                  // kInt4: a multiple of kInt4GroupMultiple
 };
 
 // y[m, n] = Σ_k x[x_row(m), k] · w_e[n, k] · scale_e, for the M rows of a problem, with fp32 accumulation.
@@ -43,13 +52,14 @@ struct MatmulProblem {
   const DevWeight* experts2 = nullptr;
   float* y2 = nullptr;
 };
-// Small M (<= 8 rows a group): one warp per output column, reading the weight once with 16-byte loads.
-// Otherwise a 64x64 shared-memory tile.
+// Small M (<= 8 rows a group): one warp per output column, reading the weight once with 16-byte loads (4-bit
+// weights: 32 codes a load, dequantised in registers). Otherwise the tensor cores or a 64x64 shared-memory tile.
+// One weight type per launch: weight2 and every expert share weight's type (and, 4-bit, the symmetry).
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
 
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
-                                cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i)
+                                cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i), any WType
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
                             cudaStream_t stream);
 cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream);
@@ -85,25 +95,28 @@ struct MlaLaunch {
   const void* cache = nullptr;     // [n_blocks, block_size, R+Dr]
   WType cache_type = WType::kF32;  // F32, BF16 or F8E4M3 (scale 1)
   int64_t block_size = 0;
-  const float* kv_b = nullptr;     // [H*(Dn+Dv), R] dequantised fp32
+  const float* kv_b = nullptr;     // [H*(Dn+Dv), R] dequantised fp32 (the per-head kernel; null on the tiled path)
+  DevWeight kv_b_w;                // the same, as stored in a float type (the tiled path: mla_is_tiled)
   const int32_t* seq_index = nullptr, *context_lens = nullptr, *block_tables = nullptr;
   int32_t max_blocks_per_seq = 0;
   int64_t T = 0, H = 0, R = 0, Dn = 0, Dr = 0, Dv = 0;
   float softmax_scale = 0;
   bool naive = false;
   float* o = nullptr;              // [T, H*Dv]
-  // Absorbed form: keys split over n_splits blocks per (token, 8 heads) when there are few tokens; the partial
-  // contexts [T*H*n_splits, R] and their (max, sum) [T*H*n_splits, 2] are combined by a second kernel.
+  // The tiled path (absorbed, R <= 256): q_abs = W_UKᵀ q_nope [T*H, R] scratch; keys split over n_splits blocks per
+  // (token, 8 heads), their partial contexts in split_ctx [T*H*n_splits, R] (one split: written over q_abs) and
+  // (max, sum) in split_ml [T*H*n_splits, 2], then combined with W_UV by a second kernel.
   int n_splits = 1;
   float* split_ctx = nullptr;
   float* split_ml = nullptr;
-  // Absorbed form with R <= 256: scratch [T, H, R] for q_abs = W_UKᵀ q_nope, computed once per (token, head) by
-  // a kernel of its own before the attention blocks (not once per split).
   float* q_abs = nullptr;
 };
-// The split count launch_mla's absorbed kernel should use for T tokens with contexts up to max_context.
+// Whether launch_mla takes the tiled path (absorbed, R <= 256, R + Dr a multiple of 4, a 16-byte aligned cache);
+// otherwise one block per (token, head) over the fp32 kv_b, with n_splits = 1.
+bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache);
+// The split count the tiled path should use for T tokens with contexts up to max_context.
 int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context);
-// Largest R + Dr + Dn + Dv the attention kernel's shared memory holds (checked by the caller).
+// Largest R + Dr + Dn + Dv the per-head kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;
 cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream);
 
@@ -111,9 +124,13 @@ cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream);
 
 namespace quatre::cuda {
 // w[i] = quantise(u_i / scale), u_i uniform in [-sqrt(3)·std, sqrt(3)·std] from a counter hash of (seed, i);
-// std = 0: w[i] = quantise(value / scale) for every i.
+// std = 0: w[i] = quantise(value / scale) for every i. Float WTypes only.
 cudaError_t launch_init_weight(void* w, WType t, int64_t n, float std, float value, float scale, uint64_t seed,
                                cudaStream_t stream);
+// A symmetric 4-bit weight [rows, cols] of n_groups = rows * cols / group_size groups: codes [rows*cols/2] uniform
+// in 0..15 from a counter hash of (seed, byte), every BF16 scale = bf16(scale).
+cudaError_t launch_init_int4_weight(uint8_t* codes, int64_t n_code_bytes, uint16_t* scales, int64_t n_groups,
+                                    float scale, uint64_t seed, cudaStream_t stream);
 }  // namespace quatre::cuda
 
 namespace quatre::cuda {

@@ -1,5 +1,6 @@
 // Device helpers shared by the matmul kernels (matmul.cu: CUDA cores, matmul_tc.cu: tensor cores): the weight of a
-// row group (plain or grouped MoE problems) and the epilogue store (row scatter, row scale, accumulate).
+// row group (plain or grouped MoE problems; the whole DevWeight for 4-bit weights) and the epilogue store (row
+// scatter, row scale, accumulate).
 // Depends on CUDA only.
 #pragma once
 
@@ -25,6 +26,15 @@ __device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_
   return {p.experts[e].w, p.experts[e].scale, false};
 }
 
+// The whole DevWeight of a row group (4-bit kernels read its scales, offsets and group size); skip: padding group.
+__device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, int64_t group, bool& skip) {
+  skip = false;
+  if (p.experts == nullptr) return p.weight;
+  const int32_t e = p.group_expert[group];
+  skip = e < 0;
+  return skip ? DevWeight{} : p.experts[e];
+}
+
 __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {
   const int64_t row = p.y_rows != nullptr ? p.y_rows[m] : m;
   if (row < 0) return;
@@ -33,7 +43,8 @@ __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t
   *dst = p.accumulate ? *dst + v : v;
 }
 
-// Tensor-core path for M > 8 rows and BF16/FP8 weights (matmul_tc.cu); false when it does not apply.
+// Tensor-core path for M > 8 rows and BF16/FP8 weights (matmul_tc.cu); false when it does not apply (4-bit weights:
+// the tile kernel of matmul.cu).
 bool matmul_tc_applies(const MatmulProblem& p);
 cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream);
 

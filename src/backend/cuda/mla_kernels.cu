@@ -1,10 +1,12 @@
-// MLA attention over the paged latent cache, online softmax; one block (4 warps) per (token, head), or, absorbed
-// with R <= 256, per (token, 8 heads) so that a cache row is read once for 8 heads.
+// MLA attention over the paged latent cache, online softmax. Depends on CUDA only.
 // Absorbed: q_abs = W_UKᵀ q_nope [R]; s_j = (q_abs·c_j + q_rope·k_rope_j)·scale; ctx = Σ p_j c_j; o = W_UV ctx.
 // Naive: k_nope_j = W_UK c_j and v_j = W_UV c_j expanded per key; s_j = (q_nope·k_nope_j + q_rope·k_rope_j)·scale;
-// o = Σ p_j v_j. kv_b arrives dequantised to fp32 [H*(Dn+Dv), R]. The grouped absorbed kernel reads q_abs from a
-// kernel of its own (once per token and head); with keys split over blocks, a combine kernel per (token, head,
-// 32 output columns) merges the partial contexts and applies W_UV. Depends on CUDA only.
+// o = Σ p_j v_j.
+// Absorbed with R <= 256 (every Mistral Small 4 config), three kernels: q_abs for all tokens with W_UK read once
+// per block of 32 tokens; the tiled attention per (token, 8 heads, key split), a tile of 32 cache rows in shared
+// memory shared by the 8 heads; the combine of the splits' partial contexts and W_UV, per (token, head, 32 output
+// columns). These read kv_b as stored (any float type, times its scale). Otherwise one block (4 warps) per
+// (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
@@ -113,183 +115,331 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
   }
 }
 
-// Absorbed form for R <= 256, one block per (token, group of kHeads heads): each cache row is read once per group
-// instead of once per head. Same math and summation structure as mla_kernel.
-constexpr int kHeads = 8;
-constexpr int kGroupPerLane = 8;  // R <= 256
+// Element i of a stored weight of type KT (a float type), as fp32 without the scale.
+template <WType KT>
+__device__ __forceinline__ float weight_at(const void* w, int64_t i) {
+  return WTraits<KT>::to_f32(static_cast<const typename WTraits<KT>::S*>(w)[i]);
+}
 
-__global__ void __launch_bounds__(128) mla_grouped_kernel(MlaLaunch a) {
-  extern __shared__ float smem[];
-  const int64_t n_groups = (a.H + kHeads - 1) / kHeads;
-  const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeads;
-  const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeads), a.H - h0));
+// q_abs[t, h, :] = W_UK[h]ᵀ q_nope[t, h]. Grid (H, R/32, T/32): a lane per latent column r, the 4 warps over the
+// Dn rows of W_UK in slices of 16 (held in registers), each slice applied to the block's 32 tokens; W_UK is read
+// once per 32 tokens by 256 blocks at the model's dims.
+constexpr int kQAbsCols = 32, kQAbsTokens = 32, kQAbsSlice = 16;
+
+template <WType KT>
+__global__ void __launch_bounds__(128) mla_q_abs_kernel(MlaLaunch a) {
+  extern __shared__ float4 qn4[];                       // [kQAbsTokens][Dn16] q_nope, zero-padded
+  __shared__ float part[kWarps][kQAbsTokens][kQAbsCols];  // per-warp partial sums
+  float* qn = reinterpret_cast<float*>(qn4);
+  const int64_t h = blockIdx.x, R = a.R, Dn = a.Dn, Dh = a.Dn + a.Dr;
+  const int64_t Dn16 = (Dn + kQAbsSlice - 1) / kQAbsSlice * kQAbsSlice;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.z) * kQAbsTokens;
+  const int n_t = static_cast<int>(min(static_cast<int64_t>(kQAbsTokens), a.T - t0));
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t Dh = a.Dn + a.Dr, width = a.R + a.Dr, R = a.R;
-  float* qa = smem;                          // [kHeads][R]; later the context
-  float* qr = qa + kHeads * R;               // [kHeads][Dr]
-  float* part = qr + kHeads * a.Dr;          // [kWarps][kHeads][R]
-  float* stats = part + kWarps * kHeads * R; // [kWarps][kHeads][2]
-  for (int64_t i = threadIdx.x; i < n_heads * R; i += blockDim.x) qa[i] = a.q_abs[(t * a.H + h0) * R + i];
-  for (int64_t i = threadIdx.x; i < n_heads * a.Dr; i += blockDim.x) {
-    const int64_t g = i / a.Dr, h = h0 + g;
-    qr[i] = a.q[t * a.H * Dh + h * Dh + a.Dn + i % a.Dr];
+  const int64_t r = static_cast<int64_t>(blockIdx.y) * kQAbsCols + lane;
+  for (int64_t i = threadIdx.x; i < kQAbsTokens * Dn16; i += blockDim.x) {
+    const int64_t t = i / Dn16, e = i % Dn16;
+    qn[i] = t < n_t && e < Dn ? a.q[(t0 + t) * a.H * Dh + h * Dh + e] : 0.0f;
   }
   __syncthreads();
-
-  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const int32_t split = static_cast<int32_t>(blockIdx.y), chunk = (n + a.n_splits - 1) / a.n_splits;
-  const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);  // this block's keys
-  float m[kHeads], l[kHeads], acc[kHeads][kGroupPerLane];
+  const int64_t w_row0 = h * (a.Dn + a.Dv);  // W_UK[h] = kv_b rows [w_row0, w_row0 + Dn)
+  float acc[kQAbsTokens] = {};
+  for (int64_t e0 = warp * kQAbsSlice; e0 < Dn; e0 += kWarps * kQAbsSlice) {
+    float w[kQAbsSlice];
 #pragma unroll
-  for (int g = 0; g < kHeads; ++g) {
-    m[g] = -INFINITY, l[g] = 0;
+    for (int k = 0; k < kQAbsSlice; ++k) {
+      w[k] = e0 + k < Dn && r < R ? weight_at<KT>(a.kv_b_w.w, (w_row0 + e0 + k) * R + r) * a.kv_b_w.scale : 0.0f;
+    }
 #pragma unroll
-    for (int i = 0; i < kGroupPerLane; ++i) acc[g][i] = 0;
-  }
-  for (int32_t j = j_begin + warp; j < j_end; j += kWarps) {
-    const int64_t row = (static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size) * width;
-    float c[kGroupPerLane];
+    for (int t = 0; t < kQAbsTokens; ++t) {
+      if (t >= n_t) break;
+      const float4* q4 = reinterpret_cast<const float4*>(qn + t * Dn16 + e0);
 #pragma unroll
-    for (int i = 0; i < kGroupPerLane; ++i) c[i] = lane + 32 * i < R ? cache_at(a, row + lane + 32 * i) : 0.0f;
-#pragma unroll
-    for (int g = 0; g < kHeads; ++g) {
-      if (g >= n_heads) break;
-      float s = 0;
-      for (int64_t i = lane; i < a.Dr; i += 32) s = fmaf(qr[g * a.Dr + i], cache_at(a, row + R + i), s);
-#pragma unroll
-      for (int i = 0; i < kGroupPerLane; ++i) {
-        if (lane + 32 * i < R) s = fmaf(qa[g * R + lane + 32 * i], c[i], s);
+      for (int k = 0; k < kQAbsSlice / 4; ++k) {
+        const float4 v = q4[k];
+        acc[t] = fmaf(v.x, w[4 * k], acc[t]);
+        acc[t] = fmaf(v.y, w[4 * k + 1], acc[t]);
+        acc[t] = fmaf(v.z, w[4 * k + 2], acc[t]);
+        acc[t] = fmaf(v.w, w[4 * k + 3], acc[t]);
       }
-      s = warp_sum(s) * a.softmax_scale;
-      const float m_new = fmaxf(m[g], s);
-      const float correction = expf(m[g] - m_new), p = expf(s - m_new);
-      l[g] = l[g] * correction + p;
-      m[g] = m_new;
-#pragma unroll
-      for (int i = 0; i < kGroupPerLane; ++i) acc[g][i] = acc[g][i] * correction + p * c[i];
     }
   }
 #pragma unroll
-  for (int g = 0; g < kHeads; ++g) {
-    if (g >= n_heads) break;
-#pragma unroll
-    for (int i = 0; i < kGroupPerLane; ++i) {
-      if (lane + 32 * i < R) part[(warp * kHeads + g) * R + lane + 32 * i] = acc[g][i];
-    }
-    if (lane == 0) stats[(warp * kHeads + g) * 2] = m[g], stats[(warp * kHeads + g) * 2 + 1] = l[g];
-  }
+  for (int t = 0; t < kQAbsTokens; ++t) part[warp][t][lane] = acc[t];
   __syncthreads();
-  for (int64_t i = threadIdx.x; i < n_heads * R; i += blockDim.x) {
-    const int64_t g = i / R, r = i % R;
-    float m_all = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, stats[(w * kHeads + g) * 2]);
-    float l_all = 0, s = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      const float mw = stats[(w * kHeads + g) * 2];
-      if (mw == -INFINITY) continue;
-      const float f = expf(mw - m_all);
-      l_all += stats[(w * kHeads + g) * 2 + 1] * f;
-      s += part[(w * kHeads + g) * R + r] * f;
-    }
-    if (a.n_splits > 1) {  // unnormalised partial context and its (max, sum), combined by mla_combine_kernel
-      const int64_t at = ((t * a.H + h0 + g) * a.n_splits + split);
-      a.split_ctx[at * R + r] = s;
-      if (r == 0) a.split_ml[2 * at] = m_all, a.split_ml[2 * at + 1] = l_all;
-    } else {
-      qa[i] = s / l_all;  // the context of head h0 + g
-    }
-  }
-  if (a.n_splits > 1) return;
-  __syncthreads();
-  for (int64_t i = warp; i < n_heads * a.Dv; i += kWarps) {
-    const int64_t g = i / a.Dv, e = i % a.Dv, h = h0 + g;
-    const float* w_uv = a.kv_b + (h * (a.Dn + a.Dv) + a.Dn + e) * R;
+  for (int i = static_cast<int>(threadIdx.x); i < n_t * kQAbsCols; i += static_cast<int>(blockDim.x)) {
+    const int t = i / kQAbsCols, c = i % kQAbsCols;
+    const int64_t col = static_cast<int64_t>(blockIdx.y) * kQAbsCols + c;
+    if (col >= R) continue;
     float s = 0;
-    for (int64_t r = lane; r < R; r += 32) s = fmaf(w_uv[r], qa[g * R + r], s);
-    s = warp_sum(s);
-    if (lane == 0) a.o[t * a.H * a.Dv + h * a.Dv + e] = s;
+    for (int w = 0; w < kWarps; ++w) s += part[w][t][c];
+    a.q_abs[((t0 + t) * a.H + h) * R + col] = s;
   }
 }
 
-// q_abs[t, h, :] = W_UK[h]ᵀ q_nope[t, h] [R], one block per (token, head), a thread per latent column r.
-__global__ void __launch_bounds__(256) mla_q_abs_kernel(MlaLaunch a) {
-  extern __shared__ float qn[];  // [Dn]
-  const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
-  const float* q = a.q + t * a.H * (a.Dn + a.Dr) + h * (a.Dn + a.Dr);
-  for (int64_t e = threadIdx.x; e < a.Dn; e += blockDim.x) qn[e] = q[e];
-  __syncthreads();
-  const float* w_uk = a.kv_b + h * (a.Dn + a.Dv) * R;  // [Dn, R]
-  for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
-    float s = 0;
-    for (int64_t e = 0; e < a.Dn; ++e) s = fmaf(qn[e], w_uk[e * R + r], s);
-    a.q_abs[th * R + r] = s;
+// Four consecutive cache elements from element i (a multiple of 4), as fp32: one 16-, 8- or 4-byte load.
+template <WType CT>
+__device__ __forceinline__ float4 cache_quad(const void* cache, int64_t i) {
+  if constexpr (CT == WType::kF32) {
+    return *reinterpret_cast<const float4*>(static_cast<const float*>(cache) + i);
+  } else if constexpr (CT == WType::kBF16) {
+    const uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(cache) + i);
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+  } else if constexpr (CT == WType::kF16) {
+    const uint2 u = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(cache) + i);
+    using F16 = WTraits<WType::kF16>;
+    return make_float4(F16::to_f32(static_cast<uint16_t>(u.x)), F16::to_f32(static_cast<uint16_t>(u.x >> 16)),
+                       F16::to_f32(static_cast<uint16_t>(u.y)), F16::to_f32(static_cast<uint16_t>(u.y >> 16)));
+  } else {
+    static_assert(CT == WType::kF8E4M3);
+    const uint32_t u = *reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(cache) + i);
+    using F8 = WTraits<WType::kF8E4M3>;
+    return make_float4(F8::to_f32(static_cast<uint8_t>(u)), F8::to_f32(static_cast<uint8_t>(u >> 8)),
+                       F8::to_f32(static_cast<uint8_t>(u >> 16)), F8::to_f32(static_cast<uint8_t>(u >> 24)));
+  }
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Absorbed attention for R <= 256. Grid (T * ceil(H/8), n_splits): one block per (token t, heads h0..h0+7, key
+// split). The split's keys go through shared memory in tiles of 32 rows [R+Dr] (row stride R+Dr+4: the score pass
+// reads a row per lane with 16-byte loads without bank conflicts). Per tile: warp w scores heads w and w+4 (a key
+// per lane, online-softmax state per head on every lane); then thread i updates the contexts of all 8 heads at
+// latent columns i and i+128. Writes the unnormalised partial contexts [R] and their (max, sum) per (t, h, split):
+// into split_ctx, or, with one split, over the block's own q_abs rows (read into shared memory first, read by no
+// other block).
+constexpr int kHeads = 8;
+constexpr int kTileKeys = 32;
+constexpr int kTileCols = 2;  // latent columns per thread: R <= 128 * kTileCols
+
+template <WType CT>
+__global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
+  extern __shared__ float4 smem4[];
+  const int64_t R = a.R, width = a.R + a.Dr, stride = width + 4, Dh = a.Dn + a.Dr;
+  float* tile = reinterpret_cast<float*>(smem4);  // [kTileKeys][stride]
+  float* qs = tile + kTileKeys * stride;          // [kHeads][width]: q_abs then q_rope of each head
+  float* ps = qs + kHeads * width;                // [kTileKeys][kHeads] probabilities of the tile
+  float* corr = ps + kTileKeys * kHeads;          // [kHeads] rescaling of the running contexts
+  const int64_t n_groups = (a.H + kHeads - 1) / kHeads;
+  const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeads;
+  const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeads), a.H - h0));
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  for (int64_t i = tid; i < kHeads * width; i += blockDim.x) {
+    const int64_t g = i / width, c = i % width, h = h0 + g;
+    float v = 0;
+    if (g < n_heads) v = c < R ? a.q_abs[(t * a.H + h) * R + c] : a.q[t * a.H * Dh + h * Dh + a.Dn + c - R];
+    qs[i] = v;
+  }
+
+  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const int32_t split = static_cast<int32_t>(blockIdx.y);
+  const int32_t chunk = ((n + kTileKeys - 1) / kTileKeys + a.n_splits - 1) / a.n_splits * kTileKeys;
+  const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};  // heads warp and warp + 4
+  float acc[kHeads][kTileCols] = {};
+  const int64_t quads = width / 4;
+  for (int32_t j0 = j_begin; j0 < j_end; j0 += kTileKeys) {
+    const int n_keys = min(kTileKeys, j_end - j0);
+    __syncthreads();  // the previous tile is consumed (and, the first time, qs is written)
+    for (int64_t i = tid; i < kTileKeys * quads; i += blockDim.x) {
+      const int64_t k = i / quads, c = 4 * (i % quads);
+      float4 v = make_float4(0, 0, 0, 0);  // rows past the split stay zero: 0 · p = 0 even over a poisoned cache
+      if (k < n_keys) {
+        const int32_t j = j0 + static_cast<int32_t>(k);
+        const int64_t row = static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
+        v = cache_quad<CT>(a.cache, row * width + c);
+      }
+      *reinterpret_cast<float4*>(tile + k * stride + c) = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int g = warp + 4 * k;
+      const float4* q4 = reinterpret_cast<const float4*>(qs + g * width);
+      const float4* c4 = reinterpret_cast<const float4*>(tile + lane * stride);
+      float s = 0;
+      for (int64_t i = 0; i < quads; ++i) {
+        const float4 qv = q4[i], cv = c4[i];
+        s = fmaf(qv.x, cv.x, s);
+        s = fmaf(qv.y, cv.y, s);
+        s = fmaf(qv.z, cv.z, s);
+        s = fmaf(qv.w, cv.w, s);
+      }
+      s = lane < n_keys ? s * a.softmax_scale : -INFINITY;
+      const float m_new = fmaxf(m[k], warp_max(s));  // finite: the tile has a key
+      const float c = expf(m[k] - m_new), p = expf(s - m_new);
+      l[k] = l[k] * c + warp_sum(p);
+      m[k] = m_new;
+      ps[lane * kHeads + g] = p;
+      if (lane == 0) corr[g] = c;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < kHeads; ++g) {
+#pragma unroll
+      for (int i = 0; i < kTileCols; ++i) acc[g][i] *= corr[g];
+    }
+    for (int k = 0; k < n_keys; ++k) {
+      const float4 p_lo = reinterpret_cast<const float4*>(ps + k * kHeads)[0];
+      const float4 p_hi = reinterpret_cast<const float4*>(ps + k * kHeads)[1];
+      const float p[kHeads] = {p_lo.x, p_lo.y, p_lo.z, p_lo.w, p_hi.x, p_hi.y, p_hi.z, p_hi.w};
+#pragma unroll
+      for (int i = 0; i < kTileCols; ++i) {
+        const int64_t col = tid + 128 * i;
+        const float cv = col < R ? tile[k * stride + col] : 0.0f;
+#pragma unroll
+        for (int g = 0; g < kHeads; ++g) acc[g][i] = fmaf(p[g], cv, acc[g][i]);
+      }
+    }
+  }
+  float* ctx = a.n_splits > 1 ? a.split_ctx : a.q_abs;  // [T*H*n_splits, R]
+#pragma unroll
+  for (int g = 0; g < kHeads; ++g) {
+    if (g >= n_heads) break;
+    const int64_t at = (t * a.H + h0 + g) * a.n_splits + split;
+#pragma unroll
+    for (int i = 0; i < kTileCols; ++i) {
+      const int64_t col = tid + 128 * i;
+      if (col < R) ctx[at * R + col] = acc[g][i];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int g = warp + 4 * k;
+    if (g < n_heads && lane == 0) {
+      const int64_t at = (t * a.H + h0 + g) * a.n_splits + split;
+      a.split_ml[2 * at] = m[k], a.split_ml[2 * at + 1] = l[k];
+    }
   }
 }
 
 // One block per (token, head, 32 output columns): ctx = Σ_s ctx_s e^(m_s - M) / Σ_s l_s e^(m_s - M), then
-// o[e] = W_UV[e] · ctx for the block's columns e.
-constexpr int kCombineCols = 32;
+// o[e] = W_UV[e] · ctx for the block's columns e, a warp per 8 columns with all its W_UV loads in flight.
+constexpr int kCombineCols = 32, kCombineRows = kCombineCols / kWarps, kCombinePerLane = 8;  // R <= 256
+constexpr int kMaxSplits = 64;
 
+template <WType KT>
 __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
   extern __shared__ float ctx[];  // [R]
+  __shared__ float factor[kMaxSplits];
   const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
-  const int64_t e_begin = static_cast<int64_t>(blockIdx.y) * kCombineCols;
-  const int64_t e_end = min(a.Dv, e_begin + kCombineCols);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const float* ml = a.split_ml + 2 * th * a.n_splits;
-  float M = -INFINITY;
-  for (int s = 0; s < a.n_splits; ++s) M = fmaxf(M, ml[2 * s]);
-  float L = 0;
-  for (int s = 0; s < a.n_splits; ++s) L += ml[2 * s] == -INFINITY ? 0.0f : ml[2 * s + 1] * expf(ml[2 * s] - M);
-  for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
-    float c = 0;
-    for (int s = 0; s < a.n_splits; ++s) {
-      if (ml[2 * s] != -INFINITY) c += a.split_ctx[(th * a.n_splits + s) * R + r] * expf(ml[2 * s] - M);
-    }
-    ctx[r] = c / L;
+  const float* part = (a.n_splits > 1 ? a.split_ctx : a.q_abs) + th * a.n_splits * R;  // [n_splits, R]
+  if (static_cast<int>(threadIdx.x) < a.n_splits) {
+    float M = -INFINITY;
+    for (int s = 0; s < a.n_splits; ++s) M = fmaxf(M, ml[2 * s]);
+    float L = 0;
+    for (int s = 0; s < a.n_splits; ++s) L += ml[2 * s] == -INFINITY ? 0.0f : ml[2 * s + 1] * expf(ml[2 * s] - M);
+    const float ms = ml[2 * threadIdx.x];
+    factor[threadIdx.x] = ms == -INFINITY ? 0.0f : expf(ms - M) / L;
   }
   __syncthreads();
-  for (int64_t e = e_begin + warp; e < e_end; e += kWarps) {
-    const float* w_uv = a.kv_b + (h * (a.Dn + a.Dv) + a.Dn + e) * R;
-    float s = 0;
-    for (int64_t r = lane; r < R; r += 32) s = fmaf(w_uv[r], ctx[r], s);
-    s = warp_sum(s);
-    if (lane == 0) a.o[t * a.H * a.Dv + h * a.Dv + e] = s;
+  for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
+    float c = 0;
+    for (int s = 0; s < a.n_splits; ++s) c = fmaf(part[s * R + r], factor[s], c);
+    ctx[r] = c;
   }
+  __syncthreads();
+  const int64_t e0 = static_cast<int64_t>(blockIdx.y) * kCombineCols + warp * kCombineRows;
+  const int64_t w_row0 = h * (a.Dn + a.Dv) + a.Dn;  // W_UV[h] = kv_b rows [w_row0, w_row0 + Dv)
+  float s[kCombineRows] = {};
+#pragma unroll
+  for (int i = 0; i < kCombineRows; ++i) {
+#pragma unroll
+    for (int k = 0; k < kCombinePerLane; ++k) {
+      const int64_t e = e0 + i, r = lane + 32 * k;
+      if (e < a.Dv && r < R) s[i] = fmaf(weight_at<KT>(a.kv_b_w.w, (w_row0 + e) * R + r), ctx[r], s[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kCombineRows; ++i) {
+    const float v = warp_sum(s[i]) * a.kv_b_w.scale;
+    if (lane == 0 && e0 + i < a.Dv) a.o[t * a.H * a.Dv + h * a.Dv + e0 + i] = v;
+  }
+}
+
+// f(WTag<T>) for the float weight types (the tiled MLA path's kv_b and cache).
+template <typename F>
+cudaError_t dispatch_float_type(WType t, F&& f) {
+  switch (t) {
+    case WType::kF32: return f(WTag<WType::kF32>{});
+    case WType::kBF16: return f(WTag<WType::kBF16>{});
+    case WType::kF16: return f(WTag<WType::kF16>{});
+    case WType::kF8E4M3: return f(WTag<WType::kF8E4M3>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+size_t tiled_shared_bytes(const MlaLaunch& a) {
+  const int64_t width = a.R + a.Dr;
+  return static_cast<size_t>(kTileKeys * (width + 4) + kHeads * width + kTileKeys * kHeads + kHeads) * sizeof(float);
+}
+
+template <typename Kernel>
+cudaError_t allow_shared(Kernel kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
+  if (a.q_abs == nullptr || a.split_ml == nullptr || a.n_splits > kMaxSplits ||
+      (a.n_splits > 1 && a.split_ctx == nullptr) || a.kv_b_w.w == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  const cudaError_t q_abs = dispatch_float_type(a.kv_b_w.type, [&](auto tag) {
+    const dim3 grid(static_cast<unsigned>(a.H), blocks_for(a.R, kQAbsCols), blocks_for(a.T, kQAbsTokens));
+    const int64_t Dn16 = (a.Dn + kQAbsSlice - 1) / kQAbsSlice * kQAbsSlice;
+    const size_t shared = static_cast<size_t>(kQAbsTokens * Dn16) * sizeof(float);
+    const cudaError_t e = allow_shared(mla_q_abs_kernel<decltype(tag)::value>, shared);
+    if (e != cudaSuccess) return e;
+    mla_q_abs_kernel<decltype(tag)::value><<<grid, 32 * kWarps, shared, stream>>>(a);
+    return cudaGetLastError();
+  });
+  if (q_abs != cudaSuccess) return q_abs;
+  const cudaError_t attend = dispatch_float_type(a.cache_type, [&](auto tag) {
+    const size_t shared = tiled_shared_bytes(a);
+    const cudaError_t e = allow_shared(mla_tiled_kernel<decltype(tag)::value>, shared);
+    if (e != cudaSuccess) return e;
+    const dim3 grid(static_cast<unsigned>(a.T * ((a.H + kHeads - 1) / kHeads)), static_cast<unsigned>(a.n_splits));
+    mla_tiled_kernel<decltype(tag)::value><<<grid, 32 * kWarps, shared, stream>>>(a);
+    return cudaGetLastError();
+  });
+  if (attend != cudaSuccess) return attend;
+  return dispatch_float_type(a.kv_b_w.type, [&](auto tag) {
+    const dim3 grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
+    const size_t shared = static_cast<size_t>(a.R) * sizeof(float);
+    mla_combine_kernel<decltype(tag)::value><<<grid, 32 * kWarps, shared, stream>>>(a);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace
 
+bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache) {
+  return !naive && R <= 128 * kTileCols && (R + Dr) % 4 == 0 && reinterpret_cast<uintptr_t>(cache) % 16 == 0;
+}
+
 int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context) {
-  if (naive || R > 32 * kGroupPerLane) return 1;
+  if (naive || R > 128 * kTileCols) return 1;
   const int64_t blocks = T * ((H + kHeads - 1) / kHeads);
-  const int64_t want = (2 * 132 + blocks - 1) / blocks;      // about two blocks per SM of an H100/H200
-  const int64_t most = std::max<int64_t>(1, max_context / 64);  // at least 64 keys a block
-  return static_cast<int>(std::min<int64_t>({want, most, 64}));
+  const int64_t want = (4 * 132 + blocks - 1) / blocks;  // about four ~53 KB blocks per SM of an H100/H200
+  const int64_t tiles = std::max<int64_t>(1, (max_context + kTileKeys - 1) / kTileKeys);
+  const int64_t splits = std::min<int64_t>({want, tiles, kMaxSplits});
+  const int64_t per_split = (tiles + splits - 1) / splits;
+  return static_cast<int>((tiles + per_split - 1) / per_split);  // no split left without keys
 }
 
 cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
-  if (a.n_splits < 1 || (a.n_splits > 1 && (a.split_ctx == nullptr || a.split_ml == nullptr))) return cudaErrorInvalidValue;
+  if (a.n_splits < 1) return cudaErrorInvalidValue;
   if (a.T == 0) return cudaSuccess;
-  if (!a.naive && a.R <= 32 * kGroupPerLane) {
-    if (a.q_abs == nullptr) return cudaErrorInvalidValue;
-    mla_q_abs_kernel<<<static_cast<unsigned>(a.T * a.H), 256, static_cast<size_t>(a.Dn) * sizeof(float), stream>>>(a);
-    const size_t shared = static_cast<size_t>(kHeads * a.R + kHeads * a.Dr + kWarps * kHeads * a.R + kWarps * kHeads * 2) *
-                          sizeof(float);
-    if (shared > 48 * 1024) {
-      const cudaError_t e = cudaFuncSetAttribute(mla_grouped_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(shared));
-      if (e != cudaSuccess) return e;
-    }
-    const int64_t n_groups = (a.H + kHeads - 1) / kHeads;
-    const dim3 grid(static_cast<unsigned>(a.T * n_groups), static_cast<unsigned>(a.n_splits));
-    mla_grouped_kernel<<<grid, 32 * kWarps, shared, stream>>>(a);
-    if (a.n_splits == 1) return cudaGetLastError();
-    const dim3 combine_grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
-    mla_combine_kernel<<<combine_grid, 32 * kWarps, static_cast<size_t>(a.R) * sizeof(float), stream>>>(a);
-    return cudaGetLastError();
-  }
+  if (mla_is_tiled(a.R, a.Dr, a.naive, a.cache)) return launch_mla_tiled(a, stream);
+  if (a.n_splits != 1 || a.kv_b == nullptr) return cudaErrorInvalidValue;
   const int64_t acc_width = a.naive ? a.Dv : a.R;
   if (acc_width > 32 * kMaxPerLane || a.R + a.Dr + a.Dn + a.Dv > kMlaMaxWidth) return cudaErrorInvalidValue;
   const size_t shared = static_cast<size_t>(std::max(a.R, a.Dn) + a.Dr + (kWarps + 1) * acc_width + 2 * kWarps) * sizeof(float);

@@ -1,6 +1,9 @@
-// Element-wise and row kernels of the CUDA backend: fill, weight-row dequantisation (embed), RMSNorm, add,
-// column split, row gather, RoPE with the Llama-4 temperature, the latent cache write, SiLU-gating.
+// Element-wise and row kernels of the CUDA backend: fill, weight-row dequantisation (embed, kv_b; 4-bit too), RMSNorm,
+// add, column split, row gather, RoPE with the Llama-4 temperature, the latent cache write, SiLU-gating, and the
+// random weights of --random-weights (float types and symmetric 4-bit).
 // Depends on CUDA only.
+#include <algorithm>
+
 #include "backend/cuda/device_math.cuh"
 
 namespace quatre::cuda {
@@ -16,11 +19,12 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
 __global__ void dequant_rows_kernel(DevWeight w, int64_t cols, const int32_t* ids, float* out) {
   const int64_t row = ids != nullptr ? ids[blockIdx.x] : blockIdx.x;
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-    out[blockIdx.x * cols + i] = load_weight(w.w, w.type, row * cols + i) * w.scale;
+    out[blockIdx.x * cols + i] =
+        w.type == WType::kInt4 ? int4_weight_at(w, row, i, cols) : load_weight(w.w, w.type, row * cols + i) * w.scale;
   }
 }
 
-// One block per row: mean of squares (fp32 tree sum), then g ⊙ (x · rsqrt(ms + eps)).
+// One block per row: mean of squares (fp32 tree sum), then g ⊙ (x · rsqrt(ms + eps)). Rows of any width.
 __global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float eps, float* y) {
   __shared__ float partial[32];
   const float* row = x + blockIdx.x * n;
@@ -38,6 +42,47 @@ __global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float ep
   const float r = 1.0f / sqrtf(partial[0] / static_cast<float>(n) + eps);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     y[blockIdx.x * n + i] = load_weight(g.w, g.type, i) * g.scale * (row[i] * r);
+  }
+}
+
+// Rows of n <= 16 * threads_per_row floats (n a multiple of 4, 16-byte aligned rows): threads_per_row threads (a
+// power of two >= 32) per row and blockDim / threads_per_row rows per block; each thread keeps its up to 4 float4 of
+// the row in registers, so the row is read once and every load is in flight before the reduction.
+constexpr int kNormQuads = 4;
+
+__global__ void __launch_bounds__(1024) rms_norm_rows_kernel(const float* x, int64_t M, int64_t n, DevWeight g,
+                                                             float eps, float* y, int threads_per_row) {
+  __shared__ float partial[32];
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32;
+  const int group = tid / threads_per_row, lt = tid % threads_per_row, warps_per_row = threads_per_row / 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / threads_per_row) + group, quads = n / 4;
+  const bool is_row = row < M;
+  const float4* x4 = reinterpret_cast<const float4*>(x + row * n);
+  float4 v[kNormQuads];
+  float s = 0;
+#pragma unroll
+  for (int k = 0; k < kNormQuads; ++k) {
+    const int64_t qd = lt + static_cast<int64_t>(k) * threads_per_row;
+    v[k] = is_row && qd < quads ? x4[qd] : make_float4(0, 0, 0, 0);
+    s = fmaf(v[k].x, v[k].x, fmaf(v[k].y, v[k].y, fmaf(v[k].z, v[k].z, fmaf(v[k].w, v[k].w, s))));
+  }
+  s = warp_sum(s);
+  if (lane == 0) partial[tid / 32] = s;
+  __syncthreads();
+  float total = 0;
+  for (int w = 0; w < warps_per_row; ++w) total += partial[group * warps_per_row + w];
+  if (!is_row) return;
+  const float r = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
+  float4* y4 = reinterpret_cast<float4*>(y + row * n);
+#pragma unroll
+  for (int k = 0; k < kNormQuads; ++k) {
+    const int64_t qd = lt + static_cast<int64_t>(k) * threads_per_row;
+    if (qd >= quads) break;
+    const int64_t i = 4 * qd;
+    y4[qd] = make_float4(load_weight(g.w, g.type, i) * g.scale * (v[k].x * r),
+                         load_weight(g.w, g.type, i + 1) * g.scale * (v[k].y * r),
+                         load_weight(g.w, g.type, i + 2) * g.scale * (v[k].z * r),
+                         load_weight(g.w, g.type, i + 3) * g.scale * (v[k].w * r));
   }
 }
 
@@ -103,6 +148,7 @@ __global__ void kv_write_kernel(void* cache, WType type, int64_t width, const fl
       case WType::kF8E4M3:
         static_cast<uint8_t*>(cache)[at] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
         break;
+      case WType::kInt4: break;  // not a cache dtype
     }
   }
 }
@@ -136,8 +182,21 @@ __global__ void init_weight_kernel(void* w, WType t, int64_t n, float std, float
       case WType::kF8E4M3:
         static_cast<uint8_t*>(w)[i] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
         break;
+      case WType::kInt4: break;  // launch_init_int4_weight
     }
   }
+}
+
+// Codes uniform in 1..15 (c - 8 in -7..7: mean 0), two a byte, from a counter hash of (seed, byte); every scale s.
+__global__ void init_int4_kernel(uint8_t* codes, int64_t n_bytes, uint16_t* scales, int64_t n_groups, uint16_t s,
+                                 uint64_t seed) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n_bytes; i += stride) {
+    const uint64_t h = splitmix64(seed * 0x100000001B3ull ^ static_cast<uint64_t>(i));
+    const auto lo = static_cast<uint32_t>((h >> 32) % 15) + 1, hi = static_cast<uint32_t>((h & 0xFFFFFFFFu) % 15) + 1;
+    codes[i] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n_groups; i += stride) scales[i] = s;
 }
 
 }  // namespace
@@ -147,6 +206,15 @@ cudaError_t launch_init_weight(void* w, WType t, int64_t n, float std, float val
   if (n == 0) return cudaSuccess;
   init_weight_kernel<<<std::min<unsigned>(blocks_for(n, 256), 16384u), 256, 0, stream>>>(w, t, n, std, value, scale,
                                                                                         seed);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_init_int4_weight(uint8_t* codes, int64_t n_code_bytes, uint16_t* scales, int64_t n_groups,
+                                    float scale, uint64_t seed, cudaStream_t stream) {
+  if (n_code_bytes == 0) return cudaSuccess;
+  const __nv_bfloat16 s = __float2bfloat16(scale);
+  init_int4_kernel<<<std::min<unsigned>(blocks_for(n_code_bytes, 256), 16384u), 256, 0, stream>>>(
+      codes, n_code_bytes, scales, n_groups, *reinterpret_cast<const uint16_t*>(&s), seed);
   return cudaGetLastError();
 }
 
@@ -166,6 +234,16 @@ cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t*
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
                             cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
+  const bool is_aligned =
+      n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  if (is_aligned && n <= 4 * kNormQuads * 1024) {
+    int threads_per_row = 32;
+    while (threads_per_row * 4 * kNormQuads < n) threads_per_row *= 2;
+    const int threads = std::max(threads_per_row, 256), rows_per_block = threads / threads_per_row;
+    const auto blocks = static_cast<unsigned>((M + rows_per_block - 1) / rows_per_block);
+    rms_norm_rows_kernel<<<blocks, threads, 0, stream>>>(x, M, n, g, eps, y, threads_per_row);
+    return cudaGetLastError();
+  }
   rms_norm_kernel<<<static_cast<unsigned>(M), 256, 0, stream>>>(x, n, g, eps, y);
   return cudaGetLastError();
 }

@@ -394,5 +394,94 @@ TEST_F(CudaOps, RandomWeightsHaveTheRequestedSpread) {
   }
 }
 
+// The decode path at the model's MLA dims (32 heads, R = 256, Dn = Dr = 64, Dv = 128) and at dims the tiled kernel
+// does not take (R + Dr not a multiple of 4: the per-head kernel): 1, 3 and 37 tokens (the q_abs kernel takes 32 a
+// block) of three sequences with contexts 1, 33 and 700 in one step, so that the short ones leave key splits empty;
+// a NaN-poisoned cache in scattered blocks of 16, written through kv_write, in every cache dtype; kv_b in BF16 and FP8.
+TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
+  struct Case {
+    MlaDims d;
+    bool is_tiled;
+  };
+  const Case cases[] = {{{.n_heads = 32, .kv_lora_rank = 256, .qk_nope_head_dim = 64, .qk_rope_head_dim = 64, .v_head_dim = 128}, true},
+                        {{.n_heads = 3, .kv_lora_rank = 64, .qk_nope_head_dim = 8, .qk_rope_head_dim = 6, .v_head_dim = 24}, false}};
+  const int64_t block_size = 16, n_blocks = 64, max_blocks = 44;
+  const int32_t context[3] = {1, 33, 700};
+  std::vector<int32_t> tables(3 * max_blocks, -1);
+  int32_t next = 0;
+  for (int s = 0; s < 3; ++s) {
+    for (int32_t b = 0; b < (context[s] + block_size - 1) / block_size; ++b) {
+      tables[static_cast<size_t>(s * max_blocks + b)] = (37 * next++ + 11) % n_blocks;  // scattered, distinct
+    }
+  }
+  uint64_t seed = 100;
+  for (const Case& c : cases) {
+    const MlaDims& d = c.d;
+    const int64_t W = d.cache_width(), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+    std::vector<int64_t> slots;
+    for (int s = 0; s < 3; ++s) {
+      for (int32_t j = 0; j < context[s]; ++j) {
+        slots.push_back(tables[static_cast<size_t>(s * max_blocks + j / block_size)] * block_size + j % block_size);
+      }
+    }
+    const int64_t S = static_cast<int64_t>(slots.size());
+    std::vector<float> lat = randn(static_cast<size_t>(S * R), ++seed), kr = randn(static_cast<size_t>(S * Dr), ++seed);
+    for (DType kv_dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
+      const size_t cache_bytes = static_cast<size_t>(n_blocks * block_size * W) * dtype_size(kv_dtype);
+      std::vector<float> poison((cache_bytes + 3) / 4, std::numeric_limits<float>::quiet_NaN());
+      std::vector<std::byte> cache(cache_bytes);
+      std::memcpy(cache.data(), poison.data(), cache_bytes);
+      Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
+      ASSERT_EQ(cudaMemcpy(cache_d.data(), cache.data(), cache_bytes, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // see up()
+      const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
+      gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
+      cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
+      EXPECT_EQ(mla_is_tiled(R, Dr, false, cache_d.data()), c.is_tiled);
+      for (int64_t T : {1, 3, 37}) {
+        std::vector<int32_t> seq(static_cast<size_t>(T)), ctx(static_cast<size_t>(T));
+        for (int64_t t = 0; t < T; ++t) {  // T = 1: the long sequence alone, the split path at its widest
+          const int s = T == 1 ? 2 : static_cast<int>((t * 7) % 3);
+          seq[static_cast<size_t>(t)] = s;
+          ctx[static_cast<size_t>(t)] = context[s] - static_cast<int32_t>(t / 3) % std::min(context[s], 5);
+        }
+        const std::vector<int64_t> own;
+        const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables,
+                            .max_blocks_per_seq = static_cast<int32_t>(max_blocks)};
+        std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), ++seed);
+        const DType kvb_dtype = kv_dtype == DType::BF16 ? DType::BF16 : DType::F8_E4M3;
+        const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * R), ++seed, 0.1f),
+                                {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), R}, kvb_dtype, 0.001f);
+        MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
+                  .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
+        const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+        a.q = up(q, {T, d.q_width()});
+        a.kv_cache = cache_d;
+        a.kv_b = prep(kv_b);
+        EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
+            << "H=" << d.n_heads << " R=" << R << " T=" << T << " cache " << dtype_name(kv_dtype) << " kv_b "
+            << dtype_name(kvb_dtype);
+      }
+    }
+  }
+}
+
+// RMSNorm on every path: rows in registers for widths that are multiples of 4 up to 16384 (one row per 32..1024
+// threads, several rows a block for narrow ones), the block-per-row kernel for other widths; 1, 3 and 17 rows.
+TEST_F(CudaOps, RmsNormMatchesCpuForEveryWidth) {
+  uint64_t seed = 200;
+  for (int64_t n : {4096, 1024, 256, 72, 70, 16384, 20000}) {
+    for (int64_t M : {1, 3, 17}) {
+      for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+        const StoredWeight gain(randn(static_cast<size_t>(n), ++seed, 1.0f), {n}, dtype, 0.01f);
+        std::vector<float> x = randn(static_cast<size_t>(M * n), ++seed, 3.0f);
+        const std::vector<float> want = vec(cpu_.rms_norm(host(x, {M, n}), gain.weight, 1e-5f, host_arena_));
+        EXPECT_LE(rel_l2(down(gpu_->rms_norm(up(x, {M, n}), prep(gain), 1e-5f, *dev_arena_)), want), kF32RelL2)
+            << "n=" << n << " M=" << M << " " << dtype_name(dtype);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace quatre::cuda
