@@ -50,14 +50,9 @@ class Loader {
   }
 
  private:
-  // A 4-bit weight (core/int4.h): codes U8 [out, in/2], scales (offsets) BF16 [out, in/G]. Only the CPU backend
-  // computes with them so far.
+  // A 4-bit weight (core/int4.h): codes U8 [out, in/2], scales (offsets) BF16 [out, in/G]; the backend's
+  // prepare_weight checks the layout it can run (CUDA: group sizes that are multiples of 32).
   Weight int4(const io::WeightView& v, Slice slice) const {
-    if (backend_.device() != Device::kCpu) {
-      throw LoadError(fmt::format("{}: 4-bit weights (quatre_int4) run on the CPU only for now; the {} backend has no "
-                                  "4-bit kernels yet (issue #11). Use --device cpu, or a BF16/FP8 checkpoint",
-                                  v.source, device_name(backend_.device())));
-    }
     if (slice.axis != Slice::kWhole) {
       throw LoadError(fmt::format("{}: a tensor-parallel slice of a 4-bit weight is not supported yet; quantize with "
                                   "--what experts (routed experts are split whole) or run with --tensor-parallel-size 1",

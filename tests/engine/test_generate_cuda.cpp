@@ -1,4 +1,6 @@
-// generate() on the CUDA backend == generate() on the CPU backend for the tiny models (BF16 and FP8): greedy
+// generate() on the CUDA backend == generate() on the CPU backend for the tiny models (BF16, FP8, and 4-bit from
+// `quatre quantize`: experts symmetric and asymmetric; the tiny widths (q_lora_rank 48) take no G = 32 for every
+// linear, which test_cuda_int4 covers op by op): greedy
 // continuations of random prompts, token for token, through chunked prefill and one-token decode steps. The Engine
 // on the CUDA backend, sampling from the GPU's summaries of the logits (Backend::summarize_logits), == the Engine on
 // the CPU sampling whole rows on the host: greedy and seeded sampling with filters, penalties, n > 1, logprobs.
@@ -10,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "quant/quantize.h"
 #include "model_test_util.h"
 
 namespace quatre::engine {
@@ -19,26 +22,48 @@ using model::test::CheckpointSpec;
 using model::test::LoadedModel;
 using model::test::TempDir;
 
+// Greedy continuations of three random prompts on both backends, token for token.
+void expect_greedy_equal(const std::filesystem::path& path, const std::string& what) {
+  const LoadedModel cpu(path, Device::kCpu), gpu(path, Device::kCuda);
+  const model::TextModel cpu_model(cpu.text(), cpu.weights, *cpu.backend);
+  const model::TextModel gpu_model(gpu.text(), gpu.weights, *gpu.backend);
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    GenerateRequest r;
+    r.prompt = model::test::random_ids(static_cast<int64_t>(5 + 17 * seed), cpu.text().vocab_size, seed);
+    r.sampling.temperature = 0.0f;
+    r.max_tokens = 40;
+    r.ignore_eos = true;
+    const GenerateOptions o{.prefill_chunk_tokens = 16};
+    const GenerateResult want = generate(cpu_model, r, 2, nullptr, o);
+    const GenerateResult got = generate(gpu_model, r, 2, nullptr, o);
+    EXPECT_EQ(got.ids, want.ids) << what << " seed " << seed;
+    EXPECT_EQ(got.ids.size(), 40u);
+  }
+}
+
 TEST(GenerateCuda, GreedyOutputEqualsTheCpu) {
   if (!is_available(Device::kCuda)) GTEST_SKIP() << "no CUDA device present";
   TempDir dir;
   for (bool fp8 : {false, true}) {
-    const auto path = model::test::make_checkpoint(dir, fp8 ? "fp8" : "bf16", CheckpointSpec{.fp8 = fp8});
-    const LoadedModel cpu(path, Device::kCpu), gpu(path, Device::kCuda);
-    const model::TextModel cpu_model(cpu.text(), cpu.weights, *cpu.backend);
-    const model::TextModel gpu_model(gpu.text(), gpu.weights, *gpu.backend);
-    for (uint64_t seed : {1u, 2u, 3u}) {
-      GenerateRequest r;
-      r.prompt = model::test::random_ids(static_cast<int64_t>(5 + 17 * seed), cpu.text().vocab_size, seed);
-      r.sampling.temperature = 0.0f;
-      r.max_tokens = 40;
-      r.ignore_eos = true;
-      const GenerateOptions o{.prefill_chunk_tokens = 16};
-      const GenerateResult want = generate(cpu_model, r, 2, nullptr, o);
-      const GenerateResult got = generate(gpu_model, r, 2, nullptr, o);
-      EXPECT_EQ(got.ids, want.ids) << (fp8 ? "fp8" : "bf16") << " seed " << seed;
-      EXPECT_EQ(got.ids.size(), 40u);
-    }
+    expect_greedy_equal(model::test::make_checkpoint(dir, fp8 ? "fp8" : "bf16", CheckpointSpec{.fp8 = fp8}), fp8 ? "fp8" : "bf16");
+  }
+}
+
+TEST(GenerateCuda, GreedyOutputOf4BitCheckpointsEqualsTheCpu) {
+  if (!is_available(Device::kCuda)) GTEST_SKIP() << "no CUDA device present";
+  TempDir dir;
+  const auto src = model::test::make_checkpoint(dir, "src", CheckpointSpec{});
+  struct Case {
+    const char* name;
+    io::Int4Config int4;
+  };
+  for (const Case& c : {Case{"experts-sym-g32", {.group_size = 32, .is_symmetric = true, .modules = io::Int4Modules::kExperts}},
+                        Case{"experts-asym-g32", {.group_size = 32, .is_symmetric = false, .modules = io::Int4Modules::kExperts}}}) {
+    quant::QuantizeOptions o;
+    o.int4 = c.int4;
+    const auto out = dir.path() / c.name;
+    quant::quantize_checkpoint(src, out, o);
+    expect_greedy_equal(out, c.name);
   }
 }
 
