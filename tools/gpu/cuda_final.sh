@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/cuda): the
 # CUDA tests (cuda_check.sh), the decode/prefill bench (16 layers on a card that cannot hold 36) with the batch-1 profile next to a baseline binary
-# in .gpu/cuda/base/ (if any), and the serving engine under load (cuda_serve.sh, greedy). Logs under OUT_DIR.
-#   run tool: command "bash tools/gpu/cuda_final.sh $OUT", carry [".gpu/cuda"]
+# in .gpu/cuda/base/ (if any), the whole model with 4-bit experts (--dtype int4: all 36 layers fit an H100), and the
+# serving engine under load (cuda_serve.sh, greedy; skipped with --no-serve). Logs under OUT_DIR.
+#   run tool: command "bash tools/gpu/cuda_final.sh $OUT [--no-serve]", carry [".gpu/cuda"]
 set -uo pipefail
-out=${1:?usage: cuda_final.sh OUT_DIR}
+out=${1:?usage: cuda_final.sh OUT_DIR [--no-serve]}
+serve=${2:-}
 mkdir -p "$out"
 source tools/gpu/packed_env.sh
 timeout 150 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== tests rc=$?"
-grep -E "^== |^\[  (PASSED|FAILED)|Failure|Expected|actual" "$out/check.txt" | head -40
+grep -E "^== |^\[  (PASSED|FAILED)|Failure|Expected|actual|exception" "$out/check.txt" | head -40
 timeout 100 "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024,4096 \
   --steps 5 --profile > "$out/bench.txt" 2>&1
 echo "== bench rc=$?"
@@ -21,4 +23,9 @@ if [ -x .gpu/cuda/base/quatre-bench ]; then
   echo "== baseline rc=$?"
   grep -vE "^  " "$out/base.txt" | tail -9
 fi
-bash tools/gpu/cuda_serve.sh "$out/serve" 32 64 --temperature 0
+timeout 100 "$bin/quatre-bench" --random-weights --dtype int4 --batch 1,8,64 --context 1024 --prefill 1024 \
+  --steps 5 --profile > "$out/int4.txt" 2>&1
+echo "== int4 (36 layers) rc=$?"
+grep -vE "^  " "$out/int4.txt"
+awk '/^  op/{c++} c==1' "$out/int4.txt" | head -12
+[ "$serve" = --no-serve ] || bash tools/gpu/cuda_serve.sh "$out/serve" 32 64 --temperature 0
