@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <span>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -65,6 +66,10 @@ struct Int4Host {
   Weight weight;
 };
 
+struct MatmulCase {
+  int64_t group_size, in, out;
+};
+
 class CudaInt4 : public testing::Test {
  protected:
   void SetUp() override {
@@ -89,6 +94,26 @@ class CudaInt4 : public testing::Test {
   }
   static std::vector<float> vec(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
 
+  // CUDA matmul == CPU matmul for the weights of each case, symmetric and asymmetric, at each row count, with
+  // 16-byte and scalar activation loads.
+  void expect_matmuls_match(std::span<const MatmulCase> cases, std::initializer_list<int64_t> rows, uint64_t seed) {
+    for (bool is_symmetric : {true, false}) {
+      for (const MatmulCase& c : cases) {
+        const Int4Host w(c.out, c.in, c.group_size, is_symmetric, ++seed);
+        const Weight wd = gpu_->prepare_weight(w.weight);
+        for (int64_t M : rows) {
+          std::vector<float> x = randn(static_cast<size_t>(M * c.in), ++seed);
+          const std::vector<float> want = vec(cpu_.matmul(host(x, {M, c.in}), w.weight, host_arena_));
+          for (size_t offset : {0, 1}) {
+            const std::vector<float> got = down(gpu_->matmul(up(x, {M, c.in}, offset), wd, *dev_arena_));
+            EXPECT_LE(rel_l2(got, want), kF32RelL2) << (is_symmetric ? "symmetric" : "asymmetric") << " G=" << c.group_size
+                                                    << " M=" << M << " in=" << c.in << " out=" << c.out << " x offset " << offset;
+          }
+        }
+      }
+    }
+  }
+
   cpu::CpuBackend cpu_{2};
   Arena host_arena_{host_memory(), {.poison = true}};
   std::unique_ptr<CudaBackend> gpu_;
@@ -96,27 +121,17 @@ class CudaInt4 : public testing::Test {
 };
 
 TEST_F(CudaInt4, MatmulMatchesCpuOnEveryKernel) {
-  struct Case {
-    int64_t group_size, in, out;
-  };
   // Few columns over a long K: several warps a column, the unrolled loads and their tail; K % 256 != 0 throughout.
-  const Case cases[] = {{32, 160, 130}, {32, 2144, 21}, {128, 384, 130}, {128, 2176, 21}, {96, 288, 67}};
-  uint64_t seed = 1;
-  for (bool is_symmetric : {true, false}) {
-    for (const Case& c : cases) {
-      for (int64_t M : {1, 3, 8, 9, 70}) {  // small-M kernel up to 8 rows, then the tile
-        const Int4Host w(c.out, c.in, c.group_size, is_symmetric, ++seed);
-        const Weight wd = gpu_->prepare_weight(w.weight);
-        std::vector<float> x = randn(static_cast<size_t>(M * c.in), ++seed);
-        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, c.in}), w.weight, host_arena_));
-        for (size_t offset : {0, 1}) {  // 16-byte and scalar activation loads
-          const std::vector<float> got = down(gpu_->matmul(up(x, {M, c.in}, offset), wd, *dev_arena_));
-          EXPECT_LE(rel_l2(got, want), kF32RelL2) << (is_symmetric ? "symmetric" : "asymmetric") << " G=" << c.group_size
-                                                  << " M=" << M << " in=" << c.in << " out=" << c.out << " x offset " << offset;
-        }
-      }
-    }
-  }
+  // Up to 8 rows the small-M kernel, then the tile.
+  const MatmulCase cases[] = {{32, 160, 130}, {32, 2144, 21}, {128, 384, 130}, {128, 2176, 21}, {96, 288, 67}};
+  expect_matmuls_match(cases, {1, 3, 8, 9, 70}, 1);
+}
+
+// N >= 4224 (528 blocks of 8 warps): one warp a column, the routed experts' case; N even and odd; K through the
+// unrolled rounds of 4 loads a lane and the single-load tail.
+TEST_F(CudaInt4, MatmulMatchesCpuWithOneWarpAColumn) {
+  const MatmulCase cases[] = {{32, 2144, 4224}, {128, 4096, 4224}, {128, 6272, 4224}, {96, 2112, 4226}, {128, 2176, 4225}};
+  expect_matmuls_match(cases, {1, 3, 8}, 500);
 }
 
 // gate, up, down of E routed experts and one shared expert, all 4-bit.
