@@ -106,11 +106,7 @@ int run(const Args& a) {
   std::optional<quatre::io::Checkpoint> checkpoint;
   quatre::io::TextConfig text;
   if (a.random_weights) {
-    text = quatre::io::preset(a.preset).text;
-    if (a.layers > 0) {
-      text.n_layers = a.layers;
-      text.first_k_dense_replace = std::min(text.first_k_dense_replace, a.layers);
-    }
+    text = quatre::cli::random_weights_config(a.preset, a.layers);
   } else {
     if (a.model_dir.empty()) throw quatre::InvalidRequest("bench_serve: give --model DIR or --random-weights");
     checkpoint.emplace(quatre::io::Checkpoint::open(a.model_dir));

@@ -176,11 +176,7 @@ int run_bench(const BenchArgs& o) {
   std::optional<io::Checkpoint> checkpoint;
   io::TextConfig text;
   if (o.random_weights) {
-    text = io::preset(o.preset).text;
-    if (o.layers > 0) {
-      text.n_layers = o.layers;
-      text.first_k_dense_replace = std::min(text.first_k_dense_replace, o.layers);
-    }
+    text = random_weights_config(o.preset, o.layers);
   } else {
     if (o.model_dir.empty()) throw InvalidRequest("bench: give --model DIR or --random-weights");
     checkpoint.emplace(io::Checkpoint::open(o.model_dir));

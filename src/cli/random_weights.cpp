@@ -2,6 +2,7 @@
 // per parameter that go with them. Depends on model, backend/cuda.
 #include "cli/random_weights.h"
 
+#include <algorithm>
 #include <vector>
 
 #include <fmt/format.h>
@@ -18,6 +19,15 @@ RandomDType parse_random_dtype(std::string_view name, std::string_view who) {
   if (name == "bf16") return RandomDType::kBf16;
   if (name == "int4") return RandomDType::kInt4;
   throw InvalidRequest(fmt::format("{}: --dtype {} (expected {})", who, name, kRandomDTypeNames));
+}
+
+io::TextConfig random_weights_config(std::string_view preset, int64_t layers) {
+  io::TextConfig text = io::preset(preset).text;
+  if (layers > 0) {
+    text.n_layers = layers;
+    text.first_k_dense_replace = std::min(text.first_k_dense_replace, layers);
+  }
+  return text;
 }
 
 namespace {

@@ -34,6 +34,10 @@ LinearBytes linear_bytes(RandomDType dtype);
 // Of a checkpoint: FP8 per tensor, quatre_int4 (its group size, symmetry and modules) or BF16.
 LinearBytes linear_bytes(const io::ModelConfig& config);
 
+// The text config of --random-weights: `preset`'s (io::preset), cut to its first `layers` layers when layers > 0
+// (the leading dense layers cut with it).
+io::TextConfig random_weights_config(std::string_view preset, int64_t layers);
+
 // Weight values: uniform with std 0.02 (transformers' initializer_range) for projections and embeddings (4-bit:
 // codes uniform in 1..15 with the BF16 scale that gives std 0.02); 1 for norm gains. Throws InvalidRequest unless
 // `backend` is the CUDA backend, or for int4 when the group size does not divide hidden_size and

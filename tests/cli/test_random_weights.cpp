@@ -21,6 +21,21 @@ TEST(RandomWeights, DtypeNames) {
   }
 }
 
+TEST(RandomWeights, ConfigIsThePresetCutToItsFirstLayers) {
+  const io::TextConfig full = io::preset("mistral-small-4").text;
+  EXPECT_EQ(random_weights_config("mistral-small-4", 0).n_layers, full.n_layers);
+  const io::TextConfig cut = random_weights_config("mistral-small-4", 16);
+  EXPECT_EQ(cut.n_layers, 16);
+  EXPECT_EQ(cut.hidden_size, full.hidden_size);
+  EXPECT_EQ(cut.n_routed_experts, full.n_routed_experts);
+  // A preset whose first layer is dense: one layer left is that dense layer.
+  const io::TextConfig dense = random_weights_config("tiny-dense", 1);
+  EXPECT_EQ(dense.n_layers, 1);
+  EXPECT_EQ(dense.first_k_dense_replace, 1);
+  EXPECT_FALSE(dense.is_moe_layer(0));
+  EXPECT_THROW((void)random_weights_config("no-such-preset", 0), InvalidRequest);
+}
+
 TEST(RandomWeights, BytesPerParameterCountCodesAndScales) {
   EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kFp8).experts, 1.0);
   EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kFp8).other, 1.0);
