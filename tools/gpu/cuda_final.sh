@@ -15,17 +15,17 @@ grep -E "^== |^\[  (PASSED|FAILED)|Failure|Expected|actual|exception" "$out/chec
 timeout 100 "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024,4096 \
   --steps 5 --profile > "$out/bench.txt" 2>&1
 echo "== bench rc=$?"
-grep -vE "^  " "$out/bench.txt"
+grep -vE "^  (op|[a-z])" "$out/bench.txt"
 grep -A6 "^  op" "$out/bench.txt" | head -16
 if [ -x .gpu/cuda/base/quatre-bench ]; then
   timeout 45 .gpu/cuda/base/quatre-bench --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024 \
     --steps 5 > "$out/base.txt" 2>&1
   echo "== baseline rc=$?"
-  grep -vE "^  " "$out/base.txt" | tail -9
+  grep -vE "^  (op|[a-z])" "$out/base.txt" | tail -9
 fi
 timeout 100 "$bin/quatre-bench" --random-weights --dtype int4 --batch 1,8,64 --context 1024 --prefill 1024 \
   --steps 5 --profile > "$out/int4.txt" 2>&1
 echo "== int4 (36 layers) rc=$?"
-grep -vE "^  " "$out/int4.txt"
+grep -vE "^  (op|[a-z])" "$out/int4.txt"
 awk '/^  op/{c++} c==1' "$out/int4.txt" | head -12
 [ "$serve" = --no-serve ] || bash tools/gpu/cuda_serve.sh "$out/serve" 32 64 --temperature 0

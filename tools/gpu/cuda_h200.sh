@@ -2,20 +2,23 @@
 # On an H200 (one card that holds the whole FP8 model), from the repo root, one device call (binaries packed by
 # tools/gpu/pack.sh, carry .gpu/cuda): the full-size figures of issues #6 and #7 — decode at batch 1-256 and 2K
 # context with the batch-1 profile, prefill 1K/8K, one 256K-token context decoding, and the serving engine under
-# load (greedy). Logs under OUT_DIR; the tables on stdout.
+# load (greedy), after the CUDA tests. Logs under OUT_DIR; the tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_h200.sh $OUT", carry [".gpu/cuda"], needs_h200 true
 set -uo pipefail
 out=${1:?usage: cuda_h200.sh OUT_DIR}
 mkdir -p "$out"
 source tools/gpu/packed_env.sh
 [ ${#layers[@]} -eq 0 ] || { echo "this card cannot hold the full model: use cuda_final.sh"; exit 2; }
-timeout 170 "$bin/quatre-bench" --random-weights --batch 1,8,32,64,128,256 --context 2048 --prefill 1024,8192 \
+timeout 100 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
+echo "== tests rc=$?"
+grep -E "^\[  (PASSED|FAILED)|exception" "$out/check.txt" | sort | uniq -c
+timeout 150 "$bin/quatre-bench" --random-weights --batch 1,8,32,64,128,256 --context 2048 --prefill 1024,8192 \
   --steps 5 --profile > "$out/bench.txt" 2>&1
 echo "== bench rc=$?"
-grep -vE "^  " "$out/bench.txt"
+grep -vE "^  (op|[a-z])" "$out/bench.txt"
 awk '/^  op/{c++} c==1' "$out/bench.txt" | head -14
 timeout 90 "$bin/quatre-bench" --random-weights --batch 1 --context 262144 --prefill 1024 --steps 3 > "$out/long.txt" 2>&1
 echo "== 256K context rc=$?"
-grep -vE "^  " "$out/long.txt" | tail -6
+grep -vE "^  (op|[a-z])" "$out/long.txt" | tail -6
 nvidia-smi --query-gpu=clocks.sm,clocks.mem --format=csv,noheader
 bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0
