@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the peer for issue #6's side-by-side, llama.cpp, on this machine (no GPU needed: CUDA compiles here) from
+# the npm package node-llama-cpp@3.22.1, whose llama/gitRelease.bundle is a git bundle of llama.cpp (2026-09, with
+# Mistral Small 4 support: LLM_ARCH_MISTRAL4, converter class Mistral3Model.Mistral4Model). Nothing of it enters the
+# repo: sources and build live in WORK_DIR (default /tmp/llama); what the GPU host needs (llama-bench, and the
+# converter, convert_hf_to_gguf.py with conversion/ and gguf-py/, which writes Q8_0 itself) is packed into
+# .gpu/llama/llama.tar.xz (git-ignored), small enough to carry beside .gpu/cuda.
+# Usage: tools/peer/build_llamacpp.sh [WORK_DIR]   (2 cores: about an hour cold; ccache makes reruns quick)
+set -euo pipefail
+work=${1:-/tmp/llama}
+repo=$PWD
+mkdir -p "$work" && cd "$work"
+[ -f node-llama-cpp-3.22.1.tgz ] || npm pack node-llama-cpp@3.22.1
+[ -d package ] || tar xzf node-llama-cpp-3.22.1.tgz
+[ -d src ] || git clone -q package/llama/gitRelease.bundle src
+cd src
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+  -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DCMAKE_C_COMPILER_LAUNCHER=ccache \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache > /dev/null
+cmake --build build -j2 --target llama-bench
+stage=$(mktemp -d)
+mkdir -p "$stage/llama/bin"
+cp build/bin/llama-bench "$stage/llama/bin/"
+strip "$stage/llama/bin/"*
+cp -r convert_hf_to_gguf.py conversion gguf-py "$stage/llama/"
+git log -1 --format='llama.cpp %H %cd' > "$stage/llama/VERSION"
+mkdir -p "$repo/.gpu/llama"
+tar -C "$stage" -cJf "$repo/.gpu/llama/llama.tar.xz" llama
+rm -rf "$stage"
+du -h "$repo/.gpu/llama/llama.tar.xz"
