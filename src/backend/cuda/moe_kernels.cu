@@ -49,8 +49,9 @@ __global__ void route_kernel(const float* logits, int64_t T, int64_t E, int64_t 
   }
 }
 
-// One block. counts -> padded offsets (thread 0, E steps) -> each pair placed by an atomic cursor of its expert.
-// Row order inside an expert's group is not fixed; every row's result is independent of its place.
+// One block. counts -> padded offsets (an exclusive scan by the first warp, each lane over a run of experts) -> each
+// expert's groups marked by its own thread -> each pair placed by an atomic cursor of its expert. Row order inside
+// an expert's group is not fixed; every row's result is independent of its place.
 __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K, int64_t E, int G, int64_t max_rows,
                                  int32_t* sorted_token, int32_t* sorted_pair, int32_t* group_expert) {
   extern __shared__ int32_t shared[];
@@ -62,16 +63,26 @@ __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K,
   __syncthreads();
   for (int64_t i = threadIdx.x; i < n_pairs; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t at = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      offset[e] = at;
-      const int32_t n_groups = (count[e] + G - 1) / G;
-      for (int32_t g = 0; g < n_groups; ++g) group_expert[at / G + g] = static_cast<int32_t>(e);
-      at += n_groups * G;
-      count[e] = 0;  // reused as the cursor
+  auto padded = [&](int64_t e) { return (count[e] + G - 1) / G * G; };
+  if (threadIdx.x < 32) {
+    const int lane = static_cast<int>(threadIdx.x);
+    const int64_t per = (E + 31) / 32, first = lane * per, last = min(E, first + per);
+    int32_t run = 0;
+    for (int64_t e = first; e < last; ++e) run += padded(e);
+    int32_t inclusive = run;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int32_t v = __shfl_up_sync(0xffffffffu, inclusive, o);
+      if (lane >= o) inclusive += v;
     }
+    int32_t at = inclusive - run;
+    for (int64_t e = first; e < last; ++e) offset[e] = at, at += padded(e);
   }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    for (int32_t g = 0; g < padded(e) / G; ++g) group_expert[offset[e] / G + g] = static_cast<int32_t>(e);
+  }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;  // reused as the cursor
   __syncthreads();
   for (int64_t i = threadIdx.x; i < n_pairs; i += blockDim.x) {
     const int32_t e = ids[i];
