@@ -4,8 +4,9 @@
 # Mistral Small 4 support: LLM_ARCH_MISTRAL4, converter class Mistral3Model.Mistral4Model). Nothing of it enters the
 # repo: sources and build live in WORK_DIR (default /tmp/llama); what the GPU host needs (llama-bench, and the
 # converter, convert_hf_to_gguf.py with conversion/ and gguf-py/, which writes Q8_0 itself) is packed into
-# .gpu/llama/llama.tar.xz (git-ignored), small enough to carry beside .gpu/cuda.
-# Usage: tools/peer/build_llamacpp.sh [WORK_DIR]   (2 cores: about an hour cold; ccache makes reruns quick)
+# .gpu/llama/llama.tar.xz (git-ignored): 40 MB (llama-bench is 77 MB, most of it CUDA code for sm_90a), so a call
+# that carries it carries a .gpu/cuda packed with quatre-bench alone (`tools/gpu/pack.sh build-cudah quatre-bench`).
+# Usage: tools/peer/build_llamacpp.sh [WORK_DIR]   (2 cores: about 75 minutes cold; ccache makes reruns quick)
 set -euo pipefail
 work=${1:-/tmp/llama}
 repo=$PWD
