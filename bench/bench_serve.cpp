@@ -33,9 +33,7 @@
 #include "model/text_model.h"
 #include "model/text_weights.h"
 #include "parallel/tensor_parallel.h"
-#ifdef QUATRE_HAVE_CUDA
 #include "cli/random_weights.h"
-#endif
 
 namespace {
 
