@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ref_ops.h"
 #include "core/int4.h"
@@ -16,40 +17,25 @@
 namespace quatre::cpu {
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float stddev = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using backend_test::randn;
+using backend_test::to_vector;
 
 // A [out, in] weight quantised to 4 bits, and the same values dequantised into an F32 weight.
 struct Int4Pair {
   Int4Pair(int64_t out, int64_t in, int64_t group_size, bool is_symmetric, uint64_t seed)
-      : codes(static_cast<size_t>(out * in / 2)), scales(static_cast<size_t>(out * in / group_size)),
-        offsets(scales.size()), dequantized(static_cast<size_t>(out * in)) {
-    const std::vector<float> values = randn(static_cast<size_t>(out * in), seed, 0.05f);
+      : q(out, in, group_size, is_symmetric, seed, 0.05f), int4(q.weight), dequantized(static_cast<size_t>(out * in)) {
     const int64_t n_groups = in / group_size;
     for (int64_t o = 0; o < out; ++o) {
-      quantize_int4_row(values.data() + o * in, in, {group_size, is_symmetric}, codes.data() + o * in / 2,
-                        scales.data() + o * n_groups, offsets.data() + o * n_groups);
-      dequantize_int4_row(codes.data() + o * in / 2, scales.data() + o * n_groups,
-                          is_symmetric ? nullptr : offsets.data() + o * n_groups, in, group_size, dequantized.data() + o * in);
+      dequantize_int4_row(q.codes.data() + o * in / 2, q.scales.data() + o * n_groups,
+                          is_symmetric ? nullptr : q.offsets.data() + o * n_groups, in, group_size, dequantized.data() + o * in);
     }
-    int4.w = Tensor(codes.data(), DType::U8, {out, in / 2});
-    int4.int4 = Int4Weight{.scales = Tensor(scales.data(), DType::BF16, {out, n_groups}),
-                           .offsets = is_symmetric ? Tensor() : Tensor(offsets.data(), DType::BF16, {out, n_groups}),
-                           .group_size = group_size};
     f32.w = Tensor(dequantized.data(), DType::F32, {out, in});
   }
-  std::vector<uint8_t> codes;
-  std::vector<uint16_t> scales, offsets;
+  backend_test::Int4Host q;
+  Weight int4;
   std::vector<float> dequantized;
-  Weight int4, f32;
+  Weight f32;
 };
-
-std::vector<float> to_vector(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
 
 class CpuInt4 : public testing::TestWithParam<bool> {  // symmetric or not
  protected:

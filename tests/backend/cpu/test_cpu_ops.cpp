@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ref_ops.h"
 #include "io/model_config.h"
@@ -20,38 +21,10 @@
 namespace quatre::cpu {
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float stddev = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-// A weight stored in `dtype` (values rounded to it), owning its bytes.
-struct StoredWeight {
-  StoredWeight(const std::vector<float>& values, std::initializer_list<int64_t> shape, DType dtype, float scale = 1.0f) {
-    bytes.resize(values.size() * dtype_size(dtype));
-    for (size_t i = 0; i < values.size(); ++i) {
-      switch (dtype) {
-        case DType::F32: std::memcpy(&bytes[i * 4], &values[i], 4); break;
-        case DType::BF16: { const uint16_t b = f32_to_bf16(values[i]); std::memcpy(&bytes[i * 2], &b, 2); break; }
-        case DType::F16: { const uint16_t b = f32_to_f16(values[i]); std::memcpy(&bytes[i * 2], &b, 2); break; }
-        case DType::F8_E4M3: bytes[i] = static_cast<std::byte>(f32_to_fp8e4m3(values[i] / scale)); break;
-        default: ADD_FAILURE() << "not a weight dtype";
-      }
-    }
-    weight.w = Tensor(bytes.data(), dtype, shape);
-    weight.weight_scale = dtype == DType::F8_E4M3 ? scale : 1.0f;
-  }
-  std::vector<std::byte> bytes;
-  Weight weight;
-};
-
-Tensor host_tensor(std::vector<float>& v, std::initializer_list<int64_t> shape) {
-  return Tensor(v.data(), DType::F32, shape);
-}
-std::vector<float> to_vector(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
+using backend_test::host_tensor;
+using backend_test::randn;
+using backend_test::StoredWeight;
+using backend_test::to_vector;
 
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double rel, const char* what) {
   ASSERT_EQ(got.size(), want.size()) << what;

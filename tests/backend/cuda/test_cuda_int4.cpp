@@ -16,84 +16,23 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
-#include "backend/cpu/cpu_backend.h"
-#include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/device_info.h"
+#include "cuda_test_fixture.h"
 #include "core/error.h"
 #include "core/int4.h"
 
 namespace quatre::cuda {
 namespace {
 
-constexpr double kF32RelL2 = 1e-5;  // fp32 on both sides, different summation orders
-
-std::vector<float> randn(size_t n, uint64_t seed, float stddev = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
-    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-// A host [out, in] weight quantised to 4 bits by core/int4.h's quantiser, owning its bytes.
-struct Int4Host {
-  Int4Host(int64_t out, int64_t in, int64_t group_size, bool is_symmetric, uint64_t seed, float stddev = 0.1f)
-      : codes(static_cast<size_t>(out * in / 2)), scales(static_cast<size_t>(out * in / group_size)), offsets(scales.size()) {
-    const std::vector<float> values = randn(static_cast<size_t>(out * in), seed, stddev);
-    const int64_t n_groups = in / group_size;
-    for (int64_t o = 0; o < out; ++o) {
-      quantize_int4_row(values.data() + o * in, in, {group_size, is_symmetric}, codes.data() + o * in / 2,
-                        scales.data() + o * n_groups, offsets.data() + o * n_groups);
-    }
-    weight.w = Tensor(codes.data(), DType::U8, {out, in / 2});
-    weight.int4 = Int4Weight{.scales = Tensor(scales.data(), DType::BF16, {out, n_groups}),
-                             .offsets = is_symmetric ? Tensor() : Tensor(offsets.data(), DType::BF16, {out, n_groups}),
-                             .group_size = group_size};
-  }
-  std::vector<uint8_t> codes;
-  std::vector<uint16_t> scales, offsets;
-  Weight weight;
-};
+using backend_test::Int4Host;
+using backend_test::randn;
+using backend_test::rel_l2;
 
 struct MatmulCase {
   int64_t group_size, in, out;
 };
 
-class CudaInt4 : public testing::Test {
+class CudaInt4 : public CudaVsCpu {
  protected:
-  void SetUp() override {
-    if (device_count() == 0) GTEST_SKIP() << "no CUDA device present";
-    gpu_ = std::make_unique<CudaBackend>();
-    dev_arena_ = std::make_unique<Arena>(gpu_->memory());
-  }
-  // A device copy of host values at `offset_floats` past a fresh allocation (1: activations not 16-byte aligned).
-  Tensor up(const std::vector<float>& v, std::initializer_list<int64_t> shape, size_t offset_floats = 0) {
-    auto* p = static_cast<float*>(dev_arena_->allocate((v.size() + offset_floats) * 4, 256)) + offset_floats;
-    Tensor t(p, DType::F32, shape, Device::kCuda);
-    EXPECT_EQ(static_cast<size_t>(t.numel()), v.size());
-    EXPECT_EQ(cudaMemcpy(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the backend's stream does not wait for the legacy stream
-    return t;
-  }
-  Tensor host(std::vector<float>& v, std::initializer_list<int64_t> shape) { return Tensor(v.data(), DType::F32, shape); }
-  std::vector<float> down(const Tensor& t) {
-    std::vector<float> v(static_cast<size_t>(t.numel()));
-    gpu_->copy_to_host(t, v.data());
-    return v;
-  }
-  static std::vector<float> vec(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
-
   // CUDA matmul == CPU matmul for the weights of each case, symmetric and asymmetric, at each row count, with
   // 16-byte and scalar activation loads.
   void expect_matmuls_match(std::span<const MatmulCase> cases, std::initializer_list<int64_t> rows, uint64_t seed) {
@@ -114,10 +53,6 @@ class CudaInt4 : public testing::Test {
     }
   }
 
-  cpu::CpuBackend cpu_{2};
-  Arena host_arena_{host_memory(), {.poison = true}};
-  std::unique_ptr<CudaBackend> gpu_;
-  std::unique_ptr<Arena> dev_arena_;
 };
 
 TEST_F(CudaInt4, MatmulMatchesCpuOnEveryKernel) {

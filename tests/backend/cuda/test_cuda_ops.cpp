@@ -13,9 +13,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
-#include "backend/cpu/cpu_backend.h"
-#include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/device_info.h"
+#include "cuda_test_fixture.h"
 #include "backend/cuda/kernels.h"
 #include "core/error.h"
 #include "io/model_config.h"
@@ -24,76 +22,13 @@
 namespace quatre::cuda {
 namespace {
 
-constexpr double kF32RelL2 = 1e-5;  // fp32 on both sides, different summation orders
+using backend_test::randn;
+using backend_test::rel_l2;
+using backend_test::StoredWeight;
 
-std::vector<float> randn(size_t n, uint64_t seed, float stddev = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-// A host weight stored in `dtype`, owning its bytes.
-struct StoredWeight {
-  StoredWeight(const std::vector<float>& values, std::vector<int64_t> shape, DType dtype, float scale = 1.0f) {
-    bytes.resize(values.size() * dtype_size(dtype));
-    for (size_t i = 0; i < values.size(); ++i) {
-      switch (dtype) {
-        case DType::F32: std::memcpy(&bytes[i * 4], &values[i], 4); break;
-        case DType::BF16: { const uint16_t b = f32_to_bf16(values[i]); std::memcpy(&bytes[i * 2], &b, 2); break; }
-        case DType::F8_E4M3: bytes[i] = static_cast<std::byte>(f32_to_fp8e4m3(values[i] / scale)); break;
-        default: ADD_FAILURE() << "not a weight dtype here";
-      }
-    }
-    weight.w = Tensor(bytes.data(), dtype, std::span<const int64_t>(shape));
-    weight.weight_scale = dtype == DType::F8_E4M3 ? scale : 1.0f;
-  }
-  std::vector<std::byte> bytes;
-  Weight weight;
-};
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
-    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-class CudaOps : public testing::Test {
+class CudaOps : public CudaVsCpu {
  protected:
-  void SetUp() override {
-    if (device_count() == 0) GTEST_SKIP() << "no CUDA device present";
-    gpu_ = std::make_unique<CudaBackend>();
-    dev_arena_ = std::make_unique<Arena>(gpu_->memory());
-  }
-  // A device copy of host values, poisoned first (NaN) so that a short copy shows.
-  Tensor up(const std::vector<float>& v, std::initializer_list<int64_t> shape) {
-    Tensor t = dev_arena_->tensor(DType::F32, shape);
-    EXPECT_EQ(static_cast<size_t>(t.numel()), v.size());
-    EXPECT_EQ(cudaMemcpy(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    // A copy from pageable memory may return before its DMA lands, and the backend's stream does not wait for
-    // the legacy default stream: without this, a kernel could read a large input half-copied.
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    return t;
-  }
-  Tensor host(std::vector<float>& v, std::initializer_list<int64_t> shape) { return Tensor(v.data(), DType::F32, shape); }
-  std::vector<float> down(const Tensor& t) {
-    std::vector<float> v(static_cast<size_t>(t.numel()));
-    gpu_->copy_to_host(t, v.data());
-    return v;
-  }
-  static std::vector<float> vec(const Tensor& t) { return {t.data_as<float>(), t.data_as<float>() + t.numel()}; }
   Weight prep(const StoredWeight& s) { return gpu_->prepare_weight(s.weight); }
-
-  cpu::CpuBackend cpu_{2};
-  Arena host_arena_{host_memory(), {.poison = true}};
-  std::unique_ptr<CudaBackend> gpu_;
-  std::unique_ptr<Arena> dev_arena_;
 };
 
 TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {

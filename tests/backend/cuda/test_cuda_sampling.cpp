@@ -16,9 +16,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
-#include "backend/cpu/cpu_backend.h"
-#include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/device_info.h"
+#include "cuda_test_fixture.h"
 
 namespace quatre::cuda {
 namespace {
@@ -65,27 +63,15 @@ Case random_case(int64_t R, int32_t k, uint64_t seed) {
   return c;
 }
 
-class CudaSampling : public testing::Test {
- protected:
-  void SetUp() override {
-    if (device_count() == 0) GTEST_SKIP() << "no CUDA device present";
-    gpu_ = std::make_unique<CudaBackend>();
-    arena_ = std::make_unique<Arena>(gpu_->memory());
-  }
-  std::unique_ptr<CudaBackend> gpu_;
-  std::unique_ptr<Arena> arena_;
-  cpu::CpuBackend cpu_{4};
-  Arena host_arena_;
-};
+using CudaSampling = CudaVsCpu;
 
 TEST_F(CudaSampling, SummaryMatchesTheCpuBackend) {
   for (const int64_t R : {int64_t{1}, int64_t{7}, int64_t{64}}) {
     for (const int32_t k : {1, 64, 256}) {
       Case c = random_case(R, k, static_cast<uint64_t>(R * 1000 + k));
-      arena_->reset();
-      Tensor dev = arena_->tensor(DType::F32, {R, kVocab});
-      ASSERT_EQ(cudaMemcpy(dev.data(), c.logits.data(), c.logits.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      const LogitsSummary got = gpu_->summarize_logits(dev, c.edits, c.args, *arena_);
+      dev_arena_->reset();
+      Tensor dev = up(c.logits, {R, kVocab});
+      const LogitsSummary got = gpu_->summarize_logits(dev, c.edits, c.args, *dev_arena_);
       const LogitsSummary want = cpu_.summarize_logits(Tensor(c.logits.data(), DType::F32, {R, kVocab}), c.edits, c.args, host_arena_);
       std::vector<float> edited(c.logits.size());
       gpu_->copy_to_host(dev, edited.data());
@@ -117,9 +103,8 @@ TEST_F(CudaSampling, EveryRowTiedAndAFewRowsOfOneValue) {
   for (int64_t i = 0; i < kVocab; ++i) l[static_cast<size_t>(kVocab + i)] = i % 1000 == 999 ? 2.0f : -1.0f;
   for (int64_t i = 0; i < kVocab; ++i) l[static_cast<size_t>(2 * kVocab + i)] = i % 2 == 0 ? 0.0f : -0.0f;
   const std::vector<RowSummaryArgs> args(R, RowSummaryArgs{.k = 256, .temperature = 1.0f});
-  Tensor dev = arena_->tensor(DType::F32, {R, kVocab});
-  ASSERT_EQ(cudaMemcpy(dev.data(), l.data(), l.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-  const LogitsSummary got = gpu_->summarize_logits(dev, {}, args, *arena_);
+  Tensor dev = up(l, {R, kVocab});
+  const LogitsSummary got = gpu_->summarize_logits(dev, {}, args, *dev_arena_);
   for (int32_t i = 0; i < 256; ++i) {
     EXPECT_EQ(got.row(0).ids[static_cast<size_t>(i)], i);
     EXPECT_EQ(got.row(1).ids[static_cast<size_t>(i)], i < 131 ? 999 + 1000 * i : i - 131) << i;  // 131 values of 2, then ids 0.. of -1
@@ -131,16 +116,15 @@ TEST_F(CudaSampling, EveryRowTiedAndAFewRowsOfOneValue) {
 TEST_F(CudaSampling, PrintsTheTimeOfABatchOf256Rows) {  // informative: a decode batch's summary against its download
   const int64_t R = 256;
   Case c = random_case(R, 64, 5);
-  Tensor dev = arena_->tensor(DType::F32, {R, kVocab});
-  ASSERT_EQ(cudaMemcpy(dev.data(), c.logits.data(), c.logits.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-  std::vector<float> host(c.logits.size());
+  Tensor dev = up(c.logits, {R, kVocab});
+  std::vector<float> downloaded(c.logits.size());
   for (int rep = 0; rep < 2; ++rep) {  // the first round warms up
     cudaEvent_t t0, t1, t2;
     cudaEventCreate(&t0), cudaEventCreate(&t1), cudaEventCreate(&t2);
     cudaEventRecord(t0);
-    (void)gpu_->summarize_logits(dev, {}, c.args, *arena_);
+    (void)gpu_->summarize_logits(dev, {}, c.args, *dev_arena_);
     cudaEventRecord(t1);
-    gpu_->copy_to_host(dev, host.data());
+    gpu_->copy_to_host(dev, downloaded.data());
     cudaEventRecord(t2);
     cudaEventSynchronize(t2);
     float summary_ms = 0, copy_ms = 0;

@@ -1,0 +1,54 @@
+// The fixture of the CUDA op tests: a CudaBackend and a CpuBackend side by side, device copies of host inputs and
+// host copies of device results, and the fp32 error bound of a CUDA op against the CPU one. Skips without a GPU.
+// Depends on backend/cpu, backend/cuda and GoogleTest.
+#pragma once
+
+#include <initializer_list>
+#include <memory>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include "../backend_test_util.h"
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_info.h"
+
+namespace quatre::cuda {
+
+inline constexpr double kF32RelL2 = 1e-5;  // fp32 on both sides, different summation orders
+
+class CudaVsCpu : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (device_count() == 0) GTEST_SKIP() << "no CUDA device present";
+    gpu_ = std::make_unique<CudaBackend>();
+    dev_arena_ = std::make_unique<Arena>(gpu_->memory());
+  }
+  // A device copy of host values at `offset_floats` past a fresh allocation (1: activations not 16-byte aligned).
+  Tensor up(const std::vector<float>& v, std::initializer_list<int64_t> shape, size_t offset_floats = 0) {
+    auto* p = static_cast<float*>(dev_arena_->allocate((v.size() + offset_floats) * 4, 256)) + offset_floats;
+    Tensor t(p, DType::F32, shape, Device::kCuda);
+    EXPECT_EQ(static_cast<size_t>(t.numel()), v.size());
+    EXPECT_EQ(cudaMemcpy(t.data(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    // A copy from pageable memory may return before its DMA lands, and the backend's stream does not wait for
+    // the legacy default stream: without this, a kernel could read a large input half-copied.
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return t;
+  }
+  Tensor host(std::vector<float>& v, std::initializer_list<int64_t> shape) { return backend_test::host_tensor(v, shape); }
+  std::vector<float> down(const Tensor& t) {
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    gpu_->copy_to_host(t, v.data());
+    return v;
+  }
+  static std::vector<float> vec(const Tensor& t) { return backend_test::to_vector(t); }
+
+  cpu::CpuBackend cpu_{2};
+  Arena host_arena_{host_memory(), {.poison = true}};
+  std::unique_ptr<CudaBackend> gpu_;
+  std::unique_ptr<Arena> dev_arena_;
+};
+
+}  // namespace quatre::cuda
