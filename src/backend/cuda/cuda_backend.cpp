@@ -449,11 +449,9 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   const int64_t acc = args.form == MlaForm::kNaive ? d.v_head_dim : R;
   CHECK(acc <= 512 && R + d.qk_rope_head_dim + d.qk_nope_head_dim + d.v_head_dim <= kMlaMaxWidth)
       << "mla_attention: kv_lora_rank " << R << " / v_head_dim " << d.v_head_dim << " over the kernel's limits";
-  // The tiled path reads kv_b as stored when it is a float type; otherwise (and on the per-head kernel) an fp32 copy.
+  // The tiled path reads kv_b as stored when it is a float type; otherwise (4-bit, or the per-head kernel) an fp32 copy.
   const bool is_tiled = mla_is_tiled(R, d.qk_rope_head_dim, args.form == MlaForm::kNaive, args.kv_cache.data());
-  const DType kvb_dtype = args.kv_b.w.dtype();
-  const bool is_kvb_stored = is_tiled && (kvb_dtype == DType::F32 || kvb_dtype == DType::BF16 ||
-                                          kvb_dtype == DType::F16 || kvb_dtype == DType::F8_E4M3);
+  const bool is_kvb_stored = is_tiled && !args.kv_b.int4;
   const float* kv_b = is_kvb_stored ? nullptr : kv_b_f32(args.kv_b, kvb_rows, R, a);  // [H*(Dn+Dv), R] fp32
   const DevWeight kv_b_w = is_kvb_stored ? dev(args.kv_b, "kv_b") : DevWeight{.w = kv_b, .type = WType::kF32};
   Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]

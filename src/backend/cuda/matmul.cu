@@ -70,8 +70,6 @@ __device__ __forceinline__ void group_rows(const MatmulProblem& p, int64_t m0, i
 }
 
 // Column n's sums: over the warp, then over the column's WPC warps in warp order (deterministic); stored times scale.
-// (small_m_kernel keeps this epilogue written out inline: through this function ptxas gives its FP8 form 146
-// registers instead of 113, one block per SM instead of two.)
 template <int WPC>
 __device__ __forceinline__ void reduce_store(const MatmulProblem& p, int warp, int lane, int64_t m0, int64_t n,
                                              const float* const (&xr)[kSmallRows], float (&acc)[kSmallRows],
@@ -107,7 +105,6 @@ template <WType T, int VEC, int WPC>
 __global__ void __launch_bounds__(256, 3) small_m_kernel(MatmulProblem p, int rows_per_group) {
   using S = typename WTraits<T>::S;
   constexpr int kCols = 8 / WPC;
-  __shared__ float partial[8][kSmallRows];
   select_problem(p);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int col = warp / WPC, sub = warp % WPC;
@@ -136,26 +133,7 @@ __global__ void __launch_bounds__(256, 3) small_m_kernel(MatmulProblem p, int ro
       fma_rows<VEC>(xr, k, wv, acc);
     }
   }
-#pragma unroll
-  for (int i = 0; i < kSmallRows; ++i) acc[i] = warp_sum(acc[i]);
-  if constexpr (WPC == 1) {
-#pragma unroll
-    for (int i = 0; i < kSmallRows; ++i) {
-      if (lane == 0 && n < p.N && xr[i] != nullptr) store(p, m0 + i, n, acc[i] * g.scale);
-    }
-  } else {
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < kSmallRows; ++i) partial[warp][i] = acc[i];
-    }
-    __syncthreads();
-    if (sub == 0 && lane < kSmallRows && n < p.N && xr[lane] != nullptr) {
-      float s = 0;
-#pragma unroll
-      for (int j = 0; j < WPC; ++j) s += partial[col * WPC + j][lane];
-      store(p, m0 + lane, n, s * g.scale);
-    }
-  }
+  reduce_store<WPC>(p, warp, lane, m0, n, xr, acc, g.scale);
 }
 
 // 4-bit weights (core/int4.h). A lane's 16-byte load holds the 32 codes of columns [k, k+32), all in one group

@@ -364,18 +364,6 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
   }
 }
 
-// f(WTag<T>) for the float weight types (the tiled MLA path's kv_b and cache).
-template <typename F>
-cudaError_t dispatch_float_type(WType t, F&& f) {
-  switch (t) {
-    case WType::kF32: return f(WTag<WType::kF32>{});
-    case WType::kBF16: return f(WTag<WType::kBF16>{});
-    case WType::kF16: return f(WTag<WType::kF16>{});
-    case WType::kF8E4M3: return f(WTag<WType::kF8E4M3>{});
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 size_t tiled_shared_bytes(const MlaLaunch& a) {
   const int64_t width = a.R + a.Dr;
   return static_cast<size_t>(kTileKeys * (width + 4) + kHeads * width + kTileKeys * kHeads + kHeads) * sizeof(float);
@@ -392,7 +380,7 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
       (a.n_splits > 1 && a.split_ctx == nullptr) || a.kv_b_w.w == nullptr) {
     return cudaErrorInvalidValue;
   }
-  const cudaError_t q_abs = dispatch_float_type(a.kv_b_w.type, [&](auto tag) {
+  const cudaError_t q_abs = dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
     const dim3 grid(static_cast<unsigned>(a.H), blocks_for(a.R, kQAbsCols), blocks_for(a.T, kQAbsTokens));
     const int64_t Dn16 = (a.Dn + kQAbsSlice - 1) / kQAbsSlice * kQAbsSlice;
     const size_t shared = static_cast<size_t>(kQAbsTokens * Dn16) * sizeof(float);
@@ -402,7 +390,7 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
     return cudaGetLastError();
   });
   if (q_abs != cudaSuccess) return q_abs;
-  const cudaError_t attend = dispatch_float_type(a.cache_type, [&](auto tag) {
+  const cudaError_t attend = dispatch_wtype(a.cache_type, [&](auto tag) {
     const size_t shared = tiled_shared_bytes(a);
     const cudaError_t e = allow_shared(mla_tiled_kernel<decltype(tag)::value>, shared);
     if (e != cudaSuccess) return e;
@@ -411,7 +399,7 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
     return cudaGetLastError();
   });
   if (attend != cudaSuccess) return attend;
-  return dispatch_float_type(a.kv_b_w.type, [&](auto tag) {
+  return dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
     const dim3 grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
     const size_t shared = static_cast<size_t>(a.R) * sizeof(float);
     mla_combine_kernel<decltype(tag)::value><<<grid, 32 * kWarps, shared, stream>>>(a);
