@@ -2,7 +2,8 @@
 // prompt lengths, and memory, each next to its roofline (bytes moved / copy bandwidth measured on the spot;
 // flops / peak) and the ratio. Weights: --random-weights (drawn on the GPU, any preset, --layers to shrink; --dtype
 // fp8, bf16 or int4 experts) or a checkpoint; the roofline counts the linears' stored bytes (4-bit: codes + scales).
-// Decode steps are timed end to end (host work and one sync per step included, no sampling).
+// Decode steps are timed end to end (host work and one sync per step included, no sampling), as CUDA graphs after a
+// batch size's first steps (--no-graphs: op by op), with the host's share (the forward call before the sync) beside.
 // --profile adds, per decode batch size, one more step timed op by op on the GPU (CUDA events around each backend
 // op, summed per kind and weight shape) with the bytes each kind must move and the bandwidth it reached.
 // Wiring only: the work is in model/ and the backends.
@@ -42,6 +43,7 @@ struct BenchArgs {
   int64_t context = 1024;
   std::vector<int64_t> prefill = {1024, 8192};
   int steps = 8;
+  bool no_graphs = false;
   uint64_t seed = 1;
   double peak_tflops = 67.0;  // H100/H200 SXM fp32 (CUDA cores): what these kernels compute with
   bool profile = false;
@@ -211,8 +213,12 @@ int run_bench(const BenchArgs& o) {
   std::mt19937_64 rng(o.seed);
   auto token = [&] { return static_cast<int32_t>(rng() % static_cast<uint64_t>(text.vocab_size)); };
 
-  fmt::print("\n{:>9} {:>8} {:>11} {:>10} {:>12} {:>12} {:>8}\n", "decode B", "context", "ms/step", "tok/s",
-             "roof ms", "bound", "of roof");
+#ifdef QUATRE_HAVE_CUDA
+  if (auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get())) cb->set_step_graphs(!o.no_graphs);
+#endif
+  fmt::print("\ndecode steps {}\n", o.no_graphs ? "launched op by op (--no-graphs)" : "as CUDA graphs after their first run");
+  fmt::print("{:>9} {:>8} {:>11} {:>10} {:>12} {:>12} {:>8} {:>9}\n", "decode B", "context", "ms/step", "tok/s",
+             "roof ms", "bound", "of roof", "host ms");
   for (int64_t B : o.batches) {
     try {
       const int64_t per_seq = (o.context + o.steps + 2 + kBlockSize - 1) / kBlockSize;
@@ -221,7 +227,7 @@ int run_bench(const BenchArgs& o) {
       std::vector<std::vector<int32_t>> tables;
       for (int64_t s = 0; s < B; ++s) tables.push_back(kv.allocate(per_seq));
       Arena arena(be->memory(), {.chunk_bytes = size_t{64} << 20});
-      std::vector<double> times;
+      std::vector<double> times, host_times;  // host: the forward call alone, before the step's sync
       std::vector<int32_t> ids(static_cast<size_t>(B));
       for (int step = 0; step < o.steps + 2; ++step) {
         model::StepBuilder builder(kBlockSize);
@@ -231,10 +237,16 @@ int run_bench(const BenchArgs& o) {
                        .ids = std::span<const int32_t>(&ids[static_cast<size_t>(s)], 1)});
         }
         arena.reset();
-        const double t = timer.seconds([&] { model.forward(builder.inputs(), kv, arena); });
-        if (step >= 2) times.push_back(t);  // two warm-up steps: arena chunks, expert tables
+        double host = 0;
+        const double t = timer.seconds([&] {
+          const auto h0 = std::chrono::steady_clock::now();
+          model.forward(builder.inputs(), kv, arena);
+          host = std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count();
+        });
+        if (step >= 2) times.push_back(t), host_times.push_back(host);  // two warm-up steps: arena, tables, graph
       }
       std::sort(times.begin(), times.end());
+      std::sort(host_times.begin(), host_times.end());
       const double ms = times[times.size() / 2] * 1e3;
       const double distinct = expected_distinct(static_cast<double>(text.n_routed_experts),
                                                 static_cast<double>(text.n_experts_per_tok), static_cast<double>(B));
@@ -243,9 +255,9 @@ int run_bench(const BenchArgs& o) {
                                        static_cast<double>(B) * ctx * width_bytes * static_cast<double>(text.n_layers));
       const double t_mem = bandwidth > 0 ? r.bytes / bandwidth * 1e3 : 0, t_flop = r.flops / (o.peak_tflops * 1e12) * 1e3;
       const double roof = std::max(t_mem, t_flop);
-      fmt::print("{:>9} {:>8} {:>11.2f} {:>10.1f} {:>12.3f} {:>12} {:>7.1f}%\n", B, o.context, ms,
+      fmt::print("{:>9} {:>8} {:>11.2f} {:>10.1f} {:>12.3f} {:>12} {:>7.1f}% {:>9.3f}\n", B, o.context, ms,
                  static_cast<double>(B) / ms * 1e3, roof, t_mem >= t_flop ? fmt::format("mem {}", gib(r.bytes)) : "flops",
-                 roof / ms * 100);
+                 roof / ms * 100, host_times[host_times.size() / 2] * 1e3);
 #ifdef QUATRE_HAVE_CUDA
       if (auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get()); cb != nullptr && o.profile) {
         model::StepBuilder builder(kBlockSize);
@@ -317,6 +329,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--steps", o->steps, "Timed decode steps per batch size (median reported)")->capture_default_str();
   app.add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
   app.add_option("--peak-tflops", o->peak_tflops, "Arithmetic ceiling of the roofline")->capture_default_str();
+  app.add_flag("--no-graphs", o->no_graphs, "Launch decode steps op by op instead of as CUDA graphs (A/B)");
   app.add_flag("--profile", o->profile, "Per decode batch size, one more step timed op by op on the GPU (CUDA)");
   return [o] { return run_bench(*o); };
 }

@@ -2,6 +2,7 @@
 #include "core/arena.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -10,6 +11,11 @@ namespace quatre {
 namespace {
 
 constexpr size_t kHostAlignment = 256;
+
+uint64_t next_layout_id() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
 
 class HostMemory final : public MemoryResource {
  public:
@@ -46,7 +52,8 @@ Buffer& Buffer::operator=(Buffer&& other) noexcept {
   return *this;
 }
 
-Arena::Arena(MemoryResource& memory, Options options) : memory_(&memory), options_(options) {
+Arena::Arena(MemoryResource& memory, Options options)
+    : memory_(&memory), options_(options), layout_id_(next_layout_id()) {
   CHECK(!options.poison || memory.device() == Device::kCpu) << "poisoning is host-only";
 }
 
@@ -54,6 +61,14 @@ void Arena::rewind(const Mark& m) {
   CHECK(m.chunk < current_ || (m.chunk == current_ && m.offset <= offset_))
       << "Arena::rewind to a mark after the current position (chunk " << m.chunk << " offset " << m.offset << ", now chunk "
       << current_ << " offset " << offset_ << ")";
+  current_ = m.chunk;
+  offset_ = m.offset;
+  used_before_current_ = m.used_before;
+}
+
+void Arena::seek(const Mark& m) {
+  CHECK(m.chunk < chunks_.size() && m.offset <= chunks_[m.chunk].bytes())
+      << "Arena::seek to chunk " << m.chunk << " offset " << m.offset << " of " << chunks_.size() << " chunks";
   current_ = m.chunk;
   offset_ = m.offset;
   used_before_current_ = m.used_before;
@@ -80,6 +95,7 @@ void* Arena::allocate(size_t bytes, size_t align) {
     // No chunk left that can hold it (or the only candidate is empty and too small): grow.
     if (current_ < chunks_.size()) {  // an empty, too-small last chunk: replace it
       chunks_[current_] = Buffer(*memory_, std::max(options_.chunk_bytes, bytes));
+      layout_id_ = next_layout_id();  // the old chunk's addresses are gone
     } else {
       chunks_.emplace_back(*memory_, std::max(options_.chunk_bytes, bytes));
     }

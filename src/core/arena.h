@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <vector>
 
@@ -54,6 +55,8 @@ class Arena {
   };
   explicit Arena(MemoryResource& memory = host_memory()) : Arena(memory, Options{}) {}
   Arena(MemoryResource& memory, Options options);
+  Arena(const Arena&) = delete;  // a layout_id names one arena's chunks
+  Arena& operator=(const Arena&) = delete;
 
   void* allocate(size_t bytes, size_t align = 64);
   Tensor tensor(DType dtype, std::initializer_list<int64_t> shape);
@@ -71,6 +74,12 @@ class Arena {
   };
   Mark mark() const { return {current_, offset_, used_before_current_}; }
   void rewind(const Mark& m);
+  // Moves to a mark taken earlier in an identical sequence of allocations (a replayed step: its tensors are where
+  // the recorded step put them, and what the caller allocates next comes after them). The mark's chunk must exist.
+  void seek(const Mark& m);
+  // Changes whenever a chunk is freed or replaced, unique over all arenas: two equal ids and marks mean the same
+  // addresses for the same allocations.
+  uint64_t layout_id() const { return layout_id_; }
 
   Device device() const { return memory_->device(); }
   size_t capacity_bytes() const;       // sum of the chunks
@@ -84,6 +93,7 @@ class Arena {
   size_t current_ = 0;  // chunk being filled
   size_t offset_ = 0;   // bytes used in it
   size_t used_before_current_ = 0;
+  uint64_t layout_id_;
 };
 
 }  // namespace quatre

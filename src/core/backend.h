@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -94,6 +95,35 @@ struct MlaArgs {
   MlaDims dims;
   float softmax_scale = 0.0f;  // multiplies q·k (MODEL.md §4.3)
   MlaForm form = MlaForm::kAbsorbed;
+};
+
+// Throws InvalidRequest unless every one of the T tokens of `m` attends to a context of 1..max_blocks_per_seq *
+// block_size entries of a sequence that has a row of block_tables, whose blocks up to that context lie in
+// [0, n_blocks). What an attention op must know before it reads a paged cache (core/backend.cpp).
+void check_attn_meta(const AttnMeta& m, int64_t T, int64_t n_blocks, int64_t block_size);
+
+// A forward step that a backend may record once and replay (Backend::run_step).
+struct StepRecord {
+  // Everything that shapes the step's launches apart from the arena (the model, the token and logit counts, the
+  // block-table width, the cache): steps with equal keys differ only in the contents of `inputs`.
+  std::span<const int64_t> key;
+  // The host arrays the step's ops upload (ids, positions, slots, block tables...): every upload comes from one.
+  std::span<const std::span<const std::byte>> inputs;
+};
+
+// A non-owning reference to a step's body (no allocation, unlike std::function): valid while the callable lives.
+class StepFn {
+ public:
+  template <typename F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, StepFn>)
+  StepFn(F&& f)  // NOLINT(google-explicit-constructor): passed as a lambda
+      : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o) -> Tensor { return (*static_cast<std::remove_reference_t<F>*>(o))(); }) {}
+  Tensor operator()() const { return call_(obj_); }
+
+ private:
+  void* obj_;
+  Tensor (*call_)(void*);
 };
 
 struct RouteArgs {
@@ -233,6 +263,15 @@ class Backend {
     return {};
   }
   virtual bool can_summarize_logits() const { return false; }
+
+  // Runs one forward step, `run`, whose launches depend only on step.key and the arena's position, and whose
+  // host data comes only from step.inputs (their contents checked by the caller: a replay checks nothing). A
+  // device backend may record the launches of a key it has seen before and replay them for later steps of it
+  // (CUDA graphs), leaving `a` where run() would have; the default just runs it.
+  virtual Tensor run_step(const StepRecord& step, Arena& a, StepFn run) {
+    (void)step, (void)a;
+    return run();
+  }
 };
 
 bool is_available(Device d);

@@ -40,6 +40,26 @@ int64_t StepBuilder::add(const SequenceChunk& chunk, LogitRows logits) {
   return first_row;
 }
 
+void check_step_inputs(const StepInputs& in, int64_t vocab, int64_t n_blocks, int64_t block_size) {
+  const auto T = static_cast<int64_t>(in.token_ids.size());
+  for (int32_t id : in.token_ids) {
+    if (id < 0 || id >= vocab) throw InvalidRequest(fmt::format("step: token id {} outside the vocabulary of {}", id, vocab));
+  }
+  if (static_cast<int64_t>(in.attn.positions.size()) != T || static_cast<int64_t>(in.attn.slots.size()) != T) {
+    throw InvalidRequest(fmt::format("step: {} positions and {} slots for {} tokens", in.attn.positions.size(),
+                                     in.attn.slots.size(), T));
+  }
+  check_attn_meta(in.attn, T, n_blocks, block_size);
+  for (int64_t slot : in.attn.slots) {
+    if (slot < 0 || slot >= n_blocks * block_size) {
+      throw InvalidRequest(fmt::format("step: slot {} outside a cache of {} entries", slot, n_blocks * block_size));
+    }
+  }
+  for (int32_t row : in.logit_rows) {
+    if (row < 0 || row >= T) throw InvalidRequest(fmt::format("step: logit row {} of {} tokens", row, T));
+  }
+}
+
 StepInputs StepBuilder::inputs() const {
   size_t width = 1;
   for (const auto& t : tables_) width = std::max(width, t.size());

@@ -33,6 +33,11 @@ struct SequenceChunk {
   std::span<const int32_t> positions = {};
 };
 
+// Throws InvalidRequest unless the step's token ids lie in [0, vocab), its attention metadata fits a cache of
+// n_blocks blocks of block_size (check_attn_meta), its slots lie in that cache, and its logit rows in [0, T). What
+// the ops of a forward check one by one, checked at once for a step that replays without them (Backend::run_step).
+void check_step_inputs(const StepInputs& in, int64_t vocab, int64_t n_blocks, int64_t block_size);
+
 enum class LogitRows : uint8_t { kNone, kLast, kAll };
 
 class StepBuilder {

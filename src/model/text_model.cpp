@@ -2,6 +2,11 @@
 // Mistral4Model.forward). Depends on core, io; calls only core::Backend (and core::Communicator when sharded).
 #include "model/text_model.h"
 
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstdint>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -34,7 +39,11 @@ TextModel::TextModel(const io::TextConfig& config, const TextWeights& weights, B
             .v_head_dim = config.v_head_dim},
       inv_freq_(rope_inv_freq(config)),
       softmax_scale_(model::softmax_scale(config, options.softmax_scale)),
-      eps_(static_cast<float>(config.rms_norm_eps)) {
+      eps_(static_cast<float>(config.rms_norm_eps)),
+      id_([] {
+        static std::atomic<int64_t> next{1};
+        return next.fetch_add(1, std::memory_order_relaxed);
+      }()) {
   check_rope_supported(config);
   CHECK(static_cast<int64_t>(weights.layers.size()) == config.n_layers)
       << weights.layers.size() << " layers of weights for n_layers=" << config.n_layers;
@@ -47,6 +56,7 @@ TextModel::TextModel(const io::TextConfig& config, const TextWeights& weights, B
 }
 
 Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const {
+  if (is_recordable(in, hook)) return forward_recorded(in, kv, a);
   if (options_.followers == nullptr) return forward_rank(in, kv, a, hook);
   options_.followers->begin_step(in, kv);  // ranks 1..N-1 run the same step on their threads
   Tensor logits;
@@ -58,6 +68,43 @@ Tensor TextModel::forward(const StepInputs& in, KvCache& kv, Arena& a, Activatio
   }
   options_.followers->end_step();
   return logits;
+}
+
+// Decode steps of up to this many sequences go through run_step (prefill chunks vary too much in shape to pay), on
+// every backend alike: a device backend's replay then computes exactly what it computes without recording.
+constexpr int64_t kMaxRecordedTokens = 512;
+
+bool TextModel::is_recordable(const StepInputs& in, const ActivationHook* hook) const {
+  const auto T = static_cast<int64_t>(in.token_ids.size());
+  const int64_t width = in.attn.max_blocks_per_seq;
+  return hook == nullptr && comm_ == nullptr && options_.followers == nullptr &&
+         in.image_rows.empty() && T > 0 && T <= kMaxRecordedTokens && width > 0 &&
+         static_cast<int64_t>(in.attn.block_tables.size()) == T * width;  // one token a sequence
+}
+
+// The step through Backend::run_step, keyed by everything that shapes its launches. The block tables are padded to
+// a power-of-two width, so the key (and the attention's split of the keys, which follows the width) changes only
+// when a sequence's table doubles, not with every block. A replay runs none of the ops' checks: they come first.
+Tensor TextModel::forward_recorded(const StepInputs& in, KvCache& kv, Arena& a) const {
+  check_step_inputs(in, cfg_.vocab_size, kv.n_blocks(), kv.block_size());
+  const auto T = static_cast<int64_t>(in.token_ids.size());
+  const int64_t width = in.attn.max_blocks_per_seq, padded = std::bit_ceil(static_cast<uint64_t>(width));
+  padded_tables_.assign(static_cast<size_t>(T * padded), 0);  // padding entries: block 0, never read
+  for (int64_t s = 0; s < T; ++s) {
+    std::copy_n(in.attn.block_tables.begin() + s * width, width, padded_tables_.begin() + s * padded);
+  }
+  StepInputs p = in;
+  p.attn.block_tables = padded_tables_;
+  p.attn.max_blocks_per_seq = static_cast<int32_t>(padded);
+  const Tensor cache = kv.layer(0);
+  step_key_.assign({id_, T, padded, static_cast<int64_t>(in.logit_rows.size()),
+                    static_cast<int64_t>(reinterpret_cast<uintptr_t>(cache.data())), kv.n_layers(), kv.n_blocks(),
+                    kv.block_size(), static_cast<int64_t>(kv.dtype())});
+  const std::span<const std::byte> inputs[] = {
+      std::as_bytes(p.token_ids),          std::as_bytes(p.attn.positions),    std::as_bytes(p.attn.seq_index),
+      std::as_bytes(p.attn.context_lens),  std::as_bytes(p.attn.slots),        std::as_bytes(p.attn.block_tables),
+      std::as_bytes(p.logit_rows),         std::as_bytes(std::span(inv_freq_))};
+  return be_.run_step({.key = step_key_, .inputs = inputs}, a, [&] { return forward_rank(p, kv, a, nullptr); });
 }
 
 // x = embed[ids]; x <- layer_l(x) for every l; logits = lm_head · RMSNorm(x[rows]).

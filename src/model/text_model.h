@@ -71,6 +71,9 @@ class TextModel {
   // returns logits [in.logit_rows.size(), V] (F32, in `a`). No heap allocation, no logging; the hook, when
   // given, sees each named intermediate. Sharded: every rank calls it with the same inputs and its own cache
   // (the latent cache is replicated) and gets the whole logits; "attn.q" and "attn.o" are the rank's heads.
+  // Decode steps (one token a sequence, no hook, one device) go through Backend::run_step, which may replay a
+  // recorded step of the same shape (CUDA graphs), with the block tables padded to a power-of-two width (on
+  // every backend, recording or not). Not reentrant: one caller at a time.
   Tensor forward(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook = nullptr) const;
 
   const io::TextConfig& config() const { return cfg_; }
@@ -80,6 +83,8 @@ class TextModel {
 
  private:
   Tensor forward_rank(const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;
+  bool is_recordable(const StepInputs& in, const ActivationHook* hook) const;
+  Tensor forward_recorded(const StepInputs& in, KvCache& kv, Arena& a) const;
   void layer(int layer_idx, Tensor x, const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;
   Tensor attention(int layer_idx, const AttnWeights& w, const Tensor& h, const StepInputs& in, KvCache& kv, Arena& a,
                    ActivationHook* hook) const;
@@ -101,6 +106,10 @@ class TextModel {
   std::vector<float> inv_freq_;  // [Dr/2]
   float softmax_scale_;
   float eps_;
+  int64_t id_;  // unique over the process's models: part of a recorded step's key
+  // forward_recorded's scratch: block tables padded to a power-of-two width, the step's key.
+  mutable std::vector<int32_t> padded_tables_;
+  mutable std::vector<int64_t> step_key_;
 };
 
 }  // namespace quatre::model

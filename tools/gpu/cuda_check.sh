@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root: the CUDA backend's tests (label gpu) from binaries packed here by
 # tools/gpu/pack.sh (carry .gpu/cuda). Logs to OUT_DIR. Exit status: non-zero when any test failed.
-#   run tool: command "bash tools/gpu/cuda_check.sh $OUT", carry [".gpu/cuda"]
+#   run tool: command "bash tools/gpu/cuda_check.sh $OUT", carry [".gpu/pack"] (or [".gpu/cuda/bin"])
 set -uo pipefail
 out=${1:-/tmp/cuda_check}
 mkdir -p "$out"
-bin=.gpu/cuda/bin
-export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
+source tools/gpu/packed_env.sh  # $bin, unpacked from .gpu/pack when carried so
 # Test binaries read tests/data and write checkpoints through the source dir compiled in (pack.sh records it).
 src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
 if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 status=0
-for t in test_cuda_smoke test_cuda_ops test_cuda_int4 test_cuda_sampling test_golden_cuda test_generate_cuda; do
+for t in test_cuda_smoke test_cuda_ops test_cuda_int4 test_cuda_sampling test_step_graphs_cuda test_golden_cuda test_generate_cuda; do
   [ -x "$bin/$t" ] || { echo "== $t: not packed"; continue; }
   echo "== $t"
   "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1 || status=1

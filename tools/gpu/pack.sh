@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the CUDA test binaries (and quatre-bench, `quatre bench` alone) here, in BUILD_DIR, and copies them with the shared libraries
-# the GPU host lacks (fmt, ...) into .gpu/cuda/bin (+ lib/), which the device call carries.
+# the GPU host lacks (fmt, ...) into .gpu/cuda/bin (+ lib/); then xz-packs bin/ and base/ (a baseline quatre-bench,
+# when present) into .gpu/pack/cuda.tar.xz (~3 MB instead of ~40: a device call carries 64 MiB with the tree), which
+# the device call carries (carry [".gpu/pack"]) and tools/gpu/packed_env.sh unpacks there.
 # Usage: tools/gpu/pack.sh [BUILD_DIR=build-cudah] [TARGET...]
 set -euo pipefail
 build=${1:-build-cudah}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_cuda_int4 test_cuda_sampling test_golden_cuda test_generate_cuda quatre-bench bench_serve)
+[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_cuda_int4 test_cuda_sampling test_step_graphs_cuda test_golden_cuda test_generate_cuda quatre-bench bench_serve)
 cmake --build "$build" -j2 --target "${targets[@]}"
 dest=.gpu/cuda/bin
 rm -rf "$dest" && mkdir -p "$dest/lib"
@@ -20,4 +22,8 @@ for t in "${targets[@]}"; do
 done
 strip "$dest"/* 2>/dev/null || true  # debug info would pass the 64 MiB a device call carries
 echo "$PWD" > "$dest/source_dir"  # the tests read tests/data through the source dir compiled in
-du -sh "$dest"
+mkdir -p .gpu/pack
+members=(bin)
+[ -d .gpu/cuda/base ] && members+=(base)
+tar -C .gpu/cuda -cJf .gpu/pack/cuda.tar.xz "${members[@]}"
+du -sh "$dest" .gpu/pack/cuda.tar.xz

@@ -1,6 +1,14 @@
 # Sourced by the tools/gpu scripts on a GPU host, from the repo root: the packed binaries' directory ($bin, with
 # their shared libraries on LD_LIBRARY_PATH), the layers of the random-weight model that fit this card
 # (${layers[@]}: all 36 where ~113 GiB fit, else --layers 16), and a line naming the device.
+# tools/gpu/pack.sh's archive, when carried, replaces .gpu/cuda/{bin,base} (a warm host keeps an older unpacking).
+if [ -f .gpu/pack/cuda.tar.xz ]; then
+  sum=$(md5sum < .gpu/pack/cuda.tar.xz)
+  if [ "$(cat .gpu/cuda/.unpacked 2>/dev/null)" != "$sum" ]; then
+    rm -rf .gpu/cuda/bin .gpu/cuda/base && mkdir -p .gpu/cuda && tar -C .gpu/cuda -xJf .gpu/pack/cuda.tar.xz &&
+      echo "$sum" > .gpu/cuda/.unpacked
+  fi
+fi
 bin=.gpu/cuda/bin
 export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
 mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <cmath>
 #include <limits>
@@ -146,10 +147,13 @@ CudaBackend::CudaBackend() {
   CUDA_CHECK(cudaMallocHost(&pinned_, kRingBytes));
   CUDA_CHECK(cudaMalloc(&staging_, kRingBytes));
   ring_bytes_ = kRingBytes;
+  const char* graphs = std::getenv("QUATRE_CUDA_GRAPHS");
+  step_graphs_on_ = graphs == nullptr || std::string_view(graphs) != "0";
 }
 
 CudaBackend::~CudaBackend() {
   (void)cudaStreamSynchronize(as_stream(stream_));
+  graphs_.clear();
   for (void* p : weights_) (void)cudaFree(p);
   for (auto& [key, table] : expert_tables_) (void)cudaFree(table);
   for (auto& [key, copy] : kv_b_f32_) (void)cudaFree(copy);
@@ -160,6 +164,16 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(as_stream(stream_))); }
 
+Tensor CudaBackend::run_step(const StepRecord& step, Arena& a, StepFn run) {
+  if (!step_graphs_on_ || profiler_.enabled()) return run();
+  return graphs_.run(step, a, as_stream(stream_), run);
+}
+
+void CudaBackend::set_step_graphs(bool on) {
+  step_graphs_on_ = on;
+  if (!on) graphs_.clear();
+}
+
 void CudaBackend::set_profiling(bool on) { profiler_.enable(as_stream(stream_), on); }
 
 std::vector<ProfileRow> CudaBackend::profile() { return profiler_.report(); }
@@ -167,6 +181,7 @@ std::vector<ProfileRow> CudaBackend::profile() { return profiler_.report(); }
 size_t CudaBackend::upload_span(size_t bytes) { return (bytes + 255) & ~size_t{255}; }
 
 void CudaBackend::reserve_uploads(size_t padded) {
+  if (graphs_.capturing()) return;  // uploads go to the graph's own region
   if (padded > ring_bytes_) {  // a larger ring; the old one may still be read by queued copies
     synchronize();
     CUDA_CHECK(cudaFree(staging_));
@@ -185,6 +200,7 @@ void CudaBackend::reserve_uploads(size_t padded) {
 }
 
 const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
+  if (graphs_.capturing()) return graphs_.upload(host, bytes);
   if (bytes == 0) return staging_;
   for (const RecentUpload& r : recent_) {
     if (r.host == host && r.bytes == bytes && r.wraps == ring_wraps_ &&
@@ -430,22 +446,8 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
   const int64_t kvb_rows = d.n_heads * (d.qk_nope_head_dim + d.v_head_dim);
   CHECK(args.kv_b.w.dim(0) == kvb_rows && weight_cols(args.kv_b) == R) << "kv_b " << args.kv_b.w.shape_string();
-  CHECK(static_cast<int64_t>(m.seq_index.size()) == T && static_cast<int64_t>(m.context_lens.size()) == T)
-      << "attention metadata for " << m.seq_index.size() << " tokens, q has " << T;
   const int64_t n_blocks = args.kv_cache.dim(0), block_size = args.kv_cache.dim(1);
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t seq = m.seq_index[static_cast<size_t>(t)], n = m.context_lens[static_cast<size_t>(t)];
-    if (seq < 0 || n < 1 || n > m.max_blocks_per_seq * block_size ||
-        (seq + 1) * m.max_blocks_per_seq > static_cast<int64_t>(m.block_tables.size())) {
-      throw InvalidRequest(fmt::format("mla_attention: token {}: sequence {}, context {}", t, seq, n));
-    }
-    for (int64_t b = 0; b < (n + block_size - 1) / block_size; ++b) {
-      const int32_t block = m.block_tables[static_cast<size_t>(seq * m.max_blocks_per_seq + b)];
-      if (block < 0 || block >= n_blocks) {
-        throw InvalidRequest(fmt::format("mla_attention: token {}: block {} of {}", t, block, n_blocks));
-      }
-    }
-  }
+  check_attn_meta(m, T, n_blocks, block_size);
   const int64_t acc = args.form == MlaForm::kNaive ? d.v_head_dim : R;
   CHECK(acc <= 512 && R + d.qk_rope_head_dim + d.qk_nope_head_dim + d.v_head_dim <= kMlaMaxWidth)
       << "mla_attention: kv_lora_rank " << R << " / v_head_dim " << d.v_head_dim << " over the kernel's limits";
@@ -482,11 +484,11 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
                     .softmax_scale = args.softmax_scale,
                     .naive = args.form == MlaForm::kNaive,
                     .o = o.data_as<float>()};
-  int64_t max_context = 0;
-  for (int32_t n : m.context_lens) max_context = std::max<int64_t>(max_context, n);
   MlaLaunch launch = l;
   if (is_tiled) {
-    launch.n_splits = mla_splits(T, d.n_heads, R, l.naive, max_context);
+    // Keys split by what the block tables can hold, not by the longest context: a recorded step (run_step) keeps
+    // its split count while its sequences grow; each split finds its keys from the context lengths on the device.
+    launch.n_splits = mla_splits(T, d.n_heads, R, l.naive, m.max_blocks_per_seq * block_size);
     const auto rows = static_cast<size_t>(T * d.n_heads * launch.n_splits);
     launch.q_abs = a.array<float>(static_cast<size_t>(T * d.n_heads * R));
     if (launch.n_splits > 1) launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
@@ -555,7 +557,8 @@ Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, con
 const float* CudaBackend::kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a) {
   const void* key = kv_b.w.data();
   if (auto it = kv_b_f32_.find(key); it != kv_b_f32_.end()) return static_cast<const float*>(it->second);
-  const bool owned = owned_.count(key) > 0;
+  // Kept only when made outside a graph capture (a captured dequantisation runs at the graph's launches only).
+  const bool owned = owned_.count(key) > 0 && !graphs_.capturing();
   const auto n = static_cast<size_t>(rows * R);
   float* out = owned ? static_cast<float*>(memory_.allocate(n * sizeof(float))) : a.array<float>(n);
   const OpScope scope(profiler_, "mla kv_b dequant", static_cast<double>(kv_b.w.bytes() + n * sizeof(float)));

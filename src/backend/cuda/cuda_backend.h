@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cuda/op_profiler.h"
+#include "backend/cuda/step_graphs.h"
 #include "core/backend.h"
 
 namespace quatre::cuda {
@@ -61,6 +62,12 @@ class CudaBackend final : public Backend {
   LogitsSummary summarize_logits(Tensor logits, std::span<const LogitEdit> edits, std::span<const RowSummaryArgs> args,
                                  Arena& a) override;
   bool can_summarize_logits() const override { return true; }
+
+  // Steps as CUDA graphs (step_graphs.h): on unless QUATRE_CUDA_GRAPHS=0 in the environment or set_step_graphs(false);
+  // off while profiling (the profiler's events bracket each op).
+  Tensor run_step(const StepRecord& step, Arena& a, StepFn run) override;
+  void set_step_graphs(bool on);
+  StepGraphs::Stats step_graph_stats() const { return graphs_.stats(); }
 
   // A device weight [out, in] (or [n]) of `dtype` drawn on the GPU: uniform values of standard deviation `std`
   // before quantisation; FP8 weights get a per-tensor scale so that their bytes span the E4M3 range. For
@@ -124,6 +131,8 @@ class CudaBackend final : public Backend {
   std::map<const void*, void*> kv_b_f32_;  // kv_b weight -> its fp32 copy
   std::set<const void*> owned_;            // device weights allocated here (weights_)
   OpProfiler profiler_;
+  StepGraphs graphs_;
+  bool step_graphs_on_ = true;
   std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
   std::vector<std::byte> summary_up_, summary_down_;  // summarize_logits' host staging
 };
