@@ -52,7 +52,7 @@ struct MatmulProblem {
   const DevWeight* experts2 = nullptr;
   float* y2 = nullptr;
 };
-// Small M (<= 8 rows a group): one warp per output column, reading the weight once with 16-byte loads (4-bit
+// Small M (<= 8 rows a group): four lanes per output column, reading the weight with 16-byte loads (4-bit
 // weights: 32 codes a load, dequantised in registers). Otherwise the tensor cores or a 64x64 shared-memory tile.
 // One weight type per launch: weight2 and every expert share weight's type (and, 4-bit, the symmetry).
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
@@ -118,7 +118,10 @@ bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache);
 int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context);
 // Largest R + Dr + Dn + Dv the per-head kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;
-cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream);
+// The tiled path's three kernels (q_abs, attention over the key splits, combine with W_UV) one at a time (for the
+// profiler; in this order), or all; the per-head path is one kernel, run for kAll and kAttend.
+enum class MlaStage : int { kAll, kQAbs, kAttend, kCombine };
+cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream, MlaStage stage = MlaStage::kAll);
 
 }  // namespace quatre::cuda
 

@@ -1,192 +1,128 @@
 // y = x · wᵀ against stored weights (F32/BF16/F16/FP8 and 4-bit, dequantised in registers), fp32 accumulation: a
-// warps-per-column kernel for small M (memory-bound decode: every weight byte is read once, 16 bytes a load, 4 loads
-// in flight a lane, several warps a column when N is small; 4-bit: 32 codes a load, ~0.52 bytes a weight with the
-// G=128 scales), and for large M the tensor cores (matmul_tc.cu, BF16 and FP8 weights) or a 64x64 shared-memory
-// tile (every type, 4-bit included). All take the grouped (MoE) form of MatmulProblem. Depends on CUDA only.
+// small-M kernel (memory-bound decode: every weight byte is read once, 16 bytes a load, 4 loads in flight a lane,
+// four lanes a column and eight columns a warp, several warps a column when N is small; 4-bit: 32 codes a load,
+// ~0.52 bytes a weight with the G=128 scales), and for large M the tensor cores (matmul_tc.cu, BF16 and FP8
+// weights) or a 64x64 shared-memory tile (every type, 4-bit included). All take the grouped (MoE) form of
+// MatmulProblem. Depends on CUDA only.
+#include <type_traits>
+
 #include "backend/cuda/matmul_common.cuh"
 
 namespace quatre::cuda {
 namespace {
 
-constexpr int kSmallRows = 8;   // rows a warp of the small kernel carries
+constexpr int kSmallRows = 8;   // rows a group of the small kernel carries
+constexpr int kQuad = 4;        // small kernel: lanes a column
+constexpr int kUnroll = 4;      // small kernel: weight loads in flight a lane
 constexpr int kTile = 64;       // tile kernel: BM = BN = 64
 constexpr int kTileK = 16;
 
-// The VEC weights at wrow[k..k+VEC), as fp32 (unscaled): one 16-byte load when VEC > 1.
-template <WType T, int VEC>
-__device__ __forceinline__ void load_weights(const typename WTraits<T>::S* wrow, int64_t k, float (&wv)[VEC]) {
-  using S = typename WTraits<T>::S;
-  if constexpr (VEC > 1) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wrow + k));
-    const S* e = reinterpret_cast<const S*>(&raw);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) wv[j] = WTraits<T>::to_f32(e[j]);
+// small_m_kernel: grid (ceil(N / cols), groups, problems), 256 threads, cols = 8 · 8/WPC. Warp w holds the 8
+// columns c = 8·(w / WPC) .. c + 8 of the block and the K slice s = w % WPC of WPC; lane l the column c + l/4 and
+// the weights [k, k + VEC) for k = (s·4 + l%4 + j·4·WPC)·VEC, j = 0, 1, ...: the 4 lanes of a column read 4·VEC
+// consecutive weights (64 bytes), and the 8 lanes of a warp with one l % 4 read the same activations (one load
+// that 8 lanes share). A column's sum: over its 4 lanes (2 shuffles a present row), then over its WPC warps in
+// shared memory, added in warp order (deterministic). WPC > 1 when N is too small to fill the GPU.
+__host__ __device__ constexpr int small_block_cols(int wpc) { return 8 * 8 / wpc; }
+
+// 32-bit word i of a 16-byte load (i known at compile time: a register, no select).
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// Two weights of a 32-bit word (16-bit types; the lower half first), as fp32 (unscaled).
+template <WType T>
+__device__ __forceinline__ float2 word_to_float2(uint32_t w) {
+  if constexpr (T == WType::kBF16) {
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
   } else {
-    wv[0] = WTraits<T>::to_f32(wrow[k]);
+    static_assert(T == WType::kF16);
+    __half2_raw h;
+    h.x = static_cast<uint16_t>(w), h.y = static_cast<uint16_t>(w >> 16);
+    return __half22float2(__half2(h));
   }
 }
 
-// acc[i] += x[row i, k..k+VEC) · wv for the rows present.
-template <int VEC>
-__device__ __forceinline__ void fma_rows(const float* const (&xr)[kSmallRows], int64_t k, const float (&wv)[VEC],
-                                         float (&acc)[kSmallRows]) {
+// Two FP8 E4M3 weights (the low byte first), as fp32 (unscaled): exact, as WTraits::to_f32.
+__device__ __forceinline__ float2 fp8x2_to_float2(uint32_t bits) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xFFFFu), __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+// Weights [4c, 4c + 4) of a 16-byte load of float type T, as fp32 (unscaled); c < 16 / (4 · sizeof element).
+template <WType T>
+__device__ __forceinline__ float4 four_weights(const uint4& raw, int c) {
+  if constexpr (T == WType::kF32) {
+    return make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z), __uint_as_float(raw.w));
+  } else if constexpr (T == WType::kF8E4M3) {
+    const uint32_t w = word(raw, c);
+    const float2 lo = fp8x2_to_float2(w), hi = fp8x2_to_float2(w >> 16);
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  } else {
+    const float2 lo = word_to_float2<T>(word(raw, 2 * c)), hi = word_to_float2<T>(word(raw, 2 * c + 1));
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  }
+}
+
+// acc + x[0..4) · w, in order; kXVec: x 16-byte aligned, one load.
+template <bool kXVec>
+__device__ __forceinline__ float fma4(const float* x, float4 w, float acc) {
+  const float4 xv = kXVec ? *reinterpret_cast<const float4*>(x) : make_float4(x[0], x[1], x[2], x[3]);
+  acc = fmaf(xv.x, w.x, acc);
+  acc = fmaf(xv.y, w.y, acc);
+  acc = fmaf(xv.z, w.z, acc);
+  return fmaf(xv.w, w.w, acc);
+}
+
+// A column's weights of float type T for small_m_kernel: VEC a load, kept as loaded (one 16-byte load, or one
+// element when VEC == 1: unaligned data) and converted to fp32 four at a time at the FMAs.
+template <WType T, int VEC>
+struct FloatColumn {
+  using S = typename WTraits<T>::S;
+  using Load = std::conditional_t<VEC == 1, S, uint4>;
+  static constexpr int kVec = VEC;
+  static_assert(VEC == 1 || VEC * sizeof(S) == 16);
+
+  const S* w;  // [K]
+
+  __device__ FloatColumn(const DevWeight& dw, int64_t n, int64_t K) : w(static_cast<const S*>(dw.w) + n * K) {}
+
+  __device__ Load load(int k) const {
+    if constexpr (VEC == 1) {
+      return w[k];
+    } else {
+      return __ldg(reinterpret_cast<const uint4*>(w + k));
+    }
+  }
+
+  // acc[r] += x[r][k..k+VEC) · the loaded weights, for the rows r < n_rows (row 0 always; a uniform branch a row).
+  template <int R>
+  __device__ void fma(const Load& raw, const float* const (&x)[R], int n_rows, int k, float (&acc)[R]) const {
+    if constexpr (VEC == 1) {
+      const float wv = WTraits<T>::to_f32(raw);
 #pragma unroll
-  for (int i = 0; i < kSmallRows; ++i) {
-    if (xr[i] == nullptr) continue;
-    if constexpr (VEC >= 4) {  // activations in 16-byte loads too (rows 16-byte aligned: checked at launch)
-#pragma unroll
-      for (int j = 0; j < VEC; j += 4) {
-        const float4 xv = *reinterpret_cast<const float4*>(xr[i] + k + j);
-        acc[i] = fmaf(xv.x, wv[j], acc[i]);
-        acc[i] = fmaf(xv.y, wv[j + 1], acc[i]);
-        acc[i] = fmaf(xv.z, wv[j + 2], acc[i]);
-        acc[i] = fmaf(xv.w, wv[j + 3], acc[i]);
+      for (int r = 0; r < R; ++r) {
+        if (r == 0 || r < n_rows) acc[r] = fmaf(x[r][k], wv, acc[r]);
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) acc[i] = fmaf(xr[i][k + j], wv[j], acc[i]);
+      for (int c = 0; c < VEC / 4; ++c) {
+        const float4 wv = four_weights<T>(raw, c);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {  // activations in 16-byte loads (rows 16-byte aligned: checked at launch)
+          if (r == 0 || r < n_rows) acc[r] = fma4<true>(x[r] + k + 4 * c, wv, acc[r]);
+        }
+      }
     }
   }
-}
-
-// grid (ceil(N / (8/WPC)), groups), 256 threads: the 8 warps form 8/WPC columns of WPC warps each. The WPC warps of
-// column n take interleaved slices of its K (32·VEC weights a slice, kUnroll loads in flight per lane); their
-// partial sums meet in shared memory, added in warp order (deterministic). WPC > 1 when N is too small to fill
-// the GPU with one warp per column.
-constexpr int kUnroll = 4;
-
-// The x row of each of the group's rows m0 + i (null: past M, or padding).
-__device__ __forceinline__ void group_rows(const MatmulProblem& p, int64_t m0, int rows_per_group,
-                                           const float* (&xr)[kSmallRows]) {
-  const int n_rows = static_cast<int>(p.M - m0 < rows_per_group ? p.M - m0 : rows_per_group);
-  for (int i = 0; i < kSmallRows; ++i) {
-    const int64_t m = m0 + i;
-    int64_t src = -1;
-    // A row whose output is dropped (y_rows -1: a MoE group's padding) is not computed either: the routed down
-    // of one token is 1 real row in a group of 8, and computing all 8 made it 8x the FMAs (compute-bound).
-    if (i < n_rows && (p.y_rows == nullptr || p.y_rows[m] >= 0)) src = p.x_rows != nullptr ? p.x_rows[m] : m;
-    xr[i] = src >= 0 ? p.x + src * p.ldx : nullptr;
-  }
-}
-
-// Column n's sums: over the warp, then over the column's WPC warps in warp order (deterministic); stored times scale.
-template <int WPC>
-__device__ __forceinline__ void reduce_store(const MatmulProblem& p, int warp, int lane, int64_t m0, int64_t n,
-                                             const float* const (&xr)[kSmallRows], float (&acc)[kSmallRows],
-                                             float scale) {
-  __shared__ float partial[8][kSmallRows];
-  const int col = warp / WPC, sub = warp % WPC;
-#pragma unroll
-  for (int i = 0; i < kSmallRows; ++i) acc[i] = warp_sum(acc[i]);
-  if constexpr (WPC == 1) {
-#pragma unroll
-    for (int i = 0; i < kSmallRows; ++i) {
-      if (lane == 0 && n < p.N && xr[i] != nullptr) store(p, m0 + i, n, acc[i] * scale);
-    }
-  } else {
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < kSmallRows; ++i) partial[warp][i] = acc[i];
-    }
-    __syncthreads();
-    if (sub == 0 && lane < kSmallRows && n < p.N && xr[lane] != nullptr) {
-      float s = 0;
-#pragma unroll
-      for (int j = 0; j < WPC; ++j) s += partial[col * WPC + j][lane];
-      store(p, m0 + lane, n, s * scale);
-    }
-  }
-}
-
-// Three blocks an SM (ptxas then gives 80 registers; unbounded it picks 112-118 for FP8/BF16: 2 blocks): more
-// weight loads in flight a SM; the FP8/BF16 forms spill 50-170 bytes a thread to L1, and are faster all the same
-// (H100, 16 layers: batch 1 3%, batch 64 4.5%; bench/RESULTS.md).
-template <WType T, int VEC, int WPC>
-__global__ void __launch_bounds__(256, 3) small_m_kernel(MatmulProblem p, int rows_per_group) {
-  using S = typename WTraits<T>::S;
-  constexpr int kCols = 8 / WPC;
-  select_problem(p);
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int col = warp / WPC, sub = warp % WPC;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kCols + col;
-  const int64_t group = blockIdx.y;
-  const GroupView g = group_weight(p, group);
-  if (g.skip) return;  // the whole block
-  const int64_t m0 = group * rows_per_group;
-  const float* xr[kSmallRows];
-  group_rows(p, m0, rows_per_group, xr);
-  float acc[kSmallRows] = {};
-  if (n < p.N) {
-    const S* wrow = static_cast<const S*>(g.w) + n * p.K;
-    constexpr int64_t kStride = static_cast<int64_t>(WPC) * 32 * VEC;
-    int64_t k = (static_cast<int64_t>(sub) * 32 + lane) * VEC;
-    for (; k + (kUnroll - 1) * kStride < p.K; k += kUnroll * kStride) {
-      float wv[kUnroll][VEC];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load_weights<T, VEC>(wrow, k + u * kStride, wv[u]);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) fma_rows<VEC>(xr, k + u * kStride, wv[u], acc);
-    }
-    for (; k < p.K; k += kStride) {
-      float wv[VEC];
-      load_weights<T, VEC>(wrow, k, wv);
-      fma_rows<VEC>(xr, k, wv, acc);
-    }
-  }
-  reduce_store<WPC>(p, warp, lane, m0, n, xr, acc, g.scale);
-}
+};
 
 // 4-bit weights (core/int4.h). A lane's 16-byte load holds the 32 codes of columns [k, k+32), all in one group
-// (group sizes are multiples of 32). Symmetric: the codes become c - 8 (exact) and a row's 32 products are summed
-// before the group's scale multiplies them (one multiply per 32 weights, not per weight); asymmetric: each weight
-// is s * c + m rounded as core/int4.h rounds it. Either way within fp32 summation-order error of the CPU backend.
+// (group sizes are multiples of 32, and a lane's k a multiple of 32). Symmetric: the codes become c - 8 (exact)
+// and a row's 32 products are summed before the group's scale multiplies them (one multiply per 32 weights, not
+// per weight); asymmetric: each weight is s * c + m rounded as core/int4.h rounds it. Either way within fp32
+// summation-order error of the CPU backend.
 constexpr int kInt4Vec = 32;
-
-// The codes of a load, in column order, as c - 8 (symmetric) or s * c + m (asymmetric).
-template <bool kSymmetric>
-__device__ __forceinline__ void decode_int4(uint4 raw, float s, float m, float (&w)[kInt4Vec]) {
-  // 0x4B000000 | c is the float 2^23 + c: one byte permute a code, and one exact subtraction.
-  constexpr float kBias = kSymmetric ? 8388616.0f : 8388608.0f;  // 2^23 + 8, 2^23
-  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const uint32_t even = words[q] & 0x0F0F0F0Fu, odd = (words[q] >> 4) & 0x0F0F0F0Fu;  // low / high nibbles
-#pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      w[8 * q + 2 * b] = __uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u | b)) - kBias;
-      w[8 * q + 2 * b + 1] = __uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u | b)) - kBias;
-    }
-  }
-  if constexpr (!kSymmetric) {
-#pragma unroll
-    for (int j = 0; j < kInt4Vec; ++j) w[j] = __fadd_rn(__fmul_rn(s, w[j]), m);
-  }
-}
-
-// acc[i] += x[row i, k..k+32) · (s ⊙ w) (symmetric) or · w (asymmetric), for the rows present.
-template <bool kSymmetric, bool kXVec>
-__device__ __forceinline__ void int4_fma_rows(const float* const (&xr)[kSmallRows], int64_t k,
-                                              const float (&w)[kInt4Vec], float s, float (&acc)[kSmallRows]) {
-#pragma unroll
-  for (int i = 0; i < kSmallRows; ++i) {
-    if (xr[i] == nullptr) continue;
-    float sum = kSymmetric ? 0.0f : acc[i];
-#pragma unroll
-    for (int j = 0; j < kInt4Vec; j += 4) {
-      float4 xv;
-      if constexpr (kXVec) {
-        xv = *reinterpret_cast<const float4*>(xr[i] + k + j);
-      } else {
-        xv = make_float4(xr[i][k + j], xr[i][k + j + 1], xr[i][k + j + 2], xr[i][k + j + 3]);
-      }
-      sum = fmaf(xv.x, w[j], sum);
-      sum = fmaf(xv.y, w[j + 1], sum);
-      sum = fmaf(xv.z, w[j + 2], sum);
-      sum = fmaf(xv.w, w[j + 3], sum);
-    }
-    acc[i] = kSymmetric ? fmaf(s, sum, acc[i]) : sum;
-  }
-}
 
 // Group of column k of a row: a shift when the group size is a power of two.
 __device__ __forceinline__ int64_t int4_group(int64_t k, int group_size, int group_shift) {
@@ -194,61 +130,198 @@ __device__ __forceinline__ int64_t int4_group(int64_t k, int group_size, int gro
   return static_cast<int64_t>(static_cast<uint32_t>(k) / static_cast<uint32_t>(group_size));
 }
 
-// The launch of small_m_kernel with 4-bit weights: same grid, warps and reduction.
-// One warp a column (the routed experts): three blocks an SM, as small_m_kernel (80 registers, 24-52 bytes of spills
-// in the float4 forms; batch 8 7% and batch 64 6% faster on an H100). Several warps a column: 166-185 registers, one
-// block an SM either way.
-template <bool kSymmetric, bool kXVec, int WPC>
-__global__ void __launch_bounds__(256, WPC == 1 ? 3 : 1) small_m_int4_kernel(MatmulProblem p, int rows_per_group) {
-  constexpr int kCols = 8 / WPC;
+// log2 of a group size that is a power of two, else -1 (int4_group divides).
+__device__ __forceinline__ int int4_group_shift(int group_size) {
+  return (group_size & (group_size - 1)) == 0 ? __ffs(group_size) - 1 : -1;
+}
+
+// The 8 codes of a 32-bit word of a load (columns 8q .. 8q+8 for word q), in column order, as c - 8 (symmetric)
+// or s * c + m (asymmetric).
+template <bool kSymmetric>
+__device__ __forceinline__ void decode_int4_word(uint32_t word, float s, float m, float4& lo, float4& hi) {
+  // 0x4B000000 | c is the float 2^23 + c: one byte permute a code, and one exact subtraction.
+  constexpr float kBias = kSymmetric ? 8388616.0f : 8388608.0f;  // 2^23 + 8, 2^23
+  const uint32_t even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;  // low / high nibbles
+  float v[8];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    v[2 * b] = __uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u | b)) - kBias;
+    v[2 * b + 1] = __uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u | b)) - kBias;
+  }
+  if constexpr (!kSymmetric) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = __fadd_rn(__fmul_rn(s, v[j]), m);
+  }
+  lo = make_float4(v[0], v[1], v[2], v[3]);
+  hi = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// A column's 4-bit weights for small_m_kernel: 32 codes a 16-byte load with their group's scale (and offset),
+// decoded 8 at a time at the FMAs. kXVec: activations in 16-byte loads (else 4-byte ones: unaligned x).
+template <bool kSymmetric, bool kXVec>
+struct Int4Column {
+  struct Load {
+    uint4 codes;
+    uint32_t scale_offset;  // the group's BF16 scale (low half) and offset (high half; 0 when symmetric)
+  };
+  static constexpr int kVec = kInt4Vec;
+
+  const uint8_t* codes;     // [K/2]
+  const uint16_t* scales;   // [K/G]
+  const uint16_t* offsets;  // [K/G]; null when symmetric
+  int group_size, group_shift;
+
+  __device__ Int4Column(const DevWeight& dw, int64_t n, int64_t K)
+      : codes(static_cast<const uint8_t*>(dw.w) + n * (K / 2)),
+        scales(dw.int4_scales + n * (K / dw.group_size)),
+        offsets(kSymmetric ? nullptr : dw.int4_offsets + n * (K / dw.group_size)),
+        group_size(dw.group_size),
+        group_shift(int4_group_shift(dw.group_size)) {}
+
+  __device__ Load load(int k) const {
+    const int64_t g = int4_group(k, group_size, group_shift);
+    const uint32_t offset = kSymmetric ? 0u : __ldg(offsets + g);
+    return {__ldg(reinterpret_cast<const uint4*>(codes + k / 2)), __ldg(scales + g) | offset << 16};
+  }
+
+  // acc[r] += x[r][k..k+32) · (s ⊙ w) (symmetric: a sum, then one multiply) or · w (asymmetric), for the rows
+  // r < n_rows (row 0 always; a uniform branch a row).
+  template <int R>
+  __device__ void fma(const Load& l, const float* const (&x)[R], int n_rows, int k, float (&acc)[R]) const {
+    const float s = bf16_bits_to_f32(static_cast<uint16_t>(l.scale_offset));
+    const float m = bf16_bits_to_f32(static_cast<uint16_t>(l.scale_offset >> 16));
+    float sum[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) sum[r] = kSymmetric ? 0.0f : acc[r];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      float4 lo, hi;
+      decode_int4_word<kSymmetric>(word(l.codes, q), s, m, lo, hi);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r == 0 || r < n_rows) {
+          sum[r] = fma4<kXVec>(x[r] + k + 8 * q, lo, sum[r]);
+          sum[r] = fma4<kXVec>(x[r] + k + 8 * q + 4, hi, sum[r]);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = kSymmetric ? fmaf(s, sum[r], acc[r]) : sum[r];
+  }
+};
+
+// Bit i: row m0 + i of the group is computed (within M, and its output not dropped). Uniform over the block.
+__device__ __forceinline__ unsigned present_rows(const MatmulProblem& p, int64_t m0, int rows_per_group) {
+  const int n_rows = static_cast<int>(p.M - m0 < rows_per_group ? p.M - m0 : rows_per_group);
+  unsigned mask = 0;
+  for (int i = 0; i < n_rows; ++i) {
+    // A row whose output is dropped (y_rows -1: a MoE group's padding) is not computed either: the routed down
+    // of one token is 1 real row in a group of 8, and computing all 8 made it 8x the FMAs (compute-bound).
+    const int64_t m = m0 + i;
+    if ((p.y_rows == nullptr || p.y_rows[m] >= 0) && (p.x_rows == nullptr || p.x_rows[m] >= 0)) mask |= 1u << i;
+  }
+  return mask;
+}
+
+// The sums of column n (this lane's) over the present rows of `rows` (at most R of them; rows r >= their count
+// are not computed), stored times the weight's scale. Everything is set up here, not in the kernel: values set
+// before the kernel's branch on the row count would stay live through every body and spill.
+template <class Column, int WPC, int R>
+__device__ __forceinline__ void column_sums(MatmulProblem p, int rows_per_group, unsigned rows) {
+  constexpr int kStride = WPC * kQuad * Column::kVec;  // k step of a lane
   select_problem(p);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int col = warp / WPC, sub = warp % WPC;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kCols + col;
-  const int64_t group = blockIdx.y;
+  const int64_t n =
+      static_cast<int64_t>(blockIdx.x) * small_block_cols(WPC) + (warp / WPC) * (32 / kQuad) + lane / kQuad;
+  const int64_t group = blockIdx.y, m0 = group * rows_per_group;
   bool skip = false;
-  const DevWeight w = group_dev_weight(p, group, skip);
-  if (skip) return;  // the whole block
-  const int64_t m0 = group * rows_per_group;
-  const float* xr[kSmallRows];
-  group_rows(p, m0, rows_per_group, xr);
-  float acc[kSmallRows] = {};
+  const DevWeight dw = group_dev_weight(p, group, skip);  // not a padding group: the kernel returned for those
+  const int n_rows = __popc(rows);
+  int row[R];         // in the group: the r-th present row (r >= n_rows: the first one's, never computed)
+  const float* x[R];  // [K] each
+  unsigned rest = rows;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    row[r] = __ffs(rest != 0 ? rest : rows) - 1;
+    rest &= rest - 1;
+    const int64_t m = m0 + row[r];
+    x[r] = p.x + (p.x_rows != nullptr ? p.x_rows[m] : m) * p.ldx;
+  }
+  float acc[R] = {};
   if (n < p.N) {
-    const int G = w.group_size;
-    const int group_shift = (G & (G - 1)) == 0 ? __ffs(G) - 1 : -1;
-    const int64_t n_groups = p.K / G;
-    const auto* codes = static_cast<const uint8_t*>(w.w) + n * (p.K / 2);  // [K/2]
-    const uint16_t* scales = w.int4_scales + n * n_groups;                  // [K/G]
-    const uint16_t* offsets = kSymmetric ? nullptr : w.int4_offsets + n * n_groups;
-    constexpr int64_t kStride = static_cast<int64_t>(WPC) * 32 * kInt4Vec;
-    int64_t k = (static_cast<int64_t>(sub) * 32 + lane) * kInt4Vec;
-    for (; k + (kUnroll - 1) * kStride < p.K; k += kUnroll * kStride) {
-      uint4 raw[kUnroll];
-      float s[kUnroll], m[kUnroll];
+    using Load = typename Column::Load;
+    const Column col(dw, n, p.K);
+    const int K = static_cast<int>(p.K);
+    // kUnroll loads in flight: a trip takes the oldest and issues the one kUnroll strides on. One load a trip
+    // (the loop not unrolled) keeps ptxas from hoisting the activation loads of later loads: unrolled, these
+    // kernels spilled 100-300 bytes under the 80 registers of three blocks an SM.
+    int k = ((warp % WPC) * kQuad + lane % kQuad) * Column::kVec;
+    Load raw[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t ku = k + u * kStride, g = int4_group(ku, G, group_shift);
-        raw[u] = __ldg(reinterpret_cast<const uint4*>(codes + ku / 2));
-        s[u] = bf16_bits_to_f32(__ldg(scales + g));
-        m[u] = kSymmetric ? 0.0f : bf16_bits_to_f32(__ldg(offsets + g));
-      }
+    for (int u = 0; u < kUnroll; ++u) raw[u] = k + u * kStride < K ? col.load(k + u * kStride) : Load{};
+#pragma unroll 1
+    for (; k < K; k += kStride) {
+      const Load cur = raw[0];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float wv[kInt4Vec];
-        decode_int4<kSymmetric>(raw[u], s[u], m[u], wv);
-        int4_fma_rows<kSymmetric, kXVec>(xr, k + u * kStride, wv, s[u], acc);
-      }
-    }
-    for (; k < p.K; k += kStride) {
-      const int64_t g = int4_group(k, G, group_shift);
-      const float s = bf16_bits_to_f32(__ldg(scales + g));
-      const float m = kSymmetric ? 0.0f : bf16_bits_to_f32(__ldg(offsets + g));
-      float wv[kInt4Vec];
-      decode_int4<kSymmetric>(__ldg(reinterpret_cast<const uint4*>(codes + k / 2)), s, m, wv);
-      int4_fma_rows<kSymmetric, kXVec>(xr, k, wv, s, acc);
+      for (int u = 0; u + 1 < kUnroll; ++u) raw[u] = raw[u + 1];
+      const int k_next = k + kUnroll * kStride;
+      raw[kUnroll - 1] = k_next < K ? col.load(k_next) : Load{};
+      col.fma(cur, x, n_rows, k, acc);
     }
   }
-  reduce_store<WPC>(p, warp, lane, m0, n, xr, acc, 1.0f);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {  // over the column's 4 lanes
+    if (r >= n_rows) break;
+    acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 1);
+    acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 2);
+  }
+  const bool is_first_lane = lane % kQuad == 0;
+  if constexpr (WPC > 1) {  // over the column's warps, in warp order
+    __shared__ float partial[8][32 / kQuad][R];  // [warp][column of the warp][row]
+    const int c = lane / kQuad;
+    if (is_first_lane) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) partial[warp][c][r] = acc[r];
+    }
+    __syncthreads();
+    if (warp % WPC == 0) {  // the column's first warp adds them (the others' warp + j would pass the array)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        acc[r] = 0;
+#pragma unroll
+        for (int j = 0; j < WPC; ++j) acc[r] += partial[warp + j][c][r];
+      }
+    }
+    __syncthreads();  // before a next call writes partial again
+  }
+  if (warp % WPC != 0 || !is_first_lane || n >= p.N) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r < n_rows) store(p, m0 + row[r], n, acc[r] * dw.scale);
+  }
+}
+
+// Three blocks an SM (ptxas then gives 80 registers): more weight loads in flight a SM. Column: FloatColumn or
+// Int4Column (the weights of the lane's column, as loaded, and the FMAs on them). One present row (every group
+// at batch 1) has a body of its own; more are computed 4 at a time (5-8 rows: two passes over the weights, the
+// second mostly from L2), rows past the present ones skipped by a uniform branch. (An 8-row body beside these
+// spilled 50-360 bytes: ptxas allocates the bodies together.)
+template <class Column, int WPC>
+__global__ void __launch_bounds__(256, 3) small_m_kernel(MatmulProblem p, int rows_per_group) {
+  const int64_t group = blockIdx.y;
+  if (p.experts != nullptr && p.group_expert[group] < 0) return;  // a padding group: the whole block
+  const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
+  if (__popc(rows) == 1) {
+    column_sums<Column, WPC, 1>(p, rows_per_group, rows);
+    return;
+  }
+  for (unsigned rest = rows; rest != 0;) {  // uniform over the block
+    unsigned later = rest;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) later &= later - 1;  // rest without its lowest 4 rows
+    column_sums<Column, WPC, 4>(p, rows_per_group, rest & ~later);
+    rest = later;
+  }
 }
 
 // The scales (and offsets) of one row of a 4-bit weight, for the tile kernel's loader.
@@ -343,63 +416,48 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
   }
 }
 
-template <WType T, int VEC, int WPC>
+template <class Column, int WPC>
 void launch_small_wpc(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
-  const dim3 grid(blocks_for(p.N, 8 / WPC), groups, p.y2 != nullptr ? 2 : 1);
-  small_m_kernel<T, VEC, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+  const dim3 grid(blocks_for(p.N, small_block_cols(WPC)), groups, p.y2 != nullptr ? 2 : 1);
+  small_m_kernel<Column, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
 }
 
 // Warps per column: the fewest that give about 4 blocks per SM of an H100/H200 (132 SMs), while every lane keeps
-// at least one 16-byte load.
+// at least one load of `vec` weights.
 int warps_per_column(int64_t N, int64_t K, unsigned groups, int vec) {
   int wpc = 1;
-  while (wpc < 8 && static_cast<int64_t>(blocks_for(N, 8 / wpc)) * groups < 4 * 132 && K >= 2 * wpc * 32 * vec) {
+  while (wpc < 8 && static_cast<int64_t>(blocks_for(N, small_block_cols(wpc))) * groups < 4 * 132 &&
+         K >= 2 * wpc * kQuad * vec) {
     wpc *= 2;
   }
   return wpc;
 }
 
-template <WType T, int VEC>
-void launch_small_vec(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
-  switch (warps_per_column(p.N, p.K, groups, VEC)) {
-    case 1: launch_small_wpc<T, VEC, 1>(p, rows_per_group, groups, stream); break;
-    case 2: launch_small_wpc<T, VEC, 2>(p, rows_per_group, groups, stream); break;
-    case 4: launch_small_wpc<T, VEC, 4>(p, rows_per_group, groups, stream); break;
-    default: launch_small_wpc<T, VEC, 8>(p, rows_per_group, groups, stream); break;
+template <class Column>
+void launch_small(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
+  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
+  switch (warps_per_column(p.N, p.K, groups, Column::kVec)) {
+    case 1: launch_small_wpc<Column, 1>(p, rows_per_group, groups, stream); break;
+    case 2: launch_small_wpc<Column, 2>(p, rows_per_group, groups, stream); break;
+    case 4: launch_small_wpc<Column, 4>(p, rows_per_group, groups, stream); break;
+    default: launch_small_wpc<Column, 8>(p, rows_per_group, groups, stream); break;
   }
 }
 
 template <WType T>
-cudaError_t launch_small(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
+cudaError_t launch_small_float(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   using S = typename WTraits<T>::S;
   constexpr int kVec = 16 / sizeof(S);
-  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
   // 16-byte loads need every weight row 16-byte aligned (allocations are 256-byte aligned).
   const bool aligned = p.K % kVec == 0 && p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   const bool all_aligned = aligned && (p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
                                                                 reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0));
   if (all_aligned) {
-    launch_small_vec<T, kVec>(p, rows_per_group, groups, stream);
+    launch_small<FloatColumn<T, kVec>>(p, rows_per_group, stream);
   } else {
-    launch_small_vec<T, 1>(p, rows_per_group, groups, stream);
+    launch_small<FloatColumn<T, 1>>(p, rows_per_group, stream);
   }
   return cudaGetLastError();
-}
-
-template <bool kSymmetric, bool kXVec, int WPC>
-void launch_small_int4_wpc(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
-  const dim3 grid(blocks_for(p.N, 8 / WPC), groups, p.y2 != nullptr ? 2 : 1);
-  small_m_int4_kernel<kSymmetric, kXVec, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
-}
-
-template <bool kSymmetric, bool kXVec>
-void launch_small_int4(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
-  switch (warps_per_column(p.N, p.K, groups, kInt4Vec)) {
-    case 1: launch_small_int4_wpc<kSymmetric, kXVec, 1>(p, rows_per_group, groups, stream); break;
-    case 2: launch_small_int4_wpc<kSymmetric, kXVec, 2>(p, rows_per_group, groups, stream); break;
-    case 4: launch_small_int4_wpc<kSymmetric, kXVec, 4>(p, rows_per_group, groups, stream); break;
-    default: launch_small_int4_wpc<kSymmetric, kXVec, 8>(p, rows_per_group, groups, stream); break;
-  }
 }
 
 // 4-bit weights: group sizes a multiple of 32 that divide K, 16-byte aligned codes (checked by the host too, with
@@ -414,14 +472,13 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
   const bool is_symmetric = p.weight.int4_offsets == nullptr;
   if (small) {
     const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
-    const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
     const bool x_vec = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
     if (is_symmetric) {
-      x_vec ? launch_small_int4<true, true>(p, rows_per_group, groups, stream)
-            : launch_small_int4<true, false>(p, rows_per_group, groups, stream);
+      x_vec ? launch_small<Int4Column<true, true>>(p, rows_per_group, stream)
+            : launch_small<Int4Column<true, false>>(p, rows_per_group, stream);
     } else {
-      x_vec ? launch_small_int4<false, true>(p, rows_per_group, groups, stream)
-            : launch_small_int4<false, false>(p, rows_per_group, groups, stream);
+      x_vec ? launch_small<Int4Column<false, true>>(p, rows_per_group, stream)
+            : launch_small<Int4Column<false, false>>(p, rows_per_group, stream);
     }
     return cudaGetLastError();
   }
@@ -437,10 +494,11 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   const bool grouped = p.experts != nullptr;
   const bool small = grouped ? p.rows_per_group <= kSmallRows : p.M <= kSmallRows;
   if (grouped && !small && p.rows_per_group != kTile) return cudaErrorInvalidValue;
+  if (small && p.K > INT32_MAX / 2) return cudaErrorInvalidValue;  // the small kernel's k is an int
   if (p.weight.type == WType::kInt4) return launch_int4(p, grouped, small, stream);
   return dispatch_wtype(p.weight.type, [&](auto tag) -> cudaError_t {
     constexpr WType T = decltype(tag)::value;
-    if (small) return launch_small<T>(p, grouped ? p.rows_per_group : kSmallRows, stream);
+    if (small) return launch_small_float<T>(p, grouped ? p.rows_per_group : kSmallRows, stream);
     if (matmul_tc_applies(p)) return launch_matmul_tc(p, stream);
     const dim3 grid(blocks_for(p.N, kTile), blocks_for(p.M, kTile), p.y2 != nullptr ? 2 : 1);
     tile_kernel<T><<<grid, 256, 0, stream>>>(p);

@@ -1,10 +1,11 @@
 // CudaBackend on 4-bit weights (core/int4.h) against CpuBackend on the same bytes (itself equal to the dequantised
-// F32 weights bit for bit: test_cpu_int4): matmul on the small-M kernel (16-byte loads of 32 codes, 1..8 rows, one
-// to eight warps a column, unrolled loads and their tail, 16-byte and scalar activation loads) and on the tile
-// (9 and 70 rows), symmetric and asymmetric, group sizes 32, 128 and 96 (not a power of two), K not a multiple of
-// 256; FFN and MoE with 4-bit experts and a shared expert on both row-group sizes; the row dequantisation (exact)
-// and MLA with a 4-bit kv_b in both forms; random 4-bit weights; layouts the backend refuses. Errors:
-// ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without a GPU.
+// F32 weights bit for bit: test_cpu_int4): matmul on the small-M kernel (16-byte loads of 32 codes, 4 lanes a
+// column, 1..8 rows, one to eight warps a column, N not a multiple of a warp's or a block's columns, 16-byte and
+// scalar activation loads) and on the tile (9 and 70 rows), symmetric and asymmetric, group sizes 32, 128 and 96
+// (not a power of two), K not a multiple of 256; FFN and MoE with 4-bit experts and a shared expert on both
+// row-group sizes; the row dequantisation (exact) and MLA with a 4-bit kv_b in both forms; random 4-bit weights;
+// layouts the backend refuses. Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without
+// a GPU.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -56,17 +57,21 @@ class CudaInt4 : public CudaVsCpu {
 };
 
 TEST_F(CudaInt4, MatmulMatchesCpuOnEveryKernel) {
-  // Few columns over a long K: several warps a column, the unrolled loads and their tail; K % 256 != 0 throughout.
-  // Up to 8 rows the small-M kernel, then the tile.
-  const MatmulCase cases[] = {{32, 160, 130}, {32, 2144, 21}, {128, 384, 130}, {128, 2176, 21}, {96, 288, 67}};
-  expect_matmuls_match(cases, {1, 3, 8, 9, 70}, 1);
+  // Few columns: 1 (K 160, 224), 2 (384, 288), 4 (640) and 8 (2144, 2176) warps a column; N 13, 21, 67, 70, 130:
+  // not a multiple of a warp's 8 columns nor of a block's; K % 256 != 0 throughout. Up to 8 rows the small-M
+  // kernel (1 row alone, 2-4 in one pass, 5 and 8 in two), then the tile.
+  const MatmulCase cases[] = {{32, 160, 130}, {32, 2144, 21}, {128, 384, 130}, {128, 2176, 21}, {96, 288, 67},
+                              {32, 224, 13},  {128, 640, 70}};
+  expect_matmuls_match(cases, {1, 2, 3, 5, 8, 9, 70}, 1);
 }
 
-// N >= 4224 (528 blocks of 8 warps): one warp a column, the routed experts' case; N even and odd; K through the
-// unrolled rounds of 4 loads a lane and the single-load tail.
-TEST_F(CudaInt4, MatmulMatchesCpuWithOneWarpAColumn) {
+// Many columns over a long K, N even and odd. N >= 4224: K split over 8 warps a column (one would leave 66 blocks
+// of 64 columns: too few for the GPU); N = 33797: K not split (529 blocks), the routed experts' case.
+TEST_F(CudaInt4, MatmulMatchesCpuOnManyColumns) {
   const MatmulCase cases[] = {{32, 2144, 4224}, {128, 4096, 4224}, {128, 6272, 4224}, {96, 2112, 4226}, {128, 2176, 4225}};
   expect_matmuls_match(cases, {1, 3, 8}, 500);
+  const MatmulCase k_not_split[] = {{128, 2176, 33797}};
+  expect_matmuls_match(k_not_split, {1, 5}, 600);
 }
 
 // gate, up, down of E routed experts and one shared expert, all 4-bit.
@@ -102,7 +107,8 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
       const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
       const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
       const int64_t D = dims.D;
-      for (int64_t T : {1, 7, 70}) {  // T*K <= 16*E: groups of 8 rows (small-M kernel); 140 > 96: groups of 64 (tile)
+      // T*K <= 16*E: groups of 8 rows (small-M kernel; 24: some full); 140 > 96: groups of 64 (tile)
+      for (int64_t T : {1, 7, 24, 70}) {
         std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
         std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
         const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};

@@ -1,8 +1,10 @@
 // CudaBackend ops against CpuBackend (itself tested against naive and float64 references) on fresh random inputs,
-// for BF16 and FP8 weights (F32 too for matmul): matmul on every kernel (small M; for more rows the tensor cores
-// with BF16/FP8 weights, the fp32 tile with F32 ones, or with QUATRE_CUDA_TC=0; 16-byte and scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4 temperature, the cache write, MLA in both
-// forms over a paged cache with NaN-poisoned unused slots, routing (ties included), FFN and MoE on both group
-// sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
+// for BF16 and FP8 weights (F32 too for matmul): matmul on every kernel (small M on every split of K over warps,
+// bitwise deterministic; for more rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or
+// with QUATRE_CUDA_TC=0; 16-byte and scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4
+// temperature, the cache write, MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties
+// included), FFN and MoE on both group sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
+// an fp32 bound. Skips without a GPU.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -34,16 +36,38 @@ class CudaOps : public CudaVsCpu {
 TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
   uint64_t seed = 1;
   for (DType dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
-    // 16-byte loads / scalar tail / few columns over a long K: several warps per column (4 or 8 by dtype), a
-    // partial last block of columns, the unrolled loads and their tail
-    for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {50, 130}, {2048 + 96, 21}}) {
-      for (int64_t M : {1, 3, 8, 9, 70}) {    // small-M kernel up to 8 rows, then the tile
+    // The small-M kernel (4 lanes a column, 8 columns a warp): 1, 2, 4 and 8 warps a column for each dtype (by
+    // K), N not a multiple of a warp's 8 columns nor of a block's, K not a multiple of the 4 lanes' stride (and
+    // shorter than it: idle lanes); K = 50 or x one float off 16 bytes: scalar loads. 1 row alone, 2-4 rows in
+    // one pass (rows past them skipped), 5 and 8 rows in two passes. 9 and 70 rows: the tensor cores or the tile.
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {50, 130}, {2048 + 96, 21}, {96 + 16, 13}, {208, 130},
+                           {400, 70}, {56, 70}, {48, 13}, {24, 13}}) {
+      for (int64_t M : {1, 2, 3, 5, 8, 9, 70}) {
         const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
         std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
         const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
-        const std::vector<float> got = down(gpu_->matmul(up(x, {M, in}), prep(w), *dev_arena_));
-        EXPECT_LE(rel_l2(got, want), kF32RelL2) << dtype_name(dtype) << " M=" << M << " in=" << in;
+        for (size_t offset : {0, 1}) {
+          if (offset == 1 && M > 8) continue;  // unaligned x: the small-M kernel's scalar loads
+          const std::vector<float> got = down(gpu_->matmul(up(x, {M, in}, offset), prep(w), *dev_arena_));
+          EXPECT_LE(rel_l2(got, want), kF32RelL2) << dtype_name(dtype) << " M=" << M << " in=" << in << " out=" << out
+                                                  << " x offset " << offset;
+        }
       }
+    }
+  }
+}
+
+// The small-M kernel adds a column's partial sums in a fixed order (its 4 lanes, then its warps in warp order):
+// the same matmul twice gives the same bits, on 1, 2, 4 and 8 warps a column.
+TEST_F(CudaOps, SmallMMatmulIsDeterministic) {
+  uint64_t seed = 900;
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {208, 130}, {400, 70}, {2048 + 96, 21}}) {
+    const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, DType::F8_E4M3, 0.002f);
+    const Weight wd = prep(w);
+    for (int64_t M : {1, 8}) {
+      const Tensor x = up(randn(static_cast<size_t>(M * in), ++seed), {M, in});
+      const std::vector<float> first = down(gpu_->matmul(x, wd, *dev_arena_));
+      EXPECT_EQ(down(gpu_->matmul(x, wd, *dev_arena_)), first) << "M=" << M << " in=" << in << " out=" << out;
     }
   }
 }
@@ -276,7 +300,7 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
     const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
     const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
     const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
-    for (int64_t T : {1, 7, 70}) {  // T*K <= 16*E: groups of 8 rows; 140 > 96: groups of 64
+    for (int64_t T : {1, 7, 24, 70}) {  // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64
       std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
       std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
       const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
