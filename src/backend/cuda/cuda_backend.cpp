@@ -460,9 +460,6 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   int64_t entries = 0;
   for (int32_t n : m.context_lens) entries += n;
   const double kvb_bytes = is_kvb_stored ? static_cast<double>(args.kv_b.w.bytes()) : static_cast<double>(kvb_rows * R) * 4;
-  const OpScope scope(profiler_, "mla attention",
-                      static_cast<double>(entries * d.cache_width()) * static_cast<double>(dtype_size(args.kv_cache.dtype())) +
-                          kvb_bytes);
   reserve_uploads(upload_span(std::span(m.seq_index).size_bytes()) + upload_span(std::span(m.context_lens).size_bytes()) +
                   upload_span(std::span(m.block_tables).size_bytes()));
   const MlaLaunch l{.q = args.q.data_as<float>(),
@@ -494,7 +491,24 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
     if (launch.n_splits > 1) launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
     launch.split_ml = a.array<float>(rows * 2);
   }
-  launched(launch_mla(launch, as_stream(stream_)), "mla_attention");
+  if (!profiler_.enabled()) {
+    launched(launch_mla(launch, as_stream(stream_)), "mla_attention");
+    return o;
+  }
+  // Profiled: the three kernels one by one, with the bytes each must read (W_UK, the cache, W_UV).
+  const double cache_bytes = static_cast<double>(entries * d.cache_width() * dtype_size(args.kv_cache.dtype()));
+  const double uk_share = static_cast<double>(d.qk_nope_head_dim) / static_cast<double>(d.qk_nope_head_dim + d.v_head_dim);
+  struct Stage {
+    MlaStage stage;
+    const char* label;
+    double bytes;
+  };
+  for (const Stage& st : {Stage{MlaStage::kQAbs, "mla q_abs", kvb_bytes * uk_share},
+                          Stage{MlaStage::kAttend, "mla attend", cache_bytes},
+                          Stage{MlaStage::kCombine, "mla combine", kvb_bytes * (1 - uk_share)}}) {
+    const OpScope stage_scope(profiler_, st.label, st.bytes);
+    launched(launch_mla(launch, as_stream(stream_), st.stage), st.label);
+  }
   return o;
 }
 

@@ -9,6 +9,8 @@
 // (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
 #include <algorithm>
 
+#include <cstdlib>
+
 #include "backend/cuda/device_math.cuh"
 
 namespace quatre::cuda {
@@ -342,7 +344,8 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
   __syncthreads();
   for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
     float c = 0;
-    for (int s = 0; s < a.n_splits; ++s) c = fmaf(part[s * R + r], factor[s], c);
+#pragma unroll 8
+    for (int s = 0; s < a.n_splits; ++s) c = fmaf(part[s * R + r], factor[s], c);  // 8 loads in flight
     ctx[r] = c;
   }
   __syncthreads();
@@ -375,12 +378,13 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
-cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
+cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage stage) {
   if (a.q_abs == nullptr || a.split_ml == nullptr || a.n_splits > kMaxSplits ||
       (a.n_splits > 1 && a.split_ctx == nullptr) || a.kv_b_w.w == nullptr) {
     return cudaErrorInvalidValue;
   }
-  const cudaError_t q_abs = dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
+  const bool all = stage == MlaStage::kAll;
+  const cudaError_t q_abs = !all && stage != MlaStage::kQAbs ? cudaSuccess : dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
     const dim3 grid(static_cast<unsigned>(a.H), blocks_for(a.R, kQAbsCols), blocks_for(a.T, kQAbsTokens));
     const int64_t Dn16 = (a.Dn + kQAbsSlice - 1) / kQAbsSlice * kQAbsSlice;
     const size_t shared = static_cast<size_t>(kQAbsTokens * Dn16) * sizeof(float);
@@ -390,7 +394,7 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
     return cudaGetLastError();
   });
   if (q_abs != cudaSuccess) return q_abs;
-  const cudaError_t attend = dispatch_wtype(a.cache_type, [&](auto tag) {
+  const cudaError_t attend = !all && stage != MlaStage::kAttend ? cudaSuccess : dispatch_wtype(a.cache_type, [&](auto tag) {
     const size_t shared = tiled_shared_bytes(a);
     const cudaError_t e = allow_shared(mla_tiled_kernel<decltype(tag)::value>, shared);
     if (e != cudaSuccess) return e;
@@ -398,7 +402,7 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream) {
     mla_tiled_kernel<decltype(tag)::value><<<grid, 32 * kWarps, shared, stream>>>(a);
     return cudaGetLastError();
   });
-  if (attend != cudaSuccess) return attend;
+  if (attend != cudaSuccess || (!all && stage != MlaStage::kCombine)) return attend;
   return dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
     const dim3 grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
     const size_t shared = static_cast<size_t>(a.R) * sizeof(float);
@@ -413,20 +417,32 @@ bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache) {
   return !naive && R <= 128 * kTileCols && (R + Dr) % 4 == 0 && reinterpret_cast<uintptr_t>(cache) % 16 == 0;
 }
 
+// Tiles of keys a split takes at least (QUATRE_CUDA_MLA_SPLIT_TILES, default 1): fewer, longer splits leave less
+// for the combine to read. A tuning knob for bench A/B runs.
+int64_t min_split_tiles() {
+  static const int64_t n = [] {
+    const char* v = std::getenv("QUATRE_CUDA_MLA_SPLIT_TILES");
+    const long parsed = v != nullptr ? std::strtol(v, nullptr, 10) : 1;
+    return static_cast<int64_t>(parsed >= 1 && parsed <= 1024 ? parsed : 1);
+  }();
+  return n;
+}
+
 int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context) {
   if (naive || R > 128 * kTileCols) return 1;
   const int64_t blocks = T * ((H + kHeads - 1) / kHeads);
   const int64_t want = (4 * 132 + blocks - 1) / blocks;  // about four ~53 KB blocks per SM of an H100/H200
   const int64_t tiles = std::max<int64_t>(1, (max_context + kTileKeys - 1) / kTileKeys);
-  const int64_t splits = std::min<int64_t>({want, tiles, kMaxSplits});
+  const int64_t splits = std::min<int64_t>({want, (tiles + min_split_tiles() - 1) / min_split_tiles(), kMaxSplits});
   const int64_t per_split = (tiles + splits - 1) / splits;
   return static_cast<int>((tiles + per_split - 1) / per_split);  // no split left without keys
 }
 
-cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream) {
+cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream, MlaStage stage) {
   if (a.n_splits < 1) return cudaErrorInvalidValue;
   if (a.T == 0) return cudaSuccess;
-  if (mla_is_tiled(a.R, a.Dr, a.naive, a.cache)) return launch_mla_tiled(a, stream);
+  if (mla_is_tiled(a.R, a.Dr, a.naive, a.cache)) return launch_mla_tiled(a, stream, stage);
+  if (stage != MlaStage::kAll && stage != MlaStage::kAttend) return cudaSuccess;
   if (a.n_splits != 1 || a.kv_b == nullptr) return cudaErrorInvalidValue;
   const int64_t acc_width = a.naive ? a.Dv : a.R;
   if (acc_width > 32 * kMaxPerLane || a.R + a.Dr + a.Dn + a.Dv > kMlaMaxWidth) return cudaErrorInvalidValue;
