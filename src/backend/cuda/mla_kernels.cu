@@ -117,6 +117,25 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
   }
 }
 
+// store(i, load(i)) for i in [tid, n) step `threads`, kBatch loads in flight a thread: the loads of a batch are
+// issued before any store, so a thread waits for memory n / (threads * kBatch) times, not n / threads.
+template <int kBatch, typename Load, typename Store>
+__device__ __forceinline__ void batched_copy(int n, int tid, int threads, Load load, Store store) {
+  for (int i0 = tid; i0 < n; i0 += kBatch * threads) {
+    decltype(load(0)) v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * threads;
+      if (i < n) v[b] = load(i);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * threads;
+      if (i < n) store(i, v[b]);
+    }
+  }
+}
+
 // Element i of a stored weight of type KT (a float type), as fp32 without the scale.
 template <WType KT>
 __device__ __forceinline__ float weight_at(const void* w, int64_t i) {
@@ -139,10 +158,14 @@ __global__ void __launch_bounds__(128) mla_q_abs_kernel(MlaLaunch a) {
   const int n_t = static_cast<int>(min(static_cast<int64_t>(kQAbsTokens), a.T - t0));
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t r = static_cast<int64_t>(blockIdx.y) * kQAbsCols + lane;
-  for (int64_t i = threadIdx.x; i < kQAbsTokens * Dn16; i += blockDim.x) {
-    const int64_t t = i / Dn16, e = i % Dn16;
-    qn[i] = t < n_t && e < Dn ? a.q[(t0 + t) * a.H * Dh + h * Dh + e] : 0.0f;
-  }
+  const int d16 = static_cast<int>(Dn16);
+  batched_copy<4>(
+      kQAbsTokens * d16, static_cast<int>(threadIdx.x), blockDim.x,
+      [&](int i) {
+        const int t = i / d16, e = i % d16;
+        return t < n_t && e < Dn ? a.q[(t0 + t) * a.H * Dh + h * Dh + e] : 0.0f;
+      },
+      [&](int i, float v) { qn[i] = v; });
   __syncthreads();
   const int64_t w_row0 = h * (a.Dn + a.Dv);  // W_UK[h] = kv_b rows [w_row0, w_row0 + Dn)
   float acc[kQAbsTokens] = {};
@@ -207,6 +230,7 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+
 // Absorbed attention for R <= 256. Grid (T * ceil(H/8), n_splits): one block per (token t, heads h0..h0+7, key
 // split). The split's keys go through shared memory in tiles of 32 rows [R+Dr] (row stride R+Dr+4: the score pass
 // reads a row per lane with 16-byte loads without bank conflicts). Per tile: warp w scores heads w and w+4 (a key
@@ -230,12 +254,16 @@ __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
   const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeads;
   const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeads), a.H - h0));
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
-  for (int64_t i = tid; i < kHeads * width; i += blockDim.x) {
-    const int64_t g = i / width, c = i % width, h = h0 + g;
-    float v = 0;
-    if (g < n_heads) v = c < R ? a.q_abs[(t * a.H + h) * R + c] : a.q[t * a.H * Dh + h * Dh + a.Dn + c - R];
-    qs[i] = v;
-  }
+  const int w32 = static_cast<int>(width);
+  batched_copy<4>(
+      kHeads * w32, tid, blockDim.x,
+      [&](int i) {
+        const int g = i / w32, c = i % w32;
+        const int64_t h = h0 + g;
+        if (g >= n_heads) return 0.0f;
+        return c < R ? a.q_abs[(t * a.H + h) * R + c] : a.q[t * a.H * Dh + h * Dh + a.Dn + c - R];
+      },
+      [&](int i, float v) { qs[i] = v; });
 
   const int32_t seq = a.seq_index[t], n = a.context_lens[t];
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
@@ -245,19 +273,23 @@ __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};  // heads warp and warp + 4
   float acc[kHeads][kTileCols] = {};
   const int64_t quads = width / 4;
+  __shared__ int64_t key_row[kTileKeys];  // cache row of each key of the tile; -1 past the split
+  const int q32 = static_cast<int>(quads);
   for (int32_t j0 = j_begin; j0 < j_end; j0 += kTileKeys) {
     const int n_keys = min(kTileKeys, j_end - j0);
     __syncthreads();  // the previous tile is consumed (and, the first time, qs is written)
-    for (int64_t i = tid; i < kTileKeys * quads; i += blockDim.x) {
-      const int64_t k = i / quads, c = 4 * (i % quads);
-      float4 v = make_float4(0, 0, 0, 0);  // rows past the split stay zero: 0 · p = 0 even over a poisoned cache
-      if (k < n_keys) {
-        const int32_t j = j0 + static_cast<int32_t>(k);
-        const int64_t row = static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
-        v = cache_quad<CT>(a.cache, row * width + c);
-      }
-      *reinterpret_cast<float4*>(tile + k * stride + c) = v;
+    if (tid < kTileKeys) {
+      const int32_t j = j0 + tid;
+      key_row[tid] = tid < n_keys ? static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size : -1;
     }
+    __syncthreads();
+    batched_copy<4>(
+        kTileKeys * q32, tid, blockDim.x,
+        [&](int i) {  // rows past the split stay zero: 0 · p = 0 even over a poisoned cache
+          const int64_t row = key_row[i / q32];
+          return row >= 0 ? cache_quad<CT>(a.cache, row * width + 4 * (i % q32)) : make_float4(0, 0, 0, 0);
+        },
+        [&](int i, float4 v) { *reinterpret_cast<float4*>(tile + (i / q32) * stride + 4 * (i % q32)) = v; });
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
@@ -323,7 +355,8 @@ __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
 // One block per (token, head, 32 output columns): ctx = Σ_s ctx_s e^(m_s - M) / Σ_s l_s e^(m_s - M), then
 // o[e] = W_UV[e] · ctx for the block's columns e, a warp per 8 columns with all its W_UV loads in flight.
 constexpr int kCombineCols = 32, kCombineRows = kCombineCols / kWarps, kCombinePerLane = 8;  // R <= 256
-constexpr int kMaxSplits = 64;
+constexpr int kMaxSplits = 64;  // the combine's first warp holds two splits a lane
+static_assert(kMaxSplits <= 64);
 
 template <WType KT>
 __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
@@ -333,13 +366,14 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(MlaLaunch a) {
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const float* ml = a.split_ml + 2 * th * a.n_splits;
   const float* part = (a.n_splits > 1 ? a.split_ctx : a.q_abs) + th * a.n_splits * R;  // [n_splits, R]
-  if (static_cast<int>(threadIdx.x) < a.n_splits) {
-    float M = -INFINITY;
-    for (int s = 0; s < a.n_splits; ++s) M = fmaxf(M, ml[2 * s]);
-    float L = 0;
-    for (int s = 0; s < a.n_splits; ++s) L += ml[2 * s] == -INFINITY ? 0.0f : ml[2 * s + 1] * expf(ml[2 * s] - M);
-    const float ms = ml[2 * threadIdx.x];
-    factor[threadIdx.x] = ms == -INFINITY ? 0.0f : expf(ms - M) / L;
+  if (warp == 0) {  // splits lane and lane + 32 (n_splits <= 64): their max and normaliser over the warp
+    const int s0 = lane, s1 = lane + 32;
+    const float m0 = s0 < a.n_splits ? ml[2 * s0] : -INFINITY, m1 = s1 < a.n_splits ? ml[2 * s1] : -INFINITY;
+    const float M = warp_max(fmaxf(m0, m1));  // finite: the first split has a key
+    const float e0 = m0 == -INFINITY ? 0.0f : expf(m0 - M), e1 = m1 == -INFINITY ? 0.0f : expf(m1 - M);
+    const float L = warp_sum((e0 == 0.0f ? 0.0f : ml[2 * s0 + 1] * e0) + (e1 == 0.0f ? 0.0f : ml[2 * s1 + 1] * e1));
+    if (s0 < a.n_splits) factor[s0] = e0 / L;
+    if (s1 < a.n_splits) factor[s1] = e1 / L;
   }
   __syncthreads();
   for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
