@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/cuda/bin and
+# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/pack with
 # .gpu/cuda/base): the CUDA tests, then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context 1024)
 # for the baseline binary .gpu/cuda/base/quatre-bench, the packed one op by op (--no-graphs) and the packed one with
 # CUDA graphs, each in its own process on the same card; then the batch-1 profile. The tables last.

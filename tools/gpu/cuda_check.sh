@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root: the CUDA backend's tests (label gpu) from binaries packed here by
-# tools/gpu/pack.sh (carry .gpu/cuda). Logs to OUT_DIR. Exit status: non-zero when any test failed.
+# tools/gpu/pack.sh (carry .gpu/pack). Logs to OUT_DIR. Exit status: non-zero when any test failed.
 #   run tool: command "bash tools/gpu/cuda_check.sh $OUT", carry [".gpu/pack"] (or [".gpu/cuda/bin"])
 set -uo pipefail
 out=${1:-/tmp/cuda_check}

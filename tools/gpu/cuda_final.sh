@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/cuda): the
+# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/pack): the
 # CUDA tests (cuda_check.sh), the decode/prefill bench (16 layers on a card that cannot hold 36) with the batch-1 profile next to a baseline binary
 # in .gpu/cuda/base/ (if any), the whole model with 4-bit experts (--dtype int4: all 36 layers fit an H100), and the
 # serving engine under load (cuda_serve.sh, greedy; skipped with --no-serve). Logs under OUT_DIR.
-#   run tool: command "bash tools/gpu/cuda_final.sh $OUT [--no-serve]", carry [".gpu/cuda"]
+#   run tool: command "bash tools/gpu/cuda_final.sh $OUT [--no-serve]", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_final.sh OUT_DIR [--no-serve]}
 serve=${2:-}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On an H200 (one card that holds the whole FP8 model), from the repo root, one device call (binaries packed by
-# tools/gpu/pack.sh, carry .gpu/cuda): the full-size figures of issues #6 and #7 — decode at batch 1-256 and 2K
+# tools/gpu/pack.sh, carry .gpu/pack): the full-size figures of issues #6 and #7 — decode at batch 1-256 and 2K
 # context with the batch-1 profile, prefill 1K/8K, one 256K-token context decoding, and the serving engine under
 # load (greedy), after the CUDA tests. Logs under OUT_DIR; the tables on stdout.
-#   run tool: command "bash tools/gpu/cuda_h200.sh $OUT", carry [".gpu/cuda"], needs_h200 true
+#   run tool: command "bash tools/gpu/cuda_h200.sh $OUT", carry [".gpu/pack"], needs_h200 true
 set -uo pipefail
 out=${1:?usage: cuda_h200.sh OUT_DIR}
 mkdir -p "$out"

@@ -2,7 +2,7 @@
 # On an H100 (or any card), from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry
 # .gpu/cuda): issue #11's fit and engine figures for the whole model with 4-bit experts (--dtype int4, all 36
 # layers) — decode at batch 1 with a 64K-token context beside the weights, and the serving engine under load.
-#   run tool: command "bash tools/gpu/cuda_int4.sh $OUT", carry [".gpu/cuda"]
+#   run tool: command "bash tools/gpu/cuda_int4.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_int4.sh OUT_DIR}
 mkdir -p "$out"

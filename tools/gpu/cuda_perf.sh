@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call's worth of CUDA performance work (binaries packed here by
-# tools/gpu/pack.sh, carry .gpu/cuda): the CUDA tests (cuda_check.sh; test_cuda_ops also with the tensor cores
+# tools/gpu/pack.sh, carry .gpu/pack): the CUDA tests (cuda_check.sh; test_cuda_ops also with the tensor cores
 # off), then `quatre-bench` on the FP8 mistral-small-4 preset with random weights (all 36 layers where the card
 # holds them, else --layers 16): decode at several batch sizes with the per-op profile, prefill 1024; another
 # commit's quatre-bench copied by hand to .gpu/cuda/base/ when present (the baseline on the same machine, e.g.
 # main's when measuring a branch); the tensor-core comparison at the larger sizes (QUATRE_CUDA_TC=0 where a build
 # has them). Logs under OUT_DIR; the tables (and each profile's largest rows) on stdout. Fits one 240 s call.
-#   run tool: command "bash tools/gpu/cuda_perf.sh $OUT", carry [".gpu/cuda"]
+#   run tool: command "bash tools/gpu/cuda_perf.sh $OUT", carry [".gpu/pack"]
 # Usage: bash tools/gpu/cuda_perf.sh OUT_DIR [batch list, default 1,8,32,64,128,256]
 set -uo pipefail
 out=${1:?usage: cuda_perf.sh OUT_DIR [batches]}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a host with 2+ GPUs, from the repo root: tensor/expert parallelism through NCCL (issue #10; README, "Several GPUs").
 #   here:     tools/gpu/pack.sh build-tp test_tensor_parallel_cuda test_golden_cuda quatre bench_serve
-#   run tool: kind nvidia-h200-x2 (or nvidia-h100-x2), command "bash tools/gpu/tp_check.sh $OUT", carry [".gpu/cuda"]
+#   run tool: kind nvidia-h200-x2 (or nvidia-h100-x2), command "bash tools/gpu/tp_check.sh $OUT", carry [".gpu/pack"]
 # 1. the tiny goldens with one GPU per rank (N=2; N=4 where 4 GPUs are visible) and, for reference, on one GPU;
 # 2. a full-width FP8 checkpoint of LAYERS layers (default 4, written here by gen-model): `quatre run` greedy on 1 GPU
 #    and on N=2, the two continuations compared and the speed lines kept, then bench_serve (64 requests, 16 at once)
@@ -12,8 +12,7 @@ set -uo pipefail
 out=${1:-/tmp/tp_check}
 layers=${LAYERS:-4}
 mkdir -p "$out"
-bin=.gpu/cuda/bin
-export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
+source tools/gpu/packed_env.sh  # $bin (unpacked from .gpu/pack), its libraries on LD_LIBRARY_PATH
 export NCCL_NVLS_ENABLE=0  # shared host: no NVLink SHARP multicast (README)
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 # Test binaries read tests/data and write checkpoints through the source dir compiled in (/work/main).
