@@ -416,10 +416,22 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
   }
 }
 
+// Plain problems of 5-8 rows (decode batches of 5-8): every row in one pass over the weights, at two blocks an SM
+// (room for the 8-row body's registers, which spilled under the three-blocks bound). small_m_kernel's 4-row passes
+// would read the weights twice: from L2 for a layer's matrices, but from DRAM again for the 1 GB lm_head.
+template <class Column, int WPC>
+__global__ void __launch_bounds__(256, 2) small_m8_kernel(MatmulProblem p, int rows_per_group) {
+  column_sums<Column, WPC, kSmallRows>(p, rows_per_group, present_rows(p, blockIdx.y * rows_per_group, rows_per_group));
+}
+
 template <class Column, int WPC>
 void launch_small_wpc(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
   const dim3 grid(blocks_for(p.N, small_block_cols(WPC)), groups, p.y2 != nullptr ? 2 : 1);
-  small_m_kernel<Column, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+  if (p.experts == nullptr && p.M > 4) {
+    small_m8_kernel<Column, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+  } else {
+    small_m_kernel<Column, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+  }
 }
 
 // Warps per column: the fewest that give about 4 blocks per SM of an H100/H200 (132 SMs), while every lane keeps

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/pack): the
+# CUDA tests, then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context 1024) for the baseline
+# binary (.gpu/cuda/base/quatre-bench, if packed) and for the packed one under each environment setting given
+# (e.g. "QUATRE_CUDA_SMALLM_LANES=8"; "-" for none), each in its own process; the batch-1 and -64 profile of the
+# first setting; the decode rows of every run last.
+#   run tool: command "bash tools/gpu/cuda_knobs.sh $OUT - QUATRE_CUDA_SMALLM_LANES=8 ...", carry [".gpu/pack"]
+set -uo pipefail
+out=${1:?usage: cuda_knobs.sh OUT_DIR SETTING...}
+shift
+mkdir -p "$out"
+source tools/gpu/packed_env.sh
+timeout 200 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
+echo "== tests rc=$?"
+grep -E "^== |^\[  (PASSED|FAILED)|Failure|exception" "$out/check.txt" | grep -v "^== device" | paste -sd' ' | head -c 1500
+echo
+args=(--random-weights "${layers[@]}" --batch 1,8,64 --context 1024 --steps 5)
+runs=()
+if [ -x .gpu/cuda/base/quatre-bench ]; then
+  timeout 60 .gpu/cuda/base/quatre-bench "${args[@]}" > "$out/base.txt" 2>&1
+  runs+=(base)
+fi
+i=0
+for setting in "$@"; do
+  i=$((i + 1))
+  env_args=()
+  [ "$setting" = - ] || env_args=("$setting")
+  timeout 60 env "${env_args[@]}" "$bin/quatre-bench" "${args[@]}" > "$out/run$i.txt" 2>&1
+  echo "run$i: $setting" >> "$out/runs.txt"
+  runs+=("run$i")
+done
+first=${1:--}
+[ "$first" = - ] && first=
+timeout 60 env $first "$bin/quatre-bench" "${args[@]}" --batch 1,64 --profile > "$out/profile.txt" 2>&1
+awk '/^  op/{c++} c==1' "$out/profile.txt" | head -16
+awk '/^  op/{c++} c==2' "$out/profile.txt" | head -12
+cat "$out/runs.txt"
+for r in "${runs[@]}"; do
+  echo "== $r"
+  grep -E "^ +[0-9]+ +1024 " "$out/$r.txt" | awk '{print "   B=" $1, $3 " ms", $4 " tok/s", $8}'
+done
