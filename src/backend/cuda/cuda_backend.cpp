@@ -644,6 +644,9 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
                   .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
                   .y = gate, .ldy = F};
+  // Real rows a group expected: the T*K pairs over the experts they can reach, at most G (the small kernels'
+  // tensor-core path wants >= 2).
+  p.rows_hint = std::min(static_cast<float>(T * K) / static_cast<float>(std::min(E, T * K)), static_cast<float>(G));
   CHECK(same_layout(up0, gate0)) << "expert gate and up weights of different dtypes (or 4-bit layouts)";
   p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
   p.experts2 = table + E;
@@ -659,7 +662,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
   MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
                   .group_expert = group_expert, .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
-                  .row_scale = args.routing.gates.data_as<float>()};
+                  .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
   {
     const OpScope scope(profiler_, "moe down (routed)");
     launched(launch_matmul(q, s), "moe down");

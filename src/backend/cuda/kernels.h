@@ -51,11 +51,17 @@ struct MatmulProblem {
   DevWeight weight2 = {};
   const DevWeight* experts2 = nullptr;
   float* y2 = nullptr;
+  // Grouped problems: the real rows a group the caller expects (0: unknown); >= 2 lets the small tensor-core
+  // kernel take groups of <= 8 rows (matmul_small_tc.cu).
+  float rows_hint = 0;
 };
-// Small M (<= 8 rows a group): four lanes per output column, reading the weight with 16-byte loads (4-bit
-// weights: 32 codes a load, dequantised in registers). Otherwise the tensor cores or a 64x64 shared-memory tile.
+// Small M (<= 8 rows a group): BF16/FP8 weights with 2-8 rows expected on the tensor cores (swap AB), else four
+// lanes per output column, reading the weight with 16-byte loads (4-bit weights: 32 codes a load, dequantised in
+// registers). Otherwise the tensor cores or a 64x64 shared-memory tile.
 // One weight type per launch: weight2 and every expert share weight's type (and, 4-bit, the symmetry).
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
+// Tests: the small tensor-core kernel as QUATRE_CUDA_SMALL_TC says (-1), off (0), or on wherever it can run (1).
+void set_small_tc_for_tests(int mode);
 
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
@@ -111,7 +117,7 @@ struct MlaLaunch {
   float* split_ml = nullptr;
   float* q_abs = nullptr;
 };
-// Whether launch_mla takes the tiled path (absorbed, R <= 256, R + Dr a multiple of 4, a 16-byte aligned cache);
+// Whether launch_mla takes the tiled path (absorbed, R <= 256, R and Dr multiples of 4, a 16-byte aligned cache);
 // otherwise one block per (token, head) over the fp32 kv_b, with n_splits = 1.
 bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache);
 // The split count the tiled path should use for T tokens with contexts up to max_context.

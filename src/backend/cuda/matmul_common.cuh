@@ -48,4 +48,10 @@ __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t
 bool matmul_tc_applies(const MatmulProblem& p);
 cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream);
 
+// Tensor-core path for <= 8 rows a group (matmul_small_tc.cu): BF16/FP8 weights, K % 16 (FP8) / % 8 (BF16) == 0,
+// 16-byte aligned rows, and at least 2 rows a group expected (plain: M >= 2; grouped: rows_hint >= 2); off with
+// QUATRE_CUDA_SMALL_TC=0. False: the FMA kernel of matmul.cu runs.
+bool small_tc_applies(const MatmulProblem& p);
+cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
+
 }  // namespace quatre::cuda

@@ -1,6 +1,7 @@
 // CudaBackend ops against CpuBackend (itself tested against naive and float64 references) on fresh random inputs,
 // for BF16 and FP8 weights (F32 too for matmul): matmul on every kernel (small M on every split of K over warps,
-// bitwise deterministic; for more rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or
+// bitwise deterministic; 2-8 rows with BF16/FP8 weights on the tensor cores too, against the FMA kernel; for more
+// rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or
 // with QUATRE_CUDA_TC=0; 16-byte and scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4
 // temperature, the cache write, MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties
 // included), FFN and MoE on both group sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
@@ -10,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -52,6 +54,37 @@ TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << dtype_name(dtype) << " M=" << M << " in=" << in << " out=" << out
                                                   << " x offset " << offset;
         }
+      }
+    }
+  }
+}
+
+// The small tensor-core kernel (2-8 rows, BF16/FP8 weights, swap AB) against the CPU and against the FMA kernel
+// (forced off, then forced on wherever it runs, 1 row included): N not a multiple of a warp's 32 columns, K tails
+// (K % 64 != 0), 1..8 k slices a column (small N, long K); the same call twice gives the same bits.
+TEST_F(CudaOps, SmallTensorCoreMatmulMatchesCpuAndFmaKernel) {
+  struct Reset {
+    ~Reset() { set_small_tc_for_tests(-1); }
+  } reset;
+  uint64_t seed = 700;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130},
+                           {400, 70}, {1024, 520}, {64, 16}}) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const Weight wd = prep(w);
+      for (int64_t M : {1, 2, 3, 5, 8}) {
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
+        const Tensor xd = up(x, {M, in});
+        set_small_tc_for_tests(0);
+        const std::vector<float> fma = down(gpu_->matmul(xd, wd, *dev_arena_));
+        set_small_tc_for_tests(1);
+        const std::vector<float> tc = down(gpu_->matmul(xd, wd, *dev_arena_));
+        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
+                                 std::to_string(in) + " out=" + std::to_string(out);
+        EXPECT_LE(rel_l2(fma, want), kF32RelL2) << "FMA kernel " << what;
+        EXPECT_LE(rel_l2(tc, want), kF32RelL2) << "tensor cores " << what;
+        EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), tc) << "deterministic " << what;
       }
     }
   }
@@ -300,7 +333,10 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
     const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
     const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
     const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
-    for (int64_t T : {1, 7, 24, 70}) {  // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64
+    // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64. T = 7, 24: rows_hint >= 2, the small
+    // tensor-core kernel on groups of 2-8 real rows and padding rows (gate+up in one launch, down with the gates as
+    // row scale); T = 7 with the shared expert: its down accumulates into y on the same kernel (7 rows).
+    for (int64_t T : {1, 7, 24, 70}) {
       std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
       std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
       const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
