@@ -508,7 +508,10 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   if (grouped && !small && p.rows_per_group != kTile) return cudaErrorInvalidValue;
   if (small && p.K > INT32_MAX / 2) return cudaErrorInvalidValue;  // the small kernel's k is an int
   if (p.weight.type == WType::kInt4) return launch_int4(p, grouped, small, stream);
-  if (small && small_tc_applies(p)) return launch_small_tc(p, grouped ? p.rows_per_group : kSmallRows, stream);
+  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
+  if ((small || !grouped) && small_tc_applies(p)) {
+    return launch_small_tc(p, grouped ? p.rows_per_group : kSmallRows, stream);
+  }
   return dispatch_wtype(p.weight.type, [&](auto tag) -> cudaError_t {
     constexpr WType T = decltype(tag)::value;
     if (small) return launch_small_float<T>(p, grouped ? p.rows_per_group : kSmallRows, stream);

@@ -35,6 +35,16 @@ __device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, in
   return skip ? DevWeight{} : p.experts[e];
 }
 
+// The BF16 tensor-core MMA of both tensor-core kernels (matmul_tc.cu, matmul_small_tc.cu).
+// d += a · b: A 16x16 row-major (4 regs), B 16x8 column-major (2 regs), fp32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {
   const int64_t row = p.y_rows != nullptr ? p.y_rows[m] : m;
   if (row < 0) return;
@@ -48,9 +58,10 @@ __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t
 bool matmul_tc_applies(const MatmulProblem& p);
 cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream);
 
-// Tensor-core path for <= 8 rows a group (matmul_small_tc.cu): BF16/FP8 weights, K % 16 (FP8) / % 8 (BF16) == 0,
-// 16-byte aligned rows, and at least 2 rows a group expected (plain: M >= 2; grouped: rows_hint >= 2); off with
-// QUATRE_CUDA_SMALL_TC=0. False: the FMA kernel of matmul.cu runs.
+// Tensor-core path for <= 8 rows a group or plain problems of <= 64 rows (matmul_small_tc.cu): BF16/FP8 weights,
+// K % 16 (FP8) / % 8 (BF16) == 0, 16-byte aligned rows, no x_rows past 8 plain rows, and at least 2 rows a group
+// expected (plain: M >= 2; grouped: rows_hint >= 2); off with QUATRE_CUDA_SMALL_TC=0. False: the FMA kernel of
+// matmul.cu (or past 8 rows the large-M kernels) runs. rows_per_group: the group's rows (plain: 8, whatever M).
 bool small_tc_applies(const MatmulProblem& p);
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
 

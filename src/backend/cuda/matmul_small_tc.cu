@@ -1,7 +1,9 @@
-// y = x · wᵀ on the tensor cores for small groups (2-8 rows: decode batches, MoE expert groups) with BF16 or FP8
-// weights, "swap AB": the weights are mma.sync's A operand (16 output columns x 16 k), the group's <= 8 rows its B
-// operand (16 k x 8 rows; absent rows are zeros), so one m16n8k16 does 16 x 8 x 16 multiply-adds that the FMA
-// kernel of matmul.cu issues one by one. As in matmul_tc.cu, fp32 activations are split into three BF16 terms
+// y = x · wᵀ on the tensor cores for small groups (2-8 rows: decode batches, MoE expert groups; plain problems of
+// up to 64 rows) with BF16 or FP8 weights, "swap AB": the weights are mma.sync's A operand (16 output columns x 16
+// k), a block of <= 8 rows its B operand (16 k x 8 rows; absent rows are zeros), so one m16n8k16 does 16 x 8 x 16
+// multiply-adds that the FMA kernel of matmul.cu issues one by one. A plain problem of 9-64 rows runs as one group
+// of 2, 4 or 8 row blocks: each weight fragment, loaded once, is multiplied against every row block, so the weights
+// stream from memory once for all rows. As in matmul_tc.cu, fp32 activations are split into three BF16 terms
 // (hi + mid + lo) multiplied against the same weights (FP8 E4M3 and BF16 are exact in BF16), so the result matches
 // fp32 arithmetic up to summation order. The weights go from global memory straight into registers (16-byte loads,
 // no shared memory), each thread given a permuted set of k so that its loads are contiguous.
@@ -16,10 +18,9 @@
 namespace quatre::cuda {
 namespace {
 
-constexpr int kRows = 8;         // B's columns: the rows of a group
+constexpr int kRows = 8;         // B's columns: the rows of a row block
+constexpr int kMaxRowBlocks = 8; // plain problems: up to 64 rows in one pass over the weights
 constexpr int kChunk = 64;       // k a warp covers per step: 4 mmas of 16
-constexpr int kColTiles = 2;     // 16-column A tiles a warp owns (the activation split is shared by them)
-constexpr int kWarpCols = 16 * kColTiles;
 constexpr int kWarps = 8;        // a block: kWarps / WPC column warps x WPC k slices
 constexpr int kInFlight = 2;     // chunks of loads in flight a thread
 
@@ -41,11 +42,12 @@ __device__ __forceinline__ int slot_k(int t, int j) {
 template <WType T>
 constexpr int kLoadsPerRow = T == WType::kF8E4M3 ? 1 : 2;
 
-// One chunk of a thread's weights as loaded: rows g and g+8 of each column tile. (The activations are loaded when
-// the chunk is multiplied: from L1/L2, shared by the block's column warps; held in flight they spilled.)
-template <WType T>
+// One chunk of a thread's weights as loaded: rows g and g+8 of each of its CT 16-column tiles. (The activations
+// are loaded when the chunk is multiplied: from L1/L2, shared by the block's column warps; held in flight they
+// spilled.)
+template <WType T, int CT>
 struct Chunk {
-  uint4 w[kColTiles][2][kLoadsPerRow<T>];  // [tile][row g, g+8][load]
+  uint4 w[CT][2][kLoadsPerRow<T>];  // [tile][row g, g+8][load]
 };
 
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
@@ -92,27 +94,21 @@ __device__ __forceinline__ void split3(float v0, float v1, uint32_t (&term)[3]) 
   }
 }
 
-// d += a · b: A 16x16 row-major (4 regs), B 16x8 column-major (2 regs), fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// A thread's view of the problem: its weight rows (null past N), its activation row (null: absent row).
-template <WType T>
+// A thread's view of the problem: its weight rows (null past N), its activation rows g, g + 8, ... of the RB row
+// blocks (x_blocks bit rb: row 8rb + g is present; absent rows read as zeros).
+template <WType T, int CT>
 struct Operands {
   using S = typename WTraits<T>::S;
-  const S* w[kColTiles][2];  // rows n0 + 16c + g and + 8
-  const float* x;            // [K] of the group's row g
+  const S* w[CT][2];  // rows n0 + 16c + g and + 8
+  const float* x;     // [K] of row g of row block 0 (of the group)
+  int x_step;         // x of row block rb: x + rb · x_step (plain problems; one row block otherwise)
+  unsigned x_blocks;
   int t, K;
 
-  __device__ Chunk<T> load(int base) const {
-    Chunk<T> c;
+  __device__ Chunk<T, CT> load(int base) const {
+    Chunk<T, CT> c;
 #pragma unroll
-    for (int ct = 0; ct < kColTiles; ++ct) {
+    for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -128,148 +124,197 @@ struct Operands {
     return c;
   }
 
-  // x[row g][base + slot_k(t, j) .. +4) for the 4 mmas j of a chunk (zeros past K or for an absent row).
-  __device__ void load_x(int base, float4 (&v)[4]) const {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int k = base + slot_k<T>(t, j);
-      v[j] = x != nullptr && k < K ? *reinterpret_cast<const float4*>(x + k) : make_float4(0, 0, 0, 0);
-    }
+  // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row). Ordered: a volatile load, kept in program order
+  // among the mmas (else the compiler hoists all of a chunk's activation loads of every row block, and spills).
+  template <bool kOrdered>
+  __device__ float4 load_x(int k, int rb) const {
+    if (((x_blocks >> rb) & 1u) == 0 || k >= K) return make_float4(0, 0, 0, 0);
+    const float* at = x + (rb * x_step + k);
+    if constexpr (!kOrdered) return *reinterpret_cast<const float4*>(at);
+    float4 v;
+    asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
+    return v;
   }
 };
 
-// acc[ct] += the chunk's products: per mma j, the activations split into 3 terms, 3 mmas a column tile.
-template <WType T>
-__device__ __forceinline__ void multiply(const Chunk<T>& c, const float4 (&x)[4], float (&acc)[kColTiles][4]) {
+// acc[rb][ct] += the chunk at `base` times row block rb: per mma j, A from the chunk (converted once for all row
+// blocks), the activations split into 3 terms, 3 mmas a column tile. Each accumulator sees mma j, then term, in
+// order. Several row blocks: the activations of step (j, rb) load during the mmas of the step before.
+template <WType T, int RB, int CT>
+__device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T, CT>& op, int base,
+                                         float (&acc)[RB][CT][4]) {
+  constexpr bool kOrdered = RB > 1;
+  float4 next = op.template load_x<kOrdered>(base + slot_k<T>(op.t, 0), 0);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    uint32_t b0[3], b1[3];  // [term]: B registers {b0b1}, {b2b3} = x at slot_k + {0,1}, + {2,3}
-    split3(x[j].x, x[j].y, b0);
-    split3(x[j].z, x[j].w, b1);
+    uint32_t a[CT][4];
 #pragma unroll
-    for (int ct = 0; ct < kColTiles; ++ct) {
-      uint32_t a[4];
-      a_fragment<T>(c.w[ct][0], c.w[ct][1], j, a);
+    for (int ct = 0; ct < CT; ++ct) a_fragment<T>(c.w[ct][0], c.w[ct][1], j, a[ct]);
 #pragma unroll
-      for (int term = 0; term < 3; ++term) mma_bf16(acc[ct], a, b0[term], b1[term]);
+    for (int rb = 0; rb < RB; ++rb) {
+      const float4 x = next;
+      const int step = j * RB + rb + 1;  // the next step's (j, rb)
+      if (step < 4 * RB) next = op.template load_x<kOrdered>(base + slot_k<T>(op.t, step / RB), step % RB);
+      uint32_t b0[3], b1[3];  // [term]: B registers {b0b1}, {b2b3} = x at slot_k + {0,1}, + {2,3}
+      split3(x.x, x.y, b0);
+      split3(x.z, x.w, b1);
+#pragma unroll
+      for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+        for (int term = 0; term < 3; ++term) mma_bf16(acc[rb][ct], a[ct], b0[term], b1[term]);
+      }
     }
   }
 }
 
-// Bit r: row m0 + r of the group is computed (within M, not padding, its output not dropped).
-__device__ __forceinline__ unsigned present_group_rows(const MatmulProblem& p, int64_t m0, int rows_per_group) {
+// Bit r: row m0 + r of the group is computed (within M, not padding, its output not dropped); up to 64 rows.
+__device__ __forceinline__ uint64_t present_group_rows(const MatmulProblem& p, int64_t m0, int rows_per_group) {
   const int n_rows = static_cast<int>(p.M - m0 < rows_per_group ? p.M - m0 : rows_per_group);
-  unsigned mask = 0;
+  uint64_t mask = 0;
   for (int r = 0; r < n_rows; ++r) {
     const int64_t m = m0 + r;
-    if ((p.y_rows == nullptr || p.y_rows[m] >= 0) && (p.x_rows == nullptr || p.x_rows[m] >= 0)) mask |= 1u << r;
+    if ((p.y_rows == nullptr || p.y_rows[m] >= 0) && (p.x_rows == nullptr || p.x_rows[m] >= 0)) {
+      mask |= uint64_t{1} << r;
+    }
   }
   return mask;
 }
 
-// grid (ceil(N / block columns), groups, problems), 256 threads: warp w owns the 32 columns
-// n0 = blockIdx.x · 32 · (8/WPC) + 32 · (w / WPC) and the chunks s, s + WPC, s + 2·WPC, ... of K for s = w % WPC.
-// A column's partial sums over its WPC warps are added in shared memory in warp order (bitwise reproducible).
-// Two blocks an SM: 128 registers.
-template <WType T, int WPC>
-__global__ void __launch_bounds__(kWarps * 32, 2) small_tc_kernel(MatmulProblem p, int rows_per_group) {
-  using S = typename WTraits<T>::S;
-  constexpr int kColWarps = kWarps / WPC;
-  select_problem(p);
-  const int64_t group = blockIdx.y, m0 = group * rows_per_group;
-  const GroupView gw = group_weight(p, group);
-  if (gw.skip) return;  // a padding group: the whole block
-  const unsigned rows = present_group_rows(p, m0, rows_per_group);
-  if (rows == 0) return;  // uniform over the block
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int g = lane / 4, t = lane % 4, slice = warp % WPC;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kColWarps + warp / WPC) * kWarpCols;
+// Blocks an SM the kernel is built for (the register budget: 128 registers at 2, 255 at 1).
+template <int RB, int CT>
+constexpr int kMinBlocks = RB < 4 ? 2 : 1;
 
-  Operands<T> op;
-  op.t = t, op.K = static_cast<int>(p.K);
+// The column's WPC k slices added in shared memory in warp order (bitwise reproducible), one row block at a time;
+// afterwards acc of the slice-0 warp holds the column's sums.
+template <int WPC, int RB, int CT>
+__device__ __forceinline__ void reduce_slices(float (&acc)[RB][CT][4], int warp, int lane) {
+  __shared__ float4 partial[kWarps][CT][32];
+  const int slice = warp % WPC;
 #pragma unroll
-  for (int ct = 0; ct < kColTiles; ++ct) {
+  for (int rb = 0; rb < RB; ++rb) {
+    if (rb > 0) __syncthreads();  // the previous row block's sums are read
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t n = n0 + 16 * ct + 8 * h + g;
-      op.w[ct][h] = n < p.N ? static_cast<const S*>(gw.w) + n * p.K : nullptr;
-    }
-  }
-  op.x = nullptr;
-  if ((rows >> g) & 1u) {
-    const int64_t m = m0 + g;
-    op.x = p.x + (p.x_rows != nullptr ? p.x_rows[m] : m) * p.ldx;
-  }
-
-  float acc[kColTiles][4] = {};
-  constexpr int kStride = WPC * kChunk;  // k step of a warp
-  Chunk<T> buf[kInFlight];
-  int base = slice * kChunk;
-#pragma unroll
-  for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(base + u * kStride);
-  for (; base < op.K; base += kInFlight * kStride) {
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
-      float4 x[4];
-      op.load_x(base + u * kStride, x);
-      multiply<T>(buf[u], x, acc);
-      buf[u] = op.load(base + (u + kInFlight) * kStride);
-    }
-  }
-
-  if constexpr (WPC > 1) {  // over the column's k slices, in warp order
-    __shared__ float4 partial[kWarps][kColTiles][32];
-#pragma unroll
-    for (int ct = 0; ct < kColTiles; ++ct) {
-      partial[warp][ct][lane] = make_float4(acc[ct][0], acc[ct][1], acc[ct][2], acc[ct][3]);
+    for (int ct = 0; ct < CT; ++ct) {
+      partial[warp][ct][lane] = make_float4(acc[rb][ct][0], acc[rb][ct][1], acc[rb][ct][2], acc[rb][ct][3]);
     }
     __syncthreads();
-    if (slice != 0) return;
+    if (slice != 0) continue;
 #pragma unroll
-    for (int ct = 0; ct < kColTiles; ++ct) {
+    for (int ct = 0; ct < CT; ++ct) {
       float4 s = partial[warp][ct][lane];
 #pragma unroll
       for (int j = 1; j < WPC; ++j) {
         const float4 q = partial[warp + j][ct][lane];
         s.x += q.x, s.y += q.y, s.z += q.z, s.w += q.w;
       }
-      acc[ct][0] = s.x, acc[ct][1] = s.y, acc[ct][2] = s.z, acc[ct][3] = s.w;
+      acc[rb][ct][0] = s.x, acc[rb][ct][1] = s.y, acc[rb][ct][2] = s.z, acc[rb][ct][3] = s.w;
     }
   }
-  // C fragment: c[2h + i] = (column n0 + 16ct + 8h + g, group row 2t + i).
+}
+
+// grid (ceil(N / block columns), groups, problems), 256 threads; a group is RB row blocks of 8 rows (RB > 1: a
+// plain problem, one group). Warp w owns the 16·CT columns n0 = (blockIdx.x · (8/WPC) + w / WPC) · 16·CT and the
+// chunks s, s + WPC, s + 2·WPC, ... of K for s = w % WPC; a column's partial sums over its WPC warps are added in
+// shared memory in warp order (bitwise reproducible).
+template <WType T, int WPC, int RB, int CT>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kernel(MatmulProblem p,
+                                                                                   int rows_per_group) {
+  using S = typename WTraits<T>::S;
+  constexpr int kColWarps = kWarps / WPC;
+  select_problem(p);
+  const int64_t group = blockIdx.y, m0 = group * rows_per_group;
+  const GroupView gw = group_weight(p, group);
+  if (gw.skip) return;  // a padding group: the whole block
+  const uint64_t rows = present_group_rows(p, m0, rows_per_group);
+  if (rows == 0) return;  // uniform over the block
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4, slice = warp % WPC;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kColWarps + warp / WPC) * (16 * CT);
+
+  Operands<T, CT> op;
+  op.t = t, op.K = static_cast<int>(p.K);
 #pragma unroll
-  for (int ct = 0; ct < kColTiles; ++ct) {
+  for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int r = 2 * t + e % 2;
-      const int64_t n = n0 + 16 * ct + 8 * (e / 2) + g;
-      if (((rows >> r) & 1u) && n < p.N) store(p, m0 + r, n, acc[ct][e] * gw.scale);
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = n0 + 16 * ct + 8 * h + g;
+      op.w[ct][h] = n < p.N ? static_cast<const S*>(gw.w) + n * p.K : nullptr;
+    }
+  }
+  op.x_blocks = 0;
+#pragma unroll
+  for (int rb = 0; rb < RB; ++rb) op.x_blocks |= static_cast<unsigned>((rows >> (kRows * rb + g)) & 1u) << rb;
+  const bool mapped = p.x_rows != nullptr && ((rows >> g) & 1u) != 0;  // x_rows: one row block (small_tc_applies)
+  op.x = p.x + (mapped ? p.x_rows[m0 + g] : m0 + g) * p.ldx;
+  op.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
+
+  float acc[RB][CT][4] = {};
+  constexpr int kStride = WPC * kChunk;  // k step of a warp
+  Chunk<T, CT> buf[kInFlight];
+  int base = slice * kChunk;
+#pragma unroll
+  for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(base + u * kStride);
+  for (; base < op.K; base += kInFlight * kStride) {
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
+      multiply<T, RB, CT>(buf[u], op, base + u * kStride, acc);
+      buf[u] = op.load(base + (u + kInFlight) * kStride);
+    }
+  }
+
+  if constexpr (WPC > 1) {
+    reduce_slices<WPC, RB, CT>(acc, warp, lane);
+    if (slice != 0) return;
+  }
+  // C fragment of row block rb: c[2h + i] = (column n0 + 16ct + 8h + g, row 8rb + 2t + i).
+#pragma unroll
+  for (int rb = 0; rb < RB; ++rb) {
+#pragma unroll
+    for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = kRows * rb + 2 * t + e % 2;
+        const int64_t n = n0 + 16 * ct + 8 * (e / 2) + g;
+        if (((rows >> r) & 1u) && n < p.N) store(p, m0 + r, n, acc[rb][ct][e] * gw.scale);
+      }
     }
   }
 }
 
 // K slices a column: the fewest that give about 4 blocks an SM of an H100/H200 (132 SMs), while every slice keeps
 // at least two chunks of K.
-int slices_per_column(int64_t N, int64_t K, unsigned groups) {
+int slices_per_column(int64_t N, int64_t K, unsigned groups, int warp_cols) {
   int wpc = 1;
-  while (wpc < kWarps && static_cast<int64_t>(blocks_for(N, kWarpCols * kWarps / wpc)) * groups < 4 * 132 &&
+  while (wpc < kWarps && static_cast<int64_t>(blocks_for(N, warp_cols * kWarps / wpc)) * groups < 4 * 132 &&
          K >= 2 * 2 * wpc * kChunk) {
     wpc *= 2;
   }
   return wpc;
 }
 
+template <WType T, int RB, int CT>
+void launch_blocks(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
+  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
+  const int wpc = slices_per_column(p.N, p.K, groups, 16 * CT);
+  const dim3 grid(blocks_for(p.N, 16 * CT * kWarps / wpc), groups, p.y2 != nullptr ? 2 : 1);
+  switch (wpc) {
+    case 1: small_tc_kernel<T, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 2: small_tc_kernel<T, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 4: small_tc_kernel<T, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    default: small_tc_kernel<T, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+  }
+}
+
+// Groups of <= 8 rows: one row block, 32 columns a warp. A plain problem of 9-64 rows: the fewest row blocks that
+// hold it, in one group; with several row blocks 16 columns a warp for BF16 (twice FP8's weight registers in
+// flight) and for 8 row blocks (the accumulators), else spills.
 template <WType T>
 void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
-  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
-  const int wpc = slices_per_column(p.N, p.K, groups);
-  const dim3 grid(blocks_for(p.N, kWarpCols * kWarps / wpc), groups, p.y2 != nullptr ? 2 : 1);
-  switch (wpc) {
-    case 1: small_tc_kernel<T, 1><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 2: small_tc_kernel<T, 2><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 4: small_tc_kernel<T, 4><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    default: small_tc_kernel<T, 8><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-  }
+  constexpr int kCT = T == WType::kBF16 ? 1 : 2;
+  if (p.experts != nullptr || p.M <= kRows) return launch_blocks<T, 1, 2>(p, rows_per_group, stream);
+  if (p.M <= 2 * kRows) return launch_blocks<T, 2, kCT>(p, 2 * kRows, stream);
+  if (p.M <= 4 * kRows) return launch_blocks<T, 4, kCT>(p, 4 * kRows, stream);
+  launch_blocks<T, 8, 1>(p, 8 * kRows, stream);
 }
 
 std::atomic<int> g_test_mode{-1};  // set_small_tc_for_tests
@@ -296,9 +341,14 @@ bool small_tc_applies(const MatmulProblem& p) {
   if (p.K % (fp8 ? 16 : 8) != 0 || p.K > INT32_MAX / 2) return false;  // whole 16-byte loads; k is an int
   if (p.ldx % 4 != 0 || !aligned16(p.x)) return false;                 // float4 activation loads
   const bool grouped = p.experts != nullptr;
-  if (grouped ? p.rows_per_group > kRows : p.M > kRows) return false;
+  if (grouped ? p.rows_per_group > kRows : p.M > kMaxRowBlocks * kRows) return false;
+  // Row blocks step through x by ldx, in int offsets.
+  if (!grouped && p.M > kRows && (p.x_rows != nullptr || p.ldx > INT32_MAX / (kMaxRowBlocks * kRows))) return false;
   if (!grouped && (!aligned16(p.weight.w) || (p.y2 != nullptr && !aligned16(p.weight2.w)))) return false;
   if (mode == 1) return true;
+  // BF16 weights of more than 8 rows spill in the row-block variants: measured on an H100 at 64 rows, the 1 GB lm_head
+  // took 1.64 ms here against ~1.1 on the large-M tile; the 1 MB router was faster here. Large BF16 ones stay there.
+  if (!grouped && !fp8 && p.M > kRows && p.N * p.K > (int64_t{16} << 20)) return false;
   return grouped ? p.rows_hint >= 2.0f : p.M >= 2;
 }
 

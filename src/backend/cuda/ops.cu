@@ -113,25 +113,27 @@ __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_
 }
 
 // One block per token: rotate the (H+1)*half interleaved pairs (H query heads, then k_rope), then scale q.
+// Grid (T, H + 1): block h < H rotates query head h (then scales the whole head by the temperature), block H the
+// shared k_rope. Each pair's angle as before, so the values are those of one block a token looping over every
+// head (8.7 us at T = 1 on an H100: one block, a sin and cos a pair and 64-bit divisions in the loop).
 __global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t nope, int64_t rope_dim,
                             const float* inv_freq, const int32_t* positions, float beta, int64_t original_max) {
-  const int64_t t = blockIdx.x, half = rope_dim / 2, head_dim = nope + rope_dim, q_width = n_heads * head_dim;
+  const int64_t t = blockIdx.x, h = blockIdx.y, half = rope_dim / 2, head_dim = nope + rope_dim;
   const int32_t pos = positions[t];
-  float* qt = q + t * q_width;
-  for (int64_t i = threadIdx.x; i < (n_heads + 1) * half; i += blockDim.x) {
-    const int64_t h = i / half, p = i % half;
+  float* head = h < n_heads ? q + t * n_heads * head_dim + h * head_dim : nullptr;
+  for (int64_t p = threadIdx.x; p < half; p += blockDim.x) {
     const float angle = static_cast<float>(pos) * inv_freq[p];
     const float c = cosf(angle), s = sinf(angle);
-    float* x = h < n_heads ? qt + h * head_dim + nope + 2 * p : k_rope + t * rope_dim + 2 * p;
+    float* x = head != nullptr ? head + nope + 2 * p : k_rope + t * rope_dim + 2 * p;
     const float x0 = x[0], x1 = x[1];
     x[0] = x0 * c - x1 * s;
     x[1] = x1 * c + x0 * s;
   }
-  if (beta == 0.0f) return;
+  if (beta == 0.0f || head == nullptr) return;
   __syncthreads();
   const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
   const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
-  for (int64_t i = threadIdx.x; i < q_width; i += blockDim.x) qt[i] *= temperature;
+  for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) head[i] *= temperature;
 }
 
 // The row is stored in the cache's dtype: BF16 rounded to nearest even, FP8 E4M3 saturated (as the CPU backend).
@@ -279,8 +281,8 @@ cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int
                         const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
                         cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
-  rope_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(q, k_rope, n_heads, nope, rope_dim, inv_freq, positions,
-                                                           beta, original_max);
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(n_heads + 1));
+  rope_kernel<<<grid, 64, 0, stream>>>(q, k_rope, n_heads, nope, rope_dim, inv_freq, positions, beta, original_max);
   return cudaGetLastError();
 }
 

@@ -6,6 +6,7 @@
 // temperature, the cache write, MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties
 // included), FFN and MoE on both group sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
 // an fp32 bound. Skips without a GPU.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -84,6 +85,39 @@ TEST_F(CudaOps, SmallTensorCoreMatmulMatchesCpuAndFmaKernel) {
                                  std::to_string(in) + " out=" + std::to_string(out);
         EXPECT_LE(rel_l2(fma, want), kF32RelL2) << "FMA kernel " << what;
         EXPECT_LE(rel_l2(tc, want), kF32RelL2) << "tensor cores " << what;
+        EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), tc) << "deterministic " << what;
+      }
+    }
+  }
+}
+
+// Plain problems of 9-64 rows on the small tensor-core kernel (2, 4 or 8 row blocks of 8 in one pass over the
+// weights) against the CPU and against the large-M tensor-core kernel (forced off): N not a multiple of a warp's
+// columns, K tails, 1..8 k slices a column; the bound grows with K (fp32 accumulation on the tensor cores); the same
+// call twice gives the same bits.
+TEST_F(CudaOps, SmallTensorCoreMatmulOfUpTo64RowsMatchesCpu) {
+  struct Reset {
+    ~Reset() { set_small_tc_for_tests(-1); }
+  } reset;
+  uint64_t seed = 800;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130},
+                           {1024, 520}, {64, 16}}) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const Weight wd = prep(w);
+      const double bound = kF32RelL2 * std::max(1.0, static_cast<double>(in) / 2048.0);
+      for (int64_t M : {9, 16, 17, 33, 64}) {
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
+        const Tensor xd = up(x, {M, in});
+        set_small_tc_for_tests(0);
+        const std::vector<float> large = down(gpu_->matmul(xd, wd, *dev_arena_));
+        set_small_tc_for_tests(1);
+        const std::vector<float> tc = down(gpu_->matmul(xd, wd, *dev_arena_));
+        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
+                                 std::to_string(in) + " out=" + std::to_string(out);
+        EXPECT_LE(rel_l2(large, want), bound) << "large-M kernel " << what;
+        EXPECT_LE(rel_l2(tc, want), bound) << "small tensor cores " << what;
         EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), tc) << "deterministic " << what;
       }
     }
