@@ -81,6 +81,34 @@ TEST(Arena, RewindFreesWhatCameAfterTheMark) {
   EXPECT_DEATH(a.rewind(m), "after the current position");
 }
 
+// seek(mark) goes to a mark taken after the same allocations (a replayed step), so what comes next lands where it
+// landed then; a chunk that does not exist is a bug.
+TEST(Arena, SeekGoesToAMarkOfTheSameAllocations) {
+  Arena a(host_memory(), {.chunk_bytes = 1024});
+  a.allocate(300);
+  a.allocate(900);  // a second chunk
+  const Arena::Mark end = a.mark();
+  void* next = a.allocate(100);
+  a.reset();
+  a.seek(end);
+  EXPECT_EQ(a.allocate(100), next);
+  EXPECT_DEATH(a.seek({.chunk = 7, .offset = 0, .used_before = 0}), "Arena::seek");
+}
+
+// layout_id names one arena's chunks: unique, kept while chunks are only added, changed when one is replaced.
+TEST(Arena, LayoutIdChangesOnlyWhenAChunkIsReplaced) {
+  Arena a(host_memory(), {.chunk_bytes = 1024}), b(host_memory(), {.chunk_bytes = 1024});
+  EXPECT_NE(a.layout_id(), b.layout_id());
+  const uint64_t id = a.layout_id();
+  a.allocate(100);
+  a.allocate(2000);  // a new chunk of 2000 after the first: added, not replaced
+  EXPECT_EQ(a.layout_id(), id);
+  a.reset();
+  a.allocate(100);
+  a.allocate(5000);  // the empty 2000-byte chunk is too small: replaced by a larger one
+  EXPECT_NE(a.layout_id(), id);
+}
+
 TEST(Arena, PoisonFillsAllocationsWithNan) {
   Arena a(host_memory(), {.poison = true});
   const Tensor t = a.tensor(DType::F32, {3, 5});

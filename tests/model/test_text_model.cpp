@@ -371,6 +371,54 @@ TEST(TextModel, ArenaStopsGrowingAfterTheFirstStep) {
   }
 }
 
+// Decode steps go through Backend::run_step with their block tables padded to a power-of-two width (text_model.h);
+// a hook sends the same step through the plain path: the logits are the same bits. The padded path checks the
+// step's inputs itself (a replayed step runs none of the ops' checks): bad ids, slots and blocks are errors.
+class NoHook final : public ActivationHook {
+ public:
+  void on_activation(int, std::string_view, const Tensor&) override {}
+};
+
+std::vector<float> host_floats(const Tensor& t) {  // CPU backend: the tensor is host memory
+  return std::vector<float>(t.data_as<float>(), t.data_as<float>() + t.numel());
+}
+
+TEST(TextModel, DecodeStepsWithPaddedTablesEqualThePlainPathAndCheckTheirInputs) {
+  LoadedModel& m = loaded({});
+  const TextModel model(m.text(), m.weights, *m.backend);
+  constexpr int64_t kBlock = 4;
+  KvCache kv(m.text(), *m.backend, {.n_blocks = 32, .block_size = kBlock});
+  const std::vector<int32_t> a = kv.allocate(5), b = kv.allocate(3);  // widths 5 and 3: padded to 8
+  Arena arena;
+  std::vector<int32_t> prompt_a = random_ids(17, m.text().vocab_size, 4), prompt_b = random_ids(9, m.text().vocab_size, 5);
+  for (auto [table, prompt] : {std::pair{&a, &prompt_a}, std::pair{&b, &prompt_b}}) {
+    StepBuilder p(kBlock);
+    p.add({.block_table = *table, .ids = *prompt});
+    arena.reset();
+    model.forward(p.inputs(), kv, arena);
+  }
+  auto decode = [&](int32_t id_a, int32_t id_b, std::span<const int32_t> table_b) {
+    StepBuilder d(kBlock);
+    d.add({.block_table = a, .n_cached = 17, .ids = std::span(&id_a, 1)});
+    d.add({.block_table = table_b, .n_cached = 9, .ids = std::span(&id_b, 1)});
+    return d;
+  };
+  const StepBuilder step = decode(5, 6, b);
+  arena.reset();
+  const std::vector<float> padded = host_floats(model.forward(step.inputs(), kv, arena));
+  NoHook hook;
+  arena.reset();
+  const std::vector<float> plain = host_floats(model.forward(step.inputs(), kv, arena, &hook));
+  ASSERT_EQ(padded.size(), static_cast<size_t>(2 * m.text().vocab_size));
+  EXPECT_EQ(padded, plain);
+  const auto V = static_cast<int32_t>(m.text().vocab_size);
+  arena.reset();
+  EXPECT_THROW(model.forward(decode(V, 6, b).inputs(), kv, arena), InvalidRequest) << "a token id outside the vocabulary";
+  const std::vector<int32_t> bad_block = {b[0], b[1], 32};  // entry 9 lies in block 2 of the table: block 32 of 32
+  arena.reset();
+  EXPECT_THROW(model.forward(decode(5, 6, bad_block).inputs(), kv, arena), InvalidRequest) << "a block outside the cache";
+}
+
 TEST(TextModel, RejectsScaledCosSin) {
   LoadedModel& m = loaded({});
   io::TextConfig config = m.text();
