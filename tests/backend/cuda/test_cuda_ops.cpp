@@ -32,8 +32,13 @@ using backend_test::rel_l2;
 using backend_test::StoredWeight;
 
 class CudaOps : public CudaVsCpu {
- protected:
+ public:  // for the shared checks below (expect_small_tc_matches) too
   Weight prep(const StoredWeight& s) { return gpu_->prepare_weight(s.weight); }
+  std::vector<float> cpu_matmul(std::vector<float>& x, int64_t M, int64_t in, const StoredWeight& w) {
+    return vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
+  }
+  Tensor upload(const std::vector<float>& x, int64_t M, int64_t in) { return up(x, {M, in}); }
+  std::vector<float> gpu_matmul(const Tensor& x, const Weight& w) { return down(gpu_->matmul(x, w, *dev_arena_)); }
 };
 
 TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
@@ -60,35 +65,44 @@ TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
   }
 }
 
+// For BF16 and FP8 weights of each shape (in, out) and each row count: the matmul with the small tensor-core kernel
+// off (the kernel that runs instead: `off_name`) and forced on, both against the CPU within kF32RelL2 (times K/2048
+// past 2048 when `bound_grows_with_k`: the tensor cores' fp32 accumulation), and the forced-on call twice the same bits.
+void expect_small_tc_matches(CudaOps& t, std::initializer_list<std::pair<int64_t, int64_t>> shapes,
+                             std::initializer_list<int64_t> rows, uint64_t seed, bool bound_grows_with_k,
+                             const char* off_name) {
+  struct Reset {
+    ~Reset() { set_small_tc_for_tests(-1); }
+  } reset;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [in, out] : shapes) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const Weight wd = t.prep(w);
+      const double bound = kF32RelL2 * (bound_grows_with_k ? std::max(1.0, static_cast<double>(in) / 2048.0) : 1.0);
+      for (int64_t M : rows) {
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = t.cpu_matmul(x, M, in, w);
+        const Tensor xd = t.upload(x, M, in);
+        set_small_tc_for_tests(0);
+        const std::vector<float> off = t.gpu_matmul(xd, wd);
+        set_small_tc_for_tests(1);
+        const std::vector<float> tc = t.gpu_matmul(xd, wd);
+        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
+                                 std::to_string(in) + " out=" + std::to_string(out);
+        EXPECT_LE(rel_l2(off, want), bound) << off_name << " " << what;
+        EXPECT_LE(rel_l2(tc, want), bound) << "small tensor cores " << what;
+        EXPECT_EQ(t.gpu_matmul(xd, wd), tc) << "deterministic " << what;
+      }
+    }
+  }
+}
+
 // The small tensor-core kernel (2-8 rows, BF16/FP8 weights, swap AB) against the CPU and against the FMA kernel
 // (forced off, then forced on wherever it runs, 1 row included): N not a multiple of a warp's 32 columns, K tails
 // (K % 64 != 0), 1..8 k slices a column (small N, long K); the same call twice gives the same bits.
 TEST_F(CudaOps, SmallTensorCoreMatmulMatchesCpuAndFmaKernel) {
-  struct Reset {
-    ~Reset() { set_small_tc_for_tests(-1); }
-  } reset;
-  uint64_t seed = 700;
-  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [in, out] : {std::pair<int64_t, int64_t>{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130},
-                           {400, 70}, {1024, 520}, {64, 16}}) {
-      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
-      const Weight wd = prep(w);
-      for (int64_t M : {1, 2, 3, 5, 8}) {
-        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
-        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
-        const Tensor xd = up(x, {M, in});
-        set_small_tc_for_tests(0);
-        const std::vector<float> fma = down(gpu_->matmul(xd, wd, *dev_arena_));
-        set_small_tc_for_tests(1);
-        const std::vector<float> tc = down(gpu_->matmul(xd, wd, *dev_arena_));
-        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
-                                 std::to_string(in) + " out=" + std::to_string(out);
-        EXPECT_LE(rel_l2(fma, want), kF32RelL2) << "FMA kernel " << what;
-        EXPECT_LE(rel_l2(tc, want), kF32RelL2) << "tensor cores " << what;
-        EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), tc) << "deterministic " << what;
-      }
-    }
-  }
+  expect_small_tc_matches(*this, {{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130}, {400, 70}, {1024, 520}, {64, 16}},
+                          {1, 2, 3, 5, 8}, 700, false, "FMA kernel");
 }
 
 // Plain problems of 9-64 rows on the small tensor-core kernel (2, 4 or 8 row blocks of 8 in one pass over the
@@ -96,32 +110,8 @@ TEST_F(CudaOps, SmallTensorCoreMatmulMatchesCpuAndFmaKernel) {
 // columns, K tails, 1..8 k slices a column; the bound grows with K (fp32 accumulation on the tensor cores); the same
 // call twice gives the same bits.
 TEST_F(CudaOps, SmallTensorCoreMatmulOfUpTo64RowsMatchesCpu) {
-  struct Reset {
-    ~Reset() { set_small_tc_for_tests(-1); }
-  } reset;
-  uint64_t seed = 800;
-  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [in, out] : {std::pair<int64_t, int64_t>{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130},
-                           {1024, 520}, {64, 16}}) {
-      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
-      const Weight wd = prep(w);
-      const double bound = kF32RelL2 * std::max(1.0, static_cast<double>(in) / 2048.0);
-      for (int64_t M : {9, 16, 17, 33, 64}) {
-        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
-        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
-        const Tensor xd = up(x, {M, in});
-        set_small_tc_for_tests(0);
-        const std::vector<float> large = down(gpu_->matmul(xd, wd, *dev_arena_));
-        set_small_tc_for_tests(1);
-        const std::vector<float> tc = down(gpu_->matmul(xd, wd, *dev_arena_));
-        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
-                                 std::to_string(in) + " out=" + std::to_string(out);
-        EXPECT_LE(rel_l2(large, want), bound) << "large-M kernel " << what;
-        EXPECT_LE(rel_l2(tc, want), bound) << "small tensor cores " << what;
-        EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), tc) << "deterministic " << what;
-      }
-    }
-  }
+  expect_small_tc_matches(*this, {{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130}, {1024, 520}, {64, 16}},
+                          {9, 16, 17, 33, 64}, 800, true, "large-M kernel");
 }
 
 // The small-M kernel adds a column's partial sums in a fixed order (its 4 lanes, then its warps in warp order):
