@@ -482,6 +482,10 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
     return cudaErrorInvalidValue;
   }
   const bool is_symmetric = p.weight.int4_offsets == nullptr;
+  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
+  if ((small || !grouped) && small_tc_applies(p)) {
+    return launch_small_tc(p, grouped ? p.rows_per_group : kSmallRows, stream);
+  }
   if (small) {
     const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
     const bool x_vec = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;

@@ -1,17 +1,19 @@
 // y = x · wᵀ on the tensor cores for small groups (2-8 rows: decode batches, MoE expert groups; plain problems of
-// up to 64 rows) with BF16 or FP8 weights, "swap AB": the weights are mma.sync's A operand (16 output columns x 16
-// k), a block of <= 8 rows its B operand (16 k x 8 rows; absent rows are zeros), so one m16n8k16 does 16 x 8 x 16
-// multiply-adds that the FMA kernel of matmul.cu issues one by one. A plain problem of 9-64 rows runs as one group
-// of 2, 4 or 8 row blocks: each weight fragment, loaded once, is multiplied against every row block, so the weights
-// stream from memory once for all rows. As in matmul_tc.cu, fp32 activations are split into three BF16 terms
+// up to 64 rows) with BF16, FP8 or 4-bit weights, "swap AB": the weights are mma.sync's A operand (16 output
+// columns x 16 k), a block of <= 8 rows its B operand (16 k x 8 rows; absent rows are zeros), so one m16n8k16 does
+// 16 x 8 x 16 multiply-adds that the FMA kernel of matmul.cu issues one by one. A plain problem of 9-64 rows runs
+// as one group of 2, 4 or 8 row blocks: each weight fragment, loaded once, is multiplied against every row block, so
+// the weights stream from memory once for all rows. As in matmul_tc.cu, fp32 activations are split into three BF16 terms
 // (hi + mid + lo) multiplied against the same weights (FP8 E4M3 and BF16 are exact in BF16), so the result matches
 // fp32 arithmetic up to summation order. The weights go from global memory straight into registers (16-byte loads,
-// no shared memory), each thread given a permuted set of k so that its loads are contiguous.
+// no shared memory), each thread given a permuted set of k so that its loads are contiguous. 4-bit weights (see
+// Int4Chunk) multiply their codes, exact in BF16, and apply each group's scale (and offset) after the mma.
 // QUATRE_CUDA_SMALL_TC=0 (read once) turns the kernel off: the FMA kernel of matmul.cu then runs (A/B timing).
 // Depends on CUDA only.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cuda/matmul_common.cuh"
 
@@ -94,15 +96,33 @@ __device__ __forceinline__ void split3(float v0, float v1, uint32_t (&term)[3]) 
   }
 }
 
-// A thread's view of the problem: its weight rows (null past N), its activation rows g, g + 8, ... of the RB row
-// blocks (x_blocks bit rb: row 8rb + g is present; absent rows read as zeros).
+// A thread's activations: rows g, g + 8, ... of the RB row blocks (x_blocks bit rb: row 8rb + g is present; absent
+// rows read as zeros).
+struct Activations {
+  const float* x;  // [K] of row g of row block 0 (of the group)
+  int x_step;      // x of row block rb: x + rb · x_step (plain problems; one row block otherwise)
+  unsigned x_blocks;
+  int K;
+
+  // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row). Ordered: a volatile load, kept in program order
+  // among the mmas (else the compiler hoists all of a chunk's activation loads of every row block, and spills).
+  template <bool kOrdered>
+  __device__ float4 load(int k, int rb) const {
+    if (((x_blocks >> rb) & 1u) == 0 || k >= K) return make_float4(0, 0, 0, 0);
+    const float* at = x + (rb * x_step + k);
+    if constexpr (!kOrdered) return *reinterpret_cast<const float4*>(at);
+    float4 v;
+    asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
+    return v;
+  }
+};
+
+// A thread's view of a BF16/FP8 problem: its weight rows (null past N) and its activations.
 template <WType T, int CT>
 struct Operands {
   using S = typename WTraits<T>::S;
   const S* w[CT][2];  // rows n0 + 16c + g and + 8
-  const float* x;     // [K] of row g of row block 0 (of the group)
-  int x_step;         // x of row block rb: x + rb · x_step (plain problems; one row block otherwise)
-  unsigned x_blocks;
+  Activations x;
   int t, K;
 
   __device__ Chunk<T, CT> load(int base) const {
@@ -123,28 +143,16 @@ struct Operands {
     }
     return c;
   }
-
-  // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row). Ordered: a volatile load, kept in program order
-  // among the mmas (else the compiler hoists all of a chunk's activation loads of every row block, and spills).
-  template <bool kOrdered>
-  __device__ float4 load_x(int k, int rb) const {
-    if (((x_blocks >> rb) & 1u) == 0 || k >= K) return make_float4(0, 0, 0, 0);
-    const float* at = x + (rb * x_step + k);
-    if constexpr (!kOrdered) return *reinterpret_cast<const float4*>(at);
-    float4 v;
-    asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
-    return v;
-  }
 };
 
 // acc[rb][ct] += the chunk at `base` times row block rb: per mma j, A from the chunk (converted once for all row
 // blocks), the activations split into 3 terms, 3 mmas a column tile. Each accumulator sees mma j, then term, in
 // order. Several row blocks: the activations of step (j, rb) load during the mmas of the step before.
-template <WType T, int RB, int CT>
+template <int RB, WType T, int CT>
 __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T, CT>& op, int base,
                                          float (&acc)[RB][CT][4]) {
   constexpr bool kOrdered = RB > 1;
-  float4 next = op.template load_x<kOrdered>(base + slot_k<T>(op.t, 0), 0);
+  float4 next = op.x.template load<kOrdered>(base + slot_k<T>(op.t, 0), 0);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     uint32_t a[CT][4];
@@ -154,7 +162,7 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
     for (int rb = 0; rb < RB; ++rb) {
       const float4 x = next;
       const int step = j * RB + rb + 1;  // the next step's (j, rb)
-      if (step < 4 * RB) next = op.template load_x<kOrdered>(base + slot_k<T>(op.t, step / RB), step % RB);
+      if (step < 4 * RB) next = op.x.template load<kOrdered>(base + slot_k<T>(op.t, step / RB), step % RB);
       uint32_t b0[3], b1[3];  // [term]: B registers {b0b1}, {b2b3} = x at slot_k + {0,1}, + {2,3}
       split3(x.x, x.y, b0);
       split3(x.z, x.w, b1);
@@ -162,6 +170,144 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
       for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
         for (int term = 0; term < 3; ++term) mma_bf16(acc[rb][ct], a[ct], b0[term], b1[term]);
+      }
+    }
+  }
+}
+
+// 4-bit weights (core/int4.h). A chunk is 128 k: four blocks of 32, quad thread b loading block b (k = base + 32b,
+// one 16-byte load: 32 codes of one group, as G % 32 == 0) of its rows g and g+8, with the block's scale (and
+// offset). An mma must lie in one group (the group's scale multiplies its sum after the mma), so mma (b, h), b =
+// 0..3, h = 0, 1, takes block b only: thread t's slots stand for
+//   k = base + 32b + 8(t^b) + 4h + {0,1,2,3}        (the codes 4h..4h+3 of word t^b of thread b's load)
+// and a 4x4 transpose of words over the quad (quad_words) hands each thread its words. The mma multiplies codes
+// (c - 8 symmetric, c asymmetric: exact in BF16) into a fresh fragment per block; then acc += s · partial with the
+// row's own s (C rows g, g+8), and asymmetric + m · Σx (Σx of the block by an mma with A = ones). Rounding differs
+// from the CPU's per weight fl(s·c + m) · x by a few fp32 ulps of the block's terms s·Σcx and m·Σx.
+constexpr int kInt4Chunk = 128;
+
+__device__ __forceinline__ int int4_slot_k(int t, int b, int h) { return 32 * b + 8 * (t ^ b) + 4 * h; }
+
+template <int CT>
+struct Int4Chunk {
+  uint4 codes[CT][2];            // [tile][row g, g+8]: block t's 32 codes
+  uint32_t scale_offset[CT][2];  // block t's BF16 scale (low half) and offset (high half; 0 when symmetric)
+};
+
+// A thread's view of a 4-bit problem: row n0 + 16ct + 8h + g at codes + (16ct + 8h) · code_stride (valid bit
+// 2ct + h: n < N), its scales and offsets likewise with n_groups a row.
+template <int CT, bool kOffsets>
+struct Int4Operands {
+  const uint8_t* codes;      // [K/2] of row n0 + g
+  const uint16_t* scales;    // [K/G] of row n0 + g
+  const uint16_t* offsets;   // [K/G] of row n0 + g; unused when symmetric
+  int64_t code_stride, n_groups;
+  unsigned valid;
+  uint32_t group_size;
+  Activations x;
+  int t, K;
+
+  __device__ Int4Chunk<CT> load(int base) const {
+    Int4Chunk<CT> c;
+    const int k = base + 32 * t;  // K % 32 == 0: the block lies wholly in or past K
+    const int64_t group = k < K ? static_cast<uint32_t>(k) / group_size : 0;
+#pragma unroll
+    for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = 16 * ct + 8 * h;
+        const bool in = ((valid >> (2 * ct + h)) & 1u) != 0 && k < K;
+        c.codes[ct][h] = in ? __ldg(reinterpret_cast<const uint4*>(codes + row * code_stride + k / 2))
+                            : make_uint4(0, 0, 0, 0);
+        uint32_t so = in ? __ldg(scales + row * n_groups + group) : 0u;
+        if constexpr (kOffsets) so |= (in ? static_cast<uint32_t>(__ldg(offsets + row * n_groups + group)) : 0u) << 16;
+        c.scale_offset[ct][h] = so;
+      }
+    }
+    return c;
+  }
+};
+
+// out[b] = word t^b of quad thread b's load: round r brings word r from thread t^r (block t^r), then out[b] = that
+// of round b^t (two conditional swaps).
+__device__ __forceinline__ void quad_words(const uint4& own, int t, uint32_t (&out)[4]) {
+  uint32_t r0 = own.x, r1 = __shfl_xor_sync(0xffffffffu, own.y, 1);
+  uint32_t r2 = __shfl_xor_sync(0xffffffffu, own.z, 2), r3 = __shfl_xor_sync(0xffffffffu, own.w, 3);
+  const bool odd = (t & 1) != 0, high = (t & 2) != 0;
+  const uint32_t s0 = odd ? r1 : r0, s1 = odd ? r0 : r1, s2 = odd ? r3 : r2, s3 = odd ? r2 : r3;
+  out[0] = high ? s2 : s0, out[1] = high ? s3 : s1, out[2] = high ? s0 : s2, out[3] = high ? s1 : s3;
+}
+
+// Codes 4h .. 4h+3 of a word (k order; column 2j in the low nibble of byte j) as two packed BF16 pairs, codes
+// {0,1} and {2,3}, minus 8 (symmetric) or not: 0x4300 | c is the BF16 value 128 + c, and the subtraction is exact.
+template <bool kOffsets>
+__device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, uint32_t& hi) {
+  const uint32_t q = word >> (16 * h);
+  const uint32_t p0 = (q & 0xFu) | ((q & 0xF0u) << 12), p1 = ((q >> 8) & 0xFu) | ((q & 0xF000u) << 4);
+  const __nv_bfloat162 bias = kOffsets ? __floats2bfloat162_rn(128.0f, 128.0f) : __floats2bfloat162_rn(136.0f, 136.0f);
+  const uint32_t v0 = p0 | 0x43004300u, v1 = p1 | 0x43004300u;
+  const __nv_bfloat162 d0 = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v0), bias);
+  const __nv_bfloat162 d1 = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v1), bias);
+  lo = *reinterpret_cast<const uint32_t*>(&d0), hi = *reinterpret_cast<const uint32_t*>(&d1);
+}
+
+// acc[rb][ct] += the 4-bit chunk at `base` times row block rb, block by block: per row block the two mmas (h = 0, 1;
+// 3 terms each) of block b into a fresh fragment a tile, then folded with the rows' scales (and offsets). A is
+// decoded at its mma (registers: kept for all row blocks, it spilled). The activations of the next (b, rb, h) load
+// during the mmas, in program order (hoisted, a chunk's 8 loads spilled even at one row block).
+template <int RB, bool kOffsets, int CT>
+__device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
+                                         float (&acc)[RB][CT][4]) {
+  constexpr uint32_t kOnes[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // BF16 1.0 pairs
+  uint32_t words[CT][2][4];  // [tile][row g, g+8][block]
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) quad_words(c.codes[ct][r], op.t, words[ct][r]);
+  }
+  float4 next = op.x.template load<true>(base + int4_slot_k(op.t, 0, 0), 0);
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    uint32_t so[CT][2];  // [tile][row g, g+8]: block b's BF16 scale (low half) and offset (high half)
+#pragma unroll
+    for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) so[ct][r] = __shfl_sync(0xffffffffu, c.scale_offset[ct][r], b, 4);
+    }
+#pragma unroll
+    for (int rb = 0; rb < RB; ++rb) {
+      float part[CT][4] = {}, sum_x[4] = {};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float4 x = next;
+        const int step = (b * RB + rb) * 2 + h + 1;  // the next step's (b, rb, h)
+        if (step < 8 * RB) {
+          next = op.x.template load<true>(base + int4_slot_k(op.t, step / (2 * RB), step % 2), (step / 2) % RB);
+        }
+        uint32_t b0[3], b1[3];
+        split3(x.x, x.y, b0);
+        split3(x.z, x.w, b1);
+#pragma unroll
+        for (int ct = 0; ct < CT; ++ct) {
+          uint32_t a[4];
+          int4_pairs<kOffsets>(words[ct][0][b], h, a[0], a[2]);
+          int4_pairs<kOffsets>(words[ct][1][b], h, a[1], a[3]);
+#pragma unroll
+          for (int term = 0; term < 3; ++term) mma_bf16(part[ct], a, b0[term], b1[term]);
+        }
+        if constexpr (kOffsets) {
+#pragma unroll
+          for (int term = 0; term < 3; ++term) mma_bf16(sum_x, kOnes, b0[term], b1[term]);
+        }
+      }
+#pragma unroll
+      for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {  // c[e]: weight row g (e < 2) or g+8
+          float v = fmaf(__uint_as_float(so[ct][e / 2] << 16), part[ct][e], acc[rb][ct][e]);
+          if constexpr (kOffsets) v = fmaf(__uint_as_float(so[ct][e / 2] & 0xFFFF0000u), sum_x[e], v);
+          acc[rb][ct][e] = v;
+        }
       }
     }
   }
@@ -212,14 +358,53 @@ __device__ __forceinline__ void reduce_slices(float (&acc)[RB][CT][4], int warp,
   }
 }
 
+// The weight half of a thread's operands: rows n0 + 16ct + 8h + g for n_g = n0 + g (null / invalid past N).
+template <WType T, int CT>
+__device__ __forceinline__ void set_weights(Operands<T, CT>& op, const MatmulProblem& p, const GroupView& gw,
+                                            int64_t /*group*/, int64_t n_g) {
+  using S = typename WTraits<T>::S;
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = n_g + 16 * ct + 8 * h;
+      op.w[ct][h] = n < p.N ? static_cast<const S*>(gw.w) + n * p.K : nullptr;
+    }
+  }
+  op.K = static_cast<int>(p.K);
+}
+
+template <int CT, bool kOffsets>
+__device__ __forceinline__ void set_weights(Int4Operands<CT, kOffsets>& op, const MatmulProblem& p,
+                                            const GroupView& /*gw*/, int64_t group, int64_t n_g) {
+  bool skip = false;
+  const DevWeight dw = group_dev_weight(p, group, skip);  // not a padding group: the kernel returned for those
+  op.code_stride = p.K / 2, op.n_groups = p.K / dw.group_size, op.group_size = static_cast<uint32_t>(dw.group_size);
+  op.codes = static_cast<const uint8_t*>(dw.w) + n_g * op.code_stride;
+  op.scales = dw.int4_scales + n_g * op.n_groups;
+  op.offsets = kOffsets ? dw.int4_offsets + n_g * op.n_groups : nullptr;
+  op.valid = 0;
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) op.valid |= static_cast<unsigned>(n_g + 16 * ct + 8 * h < p.N) << (2 * ct + h);
+  }
+  op.K = static_cast<int>(p.K);
+}
+
+// What a thread holds, by weight type (kOffsets: 4-bit asymmetric), and the k of a warp's chunk.
+template <WType T, bool kOffsets, int CT>
+using OperandsOf = std::conditional_t<T == WType::kInt4, Int4Operands<CT, kOffsets>, Operands<T, CT>>;
+template <WType T>
+constexpr int kChunkOf = T == WType::kInt4 ? kInt4Chunk : kChunk;
+
 // grid (ceil(N / block columns), groups, problems), 256 threads; a group is RB row blocks of 8 rows (RB > 1: a
 // plain problem, one group). Warp w owns the 16·CT columns n0 = (blockIdx.x · (8/WPC) + w / WPC) · 16·CT and the
 // chunks s, s + WPC, s + 2·WPC, ... of K for s = w % WPC; a column's partial sums over its WPC warps are added in
-// shared memory in warp order (bitwise reproducible).
-template <WType T, int WPC, int RB, int CT>
+// shared memory in warp order (bitwise reproducible). kOffsets: 4-bit asymmetric weights.
+template <WType T, bool kOffsets, int WPC, int RB, int CT>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kernel(MatmulProblem p,
                                                                                    int rows_per_group) {
-  using S = typename WTraits<T>::S;
   constexpr int kColWarps = kWarps / WPC;
   select_problem(p);
   const int64_t group = blockIdx.y, m0 = group * rows_per_group;
@@ -231,33 +416,27 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   const int g = lane / 4, t = lane % 4, slice = warp % WPC;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kColWarps + warp / WPC) * (16 * CT);
 
-  Operands<T, CT> op;
-  op.t = t, op.K = static_cast<int>(p.K);
+  OperandsOf<T, kOffsets, CT> op;
+  op.t = t;
+  set_weights(op, p, gw, group, n0 + g);
+  op.x.K = static_cast<int>(p.K);
+  op.x.x_blocks = 0;
 #pragma unroll
-  for (int ct = 0; ct < CT; ++ct) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t n = n0 + 16 * ct + 8 * h + g;
-      op.w[ct][h] = n < p.N ? static_cast<const S*>(gw.w) + n * p.K : nullptr;
-    }
-  }
-  op.x_blocks = 0;
-#pragma unroll
-  for (int rb = 0; rb < RB; ++rb) op.x_blocks |= static_cast<unsigned>((rows >> (kRows * rb + g)) & 1u) << rb;
+  for (int rb = 0; rb < RB; ++rb) op.x.x_blocks |= static_cast<unsigned>((rows >> (kRows * rb + g)) & 1u) << rb;
   const bool mapped = p.x_rows != nullptr && ((rows >> g) & 1u) != 0;  // x_rows: one row block (small_tc_applies)
-  op.x = p.x + (mapped ? p.x_rows[m0 + g] : m0 + g) * p.ldx;
-  op.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
+  op.x.x = p.x + (mapped ? p.x_rows[m0 + g] : m0 + g) * p.ldx;
+  op.x.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
 
   float acc[RB][CT][4] = {};
-  constexpr int kStride = WPC * kChunk;  // k step of a warp
-  Chunk<T, CT> buf[kInFlight];
-  int base = slice * kChunk;
+  constexpr int kStride = WPC * kChunkOf<T>;  // k step of a warp
+  decltype(op.load(0)) buf[kInFlight];
+  int base = slice * kChunkOf<T>;
 #pragma unroll
   for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(base + u * kStride);
   for (; base < op.K; base += kInFlight * kStride) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
-      multiply<T, RB, CT>(buf[u], op, base + u * kStride, acc);
+      multiply<RB>(buf[u], op, base + u * kStride, acc);
       buf[u] = op.load(base + (u + kInFlight) * kStride);
     }
   }
@@ -283,38 +462,41 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
 
 // K slices a column: the fewest that give about 4 blocks an SM of an H100/H200 (132 SMs), while every slice keeps
 // at least two chunks of K.
-int slices_per_column(int64_t N, int64_t K, unsigned groups, int warp_cols) {
+int slices_per_column(int64_t N, int64_t K, unsigned groups, int warp_cols, int chunk) {
   int wpc = 1;
   while (wpc < kWarps && static_cast<int64_t>(blocks_for(N, warp_cols * kWarps / wpc)) * groups < 4 * 132 &&
-         K >= 2 * 2 * wpc * kChunk) {
+         K >= 2 * 2 * wpc * chunk) {
     wpc *= 2;
   }
   return wpc;
 }
 
-template <WType T, int RB, int CT>
+template <WType T, bool kOffsets, int RB, int CT>
 void launch_blocks(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
-  const int wpc = slices_per_column(p.N, p.K, groups, 16 * CT);
+  const int wpc = slices_per_column(p.N, p.K, groups, 16 * CT, kChunkOf<T>);
   const dim3 grid(blocks_for(p.N, 16 * CT * kWarps / wpc), groups, p.y2 != nullptr ? 2 : 1);
   switch (wpc) {
-    case 1: small_tc_kernel<T, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 2: small_tc_kernel<T, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 4: small_tc_kernel<T, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    default: small_tc_kernel<T, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 1: small_tc_kernel<T, kOffsets, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 2: small_tc_kernel<T, kOffsets, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 4: small_tc_kernel<T, kOffsets, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    default: small_tc_kernel<T, kOffsets, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
   }
 }
 
-// Groups of <= 8 rows: one row block, 32 columns a warp. A plain problem of 9-64 rows: the fewest row blocks that
-// hold it, in one group; with several row blocks 16 columns a warp for BF16 (twice FP8's weight registers in
-// flight) and for 8 row blocks (the accumulators), else spills.
-template <WType T>
+// Groups of <= 8 rows: one row block, 32 columns a warp (4-bit: 16, else spills). A plain problem of 9-64 rows: the
+// fewest row blocks that hold it, in one group; with several row blocks 16 columns a warp for BF16 (twice FP8's
+// weight registers in flight), 4-bit and for 8 row blocks (the accumulators), else spills.
+template <WType T, bool kOffsets = false>
 void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
-  constexpr int kCT = T == WType::kBF16 ? 1 : 2;
-  if (p.experts != nullptr || p.M <= kRows) return launch_blocks<T, 1, 2>(p, rows_per_group, stream);
-  if (p.M <= 2 * kRows) return launch_blocks<T, 2, kCT>(p, 2 * kRows, stream);
-  if (p.M <= 4 * kRows) return launch_blocks<T, 4, kCT>(p, 4 * kRows, stream);
-  launch_blocks<T, 8, 1>(p, 8 * kRows, stream);
+  constexpr int kCT = T == WType::kF8E4M3 ? 2 : 1;
+  constexpr int kOneBlockCT = T == WType::kInt4 ? 1 : 2;
+  if (p.experts != nullptr || p.M <= kRows) {
+    return launch_blocks<T, kOffsets, 1, kOneBlockCT>(p, rows_per_group, stream);
+  }
+  if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, 2, kCT>(p, 2 * kRows, stream);
+  if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, 4, kCT>(p, 4 * kRows, stream);
+  launch_blocks<T, kOffsets, 8, 1>(p, 8 * kRows, stream);
 }
 
 std::atomic<int> g_test_mode{-1};  // set_small_tc_for_tests
@@ -336,9 +518,15 @@ void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
 bool small_tc_applies(const MatmulProblem& p) {
   const int mode = g_test_mode.load();
   if (mode == 0 || (mode < 0 && !env_enabled())) return false;
-  const bool fp8 = p.weight.type == WType::kF8E4M3;
-  if (!fp8 && p.weight.type != WType::kBF16) return false;
-  if (p.K % (fp8 ? 16 : 8) != 0 || p.K > INT32_MAX / 2) return false;  // whole 16-byte loads; k is an int
+  const bool fp8 = p.weight.type == WType::kF8E4M3, int4 = p.weight.type == WType::kInt4;
+  if (!fp8 && !int4 && p.weight.type != WType::kBF16) return false;
+  const int k_load = fp8 ? 16 : int4 ? 32 : 8;  // k of a 16-byte load
+  if (p.K % k_load != 0 || p.K > INT32_MAX / 2) return false;  // whole 16-byte loads; k is an int
+  // 4-bit: a load's 32 codes in one group (G % 32 == 0), whole groups.
+  if (int4 && (p.weight.group_size <= 0 || p.weight.group_size % kInt4GroupMultiple != 0 ||
+               p.K % p.weight.group_size != 0)) {
+    return false;
+  }
   if (p.ldx % 4 != 0 || !aligned16(p.x)) return false;                 // float4 activation loads
   const bool grouped = p.experts != nullptr;
   if (grouped ? p.rows_per_group > kRows : p.M > kMaxRowBlocks * kRows) return false;
@@ -356,6 +544,10 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
   if (rows_per_group <= 0 || rows_per_group > kRows) return cudaErrorInvalidValue;
   if (p.weight.type == WType::kF8E4M3) {
     launch_typed<WType::kF8E4M3>(p, rows_per_group, stream);
+  } else if (p.weight.type == WType::kInt4) {
+    // weight2 and the experts have weight's symmetry (the host checks).
+    p.weight.int4_offsets != nullptr ? launch_typed<WType::kInt4, true>(p, rows_per_group, stream)
+                                     : launch_typed<WType::kInt4, false>(p, rows_per_group, stream);
   } else if (p.weight.type == WType::kBF16) {
     launch_typed<WType::kBF16>(p, rows_per_group, stream);
   } else {

@@ -1,10 +1,11 @@
 // CudaBackend on 4-bit weights (core/int4.h) against CpuBackend on the same bytes (itself equal to the dequantised
-// F32 weights bit for bit: test_cpu_int4): matmul on the small-M kernel (16-byte loads of 32 codes, 4 lanes a
-// column, 1..8 rows, one to eight warps a column, N not a multiple of a warp's or a block's columns, 16-byte and
+// F32 weights bit for bit: test_cpu_int4): matmul on the small-M kernels (by default 1 row or unaligned activations
+// on the FMA kernel, 2-64 rows on the small tensor-core kernel: 16-byte loads of 32 codes, one to eight warps a column, N not a multiple of a warp's or a block's columns, 16-byte and
 // scalar activation loads) and on the tile (9 and 70 rows), symmetric and asymmetric, group sizes 32, 128 and 96
 // (not a power of two), K not a multiple of 256; FFN and MoE with 4-bit experts and a shared expert on both
 // row-group sizes; the row dequantisation (exact) and MLA with a 4-bit kv_b in both forms; random 4-bit weights;
-// layouts the backend refuses. Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without
+// layouts the backend refuses; the small tensor-core kernel on 4-bit weights (1-64 rows) against the CPU and the
+// kernels that run with it off. Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without
 // a GPU.
 #include <cmath>
 #include <cstring>
@@ -12,12 +13,14 @@
 #include <memory>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include "cuda_test_fixture.h"
+#include "backend/cuda/kernels.h"
 #include "core/error.h"
 #include "core/int4.h"
 
@@ -74,6 +77,42 @@ TEST_F(CudaInt4, MatmulMatchesCpuOnManyColumns) {
   expect_matmuls_match(k_not_split, {1, 5}, 600);
 }
 
+// The small tensor-core kernel on 4-bit weights (matmul_small_tc.cu: codes into the mma, each 32-k block's sum
+// folded with its group's scale, and offset times the block's Σx) against the CPU and against the kernels that run
+// with it off (the FMA kernel up to 8 rows, the tile past): symmetric and asymmetric, G 32, 64, 128, 1-8 rows
+// (plain, and as groups of a MoE problem through moe below) and 9-64 (2, 4, 8 row blocks), N not a multiple of a
+// warp's 16 columns, K = G · odd (tails of a 128-k chunk), 1 to 8 k slices a column; the same call twice gives the
+// same bits.
+TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
+  struct Reset {
+    ~Reset() { set_small_tc_for_tests(-1); }
+  } reset;
+  const MatmulCase cases[] = {{32, 32 * 3, 13},   {32, 32 * 67, 21},  {64, 64 * 5, 130}, {64, 64 * 33, 300},
+                              {128, 128 * 3, 70}, {128, 128 * 17, 33}, {128, 128 * 9, 520}};
+  uint64_t seed = 700;
+  for (bool is_symmetric : {true, false}) {
+    for (const MatmulCase& c : cases) {
+      const Int4Host w(c.out, c.in, c.group_size, is_symmetric, ++seed);
+      const Weight wd = gpu_->prepare_weight(w.weight);
+      for (int64_t M : {1, 2, 3, 5, 8, 9, 16, 33, 64}) {
+        std::vector<float> x = randn(static_cast<size_t>(M * c.in), ++seed);
+        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, c.in}), w.weight, host_arena_));
+        const Tensor xd = up(x, {M, c.in});
+        set_small_tc_for_tests(0);
+        const std::vector<float> off = down(gpu_->matmul(xd, wd, *dev_arena_));
+        set_small_tc_for_tests(1);
+        const std::vector<float> tc = down(gpu_->matmul(xd, wd, *dev_arena_));
+        const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " G=" +
+                                 std::to_string(c.group_size) + " M=" + std::to_string(M) + " in=" +
+                                 std::to_string(c.in) + " out=" + std::to_string(c.out);
+        EXPECT_LE(rel_l2(off, want), kF32RelL2) << "small tensor cores off " << what;
+        EXPECT_LE(rel_l2(tc, want), kF32RelL2) << "small tensor cores " << what;
+        EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), tc) << "deterministic " << what;
+      }
+    }
+  }
+}
+
 // gate, up, down of E routed experts and one shared expert, all 4-bit.
 struct Int4Experts {
   Int4Experts(int n, int64_t D, int64_t F, int64_t G, bool is_symmetric) {
@@ -107,7 +146,8 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
       const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
       const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
       const int64_t D = dims.D;
-      // T*K <= 16*E: groups of 8 rows (small-M kernel; 24: some full); 140 > 96: groups of 64 (tile)
+      // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64 (tile). T = 7, 24: 2.3 and 8 rows a
+      // group expected, the small tensor-core kernel (ffn: plain problems of 7 and 24 rows too); T = 1: the FMA kernel.
       for (int64_t T : {1, 7, 24, 70}) {
         std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
         std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
