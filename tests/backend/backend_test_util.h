@@ -85,4 +85,29 @@ struct Int4Host {
   Weight weight;
 };
 
+// The gate, up and down weights of n experts (D -> F -> D) as host weights that own their bytes (StoredWeight or
+// Int4Host), made by make(out, in, seed) with seeds 100 + 3e, +1, +2; and the same as FfnWeights.
+template <typename Stored>
+struct ExpertWeights {
+  template <typename Make>
+  ExpertWeights(int n, int64_t D, int64_t F, Make make) {
+    stored.reserve(static_cast<size_t>(3 * n));
+    for (int e = 0; e < n; ++e) {
+      const auto seed = static_cast<uint64_t>(100 + 3 * e);
+      stored.push_back(make(F, D, seed));
+      stored.push_back(make(F, D, seed + 1));
+      stored.push_back(make(D, F, seed + 2));
+    }
+    for (size_t e = 0; e < stored.size(); e += 3) ffn.push_back({stored[e].weight, stored[e + 1].weight, stored[e + 2].weight});
+  }
+  // The experts prepared for `be` (a device backend copies them).
+  std::vector<FfnWeights> on(Backend& be) const {
+    std::vector<FfnWeights> out;
+    for (const FfnWeights& f : ffn) out.push_back({be.prepare_weight(f.gate), be.prepare_weight(f.up), be.prepare_weight(f.down)});
+    return out;
+  }
+  std::vector<Stored> stored;
+  std::vector<FfnWeights> ffn;
+};
+
 }  // namespace quatre::backend_test

@@ -9,8 +9,6 @@
 // (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
 #include <algorithm>
 
-#include <cstdlib>
-
 #include "backend/cuda/device_math.cuh"
 
 namespace quatre::cuda {
@@ -470,23 +468,12 @@ bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache) {
   return !naive && R <= 128 * kTileCols && R % 4 == 0 && Dr % 4 == 0 && reinterpret_cast<uintptr_t>(cache) % 16 == 0;
 }
 
-// Tiles of keys a split takes at least (QUATRE_CUDA_MLA_SPLIT_TILES, default 1): fewer, longer splits leave less
-// for the combine to read. A tuning knob for bench A/B runs.
-int64_t min_split_tiles() {
-  static const int64_t n = [] {
-    const char* v = std::getenv("QUATRE_CUDA_MLA_SPLIT_TILES");
-    const long parsed = v != nullptr ? std::strtol(v, nullptr, 10) : 1;
-    return static_cast<int64_t>(parsed >= 1 && parsed <= 1024 ? parsed : 1);
-  }();
-  return n;
-}
-
 int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context) {
   if (naive || R > 128 * kTileCols) return 1;
   const int64_t blocks = T * ((H + kHeads - 1) / kHeads);
   const int64_t want = (4 * 132 + blocks - 1) / blocks;  // about four ~53 KB blocks per SM of an H100/H200
   const int64_t tiles = std::max<int64_t>(1, (max_context + kTileKeys - 1) / kTileKeys);
-  const int64_t splits = std::min<int64_t>({want, (tiles + min_split_tiles() - 1) / min_split_tiles(), kMaxSplits});
+  const int64_t splits = std::min<int64_t>({want, tiles, kMaxSplits});
   const int64_t per_split = (tiles + splits - 1) / splits;
   return static_cast<int>((tiles + per_split - 1) / per_split);  // no split left without keys
 }

@@ -27,6 +27,7 @@
 namespace quatre::cuda {
 namespace {
 
+using backend_test::ExpertWeights;
 using backend_test::Int4Host;
 using backend_test::randn;
 using backend_test::rel_l2;
@@ -113,26 +114,12 @@ TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
   }
 }
 
-// gate, up, down of E routed experts and one shared expert, all 4-bit.
-struct Int4Experts {
-  Int4Experts(int n, int64_t D, int64_t F, int64_t G, bool is_symmetric) {
-    stored.reserve(static_cast<size_t>(3 * n));
-    for (int e = 0; e < n; ++e) {
-      const auto seed = static_cast<uint64_t>(100 + 3 * e);
-      stored.emplace_back(F, D, G, is_symmetric, seed, 0.2f);
-      stored.emplace_back(F, D, G, is_symmetric, seed + 1, 0.2f);
-      stored.emplace_back(D, F, G, is_symmetric, seed + 2, 0.2f);
-    }
-    for (size_t e = 0; e < stored.size(); e += 3) ffn.push_back({stored[e].weight, stored[e + 1].weight, stored[e + 2].weight});
-  }
-  std::vector<FfnWeights> on(Backend& be) const {
-    std::vector<FfnWeights> out;
-    for (const FfnWeights& f : ffn) out.push_back({be.prepare_weight(f.gate), be.prepare_weight(f.up), be.prepare_weight(f.down)});
-    return out;
-  }
-  std::vector<Int4Host> stored;
-  std::vector<FfnWeights> ffn;
-};
+// E experts, all 4-bit (values of std 0.2 quantised in groups of G).
+ExpertWeights<Int4Host> int4_experts(int n, int64_t D, int64_t F, int64_t G, bool is_symmetric) {
+  return ExpertWeights<Int4Host>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
+    return Int4Host(out, in, G, is_symmetric, seed, 0.2f);
+  });
+}
 
 TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
   const int64_t E = 6, K = 2;
@@ -141,7 +128,7 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
   };
   for (const Dims dims : {Dims{64, 96, 32}, Dims{256, 128, 128}}) {
     for (bool is_symmetric : {true, false}) {
-      const Int4Experts ex(E + 1, dims.D, dims.F, dims.G, is_symmetric);  // the last is the shared expert
+      const auto ex = int4_experts(E + 1, dims.D, dims.F, dims.G, is_symmetric);  // the last is the shared expert
       const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
       const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
       const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);

@@ -27,6 +27,7 @@
 namespace quatre::cuda {
 namespace {
 
+using backend_test::ExpertWeights;
 using backend_test::randn;
 using backend_test::rel_l2;
 using backend_test::StoredWeight;
@@ -331,29 +332,17 @@ TEST_F(CudaOps, RouteMatchesCpuIncludingTies) {
   EXPECT_LE(rel_l2(down(got.gates), vec(want.gates)), 1e-6);
 }
 
-struct Experts {
-  Experts(int n, int64_t D, int64_t F, DType dtype) {
-    for (int e = 0; e < n; ++e) {
-      const auto seed = static_cast<uint64_t>(100 + 3 * e);
-      stored.emplace_back(randn(static_cast<size_t>(F * D), seed, 0.2f), std::vector<int64_t>{F, D}, dtype, 0.01f);
-      stored.emplace_back(randn(static_cast<size_t>(F * D), seed + 1, 0.2f), std::vector<int64_t>{F, D}, dtype, 0.01f);
-      stored.emplace_back(randn(static_cast<size_t>(D * F), seed + 2, 0.2f), std::vector<int64_t>{D, F}, dtype, 0.01f);
-    }
-    for (size_t e = 0; e < stored.size(); e += 3) ffn.push_back({stored[e].weight, stored[e + 1].weight, stored[e + 2].weight});
-  }
-  std::vector<FfnWeights> on(Backend& be) const {
-    std::vector<FfnWeights> out;
-    for (const FfnWeights& f : ffn) out.push_back({be.prepare_weight(f.gate), be.prepare_weight(f.up), be.prepare_weight(f.down)});
-    return out;
-  }
-  std::vector<StoredWeight> stored;
-  std::vector<FfnWeights> ffn;
-};
+// E experts of `dtype` weights (values of std 0.2; FP8 at scale 0.01).
+ExpertWeights<StoredWeight> experts(int n, int64_t D, int64_t F, DType dtype) {
+  return ExpertWeights<StoredWeight>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
+    return StoredWeight(randn(static_cast<size_t>(out * in), seed, 0.2f), {out, in}, dtype, 0.01f);
+  });
+}
 
 TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
   const int64_t D = 64, F = 48, E = 6, K = 2;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    const Experts ex(E + 1, D, F, dtype);  // the last is the shared expert
+    const auto ex = experts(E + 1, D, F, dtype);  // the last is the shared expert
     const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
     const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
     const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
