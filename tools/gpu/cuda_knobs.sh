@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/pack): the
-# CUDA tests, then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context 1024) for the baseline
-# binary (.gpu/cuda/base/quatre-bench, if packed) and for the packed one under each environment setting given
-# (e.g. "QUATRE_CUDA_SMALLM_LANES=8"; "-" for none), each in its own process; the batch-1 and -64 profile of the
-# first setting; the decode rows of every run last.
+# CUDA tests (skipped with KNOBS_TESTS=0), then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context
+# 1024) for each baseline binary (.gpu/cuda/base/quatre-bench*, if packed) and for the packed one under each
+# environment setting given (e.g. "QUATRE_CUDA_SMALLM_LANES=8"; "-" for none), each in its own process; the batch-1
+# and -64 profile of the first setting; with KNOBS_PROFILE_ALL=1 the batch-1 profile's top ops of every run; the
+# decode rows of every run last.
 #   run tool: command "bash tools/gpu/cuda_knobs.sh $OUT - QUATRE_CUDA_SMALLM_LANES=8 ...", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_knobs.sh OUT_DIR SETTING...}
 shift
 mkdir -p "$out"
 source tools/gpu/packed_env.sh
-timeout 200 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
-echo "== tests rc=$?"
-grep -E "^== |^\[  (PASSED|FAILED)|Failure|exception" "$out/check.txt" | grep -v "^== device" | paste -sd' ' | head -c 1500
-echo
-args=(--random-weights "${layers[@]}" --batch 1,8,64 --context 1024 --steps 5)
-runs=()
-if [ -x .gpu/cuda/base/quatre-bench ]; then
-  timeout 60 .gpu/cuda/base/quatre-bench "${args[@]}" > "$out/base.txt" 2>&1
-  runs+=(base)
+if [ "${KNOBS_TESTS:-1}" != 0 ]; then
+  timeout 200 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
+  echo "== tests rc=$?"
+  grep -E "^== |^\[  (PASSED|FAILED)|Failure|exception" "$out/check.txt" | grep -v "^== device" | paste -sd' ' | head -c 1500
+  echo
 fi
+args=(--random-weights "${layers[@]}" --batch 1,8,64 --context 1024 --steps 5)
+# The batch-1 profile's ten costliest ops, one line each: name, ms, GB/s.
+top_ops() { awk '/^  op/{c++; next} c==1 && /^  [a-z]/' "$1" | head -10 | sed -E 's/  +/ /g' | awk '{printf "   %s\n", $0}'; }
+runs=()
+for b in .gpu/cuda/base/quatre-bench*; do
+  [ -x "$b" ] || continue
+  name=base${b#.gpu/cuda/base/quatre-bench}
+  timeout 60 "$b" "${args[@]}" > "$out/$name.txt" 2>&1
+  if [ "${KNOBS_PROFILE_ALL:-0}" = 1 ]; then
+    timeout 60 "$b" "${args[@]}" --batch 1 --profile > "$out/$name.prof" 2>&1
+  fi
+  runs+=("$name")
+done
 i=0
 for setting in "$@"; do
   i=$((i + 1))
   env_args=()
   [ "$setting" = - ] || env_args=("$setting")
   timeout 60 env "${env_args[@]}" "$bin/quatre-bench" "${args[@]}" > "$out/run$i.txt" 2>&1
+  if [ "${KNOBS_PROFILE_ALL:-0}" = 1 ]; then
+    timeout 60 env "${env_args[@]}" "$bin/quatre-bench" "${args[@]}" --batch 1 --profile > "$out/run$i.prof" 2>&1
+  fi
   echo "run$i: $setting" >> "$out/runs.txt"
   runs+=("run$i")
 done
@@ -38,4 +51,5 @@ cat "$out/runs.txt"
 for r in "${runs[@]}"; do
   echo "== $r"
   grep -E "^ +[0-9]+ +1024 " "$out/$r.txt" | awk '{print "   B=" $1, $3 " ms", $4 " tok/s", $8}'
+  [ -f "$out/$r.prof" ] && top_ops "$out/$r.prof"
 done

@@ -4,6 +4,7 @@
 // ~0.52 bytes a weight with the G=128 scales), and for large M the tensor cores (matmul_tc.cu, BF16 and FP8
 // weights) or a 64x64 shared-memory tile (every type, 4-bit included). All take the grouped (MoE) form of
 // MatmulProblem. Depends on CUDA only.
+#include <cstdlib>
 #include <type_traits>
 
 #include "backend/cuda/matmul_common.cuh"
@@ -434,12 +435,28 @@ void launch_small_wpc(const MatmulProblem& p, int rows_per_group, unsigned group
   }
 }
 
-// Warps per column: the fewest that give about 4 blocks per SM of an H100/H200 (132 SMs), while every lane keeps
-// at least one load of `vec` weights.
-int warps_per_column(int64_t N, int64_t K, unsigned groups, int vec) {
+// Warps per column (K slices), for loads of `vec` weights. Grouped (MoE) problems: the fewest that give about 4
+// blocks an SM of an H100/H200 (132 SMs), while every lane keeps at least two loads. Plain ones: the fewest that
+// leave a lane at most 32 loads and give every SM a block (H100, batch 1: the BF16 lm_head 0.59 -> 0.44 ms with 4
+// warps instead of 1, o_proj and the shared expert's gate+up ~10% faster with 4 than with 8). QUATRE_CUDA_SMALLM_WPC
+// (1, 2, 4 or 8; read once) forces a count, for A/B runs.
+int warps_per_column(const MatmulProblem& p, unsigned groups, int vec) {
+  static const int forced = [] {
+    const char* v = std::getenv("QUATRE_CUDA_SMALLM_WPC");
+    const int w = v != nullptr ? std::atoi(v) : 0;
+    return w == 1 || w == 2 || w == 4 || w == 8 ? w : 0;
+  }();
+  if (forced != 0) return forced;
+  const auto blocks = [&](int wpc) {
+    return static_cast<int64_t>(blocks_for(p.N, small_block_cols(wpc))) * groups * (p.y2 != nullptr ? 2 : 1);
+  };
   int wpc = 1;
-  while (wpc < 8 && static_cast<int64_t>(blocks_for(N, small_block_cols(wpc))) * groups < 4 * 132 &&
-         K >= 2 * wpc * kQuad * vec) {
+  if (p.experts == nullptr) {
+    while (wpc < 8 && (p.K > int64_t{32} * wpc * kQuad * vec || blocks(wpc) < 132)) wpc *= 2;
+    return wpc;
+  }
+  while (wpc < 8 && static_cast<int64_t>(blocks_for(p.N, small_block_cols(wpc))) * groups < 4 * 132 &&
+         p.K >= 2 * wpc * kQuad * vec) {
     wpc *= 2;
   }
   return wpc;
@@ -448,7 +465,7 @@ int warps_per_column(int64_t N, int64_t K, unsigned groups, int vec) {
 template <class Column>
 void launch_small(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
-  switch (warps_per_column(p.N, p.K, groups, Column::kVec)) {
+  switch (warps_per_column(p, groups, Column::kVec)) {
     case 1: launch_small_wpc<Column, 1>(p, rows_per_group, groups, stream); break;
     case 2: launch_small_wpc<Column, 2>(p, rows_per_group, groups, stream); break;
     case 4: launch_small_wpc<Column, 4>(p, rows_per_group, groups, stream); break;
