@@ -144,14 +144,24 @@ CudaBackend::CudaBackend() {
   cudaStream_t s = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   stream_ = s;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  side_stream_ = s;
+  cudaEvent_t e = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  fork_ = e;
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  join_ = e;
   CUDA_CHECK(cudaMallocHost(&pinned_, kRingBytes));
   CUDA_CHECK(cudaMalloc(&staging_, kRingBytes));
   ring_bytes_ = kRingBytes;
   const char* graphs = std::getenv("QUATRE_CUDA_GRAPHS");
   step_graphs_on_ = graphs == nullptr || std::string_view(graphs) != "0";
+  const char* concurrent = std::getenv("QUATRE_CUDA_CONCURRENT");
+  concurrent_shared_ = concurrent == nullptr || std::string_view(concurrent) != "0";
 }
 
 CudaBackend::~CudaBackend() {
+  (void)cudaStreamSynchronize(as_stream(side_stream_));
   (void)cudaStreamSynchronize(as_stream(stream_));
   graphs_.clear();
   for (void* p : weights_) (void)cudaFree(p);
@@ -159,6 +169,9 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, copy] : kv_b_f32_) (void)cudaFree(copy);
   (void)cudaFree(staging_);
   (void)cudaFreeHost(pinned_);
+  (void)cudaEventDestroy(static_cast<cudaEvent_t>(join_));
+  (void)cudaEventDestroy(static_cast<cudaEvent_t>(fork_));
+  (void)cudaStreamDestroy(as_stream(side_stream_));
   (void)cudaStreamDestroy(as_stream(stream_));
 }
 
@@ -526,10 +539,10 @@ Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a
   return r;
 }
 
-Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) { return ffn_into(x, w, a, nullptr); }
+Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) { return ffn_into(x, w, a, nullptr, stream_); }
 
 // down(silu(gate·x) ⊙ up·x): gate and up in one launch (the same x and shapes), then the SiLU-gating, then down.
-Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum) {
+Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum, void* stream) {
   check_f32(x, "ffn input");
   const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
   CHECK(weight_cols(w.gate) == D && weight_cols(w.up) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
@@ -546,17 +559,17 @@ Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, con
     if (same_layout(up, gate)) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
+      launched(launch_matmul(p, as_stream(stream)), "ffn gate+up");
     } else {
-      launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
+      launched(launch_matmul(p, as_stream(stream)), "ffn gate");
       p.weight = up;
       p.y = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream_)), "ffn up");
+      launched(launch_matmul(p, as_stream(stream)), "ffn up");
     }
   }
   {
     const OpScope scope(profiler_, "silu_mul");
-    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
+    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream)), "silu_mul");
   }
   Tensor y = sum != nullptr ? *sum : a.tensor(DType::F32, {M, D});  // [M,D]
   CHECK_SHAPE(y, M, D);
@@ -564,7 +577,7 @@ Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, con
                         .y = y.data_as<float>(), .ldy = D, .accumulate = sum != nullptr};
   const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
                       static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
-  launched(launch_matmul(q, as_stream(stream_)), "ffn down");
+  launched(launch_matmul(q, as_stream(stream)), "ffn down");
   return y;
 }
 
@@ -609,7 +622,7 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
 
 // Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
 // else 64: the tile kernel); gate and up per group, SiLU-gating, down scattered back to the pair's row times its
-// gate; the K rows of a token summed; then the shared expert added.
+// gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
 Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   const Tensor& x = args.x;
   check_f32(x, "moe input");
@@ -631,6 +644,15 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
   int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
   const cudaStream_t s = as_stream(stream_);
+  const bool concurrent = args.shared != nullptr && concurrent_shared_ && !profiler_.enabled();
+  Tensor shared_out;  // [T,D]
+  if (concurrent) {
+    const auto fork = static_cast<cudaEvent_t>(fork_);
+    CUDA_CHECK(cudaEventRecord(fork, s));
+    CUDA_CHECK(cudaStreamWaitEvent(as_stream(side_stream_), fork));
+    shared_out = ffn_into(x, *args.shared, a, nullptr, side_stream_);
+    CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(join_), as_stream(side_stream_)));
+  }
   {
     const OpScope scope(profiler_, "moe align");
     launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token,
@@ -668,11 +690,14 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     launched(launch_matmul(q, s), "moe down");
   }
   Tensor y = a.tensor(DType::F32, {T, D});  // [T,D]
+  if (concurrent) CUDA_CHECK(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(join_)));
   {
     const OpScope scope(profiler_, "moe sum");
-    launched(launch_sum_pairs(pair_out, T, K, D, y.data_as<float>(), s), "moe sum");
+    launched(launch_sum_pairs(pair_out, T, K, D, concurrent ? shared_out.data_as<float>() : nullptr,
+                              y.data_as<float>(), s),
+             "moe sum");
   }
-  if (args.shared != nullptr) ffn_into(x, *args.shared, a, &y);  // y += Shared(x)
+  if (args.shared != nullptr && !concurrent) ffn_into(x, *args.shared, a, &y, stream_);  // y += Shared(x)
   return y;
 }
 

@@ -106,12 +106,19 @@ class CudaBackend final : public Backend {
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);
-  // ffn with gate and up in one launch; the result added into *sum when given (the MoE's shared expert), else a
-  // fresh [M,D] tensor.
-  Tensor ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum);
+  // ffn with gate and up in one launch, enqueued on `stream` (a cudaStream_t); the result added into *sum when
+  // given (the MoE's shared expert), else a fresh [M,D] tensor.
+  Tensor ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum, void* stream);
 
   CudaMemory memory_;
   void* stream_ = nullptr;  // cudaStream_t
+  // The MoE's shared expert runs on side_stream_ while the routed experts run on stream_ (fork_ and join_ order
+  // them; a graph capture takes both branches): at small batches either path alone leaves most SMs idle.
+  // QUATRE_CUDA_CONCURRENT=0 (read at construction) runs it after them on stream_, as does profiling.
+  void* side_stream_ = nullptr;  // cudaStream_t
+  void* fork_ = nullptr;         // cudaEvent_t
+  void* join_ = nullptr;         // cudaEvent_t
+  bool concurrent_shared_ = true;
   std::vector<void*> weights_;   // device allocations of prepared weights
   size_t weight_bytes_ = 0;
   // Staging ring: pinned host and device buffers of the same size, filled front to back; wrapping waits for the

@@ -97,7 +97,7 @@ __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K,
 // The sum over k in order, as before.
 constexpr int kSumThreads = 256;
 
-__global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, float* y) {
+__global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, const float* plus, float* y) {
   const int64_t t = blockIdx.x;
   if (D % 4 == 0) {
     const int64_t i = (static_cast<int64_t>(blockIdx.y) * kSumThreads + threadIdx.x) * 4;
@@ -107,13 +107,17 @@ __global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, fl
       const float4 v = *reinterpret_cast<const float4*>(pair_out + (t * K + k) * D + i);
       s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
     }
+    if (plus != nullptr) {
+      const float4 v = *reinterpret_cast<const float4*>(plus + t * D + i);
+      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+    }
     *reinterpret_cast<float4*>(y + t * D + i) = s;
     return;
   }
   for (int64_t i = static_cast<int64_t>(blockIdx.y) * kSumThreads + threadIdx.x; i < D; i += kSumThreads * gridDim.y) {
     float s = 0;
     for (int64_t k = 0; k < K; ++k) s += pair_out[(t * K + k) * D + i];
-    y[t * D + i] = s;
+    y[t * D + i] = plus != nullptr ? s + plus[t * D + i] : s;
   }
 }
 
@@ -136,10 +140,11 @@ cudaError_t launch_moe_align(const int32_t* ids, int64_t T, int64_t K, int64_t E
   return cudaGetLastError();
 }
 
-cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, float* y, cudaStream_t stream) {
+cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, const float* plus, float* y,
+                             cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(T), blocks_for(D, 4 * kSumThreads));  // 16-byte aligned rows: arena arrays
-  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(pair_out, K, D, y);
+  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(pair_out, K, D, plus, y);
   return cudaGetLastError();
 }
 
