@@ -272,6 +272,34 @@ class Backend {
     (void)step, (void)a;
     return run();
   }
+
+  // A branch: the ops issued between begin_branch() and end_branch() may run beside those issued from then until
+  // join_branch(), after which every op runs after both. The two sides must not touch each other's results (both
+  // read tensors made before the branch); no branch inside a branch. A device backend runs the branch on a second
+  // queue, so that two chains of small kernels share the GPU; by default the ops run in the order issued.
+  virtual void begin_branch() {}
+  virtual void end_branch() {}
+  virtual void join_branch() {}
+};
+
+// begin_branch() now, end_branch() at end() or, when an exception leaves the scope first, at its destruction
+// (the exception in flight wins over an error of end_branch's).
+class BranchScope {
+ public:
+  explicit BranchScope(Backend& b) : b_(&b) { b.begin_branch(); }
+  void end() { std::exchange(b_, nullptr)->end_branch(); }
+  ~BranchScope() {
+    if (b_ == nullptr) return;
+    try {
+      b_->end_branch();
+    } catch (...) {  // unwinding already
+    }
+  }
+  BranchScope(const BranchScope&) = delete;
+  BranchScope& operator=(const BranchScope&) = delete;
+
+ private:
+  Backend* b_;
 };
 
 bool is_available(Device d);

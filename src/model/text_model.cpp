@@ -151,12 +151,15 @@ void TextModel::layer(int l, Tensor x /*[T,D]*/, const StepInputs& in, KvCache& 
 Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]*/, const StepInputs& in,
                             KvCache& kv, Arena& a, ActivationHook* hook) const {
   const int64_t T = h.dim(0);
+  BranchScope q_path(be_);                                                  // beside the kv path
   Tensor cq = be_.rms_norm(be_.matmul(h, w.q_a, a), w.q_a_norm, kLatentNormEps, a);  // [T,Q]
   Tensor q = be_.matmul(cq, w.q_b, a);                                      // [T, Hl*(Dn+Dr)]
+  q_path.end();
   DCHECK_SHAPE(q, T, dims_.q_width());
   Tensor kv_a = be_.matmul(h, w.kv_a, a);                                   // [T, R+Dr]
   auto [c_raw, k_rope] = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);        // [T,R], [T,Dr]
   Tensor c_kv = be_.rms_norm(c_raw, w.kv_a_norm, kLatentNormEps, a);                  // [T,R]
+  be_.join_branch();
   emit(hook, l, "attn.c_kv", c_kv);
   be_.rope(q, k_rope, {.inv_freq = inv_freq_,                               // in place: the Dr slices; q also
                        .positions = in.attn.positions,                     // times the Llama-4 temperature

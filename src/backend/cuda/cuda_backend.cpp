@@ -157,7 +157,7 @@ CudaBackend::CudaBackend() {
   const char* graphs = std::getenv("QUATRE_CUDA_GRAPHS");
   step_graphs_on_ = graphs == nullptr || std::string_view(graphs) != "0";
   const char* concurrent = std::getenv("QUATRE_CUDA_CONCURRENT");
-  concurrent_shared_ = concurrent == nullptr || std::string_view(concurrent) != "0";
+  concurrent_ = concurrent == nullptr || std::string_view(concurrent) != "0";
 }
 
 CudaBackend::~CudaBackend() {
@@ -180,6 +180,33 @@ void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(as_stream(str
 Tensor CudaBackend::run_step(const StepRecord& step, Arena& a, StepFn run) {
   if (!step_graphs_on_ || profiler_.enabled()) return run();
   return graphs_.run(step, a, as_stream(stream_), run);
+}
+
+void CudaBackend::begin_branch() {
+  CHECK(!in_branch_) << "begin_branch inside a branch";
+  in_branch_ = true;
+  branch_forked_ = concurrent_ && !profiler_.enabled();
+  if (!branch_forked_) return;
+  const auto fork = static_cast<cudaEvent_t>(fork_);
+  CUDA_CHECK(cudaEventRecord(fork, as_stream(stream_)));
+  CUDA_CHECK(cudaStreamWaitEvent(as_stream(side_stream_), fork));
+  std::swap(stream_, side_stream_);
+}
+
+void CudaBackend::end_branch() {
+  CHECK(in_branch_) << "end_branch without begin_branch";
+  in_branch_ = false;
+  join_pending_ = branch_forked_;
+  if (!branch_forked_) return;
+  CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(join_), as_stream(stream_)));
+  std::swap(stream_, side_stream_);
+}
+
+void CudaBackend::join_branch() {
+  CHECK(!in_branch_) << "join_branch inside a branch";
+  if (!join_pending_) return;
+  join_pending_ = false;
+  CUDA_CHECK(cudaStreamWaitEvent(as_stream(stream_), static_cast<cudaEvent_t>(join_)));
 }
 
 void CudaBackend::set_step_graphs(bool on) {
@@ -213,6 +240,7 @@ void CudaBackend::reserve_uploads(size_t padded) {
 }
 
 const void* CudaBackend::upload_bytes(const void* host, size_t bytes) {
+  CHECK(!in_branch_) << "CUDA backend: an upload inside a branch (the ring belongs to the main stream)";
   if (graphs_.capturing()) return graphs_.upload(host, bytes);
   if (bytes == 0) return staging_;
   for (const RecentUpload& r : recent_) {
@@ -539,10 +567,8 @@ Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a
   return r;
 }
 
-Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) { return ffn_into(x, w, a, nullptr, stream_); }
-
 // down(silu(gate·x) ⊙ up·x): gate and up in one launch (the same x and shapes), then the SiLU-gating, then down.
-Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum, void* stream) {
+Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
   check_f32(x, "ffn input");
   const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
   CHECK(weight_cols(w.gate) == D && weight_cols(w.up) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
@@ -559,25 +585,24 @@ Tensor CudaBackend::ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, con
     if (same_layout(up, gate)) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream)), "ffn gate+up");
+      launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
     } else {
-      launched(launch_matmul(p, as_stream(stream)), "ffn gate");
+      launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
       p.weight = up;
       p.y = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream)), "ffn up");
+      launched(launch_matmul(p, as_stream(stream_)), "ffn up");
     }
   }
   {
     const OpScope scope(profiler_, "silu_mul");
-    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream)), "silu_mul");
+    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
   }
-  Tensor y = sum != nullptr ? *sum : a.tensor(DType::F32, {M, D});  // [M,D]
-  CHECK_SHAPE(y, M, D);
+  Tensor y = a.tensor(DType::F32, {M, D});  // [M,D]
   const MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
-                        .y = y.data_as<float>(), .ldy = D, .accumulate = sum != nullptr};
+                        .y = y.data_as<float>(), .ldy = D};
   const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
                       static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
-  launched(launch_matmul(q, as_stream(stream)), "ffn down");
+  launched(launch_matmul(q, as_stream(stream_)), "ffn down");
   return y;
 }
 
@@ -644,14 +669,11 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
   int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
   const cudaStream_t s = as_stream(stream_);
-  const bool concurrent = args.shared != nullptr && concurrent_shared_ && !profiler_.enabled();
-  Tensor shared_out;  // [T,D]
-  if (concurrent) {
-    const auto fork = static_cast<cudaEvent_t>(fork_);
-    CUDA_CHECK(cudaEventRecord(fork, s));
-    CUDA_CHECK(cudaStreamWaitEvent(as_stream(side_stream_), fork));
-    shared_out = ffn_into(x, *args.shared, a, nullptr, side_stream_);
-    CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(join_), as_stream(side_stream_)));
+  Tensor shared_out;  // [T,D]: the shared expert, beside the routed ones
+  if (args.shared != nullptr) {
+    begin_branch();
+    shared_out = ffn(x, *args.shared, a);
+    end_branch();
   }
   {
     const OpScope scope(profiler_, "moe align");
@@ -690,14 +712,13 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     launched(launch_matmul(q, s), "moe down");
   }
   Tensor y = a.tensor(DType::F32, {T, D});  // [T,D]
-  if (concurrent) CUDA_CHECK(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(join_)));
+  join_branch();
   {
     const OpScope scope(profiler_, "moe sum");
-    launched(launch_sum_pairs(pair_out, T, K, D, concurrent ? shared_out.data_as<float>() : nullptr,
+    launched(launch_sum_pairs(pair_out, T, K, D, args.shared != nullptr ? shared_out.data_as<float>() : nullptr,
                               y.data_as<float>(), s),
              "moe sum");
   }
-  if (args.shared != nullptr && !concurrent) ffn_into(x, *args.shared, a, &y, stream_);  // y += Shared(x)
   return y;
 }
 

@@ -66,6 +66,9 @@ class CudaBackend final : public Backend {
   // Steps as CUDA graphs (step_graphs.h): on unless QUATRE_CUDA_GRAPHS=0 in the environment or set_step_graphs(false);
   // off while profiling (the profiler's events bracket each op).
   Tensor run_step(const StepRecord& step, Arena& a, StepFn run) override;
+  void begin_branch() override;
+  void end_branch() override;
+  void join_branch() override;
   void set_step_graphs(bool on);
   StepGraphs::Stats step_graph_stats() const { return graphs_.stats(); }
 
@@ -106,19 +109,20 @@ class CudaBackend final : public Backend {
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);
-  // ffn with gate and up in one launch, enqueued on `stream` (a cudaStream_t); the result added into *sum when
-  // given (the MoE's shared expert), else a fresh [M,D] tensor.
-  Tensor ffn_into(const Tensor& x, const FfnWeights& w, Arena& a, const Tensor* sum, void* stream);
 
   CudaMemory memory_;
   void* stream_ = nullptr;  // cudaStream_t
-  // The MoE's shared expert runs on side_stream_ while the routed experts run on stream_ (fork_ and join_ order
-  // them; a graph capture takes both branches): at small batches either path alone leaves most SMs idle.
-  // QUATRE_CUDA_CONCURRENT=0 (read at construction) runs it after them on stream_, as does profiling.
+  // Branches (begin_branch): their ops go to side_stream_ (stream_ and side_stream_ swap until end_branch), after
+  // fork_ on the main stream; join_ on the side orders join_branch's later ops after them. A graph capture takes
+  // both streams. Small batches leave most SMs idle in either chain alone. QUATRE_CUDA_CONCURRENT=0 (read at
+  // construction) keeps branches in issue order on one stream, as does profiling.
   void* side_stream_ = nullptr;  // cudaStream_t
   void* fork_ = nullptr;         // cudaEvent_t
   void* join_ = nullptr;         // cudaEvent_t
-  bool concurrent_shared_ = true;
+  bool concurrent_ = true;
+  bool in_branch_ = false;      // between begin_branch and end_branch
+  bool branch_forked_ = false;  // the branch runs on side_stream_
+  bool join_pending_ = false;   // join_branch has a side to wait for
   std::vector<void*> weights_;   // device allocations of prepared weights
   size_t weight_bytes_ = 0;
   // Staging ring: pinned host and device buffers of the same size, filled front to back; wrapping waits for the

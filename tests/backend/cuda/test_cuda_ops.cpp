@@ -369,6 +369,28 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
   }
 }
 
+TEST_F(CudaOps, ABranchRunsBesideTheMainOpsAndJoinsThem) {
+  // An FFN in a branch (the side stream), another on the main stream, then an add of both after join_branch:
+  // each the CPU's values, the sum twice them; the shared-expert path of moe() (above) runs as such a branch too.
+  const int64_t M = 3, D = 64, F = 48;
+  const auto ex = experts(1, D, F, DType::F8_E4M3);
+  const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
+  std::vector<float> x = randn(static_cast<size_t>(M * D), 70);
+  const std::vector<float> want = vec(cpu_.ffn(host(x, {M, D}), ex.ffn[0], host_arena_));
+  const Tensor xg = up(x, {M, D});
+  BranchScope branch(*gpu_);
+  const Tensor side = gpu_->ffn(xg, dev_ffn[0], *dev_arena_);
+  branch.end();
+  const Tensor main = gpu_->ffn(xg, dev_ffn[0], *dev_arena_);
+  gpu_->join_branch();
+  gpu_->add_to(main, side);
+  std::vector<float> twice = want;
+  for (float& v : twice) v *= 2.0f;
+  EXPECT_LE(rel_l2(down(side), want), kF32RelL2);
+  EXPECT_LE(rel_l2(down(main), twice), kF32RelL2);
+  // (Misuse, a branch in a branch or an upload inside one, is a CHECK failure: a bug, not bad input.)
+}
+
 TEST_F(CudaOps, BadInputIsAnErrorNotACrash) {
   const StoredWeight table(randn(4 * 8, 3), {4, 8}, DType::BF16);
   const Weight t = prep(table);
