@@ -92,7 +92,7 @@ struct FloatColumn {
     if constexpr (VEC == 1) {
       return w[k];
     } else {
-      return __ldg(reinterpret_cast<const uint4*>(w + k));
+      return load_streaming16(w + k);
     }
   }
 
@@ -182,7 +182,7 @@ struct Int4Column {
   __device__ Load load(int k) const {
     const int64_t g = int4_group(k, group_size, group_shift);
     const uint32_t offset = kSymmetric ? 0u : __ldg(offsets + g);
-    return {__ldg(reinterpret_cast<const uint4*>(codes + k / 2)), __ldg(scales + g) | offset << 16};
+    return {load_streaming16(codes + k / 2), __ldg(scales + g) | offset << 16};
   }
 
   // acc[r] += x[r][k..k+32) · (s ⊙ w) (symmetric: a sum, then one multiply) or · w (asymmetric), for the rows
