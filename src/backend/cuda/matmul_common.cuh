@@ -35,17 +35,6 @@ __device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, in
   return skip ? DevWeight{} : p.experts[e];
 }
 
-// A 16-byte load of weights that stream through once: the read-only path, no L1 allocation, and the whole 256-byte
-// L2 group of the line fetched from DRAM at once (the neighbouring weights are the next loads of the block's other
-// warps or of this lane).
-__device__ __forceinline__ uint4 load_streaming16(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
 // The BF16 tensor-core MMA of both tensor-core kernels (matmul_tc.cu, matmul_small_tc.cu).
 // d += a · b: A 16x16 row-major (4 regs), B 16x8 column-major (2 regs), fp32 accumulators.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {

@@ -26,15 +26,6 @@ constexpr int kChunk = 64;       // k a warp covers per step: 4 mmas of 16
 constexpr int kWarps = 8;        // a block: kWarps / WPC column warps x WPC k slices
 constexpr int kInFlight = 2;     // chunks of loads in flight a thread
 
-// A 16-byte weight load: load_streaming16 (kStream) or the plain read-only one. One row block streams (H100, 16 FP8
-// layers: batch 8 9.40 -> 8.52 ms, batch 1 3.20 -> 3.05 with the FMA kernel's loads); with more, the streaming loads
-// cost batch 64 3% (30.65 -> 31.67 ms).
-template <bool kStream>
-__device__ __forceinline__ uint4 load16(const void* p) {
-  if constexpr (kStream) return load_streaming16(p);
-  return __ldg(static_cast<const uint4*>(p));
-}
-
 // Fragments of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"), lane =
 // 4g + t: A (16x16, row-major) a0,a1 = (row g, cols 2t, 2t+1), a2,a3 = (g+8, 2t..), a4,a5 = (g, 2t+8, 2t+9),
 // a6,a7 = (g+8, 2t+8..), two bf16 a register: {a0a1, a2a3, a4a5, a6a7}; B (16x8, column-major) b0,b1 = (k 2t, 2t+1,
@@ -134,7 +125,6 @@ struct Operands {
   Activations x;
   int t, K;
 
-  template <bool kStream = false>
   __device__ Chunk<T, CT> load(int base) const {
     Chunk<T, CT> c;
 #pragma unroll
@@ -146,7 +136,7 @@ struct Operands {
           // BF16: load l holds mmas 2l, 2l+1; FP8: one load. K % 16 (FP8) / % 8 (BF16) == 0: a load lies wholly
           // in or past K.
           const int k = base + slot_k<T>(t, 2 * l);
-          c.w[ct][h][l] = w[ct][h] != nullptr && k < K ? load16<kStream>(w[ct][h] + k)
+          c.w[ct][h][l] = w[ct][h] != nullptr && k < K ? __ldg(reinterpret_cast<const uint4*>(w[ct][h] + k))
                                                        : make_uint4(0, 0, 0, 0);
         }
       }
@@ -217,7 +207,6 @@ struct Int4Operands {
   Activations x;
   int t, K;
 
-  template <bool kStream = false>
   __device__ Int4Chunk<CT> load(int base) const {
     Int4Chunk<CT> c;
     const int k = base + 32 * t;  // K % 32 == 0: the block lies wholly in or past K
@@ -228,7 +217,7 @@ struct Int4Operands {
       for (int h = 0; h < 2; ++h) {
         const int row = 16 * ct + 8 * h;
         const bool in = ((valid >> (2 * ct + h)) & 1u) != 0 && k < K;
-        c.codes[ct][h] = in ? load16<kStream>(codes + row * code_stride + k / 2)
+        c.codes[ct][h] = in ? __ldg(reinterpret_cast<const uint4*>(codes + row * code_stride + k / 2))
                             : make_uint4(0, 0, 0, 0);
         uint32_t so = in ? __ldg(scales + row * n_groups + group) : 0u;
         if constexpr (kOffsets) so |= (in ? static_cast<uint32_t>(__ldg(offsets + row * n_groups + group)) : 0u) << 16;
@@ -443,12 +432,12 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   decltype(op.load(0)) buf[kInFlight];
   int base = slice * kChunkOf<T>;
 #pragma unroll
-  for (int u = 0; u < kInFlight; ++u) buf[u] = op.template load<RB == 1>(base + u * kStride);
+  for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(base + u * kStride);
   for (; base < op.K; base += kInFlight * kStride) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
       multiply<RB>(buf[u], op, base + u * kStride, acc);
-      buf[u] = op.template load<RB == 1>(base + (u + kInFlight) * kStride);
+      buf[u] = op.load(base + (u + kInFlight) * kStride);
     }
   }
 
