@@ -142,6 +142,9 @@ struct MoeArgs {
   Routing routing;
   std::span<const FfnWeights> experts = {};  // [E]
   const FfnWeights* shared = nullptr;   // added unweighted when present
+  // When given, the result is added into this [T,D] tensor (a residual stream: x += MoE(x)), which moe returns,
+  // instead of going to a fresh tensor: a device backend folds the add into its last kernel.
+  const Tensor* residual = nullptr;
 };
 
 // Sampling on the backend (engine/sampling.h holds the rules; the engine picks on the host from this summary).
@@ -226,6 +229,8 @@ class Backend {
   virtual Tensor rms_norm(const Tensor& x, const Weight& g, float eps, Arena& a) = 0;     // [M,n] -> [M,n]
   virtual Tensor matmul(const Tensor& x, const Weight& w, Arena& a) = 0;                  // [M,in]·[out,in]ᵀ
   virtual void add_to(Tensor x, const Tensor& y) = 0;                                     // x += y
+  // y += x · wᵀ (y [M,out]), as add_to(y, matmul(x, w, a)) computes it; a device backend adds in the matmul's store.
+  virtual void matmul_add(Tensor y, const Tensor& x, const Weight& w, Arena& a) { add_to(y, matmul(x, w, a)); }
   virtual std::pair<Tensor, Tensor> split_cols(const Tensor& x, int64_t n_left, Arena& a) = 0;  // copies
   virtual Tensor gather_rows(const Tensor& x, std::span<const int32_t> rows, Arena& a) = 0;
   // Overwrites row rows[i] of x [T,D] (F32) with values [i*D, (i+1)*D) from host memory: image features spliced

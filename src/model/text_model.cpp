@@ -134,13 +134,20 @@ Tensor TextModel::forward_rank(const StepInputs& in, KvCache& kv, Arena& a, Acti
 void TextModel::layer(int l, Tensor x /*[T,D]*/, const StepInputs& in, KvCache& kv, Arena& a,
                       ActivationHook* hook) const {
   const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+  // Unsharded and unobserved, the residual adds happen in o_proj's and the MoE's last kernels (x is their output).
+  const Tensor* residual = comm_ == nullptr && hook == nullptr ? &x : nullptr;
   Tensor h = be_.rms_norm(x, w.attn_norm, eps_, a);                        // [T,D]
   emit(hook, l, "attn_norm", h);
-  be_.add_to(x, attention(l, w.attn, h, in, kv, a, hook));                 // x += o_proj(...)  [T,D]
+  const Tensor o = attention(l, w.attn, h, in, kv, a, hook, residual);     // o_proj(...) [T,D]
+  if (residual == nullptr) be_.add_to(x, o);                                // x += o_proj(...)
   emit(hook, l, "attn_residual", x);
   Tensor u = be_.rms_norm(x, w.ffn_norm, eps_, a);                         // [T,D]
   emit(hook, l, "ffn_norm", u);
-  Tensor y = w.moe ? moe(l, *w.moe, u, a, hook) : be_.ffn(u, *w.dense, a); // [T,D]
+  if (w.moe && residual != nullptr) {
+    moe(l, *w.moe, u, a, hook, residual);                                   // x += MoE(u)
+    return;
+  }
+  Tensor y = w.moe ? moe(l, *w.moe, u, a, hook, nullptr) : be_.ffn(u, *w.dense, a);  // [T,D]
   reduce(y);                                                                // sharded: Σ of the ranks' partial FFNs
   emit(hook, l, "ffn", y);
   be_.add_to(x, y);
@@ -149,7 +156,7 @@ void TextModel::layer(int l, Tensor x /*[T,D]*/, const StepInputs& in, KvCache& 
 // MLA (MODEL.md §3.2-3.8). The cache keeps only c_kv [R] (after kv_a_layernorm) and k_rope [Dr] (after RoPE)
 // per token; the backend's mla_attention expands them (naive) or absorbs kv_b into q and o (absorbed).
 Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]*/, const StepInputs& in,
-                            KvCache& kv, Arena& a, ActivationHook* hook) const {
+                            KvCache& kv, Arena& a, ActivationHook* hook, const Tensor* residual) const {
   const int64_t T = h.dim(0);
   BranchScope q_path(be_);                                                  // beside the kv path
   Tensor cq = be_.rms_norm(be_.matmul(h, w.q_a, a), w.q_a_norm, kLatentNormEps, a);  // [T,Q]
@@ -178,6 +185,10 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
                                 .form = options_.mla_form},
                                a);                                          // [T, Hl*Dv]
   emit(hook, l, "attn.o", o);
+  if (residual != nullptr) {  // unsharded: *residual += o_proj(o)
+    be_.matmul_add(*residual, o, w.o, a);
+    return *residual;
+  }
   Tensor out = be_.matmul(o, w.o, a);                                       // [T,D] (sharded: this rank's heads' part)
   reduce(out);
   return out;
@@ -185,14 +196,17 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
 
 // y = Σ_k gate_k · Expert_{id_k}(u) + Shared(u)  (MODEL.md §3.10). Sharded: the rank's experts and its slice of the
 // shared expert's width; every rank routes all tokens alike, and layer() sums the partial outputs.
-Tensor TextModel::moe(int l, const MoeWeights& w, const Tensor& u /*[T,D]*/, Arena& a, ActivationHook* hook) const {
+Tensor TextModel::moe(int l, const MoeWeights& w, const Tensor& u /*[T,D]*/, Arena& a, ActivationHook* hook,
+                      const Tensor* residual) const {
   Tensor router_logits = be_.matmul(u, w.router, a);                        // [T,E]
   emit(hook, l, "moe.router_logits", router_logits);
   Routing r = be_.route(router_logits, {.n_experts_per_tok = cfg_.n_experts_per_tok,
                                         .routed_scaling_factor = static_cast<float>(cfg_.routed_scaling_factor)},
                         a);                                                 // ids [T,K], gates [T,K]
   if (comm_ != nullptr) r = comm_->dispatch(r, weights_.experts, a);       // ids local to [0, El); others gate 0
-  return be_.moe({.x = u, .routing = r, .experts = w.experts, .shared = w.shared ? &*w.shared : nullptr}, a);  // [T,D]
+  return be_.moe({.x = u, .routing = r, .experts = w.experts, .shared = w.shared ? &*w.shared : nullptr,
+                  .residual = residual},
+                 a);  // [T,D], or *residual += it
 }
 
 }  // namespace quatre::model

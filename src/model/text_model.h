@@ -86,9 +86,11 @@ class TextModel {
   bool is_recordable(const StepInputs& in, const ActivationHook* hook) const;
   Tensor forward_recorded(const StepInputs& in, KvCache& kv, Arena& a) const;
   void layer(int layer_idx, Tensor x, const StepInputs& in, KvCache& kv, Arena& a, ActivationHook* hook) const;
+  // residual (unsharded only): the output is added into it, which is returned, instead of a fresh tensor.
   Tensor attention(int layer_idx, const AttnWeights& w, const Tensor& h, const StepInputs& in, KvCache& kv, Arena& a,
-                   ActivationHook* hook) const;
-  Tensor moe(int layer_idx, const MoeWeights& w, const Tensor& h, Arena& a, ActivationHook* hook) const;
+                   ActivationHook* hook, const Tensor* residual) const;
+  Tensor moe(int layer_idx, const MoeWeights& w, const Tensor& h, Arena& a, ActivationHook* hook,
+             const Tensor* residual) const;
   // x <- Σ_ranks x when sharded (after o_proj and the FFN/MoE: each rank holds a partial sum).
   void reduce(Tensor x) const {
     if (comm_ != nullptr) comm_->all_reduce_sum(x);

@@ -93,7 +93,9 @@ Tensor CpuBackend::moe(const MoeArgs& args, Arena& a) {
     }
   }
   if (args.shared != nullptr) add_to(y, ffn(x, *args.shared, a));
-  return y;
+  if (args.residual == nullptr) return y;
+  add_to(*args.residual, y);
+  return *args.residual;
 }
 
 }  // namespace quatre::cpu

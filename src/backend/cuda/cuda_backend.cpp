@@ -371,17 +371,27 @@ Tensor CudaBackend::rms_norm(const Tensor& x, const Weight& g, float eps, Arena&
 }
 
 Tensor CudaBackend::matmul(const Tensor& x, const Weight& w, Arena& a) {
+  Tensor y = a.tensor(DType::F32, {x.dim(0), weight_rows(w)});  // [M,out]
+  matmul_into(y, x, w, false);
+  return y;
+}
+
+void CudaBackend::matmul_add(Tensor y, const Tensor& x, const Weight& w, Arena& /*a*/) {
+  matmul_into(std::move(y), x, w, true);
+}
+
+void CudaBackend::matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate) {
   check_f32(x, "matmul input");
+  check_f32(y, "matmul output");
   const int64_t M = x.dim(0), in = x.dim(1), out = weight_rows(w);
   CHECK(weight_cols(w) == in) << "matmul: x has " << in << " columns, weight is " << w.w.shape_string()
                               << (w.int4 ? " (4-bit)" : "");
-  Tensor y = a.tensor(DType::F32, {M, out});  // [M,out]
+  CHECK_SHAPE(y, M, out);
   const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", out, in, weight_type_name(w)); },
                       static_cast<double>(stored_bytes(w) + static_cast<size_t>(M * (in + out)) * 4));
   MatmulProblem p{.x = x.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(w, "matmul"),
-                  .y = y.data_as<float>(), .ldy = out};
+                  .y = y.data_as<float>(), .ldy = out, .accumulate = accumulate};
   launched(launch_matmul(p, as_stream(stream_)), "matmul");
-  return y;
 }
 
 void CudaBackend::add_to(Tensor x, const Tensor& y) {
@@ -711,12 +721,16 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     const OpScope scope(profiler_, "moe down (routed)");
     launched(launch_matmul(q, s), "moe down");
   }
-  Tensor y = a.tensor(DType::F32, {T, D});  // [T,D]
+  Tensor y = args.residual != nullptr ? *args.residual : a.tensor(DType::F32, {T, D});  // [T,D]
+  if (args.residual != nullptr) {
+    check_f32(y, "moe residual");
+    CHECK_SHAPE(y, T, D);
+  }
   join_branch();
   {
     const OpScope scope(profiler_, "moe sum");
     launched(launch_sum_pairs(pair_out, T, K, D, args.shared != nullptr ? shared_out.data_as<float>() : nullptr,
-                              y.data_as<float>(), s),
+                              args.residual != nullptr, y.data_as<float>(), s),
              "moe sum");
   }
   return y;

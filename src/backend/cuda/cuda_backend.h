@@ -57,6 +57,7 @@ class CudaBackend final : public Backend {
   Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) override;
   Tensor moe(const MoeArgs& args, Arena& a) override;
   Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) override;
+  void matmul_add(Tensor y, const Tensor& x, const Weight& w, Arena& a) override;
 
   // Edits and row arguments go up in one upload; the summaries come down in one copy (sampling_kernels.cu).
   LogitsSummary summarize_logits(Tensor logits, std::span<const LogitEdit> edits, std::span<const RowSummaryArgs> args,
@@ -106,6 +107,8 @@ class CudaBackend final : public Backend {
   static size_t upload_span(size_t bytes);  // the ring bytes one upload takes
   // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
   const DevWeight* expert_table(std::span<const FfnWeights> experts);
+  // y = x · wᵀ, or y += x · wᵀ (accumulate, in the matmul's store).
+  void matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate);
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);

@@ -97,7 +97,8 @@ __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K,
 // The sum over k in order, as before.
 constexpr int kSumThreads = 256;
 
-__global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, const float* plus, float* y) {
+__global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, const float* plus, bool accumulate,
+                                 float* y) {
   const int64_t t = blockIdx.x;
   if (D % 4 == 0) {
     const int64_t i = (static_cast<int64_t>(blockIdx.y) * kSumThreads + threadIdx.x) * 4;
@@ -111,13 +112,19 @@ __global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, co
       const float4 v = *reinterpret_cast<const float4*>(plus + t * D + i);
       s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
     }
-    *reinterpret_cast<float4*>(y + t * D + i) = s;
+    float4* out = reinterpret_cast<float4*>(y + t * D + i);
+    if (accumulate) {
+      const float4 r = *out;
+      s = make_float4(r.x + s.x, r.y + s.y, r.z + s.z, r.w + s.w);
+    }
+    *out = s;
     return;
   }
   for (int64_t i = static_cast<int64_t>(blockIdx.y) * kSumThreads + threadIdx.x; i < D; i += kSumThreads * gridDim.y) {
     float s = 0;
     for (int64_t k = 0; k < K; ++k) s += pair_out[(t * K + k) * D + i];
-    y[t * D + i] = plus != nullptr ? s + plus[t * D + i] : s;
+    if (plus != nullptr) s += plus[t * D + i];
+    y[t * D + i] = accumulate ? y[t * D + i] + s : s;
   }
 }
 
@@ -140,11 +147,11 @@ cudaError_t launch_moe_align(const int32_t* ids, int64_t T, int64_t K, int64_t E
   return cudaGetLastError();
 }
 
-cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, const float* plus, float* y,
-                             cudaStream_t stream) {
+cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, const float* plus,
+                             bool accumulate, float* y, cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(T), blocks_for(D, 4 * kSumThreads));  // 16-byte aligned rows: arena arrays
-  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(pair_out, K, D, plus, y);
+  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(pair_out, K, D, plus, accumulate, y);
   return cudaGetLastError();
 }
 

@@ -208,6 +208,17 @@ TEST_F(CpuOps, MoeWeightsEachExpertByItsGate) {
     }
     expect_close({got.begin() + t * D, got.begin() + (t + 1) * D}, want, 1e-5, "moe row");
   }
+  // Into a residual: r + MoE(x), returned as r itself; and matmul_add: r += x · wᵀ, as add_to(r, matmul(x, w)).
+  std::vector<float> res0 = randn(T * D, 9), res = res0;
+  const Tensor rt = host_tensor(res, {T, D});
+  const Tensor out = be_.moe({.x = xt, .routing = r, .experts = ex.ffn, .residual = &rt}, arena_);
+  EXPECT_EQ(out.data(), rt.data());
+  for (size_t i = 0; i < res.size(); ++i) EXPECT_EQ(res[i], res0[i] + got[i]) << i;
+  const Weight& w = ex.ffn[0].up;  // [F, D]
+  std::vector<float> acc0 = randn(T * F, 10), acc = acc0;
+  be_.matmul_add(host_tensor(acc, {T, F}), xt, w, arena_);
+  const std::vector<float> prod = to_vector(be_.matmul(xt, w, arena_));
+  for (size_t i = 0; i < acc.size(); ++i) EXPECT_EQ(acc[i], acc0[i] + prod[i]) << i;
 }
 
 // MLA over a paged cache: two sequences with scattered blocks, every other slot poisoned with NaN.

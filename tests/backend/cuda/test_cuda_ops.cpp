@@ -364,6 +364,14 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
         const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
                                                       .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_));
         EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << dtype_name(dtype) << " T=" << T << " shared=" << shared;
+        // Into a residual (the sum kernel adds): the residual plus the same values, bit for bit.
+        const std::vector<float> r0 = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(60 + T));
+        const Tensor res = up(r0, {T, D});
+        const Tensor out = gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
+                                      .shared = shared ? &dev_ffn[E] : nullptr, .residual = &res}, *dev_arena_);
+        EXPECT_EQ(out.data(), res.data());
+        const std::vector<float> sum = down(res);
+        for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], r0[i] + got[i]) << "moe residual T=" << T << " " << i;
       }
     }
   }
@@ -388,6 +396,12 @@ TEST_F(CudaOps, ABranchRunsBesideTheMainOpsAndJoinsThem) {
   for (float& v : twice) v *= 2.0f;
   EXPECT_LE(rel_l2(down(side), want), kF32RelL2);
   EXPECT_LE(rel_l2(down(main), twice), kF32RelL2);
+  // matmul_add adds in the matmul's store: the same values as add_to(y, matmul(x, w)), bit for bit.
+  const std::vector<float> y0 = randn(static_cast<size_t>(M * F), 71);
+  const Tensor y = up(y0, {M, F});
+  gpu_->matmul_add(y, xg, dev_ffn[0].gate, *dev_arena_);
+  const std::vector<float> prod = down(gpu_->matmul(xg, dev_ffn[0].gate, *dev_arena_)), sum = down(y);
+  for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], y0[i] + prod[i]) << "matmul_add " << i;
   // (Misuse, a branch in a branch or an upload inside one, is a CHECK failure: a bug, not bad input.)
 }
 
