@@ -3,6 +3,7 @@
 #   corpus.jsonl  > 10,000 deterministic test strings                          (scripts/make_tokenizer_corpus.py)
 #   english.txt   1 MB of English-like text for bench/bench_tokenizer.cpp      (the same script)
 #   js_ids.jsonl  the JavaScript Tekken encoder's ids for the corpus           (js_reference_ids.cjs, under Node)
+#   hf/           tekken.json's Hugging Face form (tokenizer.json)             (scripts/make_hf_tokenizer_json.py)
 # Tests that need a missing file skip with a message. ZLIB reads the tiktoken goldens (tests/data/tokenizer).
 find_package(Python3 COMPONENTS Interpreter)
 find_package(ZLIB REQUIRED)
@@ -34,6 +35,20 @@ if(Python3_Interpreter_FOUND)
         DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/js_reference_ids.cjs ${_tok_data}/corpus.jsonl ${_npm_tekken}
         COMMENT "Encoding the tokenizer corpus with the JavaScript Tekken")
       list(APPEND _tok_outputs ${_tok_data}/js_ids.jsonl)
+      add_custom_command(OUTPUT ${_tok_data}/hf/tokenizer.json
+        COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/scripts/make_hf_tokenizer_json.py ${_tok_data}/tekken.json
+                ${_tok_data}/hf
+        DEPENDS ${PROJECT_SOURCE_DIR}/scripts/make_hf_tokenizer_json.py ${_tok_data}/tekken.json
+        COMMENT "Writing tekken.json's Hugging Face form")
+      list(APPEND _tok_outputs ${_tok_data}/hf/tokenizer.json)
+      if(EXISTS ${PROJECT_SOURCE_DIR}/node_modules/tokenizers)
+        # The Hugging Face form against the JavaScript Tekken, encoded by Hugging Face's tokenizers library.
+        add_test(NAME tokenizer_hf_json COMMAND ${QUATRE_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/hf_tokenizer_ids.cjs
+                 ${_tok_data}/corpus.jsonl ${_tok_data}/hf/tokenizer.json ${_tok_data}/js_ids.jsonl)
+        set_tests_properties(tokenizer_hf_json PROPERTIES LABELS unit)
+      else()
+        message(WARNING "node_modules/tokenizers is missing (run scripts/install-deps.sh): tokenizer_hf_json not run")
+      endif()
     else()
       message(WARNING "node not found: the JavaScript tokenizer comparison will skip")
     endif()
