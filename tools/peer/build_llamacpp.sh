@@ -4,8 +4,8 @@
 # Mistral Small 4 support: LLM_ARCH_MISTRAL4, converter class Mistral3Model.Mistral4Model). Nothing of it enters the
 # repo: sources and build live in WORK_DIR (default /tmp/llama); what the GPU host needs (llama-bench, and the
 # converter, convert_hf_to_gguf.py with conversion/ and gguf-py/, which writes Q8_0 itself) is packed into
-# .gpu/llama/llama.tar.xz (git-ignored): 40 MB (llama-bench is 77 MB, most of it CUDA code for sm_90a), so a call
-# that carries it carries a .gpu/cuda packed with quatre-bench alone (`tools/gpu/pack.sh build-cudah quatre-bench`).
+# .gpu/llama/llama.tar.xz (git-ignored): 40 MB (llama-bench is 77 MB, most of it CUDA code for sm_90a), also split
+# in two parts (.gpu/llama/p0, p1) that two device calls carry one at a time (tools/gpu/peer_llamacpp.sh).
 # Usage: tools/peer/build_llamacpp.sh [WORK_DIR]   (2 cores: about 75 minutes cold; ccache makes reruns quick)
 set -euo pipefail
 work=${1:-/tmp/llama}
@@ -28,5 +28,11 @@ cp -r convert_hf_to_gguf.py conversion gguf-py "$stage/llama/"
 git log -1 --format='llama.cpp %H %cd' > "$stage/llama/VERSION"
 mkdir -p "$repo/.gpu/llama"
 tar -C "$stage" -cJf "$repo/.gpu/llama/llama.tar.xz" llama
+# Two parts, p0/ and p1/, each carried by a call of its own (tools/gpu/peer_llamacpp.sh): one call carries 64 MiB
+# with the tree.
+cd "$repo/.gpu/llama"
+rm -rf p0 p1 && mkdir p0 p1
+split -n 2 -d llama.tar.xz llama.tar.xz.part
+mv llama.tar.xz.part00 p0/ && mv llama.tar.xz.part01 p1/
 rm -rf "$stage"
 du -h "$repo/.gpu/llama/llama.tar.xz"
