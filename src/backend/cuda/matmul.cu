@@ -460,16 +460,14 @@ int warps_per_column(const MatmulProblem& p, unsigned groups, int vec) {
     return w == 1 || w == 2 || w == 4 || w == 8 ? w : 0;
   }();
   if (forced != 0) return forced;
-  const auto blocks = [&](int wpc) {
-    return static_cast<int64_t>(blocks_for(p.N, small_block_cols(wpc))) * groups * (p.y2 != nullptr ? 2 : 1);
+  const auto blocks = [&](int wpc) {  // of one problem (the grid's x and y)
+    return static_cast<int64_t>(blocks_for(p.N, small_block_cols(wpc))) * groups;
   };
+  const int problems = p.y2 != nullptr ? 2 : 1;
+  const bool plain = p.experts == nullptr;
   int wpc = 1;
-  if (p.experts == nullptr) {
-    while (wpc < 8 && (p.K > int64_t{32} * wpc * kQuad * vec || blocks(wpc) < 132)) wpc *= 2;
-    return wpc;
-  }
-  while (wpc < 8 && static_cast<int64_t>(blocks_for(p.N, small_block_cols(wpc))) * groups < 4 * 132 &&
-         p.K >= 2 * wpc * kQuad * vec) {
+  while (wpc < 8 && (plain ? p.K > int64_t{32} * wpc * kQuad * vec || blocks(wpc) * problems < 132
+                           : blocks(wpc) < 4 * 132 && p.K >= 2 * wpc * kQuad * vec)) {
     wpc *= 2;
   }
   return wpc;
