@@ -2,7 +2,11 @@
 // /metrics, /v1/models, /tokenize, /detokenize). Chat and text completions are in completion_endpoints.cpp.
 #include "server/server.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -80,6 +84,7 @@ struct Server::Impl {
   int port = 0;
   bool is_stopped = false;
   std::atomic<bool> has_listened = false;  // listen_after_bind() returned
+  int listen_socket = -1;                   // the socket bind() listens on (set by cpp-httplib's socket callback)
 
   void routes();
   bool is_authorized(const httplib::Request& req) const {
@@ -198,7 +203,17 @@ void Server::Impl::routes() {
   http.set_read_timeout(o.keep_alive_seconds);
   const int max_connections = o.max_connections;
   http.new_task_queue = [max_connections] { return new ThreadPerConnection(max_connections); };
+  http.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket = sock;
+  });
 }
+
+// cpp-httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's library): 200
+// clients connecting at once overflowed the accept queue ~400 times (TcpExtListenOverflows), each drop costing its
+// client a second or more of handshake retransmission, and under load a connection reset minutes later. Linux takes
+// a second listen() on the bound socket as its new backlog.
+constexpr int kListenBacklog = 4096;
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) { impl_->routes(); }
 
@@ -212,6 +227,10 @@ int Server::bind() {
     impl_->port = impl_->http.bind_to_port(o.host, o.port) ? o.port : -1;
   }
   if (impl_->port <= 0) throw LoadError(fmt::format("serve: cannot listen on {}:{} (in use, or not an address of this host)", o.host, o.port));
+  if (impl_->listen_socket < 0 || ::listen(impl_->listen_socket, kListenBacklog) != 0) {
+    throw LoadError(fmt::format("serve: cannot set the backlog of {}:{} to {}: {}", o.host, impl_->port, kListenBacklog,
+                                impl_->listen_socket < 0 ? "no socket" : std::strerror(errno)));
+  }
   return impl_->port;
 }
 
