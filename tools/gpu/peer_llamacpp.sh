@@ -10,7 +10,8 @@
 # in both dtypes (HF format, with a 1-layer vision tower: the converter knows Mistral3ForConditionalGeneration),
 # tokenizer.json beside the BF16 copy (scripts/make_hf_tokenizer_json.py), the converter to Q8_0, then llama-bench
 # -ngl 99 and quatre-bench --model on the FP8 copy: decode at batch 1 (128 tokens) and prefill of 1024 tokens.
-# Logs under OUT_DIR; the two tables last. Not yet run on a GPU host (written 2026-12-06).
+# Logs under OUT_DIR; the two tables last. First run 2026-12-06 (bench/RESULTS.md): llama.cpp's decode at its
+# defaults looked host-bound, so it now also runs with flash attention forced off and on (-fa 0,1).
 set -uo pipefail
 out=${1:?usage: peer_llamacpp.sh OUT_DIR}
 mkdir -p "$out"
@@ -42,9 +43,11 @@ if [ ! -f "$gguf" ]; then
 fi
 timeout 120 "$work/llama/bin/llama-bench" -m "$gguf" -ngl 99 -p 1024 -n 128 -r 3 -o md > "$out/llama_bench.txt" 2>&1
 echo "== llama-bench rc=$?"
+timeout 150 "$work/llama/bin/llama-bench" -m "$gguf" -ngl 99 -fa 0,1 -p 1024 -n 128 -r 2 -o md > "$out/llama_bench_fa.txt" 2>&1
+echo "== llama-bench -fa 0,1 rc=$?"
 timeout 120 "$bin/quatre-bench" --model "$work/fp8" --batch 1 --context 1024 --prefill 1024 --steps 8 \
   > "$out/quatre_bench.txt" 2>&1
 echo "== quatre-bench rc=$?"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
-grep -E "^\|" "$out/llama_bench.txt"
+grep -E "^\|" "$out/llama_bench.txt" "$out/llama_bench_fa.txt"
 grep -vE "^  (op|[a-z])" "$out/quatre_bench.txt" | tail -8
