@@ -1,5 +1,5 @@
 // y = x · wᵀ against stored weights (F32/BF16/F16/FP8 and 4-bit, dequantised in registers), fp32 accumulation: a
-// small-M kernel (memory-bound decode: every weight byte is read once, 16 bytes a load, 4 loads in flight a lane,
+// small-M kernel (memory-bound decode: every weight byte is read once, 16 bytes a load, 4 in flight a lane at one row,
 // four lanes a column and eight columns a warp, several warps a column when N is small; 4-bit: 32 codes a load,
 // ~0.52 bytes a weight with the G=128 scales), and for large M the tensor cores (matmul_tc.cu, BF16 and FP8
 // weights) or a 64x64 shared-memory tile (every type, 4-bit included). All take the grouped (MoE) form of
