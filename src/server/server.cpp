@@ -200,6 +200,9 @@ void Server::Impl::routes() {
   post("/detokenize", "detokenize", serve_detokenize);
   http.set_payload_max_length(o.max_body_bytes);
   http.set_keep_alive_timeout(o.keep_alive_seconds);
+  // cpp-httplib closes a keep-alive connection after 5 requests by default: a client's pooled connection was
+  // reopened every fifth request. nginx's default, 1000.
+  http.set_keep_alive_max_count(1000);
   http.set_read_timeout(o.keep_alive_seconds);
   const int max_connections = o.max_connections;
   http.new_task_queue = [max_connections] { return new ThreadPerConnection(max_connections); };

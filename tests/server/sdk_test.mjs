@@ -568,6 +568,33 @@ test("1,000 idle connections do not starve /health or a chat request", async () 
   }
 });
 
+// A client's pooled keep-alive connection (Node's agent here, as the SDKs' HTTP clients pool theirs) serves request
+// after request; cpp-httplib's default closed it after every fifth, so the client reconnected.
+test("keep-alive: one pooled connection serves 30 requests in a row, a chat among them", async () => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const { port, hostname } = new URL(srv.url);
+  const request = (method, pathname, body) => new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, path: pathname, method, agent, headers: body ? { "content-type": "application/json" } : {} }, (res) => {
+      let text = "";
+      res.on("data", (d) => { text += d; });
+      res.on("end", () => resolve({ status: res.statusCode, reused: req.reusedSocket, text }));
+    });
+    req.on("error", reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+  try {
+    const reused = [];
+    for (let i = 0; i < 30; i++) {
+      const r = i === 15 ? await request("POST", "/v1/chat/completions", base) : await request("GET", "/health");
+      assert.equal(r.status, 200, r.text);
+      reused.push(r.reused);
+    }
+    assert.deepEqual(reused, [false, ...Array(29).fill(true)]);
+  } finally {
+    agent.destroy();
+  }
+});
+
 test("API key: 401 without it, /health open; CORS headers when asked", async () => {
   const { proc, url } = await startServer(["--api-key", "sekret", "--cors-origin", "https://app.example"]);
   assert.equal((await fetch(`${url}/health`)).status, 200);
