@@ -681,9 +681,9 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   const cudaStream_t s = as_stream(stream_);
   Tensor shared_out;  // [T,D]: the shared expert, beside the routed ones
   if (args.shared != nullptr) {
-    begin_branch();
+    BranchScope side(*this);  // closed on an exception too
     shared_out = ffn(x, *args.shared, a);
-    end_branch();
+    side.end();
   }
   {
     const OpScope scope(profiler_, "moe align");
