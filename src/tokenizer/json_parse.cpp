@@ -1,5 +1,6 @@
 // JsonValue accessors and the json.loads-compatible parser (PROTOCOL §2.7).
 // Depends on core only.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -373,6 +374,8 @@ class Parser {
       if (!exp_text.empty() && exp_text.front() == '+') exp_text.remove_prefix(1);
       auto r = std::from_chars(exp_text.data(), exp_text.data() + exp_text.size(), exponent);
       if (r.ec == std::errc::result_out_of_range) exponent = exp_text.front() == '-' ? -(1LL << 40) : (1LL << 40);
+      // Beyond any digit count a text can hold, so exponent + k below cannot overflow (9e...9223372036854775807).
+      exponent = std::clamp(exponent, -(1LL << 40), 1LL << 40);
     }
     // The value is about 10^(exponent + k): k = number of significant integer digits, or minus the
     // number of zeros between the point and the first nonzero digit. Only the sign of that matters here.

@@ -85,6 +85,9 @@ TEST(JsonSerialize, FloatsUsePythonRepr) {
   EXPECT_EQ(roundtrip("-0.0"), "-0.0");
   EXPECT_EQ(roundtrip("1e400"), "Infinity");
   EXPECT_EQ(roundtrip("-1e400"), "-Infinity");
+  EXPECT_EQ(roundtrip("9e9223372036854775807"), "Infinity");  // the exponent at INT64_MAX (found by fuzz_chat_request)
+  EXPECT_EQ(roundtrip("-9e9223372036854775807"), "-Infinity");
+  EXPECT_EQ(roundtrip("0.09e-9223372036854775808"), "0.0");
   EXPECT_EQ(roundtrip("[NaN, Infinity, -Infinity]"), "[NaN, Infinity, -Infinity]");
   // More CPython reprs.
   EXPECT_EQ(roundtrip("0.1"), "0.1");
