@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
   app.add_flag("--random-weights", a.random_weights, "Draw the weights of --preset on the GPU: no checkpoint");
   app.add_option("--preset", a.preset, "Config for --random-weights")->capture_default_str();
   app.add_option("--dtype", a.dtype, "Linear weights for --random-weights: fp8, bf16 or int4 (4-bit routed experts, G=128, "
-                 "the other linears BF16: `quatre quantize`'s default)")
+                 "the other linears FP8: `quatre quantize`'s default for the FP8 release)")
       ->check(CLI::IsMember({"fp8", "bf16", "int4"}))->capture_default_str();
   app.add_option("--layers", a.layers, "Keep only this many layers (--random-weights; 0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

@@ -319,7 +319,7 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--preset", o->preset, "Config for --random-weights")->capture_default_str();
   app.add_option("--dtype", o->dtype,
                  "Linear weights of --random-weights: fp8, bf16, or int4 (routed experts symmetric 4-bit in groups of "
-                 "128 columns, the other linears BF16, as `quatre quantize` writes them)")
+                 "128 columns, the other linears FP8, as `quatre quantize` writes them from the FP8 release)")
       ->capture_default_str();
   app.add_option("--layers", o->layers, "Override the preset's layer count (fit a smaller GPU)");
   app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();

@@ -69,9 +69,10 @@ void print_config(const io::ModelConfig& m) {
     fmt::print("vision       none (text only)\n");
   }
   if (m.quantization == io::WeightQuantization::kInt4) {
-    fmt::print("quantization quatre_int4: {} weights in 4 bits, {}, groups of {} input columns, BF16 scales; the rest BF16\n",
+    fmt::print("quantization quatre_int4: {} weights in 4 bits, {}, groups of {} input columns, BF16 scales; {}\n",
                io::int4_modules_name(m.int4.modules) == "all" ? "every text linear's" : "the routed experts'",
-               m.int4.is_symmetric ? "symmetric" : "asymmetric (BF16 offsets)", m.int4.group_size);
+               m.int4.is_symmetric ? "symmetric" : "asymmetric (BF16 offsets)", m.int4.group_size,
+               m.int4.others_fp8 ? "the other linears FP8 e4m3 per-tensor, the rest BF16" : "the rest BF16");
     return;
   }
   fmt::print("quantization {}\n", m.quantization == io::WeightQuantization::kFp8PerTensor

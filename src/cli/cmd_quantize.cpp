@@ -19,6 +19,7 @@ struct QuantizeArgs {
   bool is_asymmetric = false;
   std::string format;
   double shard_gib = 5.0;
+  bool upcast_others = false;
 };
 
 int run_quantize(const QuantizeArgs& a) {
@@ -26,6 +27,7 @@ int run_quantize(const QuantizeArgs& a) {
   o.int4 = {.group_size = a.group_size,
             .is_symmetric = !a.is_asymmetric,
             .modules = a.what == "all" ? io::Int4Modules::kAll : io::Int4Modules::kExperts};
+  o.keep_fp8 = !a.upcast_others;
   if (a.format == "hf") o.input_format = io::CheckpointFormat::kHuggingFace;
   if (a.format == "native") o.input_format = io::CheckpointFormat::kMistralNative;
   if (!(a.shard_gib > 0)) throw InvalidRequest(fmt::format("--shard-size-gib must be positive, got {}", a.shard_gib));
@@ -56,6 +58,8 @@ Runner add_quantize(CLI::App& app) {
   app.add_option("--format", a->format, "Which config to read when the input holds both (hf or native)")
       ->check(CLI::IsMember({"hf", "native"}));
   app.add_option("--shard-size-gib", a->shard_gib, "Largest output shard in GiB")->capture_default_str();
+  app.add_flag("--upcast-others", a->upcast_others,
+               "FP8 input: store the linears not in 4 bits in BF16 (by default they stay FP8 as stored, with their scales)");
   return [a] { return run_quantize(*a); };
 }
 

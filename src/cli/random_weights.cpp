@@ -43,7 +43,7 @@ LinearBytes linear_bytes(RandomDType dtype) {
   switch (dtype) {
     case RandomDType::kFp8: return {.experts = 1, .other = 1};
     case RandomDType::kBf16: return {.experts = 2, .other = 2};
-    case RandomDType::kInt4: return {.experts = int4_bytes(kRandomInt4GroupSize, true), .other = 2};
+    case RandomDType::kInt4: return {.experts = int4_bytes(kRandomInt4GroupSize, true), .other = 1};
   }
   return {};
 }
@@ -53,7 +53,7 @@ LinearBytes linear_bytes(const io::ModelConfig& config) {
     case io::WeightQuantization::kFp8PerTensor: return {.experts = 1, .other = 1};
     case io::WeightQuantization::kInt4: {
       const double b = int4_bytes(config.int4.group_size, config.int4.is_symmetric);
-      return {.experts = b, .other = config.int4.modules == io::Int4Modules::kAll ? b : 2.0};
+      return {.experts = b, .other = config.int4.modules == io::Int4Modules::kAll ? b : config.int4.others_fp8 ? 1.0 : 2.0};
     }
     case io::WeightQuantization::kNone: break;
   }
@@ -68,9 +68,10 @@ constexpr float kStd = 0.02f;
 class Draw {
  public:
   Draw(cuda::CudaBackend& be, RandomDType dtype, uint64_t seed) : be_(be), dtype_(dtype), seed_(seed) {}
-  // Attention, shared and dense FFNs: FP8 or BF16 (BF16 next to 4-bit experts, as `quatre quantize` leaves them).
+  // Attention, shared and dense FFNs: FP8 or BF16 (FP8 next to 4-bit experts, as `quatre quantize` leaves those of
+  // the FP8 release).
   Weight linear(int64_t out, int64_t in) {
-    const DType t = dtype_ == RandomDType::kFp8 ? DType::F8_E4M3 : DType::BF16;
+    const DType t = dtype_ == RandomDType::kBf16 ? DType::BF16 : DType::F8_E4M3;
     return be_.random_weight(t, std::vector<int64_t>{out, in}, kStd, ++seed_);
   }
   Weight expert_linear(int64_t out, int64_t in) {

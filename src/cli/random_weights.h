@@ -15,8 +15,8 @@ namespace quatre::cli {
 // The linear weights of --random-weights (--dtype of bench and bench_serve):
 //   fp8:  every text linear FP8 E4M3 with a per-tensor scale (the release checkpoint);
 //   bf16: every text linear BF16;
-//   int4: what `quatre quantize` writes by default: the routed experts symmetric 4-bit in groups of
-//         kRandomInt4GroupSize columns (core/int4.h), every other linear BF16.
+//   int4: what `quatre quantize` writes by default from the FP8 release: the routed experts symmetric 4-bit in
+//         groups of kRandomInt4GroupSize columns (core/int4.h), every other linear FP8 as stored.
 // Embeddings, lm_head, the router and the norms are BF16 in all three.
 enum class RandomDType : uint8_t { kFp8, kBf16, kInt4 };
 inline constexpr int64_t kRandomInt4GroupSize = 128;

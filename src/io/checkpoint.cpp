@@ -199,9 +199,14 @@ void Checkpoint::map_weights() {
       }
     } else if (dt == DType::F8_E4M3) {
       if (!fp8_ok) throw LoadError(fmt::format("{}: tensor '{}' is F8_E4M3, but this weight is kept in BF16", where(*t), expected.name));
-      if (config_.quantization != WeightQuantization::kFp8PerTensor) {
-        throw LoadError(fmt::format("{}: tensor '{}' is F8_E4M3 but the config declares no FP8 quantization", where(*t),
-                                    expected.name));
+      const bool fp8_declared = config_.quantization == WeightQuantization::kFp8PerTensor ||
+                                (config_.quantization == WeightQuantization::kInt4 && config_.int4.others_fp8);
+      if (!fp8_declared) {
+        throw LoadError(fmt::format("{}: tensor '{}' is F8_E4M3 but the config declares no FP8 quantization{}", where(*t),
+                                    expected.name,
+                                    config_.quantization == WeightQuantization::kInt4
+                                        ? " (its quatre_int4 quantization_config says \"other_linears\": \"bfloat16\")"
+                                        : ""));
       }
       fp8_weights.insert(expected.name);
     } else if (dt != DType::BF16 && dt != DType::F16 && dt != DType::F32) {

@@ -166,6 +166,16 @@ void parse_int4_quantization(const JsonFields& q, ModelConfig& m) {
     q.fail("modules", fmt::format("is \"{}\", expected \"experts\" or \"all\"", modules));
   }
   q.require_string_if_present("scale_dtype", "bfloat16", "quatre_int4 scales are BF16");
+  const std::string others = q.string_or("other_linears", "bfloat16");
+  if (others != "bfloat16" && others != "float8_e4m3fn") {
+    q.fail("other_linears", fmt::format("is \"{}\", expected \"bfloat16\" or \"float8_e4m3fn\"", others));
+  }
+  m.int4.others_fp8 = others == "float8_e4m3fn";
+  const std::string scheme = q.string_or("activation_scheme", "static");
+  if (scheme != "static" && scheme != "dynamic") {
+    q.fail("activation_scheme", fmt::format("is \"{}\", expected \"static\" or \"dynamic\"", scheme));
+  }
+  m.static_activation_scales = scheme == "static";
   m.quantization = WeightQuantization::kInt4;
 }
 
@@ -260,12 +270,15 @@ Counts<N> count_params_as(const ModelConfig& m) {
 // The "quantization_config" of a quatre_int4 checkpoint, in both formats; null otherwise.
 ojson int4_quantization_json(const ModelConfig& m) {
   if (m.quantization != WeightQuantization::kInt4) return nullptr;
-  return {{"quant_method", "quatre_int4"},
-          {"bits", 4},
-          {"group_size", m.int4.group_size},
-          {"symmetric", m.int4.is_symmetric},
-          {"modules", std::string(int4_modules_name(m.int4.modules))},
-          {"scale_dtype", "bfloat16"}};
+  ojson q = {{"quant_method", "quatre_int4"},
+             {"bits", 4},
+             {"group_size", m.int4.group_size},
+             {"symmetric", m.int4.is_symmetric},
+             {"modules", std::string(int4_modules_name(m.int4.modules))},
+             {"scale_dtype", "bfloat16"},
+             {"other_linears", m.int4.others_fp8 ? "float8_e4m3fn" : "bfloat16"}};
+  if (m.int4.others_fp8) q["activation_scheme"] = m.static_activation_scales ? "static" : "dynamic";
+  return q;
 }
 
 // Every input width of a 4-bit weight must split into whole groups.

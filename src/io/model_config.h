@@ -85,8 +85,9 @@ struct VisionConfig {
 
 enum class WeightQuantization { kNone, kFp8PerTensor, kInt4 };
 
-// Which text linears a quatre_int4 checkpoint stores in 4 bits (core/int4.h); the others stay BF16, and so do the
-// norms, the router, the embedding, lm_head and the vision tower.
+// Which text linears a quatre_int4 checkpoint stores in 4 bits (core/int4.h); the other linears stay BF16, or FP8 as
+// the FP8 release stores them (Int4Config::others_fp8), and the norms, the router, the embedding, lm_head and the
+// vision tower stay BF16.
 enum class Int4Modules : uint8_t {
   kExperts,  // the routed experts (gate, up, down): ~95% of Mistral Small 4's parameters
   kAll,      // every text linear: attention (q_a, q_b, kv_a, kv_b, o), routed, shared and dense FFNs
@@ -94,11 +95,14 @@ enum class Int4Modules : uint8_t {
 std::string_view int4_modules_name(Int4Modules m);  // "experts" / "all"
 
 // config.json / params.json "quantization_config": {"quant_method": "quatre_int4", "bits": 4, "group_size": G,
-// "symmetric": true, "modules": "experts", "scale_dtype": "bfloat16"}.
+// "symmetric": true, "modules": "experts", "scale_dtype": "bfloat16", "other_linears": "bfloat16"}; with
+// "other_linears": "float8_e4m3fn" the FP8-eligible linears not in 4 bits are FP8 with per-tensor scales, as in the
+// FP8 release (its "activation_scheme", "static" or "dynamic", beside it).
 struct Int4Config {
   int64_t group_size = 128;
   bool is_symmetric = true;
   Int4Modules modules = Int4Modules::kExperts;
+  bool others_fp8 = false;
 };
 
 struct ModelConfig {

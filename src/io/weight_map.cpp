@@ -276,7 +276,7 @@ std::vector<CheckpointTensor> checkpoint_layout(const ModelConfig& c, const Layo
                                                                                                        : RowOrder::kNative;
     out.push_back(w);
     if (is_int4_weight(c, key.kind)) make_int4(out, c, stem(w.name) + ".scales", stem(w.name) + ".offsets");
-    if (o.fp8 && k.fp8_eligible) {
+    if (o.fp8 && k.fp8_eligible && !is_int4_weight(c, key.kind)) {
       const std::string s = stem(w.name);
       if (native) add_scales(out, w, o, {}, s + ".qscale_weight", s + ".qscale_act");
       else add_scales(out, w, o, {}, s + ".weight_scale_inv", s + ".activation_scale");
@@ -298,7 +298,9 @@ std::vector<CheckpointTensor> checkpoint_layout(const ModelConfig& c, const Layo
         // Weight scales: gate_up_proj_scale_inv [E,2,1] (gate, up) and down_proj_scale_inv [E,1,1], as
         // transformers 5.17 expects them; activation scales [E]. Readers also accept [E,1,1] for gate_up.
         const int64_t halves = t == &gate_up ? 2 : 1;
-        if (o.fp8) add_scales(out, *t, o, {E, halves, 1}, t->name + "_scale_inv", t->name + "_activation_scale");
+        if (o.fp8 && !is_int4_weight(c, WeightKind::kExpertGate)) {
+          add_scales(out, *t, o, {E, halves, 1}, t->name + "_scale_inv", t->name + "_activation_scale");
+        }
       }
     }
   }

@@ -36,11 +36,37 @@ class TensorWriter {
       : in_(in), config_(out_config), pool_(static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
 
   bool is_int4(const CheckpointTensor& t) const { return io::is_int4_weight(config_, t.pieces.front().key.kind); }
-  DType dtype(const CheckpointTensor& t) const { return t.role == TensorRole::kWeight && is_int4(t) ? DType::U8 : DType::BF16; }
+  // A weight (or the scales of one) that stays FP8 as the input stores it: others_fp8 and every piece FP8.
+  bool keeps_fp8(const CheckpointTensor& t) const {
+    if (!config_.int4.others_fp8 || is_int4(t) || !io::may_be_fp8(t.pieces.front().key.kind)) return false;
+    return std::all_of(t.pieces.begin(), t.pieces.end(),
+                       [&](const io::TensorPiece& p) { return in_.weight(p.key).dtype == DType::F8_E4M3; });
+  }
+  static bool is_fp8_scale(const CheckpointTensor& t) {
+    return t.role == TensorRole::kWeightScale || t.role == TensorRole::kActivationScale;
+  }
+  DType dtype(const CheckpointTensor& t) const {
+    if (is_fp8_scale(t)) return DType::F32;
+    if (t.role != TensorRole::kWeight) return DType::BF16;  // 4-bit scales and offsets
+    return is_int4(t) ? DType::U8 : keeps_fp8(t) ? DType::F8_E4M3 : DType::BF16;
+  }
   uint64_t bytes(const CheckpointTensor& t) const { return static_cast<uint64_t>(numel(t.shape)) * dtype_size(dtype(t)); }
+
+  // An FP8 weight's scale: the input's value, one float (its pieces share it: the layout stacks no FP8 weights
+  // beside 4-bit experts).
+  void fill_scale(const CheckpointTensor& t, std::span<std::byte> out) const {
+    const io::WeightView& v = in_.weight(t.pieces.front().key);
+    const std::optional<float> value = t.role == TensorRole::kWeightScale ? std::optional<float>(v.weight_scale) : v.activation_scale;
+    if (!value || out.size() != sizeof(float)) {
+      throw LoadError(fmt::format("quantize: {} of {}: the input has no such scale", t.name, io::weight_key_name(t.pieces.front().key)));
+    }
+    std::memcpy(out.data(), &*value, sizeof(float));
+  }
 
   // The bytes of output tensor t: every piece (logical weight) at its rows.
   void fill(const CheckpointTensor& t, std::span<std::byte> out) {
+    if (is_fp8_scale(t)) return fill_scale(t, out);
+    const bool fp8 = t.role == TensorRole::kWeight && keeps_fp8(t);
     const uint64_t row_bytes = bytes(t) / static_cast<uint64_t>(t.shape.size() == 3 ? t.shape[0] * t.shape[1] : t.shape[0]);
     const int64_t rows_per_stack = t.shape.size() == 3 ? t.shape[1] : 0;
     for (const io::TensorPiece& piece : t.pieces) {
@@ -54,8 +80,9 @@ class TensorWriter {
         std::vector<uint16_t> scales(static_cast<size_t>(cols)), offsets(static_cast<size_t>(cols));
         for (int64_t r = begin; r < end; ++r) {
           std::byte* to = dst + static_cast<size_t>(r) * row_bytes;
-          if (t.role == TensorRole::kWeight && !is_int4(t) && v.dtype == DType::BF16 && v.weight_scale == 1.0f) {
-            std::memcpy(to, v.bytes.data() + static_cast<size_t>(r * cols) * 2, row_bytes);  // BF16 stays bit-exact
+          if (fp8 || (t.role == TensorRole::kWeight && !is_int4(t) && v.dtype == DType::BF16 && v.weight_scale == 1.0f)) {
+            // FP8 kept as stored (its scale beside it), BF16 bit-exact
+            std::memcpy(to, v.bytes.data() + static_cast<size_t>(r) * row_bytes, row_bytes);
             continue;
           }
           for (int64_t i = 0; i < cols; ++i) row[static_cast<size_t>(i)] = v.at(static_cast<size_t>(r * cols + i));
@@ -96,7 +123,10 @@ io::ModelConfig output_config(const io::ModelConfig& in, const QuantizeOptions& 
   io::ModelConfig out = in;
   out.quantization = io::WeightQuantization::kInt4;
   out.int4 = o.int4;
-  out.static_activation_scales = true;
+  // An FP8 input's other linears stay FP8 unless asked otherwise (the same values in half the bytes of BF16).
+  out.int4.others_fp8 = in.quantization == io::WeightQuantization::kFp8PerTensor && o.keep_fp8 &&
+                        o.int4.modules == io::Int4Modules::kExperts;
+  out.static_activation_scales = out.int4.others_fp8 ? in.static_activation_scales : true;
   try {
     out.validate("quantize");
   } catch (const LoadError& e) {
@@ -117,10 +147,14 @@ QuantizeSummary quantize_checkpoint(const std::filesystem::path& in_dir, const s
   }
   std::filesystem::create_directories(out_dir);
 
-  io::LayoutOptions layout_options{.format = config.format, .fp8 = false, .static_activation_scales = false};
+  io::LayoutOptions layout_options{.format = config.format, .fp8 = config.int4.others_fp8,
+                                   .static_activation_scales = config.int4.others_fp8 && config.static_activation_scales};
   if (in.hf_naming()) layout_options.hf_naming = *in.hf_naming();
-  const std::vector<CheckpointTensor> layout = io::checkpoint_layout(config, layout_options);
   TensorWriter writer(in, config);
+  std::vector<CheckpointTensor> layout = io::checkpoint_layout(config, layout_options);
+  std::erase_if(layout, [&](const CheckpointTensor& t) {  // scales only for the weights the input stores in FP8
+    return (t.role == TensorRole::kWeightScale || t.role == TensorRole::kActivationScale) && !writer.keeps_fp8(t);
+  });
 
   QuantizeSummary summary;
   for (const auto& file : in.files()) summary.bytes_in += std::filesystem::file_size(file->path());

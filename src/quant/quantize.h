@@ -1,6 +1,7 @@
 // quantize_checkpoint: a Mistral Small 4 checkpoint (either format, BF16 or FP8) -> the same format with quatre's
-// 4-bit weights (core/int4.h) for the chosen modules, the rest in BF16, and "quantization_config" marked. Streamed:
-// one output tensor in memory at a time, the input read through its mmap; no GPU. Depends on io.
+// 4-bit weights (core/int4.h) for the chosen modules, the other linears of an FP8 input FP8 as stored (with their
+// scales; BF16 with keep_fp8 off), the rest in BF16, and "quantization_config" marked. Streamed: one output tensor
+// in memory at a time, the input read through its mmap; no GPU. Depends on io.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,7 @@ namespace quatre::quant {
 struct QuantizeOptions {
   io::Int4Config int4;                               // group size, symmetric or not, which modules
   std::optional<io::CheckpointFormat> input_format;  // when the input directory holds both
+  bool keep_fp8 = true;                              // FP8 input: linears not in 4 bits stay FP8 (else BF16)
   uint64_t max_shard_bytes = 5ull << 30;
   // One line per tensor written ("[12/345] name [shape] U8 (4-bit)"); optional.
   std::function<void(const std::string&)> progress;

@@ -41,6 +41,8 @@ TEST_F(CliQuantize, EveryFormatAndDtypeQuantisesAndRuns) {
       EXPECT_EQ(inspect.exit_code, 0) << inspect.out;
       EXPECT_NE(inspect.out.find("quantization quatre_int4: the routed experts' weights in 4 bits, symmetric, groups of 32"),
                 std::string::npos) << inspect.out;
+      const bool fp8 = std::string(dtype) == "fp8";  // its other linears stay FP8
+      EXPECT_EQ(inspect.out.find("the other linears FP8 e4m3 per-tensor") != std::string::npos, fp8) << inspect.out;
       for (const char* mode : {"--raw --prompt 'Once upon a time'", "--prompt 'Hello'"}) {
         const Result r = run_quatre("run --model " + q + " " + mode + " --temperature 0 --max-tokens 12");
         EXPECT_EQ(r.exit_code, 0) << format << " " << dtype << " " << mode << ": " << r.out;
@@ -48,6 +50,16 @@ TEST_F(CliQuantize, EveryFormatAndDtypeQuantisesAndRuns) {
       }
     }
   }
+}
+
+TEST_F(CliQuantize, UpcastOthersKeepsNoFp8) {
+  const std::string src = path("src"), q = path("q");
+  ASSERT_EQ(run_quatre("gen-model " + src + " --preset tiny --dtype fp8").exit_code, 0);
+  const Result quantize = run_quatre("quantize " + src + " " + q + " --group-size 32 --upcast-others");
+  ASSERT_EQ(quantize.exit_code, 0) << quantize.out;
+  EXPECT_EQ(quantize.out.find("F8_E4M3"), std::string::npos) << quantize.out;  // progress lines name each dtype
+  const Result inspect = run_quatre("inspect " + q);
+  EXPECT_NE(inspect.out.find("groups of 32 input columns, BF16 scales; the rest BF16"), std::string::npos) << inspect.out;
 }
 
 TEST_F(CliQuantize, BadOptionsAreOneLine) {

@@ -40,9 +40,9 @@ TEST(RandomWeights, BytesPerParameterCountCodesAndScales) {
   EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kFp8).experts, 1.0);
   EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kFp8).other, 1.0);
   EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kBf16).experts, 2.0);
-  // 4-bit experts, G = 128: half a byte of code and a BF16 scale per 128 weights; the rest BF16.
+  // 4-bit experts, G = 128: half a byte of code and a BF16 scale per 128 weights; the other linears FP8.
   EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kInt4).experts, 0.5 + 2.0 / 128);
-  EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kInt4).other, 2.0);
+  EXPECT_DOUBLE_EQ(linear_bytes(RandomDType::kInt4).other, 1.0);
 }
 
 TEST(RandomWeights, BytesPerParameterOfACheckpointFollowItsQuantization) {
@@ -54,6 +54,8 @@ TEST(RandomWeights, BytesPerParameterOfACheckpointFollowItsQuantization) {
   c.int4 = {.group_size = 64, .is_symmetric = true, .modules = io::Int4Modules::kExperts};
   EXPECT_DOUBLE_EQ(linear_bytes(c).experts, 0.5 + 2.0 / 64);
   EXPECT_DOUBLE_EQ(linear_bytes(c).other, 2.0);
+  c.int4.others_fp8 = true;  // quantised from the FP8 release: its other linears kept FP8
+  EXPECT_DOUBLE_EQ(linear_bytes(c).other, 1.0);
   c.int4 = {.group_size = 32, .is_symmetric = false, .modules = io::Int4Modules::kAll};  // scale and offset a group
   EXPECT_DOUBLE_EQ(linear_bytes(c).experts, 0.5 + 4.0 / 32);
   EXPECT_DOUBLE_EQ(linear_bytes(c).other, 0.5 + 4.0 / 32);

@@ -1,8 +1,9 @@
 // quantize_checkpoint on the tiny synthetic checkpoints (both formats, BF16 and FP8 input): every 4-bit weight is
-// the round-to-nearest quantisation of the input's value (within half a step), every other weight is the input's
-// value in BF16 (bit-exact from BF16), the HF and native outputs of one seed hold the same codes, the loader and
-// the CPU forward run it, and the logits of the 4-bit model stay within a measured bound of the input model's.
-// Bad options and inconsistent files are clear errors.
+// the round-to-nearest quantisation of the input's value (within half a step), every other FP8 weight of an FP8
+// input is the input's bytes with its weight and activation scales (or, with keep_fp8 off, its value in BF16),
+// every other weight the input's value in BF16 (bit-exact from BF16), the HF and native outputs of one seed hold
+// the same codes, the loader and the CPU forward run it, and the logits of the 4-bit model stay within a measured
+// bound of the input model's. Bad options and inconsistent files are clear errors.
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -27,19 +28,32 @@ QuantizeOptions options(int64_t group_size, io::Int4Modules modules = io::Int4Mo
 }
 
 // Each 4-bit weight element within half a quantisation step (+ the BF16 rounding of scale and offset) of the input's
-// value; every other weight equal to the input's value rounded to BF16.
-void expect_faithful(const io::Checkpoint& in, const io::Checkpoint& out) {
+// value; every other FP8 weight, when the output keeps FP8 (others_fp8), the input's bytes and scales; every other
+// weight equal to the input's value rounded to BF16. Returns the number of FP8 weights kept.
+int64_t expect_faithful(const io::Checkpoint& in, const io::Checkpoint& out) {
   const io::ModelConfig& c = out.config();
-  ASSERT_EQ(c.quantization, io::WeightQuantization::kInt4);
-  int64_t n_int4 = 0;
+  EXPECT_EQ(c.quantization, io::WeightQuantization::kInt4);
+  int64_t n_int4 = 0, n_fp8 = 0;
   for (const auto& [key, v] : out.weights()) {
     const io::WeightView& src = in.weight(key);
+    EXPECT_EQ(v.is_int4(), io::is_int4_weight(c, key.kind)) << io::weight_key_name(key);
+    if (!v.is_int4() && c.int4.others_fp8 && src.dtype == DType::F8_E4M3) {
+      EXPECT_EQ(v.dtype, DType::F8_E4M3) << io::weight_key_name(key);
+      EXPECT_TRUE(std::equal(v.bytes.begin(), v.bytes.end(), src.bytes.begin(), src.bytes.end())) << io::weight_key_name(key);
+      EXPECT_EQ(v.weight_scale, src.weight_scale) << io::weight_key_name(key);
+      EXPECT_EQ(v.activation_scale, src.activation_scale) << io::weight_key_name(key);
+      ++n_fp8;
+      continue;
+    }
     const int64_t n = static_cast<int64_t>(v.bytes.size()) * (v.is_int4() ? 2 : 1) / (v.is_int4() ? 1 : 2);
-    ASSERT_EQ(v.is_int4(), io::is_int4_weight(c, key.kind)) << io::weight_key_name(key);
     if (!v.is_int4()) {
-      ASSERT_EQ(v.dtype, DType::BF16) << io::weight_key_name(key);
+      EXPECT_EQ(v.dtype, DType::BF16) << io::weight_key_name(key);
+      if (v.dtype != DType::BF16) continue;
       for (int64_t i = 0; i < n; ++i) {
-        ASSERT_EQ(v.at(static_cast<size_t>(i)), bf16_to_f32(f32_to_bf16(src.at(static_cast<size_t>(i))))) << io::weight_key_name(key) << " " << i;
+        if (v.at(static_cast<size_t>(i)) != bf16_to_f32(f32_to_bf16(src.at(static_cast<size_t>(i))))) {
+          ADD_FAILURE() << io::weight_key_name(key) << " element " << i;
+          break;
+        }
       }
       continue;
     }
@@ -51,10 +65,24 @@ void expect_faithful(const io::Checkpoint& in, const io::Checkpoint& out) {
       std::memcpy(&scale_bits, v.int4_scales.data() + 2 * group, 2);
       const float s = bf16_to_f32(scale_bits), want = src.at(static_cast<size_t>(i));
       const float bound = 0.5f * s + 0.008f * (std::fabs(want) + (v.int4_offsets.empty() ? 0.0f : 15.0f * s));
-      ASSERT_LE(std::fabs(v.at(static_cast<size_t>(i)) - want), bound) << io::weight_key_name(key) << " element " << i;
+      if (std::fabs(v.at(static_cast<size_t>(i)) - want) > bound) {
+        ADD_FAILURE() << io::weight_key_name(key) << " element " << i << ": " << v.at(static_cast<size_t>(i)) << " for " << want;
+        break;
+      }
     }
   }
   EXPECT_GT(n_int4, 0);
+  return n_fp8;
+}
+
+template <typename E>
+void expect_error(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning " << needle;
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
 }
 
 // Relative L2 error of the 4-bit model's logits against the input model's on one prompt.
@@ -76,7 +104,9 @@ TEST_P(QuantizeTiny, ExpertsInFourBitsRunAndStayClose) {
   const io::Checkpoint in = io::Checkpoint::open(src), out = io::Checkpoint::open(dir.path() / "q");
   EXPECT_EQ(out.format(), format);
   EXPECT_TRUE(fs::exists(dir.path() / "q" / "tekken.json"));
-  expect_faithful(in, out);
+  // FP8 input: the other linears stay FP8 (2 layers x q_a, q_b, kv_a, kv_b, o and the shared expert's 3).
+  EXPECT_EQ(out.config().int4.others_fp8, fp8);
+  EXPECT_EQ(expect_faithful(in, out), fp8 ? 2 * (5 + 3) : 0);
   // Measured 0.1005-0.1007 in all four cases (seed 7: random weights, whose 4-bit error is ~7% per weight); the
   // bound leaves 1.5x. bench_int4 measures the trained demo model.
   const double err = logits_rel_l2(src, dir.path() / "q");
@@ -93,6 +123,37 @@ INSTANTIATE_TEST_SUITE_P(FormatsAndDtypes, QuantizeTiny,
                            return std::string(std::get<0>(i.param) == io::CheckpointFormat::kHuggingFace ? "Hf" : "Native") +
                                   (std::get<1>(i.param) ? "Fp8" : "Bf16");
                          });
+
+// keep_fp8 off: an FP8 input's other linears come out BF16 (w · scale rounded), as before FP8 was kept.
+TEST(Quantize, UpcastOthersWritesBf16) {
+  TempDir dir;
+  const fs::path src = model::test::make_checkpoint(dir, "src", {.fp8 = true});
+  QuantizeOptions o = options(32);
+  o.keep_fp8 = false;
+  const QuantizeSummary bf16 = quantize_checkpoint(src, dir.path() / "q", o);
+  const QuantizeSummary fp8 = quantize_checkpoint(src, dir.path() / "q8", options(32));
+  const io::Checkpoint in = io::Checkpoint::open(src), out = io::Checkpoint::open(dir.path() / "q");
+  EXPECT_FALSE(out.config().int4.others_fp8);
+  EXPECT_EQ(expect_faithful(in, out), 0);
+  EXPECT_LT(fp8.bytes_out, bf16.bytes_out);  // the same values in fewer bytes
+}
+
+// The loader holds an int4 config to its "other_linears": FP8 tensors in a "bfloat16" one are refused, by name.
+TEST(Quantize, LoaderRefusesFp8OthersTheConfigDoesNotDeclare) {
+  TempDir dir;
+  const fs::path src = model::test::make_checkpoint(dir, "src", {.fp8 = true});
+  const fs::path q = dir.path() / "q";
+  quantize_checkpoint(src, q, options(32));
+  nlohmann::json config = io::read_json_file(q / "config.json");
+  EXPECT_EQ(config["quantization_config"]["other_linears"], "float8_e4m3fn");
+  EXPECT_EQ(config["quantization_config"]["activation_scheme"], "static");
+  config["quantization_config"]["other_linears"] = "bfloat16";
+  std::ofstream(q / "config.json") << config.dump(2);
+  expect_error<LoadError>([&] { io::Checkpoint::open(q); }, "says \"other_linears\": \"bfloat16\"");
+  config["quantization_config"]["other_linears"] = "float16";
+  std::ofstream(q / "config.json") << config.dump(2);
+  expect_error<LoadError>([&] { io::Checkpoint::open(q); }, "other_linears");
+}
 
 TEST(Quantize, EveryLinearAsymmetric) {
   TempDir dir;
@@ -122,16 +183,6 @@ TEST(Quantize, HfAndNativeHoldTheSameCodes) {
     const io::WeightView& w = b.weight(key);
     ASSERT_TRUE(std::equal(v.bytes.begin(), v.bytes.end(), w.bytes.begin(), w.bytes.end())) << io::weight_key_name(key);
     ASSERT_TRUE(std::equal(v.int4_scales.begin(), v.int4_scales.end(), w.int4_scales.begin(), w.int4_scales.end()));
-  }
-}
-
-template <typename E>
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning " << needle;
-  } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
   }
 }
 
