@@ -5,6 +5,7 @@
 #pragma once
 
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace quatre::cuda {
 
@@ -33,16 +34,6 @@ __device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, in
   const int32_t e = p.group_expert[group];
   skip = e < 0;
   return skip ? DevWeight{} : p.experts[e];
-}
-
-// The BF16 tensor-core MMA of both tensor-core kernels (matmul_tc.cu, matmul_small_tc.cu).
-// d += a · b: A 16x16 row-major (4 regs), B 16x8 column-major (2 regs), fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {

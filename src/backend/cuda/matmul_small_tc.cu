@@ -56,15 +56,6 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Two FP8 E4M3 weights (the low byte first) as packed BF16, exactly: E4M3 -> f16 is exact, f16 -> f32 exact, and
-// every E4M3 value (4 significant bits, 2^-9 .. 448) is a BF16 value.
-__device__ __forceinline__ uint32_t fp8x2_to_bf16x2(uint32_t bits) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xFFFFu), __NV_E4M3);
-  const float2 f = __half22float2(__half2(h));
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
-
 // A's registers {a0a1, a2a3, a4a5, a6a7} of mma j from the loads of rows g (r0) and g+8 (r1): the weights at
 // slot_k(t, j) + {0,1} and + {2,3}.
 template <WType T>
@@ -77,22 +68,6 @@ __device__ __forceinline__ void a_fragment(const uint4 (&r0)[kLoadsPerRow<T>], c
   } else {  // load j/2, words 2(j%2) and 2(j%2)+1
     a[0] = word(r0[j / 2], 2 * (j % 2)), a[1] = word(r1[j / 2], 2 * (j % 2));
     a[2] = word(r0[j / 2], 2 * (j % 2) + 1), a[3] = word(r1[j / 2], 2 * (j % 2) + 1);
-  }
-}
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
-
-// x = hi + mid + lo in BF16 terms, as matmul_tc.cu splits: each term the rounded remainder of the ones before.
-// Packed pairs (v0, v1): term[i] = {b0b1} register of that term.
-__device__ __forceinline__ void split3(float v0, float v1, uint32_t (&term)[3]) {
-#pragma unroll
-  for (int i = 0; i < 3; ++i) {
-    term[i] = pack_bf16x2(v0, v1);
-    v0 -= __uint_as_float(term[i] << 16);
-    v1 -= __uint_as_float(term[i] & 0xFFFF0000u);
   }
 }
 
