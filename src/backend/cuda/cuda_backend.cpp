@@ -536,7 +536,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   if (is_tiled) {
     // Keys split by what the block tables can hold, not by the longest context: a recorded step (run_step) keeps
     // its split count while its sequences grow; each split finds its keys from the context lengths on the device.
-    launch.n_splits = mla_splits(T, d.n_heads, R, l.naive, m.max_blocks_per_seq * block_size);
+    launch.n_splits = mla_splits(T, d.n_heads, R, l.Dr, l.naive, l.cache_type, m.max_blocks_per_seq * block_size);
     const auto rows = static_cast<size_t>(T * d.n_heads * launch.n_splits);
     launch.q_abs = a.array<float>(static_cast<size_t>(T * d.n_heads * R));
     if (launch.n_splits > 1) launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));

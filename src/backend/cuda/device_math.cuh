@@ -1,6 +1,6 @@
 // Device helpers shared by the .cu files of the CUDA backend: stored-weight element decoding (F32, BF16, F16,
 // FP8 E4M3 -> fp32; one 4-bit element by core/int4.h's rule), warp reductions, and the dispatch of a weight type
-// to a template. Depends on CUDA only.
+// to a template, batched copies (loads in flight before their stores). Depends on CUDA only.
 #pragma once
 
 #include <cstdint>
@@ -98,5 +98,35 @@ cudaError_t dispatch_wtype(WType t, F&& f) {
 }
 
 inline unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+// store(i, load(i)) for i in [tid, n) step `threads`, kBatch loads in flight a thread: the loads of a batch are
+// issued before any store, so a thread waits for memory n / (threads * kBatch) times, not n / threads.
+template <int kBatch, typename Load, typename Store>
+__device__ __forceinline__ void batched_copy(int n, int tid, int threads, Load load, Store store) {
+  for (int i0 = tid; i0 < n; i0 += kBatch * threads) {
+    decltype(load(0)) v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * threads;
+      if (i < n) v[b] = load(i);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * threads;
+      if (i < n) store(i, v[b]);
+    }
+  }
+}
+
+// MLA key tiles: the cache row of each of a tile's n_tile keys from key j0 of a sequence (block table `table`),
+// -1 past its n_keys, written by the block's first n_tile threads.
+__device__ __forceinline__ void tile_key_rows(const MlaLaunch& a, const int32_t* table, int32_t j0, int n_keys,
+                                              int n_tile, int64_t* key_row) {
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid < n_tile) {
+    const int32_t j = j0 + tid;
+    key_row[tid] = tid < n_keys ? static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size : -1;
+  }
+}
 
 }  // namespace quatre::cuda

@@ -1,4 +1,4 @@
-// Launchers of the CUDA backend's kernels (device code in kernels.cu, mla_kernels.cu). Plain C++ types only:
+// Launchers of the CUDA backend's kernels (device code in the .cu files beside it). Plain C++ types only:
 // .cu files include no fmt (its headers do not compile under nvcc in C++20 mode), so checks and messages live in
 // cuda_backend.cpp. Every launcher enqueues on `stream` and returns the launch status. Depends on the CUDA runtime.
 #pragma once
@@ -124,7 +124,12 @@ struct MlaLaunch {
 // otherwise one block per (token, head) over the fp32 kv_b, with n_splits = 1.
 bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache);
 // The split count the tiled path should use for T tokens with contexts up to max_context.
-int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context);
+int mla_splits(int64_t T, int64_t H, int64_t R, int64_t Dr, bool naive, WType cache_type, int64_t max_context);
+// Whether the tiled path's key pass runs on the tensor cores (mla_tc.cu: BF16 or FP8 cache, R a multiple of 32 up to
+// 256, Dr a multiple of 16; QUATRE_CUDA_MLA_TC=0 turns it off), with tiles of mla_attend_tc_tile_keys() keys.
+bool mla_attend_is_tc(int64_t R, int64_t Dr, bool naive, WType cache_type);
+int mla_attend_tc_tile_keys();
+cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream);
 // Largest R + Dr + Dn + Dv the per-head kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;
 // The tiled path's three kernels (q_abs, attention over the key splits, combine with W_UV) one at a time (for the

@@ -115,25 +115,6 @@ __global__ void __launch_bounds__(128) mla_kernel(MlaLaunch a) {
   }
 }
 
-// store(i, load(i)) for i in [tid, n) step `threads`, kBatch loads in flight a thread: the loads of a batch are
-// issued before any store, so a thread waits for memory n / (threads * kBatch) times, not n / threads.
-template <int kBatch, typename Load, typename Store>
-__device__ __forceinline__ void batched_copy(int n, int tid, int threads, Load load, Store store) {
-  for (int i0 = tid; i0 < n; i0 += kBatch * threads) {
-    decltype(load(0)) v[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int i = i0 + b * threads;
-      if (i < n) v[b] = load(i);
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int i = i0 + b * threads;
-      if (i < n) store(i, v[b]);
-    }
-  }
-}
-
 // Element i of a stored weight of type KT (a float type), as fp32 without the scale.
 template <WType KT>
 __device__ __forceinline__ float weight_at(const void* w, int64_t i) {
@@ -278,10 +259,7 @@ __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
   for (int32_t j0 = j_begin; j0 < j_end; j0 += kTileKeys) {
     const int n_keys = min(kTileKeys, j_end - j0);
     __syncthreads();  // the previous tile is consumed (and, the first time, qs is written)
-    if (tid < kTileKeys) {
-      const int32_t j = j0 + tid;
-      key_row[tid] = tid < n_keys ? static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size : -1;
-    }
+    tile_key_rows(a, table, j0, n_keys, kTileKeys, key_row);
     __syncthreads();
     batched_copy<10>(
         kTileKeys * q32, tid, blockDim.x,
@@ -355,8 +333,8 @@ __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
 // 4 warps a block, at batch 1 one warp a scheduler waited ~27 cycles an instruction: 29 us a call on an H100.)
 constexpr int kCombineWarps = 16;
 constexpr int kCombineCols = 32, kCombineRows = kCombineCols / kCombineWarps, kCombinePerLane = 8;  // R <= 256
-constexpr int kMaxSplits = 64;  // the combine's first warp holds two splits a lane
-static_assert(kMaxSplits <= 64);
+constexpr int kMaxSplits = 256;       // what the combine takes (its factors in shared memory)
+constexpr int kMaxSplitsTiled = 64;   // what mla_splits gives the CUDA-core key pass (four blocks an SM of 53 KB)
 
 template <WType KT>
 __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaunch a) {
@@ -366,14 +344,18 @@ __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaun
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const float* ml = a.split_ml + 2 * th * a.n_splits;
   const float* part = (a.n_splits > 1 ? a.split_ctx : a.q_abs) + th * a.n_splits * R;  // [n_splits, R]
-  if (warp == 0) {  // splits lane and lane + 32 (n_splits <= 64): their max and normaliser over the warp
-    const int s0 = lane, s1 = lane + 32;
-    const float m0 = s0 < a.n_splits ? ml[2 * s0] : -INFINITY, m1 = s1 < a.n_splits ? ml[2 * s1] : -INFINITY;
-    const float M = warp_max(fmaxf(m0, m1));  // finite: the first split has a key
-    const float e0 = m0 == -INFINITY ? 0.0f : expf(m0 - M), e1 = m1 == -INFINITY ? 0.0f : expf(m1 - M);
-    const float L = warp_sum((e0 == 0.0f ? 0.0f : ml[2 * s0 + 1] * e0) + (e1 == 0.0f ? 0.0f : ml[2 * s1 + 1] * e1));
-    if (s0 < a.n_splits) factor[s0] = e0 / L;
-    if (s1 < a.n_splits) factor[s1] = e1 / L;
+  if (warp == 0) {  // the splits' max and normaliser over the warp, lane i over splits i, i + 32, ... in order
+    float M = -INFINITY;
+    for (int s = lane; s < a.n_splits; s += 32) M = fmaxf(M, ml[2 * s]);
+    M = warp_max(M);  // finite: the first split has a key
+    float L = 0.0f;
+    for (int s = lane; s < a.n_splits; s += 32) {
+      const float m = ml[2 * s], e = m == -INFINITY ? 0.0f : expf(m - M);
+      factor[s] = e;
+      if (e != 0.0f) L += ml[2 * s + 1] * e;
+    }
+    L = warp_sum(L);
+    for (int s = lane; s < a.n_splits; s += 32) factor[s] /= L;
   }
   __syncthreads();
   // ctx = Σ_s factor[s] · part[s]: thread i takes the 4 columns of quad i % (R/4) over every (512/(R/4))-th split,
@@ -445,7 +427,10 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
     return cudaGetLastError();
   });
   if (q_abs != cudaSuccess) return q_abs;
-  const cudaError_t attend = !all && stage != MlaStage::kAttend ? cudaSuccess : dispatch_wtype(a.cache_type, [&](auto tag) {
+  const bool attend_stage = all || stage == MlaStage::kAttend;
+  const cudaError_t attend = !attend_stage ? cudaSuccess
+                             : mla_attend_is_tc(a.R, a.Dr, a.naive, a.cache_type) ? launch_mla_attend_tc(a, stream)
+                                                                                 : dispatch_wtype(a.cache_type, [&](auto tag) {
     const size_t shared = tiled_shared_bytes(a);
     const cudaError_t e = allow_shared(mla_tiled_kernel<decltype(tag)::value>, shared);
     if (e != cudaSuccess) return e;
@@ -468,12 +453,15 @@ bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache) {
   return !naive && R <= 128 * kTileCols && R % 4 == 0 && Dr % 4 == 0 && reinterpret_cast<uintptr_t>(cache) % 16 == 0;
 }
 
-int mla_splits(int64_t T, int64_t H, int64_t R, bool naive, int64_t max_context) {
+int mla_splits(int64_t T, int64_t H, int64_t R, int64_t Dr, bool naive, WType cache_type, int64_t max_context) {
   if (naive || R > 128 * kTileCols) return 1;
-  const int64_t blocks = T * ((H + kHeads - 1) / kHeads);
-  const int64_t want = (4 * 132 + blocks - 1) / blocks;  // about four ~53 KB blocks per SM of an H100/H200
-  const int64_t tiles = std::max<int64_t>(1, (max_context + kTileKeys - 1) / kTileKeys);
-  const int64_t splits = std::min<int64_t>({want, tiles, kMaxSplits});
+  const bool tc = mla_attend_is_tc(R, Dr, naive, cache_type);
+  const int64_t heads = tc ? 32 : kHeads, tile_keys = tc ? mla_attend_tc_tile_keys() : kTileKeys;
+  const int64_t blocks = T * ((H + heads - 1) / heads);
+  // About four ~53 KB blocks per SM of an H100/H200 (132 SMs); two ~84 KB ones on the tensor-core path.
+  const int64_t want = ((tc ? 2 : 4) * 132 + blocks - 1) / blocks;
+  const int64_t tiles = std::max<int64_t>(1, (max_context + tile_keys - 1) / tile_keys);
+  const int64_t splits = std::min<int64_t>({want, tiles, tc ? kMaxSplits : kMaxSplitsTiled});
   const int64_t per_split = (tiles + splits - 1) / splits;
   return static_cast<int>((tiles + per_split - 1) / per_split);  // no split left without keys
 }

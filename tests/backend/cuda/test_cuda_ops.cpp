@@ -8,6 +8,7 @@
 // an fp32 bound. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -305,7 +306,7 @@ TEST_F(CudaOps, MlaWithKeysSplitOverBlocksMatchesCpu) {
   const std::vector<int32_t> seq = {0, 0}, ctx = {299, 300};
   const std::vector<int64_t> own;
   const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables, .max_blocks_per_seq = 20};
-  ASSERT_GT(mla_splits(2, d.n_heads, d.kv_lora_rank, false, 300), 1) << "the case must exercise the split";
+  ASSERT_GT(mla_splits(2, d.n_heads, d.kv_lora_rank, d.qk_rope_head_dim, false, WType::kF32, 300), 1) << "the case must exercise the split";
   std::vector<float> q = randn(static_cast<size_t>(2 * d.q_width()), 61);
   const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * d.kv_lora_rank), 62, 0.1f),
                           {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank}, DType::F8_E4M3, 0.001f);
@@ -438,17 +439,24 @@ TEST_F(CudaOps, RandomWeightsHaveTheRequestedSpread) {
   }
 }
 
-// The decode path at the model's MLA dims (32 heads, R = 256, Dn = Dr = 64, Dv = 128) and at dims the tiled kernel
-// does not take (R + Dr not a multiple of 4: the per-head kernel): 1, 3 and 37 tokens (the q_abs kernel takes 32 a
-// block) of three sequences with contexts 1, 33 and 700 in one step, so that the short ones leave key splits empty;
-// a NaN-poisoned cache in scattered blocks of 16, written through kv_write, in every cache dtype; kv_b in BF16 and FP8.
+// The decode path at the model's MLA dims (32 heads, R = 256, Dn = Dr = 64, Dv = 128), at 40 heads (two head blocks
+// of the tensor-core key pass, the second 8 heads of 32) with R = 64, Dr = 16 and q rows of 34 floats (its
+// one-float q loads), and at dims the tiled kernel does not
+// take (R + Dr not a multiple of 4: the per-head kernel): 1, 3 and 37 tokens (the q_abs kernel takes 32 a block) of
+// three sequences with contexts 1, 33 and 700 in one step, so that the short ones leave key splits empty and the long
+// one fills tiles of 64 keys and ends in a partial one; a NaN-poisoned cache in scattered blocks of 16, written
+// through kv_write, in every cache dtype (BF16 and FP8 on the tensor cores, F32 on the CUDA cores); kv_b in BF16
+// and FP8.
 TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
   struct Case {
     MlaDims d;
     bool is_tiled;
   };
   const Case cases[] = {{{.n_heads = 32, .kv_lora_rank = 256, .qk_nope_head_dim = 64, .qk_rope_head_dim = 64, .v_head_dim = 128}, true},
+                        {{.n_heads = 40, .kv_lora_rank = 64, .qk_nope_head_dim = 18, .qk_rope_head_dim = 16, .v_head_dim = 24}, true},
                         {{.n_heads = 3, .kv_lora_rank = 64, .qk_nope_head_dim = 8, .qk_rope_head_dim = 6, .v_head_dim = 24}, false}};
+  const char* tc_env = std::getenv("QUATRE_CUDA_MLA_TC");  // =0: the A/B switch back to the CUDA-core key pass
+  const bool tc_on = tc_env == nullptr || std::string(tc_env) != "0";
   const int64_t block_size = 16, n_blocks = 64, max_blocks = 44;
   const int32_t context[3] = {1, 33, 700};
   std::vector<int32_t> tables(3 * max_blocks, -1);
@@ -482,6 +490,9 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
       gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
       cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
       EXPECT_EQ(mla_is_tiled(R, Dr, false, cache_d.data()), c.is_tiled);
+      const WType cache_type = kv_dtype == DType::F32 ? WType::kF32 : kv_dtype == DType::BF16 ? WType::kBF16 : WType::kF8E4M3;
+      EXPECT_EQ(mla_attend_is_tc(R, Dr, false, cache_type), c.is_tiled && kv_dtype != DType::F32 && tc_on)
+          << "H=" << d.n_heads << " cache " << dtype_name(kv_dtype);
       for (int64_t T : {1, 3, 37}) {
         std::vector<int32_t> seq(static_cast<size_t>(T)), ctx(static_cast<size_t>(T));
         for (int64_t t = 0; t < T; ++t) {  // T = 1: the long sequence alone, the split path at its widest
@@ -507,6 +518,49 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
             << dtype_name(kvb_dtype);
       }
     }
+  }
+}
+
+// A long context at batch 1 (20,000 keys at the model's MLA dims, two tokens of one sequence): the tensor-core key
+// pass splits it into more than 64 splits (the combine takes up to 256), the CUDA-core one (F32 cache) into 64.
+TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
+  const MlaDims d{.n_heads = 32, .kv_lora_rank = 256, .qk_nope_head_dim = 64, .qk_rope_head_dim = 64, .v_head_dim = 128};
+  const int64_t block_size = 64, n_blocks = 320, W = d.cache_width(), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+  const int32_t context = 20000;
+  std::vector<int32_t> tables(static_cast<size_t>(n_blocks));
+  for (int32_t b = 0; b < n_blocks; ++b) tables[static_cast<size_t>(b)] = (97 * b + 5) % n_blocks;  // scattered
+  std::vector<int64_t> slots;
+  for (int32_t j = 0; j < context; ++j) slots.push_back(tables[static_cast<size_t>(j / block_size)] * block_size + j % block_size);
+  const int64_t S = context;
+  std::vector<float> lat = randn(static_cast<size_t>(S * R), 301), kr = randn(static_cast<size_t>(S * Dr), 302);
+  const std::vector<int32_t> seq = {0, 0}, ctx = {context - 1, context};
+  const std::vector<int64_t> own;
+  const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables,
+                      .max_blocks_per_seq = static_cast<int32_t>(n_blocks)};
+  std::vector<float> q = randn(static_cast<size_t>(2 * d.q_width()), 303);
+  const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * R), 304, 0.1f),
+                          {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), R}, DType::BF16, 0.001f);
+  for (DType kv_dtype : {DType::BF16, DType::F8_E4M3, DType::F32}) {
+    const WType cache_type = kv_dtype == DType::F32 ? WType::kF32 : kv_dtype == DType::BF16 ? WType::kBF16 : WType::kF8E4M3;
+    const int splits = mla_splits(2, d.n_heads, R, Dr, false, cache_type, n_blocks * block_size);
+    if (mla_attend_is_tc(R, Dr, false, cache_type)) {
+      EXPECT_GT(splits, 64) << dtype_name(kv_dtype);
+    } else {
+      EXPECT_EQ(splits, 64) << dtype_name(kv_dtype);
+    }
+    const size_t cache_bytes = static_cast<size_t>(n_blocks * block_size * W) * dtype_size(kv_dtype);
+    std::vector<std::byte> cache(cache_bytes);
+    Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
+    const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
+    gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
+    cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
+    MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
+              .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
+    const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+    a.q = up(q, {2, d.q_width()});
+    a.kv_cache = cache_d;
+    a.kv_b = prep(kv_b);
+    EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2) << "cache " << dtype_name(kv_dtype);
   }
 }
 

@@ -1,0 +1,281 @@
+// MLA attention's key pass (the absorbed form's "attend" stage) on the tensor cores, for BF16 and FP8 latent caches.
+// One block per (token, 32 heads, key split), keys in tiles of 64 cache rows staged in shared memory as BF16 (FP8
+// E4M3 and BF16 are exact in BF16). Per tile, with mma.sync m16n8k16:
+//   S [32 heads, 64 keys] = [q_abs | q_rope] [32, R+Dr] · tileᵀ        (scores)
+//   P = exp(S·scale - m), online softmax per head                     (m, l running per head)
+//   ctx [32, R] = ctx · e^(m_old - m) + P · tile[:, :R]               (unnormalised partial contexts)
+// The fp32 operands (q and P) go in as three BF16 terms (hi + mid + lo, as the matmul kernels split activations), so
+// the results match fp32 arithmetic up to summation order. Warp w takes the heads 16 (w % 2) .. + 16 and the latent
+// columns of half w / 2 of ctx; the two warps of a head block compute the same scores (the same instructions: the
+// same bits), so no softmax state crosses warps. The same outputs as mla_kernels.cu's tiled kernel (split_ctx or,
+// with one split, q_abs; split_ml), which its combine kernel then reads. QUATRE_CUDA_MLA_TC=0 (read once) keeps
+// the CUDA-core tiled kernel (A/B timing). Depends on CUDA only.
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cuda/device_math.cuh"
+#include "backend/cuda/mma.cuh"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr int kKeys = 64;         // cache rows a tile
+constexpr int kHeadsTc = 32;      // heads a block (two m16 tiles; heads past H are zero rows)
+constexpr int kWarpsTc = 4;
+constexpr int kMaxColTiles = 16;  // n8 tiles of ctx a warp: R / 2 <= 128
+constexpr int kScoreTiles = kKeys / 8;
+
+// Shared-memory row strides: q rows in floats ≡ 8 (mod 32) and tile rows in BF16 ≡ 8 (mod 64) so that the fragment
+// loads (8 rows x 4 threads, 8 bytes each) and ldmatrix rows (8 rows x 16 bytes) fall in distinct banks.
+__host__ __device__ constexpr int q_stride(int width) { return width + 8; }
+__host__ __device__ constexpr int tile_stride(int width) { return width + 8; }
+
+// The three BF16 terms of A's registers (rows g, g + 8; columns k + 2c, + 1 and k + 2c + 8, + 9) from fp32 rows.
+__device__ __forceinline__ void a_terms(const float* row_g, const float* row_g8, int k, uint32_t (&a)[3][4]) {
+  uint32_t t0[3], t1[3], t2[3], t3[3];
+  const float2 v0 = *reinterpret_cast<const float2*>(row_g + k), v1 = *reinterpret_cast<const float2*>(row_g8 + k);
+  const float2 v2 = *reinterpret_cast<const float2*>(row_g + k + 8), v3 = *reinterpret_cast<const float2*>(row_g8 + k + 8);
+  split3(v0.x, v0.y, t0), split3(v1.x, v1.y, t1), split3(v2.x, v2.y, t2), split3(v3.x, v3.y, t3);
+#pragma unroll
+  for (int i = 0; i < 3; ++i) a[i][0] = t0[i], a[i][1] = t1[i], a[i][2] = t2[i], a[i][3] = t3[i];
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Cache rows of the tile into shared memory as BF16; rows past the split (row < 0) as zeros, so that 0 · p stays 0
+// over a poisoned cache. BF16: 16-byte cp.async; FP8: 8-byte loads widened to 16 bytes of BF16.
+template <WType CT>
+__device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* key_row, uint16_t* tile, int width) {
+  const int chunks = width / 8;  // 8 elements a chunk
+  const int ts = tile_stride(width);
+  const int tid = static_cast<int>(threadIdx.x);
+  if constexpr (CT == WType::kBF16) {
+    for (int i = tid; i < kKeys * chunks; i += kWarpsTc * 32) {
+      const int r = i / chunks, ch = i % chunks;
+      uint16_t* dst = tile + r * ts + 8 * ch;
+      const int64_t row = key_row[r];
+      if (row < 0) {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      } else {
+        const uint16_t* src = static_cast<const uint16_t*>(a.cache) + row * width + 8 * ch;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+      }
+    }
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+  } else {
+    static_assert(CT == WType::kF8E4M3);
+    batched_copy<10>(
+        kKeys * chunks, tid, kWarpsTc * 32,
+        [&](int i) {
+          const int64_t row = key_row[i / chunks];
+          return row < 0 ? make_uint2(0, 0)
+                         : *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(a.cache) + row * width + 8 * (i % chunks));
+        },
+        [&](int i, uint2 u) {  // FP8 zero bytes are BF16 zeros
+          *reinterpret_cast<uint4*>(tile + (i / chunks) * ts + 8 * (i % chunks)) = make_uint4(
+              fp8x2_to_bf16x2(u.x), fp8x2_to_bf16x2(u.x >> 16), fp8x2_to_bf16x2(u.y), fp8x2_to_bf16x2(u.y >> 16));
+        });
+  }
+}
+
+template <WType CT>
+__global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaunch a) {
+  extern __shared__ float4 smem4[];
+  const int R = static_cast<int>(a.R), width = static_cast<int>(a.R + a.Dr), qs = q_stride(width);
+  const int64_t Dh = a.Dn + a.Dr;
+  float* q = reinterpret_cast<float*>(smem4);                                  // [32][qs] q_abs | q_rope
+  uint16_t* tile = reinterpret_cast<uint16_t*>(q + kHeadsTc * qs);             // [64][tile_stride] BF16
+  __shared__ int64_t key_row[kKeys];
+  const int64_t n_groups = (a.H + kHeadsTc - 1) / kHeadsTc;
+  const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeadsTc;
+  const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeadsTc), a.H - h0));
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  // The q rows: 16-byte loads where q_rope's rows are 16-byte aligned (q_abs rows always are: R % 32 == 0), 20 a
+  // thread at the model's dims, ten in flight.
+  const float* q_rope = a.q + t * a.H * Dh + a.Dn;  // + h · Dh
+  if (Dh % 4 == 0 && a.Dn % 4 == 0 && reinterpret_cast<uintptr_t>(a.q) % 16 == 0) {
+    const int quads = width / 4;
+    batched_copy<10>(
+        kHeadsTc * quads, tid, kWarpsTc * 32,
+        [&](int i) {
+          const int hh = i / quads, col = 4 * (i % quads);
+          const int64_t h = h0 + hh;
+          if (hh >= n_heads) return make_float4(0, 0, 0, 0);
+          return *reinterpret_cast<const float4*>(col < R ? a.q_abs + (t * a.H + h) * a.R + col : q_rope + h * Dh + col - R);
+        },
+        [&](int i, float4 v) { *reinterpret_cast<float4*>(q + (i / quads) * qs + 4 * (i % quads)) = v; });
+  } else {
+    batched_copy<10>(
+        kHeadsTc * width, tid, kWarpsTc * 32,
+        [&](int i) {
+          const int hh = i / width, col = i % width;
+          const int64_t h = h0 + hh;
+          if (hh >= n_heads) return 0.0f;
+          return col < R ? a.q_abs[(t * a.H + h) * a.R + col] : q_rope[h * Dh + col - R];
+        },
+        [&](int i, float v) { q[(i / width) * qs + i % width] = v; });
+  }
+
+  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const int32_t split = static_cast<int32_t>(blockIdx.y);
+  const int32_t chunk = ((n + kKeys - 1) / kKeys + a.n_splits - 1) / a.n_splits * kKeys;
+  const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);
+  const int mt = warp % 2, half = warp / 2;
+  const int col_tiles = R / 16;  // n8 tiles of ctx in this warp's half (R / 2 columns)
+  const int col0 = half * (R / 2);
+  const float* q_g = q + (16 * mt + g) * qs + 2 * c;
+  const float* q_g8 = q_g + 8 * qs;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8
+  float acc[kMaxColTiles][4] = {};
+  const int ts = tile_stride(width);
+  for (int32_t j0 = j_begin; j0 < j_end; j0 += kKeys) {
+    const int n_keys = min(kKeys, j_end - j0);
+    __syncthreads();  // the previous tile is consumed (and, the first time, q is written)
+    tile_key_rows(a, table, j0, n_keys, kKeys, key_row);
+    __syncthreads();
+    stage_tile<CT>(a, key_row, tile, width);
+    __syncthreads();
+
+    // Scores of this warp's 16 heads against the 64 keys: 8 n-tiles, k over the whole row.
+    float s[kScoreTiles][4] = {};
+    for (int k = 0; k < width; k += 16) {
+      uint32_t qa[3][4];
+      a_terms(q_g, q_g8, k, qa);
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; nt += 2) {
+        // Matrices: keys 8nt.. at k, k + 8; keys 8(nt+1).. at k, k + 8 -> b0, b1 of n-tiles nt and nt + 1.
+        const int mat = lane / 8, r = lane % 8;
+        uint32_t b[4];
+        ldmatrix_x4(b, tile + (8 * (nt + mat / 2) + r) * ts + k + 8 * (mat % 2));
+#pragma unroll
+        for (int i = 0; i < 3; ++i) {
+          mma_bf16(s[nt], qa[i], b[0], b[1]);
+          mma_bf16(s[nt + 1], qa[i], b[2], b[3]);
+        }
+      }
+    }
+    // Online softmax of rows g (s[.][0..1]) and g + 8 (s[.][2..3]); keys past the tile's count are -inf.
+    float corr[2];
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = 8 * nt + 2 * c + e;
+          float& v = s[nt][2 * hr + e];
+          v = key < n_keys ? v * a.softmax_scale : -INFINITY;
+          mx = fmaxf(mx, v);
+        }
+      }
+      const float m_new = fmaxf(m[hr], quad_max(mx));  // finite: the tile has a key
+      corr[hr] = expf(m[hr] - m_new);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& v = s[nt][2 * hr + e];
+          v = expf(v - m_new);
+          sum += v;
+        }
+      }
+      l[hr] = l[hr] * corr[hr] + quad_sum(sum);
+      m[hr] = m_new;
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxColTiles; ++j) {
+      acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];
+    }
+    // ctx += P · tile[:, col0 .. col0 + R/2): k over the 64 keys in steps of 16; P's A registers are the score
+    // accumulators of n-tiles 2kk and 2kk + 1.
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      uint32_t pa[3][4];
+      {
+        uint32_t t0[3], t1[3], t2[3], t3[3];
+        split3(s[2 * kk][0], s[2 * kk][1], t0), split3(s[2 * kk][2], s[2 * kk][3], t1);
+        split3(s[2 * kk + 1][0], s[2 * kk + 1][1], t2), split3(s[2 * kk + 1][2], s[2 * kk + 1][3], t3);
+#pragma unroll
+        for (int i = 0; i < 3; ++i) pa[i][0] = t0[i], pa[i][1] = t1[i], pa[i][2] = t2[i], pa[i][3] = t3[i];
+      }
+#pragma unroll
+      for (int j = 0; j < kMaxColTiles; j += 2) {
+        if (j >= col_tiles) break;
+        // Matrices (transposed): keys 16kk.. and 16kk + 8.. at columns n, then at n + 8 -> b0, b1 of n-tiles j, j + 1.
+        const int mat = lane / 8, r = lane % 8;
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, tile + (16 * kk + 8 * (mat % 2) + r) * ts + col0 + 8 * j + 8 * (mat / 2));
+#pragma unroll
+        for (int i = 0; i < 3; ++i) {
+          mma_bf16(acc[j], pa[i], b[0], b[1]);
+          mma_bf16(acc[j + 1], pa[i], b[2], b[3]);
+        }
+      }
+    }
+  }
+  __syncthreads();  // with one split the partial contexts go over q_abs, which every warp has read by now
+  float* ctx = a.n_splits > 1 ? a.split_ctx : a.q_abs;  // [T*H*n_splits, R]
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int hh = 16 * mt + g + 8 * hr;
+    if (hh >= n_heads) continue;
+    const int64_t at = (t * a.H + h0 + hh) * a.n_splits + split;
+#pragma unroll
+    for (int j = 0; j < kMaxColTiles; ++j) {
+      if (j >= col_tiles) break;
+      *reinterpret_cast<float2*>(ctx + at * a.R + col0 + 8 * j + 2 * c) = make_float2(acc[j][2 * hr], acc[j][2 * hr + 1]);
+    }
+    if (half == 0 && c == 0) a.split_ml[2 * at] = m[hr], a.split_ml[2 * at + 1] = l[hr];
+  }
+}
+
+size_t tc_shared_bytes(const MlaLaunch& a) {
+  const int width = static_cast<int>(a.R + a.Dr);
+  return static_cast<size_t>(kHeadsTc * q_stride(width)) * sizeof(float) +
+         static_cast<size_t>(kKeys * tile_stride(width)) * sizeof(uint16_t);
+}
+
+bool tc_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_MLA_TC");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+}  // namespace
+
+bool mla_attend_is_tc(int64_t R, int64_t Dr, bool naive, WType cache_type) {
+  return tc_enabled() && !naive && (cache_type == WType::kBF16 || cache_type == WType::kF8E4M3) && R % 32 == 0 &&
+         R > 0 && R <= 16 * kMaxColTiles && Dr % 16 == 0;
+}
+
+int mla_attend_tc_tile_keys() { return kKeys; }
+
+cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream) {
+  if (!mla_attend_is_tc(a.R, a.Dr, a.naive, a.cache_type) || reinterpret_cast<uintptr_t>(a.cache) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const size_t shared = tc_shared_bytes(a);
+  const dim3 grid(static_cast<unsigned>(a.T * ((a.H + kHeadsTc - 1) / kHeadsTc)), static_cast<unsigned>(a.n_splits));
+  const auto launch = [&](auto kernel) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+    if (e != cudaSuccess) return e;
+    kernel<<<grid, kWarpsTc * 32, shared, stream>>>(a);
+    return cudaGetLastError();
+  };
+  return a.cache_type == WType::kBF16 ? launch(mla_attend_tc_kernel<WType::kBF16>)
+                                      : launch(mla_attend_tc_kernel<WType::kF8E4M3>);
+}
+
+}  // namespace quatre::cuda
