@@ -8,6 +8,7 @@
 // op, summed per kind and weight shape) with the bytes each kind must move and the bandwidth it reached.
 // Wiring only: the work is in model/ and the backends.
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -41,6 +42,7 @@ struct BenchArgs {
   std::string device = "cuda";
   std::vector<int64_t> batches = {1, 8, 32, 128, 256};
   int64_t context = 1024;
+  std::string kv_cache_dtype = "auto";  // auto: bf16 on the GPU (as `quatre serve`), f32 on the CPU
   std::vector<int64_t> prefill = {1024, 8192};
   int steps = 8;
   bool no_graphs = false;
@@ -50,6 +52,14 @@ struct BenchArgs {
 };
 
 constexpr int64_t kBlockSize = 16;
+
+// Every element of a cache pool ~0.01, filled as F32 words: 0.01f itself in F32; in BF16 and FP8 the word 0x3C243C24,
+// whose halves are BF16 0.0100 and whose bytes are E4M3 1.5 and 0.07 (no NaN or huge value a score could overflow on).
+void fill_latents(Backend& be, const Tensor& pool, DType dtype) {
+  const float word = dtype == DType::F32 ? 0.01f : std::bit_cast<float>(0x3C243C24u);
+  const int64_t words = (pool.numel() * static_cast<int64_t>(dtype_size(dtype)) + 3) / 4;
+  be.fill(Tensor(pool.data(), DType::F32, {words}, pool.device()), word);
+}
 
 // Bytes and flops of the model's parts, from the config (weights as stored: bytes per parameter of the routed
 // experts and of the other linears, the router and lm_head BF16).
@@ -208,7 +218,10 @@ int run_bench(const BenchArgs& o) {
              "{:.3g} (the others); copy bandwidth {:.0f} GB/s (read+write, measured); peak {:.0f} TFLOP/s assumed\n",
              text.n_layers, text.hidden_size, text.n_routed_experts, text.n_experts_per_tok, linear.experts, linear.other,
              bandwidth / 1e9, o.peak_tflops);
-  const double width_bytes = static_cast<double>(text.kv_lora_rank + text.qk_rope_head_dim) * 4;  // F32 cache
+  const DType kv_dtype = o.kv_cache_dtype == "auto" ? (device == Device::kCuda ? DType::BF16 : DType::F32)
+                                                     : model::parse_kv_dtype(o.kv_cache_dtype);
+  const double width_bytes = static_cast<double>((text.kv_lora_rank + text.qk_rope_head_dim) * dtype_size(kv_dtype));
+  fmt::print("kv cache: {}\n", model::kv_dtype_name(kv_dtype));
   Timer timer(*be);
   std::mt19937_64 rng(o.seed);
   auto token = [&] { return static_cast<int32_t>(rng() % static_cast<uint64_t>(text.vocab_size)); };
@@ -222,8 +235,11 @@ int run_bench(const BenchArgs& o) {
   for (int64_t B : o.batches) {
     try {
       const int64_t per_seq = (o.context + o.steps + 2 + kBlockSize - 1) / kBlockSize;
-      model::KvCache kv(text, *be, {.n_blocks = B * per_seq, .block_size = kBlockSize, .poison = false});
-      for (int64_t l = 0; l < text.n_layers; ++l) be->fill(kv.layer(l), 0.01f);  // a context of equal latents
+      model::KvCache kv(text, *be, {.n_blocks = B * per_seq, .block_size = kBlockSize, .poison = false, .dtype = kv_dtype});
+      for (int64_t l = 0; l < text.n_layers; ++l) {  // a context of equal latents, ~0.01 in every dtype
+        const Tensor pool = kv.layer(l);
+        fill_latents(*be, pool, kv_dtype);
+      }
       std::vector<std::vector<int32_t>> tables;
       for (int64_t s = 0; s < B; ++s) tables.push_back(kv.allocate(per_seq));
       Arena arena(be->memory(), {.chunk_bytes = size_t{64} << 20});
@@ -283,7 +299,7 @@ int run_bench(const BenchArgs& o) {
   for (int64_t T : o.prefill) {
     try {
       const int64_t blocks = (T + kBlockSize - 1) / kBlockSize;
-      model::KvCache kv(text, *be, {.n_blocks = blocks, .block_size = kBlockSize, .poison = false});
+      model::KvCache kv(text, *be, {.n_blocks = blocks, .block_size = kBlockSize, .poison = false, .dtype = kv_dtype});
       const std::vector<int32_t> table = kv.allocate(blocks);
       std::vector<int32_t> ids(static_cast<size_t>(T));
       for (int32_t& id : ids) id = token();
@@ -325,6 +341,9 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();
   app.add_option("--batch", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();
   app.add_option("--context", o->context, "Cached entries per sequence while decoding")->capture_default_str();
+  app.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: auto (bf16 on a GPU, as quatre serve; f32 on the CPU), f32, bf16 or fp8")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
+      ->capture_default_str();
   app.add_option("--prefill", o->prefill, "Prompt lengths to prefill (empty: none)")->delimiter(',')->capture_default_str();
   app.add_option("--steps", o->steps, "Timed decode steps per batch size (median reported)")->capture_default_str();
   app.add_option("--seed", o->seed, "Seed of weights and tokens")->capture_default_str();
