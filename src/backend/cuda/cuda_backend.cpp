@@ -23,6 +23,13 @@
 namespace quatre::cuda {
 namespace {
 
+// The split-K scratch launch_matmul may use for a plain problem (matmul_workspace_floats), from the step's arena; none
+// when it runs in one pass.
+void give_split_workspace(MatmulProblem& p, Arena& a) {
+  const int64_t n = matmul_workspace_floats(p);
+  if (n > 0) p.split_ws = a.array<float>(static_cast<size_t>(n)), p.split_ws_floats = n;
+}
+
 constexpr size_t kRingBytes = size_t{16} << 20;
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
@@ -372,15 +379,15 @@ Tensor CudaBackend::rms_norm(const Tensor& x, const Weight& g, float eps, Arena&
 
 Tensor CudaBackend::matmul(const Tensor& x, const Weight& w, Arena& a) {
   Tensor y = a.tensor(DType::F32, {x.dim(0), weight_rows(w)});  // [M,out]
-  matmul_into(y, x, w, false);
+  matmul_into(y, x, w, false, a);
   return y;
 }
 
-void CudaBackend::matmul_add(Tensor y, const Tensor& x, const Weight& w, Arena& /*a*/) {
-  matmul_into(std::move(y), x, w, true);
+void CudaBackend::matmul_add(Tensor y, const Tensor& x, const Weight& w, Arena& a) {
+  matmul_into(std::move(y), x, w, true, a);
 }
 
-void CudaBackend::matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate) {
+void CudaBackend::matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate, Arena& a) {
   check_f32(x, "matmul input");
   check_f32(y, "matmul output");
   const int64_t M = x.dim(0), in = x.dim(1), out = weight_rows(w);
@@ -391,6 +398,7 @@ void CudaBackend::matmul_into(Tensor y, const Tensor& x, const Weight& w, bool a
                       static_cast<double>(stored_bytes(w) + static_cast<size_t>(M * (in + out)) * 4));
   MatmulProblem p{.x = x.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(w, "matmul"),
                   .y = y.data_as<float>(), .ldy = out, .accumulate = accumulate};
+  give_split_workspace(p, a);
   launched(launch_matmul(p, as_stream(stream_)), "matmul");
 }
 
@@ -595,12 +603,14 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
     if (same_layout(up, gate)) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
+      give_split_workspace(p, a);
       launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
     } else {
+      give_split_workspace(p, a);
       launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
       p.weight = up;
       p.y = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream_)), "ffn up");
+      launched(launch_matmul(p, as_stream(stream_)), "ffn up");  // the same shape: the same workspace suffices
     }
   }
   {
@@ -608,8 +618,9 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
     launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
   }
   Tensor y = a.tensor(DType::F32, {M, D});  // [M,D]
-  const MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
-                        .y = y.data_as<float>(), .ldy = D};
+  MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
+                  .y = y.data_as<float>(), .ldy = D};
+  give_split_workspace(q, a);
   const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
                       static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
   launched(launch_matmul(q, as_stream(stream_)), "ffn down");

@@ -108,7 +108,7 @@ class CudaBackend final : public Backend {
   // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
   const DevWeight* expert_table(std::span<const FfnWeights> experts);
   // y = x · wᵀ, or y += x · wᵀ (accumulate, in the matmul's store).
-  void matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate);
+  void matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate, Arena& a);
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);

@@ -54,6 +54,10 @@ struct MatmulProblem {
   // Grouped problems: the real rows a group the caller expects (0: unknown); >= 2 lets the small tensor-core
   // kernel take groups of <= 8 rows (matmul_small_tc.cu).
   float rows_hint = 0;
+  // Scratch for the partial sums of a problem split over K (matmul_workspace_floats says how much; without it the
+  // kernels make one pass).
+  float* split_ws = nullptr;
+  int64_t split_ws_floats = 0;
 };
 // Small M (<= 8 rows a group): BF16/FP8/4-bit weights with 2-8 rows expected on the tensor cores (swap AB; 4-bit
 // codes go in exact and each 32-k block's sum is scaled after the mma), else four lanes per output column, reading
@@ -62,6 +66,9 @@ struct MatmulProblem {
 // 8-row block. Otherwise the large-M tensor-core tile or a 64x64 shared-memory tile.
 // One weight type per launch: weight2 and every expert share weight's type (and, 4-bit, the symmetry).
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
+// Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M
+// tensor-core tile whose tiles leave SMs idle are split over K (QUATRE_CUDA_TC_SPLIT_K=0: never).
+int64_t matmul_workspace_floats(const MatmulProblem& p);
 // Tests: the small tensor-core kernel as QUATRE_CUDA_SMALL_TC says (-1), off (0), or on wherever it can run (1).
 void set_small_tc_for_tests(int mode);
 

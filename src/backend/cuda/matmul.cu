@@ -550,6 +550,12 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
 
 }  // namespace
 
+int64_t matmul_workspace_floats(const MatmulProblem& p) {
+  if (p.M == 0 || p.N == 0 || p.experts != nullptr || p.M <= kSmallRows || p.weight.type == WType::kInt4) return 0;
+  if (small_tc_applies(p) || !matmul_tc_applies(p)) return 0;
+  return matmul_tc_workspace_floats(p);
+}
+
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   if (p.M == 0 || p.N == 0) return cudaSuccess;
   const bool grouped = p.experts != nullptr;

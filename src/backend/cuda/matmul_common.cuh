@@ -48,6 +48,7 @@ __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t
 // the tile kernel of matmul.cu).
 bool matmul_tc_applies(const MatmulProblem& p);
 cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream);
+int64_t matmul_tc_workspace_floats(const MatmulProblem& p);  // the split-K partials launch_matmul_tc would write
 
 // Tensor-core path for <= 8 rows a group or plain problems of <= 64 rows (matmul_small_tc.cu): BF16/FP8/4-bit
 // weights, K % 16 (FP8) / % 8 (BF16) / % 32 and % G (4-bit, G % 32 == 0) == 0, 16-byte aligned rows, no x_rows

@@ -5,6 +5,7 @@
 // order. Block tile 64 rows x 128 columns x 32 k, 8 warps of 32x32, operands staged in shared memory (ldmatrix),
 // the next k-tile's global loads in flight during the current tile's MMAs. QUATRE_CUDA_TC=0 turns it off (the
 // CUDA-core tile kernel then runs). Depends on CUDA only.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -16,6 +17,7 @@ namespace {
 constexpr int kBM = 64, kBN = 128, kBK = 32;
 constexpr int kRow = kBK + 8;  // bf16 per shared row: 80 bytes, so that ldmatrix rows fall in distinct banks
 constexpr int kTerms = 3;      // hi, mid, lo
+constexpr int64_t kMaxKSplits = 16;
 
 __device__ __forceinline__ uint16_t bf16_bits(float v) {
   const __nv_bfloat16 b = __float2bfloat16_rn(v);
@@ -69,13 +71,20 @@ __device__ __forceinline__ void load_w(const typename WTraits<T>::S* wrow, int64
   }
 }
 
-// grid (ceil(N/128), ceil(M/64)), 256 threads; warp w computes rows 32·(w%2).. and columns 32·(w/2).. of the tile.
+// grid (ceil(N/128), ceil(M/64), problems · k_splits), 256 threads; warp w computes rows 32·(w%2).. and columns
+// 32·(w/2).. of the tile. With k_splits > 1 (plain problems whose tiles leave SMs idle) block z takes the k tiles of
+// split z % k_splits and writes its unrounded partial tile (times the weight scale) to split_ws, [z][M][N]; the sum
+// kernel below adds the splits in order and stores.
 template <WType T>
-__global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bool vec_w) {
+__global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bool vec_w, int k_splits, float* split_ws) {
   using S = typename WTraits<T>::S;
   __shared__ __align__(16) uint16_t xs[kTerms][kBM][kRow];
   __shared__ __align__(16) uint16_t ws[kBN][kRow];
-  select_problem(p);
+  const int problem = static_cast<int>(blockIdx.z) / k_splits, split = static_cast<int>(blockIdx.z) % k_splits;
+  if (problem == 1) p.weight = p.weight2, p.experts = p.experts2, p.y = p.y2;
+  const int64_t split_k = (p.K + kBK - 1) / kBK * kBK;  // k a split: whole k tiles
+  const int64_t k_per_split = ((split_k / kBK + k_splits - 1) / k_splits) * kBK;
+  const int64_t k_begin = split * k_per_split, k_end = min(p.K, k_begin + k_per_split);
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBM, n0 = static_cast<int64_t>(blockIdx.x) * kBN;
   const GroupView g = group_weight(p, p.experts != nullptr ? m0 / p.rows_per_group : 0);
@@ -91,9 +100,9 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
   float acc[2][4][4] = {};  // [m16 tile][n8 tile][fragment]
   float xv[8];
   alignas(16) uint16_t wv[16];
-  load_x(xrow, xk, p.K, vec_x, xv);
-  load_w<T>(wrow, wk, p.K, vec_w, wv);
-  for (int64_t k0 = 0; k0 < p.K; k0 += kBK) {
+  load_x(xrow, k_begin + xk, p.K, vec_x, xv);
+  load_w<T>(wrow, k_begin + wk, p.K, vec_w, wv);
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
     // Stage this k-tile: x as three BF16 terms, the weights as BF16.
     alignas(16) uint16_t hi[8], mid[8], lo[8];
 #pragma unroll
@@ -109,7 +118,7 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
     *reinterpret_cast<uint4*>(&ws[wr][wk]) = *reinterpret_cast<const uint4*>(wv);
     *reinterpret_cast<uint4*>(&ws[wr][wk + 8]) = *reinterpret_cast<const uint4*>(wv + 8);
     __syncthreads();
-    if (k0 + kBK < p.K) {  // the next tile's loads overlap this tile's MMAs
+    if (k0 + kBK < k_end) {  // the next tile's loads overlap this tile's MMAs
       load_x(xrow, k0 + kBK + xk, p.K, vec_x, xv);
       load_w<T>(wrow, k0 + kBK + wk, p.K, vec_w, wv);
     }
@@ -134,6 +143,7 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
     __syncthreads();
   }
   // Fragment (mt, nt): rows wm + 16mt + lane/4 (+8), columns wn + 8nt + 2(lane%4) (+1).
+  float* partial = k_splits > 1 ? split_ws + static_cast<int64_t>(blockIdx.z) * p.M * p.N : nullptr;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -145,11 +155,31 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int64_t n = n0 + wn + 8 * nt + 2 * (lane % 4) + c;
-          if (n < p.N) store(p, m, n, acc[mt][nt][2 * half + c] * g.scale);
+          if (n >= p.N) continue;
+          if (partial != nullptr) {
+            partial[m * p.N + n] = acc[mt][nt][2 * half + c] * g.scale;
+          } else {
+            store(p, m, n, acc[mt][nt][2 * half + c] * g.scale);
+          }
         }
       }
     }
   }
+}
+
+// y[m, n] = Σ_s partial_s[m, n] in split order, through the epilogue (row scatter, row scale, accumulate); grid
+// (ceil(M·N / 256), problems).
+__global__ void split_k_sum_kernel(MatmulProblem p, int k_splits, const float* split_ws) {
+  const int problem = static_cast<int>(blockIdx.y);
+  if (problem == 1) p.y = p.y2;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.M * p.N) return;
+  const int64_t m = i / p.N, n = i % p.N;
+  if (p.x_rows != nullptr && p.x_rows[m] < 0) return;
+  const float* partial = split_ws + static_cast<int64_t>(problem) * k_splits * p.M * p.N + i;
+  float v = 0.0f;
+  for (int s = 0; s < k_splits; ++s) v += partial[static_cast<int64_t>(s) * p.M * p.N];
+  store(p, m, n, v);
 }
 
 bool tc_enabled() {
@@ -160,7 +190,28 @@ bool tc_enabled() {
   return on;
 }
 
+// K splits of a plain problem whose 64x128 tiles cover fewer than the 132 SMs of an H100/H200 (at batch 256 the
+// router's 128 columns made 4 blocks, kv_a's 320 made 12: ~160-195 us a layer each): about two blocks an SM, each
+// split at least 4 k tiles. QUATRE_CUDA_TC_SPLIT_K=0 (read once) turns the splits off (A/B timing).
+int tc_k_splits(const MatmulProblem& p) {
+  static const bool on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_TC_SPLIT_K");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  if (!on || p.experts != nullptr) return 1;
+  const int64_t tiles = static_cast<int64_t>(blocks_for(p.N, kBN)) * blocks_for(p.M, kBM) * (p.y2 != nullptr ? 2 : 1);
+  if (tiles >= 132) return 1;
+  const int64_t k_tiles = (p.K + kBK - 1) / kBK;
+  const int64_t splits = std::min<int64_t>({(2 * 132 + tiles - 1) / tiles, k_tiles / 4, kMaxKSplits});
+  return static_cast<int>(std::max<int64_t>(1, splits));
+}
+
 }  // namespace
+
+int64_t matmul_tc_workspace_floats(const MatmulProblem& p) {
+  const int splits = tc_k_splits(p);
+  return splits > 1 ? int64_t{splits} * (p.y2 != nullptr ? 2 : 1) * p.M * p.N : 0;
+}
 
 bool matmul_tc_applies(const MatmulProblem& p) {
   if (!tc_enabled() || (p.weight.type != WType::kBF16 && p.weight.type != WType::kF8E4M3)) return false;
@@ -169,17 +220,26 @@ bool matmul_tc_applies(const MatmulProblem& p) {
 
 cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream) {
   const bool vec_x = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
-  const dim3 grid(blocks_for(p.N, kBN), blocks_for(p.M, kBM), p.y2 != nullptr ? 2 : 1);
+  const int problems = p.y2 != nullptr ? 2 : 1;
+  // Split only into the caller's workspace (matmul_workspace_floats); without one, one pass.
+  const int k_splits = p.split_ws != nullptr && p.split_ws_floats >= matmul_tc_workspace_floats(p) ? tc_k_splits(p) : 1;
+  const dim3 grid(blocks_for(p.N, kBN), blocks_for(p.M, kBM), static_cast<unsigned>(problems * k_splits));
   const bool aligned_w = p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
                                                   reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0);
   if (p.weight.type == WType::kBF16) {
     const bool vec_w = p.K % 8 == 0 && aligned_w;
-    tc_kernel<WType::kBF16><<<grid, 256, 0, stream>>>(p, vec_x, vec_w);
+    tc_kernel<WType::kBF16><<<grid, 256, 0, stream>>>(p, vec_x, vec_w, k_splits, p.split_ws);
   } else if (p.weight.type == WType::kF8E4M3) {
     const bool vec_w = p.K % 16 == 0 && aligned_w;
-    tc_kernel<WType::kF8E4M3><<<grid, 256, 0, stream>>>(p, vec_x, vec_w);
+    tc_kernel<WType::kF8E4M3><<<grid, 256, 0, stream>>>(p, vec_x, vec_w, k_splits, p.split_ws);
   } else {
     return cudaErrorInvalidValue;
+  }
+  if (k_splits > 1) {
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    const dim3 sum_grid(blocks_for(p.M * p.N, 256), static_cast<unsigned>(problems));
+    split_k_sum_kernel<<<sum_grid, 256, 0, stream>>>(p, k_splits, p.split_ws);
   }
   return cudaGetLastError();
 }

@@ -378,6 +378,42 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
   }
 }
 
+// Plain problems on the large-M tensor-core tile whose tiles leave SMs idle are split over K (partials summed in
+// order by a second kernel): the router's and kv_a's shapes at 256 rows, 65 and 100 rows, an FFN (gate and up in one
+// launch, then down) and matmul_add (the residual add in the sum kernel's store, bit for bit add_to's). Against the
+// CPU; every case must split (matmul_workspace_floats > 0), and the same call twice gives the same bits.
+TEST_F(CudaOps, MatmulSplitOverKMatchesCpu) {
+  uint64_t seed = 900;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [M, in, out] : {std::tuple<int64_t, int64_t, int64_t>{256, 4096, 128}, {256, 4096, 320}, {65, 1024, 200},
+                              {100, 2048 + 96, 70}}) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const Weight wd = prep(w);
+      std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+      const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" + std::to_string(in) +
+                               " out=" + std::to_string(out);
+      const MatmulProblem p{.x = nullptr, .ldx = in, .M = M, .N = out, .K = in, .weight = {.type = wd.w.dtype() == DType::BF16 ? WType::kBF16 : WType::kF8E4M3}};
+      EXPECT_GT(matmul_workspace_floats(p), 0) << "the case must split: " << what;
+      const std::vector<float> want = cpu_matmul(x, M, in, w);
+      const Tensor xd = upload(x, M, in);
+      const std::vector<float> got = gpu_matmul(xd, wd);
+      EXPECT_LE(rel_l2(got, want), kF32RelL2 * std::max(1.0, static_cast<double>(in) / 2048.0)) << what;
+      EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic " << what;
+      const std::vector<float> y0 = randn(static_cast<size_t>(M * out), ++seed);
+      const Tensor y = up(y0, {M, out});
+      gpu_->matmul_add(y, xd, wd, *dev_arena_);
+      const std::vector<float> sum = down(y);
+      for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], y0[i] + got[i]) << "matmul_add " << what << " " << i;
+    }
+  }
+  const int64_t M = 200, D = 1024, F = 256;  // gate+up: 2 x 4 x 2 tiles, split
+  const auto ex = experts(1, D, F, DType::F8_E4M3);
+  const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
+  std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
+  const std::vector<float> want = vec(cpu_.ffn(host(x, {M, D}), ex.ffn[0], host_arena_));
+  EXPECT_LE(rel_l2(down(gpu_->ffn(up(x, {M, D}), dev_ffn[0], *dev_arena_)), want), kF32RelL2) << "ffn";
+}
+
 TEST_F(CudaOps, ABranchRunsBesideTheMainOpsAndJoinsThem) {
   // An FFN in a branch (the side stream), another on the main stream, then an add of both after join_branch:
   // each the CPU's values, the sum twice them; the shared-expert path of moe() (above) runs as such a branch too.
