@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/pack): the
 # CUDA tests (skipped with KNOBS_TESTS=0), then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context
-# 1024) for each baseline binary (.gpu/cuda/base/quatre-bench*, if packed) and for the packed one under each
+# 1024; KNOBS_BATCH and KNOBS_CONTEXT change them) for each baseline binary (.gpu/cuda/base/quatre-bench*, if packed) and for the packed one under each
 # environment setting given (e.g. "QUATRE_CUDA_SMALLM_LANES=8"; "-" for none), each in its own process; the batch-1
 # and -64 profile of the first setting; with KNOBS_PROFILE_ALL=1 the batch-1 profile's top ops of every run; the
 # decode rows of every run last.
@@ -17,7 +17,8 @@ if [ "${KNOBS_TESTS:-1}" != 0 ]; then
   grep -E "^== |^\[  (PASSED|FAILED)|Failure|exception" "$out/check.txt" | grep -v "^== device" | paste -sd' ' | head -c 1500
   echo
 fi
-args=(--random-weights "${layers[@]}" --batch 1,8,64 --context 1024 --steps 5)
+batch=${KNOBS_BATCH:-1,8,64} context=${KNOBS_CONTEXT:-1024}
+args=(--random-weights "${layers[@]}" --batch "$batch" --context "$context" --steps 5)
 # The batch-1 profile's ten costliest ops, one line each: name, ms, GB/s.
 top_ops() { awk '/^  op/{c++; next} c==1 && /^  [a-z]/' "$1" | head -10 | sed -E 's/  +/ /g' | awk '{printf "   %s\n", $0}'; }
 runs=()
@@ -50,6 +51,6 @@ awk '/^  op/{c++} c==2' "$out/profile.txt" | head -12
 cat "$out/runs.txt"
 for r in "${runs[@]}"; do
   echo "== $r"
-  grep -E "^ +[0-9]+ +1024 " "$out/$r.txt" | awk '{print "   B=" $1, $3 " ms", $4 " tok/s", $8}'
+  grep -E "^ +[0-9]+ +$context " "$out/$r.txt" | awk '{print "   B=" $1, $3 " ms", $4 " tok/s", $8}'
   [ -f "$out/$r.prof" ] && top_ops "$out/$r.prof"
 done

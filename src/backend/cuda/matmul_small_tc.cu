@@ -486,6 +486,29 @@ bool env_enabled() {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// The most rows a plain problem takes here: 32 (QUATRE_CUDA_SMALL_TC_MAX_ROWS, 8-64, read once, for A/B timing).
+// Above, the large-M tile with its K splits reads x once a 64-row tile instead of once a 16-column block: H100, 16
+// FP8 layers, context 2048, 64 here against 32: batch 48 32.74 -> 30.66 ms, batch 64 27.49 -> 25.50, 8-32 the same.
+int plain_max_rows() {
+  static const int rows = [] {
+    const char* v = std::getenv("QUATRE_CUDA_SMALL_TC_MAX_ROWS");
+    const int r = v != nullptr ? std::atoi(v) : 0;
+    return r >= kRows && r <= kMaxRowBlocks * kRows ? r : 4 * kRows;
+  }();
+  return rows;
+}
+
+// Grouped problems come here from this many real rows a group expected (rows_hint): 2, or
+// QUATRE_CUDA_SMALL_TC_MIN_HINT (read once, for A/B timing); fewer go to the FMA kernel.
+float grouped_min_hint() {
+  static const float hint = [] {
+    const char* v = std::getenv("QUATRE_CUDA_SMALL_TC_MIN_HINT");
+    const float h = v != nullptr ? std::strtof(v, nullptr) : 0.0f;
+    return h > 0.0f ? h : 2.0f;
+  }();
+  return hint;
+}
+
 }  // namespace
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
@@ -509,10 +532,11 @@ bool small_tc_applies(const MatmulProblem& p) {
   if (!grouped && p.M > kRows && (p.x_rows != nullptr || p.ldx > INT32_MAX / (kMaxRowBlocks * kRows))) return false;
   if (!grouped && (!aligned16(p.weight.w) || (p.y2 != nullptr && !aligned16(p.weight2.w)))) return false;
   if (mode == 1) return true;
+  if (!grouped && p.M > plain_max_rows()) return false;
   // BF16 weights of more than 8 rows spill in the row-block variants: measured on an H100 at 64 rows, the 1 GB lm_head
   // took 1.64 ms here against ~1.1 on the large-M tile; the 1 MB router was faster here. Large BF16 ones stay there.
   if (!grouped && !fp8 && p.M > kRows && p.N * p.K > (int64_t{16} << 20)) return false;
-  return grouped ? p.rows_hint >= 2.0f : p.M >= 2;
+  return grouped ? p.rows_hint >= grouped_min_hint() : p.M >= 2;
 }
 
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
