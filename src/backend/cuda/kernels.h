@@ -61,9 +61,10 @@ struct MatmulProblem {
 };
 // Small M (<= 8 rows a group): BF16/FP8/4-bit weights with 2-8 rows expected on the tensor cores (swap AB; 4-bit
 // codes go in exact and each 32-k block's sum is scaled after the mma), else four lanes per output column, reading
-// the weight with 16-byte loads (4-bit weights: 32 codes a load, dequantised in registers). Plain problems of 9-64
+// the weight with 16-byte loads (4-bit weights: 32 codes a load, dequantised in registers). Plain problems of 9-32
 // rows with FP8, 4-bit (or small BF16) weights: the same tensor-core kernel, each weight fragment against every
-// 8-row block. Otherwise the large-M tensor-core tile or a 64x64 shared-memory tile.
+// 8-row block. Otherwise the large-M tensor-core tile (split over K when its tiles leave SMs idle) or a 64x64
+// shared-memory tile.
 // One weight type per launch: weight2 and every expert share weight's type (and, 4-bit, the symmetry).
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
 // Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M

@@ -1,5 +1,5 @@
 // y = x · wᵀ on the tensor cores for small groups (2-8 rows: decode batches, MoE expert groups; plain problems of
-// up to 64 rows) with BF16, FP8 or 4-bit weights, "swap AB": the weights are mma.sync's A operand (16 output
+// up to 64 rows, 32 by default: plain_max_rows) with BF16, FP8 or 4-bit weights, "swap AB": the weights are mma.sync's A operand (16 output
 // columns x 16 k), a block of <= 8 rows its B operand (16 k x 8 rows; absent rows are zeros), so one m16n8k16 does
 // 16 x 8 x 16 multiply-adds that the FMA kernel of matmul.cu issues one by one. A plain problem of 9-64 rows runs
 // as one group of 2, 4 or 8 row blocks: each weight fragment, loaded once, is multiplied against every row block, so
