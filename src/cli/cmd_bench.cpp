@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -44,6 +45,7 @@ struct BenchArgs {
   int64_t context = 1024;
   std::string kv_cache_dtype = "auto";  // auto: bf16 on the GPU (as `quatre serve`), f32 on the CPU
   std::vector<int64_t> prefill = {1024, 8192};
+  int64_t prefill_chunk = 0;  // tokens a forward (0: the whole prompt in one), as the server's step budget splits it
   int steps = 8;
   bool no_graphs = false;
   uint64_t seed = 1;
@@ -127,6 +129,7 @@ class Timer {
     sync();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
+  void wait() { sync(); }  // until the device is done
 
  private:
   void sync() {
@@ -298,7 +301,8 @@ int run_bench(const BenchArgs& o) {
     }
   }
 
-  fmt::print("\n{:>9} {:>11} {:>10} {:>12} {:>12} {:>8}\n", "prefill T", "ms", "tok/s", "roof ms", "bound", "of roof");
+  fmt::print("\n{:>9} {:>11} {:>10} {:>12} {:>12} {:>8}{}\n", "prefill T", "ms", "tok/s", "roof ms", "bound", "of roof",
+             o.prefill_chunk > 0 ? fmt::format("   (chunks of {} tokens)", o.prefill_chunk) : std::string());
   for (int64_t T : o.prefill) {
     try {
       const int64_t blocks = (T + kBlockSize - 1) / kBlockSize;
@@ -306,14 +310,23 @@ int run_bench(const BenchArgs& o) {
       const std::vector<int32_t> table = kv.allocate(blocks);
       std::vector<int32_t> ids(static_cast<size_t>(T));
       for (int32_t& id : ids) id = token();
-      model::StepBuilder builder(kBlockSize);
-      builder.add({.block_table = table, .ids = ids}, model::LogitRows::kLast);
+      const int64_t chunk = o.prefill_chunk > 0 ? std::min(o.prefill_chunk, T) : T;
       Arena arena(be->memory(), {.chunk_bytes = size_t{256} << 20});
+      // The prompt in forwards of `chunk` tokens, each after the cache the ones before wrote (an engine step each,
+      // waited for as the engine waits to sample), logits for the last token only.
+      const auto prefill = [&] {
+        for (int64_t done = 0; done < T; done += chunk) {
+          const int64_t n = std::min(chunk, T - done);
+          model::StepBuilder builder(kBlockSize);
+          builder.add({.block_table = table, .n_cached = done, .ids = std::span(ids).subspan(static_cast<size_t>(done), static_cast<size_t>(n))},
+                      done + n == T ? model::LogitRows::kLast : model::LogitRows::kNone);
+          arena.reset();
+          model.forward(builder.inputs(), kv, arena);
+          if (done + n < T) timer.wait();
+        }
+      };
       double s = 0;
-      for (int rep = 0; rep < 2; ++rep) {  // the first run sizes the arena
-        arena.reset();
-        s = timer.seconds([&] { model.forward(builder.inputs(), kv, arena); });
-      }
+      for (int rep = 0; rep < 2; ++rep) s = timer.seconds(prefill);  // the first run sizes the arena
       const double Td = static_cast<double>(T);
       const double distinct = expected_distinct(static_cast<double>(text.n_routed_experts),
                                                 static_cast<double>(text.n_experts_per_tok), Td);
@@ -344,6 +357,10 @@ Runner add_bench(CLI::App& app) {
   app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();
   app.add_option("--batch", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();
   app.add_option("--context", o->context, "Cached entries per sequence while decoding")->capture_default_str();
+  app.add_option("--prefill-chunk", o->prefill_chunk,
+                 "Prefill in forwards of this many tokens, as the server's --max-num-batched-tokens splits a prompt (0: all at once)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: auto (bf16 on a GPU, as quatre serve; f32 on the CPU), f32, bf16 or fp8")
       ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
       ->capture_default_str();

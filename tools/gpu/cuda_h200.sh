@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On an H200 (one card that holds the whole FP8 model), from the repo root, one device call (binaries packed by
 # tools/gpu/pack.sh, carry .gpu/pack): the full-size figures of issues #6 and #7 — decode at batch 1-256 and 2K
-# context with the batch-1 profile, prefill 1K/8K, one 256K-token context decoding, and the serving engine under
-# load (greedy), after the CUDA tests. Logs under OUT_DIR; the tables on stdout.
+# context with the batch-1 profile, prefill 1K/8K, one 256K-token context decoding, prefill of 32K and 128K prompts
+# (in chunks of 8192), and the serving engine under load (greedy), after the CUDA tests. Logs under OUT_DIR; the tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_h200.sh $OUT [--quick]", carry [".gpu/pack"], needs_h200 true
 set -uo pipefail
 out=${1:?usage: cuda_h200.sh OUT_DIR [--quick]}
@@ -25,5 +25,10 @@ awk '/^  op/{c++} c==1' "$out/bench.txt" | head -14
 timeout 90 "$bin/quatre-bench" --random-weights --batch 1 --context 262144 --prefill 1024 --steps 3 > "$out/long.txt" 2>&1
 echo "== 256K context rc=$?"
 grep -vE "^  (op|[a-z])" "$out/long.txt" | tail -6
+# Time to first token of long prompts, in the forwards of 8192 tokens a step the server would run with that budget.
+timeout 150 "$bin/quatre-bench" --random-weights --batch 1 --context 1024 --prefill 32768,131072 --prefill-chunk 8192 \
+  --steps 2 > "$out/long_prefill.txt" 2>&1
+echo "== prefill 32K, 128K rc=$?"
+grep -A3 "^prefill T" "$out/long_prefill.txt"
 nvidia-smi --query-gpu=clocks.sm,clocks.mem --format=csv,noheader
 bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0
