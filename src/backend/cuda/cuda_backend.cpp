@@ -1,6 +1,7 @@
 // CudaBackend: argument checks on the host (shapes, ids, slots, block tables: everything the host can see), then
-// one or a few kernel launches on the backend's stream. Kernels are in ops.cu, matmul.cu, moe_kernels.cu and
-// mla_kernels.cu. Depends on core and the CUDA runtime.
+// one or a few kernel launches on the backend's stream: streams, uploads, weights, and the dense and attention ops
+// here; the MoE ops in cuda_backend_moe.cpp, summarize_logits in cuda_backend_sampling.cpp. Kernels are in the .cu
+// files. Depends on core and the CUDA runtime.
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -18,117 +19,13 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/op_args.h"
 #include "core/error.h"
 
 namespace quatre::cuda {
 namespace {
 
-// The split-K scratch launch_matmul may use for a plain problem (matmul_workspace_floats), from the step's arena; none
-// when it runs in one pass.
-void give_split_workspace(MatmulProblem& p, Arena& a) {
-  const int64_t n = matmul_workspace_floats(p);
-  if (n > 0) p.split_ws = a.array<float>(static_cast<size_t>(n)), p.split_ws_floats = n;
-}
-
 constexpr size_t kRingBytes = size_t{16} << 20;
-
-cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
-
-WType wtype(DType t, std::string_view what) {
-  switch (t) {
-    case DType::F32: return WType::kF32;
-    case DType::BF16: return WType::kBF16;
-    case DType::F16: return WType::kF16;
-    case DType::F8_E4M3: return WType::kF8E4M3;
-    default: break;
-  }
-  throw InvalidRequest(fmt::format("{}: weights of dtype {} are not supported by the CUDA backend", what,
-                                   dtype_name(t)));
-}
-
-// Logical columns of a weight: a 4-bit one's codes hold two a byte.
-int64_t weight_cols(const Weight& w) { return w.int4 ? 2 * w.w.dim(-1) : w.w.dim(-1); }
-
-// "BF16", "F8_E4M3", ... or "int4" (profile labels).
-std::string_view weight_type_name(const Weight& w) { return w.int4 ? "int4" : dtype_name(w.w.dtype()); }
-
-// Bytes a kernel reads for the weight: a 4-bit one's codes, scales and offsets.
-size_t stored_bytes(const Weight& w) {
-  if (!w.int4) return w.w.bytes();
-  return w.w.bytes() + w.int4->scales.bytes() + (w.int4->is_symmetric() ? 0 : w.int4->offsets.bytes());
-}
-
-// What is wrong with a 4-bit weight for this backend ("" when nothing): codes U8 [out, in/2], scales (offsets) BF16
-// [out, in/G], and G a multiple of 32 (a 16-byte load of 32 codes then lies in one group).
-std::string int4_problem(const Weight& w, std::string_view what) {
-  const Int4Weight& q = *w.int4;
-  const int64_t G = q.group_size;
-  if (G <= 0 || G % kInt4GroupMultiple != 0) {
-    return fmt::format("{}: 4-bit weights in groups of {} columns; the CUDA backend takes group sizes that are "
-                       "multiples of {} (quantize with --group-size 32, 64 or 128), or run with --device cpu",
-                       what, G, kInt4GroupMultiple);
-  }
-  if (w.w.dtype() != DType::U8 || w.w.rank() != 2 || (2 * w.w.dim(1)) % G != 0) {
-    return fmt::format("{}: 4-bit codes {} of {}, expected U8 [out, in/2] with in a multiple of the group size {}",
-                       what, w.w.shape_string(), dtype_name(w.w.dtype()), G);
-  }
-  const int64_t out = w.w.dim(0), n_groups = 2 * w.w.dim(1) / G;
-  for (const Tensor* t : {&q.scales, &q.offsets}) {
-    if (t == &q.offsets && q.is_symmetric()) continue;
-    if (t->dtype() != DType::BF16 || t->rank() != 2 || t->dim(0) != out || t->dim(1) != n_groups ||
-        t->device() != w.w.device()) {
-      return fmt::format("{}: 4-bit {} {} of {} on {}, expected BF16 [{}, {}] on {} like the codes", what,
-                         t == &q.scales ? "scales" : "offsets", t->shape_string(), dtype_name(t->dtype()),
-                         device_name(t->device()), out, n_groups, device_name(w.w.device()));
-    }
-  }
-  return "";
-}
-
-DevWeight dev(const Weight& w, std::string_view what) {
-  if (w.w.device() != Device::kCuda) {
-    throw InvalidRequest(fmt::format("{} weight is on {}: pass it through CudaBackend::prepare_weight first", what,
-                                     device_name(w.w.device())));
-  }
-  if (!w.int4) return {w.w.data(), wtype(w.w.dtype(), what), w.weight_scale};
-  if (std::string why = int4_problem(w, what); !why.empty()) throw InvalidRequest(why);
-  const Int4Weight& q = *w.int4;
-  return {.w = w.w.data(),
-          .type = WType::kInt4,
-          .scale = 1.0f,
-          .int4_scales = q.scales.data_as<uint16_t>(),
-          .int4_offsets = q.is_symmetric() ? nullptr : q.offsets.data_as<uint16_t>(),
-          .group_size = static_cast<int32_t>(q.group_size)};
-}
-
-// One launch may carry two weights (gate and up) or a table of experts only when they share the kernel: the type,
-// and for 4-bit weights the symmetry and the group size.
-bool same_layout(const DevWeight& a, const DevWeight& b) {
-  if (a.type != b.type) return false;
-  if (a.type != WType::kInt4) return true;
-  return (a.int4_offsets == nullptr) == (b.int4_offsets == nullptr) && a.group_size == b.group_size;
-}
-
-void check_f32(const Tensor& t, const char* what) {
-  if (t.dtype() != DType::F32 || t.device() != Device::kCuda) {
-    throw InvalidRequest(fmt::format("{} must be an F32 CUDA tensor, got {} on {}", what, dtype_name(t.dtype()),
-                                     device_name(t.device())));
-  }
-}
-
-// The KV cache pool: F32, BF16 or FP8 E4M3 (scale 1) on the device.
-WType cache_type(const Tensor& cache, const char* what) {
-  if (cache.device() != Device::kCuda ||
-      (cache.dtype() != DType::F32 && cache.dtype() != DType::BF16 && cache.dtype() != DType::F8_E4M3)) {
-    throw InvalidRequest(fmt::format("{} must be an F32, BF16 or F8_E4M3 CUDA tensor, got {} on {}", what,
-                                     dtype_name(cache.dtype()), device_name(cache.device())));
-  }
-  return wtype(cache.dtype(), what);
-}
-
-int64_t weight_rows(const Weight& w) { return w.w.rank() == 1 ? 1 : w.w.numel() / w.w.dim(-1); }
-
-void launched(cudaError_t status, const char* kernel) { cuda_check(status, kernel, __FILE__, __LINE__); }
 
 }  // namespace
 
@@ -571,62 +468,6 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   return o;
 }
 
-Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a) {
-  check_f32(logits, "route logits");
-  const int64_t T = logits.dim(0), E = logits.dim(1), K = args.n_experts_per_tok;
-  if (K < 1 || K > E || E > 1024) {
-    throw InvalidRequest(fmt::format("route: top-{} of {} experts (the CUDA router takes up to 1024)", K, E));
-  }
-  Routing r{.expert_ids = a.tensor(DType::I32, {T, K}), .gates = a.tensor(DType::F32, {T, K})};
-  const OpScope scope(profiler_, "route");
-  launched(launch_route(logits.data_as<float>(), T, E, K, args.routed_scaling_factor, r.expert_ids.data_as<int32_t>(),
-                        r.gates.data_as<float>(), as_stream(stream_)),
-           "route");
-  return r;
-}
-
-// down(silu(gate·x) ⊙ up·x): gate and up in one launch (the same x and shapes), then the SiLU-gating, then down.
-Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
-  check_f32(x, "ffn input");
-  const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
-  CHECK(weight_cols(w.gate) == D && weight_cols(w.up) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
-        weight_cols(w.down) == F)
-      << "ffn weights " << w.gate.w.shape_string() << " / " << w.up.w.shape_string() << " / " << w.down.w.shape_string()
-      << " for x " << x.shape_string();
-  const DevWeight gate = dev(w.gate, "ffn gate"), up = dev(w.up, "ffn up"), down = dev(w.down, "ffn down");
-  Tensor g = a.tensor(DType::F32, {M, F}), u = a.tensor(DType::F32, {M, F});  // [M,F] each
-  MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = gate, .y = g.data_as<float>(),
-                  .ldy = F};
-  {
-    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up)", F, D, weight_type_name(w.gate)); },
-                        static_cast<double>(stored_bytes(w.gate) + stored_bytes(w.up) + static_cast<size_t>(M * (D + 2 * F)) * 4));
-    if (same_layout(up, gate)) {
-      p.weight2 = up;
-      p.y2 = u.data_as<float>();
-      give_split_workspace(p, a);
-      launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
-    } else {
-      give_split_workspace(p, a);
-      launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
-      p.weight = up;
-      p.y = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream_)), "ffn up");  // the same shape: the same workspace suffices
-    }
-  }
-  {
-    const OpScope scope(profiler_, "silu_mul");
-    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
-  }
-  Tensor y = a.tensor(DType::F32, {M, D});  // [M,D]
-  MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
-                  .y = y.data_as<float>(), .ldy = D};
-  give_split_workspace(q, a);
-  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
-                      static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
-  launched(launch_matmul(q, as_stream(stream_)), "ffn down");
-  return y;
-}
-
 const float* CudaBackend::kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a) {
   const void* key = kv_b.w.data();
   if (auto it = kv_b_f32_.find(key); it != kv_b_f32_.end()) return static_cast<const float*>(it->second);
@@ -638,166 +479,6 @@ const float* CudaBackend::kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, 
   launched(launch_dequant_rows(dev(kv_b, "kv_b"), R, nullptr, rows, out, as_stream(stream_)), "kv_b");
   if (owned) kv_b_f32_[key] = out;
   return out;
-}
-
-const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) {
-  auto it = expert_tables_.find(experts.data());
-  if (it != expert_tables_.end()) return static_cast<const DevWeight*>(it->second);
-  const size_t E = experts.size();
-  std::vector<DevWeight> host(3 * E);
-  for (size_t e = 0; e < E; ++e) {
-    host[e] = dev(experts[e].gate, "expert gate");
-    host[E + e] = dev(experts[e].up, "expert up");
-    host[2 * E + e] = dev(experts[e].down, "expert down");
-    for (size_t j = 0; j < 3; ++j) {
-      CHECK(same_layout(host[j * E + e], host[j * E]))
-          << "expert " << e << " has another weight dtype (or 4-bit symmetry / group size) than expert 0";
-    }
-    CHECK(experts[e].gate.w.shape()[0] == experts[0].gate.w.shape()[0] &&
-          experts[e].gate.w.shape()[1] == experts[0].gate.w.shape()[1] &&
-          experts[e].down.w.shape()[0] == experts[0].down.w.shape()[0])
-        << "expert " << e << " has another shape than expert 0";
-  }
-  void* table = memory_.allocate(host.size() * sizeof(DevWeight));
-  CUDA_CHECK(cudaMemcpyAsync(table, host.data(), host.size() * sizeof(DevWeight), cudaMemcpyHostToDevice,
-                             as_stream(stream_)));
-  synchronize();
-  expert_tables_[experts.data()] = table;
-  return static_cast<const DevWeight*>(table);
-}
-
-// Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
-// else 64: the tile kernel); gate and up per group, SiLU-gating, down scattered back to the pair's row times its
-// gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
-Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
-  const Tensor& x = args.x;
-  check_f32(x, "moe input");
-  const int64_t T = x.dim(0), D = x.dim(1), K = args.routing.expert_ids.dim(1);
-  const auto E = static_cast<int64_t>(args.experts.size());
-  CHECK(E > 0) << "moe without experts";
-  CHECK_SHAPE(args.routing.expert_ids, T, K);
-  CHECK_SHAPE(args.routing.gates, T, K);
-  CHECK(args.routing.expert_ids.device() == Device::kCuda) << "routing ids must be on the device";
-  const DevWeight* table = expert_table(args.experts);
-  const int64_t F = args.experts[0].gate.w.dim(0);
-  CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
-      << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
-      << " for D=" << D;
-  const int G = T * K <= 16 * E ? 8 : 64;
-  // Expert e takes ceil(c_e / G) groups for its c_e pairs: at most T*K/G + (experts with a pair) in all.
-  const int64_t max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G;
-  int32_t* sorted_token = a.array<int32_t>(static_cast<size_t>(max_rows));
-  int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
-  int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
-  const cudaStream_t s = as_stream(stream_);
-  Tensor shared_out;  // [T,D]: the shared expert, beside the routed ones
-  if (args.shared != nullptr) {
-    BranchScope side(*this);  // closed on an exception too
-    shared_out = ffn(x, *args.shared, a);
-    side.end();
-  }
-  {
-    const OpScope scope(profiler_, "moe align");
-    launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token,
-                              sorted_pair, group_expert, s),
-             "moe_align");
-  }
-  float* gate = a.array<float>(static_cast<size_t>(max_rows * F));
-  float* up = a.array<float>(static_cast<size_t>(max_rows * F));
-  const DevWeight gate0 = dev(args.experts[0].gate, "expert gate"), up0 = dev(args.experts[0].up, "expert up"),
-                  down0 = dev(args.experts[0].down, "expert down");
-  MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
-                  .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
-                  .y = gate, .ldy = F};
-  // Real rows a group expected: the T*K pairs over the experts they can reach, at most G (the small kernels'
-  // tensor-core path wants >= 2).
-  p.rows_hint = std::min(static_cast<float>(T * K) / static_cast<float>(std::min(E, T * K)), static_cast<float>(G));
-  CHECK(same_layout(up0, gate0)) << "expert gate and up weights of different dtypes (or 4-bit layouts)";
-  p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
-  p.experts2 = table + E;
-  p.y2 = up;
-  {
-    const OpScope scope(profiler_, "moe gate+up (routed)");
-    launched(launch_matmul(p, s), "moe gate+up");
-  }
-  {
-    const OpScope scope(profiler_, "moe silu_mul");
-    launched(launch_silu_mul(gate, up, max_rows * F, s), "moe silu_mul");
-  }
-  float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
-  MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
-                  .group_expert = group_expert, .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
-                  .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
-  {
-    const OpScope scope(profiler_, "moe down (routed)");
-    launched(launch_matmul(q, s), "moe down");
-  }
-  Tensor y = args.residual != nullptr ? *args.residual : a.tensor(DType::F32, {T, D});  // [T,D]
-  if (args.residual != nullptr) {
-    check_f32(y, "moe residual");
-    CHECK_SHAPE(y, T, D);
-  }
-  join_branch();
-  {
-    const OpScope scope(profiler_, "moe sum");
-    launched(launch_sum_pairs(pair_out, T, K, D, args.shared != nullptr ? shared_out.data_as<float>() : nullptr,
-                              args.residual != nullptr, y.data_as<float>(), s),
-             "moe sum");
-  }
-  return y;
-}
-
-}  // namespace quatre::cuda
-
-namespace quatre::cuda {
-
-static_assert(sizeof(DevLogitEdit) == sizeof(LogitEdit) && offsetof(LogitEdit, add) == offsetof(DevLogitEdit, add));
-static_assert(sizeof(DevRowArgs) == sizeof(RowSummaryArgs) && offsetof(RowSummaryArgs, temperature) == offsetof(DevRowArgs, temperature));
-static_assert(sizeof(DevRowStats) == sizeof(RowSummaryStats) && offsetof(RowSummaryStats, max_logit) == offsetof(DevRowStats, max_logit) &&
-              offsetof(RowSummaryStats, n_top) == offsetof(DevRowStats, n_top));
-
-LogitsSummary CudaBackend::summarize_logits(Tensor logits, std::span<const LogitEdit> edits, std::span<const RowSummaryArgs> args,
-                                            Arena& a) {
-  check_f32(logits, "summarize_logits logits");
-  const int32_t stride = check_summary_args(logits, edits, args);
-  const int64_t R = logits.dim(0), V = logits.dim(1);
-  const OpScope scope(profiler_, "summarize_logits");
-  // Up: args [R] then edits, in one upload.
-  const size_t args_bytes = upload_span(args.size_bytes());
-  summary_up_.resize(args_bytes + edits.size_bytes());
-  std::memcpy(summary_up_.data(), args.data(), args.size_bytes());
-  if (!edits.empty()) std::memcpy(summary_up_.data() + args_bytes, edits.data(), edits.size_bytes());
-  const auto* up = static_cast<const std::byte*>(upload_bytes(summary_up_.data(), summary_up_.size()));
-  const auto* dev_args = reinterpret_cast<const DevRowArgs*>(up);
-  const auto* dev_edits = reinterpret_cast<const DevLogitEdit*>(up + args_bytes);
-  launched(launch_logit_edits(logits.data_as<float>(), V, dev_edits, static_cast<int64_t>(edits.size()), as_stream(stream_)),
-           "logit_edits");
-  // Down: stats [R], ids [R, stride], logits [R, stride], in one copy.
-  const size_t stats_bytes = static_cast<size_t>(R) * sizeof(DevRowStats), top_bytes = static_cast<size_t>(R * stride) * 4;
-  auto* down = static_cast<std::byte*>(a.allocate(stats_bytes + 2 * top_bytes, 256));
-  auto* stats = reinterpret_cast<DevRowStats*>(down);
-  auto* ids = reinterpret_cast<int32_t*>(down + stats_bytes);
-  auto* top = reinterpret_cast<float*>(down + stats_bytes + top_bytes);
-  launched(launch_summarize_rows(logits.data_as<float>(), R, V, dev_args, stride, stats, ids, top, as_stream(stream_)),
-           "summarize_rows");
-  summary_down_.resize(stats_bytes + 2 * top_bytes);
-  CUDA_CHECK(cudaMemcpyAsync(summary_down_.data(), down, summary_down_.size(), cudaMemcpyDeviceToHost, as_stream(stream_)));
-  synchronize();
-  LogitsSummary s;
-  s.stride = stride;
-  s.rows.resize(static_cast<size_t>(R));
-  s.ids.resize(static_cast<size_t>(R * stride));
-  s.logits.resize(static_cast<size_t>(R * stride));
-  std::memcpy(s.rows.data(), summary_down_.data(), stats_bytes);
-  std::memcpy(s.ids.data(), summary_down_.data() + stats_bytes, top_bytes);
-  std::memcpy(s.logits.data(), summary_down_.data() + stats_bytes + top_bytes, top_bytes);
-  for (int64_t r = 0; r < R; ++r) {  // rows not summarised: as the CPU backend leaves them
-    if (args[static_cast<size_t>(r)].k != 0) continue;
-    s.rows[static_cast<size_t>(r)] = RowSummaryStats{};
-    std::fill_n(s.ids.begin() + r * stride, stride, -1);
-    std::fill_n(s.logits.begin() + r * stride, stride, -std::numeric_limits<float>::infinity());
-  }
-  return s;
 }
 
 }  // namespace quatre::cuda

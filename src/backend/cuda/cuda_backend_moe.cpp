@@ -1,0 +1,184 @@
+// CudaBackend's MoE ops: routing on the device, the dense SiLU-gated FFN (the shared expert), and the routed experts
+// grouped per expert (moe_kernels.cu, matmul*.cu). Depends on core and the CUDA runtime.
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/op_args.h"
+#include "core/error.h"
+
+namespace quatre::cuda {
+
+Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a) {
+  check_f32(logits, "route logits");
+  const int64_t T = logits.dim(0), E = logits.dim(1), K = args.n_experts_per_tok;
+  if (K < 1 || K > E || E > 1024) {
+    throw InvalidRequest(fmt::format("route: top-{} of {} experts (the CUDA router takes up to 1024)", K, E));
+  }
+  Routing r{.expert_ids = a.tensor(DType::I32, {T, K}), .gates = a.tensor(DType::F32, {T, K})};
+  const OpScope scope(profiler_, "route");
+  launched(launch_route(logits.data_as<float>(), T, E, K, args.routed_scaling_factor, r.expert_ids.data_as<int32_t>(),
+                        r.gates.data_as<float>(), as_stream(stream_)),
+           "route");
+  return r;
+}
+
+// down(silu(gate·x) ⊙ up·x): gate and up in one launch (the same x and shapes), then the SiLU-gating, then down.
+Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
+  check_f32(x, "ffn input");
+  const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
+  CHECK(weight_cols(w.gate) == D && weight_cols(w.up) == D && weight_rows(w.up) == F && weight_rows(w.down) == D &&
+        weight_cols(w.down) == F)
+      << "ffn weights " << w.gate.w.shape_string() << " / " << w.up.w.shape_string() << " / " << w.down.w.shape_string()
+      << " for x " << x.shape_string();
+  const DevWeight gate = dev(w.gate, "ffn gate"), up = dev(w.up, "ffn up"), down = dev(w.down, "ffn down");
+  Tensor g = a.tensor(DType::F32, {M, F}), u = a.tensor(DType::F32, {M, F});  // [M,F] each
+  MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = gate, .y = g.data_as<float>(),
+                  .ldy = F};
+  {
+    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up)", F, D, weight_type_name(w.gate)); },
+                        static_cast<double>(stored_bytes(w.gate) + stored_bytes(w.up) + static_cast<size_t>(M * (D + 2 * F)) * 4));
+    if (same_layout(up, gate)) {
+      p.weight2 = up;
+      p.y2 = u.data_as<float>();
+      give_split_workspace(p, a);
+      launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
+    } else {
+      give_split_workspace(p, a);
+      launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
+      p.weight = up;
+      p.y = u.data_as<float>();
+      launched(launch_matmul(p, as_stream(stream_)), "ffn up");  // the same shape: the same workspace suffices
+    }
+  }
+  {
+    const OpScope scope(profiler_, "silu_mul");
+    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
+  }
+  Tensor y = a.tensor(DType::F32, {M, D});  // [M,D]
+  MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
+                  .y = y.data_as<float>(), .ldy = D};
+  give_split_workspace(q, a);
+  const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
+                      static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
+  launched(launch_matmul(q, as_stream(stream_)), "ffn down");
+  return y;
+}
+
+const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) {
+  auto it = expert_tables_.find(experts.data());
+  if (it != expert_tables_.end()) return static_cast<const DevWeight*>(it->second);
+  const size_t E = experts.size();
+  std::vector<DevWeight> host(3 * E);
+  for (size_t e = 0; e < E; ++e) {
+    host[e] = dev(experts[e].gate, "expert gate");
+    host[E + e] = dev(experts[e].up, "expert up");
+    host[2 * E + e] = dev(experts[e].down, "expert down");
+    for (size_t j = 0; j < 3; ++j) {
+      CHECK(same_layout(host[j * E + e], host[j * E]))
+          << "expert " << e << " has another weight dtype (or 4-bit symmetry / group size) than expert 0";
+    }
+    CHECK(experts[e].gate.w.shape()[0] == experts[0].gate.w.shape()[0] &&
+          experts[e].gate.w.shape()[1] == experts[0].gate.w.shape()[1] &&
+          experts[e].down.w.shape()[0] == experts[0].down.w.shape()[0])
+        << "expert " << e << " has another shape than expert 0";
+  }
+  void* table = memory_.allocate(host.size() * sizeof(DevWeight));
+  CUDA_CHECK(cudaMemcpyAsync(table, host.data(), host.size() * sizeof(DevWeight), cudaMemcpyHostToDevice,
+                             as_stream(stream_)));
+  synchronize();
+  expert_tables_[experts.data()] = table;
+  return static_cast<const DevWeight*>(table);
+}
+
+// Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
+// else 64: the tile kernel); gate and up per group, SiLU-gating, down scattered back to the pair's row times its
+// gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
+Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
+  const Tensor& x = args.x;
+  check_f32(x, "moe input");
+  const int64_t T = x.dim(0), D = x.dim(1), K = args.routing.expert_ids.dim(1);
+  const auto E = static_cast<int64_t>(args.experts.size());
+  CHECK(E > 0) << "moe without experts";
+  CHECK_SHAPE(args.routing.expert_ids, T, K);
+  CHECK_SHAPE(args.routing.gates, T, K);
+  CHECK(args.routing.expert_ids.device() == Device::kCuda) << "routing ids must be on the device";
+  const DevWeight* table = expert_table(args.experts);
+  const int64_t F = args.experts[0].gate.w.dim(0);
+  CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
+      << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
+      << " for D=" << D;
+  const int G = T * K <= 16 * E ? 8 : 64;
+  // Expert e takes ceil(c_e / G) groups for its c_e pairs: at most T*K/G + (experts with a pair) in all.
+  const int64_t max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G;
+  int32_t* sorted_token = a.array<int32_t>(static_cast<size_t>(max_rows));
+  int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
+  int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
+  const cudaStream_t s = as_stream(stream_);
+  Tensor shared_out;  // [T,D]: the shared expert, beside the routed ones
+  if (args.shared != nullptr) {
+    BranchScope side(*this);  // closed on an exception too
+    shared_out = ffn(x, *args.shared, a);
+    side.end();
+  }
+  {
+    const OpScope scope(profiler_, "moe align");
+    launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token,
+                              sorted_pair, group_expert, s),
+             "moe_align");
+  }
+  float* gate = a.array<float>(static_cast<size_t>(max_rows * F));
+  float* up = a.array<float>(static_cast<size_t>(max_rows * F));
+  const DevWeight gate0 = dev(args.experts[0].gate, "expert gate"), up0 = dev(args.experts[0].up, "expert up"),
+                  down0 = dev(args.experts[0].down, "expert down");
+  MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
+                  .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
+                  .y = gate, .ldy = F};
+  // Real rows a group expected: the T*K pairs over the experts they can reach, at most G (the small kernels'
+  // tensor-core path wants >= 2).
+  p.rows_hint = std::min(static_cast<float>(T * K) / static_cast<float>(std::min(E, T * K)), static_cast<float>(G));
+  CHECK(same_layout(up0, gate0)) << "expert gate and up weights of different dtypes (or 4-bit layouts)";
+  p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
+  p.experts2 = table + E;
+  p.y2 = up;
+  {
+    const OpScope scope(profiler_, "moe gate+up (routed)");
+    launched(launch_matmul(p, s), "moe gate+up");
+  }
+  {
+    const OpScope scope(profiler_, "moe silu_mul");
+    launched(launch_silu_mul(gate, up, max_rows * F, s), "moe silu_mul");
+  }
+  float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
+  MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
+                  .group_expert = group_expert, .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
+                  .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
+  {
+    const OpScope scope(profiler_, "moe down (routed)");
+    launched(launch_matmul(q, s), "moe down");
+  }
+  Tensor y = args.residual != nullptr ? *args.residual : a.tensor(DType::F32, {T, D});  // [T,D]
+  if (args.residual != nullptr) {
+    check_f32(y, "moe residual");
+    CHECK_SHAPE(y, T, D);
+  }
+  join_branch();
+  {
+    const OpScope scope(profiler_, "moe sum");
+    launched(launch_sum_pairs(pair_out, T, K, D, args.shared != nullptr ? shared_out.data_as<float>() : nullptr,
+                              args.residual != nullptr, y.data_as<float>(), s),
+             "moe sum");
+  }
+  return y;
+}
+
+}  // namespace quatre::cuda
