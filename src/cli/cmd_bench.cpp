@@ -129,14 +129,13 @@ class Timer {
     sync();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  void wait() { sync(); }  // until the device is done
-
- private:
-  void sync() {
+  void sync() {  // until the device is done
 #ifdef QUATRE_HAVE_CUDA
     if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be_)) c->synchronize();
 #endif
   }
+
+ private:
   Backend& be_;
 };
 
@@ -322,7 +321,7 @@ int run_bench(const BenchArgs& o) {
                       done + n == T ? model::LogitRows::kLast : model::LogitRows::kNone);
           arena.reset();
           model.forward(builder.inputs(), kv, arena);
-          if (done + n < T) timer.wait();
+          if (done + n < T) timer.sync();
         }
       };
       double s = 0;

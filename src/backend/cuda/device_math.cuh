@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -12,6 +14,12 @@
 #include "backend/cuda/kernels.h"
 
 namespace quatre::cuda {
+
+// A kernel switch from the environment (A/B timing; callers keep it in a static, read once): on unless set to "0".
+inline bool env_switch_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
 
 template <WType T>
 struct WTraits;

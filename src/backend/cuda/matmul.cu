@@ -550,9 +550,25 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
 
 }  // namespace
 
+namespace {
+
+// The kernel launch_matmul runs a (well-formed) problem on.
+enum class MatmulPath { kInt4, kSmallTc, kSmall, kTcTile, kTile };
+
+MatmulPath matmul_path(const MatmulProblem& p) {
+  const bool grouped = p.experts != nullptr;
+  const bool small = grouped ? p.rows_per_group <= kSmallRows : p.M <= kSmallRows;
+  if (p.weight.type == WType::kInt4) return MatmulPath::kInt4;
+  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
+  if ((small || !grouped) && small_tc_applies(p)) return MatmulPath::kSmallTc;
+  if (small) return MatmulPath::kSmall;
+  return matmul_tc_applies(p) ? MatmulPath::kTcTile : MatmulPath::kTile;
+}
+
+}  // namespace
+
 int64_t matmul_workspace_floats(const MatmulProblem& p) {
-  if (p.M == 0 || p.N == 0 || p.experts != nullptr || p.M <= kSmallRows || p.weight.type == WType::kInt4) return 0;
-  if (small_tc_applies(p) || !matmul_tc_applies(p)) return 0;
+  if (p.M == 0 || p.N == 0 || matmul_path(p) != MatmulPath::kTcTile) return 0;
   return matmul_tc_workspace_floats(p);
 }
 
@@ -562,15 +578,17 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   const bool small = grouped ? p.rows_per_group <= kSmallRows : p.M <= kSmallRows;
   if (grouped && !small && p.rows_per_group != kTile) return cudaErrorInvalidValue;
   if (small && p.K > INT32_MAX / 2) return cudaErrorInvalidValue;  // the small kernel's k is an int
-  if (p.weight.type == WType::kInt4) return launch_int4(p, grouped, small, stream);
-  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
-  if ((small || !grouped) && small_tc_applies(p)) {
-    return launch_small_tc(p, grouped ? p.rows_per_group : kSmallRows, stream);
+  const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
+  switch (matmul_path(p)) {
+    case MatmulPath::kInt4: return launch_int4(p, grouped, small, stream);
+    case MatmulPath::kSmallTc: return launch_small_tc(p, rows_per_group, stream);
+    case MatmulPath::kTcTile: return launch_matmul_tc(p, stream);
+    case MatmulPath::kSmall:
+    case MatmulPath::kTile: break;
   }
   return dispatch_wtype(p.weight.type, [&](auto tag) -> cudaError_t {
     constexpr WType T = decltype(tag)::value;
-    if (small) return launch_small_float<T>(p, grouped ? p.rows_per_group : kSmallRows, stream);
-    if (matmul_tc_applies(p)) return launch_matmul_tc(p, stream);
+    if (small) return launch_small_float<T>(p, rows_per_group, stream);
     const dim3 grid(blocks_for(p.N, kTile), blocks_for(p.M, kTile), p.y2 != nullptr ? 2 : 1);
     tile_kernel<T><<<grid, 256, 0, stream>>>(p);
     return cudaGetLastError();

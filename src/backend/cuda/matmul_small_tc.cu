@@ -477,10 +477,7 @@ void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t strea
 std::atomic<int> g_test_mode{-1};  // set_small_tc_for_tests
 
 bool env_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_SMALL_TC");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_switch_on("QUATRE_CUDA_SMALL_TC");
   return on;
 }
 

@@ -82,8 +82,8 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
   __shared__ __align__(16) uint16_t ws[kBN][kRow];
   const int problem = static_cast<int>(blockIdx.z) / k_splits, split = static_cast<int>(blockIdx.z) % k_splits;
   if (problem == 1) p.weight = p.weight2, p.experts = p.experts2, p.y = p.y2;
-  const int64_t split_k = (p.K + kBK - 1) / kBK * kBK;  // k a split: whole k tiles
-  const int64_t k_per_split = ((split_k / kBK + k_splits - 1) / k_splits) * kBK;
+  const int64_t k_tiles = (p.K + kBK - 1) / kBK;
+  const int64_t k_per_split = (k_tiles + k_splits - 1) / k_splits * kBK;  // whole k tiles
   const int64_t k_begin = split * k_per_split, k_end = min(p.K, k_begin + k_per_split);
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBM, n0 = static_cast<int64_t>(blockIdx.x) * kBN;
@@ -183,10 +183,7 @@ __global__ void split_k_sum_kernel(MatmulProblem p, int k_splits, const float* s
 }
 
 bool tc_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_TC");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_switch_on("QUATRE_CUDA_TC");
   return on;
 }
 
@@ -194,10 +191,7 @@ bool tc_enabled() {
 // router's 128 columns made 4 blocks, kv_a's 320 made 12: ~160-195 us a layer each): about two blocks an SM, each
 // split at least 4 k tiles. QUATRE_CUDA_TC_SPLIT_K=0 (read once) turns the splits off (A/B timing).
 int tc_k_splits(const MatmulProblem& p) {
-  static const bool on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_TC_SPLIT_K");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_switch_on("QUATRE_CUDA_TC_SPLIT_K");
   if (!on || p.experts != nullptr) return 1;
   const int64_t tiles = static_cast<int64_t>(blocks_for(p.N, kBN)) * blocks_for(p.M, kBM) * (p.y2 != nullptr ? 2 : 1);
   if (tiles >= 132) return 1;
@@ -206,12 +200,14 @@ int tc_k_splits(const MatmulProblem& p) {
   return static_cast<int>(std::max<int64_t>(1, splits));
 }
 
-}  // namespace
-
-int64_t matmul_tc_workspace_floats(const MatmulProblem& p) {
-  const int splits = tc_k_splits(p);
+// The partial tiles of `splits` splits (0 for one pass).
+int64_t split_floats(const MatmulProblem& p, int splits) {
   return splits > 1 ? int64_t{splits} * (p.y2 != nullptr ? 2 : 1) * p.M * p.N : 0;
 }
+
+}  // namespace
+
+int64_t matmul_tc_workspace_floats(const MatmulProblem& p) { return split_floats(p, tc_k_splits(p)); }
 
 bool matmul_tc_applies(const MatmulProblem& p) {
   if (!tc_enabled() || (p.weight.type != WType::kBF16 && p.weight.type != WType::kF8E4M3)) return false;
@@ -222,7 +218,8 @@ cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream) {
   const bool vec_x = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   const int problems = p.y2 != nullptr ? 2 : 1;
   // Split only into the caller's workspace (matmul_workspace_floats); without one, one pass.
-  const int k_splits = p.split_ws != nullptr && p.split_ws_floats >= matmul_tc_workspace_floats(p) ? tc_k_splits(p) : 1;
+  int k_splits = tc_k_splits(p);
+  if (p.split_ws == nullptr || p.split_ws_floats < split_floats(p, k_splits)) k_splits = 1;
   const dim3 grid(blocks_for(p.N, kBN), blocks_for(p.M, kBM), static_cast<unsigned>(problems * k_splits));
   const bool aligned_w = p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
                                                   reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0);

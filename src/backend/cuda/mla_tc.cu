@@ -246,10 +246,7 @@ size_t tc_shared_bytes(const MlaLaunch& a) {
 }
 
 bool tc_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_MLA_TC");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool on = env_switch_on("QUATRE_CUDA_MLA_TC");
   return on;
 }
 
