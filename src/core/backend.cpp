@@ -1,5 +1,5 @@
-// The checks of the Backend interface's step metadata that every backend (and a replayed step's caller) makes.
-// Depends on core only.
+// The checks of the Backend interface's step metadata that every backend (and a replayed step's caller) makes, and
+// the interface's composed default ops. Depends on core only.
 #include "core/backend.h"
 
 #include <fmt/format.h>
@@ -32,6 +32,13 @@ void check_attn_meta(const AttnMeta& m, int64_t T, int64_t n_blocks, int64_t blo
       }
     }
   }
+}
+
+void Backend::kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps,
+                              const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a) {
+  auto [c_raw, k_rope] = split_cols(kv_a, rope_args.dims.kv_lora_rank, a);  // [T,R], [T,Dr]
+  rope(Tensor{}, k_rope, rope_args);
+  kv_write(kv_cache, rms_norm(c_raw, norm, eps, a), k_rope, slots);
 }
 
 }  // namespace quatre

@@ -249,9 +249,16 @@ class Backend {
   // device backend that overrides set_rows overrides this too.
   virtual bool can_set_rows() const { return device() == Device::kCpu; }
 
-  virtual void rope(Tensor q, Tensor k_rope, const RopeArgs& args) = 0;  // in place; q [T,H*(Dn+Dr)], k_rope [T,Dr]
+  // In place: q [T,H*(Dn+Dr)] (its Dr slices, then times the Llama-4 temperature) and k_rope [T,Dr]; either may be
+  // an undefined Tensor (not rotated).
+  virtual void rope(Tensor q, Tensor k_rope, const RopeArgs& args) = 0;
   // Writes row t of [c_kv | k_rope] ([T,R], [T,Dr]) to slot slots[t] of kv_cache [n_blocks, block_size, R+Dr].
   virtual void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) = 0;
+  // MLA's cache entries from kv_a's output [T, R+Dr] (MODEL.md §3.3-3.4): slot slots[t] of kv_cache gets
+  // [RMSNorm(kv_a[t, :R]) · norm | RoPE(kv_a[t, R:])]. The default composes split_cols, rms_norm, rope (k_rope
+  // only) and kv_write; a device backend does it in one kernel.
+  virtual void kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps,
+                               const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a);
   virtual Tensor mla_attention(const MlaArgs& args, Arena& a) = 0;  // -> [T, H*Dv]
 
   virtual Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) = 0;  // logits [T,E]

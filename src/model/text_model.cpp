@@ -6,6 +6,7 @@
 #include <atomic>
 #include <bit>
 #include <cstdint>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -163,19 +164,27 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
   Tensor q = be_.matmul(cq, w.q_b, a);                                      // [T, Hl*(Dn+Dr)]
   q_path.end();
   DCHECK_SHAPE(q, T, dims_.q_width());
+  const RopeArgs rope_args{.inv_freq = inv_freq_,  // q also times the Llama-4 temperature
+                            .positions = in.attn.positions,
+                            .dims = dims_,
+                            .llama4_beta = static_cast<float>(cfg_.rope.llama_4_scaling_beta),
+                            .llama4_original_max_position_embeddings = cfg_.rope.llama_4_original_max_position_embeddings};
   Tensor kv_a = be_.matmul(h, w.kv_a, a);                                   // [T, R+Dr]
-  auto [c_raw, k_rope] = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);        // [T,R], [T,Dr]
-  Tensor c_kv = be_.rms_norm(c_raw, w.kv_a_norm, kLatentNormEps, a);                  // [T,R]
+  Tensor c_kv, k_rope;                                                      // [T,R], [T,Dr]: observed only
+  if (hook == nullptr) {  // cache[slots] = [RMSNorm(kv_a[:, :R]) | RoPE(kv_a[:, R:])], in one pass where it can
+    be_.kv_latent_write(kv.layer(l), kv_a, w.kv_a_norm, kLatentNormEps, rope_args, in.attn.slots, a);
+  } else {                // the same, step by step
+    Tensor c_raw;
+    std::tie(c_raw, k_rope) = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);
+    c_kv = be_.rms_norm(c_raw, w.kv_a_norm, kLatentNormEps, a);
+    be_.rope(Tensor{}, k_rope, rope_args);                                  // in place
+    be_.kv_write(kv.layer(l), c_kv, k_rope, in.attn.slots);
+  }
   be_.join_branch();
+  be_.rope(q, Tensor{}, rope_args);                                         // in place: the Dr slices of each head
   emit(hook, l, "attn.c_kv", c_kv);
-  be_.rope(q, k_rope, {.inv_freq = inv_freq_,                               // in place: the Dr slices; q also
-                       .positions = in.attn.positions,                     // times the Llama-4 temperature
-                       .dims = dims_,
-                       .llama4_beta = static_cast<float>(cfg_.rope.llama_4_scaling_beta),
-                       .llama4_original_max_position_embeddings = cfg_.rope.llama_4_original_max_position_embeddings});
   emit(hook, l, "attn.q", q);
   emit(hook, l, "attn.k_rope", k_rope);
-  be_.kv_write(kv.layer(l), c_kv, k_rope, in.attn.slots);
   Tensor o = be_.mla_attention({.q = q,
                                 .kv_cache = kv.layer(l),
                                 .kv_b = w.kv_b,

@@ -115,12 +115,14 @@ Tensor CpuBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, A
 // = apply_rotary_pos_emb_interleave (kept interleaved: q and k alike, so q·k is unchanged) followed by
 // get_llama_4_attn_scale on the whole query.
 void CpuBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
-  check_f32(q, "rope q");
-  check_f32(k_rope, "rope k_rope");
+  const bool has_q = q.is_defined(), has_k = k_rope.is_defined();
+  if (has_q) check_f32(q, "rope q");
+  if (has_k) check_f32(k_rope, "rope k_rope");
   const MlaDims& d = args.dims;
-  const int64_t T = q.dim(0), Dh = d.qk_nope_head_dim + d.qk_rope_head_dim, half = d.qk_rope_head_dim / 2;
-  CHECK_SHAPE(q, T, d.q_width());
-  CHECK_SHAPE(k_rope, T, d.qk_rope_head_dim);
+  const int64_t T = has_q ? q.dim(0) : has_k ? k_rope.dim(0) : 0, Dh = d.qk_nope_head_dim + d.qk_rope_head_dim,
+                half = d.qk_rope_head_dim / 2;
+  if (has_q) CHECK_SHAPE(q, T, d.q_width());
+  if (has_k) CHECK_SHAPE(k_rope, T, d.qk_rope_head_dim);
   CHECK(static_cast<int64_t>(args.positions.size()) == T && static_cast<int64_t>(args.inv_freq.size()) == half)
       << args.positions.size() << " positions and " << args.inv_freq.size() << " frequencies for T=" << T;
   auto rotate = [half](float* x, const float* cos, const float* sin) {
@@ -140,9 +142,10 @@ void CpuBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
       cos[i] = std::cos(angle);
       sin[i] = std::sin(angle);
     }
+    if (has_k) rotate(k_rope.data_as<float>() + t * d.qk_rope_head_dim, cos, sin);
+    if (!has_q) continue;
     float* qt = q.data_as<float>() + t * d.q_width();
     for (int64_t h = 0; h < d.n_heads; ++h) rotate(qt + h * Dh + d.qk_nope_head_dim, cos, sin);
-    rotate(k_rope.data_as<float>() + t * d.qk_rope_head_dim, cos, sin);
     if (args.llama4_beta != 0.0f) {
       const float ratio = static_cast<float>(pos) / static_cast<float>(args.llama4_original_max_position_embeddings);
       const float temperature = 1.0f + args.llama4_beta * std::log(1.0f + std::floor(ratio));

@@ -354,24 +354,42 @@ void CudaBackend::set_rows(Tensor x, std::span<const int32_t> rows, std::span<co
            "set_rows");
 }
 
-void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
-  check_f32(q, "rope q");
-  check_f32(k_rope, "rope k_rope");
-  const MlaDims& d = args.dims;
-  const int64_t T = q.dim(0), half = d.qk_rope_head_dim / 2;
-  CHECK_SHAPE(q, T, d.q_width());
-  CHECK_SHAPE(k_rope, T, d.qk_rope_head_dim);
-  CHECK(static_cast<int64_t>(args.positions.size()) == T && static_cast<int64_t>(args.inv_freq.size()) == half)
+size_t CudaBackend::rope_upload_bytes(const RopeArgs& args) {
+  return upload_span(args.inv_freq.size_bytes()) + upload_span(args.positions.size_bytes());
+}
+
+std::pair<const float*, const int32_t*> CudaBackend::upload_rope_args(const RopeArgs& args, int64_t T) {
+  CHECK(static_cast<int64_t>(args.positions.size()) == T &&
+        static_cast<int64_t>(args.inv_freq.size()) == args.dims.qk_rope_head_dim / 2)
       << args.positions.size() << " positions and " << args.inv_freq.size() << " frequencies for T=" << T;
+  const float* inv_freq = upload(args.inv_freq);
+  return {inv_freq, upload(args.positions)};
+}
+
+void CudaBackend::rope(Tensor q, Tensor k_rope, const RopeArgs& args) {
+  const bool has_q = q.is_defined(), has_k = k_rope.is_defined();
+  if (has_q) check_f32(q, "rope q");
+  if (has_k) check_f32(k_rope, "rope k_rope");
+  const MlaDims& d = args.dims;
+  const int64_t T = has_q ? q.dim(0) : has_k ? k_rope.dim(0) : 0;
+  if (has_q) CHECK_SHAPE(q, T, d.q_width());
+  if (has_k) CHECK_SHAPE(k_rope, T, d.qk_rope_head_dim);
   CHECK(args.llama4_original_max_position_embeddings > 0) << "llama4 original_max_position_embeddings";
   const OpScope scope(profiler_, "rope");
-  reserve_uploads(upload_span(args.inv_freq.size_bytes()) + upload_span(args.positions.size_bytes()));
-  const float* inv_freq = upload(args.inv_freq);
-  const auto* positions = upload(args.positions);
-  launched(launch_rope(q.data_as<float>(), k_rope.data_as<float>(), T, d.n_heads, d.qk_nope_head_dim,
-                       d.qk_rope_head_dim, inv_freq, positions, args.llama4_beta,
+  reserve_uploads(rope_upload_bytes(args));
+  const auto [inv_freq, positions] = upload_rope_args(args, T);
+  launched(launch_rope(has_q ? q.data_as<float>() : nullptr, has_k ? k_rope.data_as<float>() : nullptr, T, d.n_heads,
+                       d.qk_nope_head_dim, d.qk_rope_head_dim, inv_freq, positions, args.llama4_beta,
                        args.llama4_original_max_position_embeddings, as_stream(stream_)),
            "rope");
+}
+
+// Every slot within the cache [n_blocks, block_size, W] (a bad one is the request's fault, not the step's).
+static void check_slots(const Tensor& kv_cache, std::span<const int64_t> slots, const char* op) {
+  const int64_t n_slots = kv_cache.dim(0) * kv_cache.dim(1);
+  for (int64_t slot : slots) {
+    if (slot < 0 || slot >= n_slots) throw InvalidRequest(fmt::format("{}: slot {} of {}", op, slot, n_slots));
+  }
 }
 
 void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) {
@@ -379,16 +397,33 @@ void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_
   check_f32(c_kv, "kv_write c_kv");
   check_f32(k_rope, "kv_write k_rope");
   const int64_t T = c_kv.dim(0), R = c_kv.dim(1), Dr = k_rope.dim(1), W = kv_cache.dim(2);
-  const int64_t n_slots = kv_cache.dim(0) * kv_cache.dim(1);
   CHECK(W == R + Dr && k_rope.dim(0) == T && static_cast<int64_t>(slots.size()) == T)
       << "kv_write of " << c_kv.shape_string() << " and " << k_rope.shape_string() << " into " << kv_cache.shape_string();
-  for (int64_t slot : slots) {
-    if (slot < 0 || slot >= n_slots) throw InvalidRequest(fmt::format("kv_write: slot {} of {}", slot, n_slots));
-  }
+  check_slots(kv_cache, slots, "kv_write");
   const OpScope scope(profiler_, "kv_write");
   launched(launch_kv_write(kv_cache.data(), ct, W, c_kv.data_as<float>(), R, k_rope.data_as<float>(), Dr,
                            upload(slots), T, as_stream(stream_)),
            "kv_write");
+}
+
+void CudaBackend::kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps,
+                                  const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& /*a*/) {
+  const WType ct = cache_type(kv_cache, "kv cache");
+  check_f32(kv_a, "kv_latent_write kv_a");
+  const MlaDims& d = rope_args.dims;
+  const int64_t T = kv_a.dim(0), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+  CHECK_SHAPE(kv_a, T, R + Dr);
+  CHECK(kv_cache.dim(2) == R + Dr && static_cast<int64_t>(slots.size()) == T)
+      << "kv_latent_write of " << kv_a.shape_string() << " (" << slots.size() << " slots) into "
+      << kv_cache.shape_string();
+  CHECK(norm.w.numel() == R) << "kv_latent_write norm " << norm.w.shape_string() << " for kv_lora_rank " << R;
+  check_slots(kv_cache, slots, "kv_latent_write");
+  const OpScope scope(profiler_, "kv_latent_write", static_cast<double>(kv_a.bytes()));
+  reserve_uploads(upload_span(slots.size_bytes()) + rope_upload_bytes(rope_args));
+  const auto [inv_freq, positions] = upload_rope_args(rope_args, T);
+  launched(launch_kv_latent_write(kv_cache.data(), ct, kv_a.data_as<float>(), R, Dr, dev(norm, "kv_a_norm"), eps,
+                                  inv_freq, positions, upload(slots), T, as_stream(stream_)),
+           "kv_latent_write");
 }
 
 Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {

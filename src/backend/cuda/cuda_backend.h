@@ -52,6 +52,8 @@ class CudaBackend final : public Backend {
 
   void rope(Tensor q, Tensor k_rope, const RopeArgs& args) override;
   void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) override;
+  void kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps, const RopeArgs& rope_args,
+                       std::span<const int64_t> slots, Arena& a) override;
   Tensor mla_attention(const MlaArgs& args, Arena& a) override;
 
   Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) override;
@@ -105,6 +107,9 @@ class CudaBackend final : public Backend {
   // them) until that many bytes have gone up.
   void reserve_uploads(size_t padded_bytes);
   static size_t upload_span(size_t bytes);  // the ring bytes one upload takes
+  static size_t rope_upload_bytes(const RopeArgs& args);  // what upload_rope_args puts in the ring
+  // A rope launch's frequencies and positions uploaded (after their reserve_uploads), checked against T tokens.
+  std::pair<const float*, const int32_t*> upload_rope_args(const RopeArgs& args, int64_t T);
   // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
   const DevWeight* expert_table(std::span<const FfnWeights> experts);
   // y = x · wᵀ, or y += x · wᵀ (accumulate, in the matmul's store).

@@ -87,11 +87,16 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
 cudaError_t launch_scatter_rows(const float* values, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
                                 cudaStream_t stream);
 // In place: interleaved pairs of every head's rope slice of q and of k_rope; then q *= Llama-4 temperature.
+// q or k_rope null: not rotated.
 cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
                         const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
                         cudaStream_t stream);
 cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
                             int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream);
+// cache[slots[t]] = [RMSNorm(kv_a[t, :R]) · norm | RoPE(kv_a[t, R:R+Dr])] (kv_a [T, R+Dr] fp32).
+cudaError_t launch_kv_latent_write(void* cache, WType cache_type, const float* kv_a, int64_t R, int64_t Dr,
+                                   const DevWeight& norm, float eps, const float* inv_freq, const int32_t* positions,
+                                   const int64_t* slots, int64_t T, cudaStream_t stream);
 cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
 
 // Softmax over E logits per token, the K largest (ties: lower index), renormalised, times scaling.

@@ -1,5 +1,6 @@
 // Element-wise and row kernels of the CUDA backend: fill, weight-row dequantisation (embed, kv_b; 4-bit too), RMSNorm,
-// add, column split, row gather, RoPE with the Llama-4 temperature, the latent cache write, SiLU-gating, and the
+// add, column split, row gather, RoPE with the Llama-4 temperature, the latent cache write (alone, or with its
+// RMSNorm and RoPE), SiLU-gating, and the
 // random weights of --random-weights (float types and symmetric 4-bit).
 // Depends on CUDA only.
 #include <algorithm>
@@ -112,15 +113,15 @@ __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = values[blockIdx.x * n + i];
 }
 
-// One block per token: rotate the (H+1)*half interleaved pairs (H query heads, then k_rope), then scale q.
-// Grid (T, H + 1): block h < H rotates query head h (then scales the whole head by the temperature), block H the
-// shared k_rope. Each pair's angle as before, so the values are those of one block a token looping over every
-// head (8.7 us at T = 1 on an H100: one block, a sin and cos a pair and 64-bit divisions in the loop).
+// Grid (T, Hq + Hk): block h < Hq rotates query head h (then scales the whole head by the temperature), the last
+// (Hk = 1) the token's k_rope; Hq = 0 without q, Hk = 0 without k_rope. Each pair's angle as before, so the values
+// are those of one block a token looping over every head (8.7 us at T = 1 on an H100: one block, a sin and cos a
+// pair and 64-bit divisions in the loop).
 __global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t nope, int64_t rope_dim,
                             const float* inv_freq, const int32_t* positions, float beta, int64_t original_max) {
   const int64_t t = blockIdx.x, h = blockIdx.y, half = rope_dim / 2, head_dim = nope + rope_dim;
   const int32_t pos = positions[t];
-  float* head = h < n_heads ? q + t * n_heads * head_dim + h * head_dim : nullptr;
+  float* head = q != nullptr && h < n_heads ? q + t * n_heads * head_dim + h * head_dim : nullptr;
   for (int64_t p = threadIdx.x; p < half; p += blockDim.x) {
     const float angle = static_cast<float>(pos) * inv_freq[p];
     const float c = cosf(angle), s = sinf(angle);
@@ -136,22 +137,58 @@ __global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t no
   for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) head[i] *= temperature;
 }
 
-// The row is stored in the cache's dtype: BF16 rounded to nearest even, FP8 E4M3 saturated (as the CPU backend).
+// Element `at` of the cache in its dtype: BF16 rounded to nearest even, FP8 E4M3 saturated (as the CPU backend).
+__device__ __forceinline__ void store_cache(void* cache, WType type, int64_t at, float v) {
+  switch (type) {
+    case WType::kF32: static_cast<float*>(cache)[at] = v; break;
+    case WType::kBF16: static_cast<__nv_bfloat16*>(cache)[at] = __float2bfloat16(v); break;
+    case WType::kF16: static_cast<__half*>(cache)[at] = __float2half(v); break;
+    case WType::kF8E4M3:
+      static_cast<uint8_t*>(cache)[at] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+      break;
+    case WType::kInt4: break;  // not a cache dtype
+  }
+}
+
 __global__ void kv_write_kernel(void* cache, WType type, int64_t width, const float* c_kv, int64_t R,
                                 const float* k_rope, int64_t Dr, const int64_t* slots) {
   const int64_t t = blockIdx.x;
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
-    const float v = i < R ? c_kv[t * R + i] : k_rope[t * Dr + i - R];
-    const int64_t at = slots[t] * width + i;
-    switch (type) {
-      case WType::kF32: static_cast<float*>(cache)[at] = v; break;
-      case WType::kBF16: static_cast<__nv_bfloat16*>(cache)[at] = __float2bfloat16(v); break;
-      case WType::kF16: static_cast<__half*>(cache)[at] = __float2half(v); break;
-      case WType::kF8E4M3:
-        static_cast<uint8_t*>(cache)[at] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-        break;
-      case WType::kInt4: break;  // not a cache dtype
-    }
+    store_cache(cache, type, slots[t] * width + i, i < R ? c_kv[t * R + i] : k_rope[t * Dr + i - R]);
+  }
+}
+
+// One block a token: c = kv_a[t, :R] through RMSNorm (weight g; the sum of squares as rms_norm_kernel's) and the
+// pairs of k = kv_a[t, R:] rotated at the token's position (as rope_kernel), stored at slot slots[t]: what
+// split_cols, rms_norm, rope and kv_write compute in four launches.
+__global__ void kv_latent_write_kernel(void* cache, WType type, const float* kv_a, int64_t R, int64_t Dr, DevWeight g,
+                                       float eps, const float* inv_freq, const int32_t* positions,
+                                       const int64_t* slots) {
+  __shared__ float partial[32];
+  const int64_t t = blockIdx.x, width = R + Dr, at = slots[t] * width;
+  const float* row = kv_a + t * width;
+  float s = 0;
+  for (int64_t i = threadIdx.x; i < R; i += blockDim.x) s = fmaf(row[i], row[i], s);
+  s = warp_sum(s);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float total = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+    total = warp_sum(total);
+    if (threadIdx.x == 0) partial[0] = total;
+  }
+  __syncthreads();
+  const float r = 1.0f / sqrtf(partial[0] / static_cast<float>(R) + eps);
+  for (int64_t i = threadIdx.x; i < R; i += blockDim.x) {
+    store_cache(cache, type, at + i, load_weight(g.w, g.type, i) * g.scale * (row[i] * r));
+  }
+  const int32_t pos = positions[t];
+  for (int64_t p = threadIdx.x; p < Dr / 2; p += blockDim.x) {
+    const float angle = static_cast<float>(pos) * inv_freq[p];
+    const float c = cosf(angle), sn = sinf(angle);
+    const float x0 = row[R + 2 * p], x1 = row[R + 2 * p + 1];
+    store_cache(cache, type, at + R + 2 * p, x0 * c - x1 * sn);
+    store_cache(cache, type, at + R + 2 * p + 1, x1 * c + x0 * sn);
   }
 }
 
@@ -280,8 +317,9 @@ cudaError_t launch_scatter_rows(const float* values, int64_t n, const int32_t* r
 cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
                         const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
                         cudaStream_t stream) {
-  if (T == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(n_heads + 1));
+  const int64_t heads = (q != nullptr ? n_heads : 0) + (k_rope != nullptr ? 1 : 0);
+  if (T == 0 || heads == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(heads));
   rope_kernel<<<grid, 64, 0, stream>>>(q, k_rope, n_heads, nope, rope_dim, inv_freq, positions, beta, original_max);
   return cudaGetLastError();
 }
@@ -290,6 +328,15 @@ cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const 
                             const float* k_rope, int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
   kv_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(cache, cache_type, width, c_kv, R, k_rope, Dr, slots);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_kv_latent_write(void* cache, WType cache_type, const float* kv_a, int64_t R, int64_t Dr,
+                                   const DevWeight& norm, float eps, const float* inv_freq, const int32_t* positions,
+                                   const int64_t* slots, int64_t T, cudaStream_t stream) {
+  if (T == 0) return cudaSuccess;
+  kv_latent_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(cache, cache_type, kv_a, R, Dr, norm, eps,
+                                                                       inv_freq, positions, slots);
   return cudaGetLastError();
 }
 

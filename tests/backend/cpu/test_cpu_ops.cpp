@@ -338,5 +338,46 @@ TEST_F(CpuOps, KvWriteFillsTheSlotsRows) {
   EXPECT_EQ(cache[0], -1.0f);
 }
 
+// MLA's cache entry from kv_a's output: the first R columns through RMSNorm (ref::rms_norm), the last Dr rotated
+// pairwise at the token's position (in float64), in the token's slot; the other slots untouched. And rope with q
+// or k_rope left out rotates the other exactly as the call with both.
+TEST_F(CpuOps, KvLatentWriteNormalisesAndRotatesIntoTheSlots) {
+  const MlaDims d{.n_heads = 2, .kv_lora_rank = 12, .qk_nope_head_dim = 4, .qk_rope_head_dim = 8, .v_head_dim = 4};
+  const int64_t T = 3, R = d.kv_lora_rank, Dr = d.qk_rope_head_dim, W = d.cache_width();
+  const std::vector<float> inv_freq = {1.0f, 0.3f, 0.01f, 1e-4f};
+  const std::vector<int32_t> positions = {0, 5, 70000};
+  const std::vector<int64_t> slots = {6, 1, 3};
+  std::vector<float> kv_a = randn(static_cast<size_t>(T * W), 40, 2.0f), cache(8 * W, -7.0f);
+  std::vector<float> gamma = randn(static_cast<size_t>(R), 41, 0.1f);
+  for (float& v : gamma) v += 1.0f;
+  const StoredWeight g(gamma, {R}, DType::F32);
+  const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d};
+  be_.kv_latent_write(host_tensor(cache, {4, 2, W}), host_tensor(kv_a, {T, W}), g.weight, 1e-6f, args, slots, arena_);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> c(kv_a.begin() + t * W, kv_a.begin() + t * W + R);
+    const std::vector<float> want_c = ref::rms_norm(c, R, g.weight, 1e-6f);
+    const float* got = cache.data() + slots[static_cast<size_t>(t)] * W;
+    expect_close(std::vector<float>(got, got + R), want_c, 1e-6, "c_kv");
+    const float* k = kv_a.data() + t * W + R;
+    for (int64_t i = 0; i < Dr / 2; ++i) {
+      const double a = static_cast<double>(static_cast<float>(positions[static_cast<size_t>(t)]) * inv_freq[static_cast<size_t>(i)]);
+      EXPECT_NEAR(got[R + 2 * i], k[2 * i] * std::cos(a) - k[2 * i + 1] * std::sin(a), 1e-5) << "token " << t << " pair " << i;
+      EXPECT_NEAR(got[R + 2 * i + 1], k[2 * i + 1] * std::cos(a) + k[2 * i] * std::sin(a), 1e-5) << "token " << t << " pair " << i;
+    }
+  }
+  for (int64_t slot : {0, 2, 4, 5, 7}) {
+    EXPECT_EQ(std::count(cache.begin() + slot * W, cache.begin() + (slot + 1) * W, -7.0f), W) << "slot " << slot;
+  }
+  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 42), k = randn(static_cast<size_t>(T * Dr), 43);
+  std::vector<float> q_alone = q, k_alone = k;
+  const RopeArgs hot{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
+                     .llama4_original_max_position_embeddings = 8192};
+  be_.rope(host_tensor(q, {T, d.q_width()}), host_tensor(k, {T, Dr}), hot);
+  be_.rope(host_tensor(q_alone, {T, d.q_width()}), Tensor{}, hot);
+  be_.rope(Tensor{}, host_tensor(k_alone, {T, Dr}), hot);
+  EXPECT_EQ(q_alone, q);
+  EXPECT_EQ(k_alone, k);
+}
+
 }  // namespace
 }  // namespace quatre::cpu

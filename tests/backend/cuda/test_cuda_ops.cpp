@@ -3,7 +3,7 @@
 // bitwise deterministic; 2-8 rows with BF16/FP8 weights on the tensor cores too, against the FMA kernel; for more
 // rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or
 // with QUATRE_CUDA_TC=0; 16-byte and scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4
-// temperature, the cache write, MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties
+// temperature (q or k alone too), the cache write (alone and fused with its RMSNorm and RoPE), MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties
 // included), FFN and MoE on both group sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
 // an fp32 bound. Skips without a GPU.
 #include <algorithm>
@@ -196,10 +196,15 @@ TEST_F(CudaOps, RopeWithTemperatureMatchesCpu) {
   const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
                       .llama4_original_max_position_embeddings = 8192};
   Tensor qd = up(q, {T, d.q_width()}), kd = up(k, {T, d.qk_rope_head_dim});
+  Tensor q_alone = up(q, {T, d.q_width()}), k_alone = up(k, {T, d.qk_rope_head_dim});
   gpu_->rope(qd, kd, args);
+  gpu_->rope(q_alone, Tensor{}, args);
+  gpu_->rope(Tensor{}, k_alone, args);
   cpu_.rope(host(q, {T, d.q_width()}), host(k, {T, d.qk_rope_head_dim}), args);
   EXPECT_LE(rel_l2(down(qd), q), 1e-6);
   EXPECT_LE(rel_l2(down(kd), k), 1e-6);
+  EXPECT_EQ(down(q_alone), down(qd)) << "q without k_rope";
+  EXPECT_EQ(down(k_alone), down(kd)) << "k_rope without q";
 }
 
 // An op that takes two uploads (rope: frequencies, positions) where the first is reused from an earlier op and the
@@ -285,6 +290,41 @@ TEST_P(CudaKv, KvWriteThenMlaMatchesCpuInBothForms) {
       EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
           << dtype_name(dtype) << (form == MlaForm::kNaive ? " naive" : " absorbed") << ", cache " << dtype_name(kv_dtype);
     }
+  }
+}
+
+// The fused cache write (RMSNorm of the latent, RoPE of k_rope, the store) against the CPU's composed ops, in every
+// cache dtype, at the model's widths, positions far apart, scattered slots; the slots not written stay as they were.
+// BF16/FP8 stores may round the last bit the other way (the sum of squares in another order): each value within
+// one step of the cache dtype of the CPU's.
+TEST_P(CudaKv, LatentWriteMatchesCpu) {
+  const DType kv_dtype = GetParam();
+  const io::TextConfig text = io::preset("mistral-small-4").text;
+  const MlaDims d{.n_heads = 4, .kv_lora_rank = text.kv_lora_rank, .qk_nope_head_dim = 8,
+                  .qk_rope_head_dim = text.qk_rope_head_dim, .v_head_dim = 8};
+  const int64_t T = 5, W = d.cache_width(), n_slots = 16;
+  const std::vector<float> inv_freq = model::rope_inv_freq(text);
+  const std::vector<int32_t> positions = {0, 3, 8191, 70000, 131071};
+  const std::vector<int64_t> slots = {9, 0, 15, 4, 5};
+  std::vector<float> kv_a = randn(static_cast<size_t>(T * W), 30, 3.0f), gamma = randn(static_cast<size_t>(d.kv_lora_rank), 31, 0.1f);
+  for (float& v : gamma) v += 1.0f;
+  const StoredWeight g(gamma, {d.kv_lora_rank}, DType::BF16);
+  const size_t cache_bytes = static_cast<size_t>(n_slots * W) * dtype_size(kv_dtype);
+  std::vector<std::byte> cache(cache_bytes, std::byte{0x3f});
+  Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_slots / 4, 4, W}, Device::kCuda);
+  ASSERT_EQ(cudaMemcpy(cache_d.data(), cache.data(), cache_bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // see up()
+  const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
+                      .llama4_original_max_position_embeddings = 8192};
+  cpu_.kv_latent_write(Tensor(cache.data(), kv_dtype, {n_slots / 4, 4, W}), host(kv_a, {T, W}), g.weight, 1e-6f, args,
+                       slots, host_arena_);
+  gpu_->kv_latent_write(cache_d, up(kv_a, {T, W}), prep(g), 1e-6f, args, slots, *dev_arena_);
+  std::vector<std::byte> back(cache_bytes);
+  gpu_->copy_to_host(cache_d, back.data());
+  const double step = kv_dtype == DType::F32 ? 1e-6 : kv_dtype == DType::BF16 ? 1.0 / 128 : 1.0 / 8;
+  for (size_t i = 0; i < static_cast<size_t>(n_slots * W); ++i) {
+    const float got = load_as_f32(back.data(), kv_dtype, i), want = load_as_f32(cache.data(), kv_dtype, i);
+    ASSERT_LE(std::abs(got - want), step * std::abs(want) + 1e-6) << "element " << i << " (slot " << i / W << ")";
   }
 }
 
