@@ -2,6 +2,8 @@
 // the interface's composed default ops. Depends on core only.
 #include "core/backend.h"
 
+#include <utility>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -34,11 +36,11 @@ void check_attn_meta(const AttnMeta& m, int64_t T, int64_t n_blocks, int64_t blo
   }
 }
 
-void Backend::kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps,
-                              const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a) {
+void Backend::rope_kv_write(Tensor q, Tensor kv_cache, const Tensor& kv_a, const Weight& kv_norm, float eps,
+                            const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a) {
   auto [c_raw, k_rope] = split_cols(kv_a, rope_args.dims.kv_lora_rank, a);  // [T,R], [T,Dr]
-  rope(Tensor{}, k_rope, rope_args);
-  kv_write(kv_cache, rms_norm(c_raw, norm, eps, a), k_rope, slots);
+  rope(std::move(q), k_rope, rope_args);
+  kv_write(std::move(kv_cache), rms_norm(c_raw, kv_norm, eps, a), k_rope, slots);
 }
 
 }  // namespace quatre

@@ -254,11 +254,12 @@ class Backend {
   virtual void rope(Tensor q, Tensor k_rope, const RopeArgs& args) = 0;
   // Writes row t of [c_kv | k_rope] ([T,R], [T,Dr]) to slot slots[t] of kv_cache [n_blocks, block_size, R+Dr].
   virtual void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) = 0;
-  // MLA's cache entries from kv_a's output [T, R+Dr] (MODEL.md §3.3-3.4): slot slots[t] of kv_cache gets
-  // [RMSNorm(kv_a[t, :R]) · norm | RoPE(kv_a[t, R:])]. The default composes split_cols, rms_norm, rope (k_rope
-  // only) and kv_write; a device backend does it in one kernel.
-  virtual void kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps,
-                               const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a);
+  // MLA's step between the projections and attention (MODEL.md §3.3-3.6): q [T,H*(Dn+Dr)] roped in place (as
+  // rope; an undefined q: not) and the cache entries from kv_a's output [T, R+Dr]: slot slots[t] of kv_cache gets
+  // [RMSNorm(kv_a[t, :R]) · kv_norm | RoPE(kv_a[t, R:])]. The default composes split_cols, rms_norm, rope and
+  // kv_write; a device backend does it in one kernel.
+  virtual void rope_kv_write(Tensor q, Tensor kv_cache, const Tensor& kv_a, const Weight& kv_norm, float eps,
+                             const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a);
   virtual Tensor mla_attention(const MlaArgs& args, Arena& a) = 0;  // -> [T, H*Dv]
 
   virtual Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) = 0;  // logits [T,E]

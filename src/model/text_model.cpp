@@ -6,7 +6,6 @@
 #include <atomic>
 #include <bit>
 #include <cstdint>
-#include <tuple>
 
 #include <fmt/format.h>
 
@@ -170,21 +169,18 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
                             .llama4_beta = static_cast<float>(cfg_.rope.llama_4_scaling_beta),
                             .llama4_original_max_position_embeddings = cfg_.rope.llama_4_original_max_position_embeddings};
   Tensor kv_a = be_.matmul(h, w.kv_a, a);                                   // [T, R+Dr]
-  Tensor c_kv, k_rope;                                                      // [T,R], [T,Dr]: observed only
-  if (hook == nullptr) {  // cache[slots] = [RMSNorm(kv_a[:, :R]) | RoPE(kv_a[:, R:])], in one pass where it can
-    be_.kv_latent_write(kv.layer(l), kv_a, w.kv_a_norm, kLatentNormEps, rope_args, in.attn.slots, a);
-  } else {                // the same, step by step
-    Tensor c_raw;
-    std::tie(c_raw, k_rope) = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);
-    c_kv = be_.rms_norm(c_raw, w.kv_a_norm, kLatentNormEps, a);
-    be_.rope(Tensor{}, k_rope, rope_args);                                  // in place
+  be_.join_branch();
+  if (hook == nullptr) {  // q roped; cache[slots] = [RMSNorm(kv_a[:, :R]) | RoPE(kv_a[:, R:])]: one pass where it can
+    be_.rope_kv_write(q, kv.layer(l), kv_a, w.kv_a_norm, kLatentNormEps, rope_args, in.attn.slots, a);
+  } else {                // the same, each part observed
+    auto [c_raw, k_rope] = be_.split_cols(kv_a, cfg_.kv_lora_rank, a);      // [T,R], [T,Dr]
+    Tensor c_kv = be_.rms_norm(c_raw, w.kv_a_norm, kLatentNormEps, a);      // [T,R]
+    emit(hook, l, "attn.c_kv", c_kv);
+    be_.rope(q, k_rope, rope_args);                                         // in place: the Dr slices
+    emit(hook, l, "attn.q", q);
+    emit(hook, l, "attn.k_rope", k_rope);
     be_.kv_write(kv.layer(l), c_kv, k_rope, in.attn.slots);
   }
-  be_.join_branch();
-  be_.rope(q, Tensor{}, rope_args);                                         // in place: the Dr slices of each head
-  emit(hook, l, "attn.c_kv", c_kv);
-  emit(hook, l, "attn.q", q);
-  emit(hook, l, "attn.k_rope", k_rope);
   Tensor o = be_.mla_attention({.q = q,
                                 .kv_cache = kv.layer(l),
                                 .kv_b = w.kv_b,

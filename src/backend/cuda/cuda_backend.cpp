@@ -406,24 +406,43 @@ void CudaBackend::kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_
            "kv_write");
 }
 
-void CudaBackend::kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps,
-                                  const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& /*a*/) {
+void CudaBackend::rope_kv_write(Tensor q, Tensor kv_cache, const Tensor& kv_a, const Weight& kv_norm, float eps,
+                                const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& /*a*/) {
   const WType ct = cache_type(kv_cache, "kv cache");
-  check_f32(kv_a, "kv_latent_write kv_a");
+  check_f32(kv_a, "rope_kv_write kv_a");
   const MlaDims& d = rope_args.dims;
   const int64_t T = kv_a.dim(0), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
   CHECK_SHAPE(kv_a, T, R + Dr);
+  if (q.is_defined()) {
+    check_f32(q, "rope_kv_write q");
+    CHECK_SHAPE(q, T, d.q_width());
+  }
   CHECK(kv_cache.dim(2) == R + Dr && static_cast<int64_t>(slots.size()) == T)
-      << "kv_latent_write of " << kv_a.shape_string() << " (" << slots.size() << " slots) into "
+      << "rope_kv_write of " << kv_a.shape_string() << " (" << slots.size() << " slots) into "
       << kv_cache.shape_string();
-  CHECK(norm.w.numel() == R) << "kv_latent_write norm " << norm.w.shape_string() << " for kv_lora_rank " << R;
-  check_slots(kv_cache, slots, "kv_latent_write");
-  const OpScope scope(profiler_, "kv_latent_write", static_cast<double>(kv_a.bytes()));
+  CHECK(kv_norm.w.numel() == R) << "rope_kv_write kv_norm " << kv_norm.w.shape_string() << " for kv_lora_rank " << R;
+  CHECK(rope_args.llama4_original_max_position_embeddings > 0) << "llama4 original_max_position_embeddings";
+  check_slots(kv_cache, slots, "rope_kv_write");
+  const OpScope scope(profiler_, "rope_kv_write", static_cast<double>(kv_a.bytes() + 2 * (q.is_defined() ? q.bytes() : 0)));
   reserve_uploads(upload_span(slots.size_bytes()) + rope_upload_bytes(rope_args));
   const auto [inv_freq, positions] = upload_rope_args(rope_args, T);
-  launched(launch_kv_latent_write(kv_cache.data(), ct, kv_a.data_as<float>(), R, Dr, dev(norm, "kv_a_norm"), eps,
-                                  inv_freq, positions, upload(slots), T, as_stream(stream_)),
-           "kv_latent_write");
+  const RopeKvWriteLaunch l{.q = q.is_defined() ? q.data_as<float>() : nullptr,
+                            .n_heads = d.n_heads,
+                            .nope = d.qk_nope_head_dim,
+                            .cache = kv_cache.data(),
+                            .cache_type = ct,
+                            .kv_a = kv_a.data_as<float>(),
+                            .R = R,
+                            .Dr = Dr,
+                            .norm = dev(kv_norm, "kv_a_norm"),
+                            .eps = eps,
+                            .inv_freq = inv_freq,
+                            .positions = positions,
+                            .llama4_beta = rope_args.llama4_beta,
+                            .llama4_original_max = rope_args.llama4_original_max_position_embeddings,
+                            .slots = upload(slots),
+                            .T = T};
+  launched(launch_rope_kv_write(l, as_stream(stream_)), "rope_kv_write");
 }
 
 Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {

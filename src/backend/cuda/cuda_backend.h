@@ -52,8 +52,8 @@ class CudaBackend final : public Backend {
 
   void rope(Tensor q, Tensor k_rope, const RopeArgs& args) override;
   void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) override;
-  void kv_latent_write(Tensor kv_cache, const Tensor& kv_a, const Weight& norm, float eps, const RopeArgs& rope_args,
-                       std::span<const int64_t> slots, Arena& a) override;
+  void rope_kv_write(Tensor q, Tensor kv_cache, const Tensor& kv_a, const Weight& kv_norm, float eps,
+                     const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a) override;
   Tensor mla_attention(const MlaArgs& args, Arena& a) override;
 
   Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) override;

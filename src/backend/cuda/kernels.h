@@ -93,10 +93,25 @@ cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int
                         cudaStream_t stream);
 cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const float* c_kv, int64_t R, const float* k_rope,
                             int64_t Dr, const int64_t* slots, int64_t T, cudaStream_t stream);
-// cache[slots[t]] = [RMSNorm(kv_a[t, :R]) · norm | RoPE(kv_a[t, R:R+Dr])] (kv_a [T, R+Dr] fp32).
-cudaError_t launch_kv_latent_write(void* cache, WType cache_type, const float* kv_a, int64_t R, int64_t Dr,
-                                   const DevWeight& norm, float eps, const float* inv_freq, const int32_t* positions,
-                                   const int64_t* slots, int64_t T, cudaStream_t stream);
+// cache[slots[t]] = [RMSNorm(kv_a[t, :R]) · norm | RoPE(kv_a[t, R:R+Dr])] (kv_a [T, R+Dr] fp32), and q
+// [T, H*(nope+Dr)] roped in place as launch_rope does (q null: not).
+struct RopeKvWriteLaunch {
+  float* q = nullptr;
+  int64_t n_heads = 0, nope = 0;
+  void* cache = nullptr;
+  WType cache_type = WType::kBF16;
+  const float* kv_a = nullptr;
+  int64_t R = 0, Dr = 0;
+  DevWeight norm;
+  float eps = 0;
+  const float* inv_freq = nullptr;      // [Dr/2]
+  const int32_t* positions = nullptr;   // [T]
+  float llama4_beta = 0;
+  int64_t llama4_original_max = 1;
+  const int64_t* slots = nullptr;       // [T]
+  int64_t T = 0;
+};
+cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
 
 // Softmax over E logits per token, the K largest (ties: lower index), renormalised, times scaling.

@@ -1,6 +1,6 @@
 // Element-wise and row kernels of the CUDA backend: fill, weight-row dequantisation (embed, kv_b; 4-bit too), RMSNorm,
 // add, column split, row gather, RoPE with the Llama-4 temperature, the latent cache write (alone, or with its
-// RMSNorm and RoPE), SiLU-gating, and the
+// RMSNorm and the RoPE of q and k), SiLU-gating, and the
 // random weights of --random-weights (float types and symmetric 4-bit).
 // Depends on CUDA only.
 #include <algorithm>
@@ -113,28 +113,41 @@ __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = values[blockIdx.x * n + i];
 }
 
-// Grid (T, Hq + Hk): block h < Hq rotates query head h (then scales the whole head by the temperature), the last
-// (Hk = 1) the token's k_rope; Hq = 0 without q, Hk = 0 without k_rope. Each pair's angle as before, so the values
-// are those of one block a token looping over every head (8.7 us at T = 1 on an H100: one block, a sin and cos a
-// pair and 64-bit divisions in the loop).
-__global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t nope, int64_t rope_dim,
-                            const float* inv_freq, const int32_t* positions, float beta, int64_t original_max) {
-  const int64_t t = blockIdx.x, h = blockIdx.y, half = rope_dim / 2, head_dim = nope + rope_dim;
-  const int32_t pos = positions[t];
-  float* head = q != nullptr && h < n_heads ? q + t * n_heads * head_dim + h * head_dim : nullptr;
-  for (int64_t p = threadIdx.x; p < half; p += blockDim.x) {
+// Rotates the interleaved pairs of x's rope slice (rope_dim floats) at position pos with this block's threads.
+__device__ __forceinline__ void rotate_pairs(float* x, int64_t rope_dim, const float* inv_freq, int32_t pos) {
+  for (int64_t p = threadIdx.x; p < rope_dim / 2; p += blockDim.x) {
     const float angle = static_cast<float>(pos) * inv_freq[p];
     const float c = cosf(angle), s = sinf(angle);
-    float* x = head != nullptr ? head + nope + 2 * p : k_rope + t * rope_dim + 2 * p;
-    const float x0 = x[0], x1 = x[1];
-    x[0] = x0 * c - x1 * s;
-    x[1] = x1 * c + x0 * s;
+    const float x0 = x[2 * p], x1 = x[2 * p + 1];
+    x[2 * p] = x0 * c - x1 * s;
+    x[2 * p + 1] = x1 * c + x0 * s;
   }
-  if (beta == 0.0f || head == nullptr) return;
+}
+
+// Query head h of token t: its rope slice rotated, then the whole head times the Llama-4 temperature (beta != 0).
+__device__ __forceinline__ void rope_query_head(float* q, int64_t t, int64_t h, int64_t n_heads, int64_t nope,
+                                                int64_t rope_dim, const float* inv_freq, int32_t pos, float beta,
+                                                int64_t original_max) {
+  const int64_t head_dim = nope + rope_dim;
+  float* head = q + (t * n_heads + h) * head_dim;
+  rotate_pairs(head + nope, rope_dim, inv_freq, pos);
+  if (beta == 0.0f) return;
   __syncthreads();
   const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
   const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
   for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) head[i] *= temperature;
+}
+
+// Grid (T, Hq + Hk): block h < Hq rotates query head h, the last (Hk = 1) the token's k_rope; Hq = 0 without q,
+// Hk = 0 without k_rope. (One block a token looping over every head took 8.7 us at T = 1 on an H100.)
+__global__ void rope_kernel(float* q, float* k_rope, int64_t n_heads, int64_t nope, int64_t rope_dim,
+                            const float* inv_freq, const int32_t* positions, float beta, int64_t original_max) {
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  if (q != nullptr && h < n_heads) {
+    rope_query_head(q, t, h, n_heads, nope, rope_dim, inv_freq, positions[t], beta, original_max);
+  } else {
+    rotate_pairs(k_rope + t * rope_dim, rope_dim, inv_freq, positions[t]);
+  }
 }
 
 // Element `at` of the cache in its dtype: BF16 rounded to nearest even, FP8 E4M3 saturated (as the CPU backend).
@@ -158,14 +171,22 @@ __global__ void kv_write_kernel(void* cache, WType type, int64_t width, const fl
   }
 }
 
-// One block a token: c = kv_a[t, :R] through RMSNorm (weight g; the sum of squares as rms_norm_kernel's) and the
-// pairs of k = kv_a[t, R:] rotated at the token's position (as rope_kernel), stored at slot slots[t]: what
-// split_cols, rms_norm, rope and kv_write compute in four launches.
-__global__ void kv_latent_write_kernel(void* cache, WType type, const float* kv_a, int64_t R, int64_t Dr, DevWeight g,
-                                       float eps, const float* inv_freq, const int32_t* positions,
-                                       const int64_t* slots) {
+// Grid (T, 1 + Hq): block (t, 0) stores token t's cache entry, c = kv_a[t, :R] through RMSNorm (weight g; the
+// sum of squares as rms_norm_kernel's) and k = kv_a[t, R:] rotated at its position, at slot slots[t]; block
+// (t, 1 + h) ropes query head h as rope_kernel (Hq = 0 without q). What split_cols, rms_norm, rope and kv_write
+// compute in four launches.
+__global__ void rope_kv_write_kernel(float* q, int64_t n_heads, int64_t nope, void* cache, WType type,
+                                     const float* kv_a, int64_t R, int64_t Dr, DevWeight g, float eps,
+                                     const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
+                                     const int64_t* slots) {
+  const int64_t t = blockIdx.x;
+  const int32_t pos = positions[t];
+  if (blockIdx.y > 0) {
+    rope_query_head(q, t, blockIdx.y - 1, n_heads, nope, Dr, inv_freq, pos, beta, original_max);
+    return;
+  }
   __shared__ float partial[32];
-  const int64_t t = blockIdx.x, width = R + Dr, at = slots[t] * width;
+  const int64_t width = R + Dr, at = slots[t] * width;
   const float* row = kv_a + t * width;
   float s = 0;
   for (int64_t i = threadIdx.x; i < R; i += blockDim.x) s = fmaf(row[i], row[i], s);
@@ -182,7 +203,6 @@ __global__ void kv_latent_write_kernel(void* cache, WType type, const float* kv_
   for (int64_t i = threadIdx.x; i < R; i += blockDim.x) {
     store_cache(cache, type, at + i, load_weight(g.w, g.type, i) * g.scale * (row[i] * r));
   }
-  const int32_t pos = positions[t];
   for (int64_t p = threadIdx.x; p < Dr / 2; p += blockDim.x) {
     const float angle = static_cast<float>(pos) * inv_freq[p];
     const float c = cosf(angle), sn = sinf(angle);
@@ -331,12 +351,12 @@ cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const 
   return cudaGetLastError();
 }
 
-cudaError_t launch_kv_latent_write(void* cache, WType cache_type, const float* kv_a, int64_t R, int64_t Dr,
-                                   const DevWeight& norm, float eps, const float* inv_freq, const int32_t* positions,
-                                   const int64_t* slots, int64_t T, cudaStream_t stream) {
-  if (T == 0) return cudaSuccess;
-  kv_latent_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(cache, cache_type, kv_a, R, Dr, norm, eps,
-                                                                       inv_freq, positions, slots);
+cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream) {
+  if (l.T == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(l.T), static_cast<unsigned>(1 + (l.q != nullptr ? l.n_heads : 0)));
+  rope_kv_write_kernel<<<grid, 256, 0, stream>>>(l.q, l.n_heads, l.nope, l.cache, l.cache_type, l.kv_a, l.R, l.Dr,
+                                                 l.norm, l.eps, l.inv_freq, l.positions, l.llama4_beta,
+                                                 l.llama4_original_max, l.slots);
   return cudaGetLastError();
 }
 

@@ -339,9 +339,10 @@ TEST_F(CpuOps, KvWriteFillsTheSlotsRows) {
 }
 
 // MLA's cache entry from kv_a's output: the first R columns through RMSNorm (ref::rms_norm), the last Dr rotated
-// pairwise at the token's position (in float64), in the token's slot; the other slots untouched. And rope with q
-// or k_rope left out rotates the other exactly as the call with both.
-TEST_F(CpuOps, KvLatentWriteNormalisesAndRotatesIntoTheSlots) {
+// pairwise at the token's position (in float64), in the token's slot; the other slots untouched; q roped in the same
+// op exactly as rope alone does it (the spec's rope: RopeMatchesFloat64EvaluationOfTheSpec), and rope with q or
+// k_rope left out rotating the other as the call with both.
+TEST_F(CpuOps, RopeKvWriteNormalisesAndRotatesIntoTheSlots) {
   const MlaDims d{.n_heads = 2, .kv_lora_rank = 12, .qk_nope_head_dim = 4, .qk_rope_head_dim = 8, .v_head_dim = 4};
   const int64_t T = 3, R = d.kv_lora_rank, Dr = d.qk_rope_head_dim, W = d.cache_width();
   const std::vector<float> inv_freq = {1.0f, 0.3f, 0.01f, 1e-4f};
@@ -351,8 +352,11 @@ TEST_F(CpuOps, KvLatentWriteNormalisesAndRotatesIntoTheSlots) {
   std::vector<float> gamma = randn(static_cast<size_t>(R), 41, 0.1f);
   for (float& v : gamma) v += 1.0f;
   const StoredWeight g(gamma, {R}, DType::F32);
-  const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d};
-  be_.kv_latent_write(host_tensor(cache, {4, 2, W}), host_tensor(kv_a, {T, W}), g.weight, 1e-6f, args, slots, arena_);
+  const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
+                      .llama4_original_max_position_embeddings = 8192};
+  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 42), q_alone = q;
+  be_.rope_kv_write(host_tensor(q, {T, d.q_width()}), host_tensor(cache, {4, 2, W}), host_tensor(kv_a, {T, W}),
+                    g.weight, 1e-6f, args, slots, arena_);
   for (int64_t t = 0; t < T; ++t) {
     std::vector<float> c(kv_a.begin() + t * W, kv_a.begin() + t * W + R);
     const std::vector<float> want_c = ref::rms_norm(c, R, g.weight, 1e-6f);
@@ -368,15 +372,15 @@ TEST_F(CpuOps, KvLatentWriteNormalisesAndRotatesIntoTheSlots) {
   for (int64_t slot : {0, 2, 4, 5, 7}) {
     EXPECT_EQ(std::count(cache.begin() + slot * W, cache.begin() + (slot + 1) * W, -7.0f), W) << "slot " << slot;
   }
-  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 42), k = randn(static_cast<size_t>(T * Dr), 43);
-  std::vector<float> q_alone = q, k_alone = k;
-  const RopeArgs hot{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
-                     .llama4_original_max_position_embeddings = 8192};
-  be_.rope(host_tensor(q, {T, d.q_width()}), host_tensor(k, {T, Dr}), hot);
-  be_.rope(host_tensor(q_alone, {T, d.q_width()}), Tensor{}, hot);
-  be_.rope(Tensor{}, host_tensor(k_alone, {T, Dr}), hot);
-  EXPECT_EQ(q_alone, q);
-  EXPECT_EQ(k_alone, k);
+  be_.rope(host_tensor(q_alone, {T, d.q_width()}), Tensor{}, args);
+  EXPECT_EQ(q_alone, q) << "q in rope_kv_write and in rope";
+  std::vector<float> q2 = randn(static_cast<size_t>(T * d.q_width()), 43), k2 = randn(static_cast<size_t>(T * Dr), 44);
+  std::vector<float> q2_alone = q2, k2_alone = k2;
+  be_.rope(host_tensor(q2, {T, d.q_width()}), host_tensor(k2, {T, Dr}), args);
+  be_.rope(Tensor{}, host_tensor(k2_alone, {T, Dr}), args);
+  be_.rope(host_tensor(q2_alone, {T, d.q_width()}), Tensor{}, args);
+  EXPECT_EQ(q2_alone, q2);
+  EXPECT_EQ(k2_alone, k2);
 }
 
 }  // namespace

@@ -293,11 +293,11 @@ TEST_P(CudaKv, KvWriteThenMlaMatchesCpuInBothForms) {
   }
 }
 
-// The fused cache write (RMSNorm of the latent, RoPE of k_rope, the store) against the CPU's composed ops, in every
+// The fused step (q's RoPE, the latent's RMSNorm, k_rope's RoPE, the store) against the CPU's composed ops, in every
 // cache dtype, at the model's widths, positions far apart, scattered slots; the slots not written stay as they were.
 // BF16/FP8 stores may round the last bit the other way (the sum of squares in another order): each value within
-// one step of the cache dtype of the CPU's.
-TEST_P(CudaKv, LatentWriteMatchesCpu) {
+// one step of the cache dtype of the CPU's. q is rotated as the CPU's rope does.
+TEST_P(CudaKv, RopeKvWriteMatchesCpu) {
   const DType kv_dtype = GetParam();
   const io::TextConfig text = io::preset("mistral-small-4").text;
   const MlaDims d{.n_heads = 4, .kv_lora_rank = text.kv_lora_rank, .qk_nope_head_dim = 8,
@@ -308,6 +308,7 @@ TEST_P(CudaKv, LatentWriteMatchesCpu) {
   const std::vector<int64_t> slots = {9, 0, 15, 4, 5};
   std::vector<float> kv_a = randn(static_cast<size_t>(T * W), 30, 3.0f), gamma = randn(static_cast<size_t>(d.kv_lora_rank), 31, 0.1f);
   for (float& v : gamma) v += 1.0f;
+  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 32);
   const StoredWeight g(gamma, {d.kv_lora_rank}, DType::BF16);
   const size_t cache_bytes = static_cast<size_t>(n_slots * W) * dtype_size(kv_dtype);
   std::vector<std::byte> cache(cache_bytes, std::byte{0x3f});
@@ -316,9 +317,11 @@ TEST_P(CudaKv, LatentWriteMatchesCpu) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // see up()
   const RopeArgs args{.inv_freq = inv_freq, .positions = positions, .dims = d, .llama4_beta = 0.1f,
                       .llama4_original_max_position_embeddings = 8192};
-  cpu_.kv_latent_write(Tensor(cache.data(), kv_dtype, {n_slots / 4, 4, W}), host(kv_a, {T, W}), g.weight, 1e-6f, args,
-                       slots, host_arena_);
-  gpu_->kv_latent_write(cache_d, up(kv_a, {T, W}), prep(g), 1e-6f, args, slots, *dev_arena_);
+  Tensor qd = up(q, {T, d.q_width()});
+  gpu_->rope_kv_write(qd, cache_d, up(kv_a, {T, W}), prep(g), 1e-6f, args, slots, *dev_arena_);
+  cpu_.rope_kv_write(host(q, {T, d.q_width()}), Tensor(cache.data(), kv_dtype, {n_slots / 4, 4, W}), host(kv_a, {T, W}),
+                     g.weight, 1e-6f, args, slots, host_arena_);
+  EXPECT_LE(rel_l2(down(qd), q), 1e-6) << "q";
   std::vector<std::byte> back(cache_bytes);
   gpu_->copy_to_host(cache_d, back.data());
   const double step = kv_dtype == DType::F32 ? 1e-6 : kv_dtype == DType::BF16 ? 1.0 / 128 : 1.0 / 8;
