@@ -135,6 +135,10 @@ struct RouteArgs {
 struct Routing {
   Tensor expert_ids;  // [T,K] I32
   Tensor gates;       // [T,K] F32: p[id] / (Σ_k p[id_k] + 1e-20) * routed_scaling_factor
+  // Optional: the (token, k) pairs already grouped per expert by the backend's route, in the layout its moe reads
+  // (a device backend groups few tokens in the routing's own launch). Undefined when routed elsewhere (a
+  // Communicator's dispatch makes new ids without it): moe then groups them itself.
+  Tensor grouping = {};
 };
 
 struct MoeArgs {

@@ -18,6 +18,28 @@
 
 namespace quatre::cuda {
 
+namespace {
+
+// The per-expert row groups of T*K (token, k) pairs over E experts: G rows a group (8 when the experts see few rows
+// each: the small-M kernels; else 64: the tile kernel); expert e takes ceil(c_e / G) groups for its c_e pairs, at
+// most T*K/G + (experts with a pair) in all. The grouping's I32 array: sorted_token [max_rows] | sorted_pair
+// [max_rows] | group_expert [max_rows / G].
+struct PairGroups {
+  int G = 0;
+  int64_t max_rows = 0;
+  int64_t ints() const { return 2 * max_rows + max_rows / G; }
+};
+
+PairGroups pair_groups(int64_t T, int64_t K, int64_t E) {
+  const int G = T * K <= 16 * E ? 8 : 64;
+  return {.G = G, .max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G};
+}
+
+// Routings of at most this many pairs are grouped in the same launch (one block of 32 warps routing in turn).
+constexpr int64_t kMaxPairsRoutedAndGrouped = 256;
+
+}  // namespace
+
 Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a) {
   check_f32(logits, "route logits");
   const int64_t T = logits.dim(0), E = logits.dim(1), K = args.n_experts_per_tok;
@@ -25,6 +47,17 @@ Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a
     throw InvalidRequest(fmt::format("route: top-{} of {} experts (the CUDA router takes up to 1024)", K, E));
   }
   Routing r{.expert_ids = a.tensor(DType::I32, {T, K}), .gates = a.tensor(DType::F32, {T, K})};
+  if (T * K <= kMaxPairsRoutedAndGrouped) {
+    const PairGroups pg = pair_groups(T, K, E);
+    r.grouping = a.tensor(DType::I32, {pg.ints()});
+    int32_t* g = r.grouping.data_as<int32_t>();
+    const OpScope scope(profiler_, "route+align");
+    launched(launch_route_align(logits.data_as<float>(), T, E, K, args.routed_scaling_factor,
+                                r.expert_ids.data_as<int32_t>(), r.gates.data_as<float>(), pg.G, pg.max_rows, g,
+                                g + pg.max_rows, g + 2 * pg.max_rows, as_stream(stream_)),
+             "route+align");
+    return r;
+  }
   const OpScope scope(profiler_, "route");
   launched(launch_route(logits.data_as<float>(), T, E, K, args.routed_scaling_factor, r.expert_ids.data_as<int32_t>(),
                         r.gates.data_as<float>(), as_stream(stream_)),
@@ -117,12 +150,15 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
       << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
       << " for D=" << D;
-  const int G = T * K <= 16 * E ? 8 : 64;
-  // Expert e takes ceil(c_e / G) groups for its c_e pairs: at most T*K/G + (experts with a pair) in all.
-  const int64_t max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G;
-  int32_t* sorted_token = a.array<int32_t>(static_cast<size_t>(max_rows));
-  int32_t* sorted_pair = a.array<int32_t>(static_cast<size_t>(max_rows));
-  int32_t* group_expert = a.array<int32_t>(static_cast<size_t>(max_rows / G));
+  const PairGroups pg = pair_groups(T, K, E);
+  const int G = pg.G;
+  const int64_t max_rows = pg.max_rows;
+  // The route's grouping when it made one for these experts (same layout size), else one made here.
+  const bool is_grouped = args.routing.grouping.is_defined() && args.routing.grouping.numel() == pg.ints();
+  int32_t* grouping = is_grouped ? args.routing.grouping.data_as<int32_t>() : a.array<int32_t>(static_cast<size_t>(pg.ints()));
+  int32_t* sorted_token = grouping;
+  int32_t* sorted_pair = grouping + max_rows;
+  int32_t* group_expert = grouping + 2 * max_rows;
   const cudaStream_t s = as_stream(stream_);
   Tensor shared_out;  // [T,D]: the shared expert, beside the routed ones
   if (args.shared != nullptr) {
@@ -130,7 +166,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     shared_out = ffn(x, *args.shared, a);
     side.end();
   }
-  {
+  if (!is_grouped) {
     const OpScope scope(profiler_, "moe align");
     launched(launch_moe_align(args.routing.expert_ids.data_as<int32_t>(), T, K, E, G, max_rows, sorted_token,
                               sorted_pair, group_expert, s),

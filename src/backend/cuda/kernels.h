@@ -123,6 +123,10 @@ cudaError_t launch_route(const float* logits, int64_t T, int64_t E, int64_t K, f
 cudaError_t launch_moe_align(const int32_t* ids, int64_t T, int64_t K, int64_t E, int rows_per_group,
                              int64_t max_rows, int32_t* sorted_token, int32_t* sorted_pair, int32_t* group_expert,
                              cudaStream_t stream);
+// launch_route then launch_moe_align in one block (for few tokens: its 32 warps route them in turn).
+cudaError_t launch_route_align(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
+                               float* gates, int rows_per_group, int64_t max_rows, int32_t* sorted_token,
+                               int32_t* sorted_pair, int32_t* group_expert, cudaStream_t stream);
 // v = Σ_k pair_out[t*K + k, :] (+ plus[t,:] after the sum, when given); y[t,:] = v, or y[t,:] += v (accumulate).
 cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, const float* plus,
                              bool accumulate, float* y, cudaStream_t stream);

@@ -1,5 +1,6 @@
 // Routing and expert grouping on the device: softmax + top-K + renormalisation per token, the alignment of
-// (token, k) pairs into per-expert row groups (no host round trip), and the per-token sum of expert outputs.
+// (token, k) pairs into per-expert row groups (no host round trip; for few tokens in the routing's launch), and the
+// per-token sum of expert outputs.
 // Depends on CUDA only.
 #include "backend/cuda/device_math.cuh"
 
@@ -10,11 +11,9 @@ namespace {
 // largest p by K warp-wide argmax passes (ties: the lower index), each taking its winner out.
 constexpr int kRouteWarps = 4;
 
-__global__ void route_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
-                             float* gates) {
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
-  if (t >= T) return;
+// Token t's top K by warp `lane`'s warp (every lane of it calls this).
+__device__ __forceinline__ void route_token(const float* logits, int64_t t, int64_t E, int64_t K, float scaling,
+                                            int lane, int32_t* ids, float* gates) {
   const float* l = logits + t * E;
   float m = -INFINITY;
   for (int64_t e = lane; e < E; e += 32) m = fmaxf(m, l[e]);
@@ -49,11 +48,19 @@ __global__ void route_kernel(const float* logits, int64_t T, int64_t E, int64_t 
   }
 }
 
+__global__ void route_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
+                             float* gates) {
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+  if (t < T) route_token(logits, t, E, K, scaling, lane, ids, gates);
+}
+
 // One block. counts -> padded offsets (an exclusive scan by the first warp, each lane over a run of experts) -> each
 // expert's groups marked by its own thread -> each pair placed by an atomic cursor of its expert. Row order inside
 // an expert's group is not fixed; every row's result is independent of its place.
-__global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K, int64_t E, int G, int64_t max_rows,
-                                 int32_t* sorted_token, int32_t* sorted_pair, int32_t* group_expert) {
+__device__ __forceinline__ void align_pairs(const int32_t* ids, int64_t n_pairs, int64_t K, int64_t E, int G,
+                                            int64_t max_rows, int32_t* sorted_token, int32_t* sorted_pair,
+                                            int32_t* group_expert) {
   extern __shared__ int32_t shared[];
   int32_t* count = shared;       // [E]
   int32_t* offset = shared + E;  // [E]
@@ -90,6 +97,21 @@ __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K,
     sorted_pair[r] = static_cast<int32_t>(i);
     sorted_token[r] = static_cast<int32_t>(i / K);
   }
+}
+
+__global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K, int64_t E, int G, int64_t max_rows,
+                                 int32_t* sorted_token, int32_t* sorted_pair, int32_t* group_expert) {
+  align_pairs(ids, n_pairs, K, E, G, max_rows, sorted_token, sorted_pair, group_expert);
+}
+
+// Both in one block (few tokens): its warps route the tokens, then the block groups the pairs.
+__global__ void route_align_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
+                                   float* gates, int G, int64_t max_rows, int32_t* sorted_token, int32_t* sorted_pair,
+                                   int32_t* group_expert) {
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  for (int64_t t = warp; t < T; t += blockDim.x / 32) route_token(logits, t, E, K, scaling, lane, ids, gates);
+  __syncthreads();  // the block's global writes of ids are visible to it after the barrier
+  align_pairs(ids, T * K, K, E, G, max_rows, sorted_token, sorted_pair, group_expert);
 }
 
 // Grid (T, ceil(D / (4 * 256))): a thread a float4 of a token's row when D % 4 == 0 (else a float), its K loads in
@@ -144,6 +166,17 @@ cudaError_t launch_moe_align(const int32_t* ids, int64_t T, int64_t K, int64_t E
   const size_t shared = static_cast<size_t>(2 * E) * sizeof(int32_t);
   moe_align_kernel<<<1, 1024, shared, stream>>>(ids, T * K, K, E, rows_per_group, max_rows, sorted_token, sorted_pair,
                                                 group_expert);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_route_align(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
+                               float* gates, int rows_per_group, int64_t max_rows, int32_t* sorted_token,
+                               int32_t* sorted_pair, int32_t* group_expert, cudaStream_t stream) {
+  if (T == 0) return cudaSuccess;
+  if (E > 32 * 32) return cudaErrorInvalidValue;  // the taken-mask holds 32 experts a lane
+  const size_t shared = static_cast<size_t>(2 * E) * sizeof(int32_t);
+  route_align_kernel<<<1, 1024, shared, stream>>>(logits, T, E, K, scaling, ids, gates, rows_per_group, max_rows,
+                                                  sorted_token, sorted_pair, group_expert);
   return cudaGetLastError();
 }
 

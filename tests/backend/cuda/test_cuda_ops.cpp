@@ -1,11 +1,11 @@
 // CudaBackend ops against CpuBackend (itself tested against naive and float64 references) on fresh random inputs,
 // for BF16 and FP8 weights (F32 too for matmul): matmul on every kernel (small M on every split of K over warps,
 // bitwise deterministic; 2-8 rows with BF16/FP8 weights on the tensor cores too, against the FMA kernel; for more
-// rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or
-// with QUATRE_CUDA_TC=0; 16-byte and scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4
-// temperature (q or k alone too), the cache write (alone and fused with its RMSNorm and RoPE), MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties
-// included), FFN and MoE on both group sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
-// an fp32 bound. Skips without a GPU.
+// rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or with QUATRE_CUDA_TC=0; 16-byte and
+// scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4 temperature (q or k alone too), the
+// cache write (alone, and with its RMSNorm and RoPE in one launch), MLA in both forms over a paged cache with
+// NaN-poisoned unused slots, routing (ties included; grouped in the same launch or not), FFN and MoE on both group
+// sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -362,18 +362,23 @@ TEST_F(CudaOps, MlaWithKeysSplitOverBlocksMatchesCpu) {
   EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2);
 }
 
+// 33 tokens (132 pairs): routed and grouped in one launch; 100 (400 pairs): the route kernel alone.
 TEST_F(CudaOps, RouteMatchesCpuIncludingTies) {
-  const int64_t T = 33, E = 16, K = 4;
-  std::vector<float> logits = randn(static_cast<size_t>(T * E), 30);
-  for (int64_t e = 0; e < E; ++e) logits[static_cast<size_t>(E + e)] = 1.0f;  // token 1: all tied
-  logits[2 * E + 3] = logits[2 * E + 9] = 5.0f;                               // token 2: a tie on top
-  const RouteArgs args{.n_experts_per_tok = K, .routed_scaling_factor = 1.5f};
-  const Routing want = cpu_.route(host(logits, {T, E}), args, host_arena_);
-  const Routing got = gpu_->route(up(logits, {T, E}), args, *dev_arena_);
-  std::vector<int32_t> ids(static_cast<size_t>(T * K));
-  gpu_->copy_to_host(got.expert_ids, ids.data());
-  EXPECT_EQ(ids, std::vector<int32_t>(want.expert_ids.data_as<int32_t>(), want.expert_ids.data_as<int32_t>() + T * K));
-  EXPECT_LE(rel_l2(down(got.gates), vec(want.gates)), 1e-6);
+  const int64_t E = 16, K = 4;
+  for (int64_t T : {33, 100}) {
+    std::vector<float> logits = randn(static_cast<size_t>(T * E), 30);
+    for (int64_t e = 0; e < E; ++e) logits[static_cast<size_t>(E + e)] = 1.0f;  // token 1: all tied
+    logits[2 * E + 3] = logits[2 * E + 9] = 5.0f;                               // token 2: a tie on top
+    const RouteArgs args{.n_experts_per_tok = K, .routed_scaling_factor = 1.5f};
+    const Routing want = cpu_.route(host(logits, {T, E}), args, host_arena_);
+    const Routing got = gpu_->route(up(logits, {T, E}), args, *dev_arena_);
+    EXPECT_EQ(got.grouping.is_defined(), T == 33) << "T=" << T;
+    std::vector<int32_t> ids(static_cast<size_t>(T * K));
+    gpu_->copy_to_host(got.expert_ids, ids.data());
+    EXPECT_EQ(ids, std::vector<int32_t>(want.expert_ids.data_as<int32_t>(), want.expert_ids.data_as<int32_t>() + T * K))
+        << "T=" << T;
+    EXPECT_LE(rel_l2(down(got.gates), vec(want.gates)), 1e-6) << "T=" << T;
+  }
 }
 
 // E experts of `dtype` weights (values of std 0.2; FP8 at scale 0.01).
@@ -408,6 +413,13 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
         const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
                                                       .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_));
         EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << dtype_name(dtype) << " T=" << T << " shared=" << shared;
+        // The route grouped these pairs in its launch (T*K <= 256); without its grouping moe groups them itself:
+        // each row's result is independent of its place in a group, so the same bits.
+        ASSERT_TRUE(rg.grouping.is_defined());
+        const Routing bare{.expert_ids = rg.expert_ids, .gates = rg.gates};
+        EXPECT_EQ(down(gpu_->moe({.x = xg, .routing = bare, .experts = gpu_experts,
+                                  .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_)), got)
+            << "moe grouping itself, T=" << T;
         // Into a residual (the sum kernel adds): the residual plus the same values, bit for bit.
         const std::vector<float> r0 = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(60 + T));
         const Tensor res = up(r0, {T, D});
