@@ -171,7 +171,7 @@ void print_profile(const io::TextConfig& t, const Costs& c, std::vector<cuda::Pr
   double sum = 0;
   for (cuda::ProfileRow& r : rows) {
     sum += r.ms;
-    if (r.label == "moe gate+up (routed)") r.bytes = n_moe * distinct * c.expert_bytes * 2 / 3;
+    if (r.label == "moe gate+up+silu (routed)") r.bytes = n_moe * distinct * c.expert_bytes * 2 / 3;
     if (r.label == "moe down (routed)") r.bytes = n_moe * distinct * c.expert_bytes / 3;
     const std::string name = matmul_name(t, r.label);
     if (!name.empty()) r.label = fmt::format("{} ({})", name, r.label);

@@ -3,14 +3,20 @@
 # tools/gpu/pack.sh, carry .gpu/pack): the full-size figures of issues #6 and #7 — decode at batch 1-256 and 2K
 # context with the batch-1 profile, prefill 1K/8K, one 256K-token context decoding, prefill of 32K and 128K prompts
 # (in chunks of 8192), and the serving engine under load (greedy), after the CUDA tests. Logs under OUT_DIR; the tables on stdout.
-#   run tool: command "bash tools/gpu/cuda_h200.sh $OUT [--quick]", carry [".gpu/pack"], needs_h200 true
+# --quick: no tests (they ran on another card of this build; ~300 s); --no-serve: tests and figures without the
+# serving engine; --serve: the serving engine alone (the two halves fit the 600 s of a call each).
+#   run tool: command "bash tools/gpu/cuda_h200.sh $OUT [--quick|--no-serve|--serve]", carry [".gpu/pack"], needs_h200 true
 set -uo pipefail
-out=${1:?usage: cuda_h200.sh OUT_DIR [--quick]}
+out=${1:?usage: cuda_h200.sh OUT_DIR [--quick|--no-serve|--serve]}
 quick=${2:-}
 mkdir -p "$out"
 source tools/gpu/packed_env.sh
 [ ${#layers[@]} -eq 0 ] || { echo "this card cannot hold the full model: use cuda_final.sh"; exit 2; }
-if [ "$quick" != --quick ]; then  # --quick: the tests ran on another card of this build; figures only (~300 s)
+if [ "$quick" = --serve ]; then
+  bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0
+  exit
+fi
+if [ "$quick" != --quick ]; then
   timeout 100 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
   echo "== tests rc=$?"
   grep -E "^\[  (PASSED|FAILED)|exception" "$out/check.txt" | sort | uniq -c
@@ -31,4 +37,4 @@ timeout 150 "$bin/quatre-bench" --random-weights --batch 1 --context 1024 --pref
 echo "== prefill 32K, 128K rc=$?"
 grep -A3 "^prefill T" "$out/long_prefill.txt"
 nvidia-smi --query-gpu=clocks.sm,clocks.mem --format=csv,noheader
-bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0
+[ "$quick" = --no-serve ] || bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0

@@ -65,7 +65,8 @@ Routing CudaBackend::route(const Tensor& logits, const RouteArgs& args, Arena& a
   return r;
 }
 
-// down(silu(gate·x) ⊙ up·x): gate and up in one launch (the same x and shapes), then the SiLU-gating, then down.
+// down(silu(gate·x) ⊙ up·x): gate, up and the SiLU-gating in one launch (same x and shapes; the gating in the same
+// kernel where it is the FMA one, launch_matmul's silu_gate), then down.
 Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
   check_f32(x, "ffn input");
   const int64_t M = x.dim(0), D = x.dim(1), F = weight_rows(w.gate);
@@ -78,11 +79,12 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = gate, .y = g.data_as<float>(),
                   .ldy = F};
   {
-    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up)", F, D, weight_type_name(w.gate)); },
+    const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up+silu)", F, D, weight_type_name(w.gate)); },
                         static_cast<double>(stored_bytes(w.gate) + stored_bytes(w.up) + static_cast<size_t>(M * (D + 2 * F)) * 4));
     if (same_layout(up, gate)) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
+      p.silu_gate = true;
       give_split_workspace(p, a);
       launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
     } else {
@@ -91,11 +93,8 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
       p.weight = up;
       p.y = u.data_as<float>();
       launched(launch_matmul(p, as_stream(stream_)), "ffn up");  // the same shape: the same workspace suffices
+      launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
     }
-  }
-  {
-    const OpScope scope(profiler_, "silu_mul");
-    launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
   }
   Tensor y = a.tensor(DType::F32, {M, D});  // [M,D]
   MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
@@ -134,7 +133,7 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
 }
 
 // Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
-// else 64: the tile kernel); gate and up per group, SiLU-gating, down scattered back to the pair's row times its
+// else 64: the tile kernel); gate and up per group with the SiLU-gating, down scattered back to the pair's row times its
 // gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
 Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   const Tensor& x = args.x;
@@ -186,13 +185,10 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
   p.experts2 = table + E;
   p.y2 = up;
+  p.silu_gate = true;
   {
-    const OpScope scope(profiler_, "moe gate+up (routed)");
+    const OpScope scope(profiler_, "moe gate+up+silu (routed)");
     launched(launch_matmul(p, s), "moe gate+up");
-  }
-  {
-    const OpScope scope(profiler_, "moe silu_mul");
-    launched(launch_silu_mul(gate, up, max_rows * F, s), "moe silu_mul");
   }
   float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
   MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,

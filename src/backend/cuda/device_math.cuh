@@ -83,6 +83,8 @@ __device__ __forceinline__ float int4_weight_at(const DevWeight& w, int64_t row,
   return __fadd_rn(__fmul_rn(s, static_cast<float>(code)), bf16_bits_to_f32(w.int4_offsets[g]));
 }
 
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

@@ -51,6 +51,9 @@ struct MatmulProblem {
   DevWeight weight2 = {};
   const DevWeight* experts2 = nullptr;
   float* y2 = nullptr;
+  // With the second problem: y = silu(x·wᵀ) ⊙ (x·w2ᵀ), the SiLU-gated FFN's hidden (y2: scratch). On the FMA kernel
+  // in one pass (a lane's gate sum meets its up sum in the warp); elsewhere both problems, then the gating.
+  bool silu_gate = false;
   // Grouped problems: the real rows a group the caller expects (0: unknown); >= 2 lets the small tensor-core
   // kernel take groups of <= 8 rows (matmul_small_tc.cu).
   float rows_hint = 0;

@@ -240,7 +240,7 @@ __device__ __forceinline__ unsigned present_rows(const MatmulProblem& p, int64_t
 // The sums of column n (this lane's) over the present rows of `rows` (at most R of them; rows r >= their count
 // are not computed), stored times the weight's scale. Everything is set up here, not in the kernel: values set
 // before the kernel's branch on the row count would stay live through every body and spill.
-template <class Column, int WPC, int R>
+template <class Column, int WPC, int R, bool kGated>
 __device__ __forceinline__ void column_sums(MatmulProblem p, int rows_per_group, unsigned rows) {
   constexpr int kStride = WPC * kQuad * Column::kVec;  // k step of a lane
   select_problem(p);
@@ -249,7 +249,11 @@ __device__ __forceinline__ void column_sums(MatmulProblem p, int rows_per_group,
       static_cast<int64_t>(blockIdx.x) * small_block_cols(WPC) + (warp / WPC) * (32 / kQuad) + lane / kQuad;
   const int64_t group = blockIdx.y, m0 = group * rows_per_group;
   bool skip = false;
-  const DevWeight dw = group_dev_weight(p, group, skip);  // not a padding group: the kernel returned for those
+  // SiLU-gated (kGated: p.silu_gate, N = 2F): column n is column n / 2 of the gate weight (n even) or of the up weight
+  // (weight2 / experts2; n odd), the two 4 lanes apart in the warp.
+  const bool is_up = kGated && (n & 1) != 0;
+  const DevWeight dw = group_dev_weight(pick(is_up, p.weight, p.weight2), is_up ? p.experts2 : p.experts,
+                                        p.group_expert, group, skip);  // not a padding group: the kernel returned for those
   const int n_rows = __popc(rows);
   int row[R];         // in the group: the r-th present row (r >= n_rows: the first one's, never computed)
   const float* x[R];  // [K] each
@@ -264,7 +268,7 @@ __device__ __forceinline__ void column_sums(MatmulProblem p, int rows_per_group,
   float acc[R] = {};
   if (n < p.N) {
     using Load = typename Column::Load;
-    const Column col(dw, n, p.K);
+    const Column col(dw, kGated ? n / 2 : n, p.K);
     const int K = static_cast<int>(p.K);
     // kUnroll loads in flight. One row: a trip sums kUnroll slots, each slot's load then replaced by the one
     // kUnroll strides on, in the same registers. (A window shifted by one each trip moves every pending load's
@@ -325,32 +329,42 @@ __device__ __forceinline__ void column_sums(MatmulProblem p, int rows_per_group,
     }
     __syncthreads();  // before a next call writes partial again
   }
-  if (warp % WPC != 0 || !is_first_lane || n >= p.N) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] *= dw.scale;
+  if constexpr (kGated) {  // the gate's lane takes the up sum from 4 lanes on (every lane shuffles)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float up = __shfl_down_sync(0xffffffffu, acc[r], kQuad);
+      acc[r] = silu(acc[r]) * up;
+    }
+  }
+  if (warp % WPC != 0 || !is_first_lane || n >= p.N || is_up) return;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    if (r < n_rows) store(p, m0 + row[r], n, acc[r] * dw.scale);
+    if (r < n_rows) store(p, m0 + row[r], kGated ? n / 2 : n, acc[r]);
   }
 }
 
-// Three blocks an SM (ptxas then gives 80 registers): more weight loads in flight a SM. Column: FloatColumn or
+// Three blocks an SM (ptxas then gives 80 registers): more weight loads in flight a SM. kGated: SiLU-gated gate+up
+// (launch_small), its own instantiation (a run-time flag cost the other bodies registers). Column: FloatColumn or
 // Int4Column (the weights of the lane's column, as loaded, and the FMAs on them). One present row (every group
 // at batch 1) has a body of its own; more are computed 4 at a time (5-8 rows: two passes over the weights, the
 // second mostly from L2), rows past the present ones skipped by a uniform branch. (An 8-row body beside these
 // spilled 50-360 bytes: ptxas allocates the bodies together.)
-template <class Column, int WPC>
+template <class Column, int WPC, bool kGated>
 __global__ void __launch_bounds__(256, 3) small_m_kernel(MatmulProblem p, int rows_per_group) {
   const int64_t group = blockIdx.y;
   if (p.experts != nullptr && p.group_expert[group] < 0) return;  // a padding group: the whole block
   const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
   if (__popc(rows) == 1) {
-    column_sums<Column, WPC, 1>(p, rows_per_group, rows);
+    column_sums<Column, WPC, 1, kGated>(p, rows_per_group, rows);
     return;
   }
   for (unsigned rest = rows; rest != 0;) {  // uniform over the block
     unsigned later = rest;
 #pragma unroll
     for (int i = 0; i < 4; ++i) later &= later - 1;  // rest without its lowest 4 rows
-    column_sums<Column, WPC, 4>(p, rows_per_group, rest & ~later);
+    column_sums<Column, WPC, 4, kGated>(p, rows_per_group, rest & ~later);
     rest = later;
   }
 }
@@ -450,18 +464,21 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
 // Plain problems of 5-8 rows (decode batches of 5-8): every row in one pass over the weights, at two blocks an SM
 // (room for the 8-row body's registers, which spilled under the three-blocks bound). small_m_kernel's 4-row passes
 // would read the weights twice: from L2 for a layer's matrices, but from DRAM again for the 1 GB lm_head.
-template <class Column, int WPC>
+template <class Column, int WPC, bool kGated>
 __global__ void __launch_bounds__(256, 2) small_m8_kernel(MatmulProblem p, int rows_per_group) {
-  column_sums<Column, WPC, kSmallRows>(p, rows_per_group, present_rows(p, blockIdx.y * rows_per_group, rows_per_group));
+  column_sums<Column, WPC, kSmallRows, kGated>(p, rows_per_group, present_rows(p, blockIdx.y * rows_per_group, rows_per_group));
 }
 
 template <class Column, int WPC>
 void launch_small_wpc(const MatmulProblem& p, int rows_per_group, unsigned groups, cudaStream_t stream) {
   const dim3 grid(blocks_for(p.N, small_block_cols(WPC)), groups, p.y2 != nullptr ? 2 : 1);
-  if (p.experts == nullptr && p.M > 4) {
-    small_m8_kernel<Column, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+  const bool m8 = p.experts == nullptr && p.M > 4;
+  if (p.silu_gate) {
+    m8 ? small_m8_kernel<Column, WPC, true><<<grid, 256, 0, stream>>>(p, rows_per_group)
+       : small_m_kernel<Column, WPC, true><<<grid, 256, 0, stream>>>(p, rows_per_group);
   } else {
-    small_m_kernel<Column, WPC><<<grid, 256, 0, stream>>>(p, rows_per_group);
+    m8 ? small_m8_kernel<Column, WPC, false><<<grid, 256, 0, stream>>>(p, rows_per_group)
+       : small_m_kernel<Column, WPC, false><<<grid, 256, 0, stream>>>(p, rows_per_group);
   }
 }
 
@@ -490,10 +507,15 @@ int warps_per_column(const MatmulProblem& p, unsigned groups, int vec) {
   return wpc;
 }
 
+// SiLU-gated problems as one problem of 2N interleaved columns (gate, up) whose pairs meet in the store, on the K
+// slices of the two problems (the same sums, in the same order).
 template <class Column>
-void launch_small(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
-  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
-  switch (warps_per_column(p, groups, Column::kVec)) {
+void launch_small(const MatmulProblem& problem, int rows_per_group, cudaStream_t stream) {
+  const auto groups = static_cast<unsigned>((problem.M + rows_per_group - 1) / rows_per_group);
+  const int wpc = warps_per_column(problem, groups, Column::kVec);
+  MatmulProblem p = problem;
+  if (p.silu_gate) p.N *= 2, p.y2 = nullptr;  // silu_gate stays: the gated kernels
+  switch (wpc) {
     case 1: launch_small_wpc<Column, 1>(p, rows_per_group, groups, stream); break;
     case 2: launch_small_wpc<Column, 2>(p, rows_per_group, groups, stream); break;
     case 4: launch_small_wpc<Column, 4>(p, rows_per_group, groups, stream); break;
@@ -579,7 +601,19 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   if (grouped && !small && p.rows_per_group != kTile) return cudaErrorInvalidValue;
   if (small && p.K > INT32_MAX / 2) return cudaErrorInvalidValue;  // the small kernel's k is an int
   const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
-  switch (matmul_path(p)) {
+  const MatmulPath path = matmul_path(p);
+  if (p.silu_gate) {
+    if (p.y2 == nullptr || p.accumulate || p.y_rows != nullptr || p.row_scale != nullptr) return cudaErrorInvalidValue;
+    const bool is_fma = path == MatmulPath::kSmall || (path == MatmulPath::kInt4 && small && !small_tc_applies(p));
+    if (!is_fma) {  // gate into y, up into y2, then the gating over y as one array
+      if (p.ldy != p.N) return cudaErrorInvalidValue;
+      MatmulProblem both = p;
+      both.silu_gate = false;
+      const cudaError_t e = launch_matmul(both, stream);
+      return e != cudaSuccess ? e : launch_silu_mul(p.y, p.y2, p.M * p.N, stream);
+    }
+  }
+  switch (path) {
     case MatmulPath::kInt4: return launch_int4(p, grouped, small, stream);
     case MatmulPath::kSmallTc: return launch_small_tc(p, rows_per_group, stream);
     case MatmulPath::kTcTile: return launch_matmul_tc(p, stream);

@@ -27,13 +27,28 @@ __device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_
   return {p.experts[e].w, p.experts[e].scale, false};
 }
 
+// second ? b : a, field by field (a select of the whole struct would copy the kernel's parameters to the stack).
+__device__ __forceinline__ DevWeight pick(bool second, const DevWeight& a, const DevWeight& b) {
+  return {.w = second ? b.w : a.w,
+          .type = second ? b.type : a.type,
+          .scale = second ? b.scale : a.scale,
+          .int4_scales = second ? b.int4_scales : a.int4_scales,
+          .int4_offsets = second ? b.int4_offsets : a.int4_offsets,
+          .group_size = second ? b.group_size : a.group_size};
+}
+
 // The whole DevWeight of a row group (4-bit kernels read its scales, offsets and group size); skip: padding group.
-__device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, int64_t group, bool& skip) {
+// plain / experts: the problem's weight and experts (or weight2 and experts2).
+__device__ __forceinline__ DevWeight group_dev_weight(const DevWeight& plain, const DevWeight* experts,
+                                                      const int32_t* group_expert, int64_t group, bool& skip) {
   skip = false;
-  if (p.experts == nullptr) return p.weight;
-  const int32_t e = p.group_expert[group];
+  if (experts == nullptr) return plain;
+  const int32_t e = group_expert[group];
   skip = e < 0;
-  return skip ? DevWeight{} : p.experts[e];
+  return skip ? DevWeight{} : experts[e];
+}
+__device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, int64_t group, bool& skip) {
+  return group_dev_weight(p.weight, p.experts, p.group_expert, group, skip);
 }
 
 __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {

@@ -214,7 +214,7 @@ __global__ void rope_kv_write_kernel(float* q, int64_t n_heads, int64_t nope, vo
 
 __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+  if (i < n) g[i] = silu(g[i]) * u[i];
 }
 
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {

@@ -21,6 +21,7 @@
 
 #include "cuda_test_fixture.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/op_args.h"
 #include "core/error.h"
 #include "io/model_config.h"
 #include "model/rope.h"
@@ -467,6 +468,44 @@ TEST_F(CudaOps, MatmulSplitOverKMatchesCpu) {
   std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
   const std::vector<float> want = vec(cpu_.ffn(host(x, {M, D}), ex.ffn[0], host_arena_));
   EXPECT_LE(rel_l2(down(gpu_->ffn(up(x, {M, D}), dev_ffn[0], *dev_arena_)), want), kF32RelL2) << "ffn";
+}
+
+// launch_matmul's SiLU-gated gate+up (silu_gate): y = silu(x·gateᵀ) ⊙ (x·upᵀ) bit for bit as the two problems then
+// the gating kernel: in one pass on the FMA kernel (1 row; 3 and 5 rows with the small tensor-core kernel off: the
+// 2-4-row passes and the plain 5-8-row kernel; K slices over 1-8 warps by the shapes), the gating after the product
+// elsewhere (3 and 5 rows on the small tensor-core kernel, 70 on the tile). The FFN and MoE tests run it through
+// the ops (routed groups of one row: the FMA kernel's grouped problems).
+TEST_F(CudaOps, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
+  struct Reset {
+    ~Reset() { set_small_tc_for_tests(-1); }
+  } reset;
+  uint64_t seed = 1200;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}}) {
+      const StoredWeight gate(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.002f);
+      const StoredWeight up_w(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.003f);
+      const Weight gd = prep(gate), ud = prep(up_w);
+      for (int64_t M : {1, 3, 5, 70}) {
+        for (int small_tc : {-1, 0}) {
+          set_small_tc_for_tests(small_tc);
+          const std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
+          const Tensor xd = up(x, {M, D});
+          const std::vector<float> zeros(static_cast<size_t>(M * F), 0.0f);
+          Tensor y = up(zeros, {M, F}), y2 = up(zeros, {M, F}), g = up(zeros, {M, F}), u = up(zeros, {M, F});
+          MatmulProblem p{.x = xd.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = dev(gd, "gate"),
+                          .y = y.data_as<float>(), .ldy = F, .weight2 = dev(ud, "up"), .y2 = y2.data_as<float>(),
+                          .silu_gate = true};
+          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+          p.silu_gate = false, p.y = g.data_as<float>(), p.y2 = u.data_as<float>();
+          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+          ASSERT_EQ(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), M * F, nullptr), cudaSuccess);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          EXPECT_EQ(down(y), down(g)) << dtype_name(dtype) << " D=" << D << " F=" << F << " M=" << M
+                                      << " small_tc " << small_tc;
+        }
+      }
+    }
+  }
 }
 
 TEST_F(CudaOps, ABranchRunsBesideTheMainOpsAndJoinsThem) {
