@@ -508,7 +508,7 @@ int warps_per_column(const MatmulProblem& p, unsigned groups, int vec) {
 }
 
 // SiLU-gated problems as one problem of 2N interleaved columns (gate, up) whose pairs meet in the store, on the K
-// slices of the two problems (the same sums, in the same order).
+// slices of the two-problem launch (y2, no gating): the same sums in the same order.
 template <class Column>
 void launch_small(const MatmulProblem& problem, int rows_per_group, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((problem.M + rows_per_group - 1) / rows_per_group);

@@ -28,6 +28,7 @@ __device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_
 }
 
 // second ? b : a, field by field (a select of the whole struct would copy the kernel's parameters to the stack).
+static_assert(sizeof(DevWeight) == 40, "pick() copies every field of DevWeight: add a new one there");
 __device__ __forceinline__ DevWeight pick(bool second, const DevWeight& a, const DevWeight& b) {
   return {.w = second ? b.w : a.w,
           .type = second ? b.type : a.type,

@@ -104,8 +104,9 @@ __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K,
   align_pairs(ids, n_pairs, K, E, G, max_rows, sorted_token, sorted_pair, group_expert);
 }
 
-// Both in one block (few tokens): its warps route the tokens, then the block groups the pairs.
-__global__ void route_align_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
+// Both in one block (few tokens): its warps route the tokens, then the block groups the pairs. (Without the bound
+// ptxas gave it 68 registers, over a 1024-thread block's 64K: every launch failed.)
+__global__ void __launch_bounds__(1024) route_align_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
                                    float* gates, int G, int64_t max_rows, int32_t* sorted_token, int32_t* sorted_pair,
                                    int32_t* group_expert) {
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;

@@ -172,7 +172,8 @@ __global__ void kv_write_kernel(void* cache, WType type, int64_t width, const fl
 }
 
 // Grid (T, 1 + Hq): block (t, 0) stores token t's cache entry, c = kv_a[t, :R] through RMSNorm (weight g; the
-// sum of squares as rms_norm_kernel's) and k = kv_a[t, R:] rotated at its position, at slot slots[t]; block
+// sum of squares in rms_norm_kernel's order, not rms_norm_rows_kernel's: c may differ in its last bit from the
+// composed ops') and k = kv_a[t, R:] rotated at its position, at slot slots[t]; block
 // (t, 1 + h) ropes query head h as rope_kernel (Hq = 0 without q). What split_cols, rms_norm, rope and kv_write
 // compute in four launches.
 __global__ void rope_kv_write_kernel(float* q, int64_t n_heads, int64_t nope, void* cache, WType type,

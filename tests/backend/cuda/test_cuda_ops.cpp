@@ -472,7 +472,7 @@ TEST_F(CudaOps, MatmulSplitOverKMatchesCpu) {
 
 // launch_matmul's SiLU-gated gate+up (silu_gate): y = silu(x·gateᵀ) ⊙ (x·upᵀ) bit for bit as the two problems then
 // the gating kernel: in one pass on the FMA kernel (1 row; 3 and 5 rows with the small tensor-core kernel off: the
-// 2-4-row passes and the plain 5-8-row kernel; K slices over 1-8 warps by the shapes), the gating after the product
+// 2-4-row passes and the plain 5-8-row kernel; K slices over 1 warp (F = 8192) or 8), the gating after the product
 // elsewhere (3 and 5 rows on the small tensor-core kernel, 70 on the tile). The FFN and MoE tests run it through
 // the ops (routed groups of one row: the FMA kernel's grouped problems).
 TEST_F(CudaOps, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
@@ -481,7 +481,7 @@ TEST_F(CudaOps, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
   } reset;
   uint64_t seed = 1200;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}}) {
+    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}, {256, 8192}}) {
       const StoredWeight gate(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.002f);
       const StoredWeight up_w(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.003f);
       const Weight gd = prep(gate), ud = prep(up_w);
