@@ -178,9 +178,11 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   MatmulProblem p{.x = x.data_as<float>(), .ldx = D, .x_rows = sorted_token, .M = max_rows, .N = F, .K = D,
                   .weight = gate0, .experts = table, .group_expert = group_expert, .rows_per_group = G,
                   .y = gate, .ldy = F};
-  // Real rows a group expected: the T*K pairs over the experts they can reach, at most G (the small kernels'
-  // tensor-core path wants >= 2).
-  p.rows_hint = std::min(static_cast<float>(T * K) / static_cast<float>(std::min(E, T * K)), static_cast<float>(G));
+  // Real rows a group expected: the T*K pairs over the experts they can reach, at most G (the small tensor-core
+  // kernel takes >= 1). One token: none, each of its groups is one row, which the FMA kernel's one-row body reads
+  // faster (H100, 16 FP8 layers: batch 1 2.81 ms against 2.94 on the tensor cores).
+  p.rows_hint = T == 1 ? 0.0f
+                       : std::min(static_cast<float>(T * K) / static_cast<float>(std::min(E, T * K)), static_cast<float>(G));
   CHECK(same_layout(up0, gate0)) << "expert gate and up weights of different dtypes (or 4-bit layouts)";
   p.weight2 = up0;  // one dtype for every expert's up weight (expert_table)
   p.experts2 = table + E;

@@ -54,8 +54,8 @@ struct MatmulProblem {
   // With the second problem: y = silu(x·wᵀ) ⊙ (x·w2ᵀ), the SiLU-gated FFN's hidden (y2: scratch). On the FMA kernel
   // in one pass (a lane's gate sum meets its up sum in the warp); elsewhere both problems, then the gating.
   bool silu_gate = false;
-  // Grouped problems: the real rows a group the caller expects (0: unknown); >= 2 lets the small tensor-core
-  // kernel take groups of <= 8 rows (matmul_small_tc.cu).
+  // Grouped problems: the real rows a group the caller expects (0: unknown); >= 1 lets the small tensor-core
+  // kernel take groups of <= 8 rows (matmul_small_tc.cu, QUATRE_CUDA_SMALL_TC_MIN_HINT).
   float rows_hint = 0;
   // Scratch for the partial sums of a problem split over K (matmul_workspace_floats says how much; without it the
   // kernels make one pass).

@@ -68,7 +68,7 @@ int64_t matmul_tc_workspace_floats(const MatmulProblem& p);  // the split-K part
 
 // Tensor-core path for <= 8 rows a group or plain problems of <= 64 rows (matmul_small_tc.cu): BF16/FP8/4-bit
 // weights, K % 16 (FP8) / % 8 (BF16) / % 32 and % G (4-bit, G % 32 == 0) == 0, 16-byte aligned rows, no x_rows
-// past 8 plain rows, and at least 2 rows a group expected (plain: M >= 2; grouped: rows_hint >= 2); off with
+// past 8 plain rows, and rows enough (plain: M >= 2; grouped: rows_hint >= 1, QUATRE_CUDA_SMALL_TC_MIN_HINT); off with
 // QUATRE_CUDA_SMALL_TC=0. False: the FMA kernel of matmul.cu (or past 8 rows the large-M kernels) runs. rows_per_group: the group's rows (plain: 8, whatever M).
 bool small_tc_applies(const MatmulProblem& p);
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
