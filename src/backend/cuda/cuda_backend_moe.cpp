@@ -35,8 +35,10 @@ PairGroups pair_groups(int64_t T, int64_t K, int64_t E) {
   return {.G = G, .max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G};
 }
 
-// Routings of at most this many pairs are grouped in the same launch (one block of 32 warps routing in turn).
-constexpr int64_t kMaxPairsRoutedAndGrouped = 256;
+// Routings of at most this many pairs are grouped in the same launch (one block of 32 warps routing in turn). H100
+// profile, a layer: 12 us at batch 1 against 16 for the two launches; but 36 us at batch 64 (256 pairs, the step
+// 0.2 ms slower than with the two launches).
+constexpr int64_t kMaxPairsRoutedAndGrouped = 64;
 
 }  // namespace
 
