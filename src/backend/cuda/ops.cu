@@ -25,10 +25,10 @@ __global__ void dequant_rows_kernel(DevWeight w, int64_t cols, const int32_t* id
   }
 }
 
-// One block per row: mean of squares (fp32 tree sum), then g ⊙ (x · rsqrt(ms + eps)). Rows of any width.
-__global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float eps, float* y) {
+// 1 / sqrt(mean(row[0..n)²) + eps) by the whole block (every thread calls it): each thread's strided sum, then
+// an fp32 tree over the warps.
+__device__ __forceinline__ float block_rms_scale(const float* row, int64_t n, float eps) {
   __shared__ float partial[32];
-  const float* row = x + blockIdx.x * n;
   float s = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s = fmaf(row[i], row[i], s);
   s = warp_sum(s);
@@ -40,7 +40,13 @@ __global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float ep
     if (threadIdx.x == 0) partial[0] = t;
   }
   __syncthreads();
-  const float r = 1.0f / sqrtf(partial[0] / static_cast<float>(n) + eps);
+  return 1.0f / sqrtf(partial[0] / static_cast<float>(n) + eps);
+}
+
+// One block per row: mean of squares (fp32 tree sum), then g ⊙ (x · rsqrt(ms + eps)). Rows of any width.
+__global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float eps, float* y) {
+  const float* row = x + blockIdx.x * n;
+  const float r = block_rms_scale(row, n, eps);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     y[blockIdx.x * n + i] = load_weight(g.w, g.type, i) * g.scale * (row[i] * r);
   }
@@ -113,14 +119,18 @@ __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = values[blockIdx.x * n + i];
 }
 
+// The pair (x0, x1) rotated by angle.
+__device__ __forceinline__ float2 rotated_pair(float x0, float x1, float angle) {
+  const float c = cosf(angle), s = sinf(angle);
+  return make_float2(x0 * c - x1 * s, x1 * c + x0 * s);
+}
+
 // Rotates the interleaved pairs of x's rope slice (rope_dim floats) at position pos with this block's threads.
 __device__ __forceinline__ void rotate_pairs(float* x, int64_t rope_dim, const float* inv_freq, int32_t pos) {
   for (int64_t p = threadIdx.x; p < rope_dim / 2; p += blockDim.x) {
-    const float angle = static_cast<float>(pos) * inv_freq[p];
-    const float c = cosf(angle), s = sinf(angle);
-    const float x0 = x[2 * p], x1 = x[2 * p + 1];
-    x[2 * p] = x0 * c - x1 * s;
-    x[2 * p + 1] = x1 * c + x0 * s;
+    const float2 v = rotated_pair(x[2 * p], x[2 * p + 1], static_cast<float>(pos) * inv_freq[p]);
+    x[2 * p] = v.x;
+    x[2 * p + 1] = v.y;
   }
 }
 
@@ -186,30 +196,16 @@ __global__ void rope_kv_write_kernel(float* q, int64_t n_heads, int64_t nope, vo
     rope_query_head(q, t, blockIdx.y - 1, n_heads, nope, Dr, inv_freq, pos, beta, original_max);
     return;
   }
-  __shared__ float partial[32];
   const int64_t width = R + Dr, at = slots[t] * width;
   const float* row = kv_a + t * width;
-  float s = 0;
-  for (int64_t i = threadIdx.x; i < R; i += blockDim.x) s = fmaf(row[i], row[i], s);
-  s = warp_sum(s);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float total = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
-    total = warp_sum(total);
-    if (threadIdx.x == 0) partial[0] = total;
-  }
-  __syncthreads();
-  const float r = 1.0f / sqrtf(partial[0] / static_cast<float>(R) + eps);
+  const float r = block_rms_scale(row, R, eps);
   for (int64_t i = threadIdx.x; i < R; i += blockDim.x) {
     store_cache(cache, type, at + i, load_weight(g.w, g.type, i) * g.scale * (row[i] * r));
   }
   for (int64_t p = threadIdx.x; p < Dr / 2; p += blockDim.x) {
-    const float angle = static_cast<float>(pos) * inv_freq[p];
-    const float c = cosf(angle), sn = sinf(angle);
-    const float x0 = row[R + 2 * p], x1 = row[R + 2 * p + 1];
-    store_cache(cache, type, at + R + 2 * p, x0 * c - x1 * sn);
-    store_cache(cache, type, at + R + 2 * p + 1, x1 * c + x0 * sn);
+    const float2 k = rotated_pair(row[R + 2 * p], row[R + 2 * p + 1], static_cast<float>(pos) * inv_freq[p]);
+    store_cache(cache, type, at + R + 2 * p, k.x);
+    store_cache(cache, type, at + R + 2 * p + 1, k.y);
   }
 }
 
