@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call's worth of CUDA performance work (binaries packed here by
-# tools/gpu/pack.sh, carry .gpu/pack): the CUDA tests (cuda_check.sh; test_cuda_ops also with the tensor cores
+# tools/gpu/pack.sh, carry .gpu/pack): the CUDA tests (cuda_check.sh; test_cuda_ops and test_cuda_matmul also with the tensor cores
 # off), then `quatre-bench` on the FP8 mistral-small-4 preset with random weights (all 36 layers where the card
 # holds them, else --layers 16): decode at several batch sizes with the per-op profile, prefill 1024; another
 # commit's quatre-bench copied by hand to .gpu/cuda/base/ when present (the baseline on the same machine, e.g.
@@ -28,9 +28,11 @@ if [ -x .gpu/cuda/base/quatre-bench ]; then
   echo "rc=$?"
   grep -vE "^  " "$out/bench_base.txt" | tail -9
 fi
-echo "== test_cuda_ops, QUATRE_CUDA_TC=0"
-QUATRE_CUDA_TC=0 timeout 20 "$bin/test_cuda_ops" --gtest_brief=1 > "$out/ops_tc_off.txt" 2>&1
-echo "rc=$?"; tail -2 "$out/ops_tc_off.txt"
+for t in test_cuda_ops test_cuda_matmul; do
+  echo "== $t, QUATRE_CUDA_TC=0"
+  QUATRE_CUDA_TC=0 timeout 20 "$bin/$t" --gtest_brief=1 > "$out/${t}_tc_off.txt" 2>&1
+  echo "rc=$?"; tail -2 "$out/${t}_tc_off.txt"
+done
 echo "== bench, tensor cores off"
 QUATRE_CUDA_TC=0 timeout 30 "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 64,256 --context 1024 \
   --prefill 1024 --steps 3 > "$out/bench_tc_off.txt" 2>&1

@@ -8,7 +8,7 @@ set -euo pipefail
 build=${1:-build-cudah}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_cuda_int4 test_cuda_sampling test_step_graphs_cuda test_golden_cuda test_generate_cuda quatre-bench bench_serve)
+[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda_sampling test_step_graphs_cuda test_golden_cuda test_generate_cuda quatre-bench bench_serve)
 cmake --build "$build" -j2 --target "${targets[@]}"
 dest=.gpu/cuda/bin
 rm -rf "$dest" && mkdir -p "$dest/lib"

@@ -51,8 +51,9 @@ struct MatmulProblem {
   DevWeight weight2 = {};
   const DevWeight* experts2 = nullptr;
   float* y2 = nullptr;
-  // With the second problem: y = silu(x·wᵀ) ⊙ (x·w2ᵀ), the SiLU-gated FFN's hidden (y2: scratch). On the FMA kernel
-  // in one pass (a lane's gate sum meets its up sum in the warp); elsewhere both problems, then the gating.
+  // With the second problem: y = silu(x·wᵀ) ⊙ (x·w2ᵀ), the SiLU-gated FFN's hidden (y2: scratch). On the FMA and
+  // staged kernels in one pass (a column's gate sum meets its up sum in the store); elsewhere both problems, then
+  // the gating.
   bool silu_gate = false;
   // Grouped problems: the real rows a group the caller expects (0: unknown); >= 1 lets the small tensor-core
   // kernel take groups of <= 8 rows (matmul_small_tc.cu, QUATRE_CUDA_SMALL_TC_MIN_HINT).
@@ -63,7 +64,8 @@ struct MatmulProblem {
   int64_t split_ws_floats = 0;
 };
 // Small M (<= 8 rows a group): BF16/FP8/4-bit weights with 2-8 rows expected on the tensor cores (swap AB; 4-bit
-// codes go in exact and each 32-k block's sum is scaled after the mma), else four lanes per output column, reading
+// codes go in exact and each 32-k block's sum is scaled after the mma), else FP8/BF16 rows of 512-4096 bytes
+// through shared memory (a block's whole weight tile copied at once), else four lanes per output column, reading
 // the weight with 16-byte loads (4-bit weights: 32 codes a load, dequantised in registers). Plain problems of 9-32
 // rows with FP8, 4-bit (or small BF16) weights: the same tensor-core kernel, each weight fragment against every
 // 8-row block. Otherwise the large-M tensor-core tile (split over K when its tiles leave SMs idle) or a 64x64
@@ -75,6 +77,13 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
 int64_t matmul_workspace_floats(const MatmulProblem& p);
 // Tests: the small tensor-core kernel as QUATRE_CUDA_SMALL_TC says (-1), off (0), or on wherever it can run (1).
 void set_small_tc_for_tests(int mode);
+// The staged kernel (matmul_staged.cu) takes p when the small tensor-core kernel does not: FP8/BF16 weights with rows
+// of 512-4096 bytes, 16-byte aligned x and weights, <= 8 rows a group.
+bool staged_applies(const MatmulProblem& p);
+// Tests: the staged kernel as QUATRE_CUDA_STAGED says (-1), off (0), or on wherever it can run (1); pieces: 16-byte
+// pieces a thread (4, 8 or 16), stages: tiles in flight a block (1-4), blocks: the most blocks of a launch (each
+// walking more tiles); 0: as the launch chooses.
+void set_staged_for_tests(int mode, int pieces = 0, int stages = 0, int blocks = 0);
 
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,

@@ -26,11 +26,6 @@ constexpr int kTileK = 16;
 // shared memory, added in warp order (deterministic). WPC > 1 when N is too small to fill the GPU.
 __host__ __device__ constexpr int small_block_cols(int wpc) { return 8 * 8 / wpc; }
 
-// 32-bit word i of a 16-byte load (i known at compile time: a register, no select).
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
 // A 16-byte load of weights that stream through once: the read-only path, no L1 allocation, and the whole 256-byte
 // L2 group of the line fetched from DRAM at once (the neighbouring weights are the next loads of the block's other
 // warps or of this lane). H100, 16 FP8 layers: batch 1 3.22 -> 3.06 ms, batch 8 9.42 -> 8.62 (the routed experts'
@@ -42,40 +37,6 @@ __device__ __forceinline__ uint4 load_streaming16(const void* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
-}
-
-// Two weights of a 32-bit word (16-bit types; the lower half first), as fp32 (unscaled).
-template <WType T>
-__device__ __forceinline__ float2 word_to_float2(uint32_t w) {
-  if constexpr (T == WType::kBF16) {
-    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
-  } else {
-    static_assert(T == WType::kF16);
-    __half2_raw h;
-    h.x = static_cast<uint16_t>(w), h.y = static_cast<uint16_t>(w >> 16);
-    return __half22float2(__half2(h));
-  }
-}
-
-// Two FP8 E4M3 weights (the low byte first), as fp32 (unscaled): exact, as WTraits::to_f32.
-__device__ __forceinline__ float2 fp8x2_to_float2(uint32_t bits) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xFFFFu), __NV_E4M3);
-  return __half22float2(__half2(h));
-}
-
-// Weights [4c, 4c + 4) of a 16-byte load of float type T, as fp32 (unscaled); c < 16 / (4 · sizeof element).
-template <WType T>
-__device__ __forceinline__ float4 four_weights(const uint4& raw, int c) {
-  if constexpr (T == WType::kF32) {
-    return make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z), __uint_as_float(raw.w));
-  } else if constexpr (T == WType::kF8E4M3) {
-    const uint32_t w = word(raw, c);
-    const float2 lo = fp8x2_to_float2(w), hi = fp8x2_to_float2(w >> 16);
-    return make_float4(lo.x, lo.y, hi.x, hi.y);
-  } else {
-    const float2 lo = word_to_float2<T>(word(raw, 2 * c)), hi = word_to_float2<T>(word(raw, 2 * c + 1));
-    return make_float4(lo.x, lo.y, hi.x, hi.y);
-  }
 }
 
 // acc + x[0..4) · w, in order; kXVec: x 16-byte aligned, one load.
@@ -138,38 +99,6 @@ struct FloatColumn {
 // summation-order error of the CPU backend.
 constexpr int kInt4Vec = 32;
 
-// Group of column k of a row: a shift when the group size is a power of two.
-__device__ __forceinline__ int64_t int4_group(int64_t k, int group_size, int group_shift) {
-  if (group_shift >= 0) return k >> group_shift;
-  return static_cast<int64_t>(static_cast<uint32_t>(k) / static_cast<uint32_t>(group_size));
-}
-
-// log2 of a group size that is a power of two, else -1 (int4_group divides).
-__device__ __forceinline__ int int4_group_shift(int group_size) {
-  return (group_size & (group_size - 1)) == 0 ? __ffs(group_size) - 1 : -1;
-}
-
-// The 8 codes of a 32-bit word of a load (columns 8q .. 8q+8 for word q), in column order, as c - 8 (symmetric)
-// or s * c + m (asymmetric).
-template <bool kSymmetric>
-__device__ __forceinline__ void decode_int4_word(uint32_t word, float s, float m, float4& lo, float4& hi) {
-  // 0x4B000000 | c is the float 2^23 + c: one byte permute a code, and one exact subtraction.
-  constexpr float kBias = kSymmetric ? 8388616.0f : 8388608.0f;  // 2^23 + 8, 2^23
-  const uint32_t even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;  // low / high nibbles
-  float v[8];
-#pragma unroll
-  for (int b = 0; b < 4; ++b) {
-    v[2 * b] = __uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u | b)) - kBias;
-    v[2 * b + 1] = __uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u | b)) - kBias;
-  }
-  if constexpr (!kSymmetric) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = __fadd_rn(__fmul_rn(s, v[j]), m);
-  }
-  lo = make_float4(v[0], v[1], v[2], v[3]);
-  hi = make_float4(v[4], v[5], v[6], v[7]);
-}
-
 // A column's 4-bit weights for small_m_kernel: 32 codes a 16-byte load with their group's scale (and offset),
 // decoded 8 at a time at the FMAs. kXVec: activations in 16-byte loads (else 4-byte ones: unaligned x).
 template <bool kSymmetric, bool kXVec>
@@ -223,19 +152,6 @@ struct Int4Column {
     for (int r = 0; r < R; ++r) acc[r] = kSymmetric ? fmaf(s, sum[r], acc[r]) : sum[r];
   }
 };
-
-// Bit i: row m0 + i of the group is computed (within M, and its output not dropped). Uniform over the block.
-__device__ __forceinline__ unsigned present_rows(const MatmulProblem& p, int64_t m0, int rows_per_group) {
-  const int n_rows = static_cast<int>(p.M - m0 < rows_per_group ? p.M - m0 : rows_per_group);
-  unsigned mask = 0;
-  for (int i = 0; i < n_rows; ++i) {
-    // A row whose output is dropped (y_rows -1: a MoE group's padding) is not computed either: the routed down
-    // of one token is 1 real row in a group of 8, and computing all 8 made it 8x the FMAs (compute-bound).
-    const int64_t m = m0 + i;
-    if ((p.y_rows == nullptr || p.y_rows[m] >= 0) && (p.x_rows == nullptr || p.x_rows[m] >= 0)) mask |= 1u << i;
-  }
-  return mask;
-}
 
 // The sums of column n (this lane's) over the present rows of `rows` (at most R of them; rows r >= their count
 // are not computed), stored times the weight's scale. Everything is set up here, not in the kernel: values set
@@ -553,6 +469,7 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
   if ((small || !grouped) && small_tc_applies(p)) {
     return launch_small_tc(p, grouped ? p.rows_per_group : kSmallRows, stream);
   }
+  if (small && staged_applies(p)) return launch_staged(p, grouped ? p.rows_per_group : kSmallRows, stream);
   if (small) {
     const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
     const bool x_vec = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
@@ -575,7 +492,7 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
 namespace {
 
 // The kernel launch_matmul runs a (well-formed) problem on.
-enum class MatmulPath { kInt4, kSmallTc, kSmall, kTcTile, kTile };
+enum class MatmulPath { kInt4, kSmallTc, kStaged, kSmall, kTcTile, kTile };
 
 MatmulPath matmul_path(const MatmulProblem& p) {
   const bool grouped = p.experts != nullptr;
@@ -583,6 +500,7 @@ MatmulPath matmul_path(const MatmulProblem& p) {
   if (p.weight.type == WType::kInt4) return MatmulPath::kInt4;
   // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
   if ((small || !grouped) && small_tc_applies(p)) return MatmulPath::kSmallTc;
+  if (small && staged_applies(p)) return MatmulPath::kStaged;
   if (small) return MatmulPath::kSmall;
   return matmul_tc_applies(p) ? MatmulPath::kTcTile : MatmulPath::kTile;
 }
@@ -604,8 +522,10 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   const MatmulPath path = matmul_path(p);
   if (p.silu_gate) {
     if (p.y2 == nullptr || p.accumulate || p.y_rows != nullptr || p.row_scale != nullptr) return cudaErrorInvalidValue;
-    const bool is_fma = path == MatmulPath::kSmall || (path == MatmulPath::kInt4 && small && !small_tc_applies(p));
-    if (!is_fma) {  // gate into y, up into y2, then the gating over y as one array
+    // The FMA and staged kernels gate in their store (a small 4-bit problem off the small tensor cores runs on one).
+    const bool gates_in_store = path == MatmulPath::kSmall || path == MatmulPath::kStaged ||
+                                (path == MatmulPath::kInt4 && small && !small_tc_applies(p));
+    if (!gates_in_store) {  // gate into y, up into y2, then the gating over y as one array
       if (p.ldy != p.N) return cudaErrorInvalidValue;
       MatmulProblem both = p;
       both.silu_gate = false;
@@ -616,6 +536,7 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   switch (path) {
     case MatmulPath::kInt4: return launch_int4(p, grouped, small, stream);
     case MatmulPath::kSmallTc: return launch_small_tc(p, rows_per_group, stream);
+    case MatmulPath::kStaged: return launch_staged(p, rows_per_group, stream);
     case MatmulPath::kTcTile: return launch_matmul_tc(p, stream);
     case MatmulPath::kSmall:
     case MatmulPath::kTile: break;

@@ -1,6 +1,7 @@
-// Device helpers shared by the matmul kernels (matmul.cu: CUDA cores, matmul_tc.cu: tensor cores): the weight of a
-// row group (plain or grouped MoE problems; the whole DevWeight for 4-bit weights) and the epilogue store (row
-// scatter, row scale, accumulate).
+// Device helpers shared by the matmul kernels (matmul.cu: CUDA cores, matmul_staged.cu: one-row groups through
+// shared memory, matmul_tc.cu / matmul_small_tc.cu: tensor cores): the weight of a row group (plain or grouped MoE
+// problems; the whole DevWeight for 4-bit weights), a group's present rows, float weights of a 16-byte load as fp32,
+// and the epilogue store (row scatter, row scale, accumulate).
 // Depends on CUDA only.
 #pragma once
 
@@ -52,13 +53,104 @@ __device__ __forceinline__ DevWeight group_dev_weight(const MatmulProblem& p, in
   return group_dev_weight(p.weight, p.experts, p.group_expert, group, skip);
 }
 
-__device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) {
+// Output (m, n) of the problem into y (p.y, or p.y2 for the second problem).
+__device__ __forceinline__ void store(const MatmulProblem& p, float* y, int64_t m, int64_t n, float v) {
   const int64_t row = p.y_rows != nullptr ? p.y_rows[m] : m;
   if (row < 0) return;
   if (p.row_scale != nullptr) v *= p.row_scale[row];
-  float* dst = p.y + row * p.ldy + n;
+  float* dst = y + row * p.ldy + n;
   *dst = p.accumulate ? *dst + v : v;
 }
+__device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) { store(p, p.y, m, n, v); }
+
+// 32-bit word i of a 16-byte load (i known at compile time: a register, no select).
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// Two weights of a 32-bit word (16-bit types; the lower half first), as fp32 (unscaled).
+template <WType T>
+__device__ __forceinline__ float2 word_to_float2(uint32_t w) {
+  if constexpr (T == WType::kBF16) {
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
+  } else {
+    static_assert(T == WType::kF16);
+    __half2_raw h;
+    h.x = static_cast<uint16_t>(w), h.y = static_cast<uint16_t>(w >> 16);
+    return __half22float2(__half2(h));
+  }
+}
+
+// Two FP8 E4M3 weights (the low byte first), as fp32 (unscaled): exact, as WTraits::to_f32.
+__device__ __forceinline__ float2 fp8x2_to_float2(uint32_t bits) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xFFFFu), __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+// Weights [4c, 4c + 4) of a 16-byte load of float type T, as fp32 (unscaled); c < 16 / (4 · sizeof element).
+template <WType T>
+__device__ __forceinline__ float4 four_weights(const uint4& raw, int c) {
+  if constexpr (T == WType::kF32) {
+    return make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z), __uint_as_float(raw.w));
+  } else if constexpr (T == WType::kF8E4M3) {
+    const uint32_t w = word(raw, c);
+    const float2 lo = fp8x2_to_float2(w), hi = fp8x2_to_float2(w >> 16);
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  } else {
+    const float2 lo = word_to_float2<T>(word(raw, 2 * c)), hi = word_to_float2<T>(word(raw, 2 * c + 1));
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  }
+}
+
+// Group of column k of a row: a shift when the group size is a power of two.
+__device__ __forceinline__ int64_t int4_group(int64_t k, int group_size, int group_shift) {
+  if (group_shift >= 0) return k >> group_shift;
+  return static_cast<int64_t>(static_cast<uint32_t>(k) / static_cast<uint32_t>(group_size));
+}
+
+// log2 of a group size that is a power of two, else -1 (int4_group divides).
+__device__ __forceinline__ int int4_group_shift(int group_size) {
+  return (group_size & (group_size - 1)) == 0 ? __ffs(group_size) - 1 : -1;
+}
+
+// 4-bit weights (core/int4.h): the 8 codes of a 32-bit word of a load (columns 8q .. 8q+8 for word q), in column order, as c - 8 (symmetric)
+// or s * c + m (asymmetric).
+template <bool kSymmetric>
+__device__ __forceinline__ void decode_int4_word(uint32_t word, float s, float m, float4& lo, float4& hi) {
+  // 0x4B000000 | c is the float 2^23 + c: one byte permute a code, and one exact subtraction.
+  constexpr float kBias = kSymmetric ? 8388616.0f : 8388608.0f;  // 2^23 + 8, 2^23
+  const uint32_t even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;  // low / high nibbles
+  float v[8];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    v[2 * b] = __uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u | b)) - kBias;
+    v[2 * b + 1] = __uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u | b)) - kBias;
+  }
+  if constexpr (!kSymmetric) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = __fadd_rn(__fmul_rn(s, v[j]), m);
+  }
+  lo = make_float4(v[0], v[1], v[2], v[3]);
+  hi = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// Bit i: row m0 + i of the group is computed (within M, and its output not dropped). Uniform over the block.
+__device__ __forceinline__ unsigned present_rows(const MatmulProblem& p, int64_t m0, int rows_per_group) {
+  const int n_rows = static_cast<int>(p.M - m0 < rows_per_group ? p.M - m0 : rows_per_group);
+  unsigned mask = 0;
+  for (int i = 0; i < n_rows; ++i) {
+    // A row whose output is dropped (y_rows -1: a MoE group's padding) is not computed either: the routed down
+    // of one token is 1 real row in a group of 8, and computing all 8 made it 8x the FMAs (compute-bound).
+    const int64_t m = m0 + i;
+    if ((p.y_rows == nullptr || p.y_rows[m] >= 0) && (p.x_rows == nullptr || p.x_rows[m] >= 0)) mask |= 1u << i;
+  }
+  return mask;
+}
+
+// Groups of <= 8 rows with FP8/BF16 weights of 512-4096-byte rows through shared memory (matmul_staged.cu; where
+// staged_applies, kernels.h): the kernel for the FMA kernel's one-row groups (decode at batch 1); off with
+// QUATRE_CUDA_STAGED=0.
+cudaError_t launch_staged(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
 
 // Tensor-core path for M > 8 rows and BF16/FP8 weights (matmul_tc.cu); false when it does not apply (4-bit weights:
 // the tile kernel of matmul.cu).

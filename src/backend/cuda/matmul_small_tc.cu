@@ -52,10 +52,6 @@ struct Chunk {
   uint4 w[CT][2][kLoadsPerRow<T>];  // [tile][row g, g+8][load]
 };
 
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
 // A's registers {a0a1, a2a3, a4a5, a6a7} of mma j from the loads of rows g (r0) and g+8 (r1): the weights at
 // slot_k(t, j) + {0,1} and + {2,3}.
 template <WType T>

@@ -1,5 +1,6 @@
 // The fixture of the CUDA op tests: a CudaBackend and a CpuBackend side by side, device copies of host inputs and
-// host copies of device results, and the fp32 error bound of a CUDA op against the CPU one. Skips without a GPU.
+// host copies of device results and weights, the fp32 error bound of a CUDA op against the CPU one, and random
+// experts. Skips without a GPU.
 // Depends on backend/cpu, backend/cuda and GoogleTest.
 #pragma once
 
@@ -44,11 +45,20 @@ class CudaVsCpu : public testing::Test {
     return v;
   }
   static std::vector<float> vec(const Tensor& t) { return backend_test::to_vector(t); }
+  Weight prep(const backend_test::StoredWeight& s) { return gpu_->prepare_weight(s.weight); }
 
   cpu::CpuBackend cpu_{2};
   Arena host_arena_{host_memory(), {.poison = true}};
   std::unique_ptr<CudaBackend> gpu_;
   std::unique_ptr<Arena> dev_arena_;
 };
+
+// n experts of `dtype` weights (values of std 0.2; FP8 at scale 0.01).
+inline backend_test::ExpertWeights<backend_test::StoredWeight> experts(int n, int64_t D, int64_t F, DType dtype) {
+  return backend_test::ExpertWeights<backend_test::StoredWeight>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
+    return backend_test::StoredWeight(backend_test::randn(static_cast<size_t>(out * in), seed, 0.2f), {out, in}, dtype,
+                                      0.01f);
+  });
+}
 
 }  // namespace quatre::cuda

@@ -4,8 +4,8 @@
 // scalar activation loads) and on the tile (9 and 70 rows), symmetric and asymmetric, group sizes 32, 128 and 96
 // (not a power of two), K not a multiple of 256; FFN and MoE with 4-bit experts and a shared expert on both
 // row-group sizes; the row dequantisation (exact) and MLA with a 4-bit kv_b in both forms; random 4-bit weights;
-// layouts the backend refuses; the small tensor-core kernel on 4-bit weights (1-64 rows) against the CPU and the
-// kernels that run with it off. Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without
+// layouts the backend refuses; the small tensor-core kernel on 4-bit weights (1-64 rows) and the staged kernel (rows
+// of 512-4096 bytes) against the CPU and the kernels that run with them off. Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without
 // a GPU.
 #include <cmath>
 #include <cstring>
@@ -14,6 +14,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -114,6 +115,47 @@ TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
   }
 }
 
+// The staged kernel on 4-bit weights (matmul_staged.cu: the codes and each piece's scale, and offset, copied into
+// shared memory) against the CPU and against the FMA kernel: rows of 512-4096 bytes (K = 1024-8192), G 32 and 128,
+// symmetric and asymmetric, N not a multiple of a tile's rows; 1 row, and 3 and 8 with the small tensor cores off;
+// 4-16 pieces a thread, 1-4 tiles in flight, one to three blocks walking every tile; the same call twice gives the
+// same bits.
+TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
+  struct Reset {
+    ~Reset() {
+      set_small_tc_for_tests(-1);
+      set_staged_for_tests(-1);
+    }
+  } reset;
+  set_small_tc_for_tests(0);
+  const MatmulCase cases[] = {{32, 1024, 130}, {128, 2048, 1000}, {128, 4096, 21}, {32, 8192, 300}};
+  uint64_t seed = 800;
+  for (bool is_symmetric : {true, false}) {
+    for (const MatmulCase& c : cases) {
+      const Int4Host w(c.out, c.in, c.group_size, is_symmetric, ++seed);
+      const Weight wd = gpu_->prepare_weight(w.weight);
+      for (int64_t M : {1, 3, 8}) {
+        std::vector<float> x = randn(static_cast<size_t>(M * c.in), ++seed);
+        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, c.in}), w.weight, host_arena_));
+        const Tensor xd = up(x, {M, c.in});
+        const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " G=" +
+                                 std::to_string(c.group_size) + " M=" + std::to_string(M) + " in=" +
+                                 std::to_string(c.in) + " out=" + std::to_string(c.out);
+        set_staged_for_tests(0);
+        EXPECT_LE(rel_l2(down(gpu_->matmul(xd, wd, *dev_arena_)), want), kF32RelL2) << "FMA kernel " << what;
+        for (auto [pieces, stages, blocks] : {std::tuple{0, 0, 0}, {4, 4, 1}, {8, 3, 3}, {16, 2, 2}}) {
+          set_staged_for_tests(1, pieces, stages, blocks);
+          const std::string how = "staged (" + std::to_string(pieces) + " pieces, " + std::to_string(stages) +
+                                  " stages, " + std::to_string(blocks) + " blocks) ";
+          const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
+          EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;
+          EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), got) << "deterministic " << how << what;
+        }
+      }
+    }
+  }
+}
+
 // E experts, all 4-bit (values of std 0.2 quantised in groups of G).
 ExpertWeights<Int4Host> int4_experts(int n, int64_t D, int64_t F, int64_t G, bool is_symmetric) {
   return ExpertWeights<Int4Host>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
@@ -126,7 +168,7 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
   struct Dims {
     int64_t D, F, G;
   };
-  for (const Dims dims : {Dims{64, 96, 32}, Dims{256, 128, 128}}) {
+  for (const Dims dims : {Dims{64, 96, 32}, Dims{256, 128, 128}, Dims{1024, 1024, 128}}) {
     for (bool is_symmetric : {true, false}) {
       const auto ex = int4_experts(E + 1, dims.D, dims.F, dims.G, is_symmetric);  // the last is the shared expert
       const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
@@ -134,7 +176,8 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
       const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
       const int64_t D = dims.D;
       // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64 (tile). T = 7, 24: 2.3 and 8 rows a
-      // group expected, the small tensor-core kernel (ffn: plain problems of 7 and 24 rows too); T = 1: the FMA kernel.
+      // group expected, the small tensor-core kernel (ffn: plain problems of 7 and 24 rows too); T = 1: the staged
+      // kernel where rows are 512-4096 bytes (D = F = 1024), else the FMA kernel.
       for (int64_t T : {1, 7, 24, 70}) {
         std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
         std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));

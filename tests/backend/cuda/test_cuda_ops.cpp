@@ -1,11 +1,9 @@
 // CudaBackend ops against CpuBackend (itself tested against naive and float64 references) on fresh random inputs,
-// for BF16 and FP8 weights (F32 too for matmul): matmul on every kernel (small M on every split of K over warps,
-// bitwise deterministic; 2-8 rows with BF16/FP8 weights on the tensor cores too, against the FMA kernel; for more
-// rows the tensor cores with BF16/FP8 weights, the fp32 tile with F32 ones, or with QUATRE_CUDA_TC=0; 16-byte and
-// scalar loads), embed, rms_norm, add, split, gather, RoPE with the Llama-4 temperature (q or k alone too), the
-// cache write (alone, and with its RMSNorm and RoPE in one launch), MLA in both forms over a paged cache with
-// NaN-poisoned unused slots, routing (ties included; grouped in the same launch or not), FFN and MoE on both group
-// sizes with a shared expert. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
+// for BF16 and FP8 weights (matmul's kernels: test_cuda_matmul.cpp): embed, rms_norm, add, split, gather, RoPE with
+// the Llama-4 temperature (q or k alone too), the cache write (alone, and with its RMSNorm and RoPE in one launch),
+// MLA in both forms over a paged cache with NaN-poisoned unused slots, routing (ties included; grouped in the same
+// launch or not), FFN and MoE on both group sizes with a shared expert, a branch on the side stream. Errors:
+// METHOD.md's ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -35,102 +33,7 @@ using backend_test::rel_l2;
 using backend_test::StoredWeight;
 
 class CudaOps : public CudaVsCpu {
- public:  // for the shared checks below (expect_small_tc_matches) too
-  Weight prep(const StoredWeight& s) { return gpu_->prepare_weight(s.weight); }
-  std::vector<float> cpu_matmul(std::vector<float>& x, int64_t M, int64_t in, const StoredWeight& w) {
-    return vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
-  }
-  Tensor upload(const std::vector<float>& x, int64_t M, int64_t in) { return up(x, {M, in}); }
-  std::vector<float> gpu_matmul(const Tensor& x, const Weight& w) { return down(gpu_->matmul(x, w, *dev_arena_)); }
 };
-
-TEST_F(CudaOps, MatmulMatchesCpuForEveryDtypeAndKernel) {
-  uint64_t seed = 1;
-  for (DType dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
-    // The small-M kernel (4 lanes a column, 8 columns a warp): 1, 2, 4 and 8 warps a column for each dtype (by
-    // K), N not a multiple of a warp's 8 columns nor of a block's, K not a multiple of the 4 lanes' stride (and
-    // shorter than it: idle lanes); K = 50 or x one float off 16 bytes: scalar loads. 1 row alone, 2-4 rows in
-    // one pass (rows past them skipped), 5 and 8 rows in two passes. 9 and 70 rows: the tensor cores or the tile.
-    for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {50, 130}, {2048 + 96, 21}, {96 + 16, 13}, {208, 130},
-                           {400, 70}, {56, 70}, {48, 13}, {24, 13}}) {
-      for (int64_t M : {1, 2, 3, 5, 8, 9, 70}) {
-        const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
-        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
-        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
-        for (size_t offset : {0, 1}) {
-          if (offset == 1 && M > 8) continue;  // unaligned x: the small-M kernel's scalar loads
-          const std::vector<float> got = down(gpu_->matmul(up(x, {M, in}, offset), prep(w), *dev_arena_));
-          EXPECT_LE(rel_l2(got, want), kF32RelL2) << dtype_name(dtype) << " M=" << M << " in=" << in << " out=" << out
-                                                  << " x offset " << offset;
-        }
-      }
-    }
-  }
-}
-
-// For BF16 and FP8 weights of each shape (in, out) and each row count: the matmul with the small tensor-core kernel
-// off (the kernel that runs instead: `off_name`) and forced on, both against the CPU within kF32RelL2 (times K/2048
-// past 2048 when `bound_grows_with_k`: the tensor cores' fp32 accumulation), and the forced-on call twice the same bits.
-void expect_small_tc_matches(CudaOps& t, std::initializer_list<std::pair<int64_t, int64_t>> shapes,
-                             std::initializer_list<int64_t> rows, uint64_t seed, bool bound_grows_with_k,
-                             const char* off_name) {
-  struct Reset {
-    ~Reset() { set_small_tc_for_tests(-1); }
-  } reset;
-  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [in, out] : shapes) {
-      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
-      const Weight wd = t.prep(w);
-      const double bound = kF32RelL2 * (bound_grows_with_k ? std::max(1.0, static_cast<double>(in) / 2048.0) : 1.0);
-      for (int64_t M : rows) {
-        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
-        const std::vector<float> want = t.cpu_matmul(x, M, in, w);
-        const Tensor xd = t.upload(x, M, in);
-        set_small_tc_for_tests(0);
-        const std::vector<float> off = t.gpu_matmul(xd, wd);
-        set_small_tc_for_tests(1);
-        const std::vector<float> tc = t.gpu_matmul(xd, wd);
-        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
-                                 std::to_string(in) + " out=" + std::to_string(out);
-        EXPECT_LE(rel_l2(off, want), bound) << off_name << " " << what;
-        EXPECT_LE(rel_l2(tc, want), bound) << "small tensor cores " << what;
-        EXPECT_EQ(t.gpu_matmul(xd, wd), tc) << "deterministic " << what;
-      }
-    }
-  }
-}
-
-// The small tensor-core kernel (2-8 rows, BF16/FP8 weights, swap AB) against the CPU and against the FMA kernel
-// (forced off, then forced on wherever it runs, 1 row included): N not a multiple of a warp's 32 columns, K tails
-// (K % 64 != 0), 1..8 k slices a column (small N, long K); the same call twice gives the same bits.
-TEST_F(CudaOps, SmallTensorCoreMatmulMatchesCpuAndFmaKernel) {
-  expect_small_tc_matches(*this, {{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130}, {400, 70}, {1024, 520}, {64, 16}},
-                          {1, 2, 3, 5, 8}, 700, false, "FMA kernel");
-}
-
-// Plain problems of 9-64 rows on the small tensor-core kernel (2, 4 or 8 row blocks of 8 in one pass over the
-// weights) against the CPU and against the large-M tensor-core kernel (forced off): N not a multiple of a warp's
-// columns, K tails, 1..8 k slices a column; the bound grows with K (fp32 accumulation on the tensor cores); the same
-// call twice gives the same bits.
-TEST_F(CudaOps, SmallTensorCoreMatmulOfUpTo64RowsMatchesCpu) {
-  expect_small_tc_matches(*this, {{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130}, {1024, 520}, {64, 16}},
-                          {9, 16, 17, 33, 64}, 800, true, "large-M kernel");
-}
-
-// The small-M kernel adds a column's partial sums in a fixed order (its 4 lanes, then its warps in warp order):
-// the same matmul twice gives the same bits, on 1, 2, 4 and 8 warps a column.
-TEST_F(CudaOps, SmallMMatmulIsDeterministic) {
-  uint64_t seed = 900;
-  for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {208, 130}, {400, 70}, {2048 + 96, 21}}) {
-    const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, DType::F8_E4M3, 0.002f);
-    const Weight wd = prep(w);
-    for (int64_t M : {1, 8}) {
-      const Tensor x = up(randn(static_cast<size_t>(M * in), ++seed), {M, in});
-      const std::vector<float> first = down(gpu_->matmul(x, wd, *dev_arena_));
-      EXPECT_EQ(down(gpu_->matmul(x, wd, *dev_arena_)), first) << "M=" << M << " in=" << in << " out=" << out;
-    }
-  }
-}
 
 TEST_F(CudaOps, RowOpsMatchCpu) {
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
@@ -382,13 +285,6 @@ TEST_F(CudaOps, RouteMatchesCpuIncludingTies) {
   }
 }
 
-// E experts of `dtype` weights (values of std 0.2; FP8 at scale 0.01).
-ExpertWeights<StoredWeight> experts(int n, int64_t D, int64_t F, DType dtype) {
-  return ExpertWeights<StoredWeight>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
-    return StoredWeight(randn(static_cast<size_t>(out * in), seed, 0.2f), {out, in}, dtype, 0.01f);
-  });
-}
-
 TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
   const int64_t D = 64, F = 48, E = 6, K = 2;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
@@ -429,80 +325,6 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
         EXPECT_EQ(out.data(), res.data());
         const std::vector<float> sum = down(res);
         for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], r0[i] + got[i]) << "moe residual T=" << T << " " << i;
-      }
-    }
-  }
-}
-
-// Plain problems on the large-M tensor-core tile whose tiles leave SMs idle are split over K (partials summed in
-// order by a second kernel): the router's and kv_a's shapes at 256 rows, 65 and 100 rows, an FFN (gate and up in one
-// launch, then down) and matmul_add (the residual add in the sum kernel's store, bit for bit add_to's). Against the
-// CPU; every case must split (matmul_workspace_floats > 0), and the same call twice gives the same bits.
-TEST_F(CudaOps, MatmulSplitOverKMatchesCpu) {
-  uint64_t seed = 900;
-  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [M, in, out] : {std::tuple<int64_t, int64_t, int64_t>{256, 4096, 128}, {256, 4096, 320}, {65, 1024, 200},
-                              {100, 2048 + 96, 70}}) {
-      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
-      const Weight wd = prep(w);
-      std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
-      const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" + std::to_string(in) +
-                               " out=" + std::to_string(out);
-      const MatmulProblem p{.x = nullptr, .ldx = in, .M = M, .N = out, .K = in, .weight = {.type = wd.w.dtype() == DType::BF16 ? WType::kBF16 : WType::kF8E4M3}};
-      EXPECT_GT(matmul_workspace_floats(p), 0) << "the case must split: " << what;
-      const std::vector<float> want = cpu_matmul(x, M, in, w);
-      const Tensor xd = upload(x, M, in);
-      const std::vector<float> got = gpu_matmul(xd, wd);
-      EXPECT_LE(rel_l2(got, want), kF32RelL2 * std::max(1.0, static_cast<double>(in) / 2048.0)) << what;
-      EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic " << what;
-      const std::vector<float> y0 = randn(static_cast<size_t>(M * out), ++seed);
-      const Tensor y = up(y0, {M, out});
-      gpu_->matmul_add(y, xd, wd, *dev_arena_);
-      const std::vector<float> sum = down(y);
-      for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], y0[i] + got[i]) << "matmul_add " << what << " " << i;
-    }
-  }
-  const int64_t M = 200, D = 1024, F = 256;  // gate+up: 2 x 4 x 2 tiles, split
-  const auto ex = experts(1, D, F, DType::F8_E4M3);
-  const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
-  std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
-  const std::vector<float> want = vec(cpu_.ffn(host(x, {M, D}), ex.ffn[0], host_arena_));
-  EXPECT_LE(rel_l2(down(gpu_->ffn(up(x, {M, D}), dev_ffn[0], *dev_arena_)), want), kF32RelL2) << "ffn";
-}
-
-// launch_matmul's SiLU-gated gate+up (silu_gate): y = silu(x·gateᵀ) ⊙ (x·upᵀ) bit for bit as the two problems then
-// the gating kernel: in one pass on the FMA kernel (1 row; 3 and 5 rows with the small tensor-core kernel off: the
-// 2-4-row passes and the plain 5-8-row kernel; K slices over 1 warp (F = 8192) or 8), the gating after the product
-// elsewhere (3 and 5 rows on the small tensor-core kernel, 70 on the tile). The FFN and MoE tests run it through
-// the ops (routed groups of one row: the FMA kernel's grouped problems).
-TEST_F(CudaOps, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
-  struct Reset {
-    ~Reset() { set_small_tc_for_tests(-1); }
-  } reset;
-  uint64_t seed = 1200;
-  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}, {256, 8192}}) {
-      const StoredWeight gate(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.002f);
-      const StoredWeight up_w(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.003f);
-      const Weight gd = prep(gate), ud = prep(up_w);
-      for (int64_t M : {1, 3, 5, 70}) {
-        for (int small_tc : {-1, 0}) {
-          set_small_tc_for_tests(small_tc);
-          const std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
-          const Tensor xd = up(x, {M, D});
-          const std::vector<float> zeros(static_cast<size_t>(M * F), 0.0f);
-          Tensor y = up(zeros, {M, F}), y2 = up(zeros, {M, F}), g = up(zeros, {M, F}), u = up(zeros, {M, F});
-          MatmulProblem p{.x = xd.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = dev(gd, "gate"),
-                          .y = y.data_as<float>(), .ldy = F, .weight2 = dev(ud, "up"), .y2 = y2.data_as<float>(),
-                          .silu_gate = true};
-          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
-          p.silu_gate = false, p.y = g.data_as<float>(), p.y2 = u.data_as<float>();
-          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
-          ASSERT_EQ(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), M * F, nullptr), cudaSuccess);
-          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-          EXPECT_EQ(down(y), down(g)) << dtype_name(dtype) << " D=" << D << " F=" << F << " M=" << M
-                                      << " small_tc " << small_tc;
-        }
       }
     }
   }

@@ -1,0 +1,372 @@
+// y = x · wᵀ for groups of few rows (decode at batch 1: one-row plain problems and the routed experts' one-row
+// groups) with FP8, BF16 or 4-bit weights whose rows are 512, 1024, 2048 or 4096 bytes, through shared memory: each
+// thread of a block issues every 16-byte piece of the block's weight tile it will multiply (8 by default: 32 KB a
+// block) as cp.async copies at once (4-bit: with each piece's scale, and offset), then waits once. The FMA kernel of
+// matmul.cu holds its loads in registers, 4 a lane in flight (48 KB an SM at three blocks); here ~160 KB an SM are
+// in flight, and a block reads each weight row as one contiguous run. A thread keeps one 16-byte piece of the same k
+// range of several rows, so it multiplies the same activations with each (loaded once a row of x); the row sums
+// then go over the warp (shuffles) and over the row's warps in shared memory, in a fixed order (deterministic).
+// SiLU-gated problems (p.silu_gate) run as 2N interleaved columns (gate, up) whose two sums meet in the final store.
+// QUATRE_CUDA_STAGED=0 (read once) turns the kernel off (the FMA kernel then runs: A/B timing);
+// QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) and QUATRE_CUDA_STAGED_STAGES (1-4: blocks walking the tiles with that
+// many in flight) change its shape. Depends on CUDA only.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+
+#include "backend/cuda/matmul_common.cuh"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kPiece = 16;  // bytes a copy
+constexpr int kDefaultPieces = 8;
+constexpr int kMaxStages = 4;
+constexpr int kMaxSharedBytes = 192 * 1024;  // dynamic shared memory a block at most (Hopper: 227 KB)
+
+// Copies 16 bytes global -> shared without registers (cp.async, L1 bypassed, the line's 256-byte L2 group fetched
+// at once); !valid writes zeros and reads nothing.
+__device__ __forceinline__ void copy16_async(void* dst, const void* src, bool valid) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? kPiece : 0)
+               : "memory");
+}
+
+// Weights a 16-byte piece holds: 16 FP8, 8 BF16, 32 4-bit codes (one group's: group sizes are multiples of 32).
+template <WType T>
+constexpr int kPieceElems = T == WType::kInt4 ? 32 : kPiece / static_cast<int>(sizeof(typename WTraits<T>::S));
+
+// Σ x[c] · w[c] over a piece's weights, in order (x: this thread's activations). 4-bit: scale_offset holds the
+// group's BF16 scale (low half) and offset (high; asymmetric); symmetric codes sum as c - 8 and the sum takes the
+// scale once, asymmetric ones are each s·c + m, rounded as core/int4.h rounds them (as the FMA kernel does).
+template <WType T, bool kAsym>
+__device__ __forceinline__ float piece_dot(const uint4& raw, uint32_t scale_offset, const float (&x)[kPieceElems<T>]) {
+  float acc = 0.0f;
+  if constexpr (T == WType::kInt4) {
+    const float s = bf16_bits_to_f32(static_cast<uint16_t>(scale_offset));
+    const float m = bf16_bits_to_f32(static_cast<uint16_t>(scale_offset >> 16));
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      float4 lo, hi;
+      decode_int4_word<!kAsym>(word(raw, q), s, m, lo, hi);
+      const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc = fmaf(x[8 * q + e], v[e], acc);
+    }
+    return kAsym ? acc : s * acc;
+  } else {
+#pragma unroll
+    for (int c = 0; c < kPieceElems<T> / 4; ++c) {
+      const float4 w = four_weights<T>(raw, c);
+      acc = fmaf(x[4 * c], w.x, acc);
+      acc = fmaf(x[4 * c + 1], w.y, acc);
+      acc = fmaf(x[4 * c + 2], w.z, acc);
+      acc = fmaf(x[4 * c + 3], w.w, acc);
+    }
+    return acc;
+  }
+}
+
+// Copies the aligned 4 bytes holding a 16-bit value at src (two neighbouring 4-bit scales or offsets) into dst.
+__device__ __forceinline__ void copy4_async(void* dst, const uint16_t* src, bool valid) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const auto* word_at = reinterpret_cast<const uint16_t*>(reinterpret_cast<uintptr_t>(src) & ~uintptr_t{3});
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(word_at), "r"(valid ? 4 : 0) : "memory");
+}
+
+// Waits until at most `pending` (0..3) of this thread's copy groups are in flight (the older ones have landed).
+__device__ __forceinline__ void wait_copies(int pending) {
+  switch (pending) {
+    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+  }
+}
+
+// Tile `tile` of a launch: problem z (0, or 1: weight2 into y2), row group, first (virtual) column n0.
+struct Tile {
+  int z;
+  int64_t group, n0;
+};
+
+// The weights of a tile's group: gate (weight or weight2 by problem; the gate when kGated) and up (kGated: weight2).
+struct TileWeights {
+  DevWeight gate, up;
+  bool skip;  // a padding group
+};
+
+// grid: a block a tile (problem-major, then group, then column tile), or fewer blocks each walking the tiles
+// tile = blockIdx.x + j·gridDim.x with `stages` tiles' copies in flight: a tile's copies are issued `stages` tiles
+// ahead of its multiplication, into the buffer its predecessor there has just left (each thread reads
+// only the pieces it copied: no barrier). N' = N, or 2N interleaved (gate, up) columns when kGated. A weight row is
+// R = 2^row_shift pieces (32..256); a tile is P·256 pieces: P·256 / R rows, piece i of thread t being piece t % R of
+// tile row i·(256 / R) + t / R (kept at buf[stage][i][t]: consecutive threads, consecutive 16 bytes). Every 32 lanes
+// of a warp hold one row's pieces, so a row's sum is its lanes' (a shuffle tree) and then its R / 32 lane groups',
+// in order.
+template <WType T, bool kAsym, int P, bool kGated>
+__global__ void __launch_bounds__(kThreads, 3)
+    staged_kernel(MatmulProblem p, int rows_per_group, int row_shift, int stages, int64_t tiles_x, int64_t groups) {
+  constexpr bool kInt4 = T == WType::kInt4;
+  constexpr int kElems = kPieceElems<T>;
+  extern __shared__ uint4 buf[];  // [stages][P][kThreads] pieces; 4-bit: then as many scale (and offset) words
+  uint32_t* const scale_words = reinterpret_cast<uint32_t*>(buf + stages * P * kThreads);
+  uint32_t* const offset_words = scale_words + stages * P * kThreads;
+  __shared__ float lane_group_sums[P * kThreads / 32];
+  const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
+  const int rows_a_pass = kThreads >> row_shift, tile_rows = P * rows_a_pass;
+  const int piece = t & ((1 << row_shift) - 1);
+  const int64_t row_bytes = int64_t{kPiece} << row_shift;
+  // 4-bit: the group of this thread's pieces in a row (every expert has weight's group size), and which half of a
+  // copied 4-byte word is its scale (rows hold an even number of groups: the launch checks).
+  const int64_t n_groups = kInt4 ? p.K / p.weight.group_size : 0;
+  const int piece_group = kInt4 ? piece * kElems / p.weight.group_size : 0;
+  const int half_shift = 16 * (piece_group & 1);
+  const int64_t n_tiles = tiles_x * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
+  const auto tile_at = [&](int64_t tile) {
+    return Tile{.z = static_cast<int>(tile / (tiles_x * groups)), .group = tile / tiles_x % groups,
+                .n0 = tile % tiles_x * tile_rows};
+  };
+  const auto weights_of = [&](const Tile& tl) {
+    TileWeights w{};
+    const bool second = tl.z == 1;
+    w.gate = group_dev_weight(pick(second, p.weight, p.weight2), second ? p.experts2 : p.experts, p.group_expert,
+                              tl.group, w.skip);
+    w.up = kGated ? group_dev_weight(p.weight2, p.experts2, p.group_expert, tl.group, w.skip) : w.gate;
+    return w;
+  };
+  // Issues tile `tile`'s copies into buffer `stage` (none past the last tile or for a padding group), as one group.
+  const auto issue = [&](int64_t tile, int stage) {
+    if (tile < n_tiles) {
+      const Tile tl = tile_at(tile);
+      const TileWeights w = weights_of(tl);
+      if (!w.skip) {
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+          const int64_t n = tl.n0 + i * rows_a_pass + (t >> row_shift);
+          const bool is_up = kGated && (n & 1) != 0;
+          const bool valid = n < p.N;
+          const int64_t row = valid ? (kGated ? n / 2 : n) : 0;
+          const int slot = (stage * P + i) * kThreads + t;
+          // (Fields selected one by one: a reference to w.up or w.gate put w on the stack.)
+          const auto* codes = static_cast<const char*>(is_up ? w.up.w : w.gate.w);
+          copy16_async(&buf[slot], codes + row * row_bytes + piece * kPiece, valid);
+          if constexpr (kInt4) {
+            const uint16_t* scales = is_up ? w.up.int4_scales : w.gate.int4_scales;
+            copy4_async(&scale_words[slot], scales + row * n_groups + piece_group, valid);
+            if constexpr (kAsym) {
+              const uint16_t* offsets = is_up ? w.up.int4_offsets : w.gate.int4_offsets;
+              copy4_async(&offset_words[slot], offsets + row * n_groups + piece_group, valid);
+            }
+          }
+        }
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  for (int s = 0; s < stages; ++s) issue(blockIdx.x + static_cast<int64_t>(s) * gridDim.x, s);
+  const int groups_a_row = 1 << (row_shift - 5);  // lane groups of 32 pieces a weight row
+  int stage = 0;
+  for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {  // uniform over the block
+    wait_copies(stages - 1);  // this tile's group, the oldest in flight
+    const Tile tl = tile_at(tile);
+    const TileWeights w = weights_of(tl);
+    const unsigned rows = w.skip ? 0u : present_rows(p, tl.group * rows_per_group, rows_per_group);
+    float* y = tl.z == 1 ? p.y2 : p.y;
+    for (unsigned rest = rows; rest != 0; rest &= rest - 1) {
+      const int64_t m = tl.group * rows_per_group + __ffs(rest) - 1;
+      const int64_t x_row = p.x_rows != nullptr ? p.x_rows[m] : m;
+      const float4* xv = reinterpret_cast<const float4*>(p.x + x_row * p.ldx + static_cast<int64_t>(piece) * kElems);
+      float x[kElems];
+#pragma unroll
+      for (int c = 0; c < kElems / 4; ++c) {
+        const float4 v = xv[c];
+        x[4 * c] = v.x, x[4 * c + 1] = v.y, x[4 * c + 2] = v.z, x[4 * c + 3] = v.w;
+      }
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        const int slot = (stage * P + i) * kThreads + t;
+        uint32_t scale_offset = 0;
+        if constexpr (kInt4) {
+          scale_offset = (scale_words[slot] >> half_shift) & 0xFFFFu;
+          if constexpr (kAsym) scale_offset |= (offset_words[slot] >> half_shift) << 16;
+        }
+        float acc = piece_dot<T, kAsym>(buf[slot], scale_offset, x);
+#pragma unroll
+        for (int d = 16; d >= 1; d /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, d);
+        if (lane == 0) lane_group_sums[i * (kThreads / 32) + warp] = acc;  // lane group (i·256 + t) / 32
+      }
+      __syncthreads();
+      // Output column j of the tile: the sum of tile row j (or of rows 2j and 2j + 1, gate and up).
+      const int outputs = kGated ? tile_rows / 2 : tile_rows;
+      if (t < outputs) {
+        const auto row_sum = [&](int r) {
+          float s = 0.0f;
+          for (int g = r * groups_a_row; g < (r + 1) * groups_a_row; ++g) s += lane_group_sums[g];
+          return s;
+        };
+        if constexpr (kGated) {
+          const int64_t n = tl.n0 / 2 + t;
+          if (n < p.N / 2) store(p, y, m, n, silu(row_sum(2 * t) * w.gate.scale) * (row_sum(2 * t + 1) * w.up.scale));
+        } else {
+          const int64_t n = tl.n0 + t;
+          if (n < p.N) store(p, y, m, n, row_sum(t) * w.gate.scale);
+        }
+      }
+      __syncthreads();  // before the next row writes lane_group_sums again
+    }
+    issue(tile + static_cast<int64_t>(stages) * gridDim.x, stage);  // into the buffer this tile leaves
+    stage = stage + 1 == stages ? 0 : stage + 1;
+  }
+  wait_copies(0);  // nothing in flight at exit
+}
+
+std::atomic<int> g_test_mode{-1};    // set_staged_for_tests
+std::atomic<int> g_test_pieces{0};
+std::atomic<int> g_test_stages{0};
+std::atomic<int> g_test_blocks{0};
+
+bool env_enabled() {
+  static const bool on = env_switch_on("QUATRE_CUDA_STAGED");
+  return on;
+}
+
+int forced_pieces() {
+  if (const int n = g_test_pieces.load(); n != 0) return n;
+  static const int pieces = [] {
+    const char* v = std::getenv("QUATRE_CUDA_STAGED_PIECES");
+    const int n = v != nullptr ? std::atoi(v) : 0;
+    return n == 4 || n == 8 || n == 16 ? n : 0;
+  }();
+  return pieces;
+}
+
+int sm_count() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) {
+      return 132;
+    }
+    return n;
+  }();
+  return count;
+}
+
+// log2 of the 16-byte pieces of a weight row when that is 32..256 (rows of 512..4096 bytes), else -1.
+int row_shift(const MatmulProblem& p) {
+  const WType t = p.weight.type;
+  if (t != WType::kF8E4M3 && t != WType::kBF16 && t != WType::kInt4) return -1;
+  const int64_t row_bytes = t == WType::kInt4 ? p.K / 2 : t == WType::kF8E4M3 ? p.K : 2 * p.K;
+  const int64_t pieces = row_bytes / kPiece;
+  if (row_bytes % kPiece != 0) return -1;
+  for (int s = 5; s <= 8; ++s) {
+    if (pieces == int64_t{1} << s) return s;
+  }
+  return -1;
+}
+
+// Tiles' copies in flight a block: QUATRE_CUDA_STAGED_STAGES (1-4; read once), else 1: a block a tile, every tile's
+// block launched at once (the hardware starting each as one ends). Blocks walking several tiles with 2-3 in flight,
+// as many blocks as fit the GPU, were slower (H100, 16 FP8 layers, context 2048, batch 1: 2.70 ms a block a tile,
+// 2.91 walking with 1 in flight, 3.01 with 2, 3.16 with 3): while a block multiplies and sums a tile, its next
+// tile's copies wait (1 stage) or its shared memory holds fewer blocks an SM (2-3).
+int stages_wanted() {
+  if (const int n = g_test_stages.load(); n != 0) return n;
+  static const int stages = [] {
+    const char* v = std::getenv("QUATRE_CUDA_STAGED_STAGES");
+    const int n = v != nullptr ? std::atoi(v) : 0;
+    return n >= 1 && n <= kMaxStages ? n : 1;
+  }();
+  return stages;
+}
+
+template <WType T, bool kAsym, int P, bool kGated>
+void launch_pieces(const MatmulProblem& p, int rows_per_group, int64_t groups, int shift, cudaStream_t stream) {
+  const auto kernel = staged_kernel<T, kAsym, P, kGated>;
+  // A tile's pieces, and 4-bit: their scale (and offset) words.
+  const int tile_bytes = P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
+  // Past the default 48 KB of dynamic shared memory, once an instantiation (if that fails, so does the launch, and
+  // its error reaches the caller).
+  static const cudaError_t sized =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSharedBytes);
+  (void)sized;
+  const int stages = std::min(stages_wanted(), kMaxSharedBytes / tile_bytes);
+  const int bytes = stages * tile_bytes;
+  const int64_t tiles_x = blocks_for(p.N, P * (kThreads >> shift));
+  const int64_t tiles = tiles_x * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
+  // A block a tile; with stages in flight, as many blocks as fit the GPU at once (or the tests' count), walking.
+  int64_t blocks = g_test_blocks.load();
+  if (blocks == 0 && stages > 1) {
+    static std::atomic<int> blocks_an_sm[kMaxStages + 1] = {};  // by stages; 0: not asked yet
+    int per_sm = blocks_an_sm[stages].load();
+    if (per_sm == 0) {
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes) != cudaSuccess ||
+          per_sm < 1) {
+        per_sm = 1;
+      }
+      blocks_an_sm[stages].store(per_sm);
+    }
+    blocks = int64_t{per_sm} * sm_count();
+  }
+  const auto grid = static_cast<unsigned>(blocks > 0 ? std::min(tiles, blocks) : tiles);
+  kernel<<<grid, kThreads, bytes, stream>>>(p, rows_per_group, shift, stages, tiles_x, groups);
+}
+
+template <WType T, bool kAsym, bool kGated>
+void launch_typed(const MatmulProblem& p, int rows_per_group, int shift, cudaStream_t stream) {
+  const int64_t groups = (p.M + rows_per_group - 1) / rows_per_group;
+  // 8 pieces a thread (32 KB tiles) unless forced: H100, 16 FP8 layers, context 2048, batch 1: 2.70 ms against 2.77 at
+  // 4 and 2.91 at 16 (or at 16 less for matrices that would leave an SM fewer than two blocks).
+  const int pieces = forced_pieces() != 0 ? forced_pieces() : kDefaultPieces;
+  switch (pieces) {
+    case 16: return launch_pieces<T, kAsym, 16, kGated>(p, rows_per_group, groups, shift, stream);
+    case 8: return launch_pieces<T, kAsym, 8, kGated>(p, rows_per_group, groups, shift, stream);
+    default: return launch_pieces<T, kAsym, 4, kGated>(p, rows_per_group, groups, shift, stream);
+  }
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+}  // namespace
+
+void set_staged_for_tests(int mode, int pieces, int stages, int blocks) {
+  g_test_mode.store(mode);
+  g_test_blocks.store(std::max(blocks, 0));
+  g_test_pieces.store(pieces == 4 || pieces == 8 || pieces == 16 ? pieces : 0);
+  g_test_stages.store(stages >= 1 && stages <= kMaxStages ? stages : 0);
+}
+
+bool staged_applies(const MatmulProblem& p) {
+  const int mode = g_test_mode.load();
+  if (mode == 0 || (mode < 0 && !env_enabled())) return false;
+  if (row_shift(p) < 0 || p.ldx % 4 != 0 || !aligned16(p.x)) return false;
+  if (p.weight.type == WType::kInt4) {  // whole groups of 32-code pieces, an even number a row (4-byte scale copies)
+    const int G = p.weight.group_size;
+    if (G <= 0 || G % kInt4GroupMultiple != 0 || p.K % G != 0 || (p.K / G) % 2 != 0) return false;
+  }
+  // Plain weights 16-byte aligned (experts: 256-byte aligned allocations, rows a multiple of 16 bytes).
+  return p.experts != nullptr || (aligned16(p.weight.w) && (p.y2 == nullptr || aligned16(p.weight2.w)));
+}
+
+cudaError_t launch_staged(const MatmulProblem& problem, int rows_per_group, cudaStream_t stream) {
+  const int shift = row_shift(problem);
+  if (shift < 0 || rows_per_group > 32) return cudaErrorInvalidValue;
+  MatmulProblem p = problem;
+  if (p.silu_gate) p.N *= 2;  // the interleaved (gate, up) columns; y2 is scratch the gated kernel leaves alone
+  const auto launch = [&]<bool kGated>() {
+    switch (p.weight.type) {
+      case WType::kF8E4M3: return launch_typed<WType::kF8E4M3, false, kGated>(p, rows_per_group, shift, stream);
+      case WType::kBF16: return launch_typed<WType::kBF16, false, kGated>(p, rows_per_group, shift, stream);
+      default:
+        return p.weight.int4_offsets == nullptr
+                   ? launch_typed<WType::kInt4, false, kGated>(p, rows_per_group, shift, stream)
+                   : launch_typed<WType::kInt4, true, kGated>(p, rows_per_group, shift, stream);
+    }
+  };
+  p.silu_gate ? launch.template operator()<true>() : launch.template operator()<false>();
+  return cudaGetLastError();
+}
+
+}  // namespace quatre::cuda

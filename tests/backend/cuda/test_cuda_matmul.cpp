@@ -1,0 +1,292 @@
+// launch_matmul on every kernel against CpuBackend (itself tested against naive and float64 references), on fresh
+// random inputs, F32/BF16/FP8 weights: the FMA kernel (small M on every split of K over warps, bitwise
+// deterministic; 16-byte and scalar loads), the staged kernel (one-row groups through shared memory: every row
+// length it takes, 4/8/16 pieces a thread, plain and grouped, SiLU-gated), the small tensor-core kernel (2-64 rows)
+// against the CUDA-core ones, the large-M tensor-core tile (split over K where its tiles leave SMs idle), and the
+// SiLU-gated gate+up bit for bit as the two problems then the gating. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
+// an fp32 bound. Skips without a GPU.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include "cuda_test_fixture.h"
+#include "backend/cuda/kernels.h"
+#include "backend/cuda/op_args.h"
+
+namespace quatre::cuda {
+namespace {
+
+using backend_test::randn;
+using backend_test::rel_l2;
+using backend_test::StoredWeight;
+
+class CudaMatmul : public CudaVsCpu {
+ public:  // for the shared checks below (expect_small_tc_matches) too
+  using CudaVsCpu::prep;
+  std::vector<float> cpu_matmul(std::vector<float>& x, int64_t M, int64_t in, const StoredWeight& w) {
+    return vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
+  }
+  Tensor upload(const std::vector<float>& x, int64_t M, int64_t in) { return up(x, {M, in}); }
+  std::vector<float> gpu_matmul(const Tensor& x, const Weight& w) { return down(gpu_->matmul(x, w, *dev_arena_)); }
+};
+
+// Puts the kernel switches of the tests back to the environment's on scope exit.
+struct ResetKernelSwitches {
+  ~ResetKernelSwitches() {
+    set_small_tc_for_tests(-1);
+    set_staged_for_tests(-1);
+  }
+};
+
+TEST_F(CudaMatmul, MatmulMatchesCpuForEveryDtypeAndKernel) {
+  uint64_t seed = 1;
+  for (DType dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
+    // The small-M kernel (4 lanes a column, 8 columns a warp): 1, 2, 4 and 8 warps a column for each dtype (by
+    // K), N not a multiple of a warp's 8 columns nor of a block's, K not a multiple of the 4 lanes' stride (and
+    // shorter than it: idle lanes); K = 50 or x one float off 16 bytes: scalar loads. 1 row alone, 2-4 rows in
+    // one pass (rows past them skipped), 5 and 8 rows in two passes. 9 and 70 rows: the tensor cores or the tile.
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {50, 130}, {2048 + 96, 21}, {96 + 16, 13}, {208, 130},
+                           {400, 70}, {56, 70}, {48, 13}, {24, 13}}) {
+      for (int64_t M : {1, 2, 3, 5, 8, 9, 70}) {
+        const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = vec(cpu_.matmul(host(x, {M, in}), w.weight, host_arena_));
+        for (size_t offset : {0, 1}) {
+          if (offset == 1 && M > 8) continue;  // unaligned x: the small-M kernel's scalar loads
+          const std::vector<float> got = down(gpu_->matmul(up(x, {M, in}, offset), prep(w), *dev_arena_));
+          EXPECT_LE(rel_l2(got, want), kF32RelL2) << dtype_name(dtype) << " M=" << M << " in=" << in << " out=" << out
+                                                  << " x offset " << offset;
+        }
+      }
+    }
+  }
+}
+
+// For BF16 and FP8 weights of each shape (in, out) and each row count: the matmul with the small tensor-core kernel
+// off (the kernel that runs instead: `off_name`) and forced on, both against the CPU within kF32RelL2 (times K/2048
+// past 2048 when `bound_grows_with_k`: the tensor cores' fp32 accumulation), and the forced-on call twice the same bits.
+void expect_small_tc_matches(CudaMatmul& t, std::initializer_list<std::pair<int64_t, int64_t>> shapes,
+                             std::initializer_list<int64_t> rows, uint64_t seed, bool bound_grows_with_k,
+                             const char* off_name) {
+  const ResetKernelSwitches reset;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [in, out] : shapes) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const Weight wd = t.prep(w);
+      const double bound = kF32RelL2 * (bound_grows_with_k ? std::max(1.0, static_cast<double>(in) / 2048.0) : 1.0);
+      for (int64_t M : rows) {
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = t.cpu_matmul(x, M, in, w);
+        const Tensor xd = t.upload(x, M, in);
+        set_small_tc_for_tests(0);
+        const std::vector<float> off = t.gpu_matmul(xd, wd);
+        set_small_tc_for_tests(1);
+        const std::vector<float> tc = t.gpu_matmul(xd, wd);
+        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
+                                 std::to_string(in) + " out=" + std::to_string(out);
+        EXPECT_LE(rel_l2(off, want), bound) << off_name << " " << what;
+        EXPECT_LE(rel_l2(tc, want), bound) << "small tensor cores " << what;
+        EXPECT_EQ(t.gpu_matmul(xd, wd), tc) << "deterministic " << what;
+      }
+    }
+  }
+}
+
+// The small tensor-core kernel (2-8 rows, BF16/FP8 weights, swap AB) against the CPU and against the FMA kernel
+// (forced off, then forced on wherever it runs, 1 row included): N not a multiple of a warp's 32 columns, K tails
+// (K % 64 != 0), 1..8 k slices a column (small N, long K); the same call twice gives the same bits.
+TEST_F(CudaMatmul, SmallTensorCoreMatmulMatchesCpuAndFmaKernel) {
+  expect_small_tc_matches(*this, {{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130}, {400, 70}, {1024, 520}, {64, 16}},
+                          {1, 2, 3, 5, 8}, 700, false, "CUDA-core kernel");
+}
+
+// Plain problems of 9-64 rows on the small tensor-core kernel (2, 4 or 8 row blocks of 8 in one pass over the
+// weights) against the CPU and against the large-M tensor-core kernel (forced off): N not a multiple of a warp's
+// columns, K tails, 1..8 k slices a column; the bound grows with K (fp32 accumulation on the tensor cores); the same
+// call twice gives the same bits.
+TEST_F(CudaMatmul, SmallTensorCoreMatmulOfUpTo64RowsMatchesCpu) {
+  expect_small_tc_matches(*this, {{96 + 16, 13}, {2048 + 96, 21}, {4096 + 48, 300}, {208, 130}, {1024, 520}, {64, 16}},
+                          {9, 16, 17, 33, 64}, 800, true, "large-M kernel");
+}
+
+// The small-M kernel adds a column's partial sums in a fixed order (its 4 lanes, then its warps in warp order):
+// the same matmul twice gives the same bits, on 1, 2, 4 and 8 warps a column.
+TEST_F(CudaMatmul, SmallMMatmulIsDeterministic) {
+  uint64_t seed = 900;
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 130}, {208, 130}, {400, 70}, {2048 + 96, 21}}) {
+    const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, DType::F8_E4M3, 0.002f);
+    const Weight wd = prep(w);
+    for (int64_t M : {1, 8}) {
+      const Tensor x = up(randn(static_cast<size_t>(M * in), ++seed), {M, in});
+      const std::vector<float> first = down(gpu_->matmul(x, wd, *dev_arena_));
+      EXPECT_EQ(down(gpu_->matmul(x, wd, *dev_arena_)), first) << "M=" << M << " in=" << in << " out=" << out;
+    }
+  }
+}
+
+// Plain problems on the large-M tensor-core tile whose tiles leave SMs idle are split over K (partials summed in
+// order by a second kernel): the router's and kv_a's shapes at 256 rows, 65 and 100 rows, an FFN (gate and up in one
+// launch, then down) and matmul_add (the residual add in the sum kernel's store, bit for bit add_to's). Against the
+// CPU; every case must split (matmul_workspace_floats > 0), and the same call twice gives the same bits.
+TEST_F(CudaMatmul, MatmulSplitOverKMatchesCpu) {
+  uint64_t seed = 900;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [M, in, out] : {std::tuple<int64_t, int64_t, int64_t>{256, 4096, 128}, {256, 4096, 320}, {65, 1024, 200},
+                              {100, 2048 + 96, 70}}) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const Weight wd = prep(w);
+      std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+      const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" + std::to_string(in) +
+                               " out=" + std::to_string(out);
+      const MatmulProblem p{.x = nullptr, .ldx = in, .M = M, .N = out, .K = in, .weight = {.type = wd.w.dtype() == DType::BF16 ? WType::kBF16 : WType::kF8E4M3}};
+      EXPECT_GT(matmul_workspace_floats(p), 0) << "the case must split: " << what;
+      const std::vector<float> want = cpu_matmul(x, M, in, w);
+      const Tensor xd = upload(x, M, in);
+      const std::vector<float> got = gpu_matmul(xd, wd);
+      EXPECT_LE(rel_l2(got, want), kF32RelL2 * std::max(1.0, static_cast<double>(in) / 2048.0)) << what;
+      EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic " << what;
+      const std::vector<float> y0 = randn(static_cast<size_t>(M * out), ++seed);
+      const Tensor y = up(y0, {M, out});
+      gpu_->matmul_add(y, xd, wd, *dev_arena_);
+      const std::vector<float> sum = down(y);
+      for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], y0[i] + got[i]) << "matmul_add " << what << " " << i;
+    }
+  }
+  const int64_t M = 200, D = 1024, F = 256;  // gate+up: 2 x 4 x 2 tiles, split
+  const auto ex = experts(1, D, F, DType::F8_E4M3);
+  const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
+  std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
+  const std::vector<float> want = vec(cpu_.ffn(host(x, {M, D}), ex.ffn[0], host_arena_));
+  EXPECT_LE(rel_l2(down(gpu_->ffn(up(x, {M, D}), dev_ffn[0], *dev_arena_)), want), kF32RelL2) << "ffn";
+}
+
+// launch_matmul's SiLU-gated gate+up (silu_gate): y = silu(x·gateᵀ) ⊙ (x·upᵀ) bit for bit as the two problems then
+// the gating kernel: in one pass on the staged kernel (rows of 512-4096 bytes: D = 256 BF16, 1024, 4096 FP8; 1 row,
+// and 3 and 5 rows with the small tensor-core kernel off) and on the FMA kernel (the other shapes, or the staged
+// kernel off; 3 and 5 rows: the 2-4-row passes and the plain 5-8-row kernel; K slices over 1 warp (F = 8192) or 8),
+// the gating after the product elsewhere (3 and 5 rows on the small tensor-core kernel, 70 on the tile). The FFN and
+// MoE tests run it through the ops (routed groups of one row).
+TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
+  const ResetKernelSwitches reset;
+  uint64_t seed = 1200;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}, {256, 8192}, {1024, 130}}) {
+      const StoredWeight gate(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.002f);
+      const StoredWeight up_w(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.003f);
+      const Weight gd = prep(gate), ud = prep(up_w);
+      for (int64_t M : {1, 3, 5, 70}) {
+        for (auto [small_tc, staged] : {std::pair{-1, 1}, {0, 1}, {-1, 0}, {0, 0}}) {
+          set_small_tc_for_tests(small_tc);
+          set_staged_for_tests(staged);
+          const std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
+          const Tensor xd = up(x, {M, D});
+          const std::vector<float> zeros(static_cast<size_t>(M * F), 0.0f);
+          Tensor y = up(zeros, {M, F}), y2 = up(zeros, {M, F}), g = up(zeros, {M, F}), u = up(zeros, {M, F});
+          MatmulProblem p{.x = xd.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = dev(gd, "gate"),
+                          .y = y.data_as<float>(), .ldy = F, .weight2 = dev(ud, "up"), .y2 = y2.data_as<float>(),
+                          .silu_gate = true};
+          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+          p.silu_gate = false, p.y = g.data_as<float>(), p.y2 = u.data_as<float>();
+          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+          ASSERT_EQ(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), M * F, nullptr), cudaSuccess);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          EXPECT_EQ(down(y), down(g)) << dtype_name(dtype) << " D=" << D << " F=" << F << " M=" << M
+                                      << " small_tc " << small_tc << " staged " << staged;
+        }
+      }
+    }
+  }
+}
+
+
+// The staged kernel against the CPU and against the FMA kernel (staged off), on 4, 8 and 16 pieces a thread, 1-4
+// tiles in flight a block and a grid of one to three blocks walking every tile: every row length it takes (FP8
+// K = 512..4096, BF16 256..2048), N not a multiple of a tile's rows and past a few tiles, 1 row, and 2, 5 and 8 rows a
+// group with the small tensor cores off (each row against the tile in shared memory); the same call twice gives the
+// same bits.
+TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
+  const ResetKernelSwitches reset;
+  set_small_tc_for_tests(0);
+  uint64_t seed = 1500;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    const std::vector<int64_t> lengths = dtype == DType::BF16 ? std::vector<int64_t>{256, 512, 1024, 2048}
+                                                              : std::vector<int64_t>{512, 1024, 2048, 4096};
+    for (int64_t in : lengths) {
+      for (int64_t out : {13, 130, 1000}) {
+        const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+        const Weight wd = prep(w);
+        for (int64_t M : {1, 2, 5, 8}) {
+          std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+          const std::vector<float> want = cpu_matmul(x, M, in, w);
+          const Tensor xd = upload(x, M, in);
+          const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " in=" +
+                                   std::to_string(in) + " out=" + std::to_string(out);
+          const MatmulProblem p{.x = xd.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(wd, "w")};
+          set_staged_for_tests(0);
+          EXPECT_FALSE(staged_applies(p)) << what;
+          EXPECT_LE(rel_l2(gpu_matmul(xd, wd), want), kF32RelL2) << "FMA kernel " << what;
+          // {pieces, stages, blocks}: as chosen; each tile size; 1-4 tiles in flight with 1-3 blocks walking every
+          // tile.
+          for (auto [pieces, stages, blocks] : {std::tuple{0, 0, 0}, {4, 1, 0}, {8, 2, 0}, {16, 1, 0}, {4, 4, 1},
+                                                {8, 3, 3}, {16, 2, 2}, {8, 1, 3}}) {
+            set_staged_for_tests(1, pieces, stages, blocks);
+            ASSERT_TRUE(staged_applies(p)) << what;
+            const std::string how = "staged (" + std::to_string(pieces) + " pieces, " + std::to_string(stages) +
+                                    " stages, " + std::to_string(blocks) + " blocks), ";
+            const std::vector<float> got = gpu_matmul(xd, wd);
+            EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;
+            EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic, " << how << what;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The MoE and the FFN where every linear is on the staged kernel (FP8 and BF16 rows of 512-1024 bytes): one token
+// (one-row groups; gate+up SiLU-gated in one launch, the down with the gates as row scale into scattered rows, the
+// shared expert beside it, a residual), and three tokens with the small tensor cores off (groups of several rows,
+// padding rows skipped), against the CPU and against the FMA kernel.
+TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
+  const ResetKernelSwitches reset;
+  const int64_t D = 512, F = 512, E = 6, K = 2;
+  for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
+    const auto ex = experts(E + 1, D, F, dtype);  // the last is the shared expert
+    const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
+    const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
+    const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
+    for (int64_t T : {1, 3}) {
+      set_small_tc_for_tests(T == 1 ? -1 : 0);
+      std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(70 + T));
+      std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(80 + T));
+      const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
+      const Routing rc = cpu_.route(host(logits, {T, E}), ra, host_arena_);
+      const Routing rg = gpu_->route(up(logits, {T, E}), ra, *dev_arena_);
+      const Tensor xc = host(x, {T, D}), xg = up(x, {T, D});
+      const std::string what = std::string(dtype_name(dtype)) + " T=" + std::to_string(T);
+      const std::vector<float> r0 = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(90 + T));
+      std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = cpu_experts, .shared = &ex.ffn[E]},
+                                             host_arena_));
+      for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
+      const std::vector<float> ffn_want = vec(cpu_.ffn(xc, ex.ffn[E], host_arena_));
+      for (int staged : {0, 1}) {
+        set_staged_for_tests(staged);
+        const Tensor res = up(r0, {T, D});
+        gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts, .shared = &dev_ffn[E], .residual = &res},
+                  *dev_arena_);
+        EXPECT_LE(rel_l2(down(res), want), kF32RelL2) << "moe, staged " << staged << ", " << what;
+        EXPECT_LE(rel_l2(down(gpu_->ffn(xg, dev_ffn[E], *dev_arena_)), ffn_want), kF32RelL2)
+            << "ffn, staged " << staged << ", " << what;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace quatre::cuda
