@@ -81,9 +81,8 @@ void set_small_tc_for_tests(int mode);
 // of 512-4096 bytes, 16-byte aligned x and weights, <= 8 rows a group.
 bool staged_applies(const MatmulProblem& p);
 // Tests: the staged kernel as QUATRE_CUDA_STAGED says (-1), off (0), or on wherever it can run (1); pieces: 16-byte
-// pieces a thread (4, 8 or 16), stages: tiles in flight a block (1-4), blocks: the most blocks of a launch (each
-// walking more tiles); 0: as the launch chooses.
-void set_staged_for_tests(int mode, int pieces = 0, int stages = 0, int blocks = 0);
+// pieces a thread (4, 8 or 16; 0: as the launch chooses).
+void set_staged_for_tests(int mode, int pieces = 0);
 
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,

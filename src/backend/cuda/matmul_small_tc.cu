@@ -496,12 +496,20 @@ int plain_max_rows() {
 // routed experts of decode batches 4-63 (about one row a group) ran on the FMA kernel's multi-row bodies; at 1,
 // H100, 16 FP8 layers, context 2048: batch 8 7.50 -> 7.33 ms, 32 22.15 -> 18.33, 48 30.90 -> 22.68; the 4-bit
 // model's batch 8 23.31 -> 19.81, 32 77.50 -> 49.13. (Batch 1 stays on the FMA kernel: the MoE passes no hint.)
+float hint_from_env(const char* name, float fallback) {
+  const char* v = std::getenv(name);
+  const float h = v != nullptr ? std::strtof(v, nullptr) : 0.0f;
+  return h > 0.0f ? h : fallback;
+}
 float grouped_min_hint() {
-  static const float hint = [] {
-    const char* v = std::getenv("QUATRE_CUDA_SMALL_TC_MIN_HINT");
-    const float h = v != nullptr ? std::strtof(v, nullptr) : 0.0f;
-    return h > 0.0f ? h : 1.0f;
-  }();
+  static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT", 1.0f);
+  return hint;
+}
+// 4-bit groups the staged kernel can take come here from 2 real rows a group expected
+// (QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4): about one row a group, the staged kernel reads the codes faster than this one
+// multiplies them (H100, the whole 4-bit model, context 2048, batch 8: 16.93 ms on the staged kernel, 19.84 here).
+float grouped_min_hint_int4() {
+  static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4", 2.0f);
   return hint;
 }
 
@@ -532,7 +540,8 @@ bool small_tc_applies(const MatmulProblem& p) {
   // BF16 weights of more than 8 rows spill in the row-block variants: measured on an H100 at 64 rows, the 1 GB lm_head
   // took 1.64 ms here against ~1.1 on the large-M tile; the 1 MB router was faster here. Large BF16 ones stay there.
   if (!grouped && !fp8 && p.M > kRows && p.N * p.K > (int64_t{16} << 20)) return false;
-  return grouped ? p.rows_hint >= grouped_min_hint() : p.M >= 2;
+  if (!grouped) return p.M >= 2;
+  return p.rows_hint >= (int4 && staged_applies(p) ? grouped_min_hint_int4() : grouped_min_hint());
 }
 
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {

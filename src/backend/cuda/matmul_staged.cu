@@ -8,9 +8,7 @@
 // then go over the warp (shuffles) and over the row's warps in shared memory, in a fixed order (deterministic).
 // SiLU-gated problems (p.silu_gate) run as 2N interleaved columns (gate, up) whose two sums meet in the final store.
 // QUATRE_CUDA_STAGED=0 (read once) turns the kernel off (the FMA kernel then runs: A/B timing);
-// QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) and QUATRE_CUDA_STAGED_STAGES (1-4: blocks walking the tiles with that
-// many in flight) change its shape. Depends on CUDA only.
-#include <algorithm>
+// QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) changes the tile. Depends on CUDA only.
 #include <atomic>
 #include <cstdlib>
 
@@ -22,8 +20,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kPiece = 16;  // bytes a copy
 constexpr int kDefaultPieces = 8;
-constexpr int kMaxStages = 4;
-constexpr int kMaxSharedBytes = 192 * 1024;  // dynamic shared memory a block at most (Hopper: 227 KB)
 
 // Copies 16 bytes global -> shared without registers (cp.async, L1 bypassed, the line's 256-byte L2 group fetched
 // at once); !valid writes zeros and reads nothing.
@@ -75,157 +71,109 @@ __device__ __forceinline__ void copy4_async(void* dst, const uint16_t* src, bool
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(word_at), "r"(valid ? 4 : 0) : "memory");
 }
 
-// Waits until at most `pending` (0..3) of this thread's copy groups are in flight (the older ones have landed).
-__device__ __forceinline__ void wait_copies(int pending) {
-  switch (pending) {
-    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
-    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
-    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
-    default: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
-  }
+// Waits for this thread's copies (which only this thread reads: no barrier).
+__device__ __forceinline__ void wait_own_copies() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
-// Tile `tile` of a launch: problem z (0, or 1: weight2 into y2), row group, first (virtual) column n0.
-struct Tile {
-  int z;
-  int64_t group, n0;
-};
-
-// The weights of a tile's group: gate (weight or weight2 by problem; the gate when kGated) and up (kGated: weight2).
-struct TileWeights {
-  DevWeight gate, up;
-  bool skip;  // a padding group
-};
-
-// grid: a block a tile (problem-major, then group, then column tile), or fewer blocks each walking the tiles
-// tile = blockIdx.x + j·gridDim.x with `stages` tiles' copies in flight: a tile's copies are issued `stages` tiles
-// ahead of its multiplication, into the buffer its predecessor there has just left (each thread reads
-// only the pieces it copied: no barrier). N' = N, or 2N interleaved (gate, up) columns when kGated. A weight row is
-// R = 2^row_shift pieces (32..256); a tile is P·256 pieces: P·256 / R rows, piece i of thread t being piece t % R of
-// tile row i·(256 / R) + t / R (kept at buf[stage][i][t]: consecutive threads, consecutive 16 bytes). Every 32 lanes
-// of a warp hold one row's pieces, so a row's sum is its lanes' (a shuffle tree) and then its R / 32 lane groups',
-// in order.
+// grid (ceil(N' / tile rows), groups, problems), a block a tile; N' = N, or 2N interleaved (gate, up) columns when
+// kGated. A weight row is R = 2^row_shift pieces (32..256); a tile is P·256 pieces: P·256 / R rows, piece i of thread
+// t being piece t % R of tile row i·(256 / R) + t / R (kept at tile[i][t]: consecutive threads, consecutive 16
+// bytes). Every 32 lanes of a warp hold one row's pieces, so a row's sum is its lanes' (a shuffle tree) and then its
+// R / 32 lane groups', in order. Everything but the activations is read while the copies fly (after the wait, one
+// more dependent load a row: H100, 16 FP8 layers, batch 1, 2.70 ms against 2.90 with the group's weights and rows
+// read after it).
 template <WType T, bool kAsym, int P, bool kGated>
-__global__ void __launch_bounds__(kThreads, 3)
-    staged_kernel(MatmulProblem p, int rows_per_group, int row_shift, int stages, int64_t tiles_x, int64_t groups) {
+__global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
   constexpr bool kInt4 = T == WType::kInt4;
   constexpr int kElems = kPieceElems<T>;
-  extern __shared__ uint4 buf[];  // [stages][P][kThreads] pieces; 4-bit: then as many scale (and offset) words
-  uint32_t* const scale_words = reinterpret_cast<uint32_t*>(buf + stages * P * kThreads);
-  uint32_t* const offset_words = scale_words + stages * P * kThreads;
+  extern __shared__ uint4 tile[];  // [P][kThreads] pieces; 4-bit: then as many scale (and offset) words
+  uint32_t* const scale_words = reinterpret_cast<uint32_t*>(tile + P * kThreads);
+  uint32_t* const offset_words = scale_words + P * kThreads;
   __shared__ float lane_group_sums[P * kThreads / 32];
+  select_problem(p);
+  const int64_t group = blockIdx.y;
+  if (p.experts != nullptr && p.group_expert[group] < 0) return;  // a padding group: the whole block
   const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
   const int rows_a_pass = kThreads >> row_shift, tile_rows = P * rows_a_pass;
   const int piece = t & ((1 << row_shift) - 1);
   const int64_t row_bytes = int64_t{kPiece} << row_shift;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * tile_rows;
+  bool skip = false;
+  const DevWeight gate = group_dev_weight(p.weight, p.experts, p.group_expert, group, skip);
+  const DevWeight up = kGated ? group_dev_weight(p.weight2, p.experts2, p.group_expert, group, skip) : gate;
   // 4-bit: the group of this thread's pieces in a row (every expert has weight's group size), and which half of a
   // copied 4-byte word is its scale (rows hold an even number of groups: the launch checks).
   const int64_t n_groups = kInt4 ? p.K / p.weight.group_size : 0;
   const int piece_group = kInt4 ? piece * kElems / p.weight.group_size : 0;
   const int half_shift = 16 * (piece_group & 1);
-  const int64_t n_tiles = tiles_x * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
-  const auto tile_at = [&](int64_t tile) {
-    return Tile{.z = static_cast<int>(tile / (tiles_x * groups)), .group = tile / tiles_x % groups,
-                .n0 = tile % tiles_x * tile_rows};
-  };
-  const auto weights_of = [&](const Tile& tl) {
-    TileWeights w{};
-    const bool second = tl.z == 1;
-    w.gate = group_dev_weight(pick(second, p.weight, p.weight2), second ? p.experts2 : p.experts, p.group_expert,
-                              tl.group, w.skip);
-    w.up = kGated ? group_dev_weight(p.weight2, p.experts2, p.group_expert, tl.group, w.skip) : w.gate;
-    return w;
-  };
-  // Issues tile `tile`'s copies into buffer `stage` (none past the last tile or for a padding group), as one group.
-  const auto issue = [&](int64_t tile, int stage) {
-    if (tile < n_tiles) {
-      const Tile tl = tile_at(tile);
-      const TileWeights w = weights_of(tl);
-      if (!w.skip) {
 #pragma unroll
-        for (int i = 0; i < P; ++i) {
-          const int64_t n = tl.n0 + i * rows_a_pass + (t >> row_shift);
-          const bool is_up = kGated && (n & 1) != 0;
-          const bool valid = n < p.N;
-          const int64_t row = valid ? (kGated ? n / 2 : n) : 0;
-          const int slot = (stage * P + i) * kThreads + t;
-          // (Fields selected one by one: a reference to w.up or w.gate put w on the stack.)
-          const auto* codes = static_cast<const char*>(is_up ? w.up.w : w.gate.w);
-          copy16_async(&buf[slot], codes + row * row_bytes + piece * kPiece, valid);
-          if constexpr (kInt4) {
-            const uint16_t* scales = is_up ? w.up.int4_scales : w.gate.int4_scales;
-            copy4_async(&scale_words[slot], scales + row * n_groups + piece_group, valid);
-            if constexpr (kAsym) {
-              const uint16_t* offsets = is_up ? w.up.int4_offsets : w.gate.int4_offsets;
-              copy4_async(&offset_words[slot], offsets + row * n_groups + piece_group, valid);
-            }
-          }
-        }
+  for (int i = 0; i < P; ++i) {
+    const int64_t n = n0 + i * rows_a_pass + (t >> row_shift);
+    const bool is_up = kGated && (n & 1) != 0, valid = n < p.N;
+    const int64_t row = valid ? (kGated ? n / 2 : n) : 0;
+    // (Fields selected one by one: a reference to up or gate put both on the stack.)
+    const auto* codes = static_cast<const char*>(is_up ? up.w : gate.w);
+    copy16_async(&tile[i * kThreads + t], codes + row * row_bytes + piece * kPiece, valid);
+    if constexpr (kInt4) {
+      const uint16_t* scales = is_up ? up.int4_scales : gate.int4_scales;
+      copy4_async(&scale_words[i * kThreads + t], scales + row * n_groups + piece_group, valid);
+      if constexpr (kAsym) {
+        const uint16_t* offsets = is_up ? up.int4_offsets : gate.int4_offsets;
+        copy4_async(&offset_words[i * kThreads + t], offsets + row * n_groups + piece_group, valid);
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-  };
-  for (int s = 0; s < stages; ++s) issue(blockIdx.x + static_cast<int64_t>(s) * gridDim.x, s);
-  const int groups_a_row = 1 << (row_shift - 5);  // lane groups of 32 pieces a weight row
-  int stage = 0;
-  for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {  // uniform over the block
-    wait_copies(stages - 1);  // this tile's group, the oldest in flight
-    const Tile tl = tile_at(tile);
-    const TileWeights w = weights_of(tl);
-    const unsigned rows = w.skip ? 0u : present_rows(p, tl.group * rows_per_group, rows_per_group);
-    float* y = tl.z == 1 ? p.y2 : p.y;
-    for (unsigned rest = rows; rest != 0; rest &= rest - 1) {
-      const int64_t m = tl.group * rows_per_group + __ffs(rest) - 1;
-      const int64_t x_row = p.x_rows != nullptr ? p.x_rows[m] : m;
-      const float4* xv = reinterpret_cast<const float4*>(p.x + x_row * p.ldx + static_cast<int64_t>(piece) * kElems);
-      float x[kElems];
-#pragma unroll
-      for (int c = 0; c < kElems / 4; ++c) {
-        const float4 v = xv[c];
-        x[4 * c] = v.x, x[4 * c + 1] = v.y, x[4 * c + 2] = v.z, x[4 * c + 3] = v.w;
-      }
-#pragma unroll
-      for (int i = 0; i < P; ++i) {
-        const int slot = (stage * P + i) * kThreads + t;
-        uint32_t scale_offset = 0;
-        if constexpr (kInt4) {
-          scale_offset = (scale_words[slot] >> half_shift) & 0xFFFFu;
-          if constexpr (kAsym) scale_offset |= (offset_words[slot] >> half_shift) << 16;
-        }
-        float acc = piece_dot<T, kAsym>(buf[slot], scale_offset, x);
-#pragma unroll
-        for (int d = 16; d >= 1; d /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, d);
-        if (lane == 0) lane_group_sums[i * (kThreads / 32) + warp] = acc;  // lane group (i·256 + t) / 32
-      }
-      __syncthreads();
-      // Output column j of the tile: the sum of tile row j (or of rows 2j and 2j + 1, gate and up).
-      const int outputs = kGated ? tile_rows / 2 : tile_rows;
-      if (t < outputs) {
-        const auto row_sum = [&](int r) {
-          float s = 0.0f;
-          for (int g = r * groups_a_row; g < (r + 1) * groups_a_row; ++g) s += lane_group_sums[g];
-          return s;
-        };
-        if constexpr (kGated) {
-          const int64_t n = tl.n0 / 2 + t;
-          if (n < p.N / 2) store(p, y, m, n, silu(row_sum(2 * t) * w.gate.scale) * (row_sum(2 * t + 1) * w.up.scale));
-        } else {
-          const int64_t n = tl.n0 + t;
-          if (n < p.N) store(p, y, m, n, row_sum(t) * w.gate.scale);
-        }
-      }
-      __syncthreads();  // before the next row writes lane_group_sums again
-    }
-    issue(tile + static_cast<int64_t>(stages) * gridDim.x, stage);  // into the buffer this tile leaves
-    stage = stage + 1 == stages ? 0 : stage + 1;
   }
-  wait_copies(0);  // nothing in flight at exit
+  const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
+  const int64_t first_x_row = rows == 0 ? 0 : group * rows_per_group + __ffs(rows) - 1;
+  const int64_t first_x = p.x_rows != nullptr ? p.x_rows[first_x_row] : first_x_row;
+  wait_own_copies();
+  const int groups_a_row = 1 << (row_shift - 5);  // lane groups of 32 pieces a weight row
+  for (unsigned rest = rows; rest != 0; rest &= rest - 1) {  // uniform over the block
+    const int64_t m = group * rows_per_group + __ffs(rest) - 1;
+    const int64_t x_row = rest == rows ? first_x : p.x_rows != nullptr ? p.x_rows[m] : m;
+    const float4* xv = reinterpret_cast<const float4*>(p.x + x_row * p.ldx + static_cast<int64_t>(piece) * kElems);
+    float x[kElems];
+#pragma unroll
+    for (int c = 0; c < kElems / 4; ++c) {
+      const float4 v = xv[c];
+      x[4 * c] = v.x, x[4 * c + 1] = v.y, x[4 * c + 2] = v.z, x[4 * c + 3] = v.w;
+    }
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      uint32_t scale_offset = 0;
+      if constexpr (kInt4) {
+        scale_offset = (scale_words[i * kThreads + t] >> half_shift) & 0xFFFFu;
+        if constexpr (kAsym) scale_offset |= (offset_words[i * kThreads + t] >> half_shift) << 16;
+      }
+      float acc = piece_dot<T, kAsym>(tile[i * kThreads + t], scale_offset, x);
+#pragma unroll
+      for (int d = 16; d >= 1; d /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, d);
+      if (lane == 0) lane_group_sums[i * (kThreads / 32) + warp] = acc;  // lane group (i·256 + t) / 32
+    }
+    __syncthreads();
+    // Output column j of the tile: the sum of tile row j (or of rows 2j and 2j + 1, gate and up).
+    const int outputs = kGated ? tile_rows / 2 : tile_rows;
+    if (t < outputs) {
+      const auto row_sum = [&](int r) {
+        float s = 0.0f;
+        for (int g = r * groups_a_row; g < (r + 1) * groups_a_row; ++g) s += lane_group_sums[g];
+        return s;
+      };
+      if constexpr (kGated) {
+        const int64_t n = n0 / 2 + t;
+        if (n < p.N / 2) store(p, m, n, silu(row_sum(2 * t) * gate.scale) * (row_sum(2 * t + 1) * up.scale));
+      } else {
+        const int64_t n = n0 + t;
+        if (n < p.N) store(p, m, n, row_sum(t) * gate.scale);
+      }
+    }
+    __syncthreads();  // before the next row writes lane_group_sums again
+  }
 }
 
 std::atomic<int> g_test_mode{-1};    // set_staged_for_tests
 std::atomic<int> g_test_pieces{0};
-std::atomic<int> g_test_stages{0};
-std::atomic<int> g_test_blocks{0};
 
 bool env_enabled() {
   static const bool on = env_switch_on("QUATRE_CUDA_STAGED");
@@ -242,18 +190,6 @@ int forced_pieces() {
   return pieces;
 }
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) {
-      return 132;
-    }
-    return n;
-  }();
-  return count;
-}
-
 // log2 of the 16-byte pieces of a weight row when that is 32..256 (rows of 512..4096 bytes), else -1.
 int row_shift(const MatmulProblem& p) {
   const WType t = p.weight.type;
@@ -267,58 +203,24 @@ int row_shift(const MatmulProblem& p) {
   return -1;
 }
 
-// Tiles' copies in flight a block: QUATRE_CUDA_STAGED_STAGES (1-4; read once), else 1: a block a tile, every tile's
-// block launched at once (the hardware starting each as one ends). Blocks walking several tiles with 2-3 in flight,
-// as many blocks as fit the GPU, were slower (H100, 16 FP8 layers, context 2048, batch 1: 2.70 ms a block a tile,
-// 2.91 walking with 1 in flight, 3.01 with 2, 3.16 with 3): while a block multiplies and sums a tile, its next
-// tile's copies wait (1 stage) or its shared memory holds fewer blocks an SM (2-3).
-int stages_wanted() {
-  if (const int n = g_test_stages.load(); n != 0) return n;
-  static const int stages = [] {
-    const char* v = std::getenv("QUATRE_CUDA_STAGED_STAGES");
-    const int n = v != nullptr ? std::atoi(v) : 0;
-    return n >= 1 && n <= kMaxStages ? n : 1;
-  }();
-  return stages;
-}
-
 template <WType T, bool kAsym, int P, bool kGated>
-void launch_pieces(const MatmulProblem& p, int rows_per_group, int64_t groups, int shift, cudaStream_t stream) {
+void launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned groups, int shift, cudaStream_t stream) {
   const auto kernel = staged_kernel<T, kAsym, P, kGated>;
   // A tile's pieces, and 4-bit: their scale (and offset) words.
-  const int tile_bytes = P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
+  const int bytes = P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
   // Past the default 48 KB of dynamic shared memory, once an instantiation (if that fails, so does the launch, and
   // its error reaches the caller).
-  static const cudaError_t sized =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSharedBytes);
+  static const cudaError_t sized = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   (void)sized;
-  const int stages = std::min(stages_wanted(), kMaxSharedBytes / tile_bytes);
-  const int bytes = stages * tile_bytes;
-  const int64_t tiles_x = blocks_for(p.N, P * (kThreads >> shift));
-  const int64_t tiles = tiles_x * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
-  // A block a tile; with stages in flight, as many blocks as fit the GPU at once (or the tests' count), walking.
-  int64_t blocks = g_test_blocks.load();
-  if (blocks == 0 && stages > 1) {
-    static std::atomic<int> blocks_an_sm[kMaxStages + 1] = {};  // by stages; 0: not asked yet
-    int per_sm = blocks_an_sm[stages].load();
-    if (per_sm == 0) {
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes) != cudaSuccess ||
-          per_sm < 1) {
-        per_sm = 1;
-      }
-      blocks_an_sm[stages].store(per_sm);
-    }
-    blocks = int64_t{per_sm} * sm_count();
-  }
-  const auto grid = static_cast<unsigned>(blocks > 0 ? std::min(tiles, blocks) : tiles);
-  kernel<<<grid, kThreads, bytes, stream>>>(p, rows_per_group, shift, stages, tiles_x, groups);
+  const dim3 grid(blocks_for(p.N, P * (kThreads >> shift)), groups, !kGated && p.y2 != nullptr ? 2 : 1);
+  kernel<<<grid, kThreads, bytes, stream>>>(p, rows_per_group, shift);
 }
 
 template <WType T, bool kAsym, bool kGated>
 void launch_typed(const MatmulProblem& p, int rows_per_group, int shift, cudaStream_t stream) {
-  const int64_t groups = (p.M + rows_per_group - 1) / rows_per_group;
+  const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
   // 8 pieces a thread (32 KB tiles) unless forced: H100, 16 FP8 layers, context 2048, batch 1: 2.70 ms against 2.77 at
-  // 4 and 2.91 at 16 (or at 16 less for matrices that would leave an SM fewer than two blocks).
+  // 4 and 2.91 at 16 (halved for matrices that would leave an SM fewer than two blocks).
   const int pieces = forced_pieces() != 0 ? forced_pieces() : kDefaultPieces;
   switch (pieces) {
     case 16: return launch_pieces<T, kAsym, 16, kGated>(p, rows_per_group, groups, shift, stream);
@@ -331,11 +233,9 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void set_staged_for_tests(int mode, int pieces, int stages, int blocks) {
+void set_staged_for_tests(int mode, int pieces) {
   g_test_mode.store(mode);
-  g_test_blocks.store(std::max(blocks, 0));
   g_test_pieces.store(pieces == 4 || pieces == 8 || pieces == 16 ? pieces : 0);
-  g_test_stages.store(stages >= 1 && stages <= kMaxStages ? stages : 0);
 }
 
 bool staged_applies(const MatmulProblem& p) {

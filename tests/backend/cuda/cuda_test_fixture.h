@@ -46,11 +46,37 @@ class CudaVsCpu : public testing::Test {
   }
   static std::vector<float> vec(const Tensor& t) { return backend_test::to_vector(t); }
   Weight prep(const backend_test::StoredWeight& s) { return gpu_->prepare_weight(s.weight); }
+  // T tokens of width D routed to k of E experts (activations and logits of std 1 from the seeds) on both backends.
+  struct Routed {
+    std::vector<float> x;  // [T, D]: xc's values (a move keeps the buffer)
+    Tensor xc, xg;
+    Routing rc, rg;
+  };
+  Routed routed(int64_t T, int64_t D, int64_t E, int64_t k, uint64_t x_seed, uint64_t logits_seed) {
+    Routed r;
+    r.x = backend_test::randn(static_cast<size_t>(T * D), x_seed);
+    std::vector<float> logits = backend_test::randn(static_cast<size_t>(T * E), logits_seed);
+    const RouteArgs args{.n_experts_per_tok = k, .routed_scaling_factor = 2.0f};
+    r.rc = cpu_.route(host(logits, {T, E}), args, host_arena_);
+    r.rg = gpu_->route(up(logits, {T, E}), args, *dev_arena_);
+    r.xc = host(r.x, {T, D});
+    r.xg = up(r.x, {T, D});
+    return r;
+  }
 
   cpu::CpuBackend cpu_{2};
   Arena host_arena_{host_memory(), {.poison = true}};
   std::unique_ptr<CudaBackend> gpu_;
   std::unique_ptr<Arena> dev_arena_;
+};
+
+// Experts on both backends for a MoE with a shared expert: the last of `ex` is the shared one, the others routed.
+template <typename Stored>
+struct RoutedAndShared {
+  RoutedAndShared(const backend_test::ExpertWeights<Stored>& ex, Backend& gpu)
+      : dev(ex.on(gpu)), cpu_routed(ex.ffn.begin(), ex.ffn.end() - 1), gpu_routed(dev.begin(), dev.end() - 1) {}
+  std::vector<FfnWeights> dev;                     // all of them, on the device (dev.back(): the shared one)
+  std::vector<FfnWeights> cpu_routed, gpu_routed;  // the routed ones
 };
 
 // n experts of `dtype` weights (values of std 0.2; FP8 at scale 0.01).

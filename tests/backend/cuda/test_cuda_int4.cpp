@@ -14,7 +14,6 @@
 #include <random>
 #include <span>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -118,8 +117,7 @@ TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
 // The staged kernel on 4-bit weights (matmul_staged.cu: the codes and each piece's scale, and offset, copied into
 // shared memory) against the CPU and against the FMA kernel: rows of 512-4096 bytes (K = 1024-8192), G 32 and 128,
 // symmetric and asymmetric, N not a multiple of a tile's rows; 1 row, and 3 and 8 with the small tensor cores off;
-// 4-16 pieces a thread, 1-4 tiles in flight, one to three blocks walking every tile; the same call twice gives the
-// same bits.
+// 4-16 pieces a thread; the same call twice gives the same bits.
 TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
   struct Reset {
     ~Reset() {
@@ -143,10 +141,9 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
                                  std::to_string(c.in) + " out=" + std::to_string(c.out);
         set_staged_for_tests(0);
         EXPECT_LE(rel_l2(down(gpu_->matmul(xd, wd, *dev_arena_)), want), kF32RelL2) << "FMA kernel " << what;
-        for (auto [pieces, stages, blocks] : {std::tuple{0, 0, 0}, {4, 4, 1}, {8, 3, 3}, {16, 2, 2}}) {
-          set_staged_for_tests(1, pieces, stages, blocks);
-          const std::string how = "staged (" + std::to_string(pieces) + " pieces, " + std::to_string(stages) +
-                                  " stages, " + std::to_string(blocks) + " blocks) ";
+        for (int pieces : {0, 4, 8, 16}) {  // 0: as the launch chooses
+          set_staged_for_tests(1, pieces);
+          const std::string how = "staged (" + std::to_string(pieces) + " pieces) ";
           const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;
           EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), got) << "deterministic " << how << what;
@@ -171,29 +168,24 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
   for (const Dims dims : {Dims{64, 96, 32}, Dims{256, 128, 128}, Dims{1024, 1024, 128}}) {
     for (bool is_symmetric : {true, false}) {
       const auto ex = int4_experts(E + 1, dims.D, dims.F, dims.G, is_symmetric);  // the last is the shared expert
-      const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
-      const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
-      const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
+      const RoutedAndShared both(ex, *gpu_);
       const int64_t D = dims.D;
       // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64 (tile). T = 7, 24: 2.3 and 8 rows a
       // group expected, the small tensor-core kernel (ffn: plain problems of 7 and 24 rows too); T = 1: the staged
       // kernel where rows are 512-4096 bytes (D = F = 1024), else the FMA kernel.
       for (int64_t T : {1, 7, 24, 70}) {
-        std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
-        std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
-        const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
-        const Routing rc = cpu_.route(host(logits, {T, E}), ra, host_arena_);
-        const Routing rg = gpu_->route(up(logits, {T, E}), ra, *dev_arena_);
-        const Tensor xc = host(x, {T, D}), xg = up(x, {T, D});
+        const Routed in = routed(T, D, E, K, static_cast<uint64_t>(40 + T), static_cast<uint64_t>(50 + T));
+        const Tensor &xc = in.xc, &xg = in.xg;
+        const Routing &rc = in.rc, &rg = in.rg;
         const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " G=" + std::to_string(dims.G) +
                                  " T=" + std::to_string(T);
-        EXPECT_LE(rel_l2(down(gpu_->ffn(xg, dev_ffn[E], *dev_arena_)), vec(cpu_.ffn(xc, ex.ffn[E], host_arena_))), kF32RelL2)
+        EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), vec(cpu_.ffn(xc, ex.ffn[E], host_arena_))), kF32RelL2)
             << "ffn " << what;
         for (bool shared : {false, true}) {
-          const std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = cpu_experts,
+          const std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = both.cpu_routed,
                                                         .shared = shared ? &ex.ffn[E] : nullptr}, host_arena_));
-          const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
-                                                        .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_));
+          const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed,
+                                                        .shared = shared ? &both.dev[E] : nullptr}, *dev_arena_));
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << what << " shared=" << shared;
         }
       }

@@ -205,11 +205,10 @@ TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
 }
 
 
-// The staged kernel against the CPU and against the FMA kernel (staged off), on 4, 8 and 16 pieces a thread, 1-4
-// tiles in flight a block and a grid of one to three blocks walking every tile: every row length it takes (FP8
-// K = 512..4096, BF16 256..2048), N not a multiple of a tile's rows and past a few tiles, 1 row, and 2, 5 and 8 rows a
-// group with the small tensor cores off (each row against the tile in shared memory); the same call twice gives the
-// same bits.
+// The staged kernel against the CPU and against the FMA kernel (staged off), on 4, 8 and 16 pieces a thread: every
+// row length it takes (FP8 K = 512..4096, BF16 256..2048), N not a multiple of a tile's rows and past a few tiles,
+// 1 row, and 2, 5 and 8 rows a group with the small tensor cores off (each row against the tile in shared memory);
+// the same call twice gives the same bits.
 TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -231,14 +230,10 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
           set_staged_for_tests(0);
           EXPECT_FALSE(staged_applies(p)) << what;
           EXPECT_LE(rel_l2(gpu_matmul(xd, wd), want), kF32RelL2) << "FMA kernel " << what;
-          // {pieces, stages, blocks}: as chosen; each tile size; 1-4 tiles in flight with 1-3 blocks walking every
-          // tile.
-          for (auto [pieces, stages, blocks] : {std::tuple{0, 0, 0}, {4, 1, 0}, {8, 2, 0}, {16, 1, 0}, {4, 4, 1},
-                                                {8, 3, 3}, {16, 2, 2}, {8, 1, 3}}) {
-            set_staged_for_tests(1, pieces, stages, blocks);
+          for (int pieces : {0, 4, 8, 16}) {  // 0: as the launch chooses
+            set_staged_for_tests(1, pieces);
             ASSERT_TRUE(staged_applies(p)) << what;
-            const std::string how = "staged (" + std::to_string(pieces) + " pieces, " + std::to_string(stages) +
-                                    " stages, " + std::to_string(blocks) + " blocks), ";
+            const std::string how = "staged (" + std::to_string(pieces) + " pieces), ";
             const std::vector<float> got = gpu_matmul(xd, wd);
             EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;
             EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic, " << how << what;
@@ -258,30 +253,25 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
   const int64_t D = 512, F = 512, E = 6, K = 2;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
     const auto ex = experts(E + 1, D, F, dtype);  // the last is the shared expert
-    const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
-    const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
-    const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
+    const RoutedAndShared both(ex, *gpu_);
     for (int64_t T : {1, 3}) {
       set_small_tc_for_tests(T == 1 ? -1 : 0);
-      std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(70 + T));
-      std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(80 + T));
-      const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
-      const Routing rc = cpu_.route(host(logits, {T, E}), ra, host_arena_);
-      const Routing rg = gpu_->route(up(logits, {T, E}), ra, *dev_arena_);
-      const Tensor xc = host(x, {T, D}), xg = up(x, {T, D});
+      const Routed in = routed(T, D, E, K, static_cast<uint64_t>(70 + T), static_cast<uint64_t>(80 + T));
+      const Tensor &xc = in.xc, &xg = in.xg;
+      const Routing &rc = in.rc, &rg = in.rg;
       const std::string what = std::string(dtype_name(dtype)) + " T=" + std::to_string(T);
       const std::vector<float> r0 = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(90 + T));
-      std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = cpu_experts, .shared = &ex.ffn[E]},
+      std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]},
                                              host_arena_));
       for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
       const std::vector<float> ffn_want = vec(cpu_.ffn(xc, ex.ffn[E], host_arena_));
       for (int staged : {0, 1}) {
         set_staged_for_tests(staged);
         const Tensor res = up(r0, {T, D});
-        gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts, .shared = &dev_ffn[E], .residual = &res},
+        gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed, .shared = &both.dev[E], .residual = &res},
                   *dev_arena_);
         EXPECT_LE(rel_l2(down(res), want), kF32RelL2) << "moe, staged " << staged << ", " << what;
-        EXPECT_LE(rel_l2(down(gpu_->ffn(xg, dev_ffn[E], *dev_arena_)), ffn_want), kF32RelL2)
+        EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), ffn_want), kF32RelL2)
             << "ffn, staged " << staged << ", " << what;
       }
     }

@@ -289,39 +289,34 @@ TEST_F(CudaOps, FfnAndMoeMatchCpuOnBothGroupSizes) {
   const int64_t D = 64, F = 48, E = 6, K = 2;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
     const auto ex = experts(E + 1, D, F, dtype);  // the last is the shared expert
-    const std::vector<FfnWeights> dev_ffn = ex.on(*gpu_);
-    const std::vector<FfnWeights> cpu_experts(ex.ffn.begin(), ex.ffn.begin() + E);
-    const std::vector<FfnWeights> gpu_experts(dev_ffn.begin(), dev_ffn.begin() + E);
+    const RoutedAndShared both(ex, *gpu_);
     // T*K <= 16*E: groups of 8 rows (24: some full); 140 > 96: groups of 64. T = 7, 24: rows_hint >= 2, the small
     // tensor-core kernel on groups of 2-8 real rows and padding rows (gate+up in one launch, down with the gates as
     // row scale); T = 7 with the shared expert: its down accumulates into y on the same kernel (7 rows).
     for (int64_t T : {1, 7, 24, 70}) {
-      std::vector<float> x = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(40 + T));
-      std::vector<float> logits = randn(static_cast<size_t>(T * E), static_cast<uint64_t>(50 + T));
-      const RouteArgs ra{.n_experts_per_tok = K, .routed_scaling_factor = 2.0f};
-      const Routing rc = cpu_.route(host(logits, {T, E}), ra, host_arena_);
-      const Routing rg = gpu_->route(up(logits, {T, E}), ra, *dev_arena_);
-      const Tensor xc = host(x, {T, D}), xg = up(x, {T, D});
-      EXPECT_LE(rel_l2(down(gpu_->ffn(xg, dev_ffn[E], *dev_arena_)), vec(cpu_.ffn(xc, ex.ffn[E], host_arena_))), kF32RelL2)
+      const Routed in = routed(T, D, E, K, static_cast<uint64_t>(40 + T), static_cast<uint64_t>(50 + T));
+      const Tensor &xc = in.xc, &xg = in.xg;
+      const Routing &rc = in.rc, &rg = in.rg;
+      EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), vec(cpu_.ffn(xc, ex.ffn[E], host_arena_))), kF32RelL2)
           << "ffn " << dtype_name(dtype);
       for (bool shared : {false, true}) {
-        const std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = cpu_experts,
+        const std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = both.cpu_routed,
                                                       .shared = shared ? &ex.ffn[E] : nullptr}, host_arena_));
-        const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
-                                                      .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_));
+        const std::vector<float> got = down(gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed,
+                                                      .shared = shared ? &both.dev[E] : nullptr}, *dev_arena_));
         EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << dtype_name(dtype) << " T=" << T << " shared=" << shared;
         // The route grouped these pairs in its launch (T*K <= 64); without its grouping moe groups them itself:
         // each row's result is independent of its place in a group, so the same bits.
         ASSERT_EQ(rg.grouping.is_defined(), T * K <= 64) << "T=" << T;
         const Routing bare{.expert_ids = rg.expert_ids, .gates = rg.gates};
-        EXPECT_EQ(down(gpu_->moe({.x = xg, .routing = bare, .experts = gpu_experts,
-                                  .shared = shared ? &dev_ffn[E] : nullptr}, *dev_arena_)), got)
+        EXPECT_EQ(down(gpu_->moe({.x = xg, .routing = bare, .experts = both.gpu_routed,
+                                  .shared = shared ? &both.dev[E] : nullptr}, *dev_arena_)), got)
             << "moe grouping itself, T=" << T;
         // Into a residual (the sum kernel adds): the residual plus the same values, bit for bit.
         const std::vector<float> r0 = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(60 + T));
         const Tensor res = up(r0, {T, D});
-        const Tensor out = gpu_->moe({.x = xg, .routing = rg, .experts = gpu_experts,
-                                      .shared = shared ? &dev_ffn[E] : nullptr, .residual = &res}, *dev_arena_);
+        const Tensor out = gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed,
+                                      .shared = shared ? &both.dev[E] : nullptr, .residual = &res}, *dev_arena_);
         EXPECT_EQ(out.data(), res.data());
         const std::vector<float> sum = down(res);
         for (size_t i = 0; i < sum.size(); ++i) ASSERT_EQ(sum[i], r0[i] + got[i]) << "moe residual T=" << T << " " << i;
