@@ -77,8 +77,9 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
 int64_t matmul_workspace_floats(const MatmulProblem& p);
 // Tests: the small tensor-core kernel as QUATRE_CUDA_SMALL_TC says (-1), off (0), or on wherever it can run (1).
 void set_small_tc_for_tests(int mode);
-// The staged kernel (matmul_staged.cu) takes p when the small tensor-core kernel does not: FP8/BF16 weights with rows
-// of 512-4096 bytes, 16-byte aligned x and weights, <= 8 rows a group.
+// The staged kernel (matmul_staged.cu) takes p when the small tensor-core kernel does not: FP8, BF16 or 4-bit weights
+// with rows of 512-4096 bytes (4-bit: an even number of groups a row), 16-byte aligned x and weights, <= 8 rows a
+// group.
 bool staged_applies(const MatmulProblem& p);
 // Tests: the staged kernel as QUATRE_CUDA_STAGED says (-1), off (0), or on wherever it can run (1); pieces: 16-byte
 // pieces a thread (4, 8 or 16; 0: as the launch chooses).

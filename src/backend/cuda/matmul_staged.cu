@@ -208,10 +208,10 @@ cudaError_t launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned g
   const auto kernel = staged_kernel<T, kAsym, P, kGated>;
   // A tile's pieces, and 4-bit: their scale (and offset) words.
   const int bytes = P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
-  if (bytes > 48 * 1024) {  // past the default dynamic shared memory (set on the current device, every launch)
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e != cudaSuccess) return e;
-  }
+  // The dynamic shared memory allowed, on the current device, at every launch: with the kernel's static 32·P bytes a
+  // tile of exactly 48 KB (4-bit asymmetric, 8 pieces) already needs it.
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess) return e;
   const dim3 grid(blocks_for(p.N, P * (kThreads >> shift)), groups, !kGated && p.y2 != nullptr ? 2 : 1);
   kernel<<<grid, kThreads, bytes, stream>>>(p, rows_per_group, shift);
   return cudaGetLastError();
@@ -246,6 +246,13 @@ bool staged_applies(const MatmulProblem& p) {
   if (p.weight.type == WType::kInt4) {  // whole groups of 32-code pieces, an even number a row (4-byte scale copies)
     const int G = p.weight.group_size;
     if (G <= 0 || G % kInt4GroupMultiple != 0 || p.K % G != 0 || (p.K / G) % 2 != 0) return false;
+    // A piece's scale is the half of its 4-byte word given by its group's parity: 4-byte aligned arrays (experts:
+    // 256-byte aligned allocations).
+    const auto aligned4 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 4 == 0; };
+    const auto scales_aligned = [&](const DevWeight& w) { return aligned4(w.int4_scales) && aligned4(w.int4_offsets); };
+    if (p.experts == nullptr && (!scales_aligned(p.weight) || (p.y2 != nullptr && !scales_aligned(p.weight2)))) {
+      return false;
+    }
   }
   // Plain weights 16-byte aligned (experts: 256-byte aligned allocations, rows a multiple of 16 bytes).
   return p.experts != nullptr || (aligned16(p.weight.w) && (p.y2 == nullptr || aligned16(p.weight2.w)));
@@ -253,7 +260,7 @@ bool staged_applies(const MatmulProblem& p) {
 
 cudaError_t launch_staged(const MatmulProblem& problem, int rows_per_group, cudaStream_t stream) {
   const int shift = row_shift(problem);
-  if (shift < 0 || rows_per_group > 32) return cudaErrorInvalidValue;
+  if (shift < 0 || rows_per_group < 1 || rows_per_group > 32) return cudaErrorInvalidValue;
   MatmulProblem p = problem;
   if (p.silu_gate) p.N *= 2;  // the interleaved (gate, up) columns; y2 is scratch the gated kernel leaves alone
   const auto launch = [&]<bool kGated>() {

@@ -21,6 +21,7 @@
 
 #include "cuda_test_fixture.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/op_args.h"
 #include "core/error.h"
 #include "core/int4.h"
 
@@ -141,8 +142,11 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
                                  std::to_string(c.in) + " out=" + std::to_string(c.out);
         set_staged_for_tests(0);
         EXPECT_LE(rel_l2(down(gpu_->matmul(xd, wd, *dev_arena_)), want), kF32RelL2) << "FMA kernel " << what;
+        const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
+                              .weight = dev(wd, "w")};
         for (int pieces : {0, 4, 8, 16}) {  // 0: as the launch chooses
           set_staged_for_tests(1, pieces);
+          ASSERT_TRUE(staged_applies(p)) << what;
           const std::string how = "staged (" + std::to_string(pieces) + " pieces) ";
           const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;

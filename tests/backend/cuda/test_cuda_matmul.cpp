@@ -167,8 +167,9 @@ TEST_F(CudaMatmul, MatmulSplitOverKMatchesCpu) {
 }
 
 // launch_matmul's SiLU-gated gate+up (silu_gate): y = silu(x·gateᵀ) ⊙ (x·upᵀ) bit for bit as the two problems then
-// the gating kernel: in one pass on the staged kernel (rows of 512-4096 bytes: D = 256 BF16, 1024, 4096 FP8; 1 row,
-// and 3 and 5 rows with the small tensor-core kernel off) and on the FMA kernel (the other shapes, or the staged
+// the gating kernel: in one pass on the staged kernel (rows of 512-4096 bytes: D = 256 BF16, 1024, 4096 FP8, as
+// staged_applies must say; F = 13: a tile past the last column; 1 row, and 3 and 5 rows with the small tensor-core
+// kernel off) and on the FMA kernel (the other shapes, or the staged
 // kernel off; 3 and 5 rows: the 2-4-row passes and the plain 5-8-row kernel; K slices over 1 warp (F = 8192) or 8),
 // the gating after the product elsewhere (3 and 5 rows on the small tensor-core kernel, 70 on the tile). The FFN and
 // MoE tests run it through the ops (routed groups of one row).
@@ -176,7 +177,7 @@ TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
   const ResetKernelSwitches reset;
   uint64_t seed = 1200;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}, {256, 8192}, {1024, 130}}) {
+    for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}, {256, 8192}, {1024, 130}, {1024, 13}}) {
       const StoredWeight gate(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.002f);
       const StoredWeight up_w(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.003f);
       const Weight gd = prep(gate), ud = prep(up_w);
@@ -191,6 +192,8 @@ TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
           MatmulProblem p{.x = xd.data_as<float>(), .ldx = D, .M = M, .N = F, .K = D, .weight = dev(gd, "gate"),
                           .y = y.data_as<float>(), .ldy = F, .weight2 = dev(ud, "up"), .y2 = y2.data_as<float>(),
                           .silu_gate = true};
+          const int64_t row_bytes = D * (dtype == DType::BF16 ? 2 : 1);
+          EXPECT_EQ(staged_applies(p), staged == 1 && row_bytes >= 512 && row_bytes <= 4096) << "D=" << D;
           ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
           p.silu_gate = false, p.y = g.data_as<float>(), p.y2 = u.data_as<float>();
           ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
@@ -247,7 +250,7 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
 // The MoE and the FFN where every linear is on the staged kernel (FP8 and BF16 rows of 512-1024 bytes): one token
 // (one-row groups; gate+up SiLU-gated in one launch, the down with the gates as row scale into scattered rows, the
 // shared expert beside it, a residual), and three tokens with the small tensor cores off (groups of several rows,
-// padding rows skipped), against the CPU and against the FMA kernel.
+// padding rows skipped), against the CPU and against the FMA kernel (staged_applies asserted on the shared expert).
 TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
   const ResetKernelSwitches reset;
   const int64_t D = 512, F = 512, E = 6, K = 2;
@@ -267,6 +270,9 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
       const std::vector<float> ffn_want = vec(cpu_.ffn(xc, ex.ffn[E], host_arena_));
       for (int staged : {0, 1}) {
         set_staged_for_tests(staged);
+        const MatmulProblem shared_gate{.x = in.xg.data_as<float>(), .ldx = D, .M = T, .N = F, .K = D,
+                                        .weight = dev(both.dev[E].gate, "gate")};
+        ASSERT_EQ(staged_applies(shared_gate), staged == 1) << what;
         const Tensor res = up(r0, {T, D});
         gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed, .shared = &both.dev[E], .residual = &res},
                   *dev_arena_);
