@@ -3,7 +3,8 @@
 # CUDA tests (skipped with KNOBS_TESTS=0), then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context
 # 1024; KNOBS_BATCH and KNOBS_CONTEXT change them) for each baseline binary (.gpu/cuda/base/quatre-bench*, if packed) and for the packed one under each
 # environment setting given (e.g. "QUATRE_CUDA_SMALLM_LANES=8"; "-" for none), each in its own process; the batch-1
-# and -64 profile of the first setting; with KNOBS_PROFILE_ALL=1 the batch-1 profile's top ops of every run; the
+# and -64 profile of the first setting; with KNOBS_PROFILE_ALL=1 the batch-1 profile's top ops of every run; with
+# KNOBS_INT4=BATCHES (e.g. 1,8,64) each setting also on the whole 4-bit model (--dtype int4, 36 layers); the
 # decode rows of every run last.
 #   run tool: command "bash tools/gpu/cuda_knobs.sh $OUT - QUATRE_CUDA_SMALLM_LANES=8 ...", carry [".gpu/pack"]
 set -uo pipefail
@@ -42,6 +43,12 @@ for setting in "$@"; do
   fi
   echo "run$i: $setting" >> "$out/runs.txt"
   runs+=("run$i")
+  if [ -n "${KNOBS_INT4:-}" ]; then
+    timeout 150 env "${env_args[@]}" "$bin/quatre-bench" --random-weights --dtype int4 --batch "$KNOBS_INT4" \
+      --context "$context" --steps 5 > "$out/run${i}_int4.txt" 2>&1
+    echo "run${i}_int4: $setting, 4-bit model" >> "$out/runs.txt"
+    runs+=("run${i}_int4")
+  fi
 done
 first=${1:--}
 [ "$first" = - ] && first=
