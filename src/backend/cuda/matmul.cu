@@ -465,11 +465,6 @@ cudaError_t launch_int4(const MatmulProblem& p, bool grouped, bool small, cudaSt
     return cudaErrorInvalidValue;
   }
   const bool is_symmetric = p.weight.int4_offsets == nullptr;
-  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
-  if ((small || !grouped) && small_tc_applies(p)) {
-    return launch_small_tc(p, grouped ? p.rows_per_group : kSmallRows, stream);
-  }
-  if (small && staged_applies(p)) return launch_staged(p, grouped ? p.rows_per_group : kSmallRows, stream);
   if (small) {
     const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
     const bool x_vec = p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
@@ -497,10 +492,11 @@ enum class MatmulPath { kInt4, kSmallTc, kStaged, kSmall, kTcTile, kTile };
 MatmulPath matmul_path(const MatmulProblem& p) {
   const bool grouped = p.experts != nullptr;
   const bool small = grouped ? p.rows_per_group <= kSmallRows : p.M <= kSmallRows;
-  if (p.weight.type == WType::kInt4) return MatmulPath::kInt4;
-  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights.
+  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights. Both kernels
+  // check a 4-bit layout themselves; launch_int4 refuses a bad one.
   if ((small || !grouped) && small_tc_applies(p)) return MatmulPath::kSmallTc;
   if (small && staged_applies(p)) return MatmulPath::kStaged;
+  if (p.weight.type == WType::kInt4) return MatmulPath::kInt4;
   if (small) return MatmulPath::kSmall;
   return matmul_tc_applies(p) ? MatmulPath::kTcTile : MatmulPath::kTile;
 }
@@ -522,9 +518,9 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   const MatmulPath path = matmul_path(p);
   if (p.silu_gate) {
     if (p.y2 == nullptr || p.accumulate || p.y_rows != nullptr || p.row_scale != nullptr) return cudaErrorInvalidValue;
-    // The FMA and staged kernels gate in their store (a small 4-bit problem off the small tensor cores runs on one).
+    // The FMA and staged kernels gate in their store (a small 4-bit problem on the int4 path runs on the FMA one).
     const bool gates_in_store = path == MatmulPath::kSmall || path == MatmulPath::kStaged ||
-                                (path == MatmulPath::kInt4 && small && !small_tc_applies(p));
+                                (path == MatmulPath::kInt4 && small);
     if (!gates_in_store) {  // gate into y, up into y2, then the gating over y as one array
       if (p.ldy != p.N) return cudaErrorInvalidValue;
       MatmulProblem both = p;

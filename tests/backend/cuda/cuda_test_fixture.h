@@ -14,6 +14,7 @@
 #include "../backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/device_info.h"
 
 namespace quatre::cuda {
@@ -68,6 +69,14 @@ class CudaVsCpu : public testing::Test {
   Arena host_arena_{host_memory(), {.poison = true}};
   std::unique_ptr<CudaBackend> gpu_;
   std::unique_ptr<Arena> dev_arena_;
+};
+
+// Puts the matmul kernels' test switches back to the environment's on scope exit.
+struct ResetKernelSwitches {
+  ~ResetKernelSwitches() {
+    set_small_tc_for_tests(-1);
+    set_staged_for_tests(-1);
+  }
 };
 
 // Experts on both backends for a MoE with a shared expert: the last of `ex` is the shared one, the others routed.

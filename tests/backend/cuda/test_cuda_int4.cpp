@@ -86,9 +86,7 @@ TEST_F(CudaInt4, MatmulMatchesCpuOnManyColumns) {
 // warp's 16 columns, K = G · odd (tails of a 128-k chunk), 1 to 8 k slices a column; the same call twice gives the
 // same bits.
 TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
-  struct Reset {
-    ~Reset() { set_small_tc_for_tests(-1); }
-  } reset;
+  const ResetKernelSwitches reset;
   const MatmulCase cases[] = {{32, 32 * 3, 13},   {32, 32 * 67, 21},  {64, 64 * 5, 130}, {64, 64 * 33, 300},
                               {128, 128 * 3, 70}, {128, 128 * 17, 33}, {128, 128 * 9, 520}};
   uint64_t seed = 700;
@@ -120,12 +118,7 @@ TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
 // symmetric and asymmetric, N not a multiple of a tile's rows; 1 row, and 3 and 8 with the small tensor cores off;
 // 4-16 pieces a thread; the same call twice gives the same bits.
 TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
-  struct Reset {
-    ~Reset() {
-      set_small_tc_for_tests(-1);
-      set_staged_for_tests(-1);
-    }
-  } reset;
+  const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
   const MatmulCase cases[] = {{32, 1024, 130}, {128, 2048, 1000}, {128, 4096, 21}, {32, 8192, 300}};
   uint64_t seed = 800;

@@ -36,14 +36,6 @@ class CudaMatmul : public CudaVsCpu {
   std::vector<float> gpu_matmul(const Tensor& x, const Weight& w) { return down(gpu_->matmul(x, w, *dev_arena_)); }
 };
 
-// Puts the kernel switches of the tests back to the environment's on scope exit.
-struct ResetKernelSwitches {
-  ~ResetKernelSwitches() {
-    set_small_tc_for_tests(-1);
-    set_staged_for_tests(-1);
-  }
-};
-
 TEST_F(CudaMatmul, MatmulMatchesCpuForEveryDtypeAndKernel) {
   uint64_t seed = 1;
   for (DType dtype : {DType::F32, DType::BF16, DType::F8_E4M3}) {
