@@ -4,7 +4,7 @@
 // fp8, bf16 or int4 experts) or a checkpoint; the roofline counts the linears' stored bytes (4-bit: codes + scales).
 // Decode steps are timed end to end (host work and one sync per step included, no sampling), as CUDA graphs after a
 // batch size's first steps (--no-graphs: op by op), with the host's share (the forward call before the sync) beside.
-// --profile adds, per decode batch size, one more step timed op by op on the GPU (CUDA events around each backend
+// --profile adds, per decode batch size and prefill length, one more step (or prompt) timed op by op on the GPU (CUDA events around each backend
 // op, summed per kind and weight shape) with the bytes each kind must move and the bandwidth it reached.
 // Wiring only: the work is in model/ and the backends.
 #include <algorithm>
@@ -334,6 +334,16 @@ int run_bench(const BenchArgs& o) {
       const double roof = std::max(t_mem, t_flop);
       fmt::print("{:>9} {:>11.1f} {:>10.1f} {:>12.2f} {:>12} {:>7.1f}%\n", T, s * 1e3, Td / s, roof,
                  t_mem >= t_flop ? "mem" : fmt::format("{:.1f} TFLOP", r.flops / 1e12), roof / (s * 1e3) * 100);
+#ifdef QUATRE_HAVE_CUDA
+      if (auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get()); cb != nullptr && o.profile) {
+        cb->synchronize();
+        cb->set_profiling(true);
+        prefill();
+        std::vector<cuda::ProfileRow> rows = cb->profile();
+        cb->set_profiling(false);
+        print_profile(text, c, std::move(rows), distinct, s * 1e3);
+      }
+#endif
     } catch (const std::bad_alloc&) {
       fmt::print("{:>9} out of device memory\n", T);
     }
@@ -370,7 +380,7 @@ Runner add_bench(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--no-graphs", o->no_graphs, "Launch decode steps op by op instead of as CUDA graphs (A/B)");
-  app.add_flag("--profile", o->profile, "Per decode batch size, one more step timed op by op on the GPU (CUDA)");
+  app.add_flag("--profile", o->profile, "Per decode batch size and prefill length, one more step timed op by op on the GPU (CUDA)");
   return [o] { return run_bench(*o); };
 }
 

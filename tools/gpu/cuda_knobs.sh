@@ -2,7 +2,7 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, carry .gpu/pack): the
 # CUDA tests (skipped with KNOBS_TESTS=0), then decode at batch 1/8/64 (FP8, 16 layers where 36 do not fit, context
 # 1024; KNOBS_BATCH and KNOBS_CONTEXT change them) for each baseline binary (.gpu/cuda/base/quatre-bench*, if packed) and for the packed one under each
-# environment setting given (e.g. "QUATRE_CUDA_SMALLM_LANES=8"; "-" for none), each in its own process; the batch-1
+# environment setting given (e.g. "QUATRE_CUDA_SMALLM_LANES=8", or several in one argument separated by spaces; "-" for none), each in its own process; the batch-1
 # and -64 profile of the first setting; with KNOBS_PROFILE_ALL=1 the batch-1 profile's top ops of every run; with
 # KNOBS_INT4=BATCHES (e.g. 1,8,64) each setting also on the whole 4-bit model (--dtype int4, 36 layers); the
 # decode rows of every run last.
@@ -36,7 +36,7 @@ i=0
 for setting in "$@"; do
   i=$((i + 1))
   env_args=()
-  [ "$setting" = - ] || env_args=("$setting")
+  [ "$setting" = - ] || read -ra env_args <<< "$setting"  # "A=1 B=2": both
   timeout 60 env "${env_args[@]}" "$bin/quatre-bench" "${args[@]}" > "$out/run$i.txt" 2>&1
   if [ "${KNOBS_PROFILE_ALL:-0}" = 1 ]; then
     timeout 60 env "${env_args[@]}" "$bin/quatre-bench" "${args[@]}" --batch 1 --profile > "$out/run$i.prof" 2>&1

@@ -170,9 +170,14 @@ bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache);
 // The split count the tiled path should use for T tokens with contexts up to max_context.
 int mla_splits(int64_t T, int64_t H, int64_t R, int64_t Dr, bool naive, WType cache_type, int64_t max_context);
 // Whether the tiled path's key pass runs on the tensor cores (mla_tc.cu: BF16 or FP8 cache, R a multiple of 32 up to
-// 256, Dr a multiple of 16; QUATRE_CUDA_MLA_TC=0 turns it off), with tiles of mla_attend_tc_tile_keys() keys.
+// 256, Dr a multiple of 16; QUATRE_CUDA_MLA_TC=0 turns it off), with tiles of mla_attend_tc_tile_keys() keys: 64,
+// or 32 or 16 where T tokens' blocks with contexts up to max_context would not fill the card (the launch takes
+// max_context = max_blocks_per_seq * block_size).
 bool mla_attend_is_tc(int64_t R, int64_t Dr, bool naive, WType cache_type);
-int mla_attend_tc_tile_keys();
+int mla_attend_tc_tile_keys(int64_t T, int64_t H, int64_t max_context);
+// Tests: force the tile size (16, 32 or 64) over the heuristic and QUATRE_CUDA_MLA_TC_KEYS; any other value gives
+// the environment's choice back.
+void set_mla_tc_keys_for_tests(int keys);
 cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream);
 // Largest R + Dr + Dn + Dv the per-head kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;

@@ -3,7 +3,8 @@
 // Naive: k_nope_j = W_UK c_j and v_j = W_UV c_j expanded per key; s_j = (q_nope·k_nope_j + q_rope·k_rope_j)·scale;
 // o = Σ p_j v_j.
 // Absorbed with R <= 256 (every Mistral Small 4 config), three kernels: q_abs for all tokens with W_UK read once
-// per block of 32 tokens; the tiled attention per (token, 8 heads, key split), a tile of 32 cache rows in shared
+// per block of 32 tokens (at one or two tokens, a block per (head, 128 columns) with 16-byte weight loads,
+// QUATRE_CUDA_MLA_QABS_SMALL=0 turns it off); the tiled attention per (token, 8 heads, key split), a tile of 32 cache rows in shared
 // memory shared by the 8 heads; the combine of the splits' partial contexts and W_UV, per (token, head, 32 output
 // columns). These read kv_b as stored (any float type, times its scale). Otherwise one block (4 warps) per
 // (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
@@ -179,6 +180,81 @@ __global__ void __launch_bounds__(128) mla_q_abs_kernel(MlaLaunch a) {
     for (int w = 0; w < kWarps; ++w) s += part[w][t][c];
     a.q_abs[((t0 + t) * a.H + h) * R + col] = s;
   }
+}
+
+// q_abs for one or two tokens (decode at batch 1-2), where the kernel above waits on two rounds of one-element weight
+// loads. Grid (H, R/128): a block per (head, 128 latent columns), 256 threads; thread i takes the 16-byte chunk i %
+// (128 / E) of the block's columns (E weights a chunk) in the rows i / (128 / E), + P, ... (P rows a pass), all its
+// chunks loaded at once, before q_nope is waited for; the P partial sums of a column meet in shared memory in row
+// order. Needs R % 16 == 0 (16-byte chunks at FP8) and a 16-byte aligned kv_b.
+constexpr int kQAbsSmallTokens = 2, kQAbsSmallCols = 128, kQAbsSmallThreads = 256, kQAbsSmallBatch = 8;
+
+template <WType KT>
+__global__ void __launch_bounds__(kQAbsSmallThreads) mla_q_abs_small_kernel(MlaLaunch a) {
+  using S = typename WTraits<KT>::S;
+  constexpr int E = 16 / static_cast<int>(sizeof(S));     // weights a chunk
+  constexpr int kChunks = kQAbsSmallCols / E;              // chunks across the block's columns
+  constexpr int P = kQAbsSmallThreads / kChunks;           // rows a pass
+  extern __shared__ float4 smem_small[];
+  float* qn = reinterpret_cast<float*>(smem_small);        // [T][Dn]
+  float* red = qn + kQAbsSmallTokens * a.Dn;               // [P][T][kQAbsSmallCols]
+  const int64_t h = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * kQAbsSmallCols, R = a.R, Dn = a.Dn;
+  const int T = static_cast<int>(a.T), tid = static_cast<int>(threadIdx.x), ch = tid % kChunks, g = tid / kChunks;
+  const int64_t col = c0 + static_cast<int64_t>(ch) * E;
+  const bool active = col < R;
+  const S* w = static_cast<const S*>(a.kv_b_w.w) + h * (a.Dn + a.Dv) * R + col;  // W_UK[h][row, col..col+E)
+  float acc[kQAbsSmallTokens][E] = {};
+  const int n_batches = static_cast<int>((Dn + P * kQAbsSmallBatch - 1) / (P * kQAbsSmallBatch));  // the same for all
+  for (int bi = 0; bi < n_batches; ++bi) {
+    uint4 raw[kQAbsSmallBatch];
+#pragma unroll
+    for (int b = 0; b < kQAbsSmallBatch; ++b) {
+      const int64_t e = g + static_cast<int64_t>(P) * (bi * kQAbsSmallBatch + b);
+      raw[b] = active && e < Dn ? *reinterpret_cast<const uint4*>(w + e * R) : make_uint4(0, 0, 0, 0);
+    }
+    if (bi == 0) {  // q_nope while the first weights are on their way
+      for (int i = tid; i < T * Dn; i += kQAbsSmallThreads) {
+        qn[i] = a.q[(i / Dn) * a.H * (a.Dn + a.Dr) + h * (a.Dn + a.Dr) + i % Dn];
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int b = 0; b < kQAbsSmallBatch; ++b) {
+      const int64_t e = g + static_cast<int64_t>(P) * (bi * kQAbsSmallBatch + b);
+      if (e >= Dn) break;
+      const S* v = reinterpret_cast<const S*>(&raw[b]);
+#pragma unroll
+      for (int t = 0; t < kQAbsSmallTokens; ++t) {
+        const float q = t < T ? qn[t * Dn + e] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < E; ++i) acc[t][i] = fmaf(q, WTraits<KT>::to_f32(v[i]), acc[t][i]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kQAbsSmallTokens; ++t) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) red[(g * kQAbsSmallTokens + t) * kQAbsSmallCols + ch * E + i] = acc[t][i];
+  }
+  __syncthreads();
+  for (int i = tid; i < T * kQAbsSmallCols; i += kQAbsSmallThreads) {
+    const int t = i / kQAbsSmallCols, c = i % kQAbsSmallCols;
+    if (c0 + c >= R) continue;
+    float sum = 0;
+    for (int r = 0; r < P; ++r) sum += red[(r * kQAbsSmallTokens + t) * kQAbsSmallCols + c];
+    a.q_abs[(t * a.H + h) * R + c0 + c] = sum * a.kv_b_w.scale;
+  }
+}
+
+template <WType KT>
+size_t q_abs_small_shared_bytes(int64_t Dn) {
+  constexpr int P = kQAbsSmallThreads / (kQAbsSmallCols * static_cast<int>(sizeof(typename WTraits<KT>::S)) / 16);
+  return static_cast<size_t>(kQAbsSmallTokens * Dn + P * kQAbsSmallTokens * kQAbsSmallCols) * sizeof(float);
+}
+
+bool q_abs_small_applies(const MlaLaunch& a) {
+  static const bool on = env_switch_on("QUATRE_CUDA_MLA_QABS_SMALL");
+  return on && a.T <= kQAbsSmallTokens && a.R % 16 == 0 && reinterpret_cast<uintptr_t>(a.kv_b_w.w) % 16 == 0;
 }
 
 // Four consecutive cache elements from element i (a multiple of 4), as fp32: one 16-, 8- or 4-byte load.
@@ -418,6 +494,15 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
   }
   const bool all = stage == MlaStage::kAll;
   const cudaError_t q_abs = !all && stage != MlaStage::kQAbs ? cudaSuccess : dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
+    if (q_abs_small_applies(a)) {
+      constexpr WType KT = decltype(tag)::value;
+      const dim3 grid(static_cast<unsigned>(a.H), blocks_for(a.R, kQAbsSmallCols));
+      const size_t shared = q_abs_small_shared_bytes<KT>(a.Dn);
+      const cudaError_t e = allow_shared(mla_q_abs_small_kernel<KT>, shared);
+      if (e != cudaSuccess) return e;
+      mla_q_abs_small_kernel<KT><<<grid, kQAbsSmallThreads, shared, stream>>>(a);
+      return cudaGetLastError();
+    }
     const dim3 grid(static_cast<unsigned>(a.H), blocks_for(a.R, kQAbsCols), blocks_for(a.T, kQAbsTokens));
     const int64_t Dn16 = (a.Dn + kQAbsSlice - 1) / kQAbsSlice * kQAbsSlice;
     const size_t shared = static_cast<size_t>(kQAbsTokens * Dn16) * sizeof(float);
@@ -456,7 +541,7 @@ bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache) {
 int mla_splits(int64_t T, int64_t H, int64_t R, int64_t Dr, bool naive, WType cache_type, int64_t max_context) {
   if (naive || R > 128 * kTileCols) return 1;
   const bool tc = mla_attend_is_tc(R, Dr, naive, cache_type);
-  const int64_t heads = tc ? 32 : kHeads, tile_keys = tc ? mla_attend_tc_tile_keys() : kTileKeys;
+  const int64_t heads = tc ? 32 : kHeads, tile_keys = tc ? mla_attend_tc_tile_keys(T, H, max_context) : kTileKeys;
   const int64_t blocks = T * ((H + heads - 1) / heads);
   // About four ~53 KB blocks per SM of an H100/H200 (132 SMs); two ~84 KB ones on the tensor-core path.
   const int64_t want = ((tc ? 2 : 4) * 132 + blocks - 1) / blocks;

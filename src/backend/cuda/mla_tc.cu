@@ -1,7 +1,7 @@
 // MLA attention's key pass (the absorbed form's "attend" stage) on the tensor cores, for BF16 and FP8 latent caches.
-// One block per (token, 32 heads, key split), keys in tiles of 64 cache rows staged in shared memory as BF16 (FP8
-// E4M3 and BF16 are exact in BF16). Per tile, with mma.sync m16n8k16:
-//   S [32 heads, 64 keys] = [q_abs | q_rope] [32, R+Dr] · tileᵀ        (scores)
+// One block per (token, 32 heads, key split), keys in tiles of KEYS = 64, 32 or 16 cache rows staged in shared memory
+// as BF16 (FP8 E4M3 and BF16 are exact in BF16). Per tile, with mma.sync m16n8k16:
+//   S [32 heads, KEYS] = [q_abs | q_rope] [32, R+Dr] · tileᵀ           (scores)
 //   P = exp(S·scale - m), online softmax per head                     (m, l running per head)
 //   ctx [32, R] = ctx · e^(m_old - m) + P · tile[:, :R]               (unnormalised partial contexts)
 // The fp32 operands (q and P) go in as three BF16 terms (hi + mid + lo, as the matmul kernels split activations), so
@@ -9,7 +9,10 @@
 // columns of half w / 2 of ctx; the two warps of a head block compute the same scores (the same instructions: the
 // same bits), so no softmax state crosses warps. The same outputs as mla_kernels.cu's tiled kernel (split_ctx or,
 // with one split, q_abs; split_ml), which its combine kernel then reads. QUATRE_CUDA_MLA_TC=0 (read once) keeps
-// the CUDA-core tiled kernel (A/B timing). Depends on CUDA only.
+// the CUDA-core tiled kernel (A/B timing). The tile shrinks when there are few blocks (decode at small batches: one
+// token's 32 tiles of 64 keys at context 2048 kept 32 SMs busy with ~670 mma a warp each): the key splits then
+// spread over about two blocks an SM (mla_attend_tc_tile_keys; QUATRE_CUDA_MLA_TC_KEYS=16|32|64 forces one size).
+// Depends on CUDA only.
 #include <cstdlib>
 #include <cstring>
 
@@ -19,11 +22,11 @@
 namespace quatre::cuda {
 namespace {
 
-constexpr int kKeys = 64;         // cache rows a tile
+constexpr int kMaxKeys = 64;      // cache rows a tile, at most (KEYS: 16, 32 or 64)
 constexpr int kHeadsTc = 32;      // heads a block (two m16 tiles; heads past H are zero rows)
 constexpr int kWarpsTc = 4;
 constexpr int kMaxColTiles = 16;  // n8 tiles of ctx a warp: R / 2 <= 128
-constexpr int kScoreTiles = kKeys / 8;
+constexpr int kSmsPerCard = 132;  // an H100's or H200's SMs: the split heuristics' target is two blocks an SM
 
 // Shared-memory row strides: q rows in floats ≡ 8 (mod 32) and tile rows in BF16 ≡ 8 (mod 64) so that the fragment
 // loads (8 rows x 4 threads, 8 bytes each) and ldmatrix rows (8 rows x 16 bytes) fall in distinct banks.
@@ -51,13 +54,13 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // Cache rows of the tile into shared memory as BF16; rows past the split (row < 0) as zeros, so that 0 · p stays 0
 // over a poisoned cache. BF16: 16-byte cp.async; FP8: 8-byte loads widened to 16 bytes of BF16.
-template <WType CT>
+template <WType CT, int KEYS>
 __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* key_row, uint16_t* tile, int width) {
   const int chunks = width / 8;  // 8 elements a chunk
   const int ts = tile_stride(width);
   const int tid = static_cast<int>(threadIdx.x);
   if constexpr (CT == WType::kBF16) {
-    for (int i = tid; i < kKeys * chunks; i += kWarpsTc * 32) {
+    for (int i = tid; i < KEYS * chunks; i += kWarpsTc * 32) {
       const int r = i / chunks, ch = i % chunks;
       uint16_t* dst = tile + r * ts + 8 * ch;
       const int64_t row = key_row[r];
@@ -72,7 +75,7 @@ __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* ke
   } else {
     static_assert(CT == WType::kF8E4M3);
     batched_copy<10>(
-        kKeys * chunks, tid, kWarpsTc * 32,
+        KEYS * chunks, tid, kWarpsTc * 32,
         [&](int i) {
           const int64_t row = key_row[i / chunks];
           return row < 0 ? make_uint2(0, 0)
@@ -85,14 +88,15 @@ __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* ke
   }
 }
 
-template <WType CT>
+template <WType CT, int KEYS>
 __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaunch a) {
+  constexpr int kScoreTiles = KEYS / 8;  // n8 tiles of scores
   extern __shared__ float4 smem4[];
   const int R = static_cast<int>(a.R), width = static_cast<int>(a.R + a.Dr), qs = q_stride(width);
   const int64_t Dh = a.Dn + a.Dr;
   float* q = reinterpret_cast<float*>(smem4);                                  // [32][qs] q_abs | q_rope
-  uint16_t* tile = reinterpret_cast<uint16_t*>(q + kHeadsTc * qs);             // [64][tile_stride] BF16
-  __shared__ int64_t key_row[kKeys];
+  uint16_t* tile = reinterpret_cast<uint16_t*>(q + kHeadsTc * qs);             // [KEYS][tile_stride] BF16
+  __shared__ int64_t key_row[KEYS];
   const int64_t n_groups = (a.H + kHeadsTc - 1) / kHeadsTc;
   const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeadsTc;
   const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeadsTc), a.H - h0));
@@ -126,7 +130,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
   const int32_t seq = a.seq_index[t], n = a.context_lens[t];
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
   const int32_t split = static_cast<int32_t>(blockIdx.y);
-  const int32_t chunk = ((n + kKeys - 1) / kKeys + a.n_splits - 1) / a.n_splits * kKeys;
+  const int32_t chunk = ((n + KEYS - 1) / KEYS + a.n_splits - 1) / a.n_splits * KEYS;
   const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);
   const int mt = warp % 2, half = warp / 2;
   const int col_tiles = R / 16;  // n8 tiles of ctx in this warp's half (R / 2 columns)
@@ -136,15 +140,15 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8
   float acc[kMaxColTiles][4] = {};
   const int ts = tile_stride(width);
-  for (int32_t j0 = j_begin; j0 < j_end; j0 += kKeys) {
-    const int n_keys = min(kKeys, j_end - j0);
+  for (int32_t j0 = j_begin; j0 < j_end; j0 += KEYS) {
+    const int n_keys = min(KEYS, j_end - j0);
     __syncthreads();  // the previous tile is consumed (and, the first time, q is written)
-    tile_key_rows(a, table, j0, n_keys, kKeys, key_row);
+    tile_key_rows(a, table, j0, n_keys, KEYS, key_row);
     __syncthreads();
-    stage_tile<CT>(a, key_row, tile, width);
+    stage_tile<CT, KEYS>(a, key_row, tile, width);
     __syncthreads();
 
-    // Scores of this warp's 16 heads against the 64 keys: 8 n-tiles, k over the whole row.
+    // Scores of this warp's 16 heads against the tile's keys: KEYS / 8 n-tiles, k over the whole row.
     float s[kScoreTiles][4] = {};
     for (int k = 0; k < width; k += 16) {
       uint32_t qa[3][4];
@@ -196,10 +200,10 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
     for (int j = 0; j < kMaxColTiles; ++j) {
       acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];
     }
-    // ctx += P · tile[:, col0 .. col0 + R/2): k over the 64 keys in steps of 16; P's A registers are the score
+    // ctx += P · tile[:, col0 .. col0 + R/2): k over the tile's keys in steps of 16; P's A registers are the score
     // accumulators of n-tiles 2kk and 2kk + 1.
 #pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
+    for (int kk = 0; kk < KEYS / 16; ++kk) {
       uint32_t pa[3][4];
       {
         uint32_t t0[3], t1[3], t2[3], t3[3];
@@ -239,10 +243,10 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
   }
 }
 
-size_t tc_shared_bytes(const MlaLaunch& a) {
+size_t tc_shared_bytes(const MlaLaunch& a, int keys) {
   const int width = static_cast<int>(a.R + a.Dr);
   return static_cast<size_t>(kHeadsTc * q_stride(width)) * sizeof(float) +
-         static_cast<size_t>(kKeys * tile_stride(width)) * sizeof(uint16_t);
+         static_cast<size_t>(keys * tile_stride(width)) * sizeof(uint16_t);
 }
 
 bool tc_enabled() {
@@ -257,13 +261,33 @@ bool mla_attend_is_tc(int64_t R, int64_t Dr, bool naive, WType cache_type) {
          R > 0 && R <= 16 * kMaxColTiles && Dr % 16 == 0;
 }
 
-int mla_attend_tc_tile_keys() { return kKeys; }
+namespace {
+constexpr bool valid_keys(int k) { return k == 16 || k == 32 || k == 64; }
+int g_test_keys = 0;  // set_mla_tc_keys_for_tests
+}  // namespace
+
+void set_mla_tc_keys_for_tests(int keys) { g_test_keys = valid_keys(keys) ? keys : 0; }
+
+int mla_attend_tc_tile_keys(int64_t T, int64_t H, int64_t max_context) {
+  static const int env_keys = [] {
+    const char* v = std::getenv("QUATRE_CUDA_MLA_TC_KEYS");
+    return v != nullptr && valid_keys(std::atoi(v)) ? std::atoi(v) : 0;
+  }();
+  if (g_test_keys != 0) return g_test_keys;
+  if (env_keys != 0) return env_keys;
+  // Halve the tile while the key splits it allows would not give about two blocks an SM.
+  const int64_t blocks = T * ((H + kHeadsTc - 1) / kHeadsTc);
+  int keys = kMaxKeys;
+  while (keys > 16 && blocks * ((max_context + keys - 1) / keys) < 2 * kSmsPerCard) keys /= 2;
+  return keys;
+}
 
 cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream) {
   if (!mla_attend_is_tc(a.R, a.Dr, a.naive, a.cache_type) || reinterpret_cast<uintptr_t>(a.cache) % 16 != 0) {
     return cudaErrorInvalidValue;
   }
-  const size_t shared = tc_shared_bytes(a);
+  const int keys = mla_attend_tc_tile_keys(a.T, a.H, static_cast<int64_t>(a.max_blocks_per_seq) * a.block_size);
+  const size_t shared = tc_shared_bytes(a, keys);
   const dim3 grid(static_cast<unsigned>(a.T * ((a.H + kHeadsTc - 1) / kHeadsTc)), static_cast<unsigned>(a.n_splits));
   const auto launch = [&](auto kernel) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
@@ -271,8 +295,13 @@ cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream) {
     kernel<<<grid, kWarpsTc * 32, shared, stream>>>(a);
     return cudaGetLastError();
   };
-  return a.cache_type == WType::kBF16 ? launch(mla_attend_tc_kernel<WType::kBF16>)
-                                      : launch(mla_attend_tc_kernel<WType::kF8E4M3>);
+  const auto by_keys = [&](auto cache_tag) {
+    constexpr WType CT = decltype(cache_tag)::value;
+    return keys == 16 ? launch(mla_attend_tc_kernel<CT, 16>)
+           : keys == 32 ? launch(mla_attend_tc_kernel<CT, 32>)
+                        : launch(mla_attend_tc_kernel<CT, 64>);
+  };
+  return a.cache_type == WType::kBF16 ? by_keys(WTag<WType::kBF16>{}) : by_keys(WTag<WType::kF8E4M3>{});
 }
 
 }  // namespace quatre::cuda

@@ -71,11 +71,12 @@ class CudaVsCpu : public testing::Test {
   std::unique_ptr<Arena> dev_arena_;
 };
 
-// Puts the matmul kernels' test switches back to the environment's on scope exit.
+// Puts the kernels' test switches back to the environment's on scope exit.
 struct ResetKernelSwitches {
   ~ResetKernelSwitches() {
     set_small_tc_for_tests(-1);
     set_staged_for_tests(-1);
+    set_mla_tc_keys_for_tests(0);
   }
 };
 

@@ -391,7 +391,8 @@ TEST_F(CudaOps, RandomWeightsHaveTheRequestedSpread) {
 // one-float q loads), and at dims the tiled kernel does not
 // take (R + Dr not a multiple of 4: the per-head kernel): 1, 3 and 37 tokens (the q_abs kernel takes 32 a block) of
 // three sequences with contexts 1, 33 and 700 in one step, so that the short ones leave key splits empty and the long
-// one fills tiles of 64 keys and ends in a partial one; a NaN-poisoned cache in scattered blocks of 16, written
+// one fills key tiles (of 16, 32 and 64 on the tensor cores) and ends in a partial one; a NaN-poisoned cache in
+// scattered blocks of 16, written
 // through kv_write, in every cache dtype (BF16 and FP8 on the tensor cores, F32 on the CUDA cores); kv_b in BF16
 // and FP8.
 TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
@@ -405,6 +406,12 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
   const char* tc_env = std::getenv("QUATRE_CUDA_MLA_TC");  // =0: the A/B switch back to the CUDA-core key pass
   const bool tc_on = tc_env == nullptr || std::string(tc_env) != "0";
   const int64_t block_size = 16, n_blocks = 64, max_blocks = 44;
+  if (std::getenv("QUATRE_CUDA_MLA_TC_KEYS") == nullptr) {  // the heuristic: small tiles where blocks are few
+    EXPECT_EQ(mla_attend_tc_tile_keys(1, 32, max_blocks * block_size), 16);
+    EXPECT_EQ(mla_attend_tc_tile_keys(1, 32, 16384), 32);
+    EXPECT_EQ(mla_attend_tc_tile_keys(1, 32, 32768), 64);
+    EXPECT_EQ(mla_attend_tc_tile_keys(37, 32, max_blocks * block_size), 64);
+  }
   const int32_t context[3] = {1, 33, 700};
   std::vector<int32_t> tables(3 * max_blocks, -1);
   int32_t next = 0;
@@ -460,9 +467,15 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
         a.q = up(q, {T, d.q_width()});
         a.kv_cache = cache_d;
         a.kv_b = prep(kv_b);
-        EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
-            << "H=" << d.n_heads << " R=" << R << " T=" << T << " cache " << dtype_name(kv_dtype) << " kv_b "
-            << dtype_name(kvb_dtype);
+        // The tensor-core pass at each key-tile size (0: the heuristic's, 16 at T = 1 and 3, 64 at T = 37).
+        const ResetKernelSwitches reset;
+        for (int keys : {0, 16, 32, 64}) {
+          if (keys != 0 && !mla_attend_is_tc(R, Dr, false, cache_type)) break;
+          set_mla_tc_keys_for_tests(keys);
+          EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
+              << "H=" << d.n_heads << " R=" << R << " T=" << T << " cache " << dtype_name(kv_dtype) << " kv_b "
+              << dtype_name(kvb_dtype) << " tile keys " << (keys == 0 ? mla_attend_tc_tile_keys(T, d.n_heads, max_blocks * block_size) : keys);
+        }
       }
     }
   }
