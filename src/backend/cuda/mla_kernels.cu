@@ -405,19 +405,35 @@ __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
 }
 
 // One block of 16 warps per (token, head, 32 output columns): ctx = Σ_s ctx_s e^(m_s - M) / Σ_s l_s e^(m_s - M),
-// then o[e] = W_UV[e] · ctx for the block's columns e, a warp per 2 columns with all its W_UV loads in flight. (With
-// 4 warps a block, at batch 1 one warp a scheduler waited ~27 cycles an instruction: 29 us a call on an H100.)
+// then o[e] = W_UV[e] · ctx for the block's columns e, a warp per 2 columns with all its W_UV loads in flight, issued
+// at the start (QUATRE_CUDA_MLA_COMBINE_PREFETCH=0: after the splits' sum). (With 4 warps a block, at batch 1 one
+// warp a scheduler waited ~27 cycles an instruction: 29 us a call on an H100.)
 constexpr int kCombineWarps = 16;
 constexpr int kCombineCols = 32, kCombineRows = kCombineCols / kCombineWarps, kCombinePerLane = 8;  // R <= 256
 constexpr int kMaxSplits = 256;       // what the combine takes (its factors in shared memory)
 constexpr int kMaxSplitsTiled = 64;   // what mla_splits gives the CUDA-core key pass (four blocks an SM of 53 KB)
 
-template <WType KT>
+template <WType KT, bool kPrefetch>
 __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaunch a) {
   extern __shared__ float ctx[];  // [R], then the threads' partial quads
   __shared__ float factor[kMaxSplits];
   const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t e0 = static_cast<int64_t>(blockIdx.y) * kCombineCols + warp * kCombineRows;
+  const int64_t w_row0 = h * (a.Dn + a.Dv) + a.Dn;  // W_UV[h] = kv_b rows [w_row0, w_row0 + Dv)
+  // kPrefetch: this lane's W_UV weights first, so that their load overlaps the splits' (one dependent round trip less).
+  float wv[kCombineRows][kCombinePerLane];
+  const auto w_uv = [&](int i, int k) {
+    const int64_t e = e0 + i, r = lane + 32 * k;
+    return e < a.Dv && r < R ? weight_at<KT>(a.kv_b_w.w, (w_row0 + e) * R + r) : 0.0f;
+  };
+  if constexpr (kPrefetch) {
+#pragma unroll
+    for (int i = 0; i < kCombineRows; ++i) {
+#pragma unroll
+      for (int k = 0; k < kCombinePerLane; ++k) wv[i][k] = w_uv(i, k);
+    }
+  }
   const float* ml = a.split_ml + 2 * th * a.n_splits;
   const float* part = (a.n_splits > 1 ? a.split_ctx : a.q_abs) + th * a.n_splits * R;  // [n_splits, R]
   if (warp == 0) {  // the splits' max and normaliser over the warp, lane i over splits i, i + 32, ... in order
@@ -458,15 +474,13 @@ __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaun
     ctx[r] = c;
   }
   __syncthreads();
-  const int64_t e0 = static_cast<int64_t>(blockIdx.y) * kCombineCols + warp * kCombineRows;
-  const int64_t w_row0 = h * (a.Dn + a.Dv) + a.Dn;  // W_UV[h] = kv_b rows [w_row0, w_row0 + Dv)
   float s[kCombineRows] = {};
 #pragma unroll
   for (int i = 0; i < kCombineRows; ++i) {
 #pragma unroll
     for (int k = 0; k < kCombinePerLane; ++k) {
-      const int64_t e = e0 + i, r = lane + 32 * k;
-      if (e < a.Dv && r < R) s[i] = fmaf(weight_at<KT>(a.kv_b_w.w, (w_row0 + e) * R + r), ctx[r], s[i]);
+      const int r = lane + 32 * k;
+      if (r < R) s[i] = fmaf(kPrefetch ? wv[i][k] : w_uv(i, k), ctx[r], s[i]);
     }
   }
 #pragma unroll
@@ -527,7 +541,12 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
   return dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
     const dim3 grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
     const size_t shared = static_cast<size_t>(a.R + 4 * 32 * kCombineWarps) * sizeof(float);  // ctx [R], partial quads
-    mla_combine_kernel<decltype(tag)::value><<<grid, 32 * kCombineWarps, shared, stream>>>(a);
+    static const bool prefetch = env_switch_on("QUATRE_CUDA_MLA_COMBINE_PREFETCH");
+    if (prefetch) {
+      mla_combine_kernel<decltype(tag)::value, true><<<grid, 32 * kCombineWarps, shared, stream>>>(a);
+    } else {
+      mla_combine_kernel<decltype(tag)::value, false><<<grid, 32 * kCombineWarps, shared, stream>>>(a);
+    }
     return cudaGetLastError();
   });
 }
