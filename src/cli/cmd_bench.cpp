@@ -4,8 +4,9 @@
 // fp8, bf16 or int4 experts) or a checkpoint; the roofline counts the linears' stored bytes (4-bit: codes + scales).
 // Decode steps are timed end to end (host work and one sync per step included, no sampling), as CUDA graphs after a
 // batch size's first steps (--no-graphs: op by op), with the host's share (the forward call before the sync) beside.
-// --profile adds, per decode batch size and prefill length, one more step (or prompt) timed op by op on the GPU (CUDA events around each backend
-// op, summed per kind and weight shape) with the bytes each kind must move and the bandwidth it reached.
+// --profile adds, per decode batch size and prompt length, one more step (or prefill) timed op by op on the GPU
+// (CUDA events around each backend op, summed per kind and weight shape) with the bytes each kind must move and the
+// bandwidth it reached.
 // Wiring only: the work is in model/ and the backends.
 #include <algorithm>
 #include <bit>

@@ -4,10 +4,11 @@
 // o = Σ p_j v_j.
 // Absorbed with R <= 256 (every Mistral Small 4 config), three kernels: q_abs for all tokens with W_UK read once
 // per block of 32 tokens (at one or two tokens, a block per (head, 128 columns) with 16-byte weight loads,
-// QUATRE_CUDA_MLA_QABS_SMALL=0 turns it off); the tiled attention per (token, 8 heads, key split), a tile of 32 cache rows in shared
-// memory shared by the 8 heads; the combine of the splits' partial contexts and W_UV, per (token, head, 32 output
-// columns). These read kv_b as stored (any float type, times its scale). Otherwise one block (4 warps) per
-// (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
+// QUATRE_CUDA_MLA_QABS_SMALL=0 turns it off); the attention over the cache per (token, heads, key split): on the
+// tensor cores (mla_tc.cu) for BF16 and FP8 caches, else the tiled CUDA-core kernel below (8 heads, a tile of 32
+// cache rows in shared memory shared by them); the combine of the splits' partial contexts and W_UV, per (token,
+// head, 32 output columns). These read kv_b as stored (any float type, times its scale). Otherwise one block (4
+// warps) per (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
