@@ -53,7 +53,8 @@ __device__ __forceinline__ float quad_sum(float v) {
 }
 
 // Cache rows of the tile into shared memory as BF16; rows past the split (row < 0) as zeros, so that 0 · p stays 0
-// over a poisoned cache. BF16: 16-byte cp.async; FP8: 8-byte loads widened to 16 bytes of BF16.
+// over a poisoned cache. BF16: 16-byte cp.async, committed, not waited for (wait_tile); FP8: 8-byte loads widened to
+// 16 bytes of BF16, done on return.
 template <WType CT, int KEYS>
 __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* key_row, uint16_t* tile, int width) {
   const int chunks = width / 8;  // 8 elements a chunk
@@ -71,7 +72,7 @@ __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* ke
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
       }
     }
-    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
   } else {
     static_assert(CT == WType::kF8E4M3);
     batched_copy<10>(
@@ -88,6 +89,8 @@ __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* ke
   }
 }
 
+__device__ __forceinline__ void wait_tile() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 template <WType CT, int KEYS>
 __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaunch a) {
   constexpr int kScoreTiles = KEYS / 8;  // n8 tiles of scores
@@ -101,6 +104,17 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
   const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeadsTc;
   const int n_heads = static_cast<int>(min(static_cast<int64_t>(kHeadsTc), a.H - h0));
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const int32_t split = static_cast<int32_t>(blockIdx.y);
+  const int32_t chunk = ((n + KEYS - 1) / KEYS + a.n_splits - 1) / a.n_splits * KEYS;
+  const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);
+  // The first tile's cache rows are on their way (BF16: cp.async) while q is loaded.
+  if (j_begin < j_end) {
+    tile_key_rows(a, table, j_begin, min(KEYS, j_end - j_begin), KEYS, key_row);
+    __syncthreads();
+    stage_tile<CT, KEYS>(a, key_row, tile, width);
+  }
   // The q rows: 16-byte loads where q_rope's rows are 16-byte aligned (q_abs rows always are: R % 32 == 0), 20 a
   // thread at the model's dims, ten in flight.
   const float* q_rope = a.q + t * a.H * Dh + a.Dn;  // + h · Dh
@@ -127,11 +141,6 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
         [&](int i, float v) { q[(i / width) * qs + i % width] = v; });
   }
 
-  const int32_t seq = a.seq_index[t], n = a.context_lens[t];
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const int32_t split = static_cast<int32_t>(blockIdx.y);
-  const int32_t chunk = ((n + KEYS - 1) / KEYS + a.n_splits - 1) / a.n_splits * KEYS;
-  const int32_t j_begin = split * chunk, j_end = min(n, j_begin + chunk);
   const int mt = warp % 2, half = warp / 2;
   const int col_tiles = R / 16;  // n8 tiles of ctx in this warp's half (R / 2 columns)
   const int col0 = half * (R / 2);
@@ -142,11 +151,14 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
   const int ts = tile_stride(width);
   for (int32_t j0 = j_begin; j0 < j_end; j0 += KEYS) {
     const int n_keys = min(KEYS, j_end - j0);
-    __syncthreads();  // the previous tile is consumed (and, the first time, q is written)
-    tile_key_rows(a, table, j0, n_keys, KEYS, key_row);
-    __syncthreads();
-    stage_tile<CT, KEYS>(a, key_row, tile, width);
-    __syncthreads();
+    if (j0 != j_begin) {
+      __syncthreads();  // the previous tile is consumed
+      tile_key_rows(a, table, j0, n_keys, KEYS, key_row);
+      __syncthreads();
+      stage_tile<CT, KEYS>(a, key_row, tile, width);
+    }
+    wait_tile();
+    __syncthreads();  // the tile (and, the first time, q) is written
 
     // Scores of this warp's 16 heads against the tile's keys: KEYS / 8 n-tiles, k over the whole row.
     float s[kScoreTiles][4] = {};
