@@ -388,13 +388,12 @@ TEST_F(CudaOps, RandomWeightsHaveTheRequestedSpread) {
 
 // The decode path at the model's MLA dims (32 heads, R = 256, Dn = Dr = 64, Dv = 128), at 40 heads (two head blocks
 // of the tensor-core key pass, the second 8 heads of 32) with R = 64, Dr = 16 and q rows of 34 floats (its
-// one-float q loads), and at dims the tiled kernel does not
-// take (R + Dr not a multiple of 4: the per-head kernel): 1, 3 and 37 tokens (the q_abs kernel takes 32 a block) of
-// three sequences with contexts 1, 33 and 700 in one step, so that the short ones leave key splits empty and the long
-// one fills key tiles (of 16, 32 and 64 on the tensor cores) and ends in a partial one; a NaN-poisoned cache in
-// scattered blocks of 16, written
-// through kv_write, in every cache dtype (BF16 and FP8 on the tensor cores, F32 on the CUDA cores); kv_b in BF16
-// and FP8.
+// one-float q loads), and at dims the tiled kernel does not take (R + Dr not a multiple of 4: the per-head kernel):
+// 1, 2, 3 and 37 tokens (q_abs: the one-or-two-token kernel, then the one taking 32 tokens a block) of three
+// sequences with contexts 1, 33 and 700 in one step, so that the short ones leave key splits empty and the long one
+// fills key tiles (of 16, 32 and 64 on the tensor cores) and ends in a partial one; a NaN-poisoned cache in scattered
+// blocks of 16, written through kv_write, in every cache dtype (BF16 and FP8 on the tensor cores, F32 on the CUDA
+// cores); kv_b in BF16 and FP8.
 TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
   struct Case {
     MlaDims d;
@@ -447,7 +446,7 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
       const WType cache_type = kv_dtype == DType::F32 ? WType::kF32 : kv_dtype == DType::BF16 ? WType::kBF16 : WType::kF8E4M3;
       EXPECT_EQ(mla_attend_is_tc(R, Dr, false, cache_type), c.is_tiled && kv_dtype != DType::F32 && tc_on)
           << "H=" << d.n_heads << " cache " << dtype_name(kv_dtype);
-      for (int64_t T : {1, 3, 37}) {
+      for (int64_t T : {1, 2, 3, 37}) {
         std::vector<int32_t> seq(static_cast<size_t>(T)), ctx(static_cast<size_t>(T));
         for (int64_t t = 0; t < T; ++t) {  // T = 1: the long sequence alone, the split path at its widest
           const int s = T == 1 ? 2 : static_cast<int>((t * 7) % 3);
