@@ -1,6 +1,6 @@
 # Sourced by the tools/gpu scripts on a GPU host, from the repo root: the packed binaries' directory ($bin, with
 # their shared libraries on LD_LIBRARY_PATH), the layers of the random-weight model that fit this card
-# (${layers[@]}: all 36 where ~113 GiB fit, else --layers 16), and a line naming the device.
+# (${layers[@]}: all 36 where ~113 GiB fit, else --layers 16; GPU_LAYERS=N forces N), and a line naming the device.
 # tools/gpu/pack.sh's archive, when carried, replaces .gpu/cuda/{bin,base} (a warm host keeps an older unpacking).
 if [ -f .gpu/pack/cuda.tar.xz ]; then
   sum=$(md5sum < .gpu/pack/cuda.tar.xz)
@@ -14,4 +14,5 @@ export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
 mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 layers=()
 [ "${mib:-0}" -lt 120000 ] && layers=(--layers 16)  # the full FP8 model needs ~113 GiB
+[ -n "${GPU_LAYERS:-}" ] && layers=(--layers "$GPU_LAYERS")  # e.g. 16 on an H200, to compare with an H100
 echo "== device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader) ${layers[*]}"
