@@ -208,7 +208,8 @@ TEST_F(CudaInt4, RowDequantisationIsTheCoreRuleExactly) {
   }
 }
 
-// `quatre quantize --what all` stores kv_b in 4 bits: MLA reads it through the row dequantisation.
+// `quatre quantize --what all` stores kv_b in 4 bits: MLA reads it through the row dequantisation (an fp32 copy: at
+// one token the small q_abs kernel's F32 body, at three the 32-token kernel).
 TEST_F(CudaInt4, MlaWith4BitKvBMatchesCpuInBothForms) {
   const MlaDims d{.n_heads = 10, .kv_lora_rank = 64, .qk_nope_head_dim = 16, .qk_rope_head_dim = 8, .v_head_dim = 24};
   const int64_t block_size = 4, n_blocks = 6, W = d.cache_width();
@@ -216,21 +217,24 @@ TEST_F(CudaInt4, MlaWith4BitKvBMatchesCpuInBothForms) {
   const std::vector<int32_t> tables = {4, 1, 0, 5, 2, 3};
   const std::vector<int32_t> seq = {0, 1, 0}, ctx = {7, 4, 9};
   const std::vector<int64_t> own;
-  const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables, .max_blocks_per_seq = 3};
-  const int64_t T = 3;
-  std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 22);
-  for (bool is_symmetric : {true, false}) {
-    const Int4Host kv_b(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank, 32, is_symmetric, 23, 0.2f);
-    const Weight kv_b_d = gpu_->prepare_weight(kv_b.weight);
-    for (MlaForm form : {MlaForm::kNaive, MlaForm::kAbsorbed}) {
-      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = host(cache, {n_blocks, block_size, W}), .kv_b = kv_b.weight,
-                .meta = &meta, .dims = d, .softmax_scale = 0.17f, .form = form};
-      const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
-      a.q = up(q, {T, d.q_width()});
-      a.kv_cache = up(cache, {n_blocks, block_size, W});
-      a.kv_b = kv_b_d;
-      EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
-          << (is_symmetric ? "symmetric" : "asymmetric") << (form == MlaForm::kNaive ? " naive" : " absorbed");
+  for (int64_t T : {3, 1}) {
+    const auto first = [&](const std::vector<int32_t>& v) { return std::span(v).first(static_cast<size_t>(T)); };
+    const AttnMeta meta{.seq_index = first(seq), .context_lens = first(ctx), .slots = own, .block_tables = tables,
+                        .max_blocks_per_seq = 3};
+    std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 22);
+    for (bool is_symmetric : {true, false}) {
+      const Int4Host kv_b(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank, 32, is_symmetric, 23, 0.2f);
+      const Weight kv_b_d = gpu_->prepare_weight(kv_b.weight);
+      for (MlaForm form : {MlaForm::kNaive, MlaForm::kAbsorbed}) {
+        MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = host(cache, {n_blocks, block_size, W}), .kv_b = kv_b.weight,
+                  .meta = &meta, .dims = d, .softmax_scale = 0.17f, .form = form};
+        const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+        a.q = up(q, {T, d.q_width()});
+        a.kv_cache = up(cache, {n_blocks, block_size, W});
+        a.kv_b = kv_b_d;
+        EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
+            << "T=" << T << (is_symmetric ? " symmetric" : " asymmetric") << (form == MlaForm::kNaive ? " naive" : " absorbed");
+      }
     }
   }
 }

@@ -466,7 +466,7 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
         a.q = up(q, {T, d.q_width()});
         a.kv_cache = cache_d;
         a.kv_b = prep(kv_b);
-        // The tensor-core pass at each key-tile size (0: the heuristic's, 16 at T = 1 and 3, 64 at T = 37).
+        // The tensor-core pass at each key-tile size (0: the heuristic's, 16 at T = 1-3, 64 at T = 37).
         const ResetKernelSwitches reset;
         for (int keys : {0, 16, 32, 64}) {
           if (keys != 0 && !mla_attend_is_tc(R, Dr, false, cache_type)) break;
