@@ -186,6 +186,17 @@ void print_profile(const io::TextConfig& t, const Costs& c, std::vector<cuda::Pr
   fmt::print("  sum of ops {:.3f} ms; step wall time {:.3f} ms (unprofiled median): {:.3f} ms of gaps and host work\n",
              sum, step_ms, step_ms - sum);
 }
+
+// One more run of `work` (a step or a prefill) with the backend's op profiler on: its rows.
+template <typename Work>
+std::vector<cuda::ProfileRow> profile_run(cuda::CudaBackend& cb, Work&& work) {
+  cb.synchronize();
+  cb.set_profiling(true);
+  work();
+  std::vector<cuda::ProfileRow> rows = cb.profile();
+  cb.set_profiling(false);
+  return rows;
+}
 #endif
 
 int run_bench(const BenchArgs& o) {
@@ -288,12 +299,7 @@ int run_bench(const BenchArgs& o) {
                        .ids = std::span<const int32_t>(&ids[static_cast<size_t>(s)], 1)});
         }
         arena.reset();
-        cb->synchronize();
-        cb->set_profiling(true);
-        model.forward(builder.inputs(), kv, arena);
-        std::vector<cuda::ProfileRow> rows = cb->profile();
-        cb->set_profiling(false);
-        print_profile(text, c, std::move(rows), distinct, ms);
+        print_profile(text, c, profile_run(*cb, [&] { model.forward(builder.inputs(), kv, arena); }), distinct, ms);
       }
 #endif
     } catch (const std::bad_alloc&) {
@@ -337,12 +343,7 @@ int run_bench(const BenchArgs& o) {
                  t_mem >= t_flop ? "mem" : fmt::format("{:.1f} TFLOP", r.flops / 1e12), roof / (s * 1e3) * 100);
 #ifdef QUATRE_HAVE_CUDA
       if (auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get()); cb != nullptr && o.profile) {
-        cb->synchronize();
-        cb->set_profiling(true);
-        prefill();
-        std::vector<cuda::ProfileRow> rows = cb->profile();
-        cb->set_profiling(false);
-        print_profile(text, c, std::move(rows), distinct, s * 1e3);
+        print_profile(text, c, profile_run(*cb, prefill), distinct, s * 1e3);
       }
 #endif
     } catch (const std::bad_alloc&) {
@@ -381,7 +382,8 @@ Runner add_bench(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--no-graphs", o->no_graphs, "Launch decode steps op by op instead of as CUDA graphs (A/B)");
-  app.add_flag("--profile", o->profile, "Per decode batch size and prefill length, one more step timed op by op on the GPU (CUDA)");
+  app.add_flag("--profile", o->profile,
+               "Per decode batch size and prompt length, one more step (or prefill) timed op by op on the GPU (CUDA)");
   return [o] { return run_bench(*o); };
 }
 

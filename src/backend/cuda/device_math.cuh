@@ -1,6 +1,7 @@
-// Device helpers shared by the .cu files of the CUDA backend: stored-weight element decoding (F32, BF16, F16,
-// FP8 E4M3 -> fp32; one 4-bit element by core/int4.h's rule), warp reductions, and the dispatch of a weight type
-// to a template, batched copies (loads in flight before their stores). Depends on CUDA only.
+// Device helpers shared by the .cu files of the CUDA backend: stored-weight decoding (F32, BF16, F16, FP8 E4M3 ->
+// fp32, an element or four weights of a 16-byte load at a time; one 4-bit element by core/int4.h's rule), warp
+// reductions, the dispatch of a weight type to a template, batched copies (loads in flight before their stores).
+// Depends on CUDA only.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +56,45 @@ template <>
 struct WTraits<WType::kInt4> {
   using S = uint8_t;  // two packed codes; no to_f32: the value needs the group's scale (int4_weight_at)
 };
+
+// 32-bit word i of a 16-byte load (i known at compile time: a register, no select).
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// Two weights of a 32-bit word (16-bit types; the lower half first), as fp32 (unscaled).
+template <WType T>
+__device__ __forceinline__ float2 word_to_float2(uint32_t w) {
+  if constexpr (T == WType::kBF16) {
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
+  } else {
+    static_assert(T == WType::kF16);
+    __half2_raw h;
+    h.x = static_cast<uint16_t>(w), h.y = static_cast<uint16_t>(w >> 16);
+    return __half22float2(__half2(h));
+  }
+}
+
+// Two FP8 E4M3 weights (the low byte first), as fp32 (unscaled): exact, as WTraits::to_f32.
+__device__ __forceinline__ float2 fp8x2_to_float2(uint32_t bits) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xFFFFu), __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+// Weights [4c, 4c + 4) of a 16-byte load of float type T, as fp32 (unscaled); c < 16 / (4 · sizeof element).
+template <WType T>
+__device__ __forceinline__ float4 four_weights(const uint4& raw, int c) {
+  if constexpr (T == WType::kF32) {
+    return make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z), __uint_as_float(raw.w));
+  } else if constexpr (T == WType::kF8E4M3) {
+    const uint32_t w = word(raw, c);
+    const float2 lo = fp8x2_to_float2(w), hi = fp8x2_to_float2(w >> 16);
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  } else {
+    const float2 lo = word_to_float2<T>(word(raw, 2 * c)), hi = word_to_float2<T>(word(raw, 2 * c + 1));
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+  }
+}
 
 // float(w[i]) (without the scale) of a weight of runtime type t; float types only (kInt4: int4_weight_at).
 __device__ __forceinline__ float load_weight(const void* w, WType t, int64_t i) {

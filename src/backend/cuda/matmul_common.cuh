@@ -1,6 +1,6 @@
 // Device helpers shared by the matmul kernels (matmul.cu: CUDA cores, matmul_staged.cu: one-row groups through
 // shared memory, matmul_tc.cu / matmul_small_tc.cu: tensor cores): the weight of a row group (plain or grouped MoE
-// problems; the whole DevWeight for 4-bit weights), a group's present rows, float weights of a 16-byte load as fp32,
+// problems; the whole DevWeight for 4-bit weights), a group's present rows, 4-bit codes of a 16-byte load as fp32,
 // and the epilogue store (row scatter, row scale, accumulate).
 // Depends on CUDA only.
 #pragma once
@@ -63,45 +63,6 @@ __device__ __forceinline__ void store(const MatmulProblem& p, float* y, int64_t 
 }
 __device__ __forceinline__ void store(const MatmulProblem& p, int64_t m, int64_t n, float v) { store(p, p.y, m, n, v); }
 
-// 32-bit word i of a 16-byte load (i known at compile time: a register, no select).
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// Two weights of a 32-bit word (16-bit types; the lower half first), as fp32 (unscaled).
-template <WType T>
-__device__ __forceinline__ float2 word_to_float2(uint32_t w) {
-  if constexpr (T == WType::kBF16) {
-    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
-  } else {
-    static_assert(T == WType::kF16);
-    __half2_raw h;
-    h.x = static_cast<uint16_t>(w), h.y = static_cast<uint16_t>(w >> 16);
-    return __half22float2(__half2(h));
-  }
-}
-
-// Two FP8 E4M3 weights (the low byte first), as fp32 (unscaled): exact, as WTraits::to_f32.
-__device__ __forceinline__ float2 fp8x2_to_float2(uint32_t bits) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits & 0xFFFFu), __NV_E4M3);
-  return __half22float2(__half2(h));
-}
-
-// Weights [4c, 4c + 4) of a 16-byte load of float type T, as fp32 (unscaled); c < 16 / (4 · sizeof element).
-template <WType T>
-__device__ __forceinline__ float4 four_weights(const uint4& raw, int c) {
-  if constexpr (T == WType::kF32) {
-    return make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z), __uint_as_float(raw.w));
-  } else if constexpr (T == WType::kF8E4M3) {
-    const uint32_t w = word(raw, c);
-    const float2 lo = fp8x2_to_float2(w), hi = fp8x2_to_float2(w >> 16);
-    return make_float4(lo.x, lo.y, hi.x, hi.y);
-  } else {
-    const float2 lo = word_to_float2<T>(word(raw, 2 * c)), hi = word_to_float2<T>(word(raw, 2 * c + 1));
-    return make_float4(lo.x, lo.y, hi.x, hi.y);
-  }
-}
-
 // Group of column k of a row: a shift when the group size is a power of two.
 __device__ __forceinline__ int64_t int4_group(int64_t k, int group_size, int group_shift) {
   if (group_shift >= 0) return k >> group_shift;
@@ -113,8 +74,8 @@ __device__ __forceinline__ int int4_group_shift(int group_size) {
   return (group_size & (group_size - 1)) == 0 ? __ffs(group_size) - 1 : -1;
 }
 
-// 4-bit weights (core/int4.h): the 8 codes of a 32-bit word of a load (columns 8q .. 8q+8 for word q), in column order, as c - 8 (symmetric)
-// or s * c + m (asymmetric).
+// 4-bit weights (core/int4.h): the 8 codes of a 32-bit word of a load (columns 8q .. 8q+8 for word q), in column
+// order, as c - 8 (symmetric) or s * c + m (asymmetric).
 template <bool kSymmetric>
 __device__ __forceinline__ void decode_int4_word(uint32_t word, float s, float m, float4& lo, float4& hi) {
   // 0x4B000000 | c is the float 2^23 + c: one byte permute a code, and one exact subtraction.
@@ -147,9 +108,9 @@ __device__ __forceinline__ unsigned present_rows(const MatmulProblem& p, int64_t
   return mask;
 }
 
-// Groups of <= 8 rows with FP8, BF16 or 4-bit weights of 512-4096-byte rows through shared memory (matmul_staged.cu; where
-// staged_applies, kernels.h): the kernel for the FMA kernel's one-row groups (decode at batch 1); off with
-// QUATRE_CUDA_STAGED=0.
+// Groups of <= 8 rows with FP8, BF16 or 4-bit weights of 512-4096-byte rows through shared memory
+// (matmul_staged.cu; where staged_applies, kernels.h): the kernel for the FMA kernel's one-row groups (decode at
+// batch 1); off with QUATRE_CUDA_STAGED=0.
 cudaError_t launch_staged(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
 
 // Tensor-core path for M > 8 rows and BF16/FP8 weights (matmul_tc.cu); false when it does not apply (4-bit weights:

@@ -495,7 +495,7 @@ int plain_max_rows() {
 // QUATRE_CUDA_SMALL_TC_MIN_HINT (read once, for A/B timing); fewer (or a hint of 0) go to the FMA kernel. At 2 the
 // routed experts of decode batches 4-63 (about one row a group) ran on the FMA kernel's multi-row bodies; at 1,
 // H100, 16 FP8 layers, context 2048: batch 8 7.50 -> 7.33 ms, 32 22.15 -> 18.33, 48 30.90 -> 22.68; the 4-bit
-// model's batch 8 23.31 -> 19.81, 32 77.50 -> 49.13. (Batch 1 stays on the FMA kernel: the MoE passes no hint.)
+// model's batch 8 23.31 -> 19.81, 32 77.50 -> 49.13. (Batch 1 stays off it: the MoE passes no hint.)
 float hint_from_env(const char* name, float fallback) {
   const char* v = std::getenv(name);
   const float h = v != nullptr ? std::strtof(v, nullptr) : 0.0f;

@@ -223,12 +223,17 @@ __global__ void __launch_bounds__(kQAbsSmallThreads) mla_q_abs_small_kernel(MlaL
     for (int b = 0; b < kQAbsSmallBatch; ++b) {
       const int64_t e = g + static_cast<int64_t>(P) * (bi * kQAbsSmallBatch + b);
       if (e >= Dn) break;
-      const S* v = reinterpret_cast<const S*>(&raw[b]);
+      float w[E];
+#pragma unroll
+      for (int c = 0; c < E / 4; ++c) {
+        const float4 v = four_weights<KT>(raw[b], c);
+        w[4 * c] = v.x, w[4 * c + 1] = v.y, w[4 * c + 2] = v.z, w[4 * c + 3] = v.w;
+      }
 #pragma unroll
       for (int t = 0; t < kQAbsSmallTokens; ++t) {
         const float q = t < T ? qn[t * Dn + e] : 0.0f;
 #pragma unroll
-        for (int i = 0; i < E; ++i) acc[t][i] = fmaf(q, WTraits<KT>::to_f32(v[i]), acc[t][i]);
+        for (int i = 0; i < E; ++i) acc[t][i] = fmaf(q, w[i], acc[t][i]);
       }
     }
   }
