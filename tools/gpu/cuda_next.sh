@@ -26,9 +26,11 @@ KNOBS_BATCH=1,8 KNOBS_CONTEXT=2048 timeout 330 bash tools/gpu/cuda_knobs.sh /tmp
 cp /tmp/k/mla/check.txt "$out/" 2>/dev/null
 tail -40 "$out/mla.txt"
 source tools/gpu/packed_env.sh  # GPU_LAYERS, if set above, now applies
-timeout $((470 - SECONDS)) "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1 --context 2048 \
-  --prefill 8192 --profile > "$out/prefill.txt" 2>&1
-grep -A24 "prefill T" "$out/prefill.txt" | head -40
+if [ $SECONDS -lt 440 ]; then
+  timeout $((480 - SECONDS)) "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1 --context 2048 \
+    --prefill 8192 --profile > "$out/prefill.txt" 2>&1
+  grep -A24 "prefill T" "$out/prefill.txt" | head -40
+fi
 if [ $full = 0 ] && [ $SECONDS -lt 440 ]; then
   KNOBS_TESTS=0 KNOBS_BATCH=1 KNOBS_INT4=48,64,128 KNOBS_CONTEXT=2048 timeout $((560 - SECONDS)) \
     bash tools/gpu/cuda_knobs.sh /tmp/k/int4 - QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4=3 > "$out/int4.txt" 2>&1
