@@ -180,7 +180,7 @@ class Checkpoint:
                     raise SystemExit(f"{self.dir}: tensor {mk} appears twice")
                 raw[mk] = v
         self._dequantize(raw)
-        self._pyref_cache = None
+        self._pyref_cache = {}  # goldens_pyref.pyref_weights, keyed by its w8a8 flag
         self._weights_fnv = None
 
     @property
@@ -217,6 +217,10 @@ class Checkpoint:
                     raise SystemExit(f"{self.dir}: {k} has a non-positive or non-finite value")
         self.tensors = {}
         self.fp8_parts = {}  # module name -> (shape, raw fp8 bytes, scale shape, scale values); host cross-check
+        # FP8 weight module name -> (shape, values) of its activation scale (scalar, or [E] for stacked experts);
+        # used only by the W8A8 forwards (pyref w8a8=True, make_goldens.py --w8a8), ignored by W8A16
+        self.act_scales = {base: (shape, decode_f32(dt, b)) for base, (_, (dt, shape, b)) in act_scale.items()}
+        self.activation_scheme = (qc or {}).get("activation_scheme")
         dtypes = set()
         for k, (dt, shape, b) in weights.items():
             dtypes.add(dt)

@@ -1,8 +1,12 @@
 """The pure-Python float64 reference forward pass for make_goldens.py ("pyref"), written from MODEL.md §3-§4 and
 independent of transformers and torch: YaRN inv_freq and attention factor, Llama-4 query temperature, the softmax scale
-of each mode (expected_scaling), and the full forward to logits (expanded MLA, MoE routing, shared expert)."""
+of each mode (expected_scaling), and the full forward to logits (expanded MLA, MoE routing, shared expert), with the FP8
+linears either W8A16 (dequantized weights, the default) or static W8A8 (w8a8=True, MODEL.md §6.2: fp8_e4m3_rne,
+W8A8Linear)."""
 import math
 import operator
+
+from goldens_ckpt import FP8_E4M3_LUT
 
 MODES = ("hf", "release")  # softmax-scale modes (expected_scaling)
 
@@ -137,97 +141,219 @@ def pyref_supported(tc):
     return problems
 
 
-def pyref_weights(ck):
-    if ck._pyref_cache is not None:
-        return ck._pyref_cache
+# ---------------------------------------------------------------------------------------------------------------------
+# Static W8A8 FP8 (MODEL.md §6.2)
+# ---------------------------------------------------------------------------------------------------------------------
+
+FP8_E4M3_MAX = 448.0
+# FP8 linears that stay W8A16 in the W8A8 forward: the engine absorbs kv_b into the attention (as vLLM does), so no
+# quantized activation is ever applied to it.
+W8A8_EXCLUDED = ("self_attn.kv_b_proj.weight",)
+
+
+def fp8_e4m3_rne(v):
+    """v clamped to [-448, 448], then rounded to the nearest E4M3FN value, ties to even: normals (1 + m/8)·2^e for
+    e in [-6, 8], subnormals m/8·2^-6. Exact for every non-NaN float (inf clamps to ±448; NaN raises ValueError)."""
+    a = min(abs(v), FP8_E4M3_MAX)
+    if a == 0:
+        return math.copysign(0.0, v)
+    e = max(math.frexp(a)[1] - 1, -6)  # 2^e <= a < 2^(e+1); the subnormals share the step of e = -6
+    step = math.ldexp(1.0, e - 3)  # 3 mantissa bits
+    return math.copysign(round(a / step) * step, v)  # a/step is exact; round() on a float is half-to-even
+
+
+class W8A8Linear:
+    """A static W8A8 FP8 linear: x_q = fp8_e4m3_rne(x / a) (x/a in float64),
+    y[r] = (Σ_k x_q[k]·W_fp8[r,k]) · (a·s_r), with W_fp8 the raw E4M3 values (not scaled), s_r the weight scale of
+    row r (per tensor; per expert, and per gate/up half for a stacked gate_up) and a the activation scale (per
+    tensor; per expert)."""
+    # x/a, float64; goldens_w8a8.py swaps it for a while to measure how sensitive the result is to the division
+    divide = staticmethod(operator.truediv)
+
+    def __init__(self, rows, row_scales, a):
+        self.rows, self.a = rows, a
+        self.factors = [a * s for s in row_scales]
+
+    def __call__(self, x):
+        a, divide = self.a, self.divide
+        xq = [fp8_e4m3_rne(divide(v, a)) for v in x]
+        return [_dot(row, xq) * f for row, f in zip(self.rows, self.factors)]
+
+
+def _fp8_rows(raw, lo, n_rows, cols):
+    lut = FP8_E4M3_LUT
+    return [[lut[b] for b in raw[lo + i * cols:lo + (i + 1) * cols]] for i in range(n_rows)]
+
+
+def w8a8_linears(ck, name):
+    """The FP8 weight `name` as W8A8Linear: one for a 2-D weight, a list over experts for a stacked [E, R, C] one (row
+    r of expert e uses weight scale [e, r // (R/k)] of the k per expert, as dequantize_fp8)."""
+    shape, raw, _, scale = ck.fp8_parts[name]
+    if name not in ck.act_scales:
+        raise SystemExit(f"{ck.name}: FP8 linear {name} has no activation scale, cannot run static W8A8")
+    act = ck.act_scales[name][1]
+    n_act = 1 if len(shape) == 2 else shape[0]
+    if len(act) != n_act:
+        raise SystemExit(f"{ck.name}: {name}: {len(act)} activation scales, want {n_act}")
+    if len(shape) == 2:
+        r, c = shape
+        return W8A8Linear(_fp8_rows(raw, 0, r, c), [scale[0]] * r, act[0])
+    e_, r, c = shape
+    k = len(scale) // e_
+    return [W8A8Linear(_fp8_rows(raw, e * r * c, r, c), [scale[e * k + i // (r // k)] for i in range(r)], act[e])
+            for e in range(e_)]
+
+
+def _lin(w, x):
+    """Apply a linear: a W8A8Linear, or a plain (dequantized / BF16) row-major matrix."""
+    return w(x) if isinstance(w, W8A8Linear) else _matvec(w, x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weights and the forward pass
+# ---------------------------------------------------------------------------------------------------------------------
+
+def pyref_weights(ck, w8a8=False):
+    """The weights the forward uses, cached on the Checkpoint per w8a8 flag. w8a8: every FP8 linear except
+    W8A8_EXCLUDED becomes a W8A8Linear (the checkpoint must be FP8 with static activation scales)."""
+    if w8a8 in ck._pyref_cache:
+        return ck._pyref_cache[w8a8]
+    if w8a8 and (not ck.fp8_parts or ck.activation_scheme != "static"):
+        raise SystemExit(f"{ck.name}: W8A8 needs an FP8 checkpoint with activation_scheme static "
+                         f"(got {len(ck.fp8_parts)} FP8 tensors, activation_scheme {ck.activation_scheme})")
+
+    def quantized(name):
+        return w8a8 and name in ck.fp8_parts and not name.endswith(W8A8_EXCLUDED)
+
+    def lin(name):
+        return w8a8_linears(ck, name) if quantized(name) else ck.matrix(name)
+
+    def experts(name):
+        return w8a8_linears(ck, name) if quantized(name) else ck.stacked(name)
+
     tc, p = ck.text_config, ck.lm_prefix
     w = {"embed": ck.matrix(p + "embed_tokens.weight"), "norm": ck.vector(p + "norm.weight"),
          "lm_head": ck.matrix("lm_head.weight"), "layers": []}
     for li in range(tc["num_hidden_layers"]):
         q = f"{p}layers.{li}."
         lw = {"in_ln": ck.vector(q + "input_layernorm.weight"), "post_ln": ck.vector(q + "post_attention_layernorm.weight"),
-              "q_a": ck.matrix(q + "self_attn.q_a_proj.weight"), "q_a_ln": ck.vector(q + "self_attn.q_a_layernorm.weight"),
-              "q_b": ck.matrix(q + "self_attn.q_b_proj.weight"),
-              "kv_a": ck.matrix(q + "self_attn.kv_a_proj_with_mqa.weight"),
+              "q_a": lin(q + "self_attn.q_a_proj.weight"), "q_a_ln": ck.vector(q + "self_attn.q_a_layernorm.weight"),
+              "q_b": lin(q + "self_attn.q_b_proj.weight"),
+              "kv_a": lin(q + "self_attn.kv_a_proj_with_mqa.weight"),
               "kv_a_ln": ck.vector(q + "self_attn.kv_a_layernorm.weight"),
-              "kv_b": ck.matrix(q + "self_attn.kv_b_proj.weight"), "o": ck.matrix(q + "self_attn.o_proj.weight")}
+              "kv_b": lin(q + "self_attn.kv_b_proj.weight"), "o": lin(q + "self_attn.o_proj.weight")}
         if li < tc["first_k_dense_replace"]:
-            lw["dense"] = tuple(ck.matrix(q + f"mlp.{n}_proj.weight") for n in ("gate", "up", "down"))
+            lw["dense"] = tuple(lin(q + f"mlp.{n}_proj.weight") for n in ("gate", "up", "down"))
         else:
             lw["router"] = ck.matrix(q + "mlp.gate.weight")
-            lw["gate_up"] = ck.stacked(q + "mlp.experts.gate_up_proj")
-            lw["down"] = ck.stacked(q + "mlp.experts.down_proj")
-            lw["shared"] = tuple(ck.matrix(q + f"mlp.shared_experts.{n}_proj.weight") for n in ("gate", "up", "down"))
+            lw["gate_up"] = experts(q + "mlp.experts.gate_up_proj")
+            lw["down"] = experts(q + "mlp.experts.down_proj")
+            lw["shared"] = tuple(lin(q + f"mlp.shared_experts.{n}_proj.weight") for n in ("gate", "up", "down"))
         w["layers"].append(lw)
-    ck._pyref_cache = w
+    ck._pyref_cache[w8a8] = w
     return w
 
 
-def pyref_logits(ck, ids, positions, rows, scale):
-    """float64 logits [len(rows)][V] following MODEL.md §3 (expanded MLA, interleaved YaRN RoPE, Llama-4 query
-    temperature, softmax routing over all experts, top-k renormalised, shared expert unweighted)."""
-    tc = ck.text_config
-    w = pyref_weights(ck)
-    nh, dn, dr, dv = tc["num_attention_heads"], tc["qk_nope_head_dim"], tc["qk_rope_head_dim"], tc["v_head_dim"]
-    dkv, k_top, eps = tc["kv_lora_rank"], tc["num_experts_per_tok"], tc["rms_norm_eps"]
+def _qkv(tc, lw, xt, p, rope):
+    """One token's per-head query (with the Llama-4 temperature), key and value: expanded MLA, interleaved RoPE."""
+    nh, dn, dv, dkv = tc["num_attention_heads"], tc["qk_nope_head_dim"], tc["v_head_dim"], tc["kv_lora_rank"]
+    dqk = dn + tc["qk_rope_head_dim"]
+    inv_freq, att = rope
+    h = _rms(xt, lw["in_ln"], tc["rms_norm_eps"])
+    q = _lin(lw["q_b"], _rms(_lin(lw["q_a"], h), lw["q_a_ln"], 1e-6))
+    ckv = _lin(lw["kv_a"], h)
+    c = _rms(ckv[:dkv], lw["kv_a_ln"], 1e-6)
+    k_rope = _rope_interleaved(ckv[dkv:], p, inv_freq, att)
+    kvb = _lin(lw["kv_b"], c)
+    l4 = llama4_scale(tc, p)
+    qh, kh, vh = [], [], []
+    for hd in range(nh):
+        qq = q[hd * dqk:(hd + 1) * dqk]
+        qh.append([v * l4 for v in qq[:dn] + _rope_interleaved(qq[dn:], p, inv_freq, att)])
+        kk = kvb[hd * (dn + dv):(hd + 1) * (dn + dv)]
+        kh.append(kk[:dn] + k_rope)
+        vh.append(kk[dn:])
+    return qh, kh, vh
+
+
+def _attend(qv, keys, values, scale):
+    probs = _softmax([_dot(qv, k) * scale for k in keys])
+    acc = [0.0] * len(values[0])
+    for pu, vv in zip(probs, values):
+        for j in range(len(acc)):
+            acc[j] += pu * vv[j]
+    return acc
+
+
+def _attention_block(tc, lw, x, positions, scale, rope):
+    """x + o_proj(causal attention), every token."""
+    qs, ks, vs = zip(*(_qkv(tc, lw, xt, p, rope) for xt, p in zip(x, positions)))
+    out = []
+    for t in range(len(x)):
+        o = []
+        for hd in range(tc["num_attention_heads"]):
+            o.extend(_attend(qs[t][hd], [k[hd] for k in ks[:t + 1]], [v[hd] for v in vs[:t + 1]], scale))
+        a = _lin(lw["o"], o)
+        out.append([xi + ai for xi, ai in zip(x[t], a)])
+    return out
+
+
+def _swiglu(gate, up, down, u):
+    return _lin(down, [_silu(a) * b for a, b in zip(_lin(gate, u), _lin(up, u))])
+
+
+def _moe(tc, lw, u):
+    """Softmax routing over all experts, top-k renormalised and scaled, plus the unweighted shared expert."""
     i_moe = tc["moe_intermediate_size"]
-    dqk = dn + dr
-    inv_freq = yarn_inv_freq(tc)
-    att = yarn_attention_factor(tc)
-    t_len = len(ids)
+    probs = _softmax(_matvec(lw["router"], u))
+    idx = sorted(range(len(probs)), key=lambda e: (-probs[e], e))[:tc["num_experts_per_tok"]]
+    wts = [probs[e] for e in idx]
+    if tc["norm_topk_prob"]:
+        den = sum(wts) + 1e-20
+        wts = [v / den for v in wts]
+    wts = [v * tc["routed_scaling_factor"] for v in wts]
+    y = _swiglu(*lw["shared"], u)
+    for e, we in zip(idx, wts):
+        gu = _lin(lw["gate_up"][e], u)
+        ye = _lin(lw["down"][e], [_silu(a) * b for a, b in zip(gu[:i_moe], gu[i_moe:])])
+        y = [yi + we * v for yi, v in zip(y, ye)]
+    return y
+
+
+def _mlp_block(tc, lw, x):
+    """x + MLP(post-attention norm), every token: the dense SwiGLU or the MoE."""
+    out = []
+    for xt in x:
+        u = _rms(xt, lw["post_ln"], tc["rms_norm_eps"])
+        y = _swiglu(*lw["dense"], u) if "dense" in lw else _moe(tc, lw, u)
+        out.append([xi + yi for xi, yi in zip(xt, y)])
+    return out
+
+
+def pyref_forward(ck, ids, positions, scale, w8a8=False):
+    """float64 forward following MODEL.md §3 (expanded MLA, interleaved YaRN RoPE, Llama-4 query temperature, softmax
+    routing over all experts, top-k renormalised, shared expert unweighted). Returns (hidden, final): hidden[0] the
+    embeddings, hidden[i] the output (residual stream) of decoder layer i-1, i = 1..L; final = the final RMSNorm of
+    hidden[L]; each a list of T rows."""
+    tc = ck.text_config
+    w = pyref_weights(ck, w8a8)
+    rope = (yarn_inv_freq(tc), yarn_attention_factor(tc))
     x = [list(w["embed"][i]) for i in ids]
+    hidden = [x]
     for lw in w["layers"]:
-        qs, ks, vs = [], [], []
-        for t in range(t_len):
-            p = positions[t]
-            h = _rms(x[t], lw["in_ln"], eps)
-            q = _matvec(lw["q_b"], _rms(_matvec(lw["q_a"], h), lw["q_a_ln"], 1e-6))
-            ckv = _matvec(lw["kv_a"], h)
-            c = _rms(ckv[:dkv], lw["kv_a_ln"], 1e-6)
-            k_rope = _rope_interleaved(ckv[dkv:], p, inv_freq, att)
-            kvb = _matvec(lw["kv_b"], c)
-            l4 = llama4_scale(tc, p)
-            qh, kh, vh = [], [], []
-            for hd in range(nh):
-                qq = q[hd * dqk:(hd + 1) * dqk]
-                qh.append([v * l4 for v in qq[:dn] + _rope_interleaved(qq[dn:], p, inv_freq, att)])
-                kk = kvb[hd * (dn + dv):(hd + 1) * (dn + dv)]
-                kh.append(kk[:dn] + k_rope)
-                vh.append(kk[dn:])
-            qs.append(qh)
-            ks.append(kh)
-            vs.append(vh)
-        for t in range(t_len):
-            o = []
-            for hd in range(nh):
-                qv = qs[t][hd]
-                probs = _softmax([_dot(qv, ks[u][hd]) * scale for u in range(t + 1)])
-                acc = [0.0] * dv
-                for u, pu in enumerate(probs):
-                    vv = vs[u][hd]
-                    for j in range(dv):
-                        acc[j] += pu * vv[j]
-                o.extend(acc)
-            a = _matvec(lw["o"], o)
-            x[t] = [xi + ai for xi, ai in zip(x[t], a)]
-        for t in range(t_len):
-            u = _rms(x[t], lw["post_ln"], eps)
-            if "dense" in lw:
-                g, up, dn_m = lw["dense"]
-                y = _matvec(dn_m, [_silu(a) * b for a, b in zip(_matvec(g, u), _matvec(up, u))])
-            else:
-                probs = _softmax(_matvec(lw["router"], u))
-                idx = sorted(range(len(probs)), key=lambda e: (-probs[e], e))[:k_top]
-                wts = [probs[e] for e in idx]
-                if tc["norm_topk_prob"]:
-                    den = sum(wts) + 1e-20
-                    wts = [v / den for v in wts]
-                wts = [v * tc["routed_scaling_factor"] for v in wts]
-                g, up, dn_m = lw["shared"]
-                y = _matvec(dn_m, [_silu(a) * b for a, b in zip(_matvec(g, u), _matvec(up, u))])
-                for e, we in zip(idx, wts):
-                    gu = _matvec(lw["gate_up"][e], u)
-                    ye = _matvec(lw["down"][e], [_silu(a) * b for a, b in zip(gu[:i_moe], gu[i_moe:])])
-                    y = [yi + we * v for yi, v in zip(y, ye)]
-            x[t] = [xi + yi for xi, yi in zip(x[t], y)]
-    return [_matvec(w["lm_head"], _rms(x[t], w["norm"], eps)) for t in rows]
+        x = _attention_block(tc, lw, x, positions, scale, rope)
+        x = _mlp_block(tc, lw, x)
+        hidden.append(x)
+    return hidden, [_rms(xt, w["norm"], tc["rms_norm_eps"]) for xt in x]
+
+
+def pyref_head(ck, final, rows, w8a8=False):
+    """lm_head logits [len(rows)][V] of the given rows of pyref_forward's final norm output."""
+    lm_head = pyref_weights(ck, w8a8)["lm_head"]
+    return [_matvec(lm_head, final[t]) for t in rows]
+
+
+def pyref_logits(ck, ids, positions, rows, scale, w8a8=False):
+    """float64 logits [len(rows)][V] (pyref_forward, then lm_head on the given rows)."""
+    _, final = pyref_forward(ck, ids, positions, scale, w8a8)
+    return pyref_head(ck, final, rows, w8a8)

@@ -1,17 +1,20 @@
 """make_goldens.py --self-check: pure-Python tests of the hashing, the prompt generator, the logit-row rule, the name
-mapping, the FP8/BF16 decoders and dequantization, the RoPE / softmax-scale formulas (against MODEL.md and the probe
-log), and, on the given checkpoints, decoding, FP8-vs-BF16 dequantization and the float64 reference forward."""
+mapping, the FP8/BF16 decoders and dequantization, the E4M3 rounding and W8A8 linear of the static W8A8 forward, the
+RoPE / softmax-scale formulas (against MODEL.md and the probe log), and, on the given checkpoints, decoding, FP8-vs-BF16
+dequantization and the float64 reference forward (W8A16, and W8A8 on FP8 checkpoints)."""
 import array
 import math
 import os
 import tempfile
 import time
+import types
 
+import goldens_pyref
 from goldens_ckpt import (CAUSAL_ARCH, FP8_E4M3_LUT, VLM_ARCH, Checkpoint, decode_f32, dequantize_fp8, fnv1a64,
                           to_module_name, weights_fnv1a64)
 from goldens_prompts import BOS_ID, ID_LOW, LCG_A, LCG_C, MASK64, logit_rows, prompt_ids
-from goldens_pyref import (MODES, expected_scaling, llama4_scale, pyref_logits, pyref_supported, yarn_attention_factor,
-                           yarn_inv_freq)
+from goldens_pyref import (MODES, W8A8Linear, expected_scaling, fp8_e4m3_rne, llama4_scale, pyref_logits,
+                           pyref_supported, pyref_weights, w8a8_linears, yarn_attention_factor, yarn_inv_freq)
 
 
 def _close(a, b, rel):
@@ -94,6 +97,8 @@ def self_check(ckpt_dirs):
     dq = dequantize_fp8("t", [2, 2, 1], bytes([0x38] * 4), [2, 1, 1], array.array("f", [0.5, 0.25]))
     check(list(dq) == [0.5, 0.5, 0.25, 0.25], "stacked dequant: [E,1,1]")
 
+    fp8_rounding_checks(check)
+
     # RoPE / scale formulas against MODEL.md §0, §4 and the probe log
     tiny = {"qk_nope_head_dim": 16, "qk_rope_head_dim": 32, "rope_parameters": {
         "rope_type": "yarn", "rope_theta": 10000.0, "factor": 16.0, "original_max_position_embeddings": 64,
@@ -143,6 +148,8 @@ def self_check(ckpt_dirs):
         pre = pyref_logits(ck, ids[:3], pos[:3], [0, 1, 2], expected_scaling(tc, "hf"))
         check(all(a == b for r1, r2 in zip(pre, out["hf"][:3]) for a, b in zip(r1, r2)),
               f"{ck.name}: pyref is causal (prefix rows unchanged by later tokens)")
+        if ck.fp8_parts and ck.activation_scheme == "static":
+            w8a8_checkpoint_checks(check, ck, ids, pos, out)
         for m in MODES:
             last = out[m][-1]
             print(f"     pyref p6 {m}: max|logit| {max(abs(v) for r in out[m] for v in r):.4f}, "
@@ -168,3 +175,82 @@ def self_check(ckpt_dirs):
                                     f"({worst_name}); {len(a.fp8_parts)} FP8 tensors")
     print(f"self-check: {'FAILED ' + str(len(fails)) if fails else 'all passed'}")
     return 1 if fails else 0
+
+
+def fp8_rounding_checks(check):
+    """fp8_e4m3_rne (clamp to ±448, round to nearest even onto E4M3FN) and W8A8Linear (MODEL.md §6.2)."""
+    up, down = math.inf, -math.inf
+    finite = [b for b in range(256) if not math.isnan(FP8_E4M3_LUT[b])]
+    check(all(fp8_e4m3_rne(FP8_E4M3_LUT[b]) == FP8_E4M3_LUT[b] and
+              math.copysign(1, fp8_e4m3_rne(FP8_E4M3_LUT[b])) == math.copysign(1, FP8_E4M3_LUT[b]) for b in finite),
+          f"fp8_e4m3_rne: all {len(finite)} finite E4M3FN values (signed zeros too) are fixed points")
+    # Between codes b and b+1 (same sign, |b| < 0x7E): the midpoint goes to the even code (even mantissa), one float64
+    # ulp either side goes to the nearer one; subnormals and binade edges included.
+    bad = []
+    for b in range(0x7E):
+        lo, hi = FP8_E4M3_LUT[b], FP8_E4M3_LUT[b + 1]
+        mid = (lo + hi) / 2
+        for sign in (1.0, -1.0):
+            for v, want in ((mid, lo if b % 2 == 0 else hi), (math.nextafter(mid, up), hi),
+                            (math.nextafter(mid, down), lo)):
+                if fp8_e4m3_rne(sign * v) != sign * want:
+                    bad.append((sign * v, fp8_e4m3_rne(sign * v), sign * want))
+    check(not bad, f"fp8_e4m3_rne: the 126 midpoints ties-to-even, 0.5 ulp boundaries +-1 float64 ulp, both signs "
+                   f"{bad[:3]}")
+    cases = [(1.0625, 1.0), (1.0625 + 2.0 ** -40, 1.125), (1.1875, 1.25), (1.1875 - 2.0 ** -40, 1.125),
+             (-1.1875, -1.25), (2.0 ** -9, 2.0 ** -9), (2.0 ** -10, 0.0), (2.0 ** -10 + 2.0 ** -60, 2.0 ** -9),
+             (3 * 2.0 ** -10, 2.0 ** -8), (5 * 2.0 ** -10, 2.0 ** -8), (7 * 2.0 ** -10, 4 * 2.0 ** -9),
+             (2.0 ** -6 - 2.0 ** -10, 2.0 ** -6), (1e-30, 0.0), (432.0, 448.0), (431.99, 416.0), (447.0, 448.0),
+             (448.0, 448.0), (449.0, 448.0), (464.0, 448.0), (1e30, 448.0), (math.inf, 448.0), (-1e30, -448.0),
+             (-math.inf, -448.0), (0.1, 0.1015625), (-3.3, -3.25), (300.0, 288.0)]
+    wrong = [(v, fp8_e4m3_rne(v), w) for v, w in cases if fp8_e4m3_rne(v) != w]
+    check(not wrong, f"fp8_e4m3_rne: named cases (ties to even, subnormals, clamp at 448) {wrong[:3]}")
+    check(math.copysign(1, fp8_e4m3_rne(-1e-30)) == -1, "fp8_e4m3_rne: -1e-30 -> -0.0")
+    try:
+        fp8_e4m3_rne(math.nan)
+        check(False, "fp8_e4m3_rne(NaN) raises")
+    except ValueError:
+        check(True, "fp8_e4m3_rne(NaN) raises")
+    # y[r] = (sum_k x_q[k] W[r,k]) * (a * s_r): x/a = [1.0625, -3.5] -> x_q = [1, -3.5] (tie to even, exact)
+    lin = W8A8Linear([[1.0, 2.0], [448.0, -0.5]], [0.5, 0.25], 2.0)
+    check(lin([2.125, -7.0]) == [-6.0, 224.875], "W8A8Linear: quantized input, raw weights, a * row scale")
+    # stacked experts: [E=2, R=2, C=1] all 1.0, weight scales [E,2,1] = 1,2 / 3,4, activation scales [1, 0.5]
+    fake = types.SimpleNamespace(name="fake", act_scales={"x": ([2], [1.0, 0.5])},
+                                 fp8_parts={"x": ([2, 2, 1], bytes([0x38] * 4), [2, 2, 1], [1.0, 2.0, 3.0, 4.0])})
+    got = [e([1.0]) for e in w8a8_linears(fake, "x")]
+    check(got == [[1.0, 2.0], [3.0, 4.0]], f"W8A8 stacked experts: per-expert activation scale, per-half weight "
+                                           f"scale {got}")
+
+
+def w8a8_checkpoint_checks(check, ck, ids, pos, out):
+    """On an FP8 checkpoint with static activation scales: which linears go W8A8; with the rounding replaced by the
+    identity the W8A8 forward is the W8A16 one (up to the float32 rounding of the dequantized weights); the real W8A8
+    forward is finite, causal and visibly but not hugely different from the W8A16 one (the random tiny model is about
+    as sensitive to E4M3 activations as to E4M3 weights: its FP8 and BF16 goldens differ by up to ~1 on p13)."""
+    lw = pyref_weights(ck, w8a8=True)["layers"][0]
+    kinds = {k: type(v[0] if isinstance(v, list) and isinstance(v[0], W8A8Linear) else v).__name__
+             for k, v in lw.items() if k in ("q_a", "q_b", "kv_a", "kv_b", "o", "gate_up", "down")}
+    want = {"q_a": "W8A8Linear", "q_b": "W8A8Linear", "kv_a": "W8A8Linear", "kv_b": "list", "o": "W8A8Linear",
+            "gate_up": "W8A8Linear", "down": "W8A8Linear"}
+    shared_ok = all(isinstance(v, W8A8Linear) for v in lw.get("shared", ()))
+    check(kinds == want and shared_ok, f"{ck.name}: W8A8 on every FP8 linear but kv_b_proj (W8A16) {kinds}")
+    rows = list(range(len(ids)))
+    rounding = goldens_pyref.fp8_e4m3_rne
+    goldens_pyref.fp8_e4m3_rne = float
+    try:
+        ident = pyref_logits(ck, ids, pos, rows, expected_scaling(ck.text_config, "hf"), w8a8=True)
+    finally:
+        goldens_pyref.fp8_e4m3_rne = rounding
+    diff = max(abs(a - b) for r1, r2 in zip(ident, out["hf"]) for a, b in zip(r1, r2))
+    check(diff < 1e-5, f"{ck.name}: W8A8 with identity rounding = W8A16 (weight and activation scales) "
+                       f"(max diff {diff:.3g})")
+    t0 = time.time()
+    q = {m: pyref_logits(ck, ids, pos, rows, expected_scaling(ck.text_config, m), w8a8=True)
+         for m in MODES}
+    ok = all(math.isfinite(v) for m in MODES for r in q[m] for v in r)
+    diff = max(abs(a - b) for m in MODES for r1, r2 in zip(q[m], out[m]) for a, b in zip(r1, r2))
+    big = max(abs(v) for r in out["hf"] for v in r)
+    check(ok and 1e-3 < diff < 0.5 * big, f"{ck.name}: pyref W8A8 p6 finite, max |W8A8 - W8A16| {diff:.3g} "
+                                          f"(max|logit| {big:.3g}) ({time.time() - t0:.1f}s)")
+    pre = pyref_logits(ck, ids[:3], pos[:3], [0, 1, 2], expected_scaling(ck.text_config, "hf"), w8a8=True)
+    check(pre == q["hf"][:3], f"{ck.name}: pyref W8A8 is causal")

@@ -23,6 +23,16 @@ Loading:
   parameters are float32, attention and experts run "eager", and every layer's self_attn.scaling equals the value
   expected for the mode.
 
+W8A8 (--w8a8, FP8 checkpoints only; files go to OUT/tests/data/golden/w8a8/, source transformers-5.17+w8a8-linears):
+  the same dequantized float32 model, but while it runs torch.nn.functional.linear is replaced by a wrapper
+  (Host.w8a8_linears) that recognises, by bit-exact content, the weight of every FP8 linear except kv_b_proj and every
+  expert's slice of the stacked gate_up_proj / down_proj, and computes for them the static W8A8 of MODEL.md §6.2 in
+  float32: x_q = float8_e4m3fn(clamp(x / a, -448, 448)) (torch's conversion rounds to nearest even),
+  y = linear(x_q, W_fp8) * (a * weight_scale_inv of each output row), W_fp8 the raw E4M3 values. Both nn.Linear.forward
+  and the eager experts loop go through that function; every case checks that each W8A8 nn.Linear and at least one
+  expert of each stacked tensor was hit, and fails otherwise (e.g. if a transformers version stops calling it).
+  kv_b_proj, embeddings, lm_head, norms and the router stay as in W8A16. pyref runs with w8a8=True.
+
 Independent check ("pyref"): a pure-Python float64 forward pass written from MODEL.md §3-§4 (no torch) is run on
 the same decoded weights for every prompt; its max |logit difference| to transformers is recorded in the metadata
 and in the summary. It never fails the run (goldens are transformers' numbers); a large value is flagged.
@@ -32,6 +42,7 @@ Pure-Python parts (no torch/transformers/numpy/safetensors needed), testable any
   python3 tools/reference/make_goldens.py --hash CKPT_DIR ...
 Reference host (see make_goldens.sh):
   python3 tools/reference/make_goldens.py --out WORK --tar OUT/goldens.tar CKPT_DIR ...
+  python3 tools/reference/make_goldens.py --w8a8 --out WORK --tar OUT/goldens_w8a8.tar FP8_CKPT_DIR
 """
 # The pure-Python parts live next to this script (one job each): goldens_ckpt.py (safetensors reading, FP8/BF16
 # decoding, dequantization, FNV-1a hashes, name mapping), goldens_prompts.py (prompt ids, logit rows),
@@ -55,10 +66,13 @@ if _HERE not in sys.path:  # also when run with -P / PYTHONSAFEPATH, or imported
 from goldens_ckpt import FP8_E4M3_LUT, Checkpoint, weights_fnv1a64  # noqa: E402
 from goldens_prompts import (ID_LOW, LOGIT_ROWS_DOC, PROMPT_GENERATOR_DOC, PROMPTS, SHORT_PROMPT_MAX,  # noqa: E402
                              logit_rows, prompt_ids)
-from goldens_pyref import MODES, expected_scaling, pyref_logits, pyref_supported, yarn_inv_freq  # noqa: E402
+from goldens_pyref import (MODES, W8A8_EXCLUDED, expected_scaling, pyref_logits, pyref_supported,  # noqa: E402
+                           yarn_inv_freq)
 from goldens_selfcheck import self_check  # noqa: E402
 
 GOLDEN_SUBDIR = "tests/data/golden"
+W8A8_SUBDIR = GOLDEN_SUBDIR + "/w8a8"
+W8A8_SEMANTICS = "fp8-w8a8-static"
 N_GREEDY = 32
 MAX_FILE_BYTES = 1_000_000
 
@@ -85,6 +99,7 @@ class Host:
         except Exception:  # noqa: BLE001 - cosmetic only
             pass
         self.fp8_lut_checked = False
+        self.w8a8 = False  # inside Host.w8a8_linears
 
     def to_torch(self, shape, arr):
         t = self.torch.frombuffer(bytearray(arr.tobytes()), dtype=self.torch.float32)
@@ -112,6 +127,58 @@ class Host:
                 ref = (w.reshape(e_, kk, r // kk, c) * s.reshape(e_, kk, 1, 1)).reshape(shape)
             if not torch.equal(ref, self.to_torch(*ck.tensors[k])):
                 raise SystemExit(f"{ck.name}: {k}: pure-Python dequantization differs from torch's")
+
+    @contextlib.contextmanager
+    def w8a8_linears(self, ck):
+        """While active, torch.nn.functional.linear runs the static W8A8 math for the weights of ck's FP8 linears
+        (W8A8_EXCLUDED aside), recognised by content; w8a8_hits collects the labels of those it ran for."""
+        torch, dev = self.torch, self.device
+        cands = {}  # weight shape -> [(dequantized weight, raw E4M3 as float32, a, a * row scales, label)]
+        for name, (shape, raw, _, scale) in ck.fp8_parts.items():
+            if name.endswith(W8A8_EXCLUDED):
+                continue
+            if name not in ck.act_scales:
+                raise SystemExit(f"{ck.name}: FP8 linear {name} has no activation scale")
+            wq = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+            wq, deq = wq.reshape(shape), self.to_torch(*ck.tensors[name])
+            act = torch.tensor(list(ck.act_scales[name][1]), dtype=torch.float32)
+            s = torch.tensor(list(scale), dtype=torch.float32)
+            if len(shape) == 2:
+                items = [(deq, wq, act[0], s.reshape(1).expand(shape[0]), name)]
+            else:
+                e_, r, _ = shape
+                rows = s.reshape(e_, -1).repeat_interleave(r // (s.numel() // e_), dim=1)  # [E, R]: gate/up halves
+                items = [(deq[e], wq[e], act[e], rows[e], f"{name}[{e}]") for e in range(e_)]
+            for d, w, a, srow, label in items:
+                entry = (d.to(dev), w.to(dev), a.to(dev), (a * srow).to(dev), label)
+                cands.setdefault(tuple(d.shape), []).append(entry)
+        orig = torch.nn.functional.linear
+
+        def linear(input, weight, bias=None):  # noqa: A002 - F.linear's own argument names
+            for d, w, a, factor, label in cands.get(tuple(weight.shape), ()):
+                if weight.dtype == d.dtype and torch.equal(weight, d):
+                    self.w8a8_hits.add(label)
+                    xq = torch.clamp(input / a, -448.0, 448.0).to(torch.float8_e4m3fn).to(input.dtype)
+                    y = orig(xq, w) * factor
+                    return y if bias is None else y + bias
+            return orig(input, weight, bias)
+
+        self.w8a8, self.w8a8_hits = True, set()
+        torch.nn.functional.linear = linear
+        try:
+            yield
+        finally:
+            torch.nn.functional.linear = orig
+            self.w8a8 = False
+
+    def check_w8a8_hits(self, ck, case):
+        """Every W8A8 2-D linear and at least one expert of every stacked FP8 tensor went through the W8A8 path."""
+        want = {n for n, v in ck.fp8_parts.items() if not n.endswith(W8A8_EXCLUDED)}
+        missed = sorted(n for n in want if n not in self.w8a8_hits and
+                        not any(h.startswith(n + "[") for h in self.w8a8_hits))
+        if missed:
+            raise SystemExit(f"{case}: the W8A8 F.linear patch never ran for {missed[:6]} ({len(missed)}): "
+                             "this transformers version does not call torch.nn.functional.linear for them")
 
     @contextlib.contextmanager
     def scale_mode(self, mode):
@@ -211,7 +278,7 @@ class Host:
             "softmax_scale_mode": mode, "scaling": repr(scaling),
             "expected_scaling": repr(expected_scaling(tc, mode)),
             "has_yarn_apply_mscale": str(hasattr(self.m4, "yarn_apply_mscale")).lower(),
-            "dtype_semantics": ck.dtype_semantics, "compute_dtype": "float32",
+            "dtype_semantics": W8A8_SEMANTICS if self.w8a8 else ck.dtype_semantics, "compute_dtype": "float32",
             "attn_implementation": "eager", "experts_implementation": "eager", "device": str(dev),
             "load_path": load_path,
             "transformers_version": self.transformers.__version__, "torch_version": torch.__version__,
@@ -226,6 +293,12 @@ class Host:
             "logit_rows": torch.tensor(rows, dtype=torch.long),
             "rope_inv_freq": lm.rotary_emb.inv_freq.detach().float().cpu().clone(),
         }
+        if self.w8a8:
+            meta.update({"kv_b": "w8a16", "source": "transformers-5.17+w8a8-linears",
+                         "w8a8_note": "F.linear of every FP8 linear but kv_b_proj (and of every expert slice) replaced "
+                                      "by static W8A8: float8_e4m3fn(clamp(x/a,-448,448)) times the raw E4M3 weight, "
+                                      "times a*weight_scale_inv, float32 (make_goldens.py Host.w8a8_linears)"})
+            self.w8a8_hits = set()
         captured = {}
         hooks = []
         if first:
@@ -244,6 +317,8 @@ class Host:
         finally:
             for h in hooks:
                 h.remove()
+        if self.w8a8:
+            self.check_w8a8_hits(ck, meta["case"])
         logits_all = out.logits[0].float()
         if tuple(logits_all.shape) != (t_len, vocab):
             raise SystemExit(f"{meta['case']}: logits shape {tuple(logits_all.shape)}")
@@ -333,7 +408,7 @@ class Host:
             if problems:
                 meta["pyref_note"] = f"skipped: {problems}"
             else:
-                ref = pyref_logits(ck, ids, list(range(t_len)), rows, expected_scaling(tc, mode))
+                ref = pyref_logits(ck, ids, list(range(t_len)), rows, expected_scaling(tc, mode), w8a8=self.w8a8)
                 pyref_diff = float((torch.tensor(ref, dtype=torch.float64) - logits.double()).abs().max())
                 meta["pyref_max_abs_diff"] = repr(pyref_diff)
                 inv = yarn_inv_freq(tc)
@@ -354,7 +429,7 @@ class Host:
             "max_abs_logit": float(logits.abs().max()), "pyref": pyref_diff,
             "greedy": tensors["greedy_ids"].tolist() if "greedy_ids" in tensors else None,
             "greedy_agree": meta.get("greedy_full_forward_agrees"),
-            "weights": meta["weights_fnv1a64"], "semantics": ck.dtype_semantics,
+            "weights": meta["weights_fnv1a64"], "semantics": meta["dtype_semantics"],
         }
 
 
@@ -377,7 +452,8 @@ def generate(args):
     for m in modes:
         if m not in MODES:
             raise SystemExit(f"unknown mode {m}")
-    out_dir = os.path.join(args.out, GOLDEN_SUBDIR)
+    subdir = W8A8_SUBDIR if args.w8a8 else GOLDEN_SUBDIR
+    out_dir = os.path.join(args.out, subdir)
     os.makedirs(out_dir, exist_ok=True)
     results, failures = [], []
     print(f"transformers {host.transformers.__version__}, torch {host.torch.__version__}, device {host.device}, "
@@ -388,20 +464,23 @@ def generate(args):
             ck = Checkpoint(d)
             if ck.fp8_parts:
                 host.check_fp8_decoding(ck)
+            if args.w8a8 and not ck.fp8_parts:
+                raise SystemExit(f"{ck.name}: --w8a8 needs an FP8 checkpoint")
             for mode in modes:
                 model, load_path = host.load(ck, mode)
-                for i, (prompt, n_random) in enumerate(PROMPTS):
-                    r = host.run_case(ck, model, mode, prompt, n_random, i == 0, load_path, not args.no_pyref,
-                                      out_dir)
-                    results.append(r)
-                    print(f"  wrote {r['file']} ({r['size']} B)", flush=True)
+                with host.w8a8_linears(ck) if args.w8a8 else contextlib.nullcontext():
+                    for i, (prompt, n_random) in enumerate(PROMPTS):
+                        r = host.run_case(ck, model, mode, prompt, n_random, i == 0, load_path, not args.no_pyref,
+                                          out_dir)
+                        results.append(r)
+                        print(f"  wrote {r['file']} ({r['size']} B)", flush=True)
                 del model
             print(f"{ck.name}: done in {time.time() - t0:.1f}s", flush=True)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - report and go on with the other checkpoints
             traceback.print_exc()
             failures.append(f"{d}: {type(e).__name__}: {e}")
-    rels = [os.path.join(GOLDEN_SUBDIR, r["file"]) for r in results]
-    manifest = os.path.join(GOLDEN_SUBDIR, "MANIFEST.tsv")
+    rels = [os.path.join(subdir, r["file"]) for r in results]
+    manifest = os.path.join(subdir, "MANIFEST.tsv")
     with open(os.path.join(args.out, manifest), "w") as fh:
         fh.write("file\tcase\tT\tscaling\tdtype_semantics\tweights_fnv1a64\tmax_abs_logit\tpyref_max_abs_diff\t"
                  "greedy_ids\n")
@@ -440,6 +519,8 @@ def main():
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: hf,release")
     ap.add_argument("--device", default="cpu", help="torch device (default cpu; tiny models)")
     ap.add_argument("--no-pyref", action="store_true", help="skip the pure-Python float64 cross-check")
+    ap.add_argument("--w8a8", action="store_true", help="FP8 checkpoints: static W8A8 linears (kv_b_proj W8A16), "
+                                                        "files to OUT/" + W8A8_SUBDIR)
     args = ap.parse_args()
     if args.self_check:
         return self_check(args.ckpts)
