@@ -48,6 +48,7 @@ struct Args {
   bool host_sampling = false;   // every logits row back to the host (EngineOptions::sample_on_backend off)
   std::string preset = "mistral-small-4";
   std::string dtype = "fp8";
+  std::string fp8_activations = "none";  // W8A16 or static W8A8 (cli/model_loader.h)
   int64_t layers = 0;
   std::string device = "cpu";
   int tensor_parallel_size = 1;  // ranks of a TensorParallelGroup (cuda: one GPU each); needs --model
@@ -110,6 +111,7 @@ int run(const Args& a) {
     checkpoint.emplace(quatre::io::Checkpoint::open(a.model_dir));
     text = checkpoint->config().text;
   }
+  const quatre::model::Fp8Activations fp8 = quatre::model::parse_fp8_activations(a.fp8_activations);
   if (a.tensor_parallel_size > 1 && a.random_weights) {
     throw quatre::InvalidRequest("bench_serve: --tensor-parallel-size > 1 loads each rank's slice of --model; "
                                  "--random-weights draws the whole model on one GPU");
@@ -117,14 +119,15 @@ int run(const Args& a) {
   // One device, or a group of ranks driven by rank 0's model (README, "Several GPUs").
   const std::unique_ptr<quatre::parallel::TensorParallelGroup> group =
       a.tensor_parallel_size > 1 ? std::make_unique<quatre::parallel::TensorParallelGroup>(*checkpoint, device, a.tensor_parallel_size,
-                                                                                           quatre::model::TextModelOptions{})
+                                                                                           quatre::model::TextModelOptions{}, fp8)
                                  : nullptr;
   const std::unique_ptr<quatre::Backend> backend = group ? nullptr : quatre::make_backend(device);
   const auto load = [&]() -> std::optional<quatre::model::TextWeights> {
     if (group) return std::nullopt;
-    if (!a.random_weights) return quatre::model::TextWeights::load(*checkpoint, *backend);
+    if (!a.random_weights) return quatre::model::TextWeights::load(*checkpoint, *backend, {}, fp8);
 #ifdef QUATRE_HAVE_CUDA
-    return quatre::cli::random_text_weights(text, *backend, quatre::cli::parse_random_dtype(a.dtype, "bench_serve"), a.seed);
+    return quatre::cli::random_text_weights(text, *backend, quatre::cli::parse_random_dtype(a.dtype, "bench_serve"), a.seed,
+                                            fp8);
 #else
     throw quatre::InvalidRequest("bench_serve: --random-weights needs the CUDA backend, not in this build");
 #endif
@@ -250,6 +253,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp8", "bf16", "int4"}))->capture_default_str();
   app.add_option("--layers", a.layers, "Keep only this many layers (--random-weights; 0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--fp8-activations", a.fp8_activations, "FP8 linears: none (W8A16) or static (W8A8; --random-weights draws 8/448)")
+      ->check(CLI::IsMember({"none", "static"}))
+      ->capture_default_str();
   app.add_option("--tensor-parallel-size", a.tensor_parallel_size, "Ranks of tensor/expert parallelism (cuda: one GPU each)")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();

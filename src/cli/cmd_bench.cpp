@@ -40,6 +40,7 @@ struct BenchArgs {
   std::string model_dir;
   bool random_weights = false;
   std::string dtype = "fp8";
+  std::string fp8_activations = "none";  // model::Fp8Activations (cli/model_loader.h)
   int64_t layers = 0;
   std::string device = "cuda";
   std::vector<int64_t> batches = {1, 8, 32, 128, 256};
@@ -212,9 +213,11 @@ int run_bench(const BenchArgs& o) {
     text = checkpoint->config().text;
   }
   const RandomDType dtype = parse_random_dtype(o.dtype, "bench");
+  const model::Fp8Activations fp8 = model::parse_fp8_activations(o.fp8_activations);
   const auto t0 = std::chrono::steady_clock::now();
   const model::TextWeights weights =
-      o.random_weights ? random_text_weights(text, *be, dtype, o.seed) : model::TextWeights::load(*checkpoint, *be);
+      o.random_weights ? random_text_weights(text, *be, dtype, o.seed, fp8)
+                       : model::TextWeights::load(*checkpoint, *be, {}, fp8);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const model::TextModel model(text, weights, *be, {});
   const LinearBytes linear = o.random_weights ? linear_bytes(dtype) : linear_bytes(checkpoint->config());
@@ -365,6 +368,11 @@ Runner add_bench(CLI::App& app) {
                  "128 columns, the other linears FP8, as `quatre quantize` writes them from the FP8 release)")
       ->capture_default_str();
   app.add_option("--layers", o->layers, "Override the preset's layer count (fit a smaller GPU)");
+  app.add_option("--fp8-activations", o->fp8_activations,
+                 "FP8 linears: none (W8A16) or static (W8A8 with the checkpoint's activation scales; --random-weights "
+                 "draws 8/448)")
+      ->check(CLI::IsMember({"none", "static"}))
+      ->capture_default_str();
   app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();
   app.add_option("--batch", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();
   app.add_option("--context", o->context, "Cached entries per sequence while decoding")->capture_default_str();

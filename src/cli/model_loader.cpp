@@ -38,6 +38,12 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                  "the heads, experts, FFN widths and vocabulary")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  app.add_option("--fp8-activations", o.fp8_activations,
+                 "FP8 checkpoints: none: each linear takes its fp32 input against the dequantised weight (W8A16); "
+                 "static: the input is quantised to FP8 with the checkpoint's activation scale first (W8A8, as vLLM and "
+                 "transformers run the release; the fast FP8 tensor-core path)")
+      ->check(CLI::IsMember({"none", "static"}))
+      ->capture_default_str();
 }
 
 LoadedModel::LoadedModel(const ModelOptions& o)
@@ -45,10 +51,13 @@ LoadedModel::LoadedModel(const ModelOptions& o)
       checkpoint(io::Checkpoint::open(dir, parse_format(o.format))),
       tekken(load_model_tokenizer(dir, checkpoint.config().text.vocab_size)),
       own_backend(o.tensor_parallel_size == 1 ? make_backend(parse_device(o.device)) : nullptr),
-      weights(own_backend ? std::optional<model::TextWeights>(model::TextWeights::load(checkpoint, *own_backend)) : std::nullopt),
+      weights(own_backend ? std::optional<model::TextWeights>(model::TextWeights::load(
+                                checkpoint, *own_backend, {}, model::parse_fp8_activations(o.fp8_activations)))
+                          : std::nullopt),
       group(o.tensor_parallel_size == 1 ? nullptr
                                         : std::make_unique<parallel::TensorParallelGroup>(checkpoint, parse_device(o.device),
-                                                                                          o.tensor_parallel_size, model_options(o))),
+                                                                                          o.tensor_parallel_size, model_options(o),
+                                                                                          model::parse_fp8_activations(o.fp8_activations))),
       backend(group ? &group->backend() : own_backend.get()),
       single(group ? std::nullopt : std::make_optional<model::TextModel>(checkpoint.config().text, *weights, *backend, model_options(o))),
       model(group ? group->model() : *single) {}

@@ -65,12 +65,22 @@ namespace {
 
 constexpr float kStd = 0.02f;
 
+// The static activation scale of every FP8 linear with --fp8-activations static: inputs up to ±8 (RMS-normed
+// activations of std ~1) fit E4M3's ±448, as gen-model's synthetic checkpoints have it.
+constexpr float kActivationScale = 8.0f / 448.0f;
+
 class Draw {
  public:
-  Draw(cuda::CudaBackend& be, RandomDType dtype, uint64_t seed) : be_(be), dtype_(dtype), seed_(seed) {}
+  Draw(cuda::CudaBackend& be, RandomDType dtype, model::Fp8Activations fp8, uint64_t seed)
+      : be_(be), dtype_(dtype), fp8_(fp8), seed_(seed) {}
   // Attention, shared and dense FFNs: FP8 or BF16 (FP8 next to 4-bit experts, as `quatre quantize` leaves those of
-  // the FP8 release).
+  // the FP8 release); FP8 ones with the static activation scale when asked (not kv_b: Fp8Activations).
   Weight linear(int64_t out, int64_t in) {
+    Weight w = kv_b(out, in);
+    if (w.w.dtype() == DType::F8_E4M3 && fp8_ == model::Fp8Activations::kStatic) w.activation_scale = kActivationScale;
+    return w;
+  }
+  Weight kv_b(int64_t out, int64_t in) {
     const DType t = dtype_ == RandomDType::kBf16 ? DType::BF16 : DType::F8_E4M3;
     return be_.random_weight(t, std::vector<int64_t>{out, in}, kStd, ++seed_);
   }
@@ -88,12 +98,14 @@ class Draw {
  private:
   cuda::CudaBackend& be_;
   RandomDType dtype_;
+  model::Fp8Activations fp8_;
   uint64_t seed_;
 };
 
 }  // namespace
 
-model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend, RandomDType dtype, uint64_t seed) {
+model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend, RandomDType dtype, uint64_t seed,
+                                       model::Fp8Activations fp8) {
   auto* cuda = dynamic_cast<cuda::CudaBackend*>(&backend);
   if (cuda == nullptr) throw InvalidRequest("--random-weights needs the CUDA backend (--device cuda)");
   if (dtype == RandomDType::kInt4 &&
@@ -102,7 +114,7 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
                                      "hidden_size ({}) and moe_intermediate_size ({})",
                                      kRandomInt4GroupSize, t.hidden_size, t.moe_intermediate_size));
   }
-  Draw d(*cuda, dtype, seed);
+  Draw d(*cuda, dtype, fp8, seed);
   const int64_t D = t.hidden_size, H = t.n_heads, R = t.kv_lora_rank, Dr = t.qk_rope_head_dim;
   model::TextWeights w;
   w.embed = d.bf16(t.vocab_size, D);
@@ -117,7 +129,7 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
                   .q_b = d.linear(H * (t.qk_nope_head_dim + Dr), t.q_lora_rank),
                   .kv_a = d.linear(R + Dr, D),
                   .kv_a_norm = d.norm(R),
-                  .kv_b = d.linear(H * (t.qk_nope_head_dim + t.v_head_dim), R),
+                  .kv_b = d.kv_b(H * (t.qk_nope_head_dim + t.v_head_dim), R),
                   .o = d.linear(D, H * t.v_head_dim)};
     if (t.is_moe_layer(l)) {
       model::MoeWeights& moe = layer.moe.emplace();
@@ -132,7 +144,7 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
   return w;
 }
 #else
-model::TextWeights random_text_weights(const io::TextConfig&, Backend&, RandomDType, uint64_t) {
+model::TextWeights random_text_weights(const io::TextConfig&, Backend&, RandomDType, uint64_t, model::Fp8Activations) {
   throw InvalidRequest("--random-weights needs a CUDA build (QUATRE_CUDA=ON)");
 }
 #endif

@@ -41,7 +41,8 @@ io::TextConfig random_weights_config(std::string_view preset, int64_t layers);
 // Weight values: uniform with std 0.02 (transformers' initializer_range) for projections and embeddings (4-bit:
 // codes uniform in 1..15 with the BF16 scale that gives std 0.02); 1 for norm gains. Throws InvalidRequest unless
 // `backend` is the CUDA backend, or for int4 when the group size does not divide hidden_size and
-// moe_intermediate_size.
-model::TextWeights random_text_weights(const io::TextConfig& text, Backend& backend, RandomDType dtype, uint64_t seed);
+// moe_intermediate_size. fp8 kStatic: the FP8 linears but kv_b carry a static activation scale of 8/448 (W8A8).
+model::TextWeights random_text_weights(const io::TextConfig& text, Backend& backend, RandomDType dtype, uint64_t seed,
+                                       model::Fp8Activations fp8 = model::Fp8Activations::kNone);
 
 }  // namespace quatre::cli

@@ -39,9 +39,10 @@ struct Weight {
   Tensor w;
   float weight_scale = 1.0f;
   std::optional<Int4Weight> int4;  // set: w holds packed 4-bit codes (weight_scale stays 1)
-  // FP8 static activation scale. Carried, not applied by the CPU backend, which computes W8A16:
-  // dequantised weights times fp32 activations (the FP8 goldens are made the same way, because
-  // transformers 5.17 cannot run FP8 on our GPU host).
+  // FP8 static activation scale a (W8A8, MODEL.md §6.2): when set, every backend's matmul quantises its input
+  // x_q = fp8_e4m3(clamp(x / a, ±448)) (round to nearest even) and computes y = (x_q · float(w)ᵀ) · (a ·
+  // weight_scale). Unset: W8A16, the fp32 input against the dequantised weight. The loader sets it only for
+  // --fp8-activations static (model/text_weights.h), never on kv_b, which the attention absorbs.
   std::optional<float> activation_scale;
 };
 

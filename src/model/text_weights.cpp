@@ -2,6 +2,8 @@
 // Depends on core, io.
 #include "model/text_weights.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -21,10 +23,51 @@ struct Slice {
 
 class Loader {
  public:
-  Loader(const io::Checkpoint& checkpoint, Backend& backend, TextWeights& out)
-      : checkpoint_(checkpoint), backend_(backend), out_(out) {}
+  Loader(const io::Checkpoint& checkpoint, Backend& backend, TextWeights& out, Fp8Activations fp8)
+      : checkpoint_(checkpoint), backend_(backend), out_(out), fp8_(fp8) {}
 
+  // `a`: the static activation scale to keep (W8A8), else none.
   Weight operator()(WeightKind kind, int layer = -1, int expert = -1, Slice slice = {}) const {
+    return load(kind, layer, expert, slice, activation_scale(kind, layer, expert));
+  }
+
+  // gate and up share max(a_gate, a_up), so one quantised input feeds both.
+  FfnWeights ffn(WeightKind gate, WeightKind up, WeightKind down, int layer, int expert = -1) const {
+    const std::optional<float> a = shared_scale(gate, up, layer, expert);
+    return {load(gate, layer, expert, {}, a), load(up, layer, expert, {}, a), (*this)(down, layer, expert)};
+  }
+  // Intermediate columns [begin, begin + count) of a SiLU-gated FFN: gate/up rows, down columns. The partial
+  // outputs of the ranks sum to the whole FFN (silu(g)·u is elementwise in the intermediate dimension).
+  FfnWeights ffn_slice(WeightKind gate, WeightKind up, WeightKind down, int layer, int64_t begin, int64_t count) const {
+    const std::optional<float> a = shared_scale(gate, up, layer, -1);
+    return {load(gate, layer, -1, {Slice::kRows, begin, count}, a), load(up, layer, -1, {Slice::kRows, begin, count}, a),
+            load(down, layer, -1, {Slice::kCols, begin, count}, activation_scale(down, layer, -1))};
+  }
+
+ private:
+  // The activation scale the backend applies: the checkpoint's, in kStatic mode, for FP8 linears but kv_b.
+  std::optional<float> activation_scale(WeightKind kind, int layer, int expert) const {
+    if (fp8_ != Fp8Activations::kStatic || kind == WeightKind::kKvB) return std::nullopt;
+    const io::WeightView& v = checkpoint_.weight({kind, layer, expert});
+    if (v.dtype != DType::F8_E4M3) return std::nullopt;
+    if (!v.activation_scale) {
+      throw LoadError(fmt::format("{}: --fp8-activations static needs the checkpoint's static activation scales "
+                                  "(activation_scheme \"static\"); this one has none (use --fp8-activations none)",
+                                  v.source));
+    }
+    const float a = *v.activation_scale;
+    if (!(a > 0.0f) || !std::isfinite(a)) {
+      throw LoadError(fmt::format("{}: activation scale {} (expected a positive finite number)", v.source, a));
+    }
+    return a;
+  }
+  std::optional<float> shared_scale(WeightKind gate, WeightKind up, int layer, int expert) const {
+    const std::optional<float> g = activation_scale(gate, layer, expert), u = activation_scale(up, layer, expert);
+    if (!g || !u) return std::nullopt;
+    return std::max(*g, *u);
+  }
+
+  Weight load(WeightKind kind, int layer, int expert, Slice slice, std::optional<float> activation_scale) const {
     const io::WeightView& v = checkpoint_.weight({kind, layer, expert});
     if (v.is_int4()) return int4(v, slice);
     Weight stored;
@@ -33,23 +76,12 @@ class Loader {
     CHECK(stored.w.bytes() == v.bytes.size()) << v.source << ": " << v.bytes.size() << " bytes for shape "
                                               << stored.w.shape_string();
     stored.weight_scale = v.weight_scale;  // per tensor (or per expert): a slice keeps it
-    stored.activation_scale = v.activation_scale;
+    stored.activation_scale = activation_scale;
     if (slice.axis == Slice::kRows) stored.w = stored.w.rows(slice.begin, slice.count);
     if (slice.axis == Slice::kCols) stored.w = columns(stored.w, slice.begin, slice.count);
     return backend_.prepare_weight(stored);
   }
 
-  FfnWeights ffn(WeightKind gate, WeightKind up, WeightKind down, int layer, int expert = -1) const {
-    return {(*this)(gate, layer, expert), (*this)(up, layer, expert), (*this)(down, layer, expert)};
-  }
-  // Intermediate columns [begin, begin + count) of a SiLU-gated FFN: gate/up rows, down columns. The partial
-  // outputs of the ranks sum to the whole FFN (silu(g)·u is elementwise in the intermediate dimension).
-  FfnWeights ffn_slice(WeightKind gate, WeightKind up, WeightKind down, int layer, int64_t begin, int64_t count) const {
-    return {(*this)(gate, layer, -1, {Slice::kRows, begin, count}), (*this)(up, layer, -1, {Slice::kRows, begin, count}),
-            (*this)(down, layer, -1, {Slice::kCols, begin, count})};
-  }
-
- private:
   // A 4-bit weight (core/int4.h): codes U8 [out, in/2], scales (offsets) BF16 [out, in/G]; the backend's
   // prepare_weight checks the layout it can run (CUDA: group sizes that are multiples of 32).
   Weight int4(const io::WeightView& v, Slice slice) const {
@@ -91,6 +123,7 @@ class Loader {
   const io::Checkpoint& checkpoint_;
   Backend& backend_;
   TextWeights& out_;
+  Fp8Activations fp8_;
 };
 
 // Throws LoadError unless n splits evenly over the ranks.
@@ -117,12 +150,25 @@ void check_shardable(const io::TextConfig& t, const ShardSpec& s) {
 
 }  // namespace
 
-TextWeights TextWeights::load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard) {
+Fp8Activations parse_fp8_activations(std::string_view value) {
+  if (value == "none") return Fp8Activations::kNone;
+  if (value == "static") return Fp8Activations::kStatic;
+  throw InvalidRequest(fmt::format("--fp8-activations: expected none or static, got \"{}\"", value));
+}
+
+TextWeights TextWeights::load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard, Fp8Activations fp8) {
   const io::TextConfig& t = checkpoint.config().text;
   check_shardable(t, shard);
+  const io::ModelConfig& config = checkpoint.config();
+  if (fp8 == Fp8Activations::kStatic && config.quantization == io::WeightQuantization::kFp8PerTensor &&
+      !config.static_activation_scales) {
+    throw LoadError(fmt::format("{}: --fp8-activations static needs activation_scheme \"static\"; this FP8 "
+                                "checkpoint's is dynamic (use --fp8-activations none)",
+                                checkpoint.dir().string()));
+  }
   TextWeights out;
   out.shard = shard;
-  const Loader w(checkpoint, backend, out);
+  const Loader w(checkpoint, backend, out, fp8);
   // H heads: rank r holds heads [h0, h0 + Hl); q_b and kv_b are head-major, o takes them as columns.
   const int64_t h0 = shard.begin(t.n_heads), Hl = shard.count(t.n_heads);
   const int64_t qk = t.qk_nope_head_dim + t.qk_rope_head_dim, dv = t.v_head_dim;

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "core/backend.h"
@@ -37,6 +38,17 @@ struct LayerWeights {
   std::optional<FfnWeights> dense;   // layers < first_k_dense_replace
 };
 
+// What an FP8 linear does with its fp32 input (MODEL.md §6.2; README, "FP8 activations").
+enum class Fp8Activations : uint8_t {
+  kNone,    // W8A16: the input as is against the dequantised weight (the transformers goldens' semantics)
+  kStatic,  // W8A8: the input quantised with the checkpoint's static activation scale, as vLLM and transformers'
+            // FineGrainedFP8 run the release. Not kv_b, which the attention absorbs (W8A16 there, as in vLLM); gate
+            // and up of an FFN share max(a_gate, a_up), as the fused gate_up of the HF experts and of vLLM do.
+};
+
+// "none" or "static" (the --fp8-activations option); anything else is an InvalidRequest naming the option.
+Fp8Activations parse_fp8_activations(std::string_view value);
+
 // Tensor/expert parallelism (README, "Several GPUs"): rank r of N holds
 //   q_b, kv_b            rows of its H/N heads        o       its H/N heads' columns [D, H/N*Dv]
 //   shared / dense FFN   gate, up: rows [F/N, D]      down    columns [D, F/N]
@@ -55,8 +67,11 @@ struct TextWeights {
   std::vector<std::shared_ptr<std::vector<std::byte>>> slices;
 
   // Views every text weight of the checkpoint through backend.prepare_weight; with shard.size > 1, only the
-  // rank's slice. Throws LoadError naming the config key when shard.size does not divide a split dimension.
-  static TextWeights load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard = {});
+  // rank's slice. Throws LoadError naming the config key when shard.size does not divide a split dimension, or
+  // when kStatic is asked of an FP8 checkpoint without static activation scales. Weight::activation_scale is set
+  // only where `fp8` is kStatic (backends apply it wherever it is set).
+  static TextWeights load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard = {},
+                          Fp8Activations fp8 = Fp8Activations::kNone);
 };
 
 }  // namespace quatre::model

@@ -34,7 +34,7 @@ void check_tensor_parallel_supported(Device device, int size) {
 }
 
 TensorParallelGroup::TensorParallelGroup(const io::Checkpoint& checkpoint, Device device, int size,
-                                         model::TextModelOptions options)
+                                         model::TextModelOptions options, model::Fp8Activations fp8)
     : text_(checkpoint.config().text) {
   check_tensor_parallel_supported(device, size);
   for (int r = 0; r < size; ++r) ranks_.push_back(std::make_unique<Rank>());
@@ -45,12 +45,12 @@ TensorParallelGroup::TensorParallelGroup(const io::Checkpoint& checkpoint, Devic
     if (device == Device::kCpu) return std::make_unique<ThreadCommunicator>(*threads_, r);
     return make_nccl_communicator(backend, id, r, size);
   };
-  auto init = [&, device](int r) {
+  auto init = [&, device, fp8](int r) {
     Rank& rank = *ranks_[static_cast<size_t>(r)];
     if (device == Device::kCuda) use_cuda_device(r);
     rank.backend = make_backend(device);
     rank.comm = make_comm(r, *rank.backend);
-    rank.weights.emplace(model::TextWeights::load(checkpoint, *rank.backend, ShardSpec{.rank = r, .size = size}));
+    rank.weights.emplace(model::TextWeights::load(checkpoint, *rank.backend, ShardSpec{.rank = r, .size = size}, fp8));
     model::TextModelOptions o = options;
     o.comm = rank.comm.get();
     o.followers = r == 0 && size > 1 ? this : nullptr;

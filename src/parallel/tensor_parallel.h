@@ -29,7 +29,8 @@ class TensorParallelGroup final : public model::StepFanout {
  public:
   // Loads every rank: rank 0 on this thread, the others on threads of their own that then wait for steps. Throws
   // LoadError (a size that does not divide the model, see TextWeights::load) or the first rank's error.
-  TensorParallelGroup(const io::Checkpoint& checkpoint, Device device, int size, model::TextModelOptions options);
+  TensorParallelGroup(const io::Checkpoint& checkpoint, Device device, int size, model::TextModelOptions options,
+                      model::Fp8Activations fp8 = model::Fp8Activations::kNone);
   ~TensorParallelGroup() override;
   TensorParallelGroup(const TensorParallelGroup&) = delete;
   TensorParallelGroup& operator=(const TensorParallelGroup&) = delete;

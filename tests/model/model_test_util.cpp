@@ -43,10 +43,10 @@ fs::path make_checkpoint(const TempDir& dir, const std::string& name, const Chec
   return out;
 }
 
-LoadedModel::LoadedModel(const fs::path& dir, Device device)
+LoadedModel::LoadedModel(const fs::path& dir, Device device, Fp8Activations fp8)
     : checkpoint(io::Checkpoint::open(dir)),
       backend(make_backend(device)),
-      weights(TextWeights::load(checkpoint, *backend)) {}
+      weights(TextWeights::load(checkpoint, *backend, {}, fp8)) {}
 
 std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -96,9 +96,10 @@ struct CheckpointSpec {
 // Writes the synthetic checkpoint into dir/name (synth::generate_checkpoint) and returns its path.
 std::filesystem::path make_checkpoint(const TempDir& dir, const std::string& name, const CheckpointSpec& spec);
 
-// A checkpoint opened with its weights viewed by a CPU backend.
+// A checkpoint opened with its weights viewed by a CPU backend (or prepared for `device`'s).
 struct LoadedModel {
-  explicit LoadedModel(const std::filesystem::path& dir, Device device = Device::kCpu);
+  explicit LoadedModel(const std::filesystem::path& dir, Device device = Device::kCpu,
+                       Fp8Activations fp8 = Fp8Activations::kNone);
   io::Checkpoint checkpoint;
   std::unique_ptr<Backend> backend;
   TextWeights weights;

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -289,6 +291,72 @@ TEST(TextModel, Fp8AndBf16AgreeWithinFp8Error) {
   EXPECT_GT(d.rel_l2, 1e-3) << "FP8 weights must actually be FP8: " << describe(d);
   const Diff other = diff(logits_of({.seed = 8}), bf16);
   EXPECT_GT(other.rel_l2, 1.0) << "another seed is the scale of a real mismatch: " << describe(other);
+}
+
+// --fp8-activations static (model/text_weights.h): every FP8 linear but kv_b carries the checkpoint's activation
+// scale (gen-model writes 8/448 for all), gate and up the same one; the BF16 tensors and, in kNone, everything none.
+TEST(TextModel, StaticFp8ActivationsLoadOnTheFp8LinearsButKvB) {
+  TempDir dir;
+  const std::filesystem::path path = make_checkpoint(dir, "fp8", {.fp8 = true});
+  const LoadedModel none(path), w8a8(path, Device::kCpu, Fp8Activations::kStatic);
+  const float a = 8.0f / 448.0f;
+  int checked = 0;
+  auto expect_scale = [&](const Weight& w, std::optional<float> want, const std::string& what) {
+    EXPECT_EQ(w.activation_scale, want) << what;
+    ++checked;
+  };
+  for (size_t l = 0; l < w8a8.weights.layers.size(); ++l) {
+    const LayerWeights& s = w8a8.weights.layers[l];
+    const LayerWeights& n = none.weights.layers[l];
+    const std::string at = "layer " + std::to_string(l) + " ";
+    for (const Weight* w : {&s.attn.q_a, &s.attn.q_b, &s.attn.kv_a, &s.attn.o}) expect_scale(*w, a, at + "attention");
+    expect_scale(s.attn.kv_b, std::nullopt, at + "kv_b");
+    expect_scale(n.attn.q_a, std::nullopt, at + "q_a, none");
+    ASSERT_TRUE(s.moe.has_value()) << "the tiny preset is MoE in every layer";
+    expect_scale(s.moe->router, std::nullopt, at + "router (BF16)");
+    for (const FfnWeights& f : s.moe->experts) {
+      for (const Weight* w : {&f.gate, &f.up, &f.down}) expect_scale(*w, a, at + "expert");
+    }
+    for (const Weight* w : {&s.moe->shared->gate, &s.moe->shared->up, &s.moe->shared->down}) expect_scale(*w, a, at + "shared");
+    for (const Weight* w : {&n.moe->experts[0].gate, &n.moe->shared->down}) expect_scale(*w, std::nullopt, at + "none");
+  }
+  expect_scale(w8a8.weights.lm_head, std::nullopt, "lm_head (BF16)");
+  EXPECT_GT(checked, 20);
+  // A BF16 checkpoint has no activation scales: static loads it as it is.
+  const LoadedModel bf16(make_checkpoint(dir, "bf16", {}), Device::kCpu, Fp8Activations::kStatic);
+  EXPECT_FALSE(bf16.weights.layers[0].attn.q_a.activation_scale.has_value());
+  EXPECT_THROW(parse_fp8_activations("dynamic"), InvalidRequest);
+  EXPECT_EQ(parse_fp8_activations("static"), Fp8Activations::kStatic);
+  // FP8 with dynamic activation scaling has no scales to apply: a LoadError naming the tensor and the way out.
+  std::string config;
+  {
+    std::ifstream in(path / "config.json");
+    config.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const size_t at = config.find("\"static\"");
+  ASSERT_NE(at, std::string::npos) << config;
+  config.replace(at, 8, "\"dynamic\"");
+  std::ofstream(path / "config.json") << config;
+  try {
+    const LoadedModel dynamic(path, Device::kCpu, Fp8Activations::kStatic);
+    ADD_FAILURE() << "static activations loaded from a dynamic-scheme checkpoint";
+  } catch (const LoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("--fp8-activations none"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(LoadedModel(path, Device::kCpu, Fp8Activations::kNone));
+}
+
+// W8A8 changes the logits by about the FP8 rounding of the activations: clearly, yet far less than another model.
+TEST(TextModel, W8A8LogitsDifferFromW8A16WithinFp8Error) {
+  TempDir dir;
+  const std::filesystem::path path = make_checkpoint(dir, "fp8", {.fp8 = true});
+  const std::vector<int32_t> ids = random_ids(200, io::preset("tiny").text.vocab_size, 43);
+  const LoadedModel none(path), w8a8(path, Device::kCpu, Fp8Activations::kStatic);
+  const std::vector<float> a = prefill_logits(TextModel(none.text(), none.weights, *none.backend), ids);
+  const std::vector<float> b = prefill_logits(TextModel(w8a8.text(), w8a8.weights, *w8a8.backend), ids);
+  const Diff d = diff(b, a);
+  EXPECT_GT(d.rel_l2, 1e-3) << "W8A8 must quantise: " << describe(d);
+  EXPECT_LT(d.rel_l2, 0.15) << describe(d);
 }
 
 // The same seed written in the native and the HF layout holds the same weights, so the logits are bit-identical.

@@ -2,8 +2,9 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with bench_serve, carry
 # .gpu/pack): session 12's MLA work checked and measured, on whichever card comes. The CUDA tests; on a card that
 # holds the whole FP8 model (H200) the serving engine under load at full size (issue #7); then the A/B of the old
-# one-token MLA settings against the new defaults at batch 1 and 8 (16 layers, context 2048); the 8K prefill
-# profile; and, on an H100 with time left, session 11's 4-bit small-batch threshold. The tables on stdout, the
+# one-token MLA settings against the new defaults at batch 1 and 8 (16 layers, context 2048); W8A8 against W8A16
+# (--fp8-activations) at prefill 8K and decode batch 1/64/256 with their profiles; and, on an H100 with time left,
+# session 11's 4-bit small-batch threshold. The tables on stdout, the
 # logs under OUT_DIR (only what fits the returned files: summaries, not every log).
 #   run tool: command "bash tools/gpu/cuda_next.sh $OUT", carry [".gpu/pack"], timeout_s 580
 set -uo pipefail
@@ -26,11 +27,15 @@ KNOBS_BATCH=1,8 KNOBS_CONTEXT=2048 timeout 330 bash tools/gpu/cuda_knobs.sh /tmp
 cp /tmp/k/mla/check.txt "$out/" 2>/dev/null
 tail -40 "$out/mla.txt"
 source tools/gpu/packed_env.sh  # GPU_LAYERS, if set above, now applies
-if [ $SECONDS -lt 440 ]; then
-  timeout $((480 - SECONDS)) "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1 --context 2048 \
-    --prefill 8192 --profile > "$out/prefill.txt" 2>&1
-  grep -A24 "prefill T" "$out/prefill.txt" | head -40
-fi
+# W8A8 (--fp8-activations static: the FP8 mma kernel) against W8A16 at prefill 8K and decode batch 1/64/256.
+for act in none static; do
+  [ $SECONDS -lt 470 ] || break
+  timeout $((500 - SECONDS)) "$bin/quatre-bench" --random-weights "${layers[@]}" --fp8-activations $act --batch 1,64,256 \
+    --context 2048 --prefill 8192 --steps 5 --profile > "$out/prefill_$act.txt" 2>&1
+  echo "== fp8 activations $act rc=$?"
+  grep -vE "^  (op|[a-z])" "$out/prefill_$act.txt" | tail -12
+  grep -A14 "prefill T" "$out/prefill_$act.txt" | head -16
+done
 if [ $full = 0 ] && [ $SECONDS -lt 440 ]; then
   KNOBS_TESTS=0 KNOBS_BATCH=1 KNOBS_INT4=48,64,128 KNOBS_CONTEXT=2048 timeout $((560 - SECONDS)) \
     bash tools/gpu/cuda_knobs.sh /tmp/k/int4 - QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4=3 > "$out/int4.txt" 2>&1

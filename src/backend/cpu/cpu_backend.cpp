@@ -67,9 +67,23 @@ Tensor CpuBackend::rms_norm(const Tensor& x, const Weight& g, float eps, Arena& 
 
 void CpuBackend::matmul_into(const Tensor& x, const Weight& w, float* y, Arena& a) {
   check_f32(x, "matmul input");
-  const int64_t in = x.dim(1);
+  const int64_t M = x.dim(0), in = x.dim(1);
   float* scratch = a.array<float>(static_cast<size_t>(pool_.n_threads() * in));
-  matmul_f32(pool_, x.data_as<float>(), x.dim(0), in, w, y, scratch);
+  if (!w.activation_scale) {
+    matmul_f32(pool_, x.data_as<float>(), M, in, w, y, scratch);
+    return;
+  }
+  // W8A8 (core/backend.h): y = (x_q · float(w)ᵀ) · (a · weight_scale), x_q = fp8(x / a) as floats.
+  CHECK(w.w.dtype() == DType::F8_E4M3 && !w.int4) << "an activation scale on a " << (w.int4 ? "4-bit" : dtype_name(w.w.dtype())) << " weight";
+  const float act = *w.activation_scale;
+  float* xq = a.array<float>(static_cast<size_t>(M * in));
+  const float* xp = x.data_as<float>();
+  for (int64_t i = 0; i < M * in; ++i) xq[i] = fp8e4m3_to_f32(f32_to_fp8e4m3(xp[i] / act));
+  Weight codes = w;  // the raw E4M3 values; both scales multiply the sums
+  codes.weight_scale = 1.0f;
+  matmul_f32(pool_, xq, M, in, codes, y, scratch);
+  const float scale = act * w.weight_scale;
+  for (int64_t i = 0; i < M * weight_rows(w); ++i) y[i] *= scale;
 }
 
 Tensor CpuBackend::matmul(const Tensor& x, const Weight& w, Arena& a) {

@@ -26,6 +26,7 @@ void check_args(const MlaArgs& args) {
   CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
   CHECK(args.kv_b.w.dim(0) == d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) && weight_cols(args.kv_b) == d.kv_lora_rank)
       << "kv_b " << args.kv_b.w.shape_string();
+  CHECK(!args.kv_b.activation_scale) << "kv_b with an activation scale: the attention absorbs kv_b (W8A16 there)";
   CHECK(static_cast<int64_t>(m.seq_index.size()) == T && static_cast<int64_t>(m.context_lens.size()) == T)
       << "attention metadata for " << m.seq_index.size() << " tokens, q has " << T;
   for (int64_t t = 0; t < T; ++t) {

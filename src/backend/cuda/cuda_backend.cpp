@@ -456,6 +456,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   CHECK(args.kv_cache.rank() == 3 && args.kv_cache.dim(2) == d.cache_width()) << args.kv_cache.shape_string();
   const int64_t kvb_rows = d.n_heads * (d.qk_nope_head_dim + d.v_head_dim);
   CHECK(args.kv_b.w.dim(0) == kvb_rows && weight_cols(args.kv_b) == R) << "kv_b " << args.kv_b.w.shape_string();
+  CHECK(!args.kv_b.activation_scale) << "kv_b with an activation scale: the attention absorbs kv_b (W8A16 there)";
   const int64_t n_blocks = args.kv_cache.dim(0), block_size = args.kv_cache.dim(1);
   check_attn_meta(m, T, n_blocks, block_size);
   const int64_t acc = args.form == MlaForm::kNaive ? d.v_head_dim : R;

@@ -83,7 +83,7 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
   {
     const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {} (gate+up+silu)", F, D, weight_type_name(w.gate)); },
                         static_cast<double>(stored_bytes(w.gate) + stored_bytes(w.up) + static_cast<size_t>(M * (D + 2 * F)) * 4));
-    if (same_layout(up, gate)) {
+    if (same_layout(up, gate) && up.act_scale == gate.act_scale) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
       p.silu_gate = true;
@@ -118,9 +118,11 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
     host[E + e] = dev(experts[e].up, "expert up");
     host[2 * E + e] = dev(experts[e].down, "expert down");
     for (size_t j = 0; j < 3; ++j) {
-      CHECK(same_layout(host[j * E + e], host[j * E]))
-          << "expert " << e << " has another weight dtype (or 4-bit symmetry / group size) than expert 0";
+      CHECK(same_layout(host[j * E + e], host[j * E]) && (host[j * E + e].act_scale == 0) == (host[j * E].act_scale == 0))
+          << "expert " << e << " has another weight dtype (or 4-bit symmetry / group size, or W8A8) than expert 0";
     }
+    CHECK(host[e].act_scale == host[E + e].act_scale)
+        << "expert " << e << ": gate and up with different activation scales (W8A8 quantises their input once)";
     CHECK(experts[e].gate.w.shape()[0] == experts[0].gate.w.shape()[0] &&
           experts[e].gate.w.shape()[1] == experts[0].gate.w.shape()[1] &&
           experts[e].down.w.shape()[0] == experts[0].down.w.shape()[0])

@@ -52,6 +52,24 @@ struct WTraits<WType::kF8E4M3> {
   }
 };
 
+// W8A8 (DevWeight::act_scale): the FP8 E4M3 bytes of x / a for two activations (low byte first), each quotient
+// correctly rounded, then clamped to ±448 and rounded to nearest even (the cvt's satfinite), as the CPU backend
+// does (core/dtype.h f32_to_fp8e4m3).
+__device__ __forceinline__ uint16_t act_fp8x2(float x0, float x1, float a) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(__fdiv_rn(x0, a), __fdiv_rn(x1, a)), __NV_SATFINITE, __NV_E4M3);
+}
+
+// The same as floats: the value the W8A8 product takes for x (a = 0: x itself, W8A16).
+__device__ __forceinline__ float act_q(float x, float a) {
+  if (a == 0.0f) return x;
+  const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(__fdiv_rn(x, a), __NV_SATFINITE, __NV_E4M3);
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
+}
+__device__ __forceinline__ float4 act_q4(float4 v, float a) {
+  if (a == 0.0f) return v;
+  return make_float4(act_q(v.x, a), act_q(v.y, a), act_q(v.z, a), act_q(v.w, a));
+}
+
 template <>
 struct WTraits<WType::kInt4> {
   using S = uint8_t;  // two packed codes; no to_f32: the value needs the group's scale (int4_weight_at)

@@ -19,6 +19,8 @@ constexpr int kInt4GroupMultiple = 32;
 // A weight [rows, cols] in device memory; value = float(w) * scale. kInt4: w holds the packed codes U8 [rows, cols/2]
 // (column 2j in the low nibble of byte j) and the value is core/int4.h's rule, s * (code - 8) (symmetric) or
 // s * code + m (asymmetric), with s, m the BF16 scale and offset of the element's group; scale stays 1.
+// W8A8 (FP8 with a static activation scale a, core/backend.h): act_scale = a, and scale = a · weight_scale, so that
+// every matmul kernel computes y = Σ_k fp8(x / a) · float(w) · scale (act_q, device_math.cuh, on its loads of x).
 struct DevWeight {
   const void* w = nullptr;
   WType type = WType::kF32;
@@ -26,6 +28,7 @@ struct DevWeight {
   const uint16_t* int4_scales = nullptr;   // kInt4: BF16 [rows, cols/group_size]
   const uint16_t* int4_offsets = nullptr;  // kInt4 asymmetric: BF16 [rows, cols/group_size]; null when symmetric
   int32_t group_size = 0;                  // kInt4: a multiple of kInt4GroupMultiple
+  float act_scale = 0.0f;                  // W8A8: a > 0; 0: the input as is (W8A16)
 };
 
 // y[m, n] = Σ_k x[x_row(m), k] · w_e[n, k] · scale_e, for the M rows of a problem, with fp32 accumulation.
@@ -77,6 +80,9 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
 int64_t matmul_workspace_floats(const MatmulProblem& p);
 // Tests: the small tensor-core kernel as QUATRE_CUDA_SMALL_TC says (-1), off (0), or on wherever it can run (1).
 void set_small_tc_for_tests(int mode);
+// Tests: W8A8 problems of the large-M tensor-core path on the FP8 mma kernel as QUATRE_CUDA_TC_FP8 says (-1), never (0:
+// the three-term kernel takes them), or wherever it can run (1).
+void set_tc_fp8_for_tests(int mode);
 // The staged kernel (matmul_staged.cu) takes p when the small tensor-core kernel does not: FP8, BF16 or 4-bit weights
 // with rows of 512-4096 bytes (4-bit: an even number of groups a row), 16-byte aligned x and weights, <= 8 rows a
 // group.

@@ -39,10 +39,10 @@ __device__ __forceinline__ uint4 load_streaming16(const void* p) {
   return v;
 }
 
-// acc + x[0..4) · w, in order; kXVec: x 16-byte aligned, one load.
+// acc + x[0..4) · w, in order; kXVec: x 16-byte aligned, one load. act: W8A8's activation scale (act_q), or 0.
 template <bool kXVec>
-__device__ __forceinline__ float fma4(const float* x, float4 w, float acc) {
-  const float4 xv = kXVec ? *reinterpret_cast<const float4*>(x) : make_float4(x[0], x[1], x[2], x[3]);
+__device__ __forceinline__ float fma4(const float* x, float4 w, float acc, float act = 0.0f) {
+  const float4 xv = act_q4(kXVec ? *reinterpret_cast<const float4*>(x) : make_float4(x[0], x[1], x[2], x[3]), act);
   acc = fmaf(xv.x, w.x, acc);
   acc = fmaf(xv.y, w.y, acc);
   acc = fmaf(xv.z, w.z, acc);
@@ -59,8 +59,10 @@ struct FloatColumn {
   static_assert(VEC == 1 || VEC * sizeof(S) == 16);
 
   const S* w;  // [K]
+  float act;   // W8A8: the activations' scale (act_q); 0 otherwise
 
-  __device__ FloatColumn(const DevWeight& dw, int64_t n, int64_t K) : w(static_cast<const S*>(dw.w) + n * K) {}
+  __device__ FloatColumn(const DevWeight& dw, int64_t n, int64_t K)
+      : w(static_cast<const S*>(dw.w) + n * K), act(dw.act_scale) {}
 
   __device__ Load load(int k) const {
     if constexpr (VEC == 1) {
@@ -77,7 +79,7 @@ struct FloatColumn {
       const float wv = WTraits<T>::to_f32(raw);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r == 0 || r < n_rows) acc[r] = fmaf(x[r][k], wv, acc[r]);
+        if (r == 0 || r < n_rows) acc[r] = fmaf(act_q(x[r][k], act), wv, acc[r]);
       }
     } else {
 #pragma unroll
@@ -85,7 +87,7 @@ struct FloatColumn {
         const float4 wv = four_weights<T>(raw, c);
 #pragma unroll
         for (int r = 0; r < R; ++r) {  // activations in 16-byte loads (rows 16-byte aligned: checked at launch)
-          if (r == 0 || r < n_rows) acc[r] = fma4<true>(x[r] + k + 4 * c, wv, acc[r]);
+          if (r == 0 || r < n_rows) acc[r] = fma4<true>(x[r] + k + 4 * c, wv, acc[r], act);
         }
       }
     }
@@ -339,7 +341,7 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t k = k0 + lk + j;
-      xs[lk + j][lr] = (xrow != nullptr && k < p.K) ? xrow[k] : 0.0f;
+      xs[lk + j][lr] = (xrow != nullptr && k < p.K) ? act_q(xrow[k], g.act_scale) : 0.0f;
       if constexpr (T != WType::kInt4) {
         ws[lk + j][lr] = (wrow != nullptr && k < p.K) ? WTraits<T>::to_f32(wrow[k]) : 0.0f;
       }
@@ -515,6 +517,8 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   if (grouped && !small && p.rows_per_group != kTile) return cudaErrorInvalidValue;
   if (small && p.K > INT32_MAX / 2) return cudaErrorInvalidValue;  // the small kernel's k is an int
   const int rows_per_group = grouped ? p.rows_per_group : kSmallRows;
+  // W8A8: one quantised input for both problems of a launch (gate and up share their scale: text_weights.h).
+  if (p.y2 != nullptr && p.experts == nullptr && p.weight.act_scale != p.weight2.act_scale) return cudaErrorInvalidValue;
   const MatmulPath path = matmul_path(p);
   if (p.silu_gate) {
     if (p.y2 == nullptr || p.accumulate || p.y_rows != nullptr || p.row_scale != nullptr) return cudaErrorInvalidValue;

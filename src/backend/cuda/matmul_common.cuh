@@ -13,6 +13,7 @@ namespace quatre::cuda {
 struct GroupView {
   const void* w;
   float scale;
+  float act_scale;  // W8A8: the activations' static scale (DevWeight), else 0
   bool skip;
 };
 
@@ -22,10 +23,10 @@ __device__ __forceinline__ void select_problem(MatmulProblem& p) {
 }
 
 __device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_t group) {
-  if (p.experts == nullptr) return {p.weight.w, p.weight.scale, false};
+  if (p.experts == nullptr) return {p.weight.w, p.weight.scale, p.weight.act_scale, false};
   const int32_t e = p.group_expert[group];
-  if (e < 0) return {nullptr, 0.0f, true};
-  return {p.experts[e].w, p.experts[e].scale, false};
+  if (e < 0) return {nullptr, 0.0f, 0.0f, true};
+  return {p.experts[e].w, p.experts[e].scale, p.experts[e].act_scale, false};
 }
 
 // second ? b : a, field by field (a select of the whole struct would copy the kernel's parameters to the stack).
@@ -36,7 +37,8 @@ __device__ __forceinline__ DevWeight pick(bool second, const DevWeight& a, const
           .scale = second ? b.scale : a.scale,
           .int4_scales = second ? b.int4_scales : a.int4_scales,
           .int4_offsets = second ? b.int4_offsets : a.int4_offsets,
-          .group_size = second ? b.group_size : a.group_size};
+          .group_size = second ? b.group_size : a.group_size,
+          .act_scale = second ? b.act_scale : a.act_scale};
 }
 
 // The whole DevWeight of a row group (4-bit kernels read its scales, offsets and group size); skip: padding group.

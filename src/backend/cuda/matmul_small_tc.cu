@@ -74,6 +74,7 @@ struct Activations {
   int x_step;      // x of row block rb: x + rb · x_step (plain problems; one row block otherwise)
   unsigned x_blocks;
   int K;
+  float act;  // W8A8: the activations' scale (act_q: the loads return their FP8 values); 0 otherwise
 
   // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row). Ordered: a volatile load, kept in program order
   // among the mmas (else the compiler hoists all of a chunk's activation loads of every row block, and spills).
@@ -81,10 +82,10 @@ struct Activations {
   __device__ float4 load(int k, int rb) const {
     if (((x_blocks >> rb) & 1u) == 0 || k >= K) return make_float4(0, 0, 0, 0);
     const float* at = x + (rb * x_step + k);
-    if constexpr (!kOrdered) return *reinterpret_cast<const float4*>(at);
+    if constexpr (!kOrdered) return act_q4(*reinterpret_cast<const float4*>(at), act);
     float4 v;
     asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
-    return v;
+    return act_q4(v, act);
   }
 };
 
@@ -117,8 +118,9 @@ struct Operands {
 };
 
 // acc[rb][ct] += the chunk at `base` times row block rb: per mma j, A from the chunk (converted once for all row
-// blocks), the activations split into 3 terms, 3 mmas a column tile. Each accumulator sees mma j, then term, in
-// order. Several row blocks: the activations of step (j, rb) load during the mmas of the step before.
+// blocks), the activations split into 3 terms, 3 mmas a column tile (W8A8: FP8 values, exact in the first term, 1
+// mma). Each accumulator sees mma j, then term, in order. Several row blocks: the activations of step (j, rb) load
+// during the mmas of the step before.
 template <int RB, WType T, int CT>
 __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T, CT>& op, int base,
                                          float (&acc)[RB][CT][4]) {
@@ -140,7 +142,9 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
 #pragma unroll
       for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
-        for (int term = 0; term < 3; ++term) mma_bf16(acc[rb][ct], a[ct], b0[term], b1[term]);
+        for (int term = 0; term < 3; ++term) {
+          if (term == 0 || op.x.act == 0.0f) mma_bf16(acc[rb][ct], a[ct], b0[term], b1[term]);
+        }
       }
     }
   }
@@ -391,6 +395,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   op.t = t;
   set_weights(op, p, gw, group, n0 + g);
   op.x.K = static_cast<int>(p.K);
+  op.x.act = gw.act_scale;
   op.x.x_blocks = 0;
 #pragma unroll
   for (int rb = 0; rb < RB; ++rb) op.x.x_blocks |= static_cast<unsigned>((rows >> (kRows * rb + g)) & 1u) << rb;

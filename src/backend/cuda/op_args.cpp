@@ -73,6 +73,14 @@ DevWeight dev(const Weight& w, std::string_view what) {
     throw InvalidRequest(fmt::format("{} weight is on {}: pass it through CudaBackend::prepare_weight first", what,
                                      device_name(w.w.device())));
   }
+  if (w.activation_scale) {  // W8A8 (DevWeight)
+    const float a = *w.activation_scale;
+    if (w.w.dtype() != DType::F8_E4M3 || w.int4 || !(a > 0.0f) || !std::isfinite(a)) {
+      throw InvalidRequest(fmt::format("{} weight: activation scale {} on a {} weight (expected a positive finite "
+                                       "scale on an FP8 E4M3 one)", what, a, w.int4 ? "4-bit" : dtype_name(w.w.dtype())));
+    }
+    return {.w = w.w.data(), .type = WType::kF8E4M3, .scale = a * w.weight_scale, .act_scale = a};
+  }
   if (!w.int4) return {w.w.data(), wtype(w.w.dtype(), what), w.weight_scale};
   if (std::string why = int4_problem(w, what); !why.empty()) throw InvalidRequest(why);
   const Int4Weight& q = *w.int4;

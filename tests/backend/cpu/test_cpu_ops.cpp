@@ -1,4 +1,5 @@
-// CpuBackend ops against naive references: matmul for every weight dtype (FP8 with its scale), rms_norm, RoPE
+// CpuBackend ops against naive references: matmul for every weight dtype (FP8 with its scale; W8A8 by hand and
+// against a float64 evaluation), rms_norm, RoPE
 // against a float64 evaluation of MODEL.md §3.4/§3.6 with the §4.1 table, routing by hand, MoE forced to one
 // expert == that expert as a dense FFN, absorbed MLA == naive MLA == a float64 attention (both softmax-scale
 // conventions), paged cache reads that never touch poisoned entries, and the thread pool.
@@ -72,6 +73,50 @@ TEST_F(CpuOps, MatmulMatchesReferenceForEveryDtype) {
         EXPECT_GT(std::sqrt(err / norm), 1e-4);
       }
     }
+  }
+}
+
+// W8A8 (core/backend.h, MODEL.md §6.2) by hand: a = 0.5, raw E4M3 weights 1, 2, -1 at weight scale 0.25.
+// x / a = 2 (exact), 0.6 (between E4M3's 0.5625 and 0.625: the nearer, 0.625), -2000 (saturates to -448) and
+// 0.046875 (3·2^-6: exact); y = Σ x_q · w · (a · 0.25).
+TEST_F(CpuOps, W8A8MatmulHandExample) {
+  const StoredWeight sw({1.0f, 2.0f, -1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 1.0f}, {2, 4}, DType::F8_E4M3, 1.0f);
+  Weight w = sw.weight;
+  w.weight_scale = 0.25f;
+  w.activation_scale = 0.5f;
+  std::vector<float> x = {1.0f, 0.3f, -1000.0f, 0.0234375f};
+  const std::vector<float> got = to_vector(be_.matmul(host_tensor(x, {1, 4}), w, arena_));
+  const float scale = 0.5f * 0.25f;
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_FLOAT_EQ(got[0], (2.0f * 1.0f + 0.625f * 2.0f + -448.0f * -1.0f) * scale);
+  EXPECT_FLOAT_EQ(got[1], (-448.0f * 1.0f + 0.046875f * 1.0f) * scale);
+  w.activation_scale.reset();  // W8A16: the inputs as they are
+  const std::vector<float> plain = to_vector(be_.matmul(host_tensor(x, {1, 4}), w, arena_));
+  EXPECT_FLOAT_EQ(plain[0], (1.0f * 1.0f + 0.3f * 2.0f + -1000.0f * -1.0f) * 0.25f);
+}
+
+// W8A8 against a float64 evaluation of the rule on random inputs: each x / a rounded by core's E4M3 rounding (its
+// own tests hold it to torch's), the products and sums in float64.
+TEST_F(CpuOps, W8A8MatmulMatchesFloat64Rule) {
+  const int64_t out = 37, in = 129;
+  StoredWeight sw(randn(out * in, 11, 0.3f), {out, in}, DType::F8_E4M3, 0.3f * 3 / 448);
+  const float a = 2.5f / 448.0f;  // saturates past ±2.5
+  sw.weight.activation_scale = a;
+  for (int64_t M : {1, 5}) {
+    std::vector<float> x = randn(static_cast<size_t>(M * in), 12 + static_cast<uint64_t>(M));
+    const std::vector<float> got = to_vector(be_.matmul(host_tensor(x, {M, in}), sw.weight, arena_));
+    std::vector<float> want(static_cast<size_t>(M * out));
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t o = 0; o < out; ++o) {
+        double sum = 0;
+        for (int64_t k = 0; k < in; ++k) {
+          const double xq = fp8e4m3_to_f32(f32_to_fp8e4m3(x[static_cast<size_t>(m * in + k)] / a));
+          sum += xq * fp8e4m3_to_f32(static_cast<uint8_t>(sw.bytes[static_cast<size_t>(o * in + k)]));
+        }
+        want[static_cast<size_t>(m * out + o)] = static_cast<float>(sum * a * sw.weight.weight_scale);
+      }
+    }
+    expect_close(got, want, 1e-5, "W8A8");
   }
 }
 

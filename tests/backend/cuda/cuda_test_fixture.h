@@ -77,6 +77,7 @@ struct ResetKernelSwitches {
     set_small_tc_for_tests(-1);
     set_staged_for_tests(-1);
     set_mla_tc_keys_for_tests(0);
+    set_tc_fp8_for_tests(-1);
   }
 };
 

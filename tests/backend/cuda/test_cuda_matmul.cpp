@@ -3,7 +3,8 @@
 // deterministic; 16-byte and scalar loads), the staged kernel (one-row groups through shared memory: every row
 // length it takes, 4/8/16 pieces a thread, plain and grouped, SiLU-gated), the small tensor-core kernel (2-64 rows)
 // against the CUDA-core ones, the large-M tensor-core tile (split over K where its tiles leave SMs idle), and the
-// SiLU-gated gate+up bit for bit as the two problems then the gating. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
+// SiLU-gated gate+up bit for bit as the two problems then the gating; W8A8 (static activation scales) on each of
+// them and on the FP8 mma kernel. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
 // an fp32 bound. Skips without a GPU.
 #include <algorithm>
 #include <cstdint>
@@ -272,6 +273,71 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
         EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), ffn_want), kF32RelL2)
             << "ffn, staged " << staged << ", " << what;
       }
+    }
+  }
+}
+
+// W8A8 (static activation scales, core/backend.h): FP8 weights whose input every kernel quantises to fp8(x / a)
+// before the product, against the CPU backend's W8A8 (x / a rounded the same: correctly rounded division, then
+// E4M3 round-to-nearest-even with saturation), so only the summation order differs. Every kernel that takes FP8
+// weights: the FMA kernel (small tensor cores and staged off), the staged kernel (one row), the small tensor
+// cores (2-64 rows), the large-M FP8 mma kernel and, forced off, the three-term one; K tails (K % 16 != 0: the
+// three-term kernel). a = 3.5/448 saturates the inputs past ±3.5 (a few in ten thousand). The W8A8 result must be
+// visibly not the W8A16 one (else the quantisation would not be tested).
+TEST_F(CudaMatmul, W8A8MatmulMatchesCpuOnEveryKernel) {
+  const ResetKernelSwitches reset;
+  uint64_t seed = 1200;
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{512, 130}, {2048 + 96, 300}, {400, 70}, {208 + 8, 130}, {4096, 64}}) {
+    StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, DType::F8_E4M3, 0.002f);
+    const Weight w8a16 = prep(w);
+    w.weight.activation_scale = 3.5f / 448.0f;
+    const Weight wd = prep(w);
+    const double bound = kF32RelL2 * std::max(1.0, static_cast<double>(in) / 2048.0);
+    for (int64_t M : {1, 2, 5, 9, 33, 64, 70, 300}) {
+      std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+      const std::vector<float> want = cpu_matmul(x, M, in, w);
+      const std::vector<float> want_w8a16 = vec(cpu_.matmul(host(x, {M, in}), w8a16, host_arena_));
+      const double quantisation = rel_l2(want_w8a16, want);
+      const std::string what = "M=" + std::to_string(M) + " in=" + std::to_string(in) + " out=" + std::to_string(out);
+      EXPECT_GT(quantisation, 1e-3) << "W8A8 is W8A16 on the CPU: " << what;
+      const Tensor xd = upload(x, M, in);
+      for (auto [small_tc, staged, fp8] : {std::tuple<int, int, int>{0, 0, 1}, {0, 1, 1}, {1, 0, 1}, {1, 0, 0}}) {
+        set_small_tc_for_tests(small_tc);
+        set_staged_for_tests(staged);
+        set_tc_fp8_for_tests(fp8);
+        const std::vector<float> got = gpu_matmul(xd, wd);
+        EXPECT_LE(rel_l2(got, want), bound) << "small tc " << small_tc << " staged " << staged << " fp8 mma " << fp8
+                                            << " " << what << " (W8A16 is " << quantisation << " away)";
+      }
+    }
+  }
+}
+
+// The W8A8 FFN and MoE: each expert its own activation scales (gate and up one, down another; a token's rows meet
+// several in one launch), one token (one-row groups) to 70 (groups of 64 on the FP8 mma kernel), with a shared
+// expert, against the CPU; and with the FP8 mma kernel off (the three-term kernel on the same FP8 inputs).
+TEST_F(CudaMatmul, W8A8MoeMatchesCpuWithAScaleAnExpert) {
+  const ResetKernelSwitches reset;
+  const int64_t D = 512, F = 256, E = 6, K = 2;
+  auto ex = experts(E + 1, D, F, DType::F8_E4M3);  // the last is the shared expert
+  for (size_t e = 0; e < ex.ffn.size(); ++e) {
+    const float a = (2.0f + 0.5f * static_cast<float>(e)) / 448.0f;
+    ex.ffn[e].gate.activation_scale = ex.ffn[e].up.activation_scale = a;
+    ex.ffn[e].down.activation_scale = 8.0f * a;
+  }
+  const RoutedAndShared both(ex, *gpu_);
+  for (int64_t T : {1, 3, 24, 70}) {
+    const Routed in = routed(T, D, E, K, static_cast<uint64_t>(170 + T), static_cast<uint64_t>(180 + T));
+    const std::vector<float> want =
+        vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
+    const std::vector<float> ffn_want = vec(cpu_.ffn(in.xc, ex.ffn[E], host_arena_));
+    for (int fp8 : {1, 0}) {
+      set_tc_fp8_for_tests(fp8);
+      const std::string what = "T=" + std::to_string(T) + " fp8 mma " + std::to_string(fp8);
+      const std::vector<float> got =
+          down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << what;
+      EXPECT_LE(rel_l2(down(gpu_->ffn(in.xg, both.dev[E], *dev_arena_)), ffn_want), kF32RelL2) << "ffn " << what;
     }
   }
 }
