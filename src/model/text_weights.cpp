@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -33,21 +34,22 @@ class Loader {
 
   // gate and up share max(a_gate, a_up), so one quantised input feeds both.
   FfnWeights ffn(WeightKind gate, WeightKind up, WeightKind down, int layer, int expert = -1) const {
-    const std::optional<float> a = shared_scale(gate, up, layer, expert);
-    return {load(gate, layer, expert, {}, a), load(up, layer, expert, {}, a), (*this)(down, layer, expert)};
+    const auto [a_gate, a_up] = shared_scale(gate, up, layer, expert);
+    return {load(gate, layer, expert, {}, a_gate), load(up, layer, expert, {}, a_up), (*this)(down, layer, expert)};
   }
   // Intermediate columns [begin, begin + count) of a SiLU-gated FFN: gate/up rows, down columns. The partial
   // outputs of the ranks sum to the whole FFN (silu(g)·u is elementwise in the intermediate dimension).
   FfnWeights ffn_slice(WeightKind gate, WeightKind up, WeightKind down, int layer, int64_t begin, int64_t count) const {
-    const std::optional<float> a = shared_scale(gate, up, layer, -1);
-    return {load(gate, layer, -1, {Slice::kRows, begin, count}, a), load(up, layer, -1, {Slice::kRows, begin, count}, a),
+    const auto [a_gate, a_up] = shared_scale(gate, up, layer, -1);
+    return {load(gate, layer, -1, {Slice::kRows, begin, count}, a_gate), load(up, layer, -1, {Slice::kRows, begin, count}, a_up),
             load(down, layer, -1, {Slice::kCols, begin, count}, activation_scale(down, layer, -1))};
   }
 
  private:
-  // The activation scale the backend applies: the checkpoint's, in kStatic mode, for FP8 linears but kv_b.
+  // The activation scale the backend applies: the checkpoint's, in kStatic mode, for the FP8 linears of the layers
+  // but kv_b (never the embedding, lm_head or router, BF16 in the release anyway).
   std::optional<float> activation_scale(WeightKind kind, int layer, int expert) const {
-    if (fp8_ != Fp8Activations::kStatic || kind == WeightKind::kKvB) return std::nullopt;
+    if (fp8_ != Fp8Activations::kStatic || !takes_activation_scale(kind)) return std::nullopt;
     const io::WeightView& v = checkpoint_.weight({kind, layer, expert});
     if (v.dtype != DType::F8_E4M3) return std::nullopt;
     if (!v.activation_scale) {
@@ -61,10 +63,21 @@ class Loader {
     }
     return a;
   }
-  std::optional<float> shared_scale(WeightKind gate, WeightKind up, int layer, int expert) const {
+  // gate's and up's when only one is FP8.
+  std::pair<std::optional<float>, std::optional<float>> shared_scale(WeightKind gate, WeightKind up, int layer,
+                                                                   int expert) const {
     const std::optional<float> g = activation_scale(gate, layer, expert), u = activation_scale(up, layer, expert);
-    if (!g || !u) return std::nullopt;
-    return std::max(*g, *u);
+    if (!g || !u) return {g, u};
+    return {std::max(*g, *u), std::max(*g, *u)};
+  }
+  static bool takes_activation_scale(WeightKind kind) {
+    switch (kind) {
+      case WeightKind::kQA: case WeightKind::kQB: case WeightKind::kKvA: case WeightKind::kO:
+      case WeightKind::kExpertGate: case WeightKind::kExpertUp: case WeightKind::kExpertDown:
+      case WeightKind::kSharedGate: case WeightKind::kSharedUp: case WeightKind::kSharedDown:
+      case WeightKind::kDenseGate: case WeightKind::kDenseUp: case WeightKind::kDenseDown: return true;
+      default: return false;  // kv_b (absorbed into the attention), embeddings, norms, router, lm_head
+    }
   }
 
   Weight load(WeightKind kind, int layer, int expert, Slice slice, std::optional<float> activation_scale) const {

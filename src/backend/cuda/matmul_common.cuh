@@ -5,6 +5,8 @@
 // Depends on CUDA only.
 #pragma once
 
+#include <cstddef>
+
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/mma.cuh"
 
@@ -30,7 +32,8 @@ __device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_
 }
 
 // second ? b : a, field by field (a select of the whole struct would copy the kernel's parameters to the stack).
-static_assert(sizeof(DevWeight) == 40, "pick() copies every field of DevWeight: add a new one there");
+static_assert(sizeof(DevWeight) == 40 && offsetof(DevWeight, act_scale) == 36,
+              "pick() copies every field of DevWeight, act_scale the last: add a new one there");
 __device__ __forceinline__ DevWeight pick(bool second, const DevWeight& a, const DevWeight& b) {
   return {.w = second ? b.w : a.w,
           .type = second ? b.type : a.type,

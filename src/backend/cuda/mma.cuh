@@ -22,16 +22,21 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// d += a · b with FP8 E4M3 operands (W8A8): A 16x32 row-major (4 regs of 4 bytes), B 32x8 column-major (2 regs),
-// fp32 accumulators. Thread (g, c) holds A row g at k 4c..4c+3 (a0), row g + 8 (a1), and the same rows at k 16 + 4c
-// .. (a2, a3); B column g at k 4c..4c+3 (b0) and 16 + 4c.. (b1); D as mma_bf16. The byte layout of a 16-byte
-// shared row is that of 8 BF16 pairs, so ldmatrix loads both (k offsets in bytes).
-__device__ __forceinline__ void mma_fp8(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+// acc += a · b with FP8 E4M3 operands (W8A8): A 16x32 row-major (4 regs of 4 bytes), B 32x8 column-major (2 regs).
+// Thread (g, c) holds A row g at k 4c..4c+3 (a0), row g + 8 (a1), and the same rows at k 16 + 4c.. (a2, a3); B
+// column g at k 4c..4c+3 (b0) and 16 + 4c.. (b1); acc as mma_bf16's D. The byte layout of a 16-byte shared row is
+// that of 8 BF16 pairs, so ldmatrix loads both (k offsets in bytes). The FP8 mma's own accumulator keeps ~13
+// mantissa bits on Ada and Hopper (DeepSeek-V3 §3.5.2, SageAttention2), so each mma starts from zero and its 32-k
+// sum is added to acc in fp32.
+__device__ __forceinline__ void mma_fp8(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  float d[4];
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+      "{%10,%10,%10,%10};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+#pragma unroll
+  for (int i = 0; i < 4; ++i) acc[i] += d[i];
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
