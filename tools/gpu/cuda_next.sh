@@ -15,7 +15,7 @@ limit=${2:-560}  # the call's seconds: later parts are skipped when they would n
 left() { echo $((limit - SECONDS)); }
 full=0
 [ ${#layers[@]} -eq 0 ] && full=1
-timeout 170 bash tools/gpu/cuda_check.sh /tmp/k/check > "$out/check.txt" 2>&1
+timeout $((limit < 260 ? limit - 90 : 170)) bash tools/gpu/cuda_check.sh /tmp/k/check > "$out/check.txt" 2>&1
 echo "== tests rc=$? ($SECONDS s)"
 grep -E "^== |^\[  (PASSED|FAILED)|Failure|exception" "$out/check.txt" | grep -v "^== device" | paste -sd' ' | head -c 1500
 echo
@@ -28,8 +28,10 @@ fi
 # W8A8 (--fp8-activations static: the FP8 mma kernel) against W8A16 at prefill 8K and decode batch 1 and 64.
 for act in none static; do
   [ "$(left)" -gt 70 ] || break
+  profile=(--profile)
+  [ "$(left)" -gt 200 ] || profile=()  # a short call: the figures without the op tables
   timeout $(($(left) < 120 ? $(left) - 10 : 110)) "$bin/quatre-bench" --random-weights "${layers[@]}" \
-    --fp8-activations $act --batch 1,64 --context 2048 --prefill 8192 --steps 5 --profile > "$out/prefill_$act.txt" 2>&1
+    --fp8-activations $act --batch 1,64 --context 2048 --prefill 8192 --steps 5 "${profile[@]}" > "$out/prefill_$act.txt" 2>&1
   echo "== fp8 activations $act rc=$? ($SECONDS s)"
   grep -vE "^  (op|[a-z])" "$out/prefill_$act.txt" | tail -8
   grep -A12 "prefill T" "$out/prefill_$act.txt" | tail -11
