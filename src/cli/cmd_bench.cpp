@@ -235,9 +235,11 @@ int run_bench(const BenchArgs& o) {
 #endif
   fmt::print("weights {} in {:.1f} s\n", o.random_weights ? "drawn" : "loaded", load_s);
   fmt::print("model: {} layers, D={}, E={} top-{}, linear weights of {:.3g} bytes a parameter (routed experts) and "
-             "{:.3g} (the others); copy bandwidth {:.0f} GB/s (read+write, measured); peak {:.0f} TFLOP/s assumed\n",
+             "{:.3g} (the others), FP8 linears {}; copy bandwidth {:.0f} GB/s (read+write, measured); peak {:.0f} "
+             "TFLOP/s assumed\n",
              text.n_layers, text.hidden_size, text.n_routed_experts, text.n_experts_per_tok, linear.experts, linear.other,
-             bandwidth / 1e9, o.peak_tflops);
+             fp8 == model::Fp8Activations::kStatic ? "W8A8 (static activation scales)" : "W8A16", bandwidth / 1e9,
+             o.peak_tflops);
   const DType kv_dtype = o.kv_cache_dtype == "auto" ? (device == Device::kCuda ? DType::BF16 : DType::F32)
                                                      : model::parse_kv_dtype(o.kv_cache_dtype);
   const double width_bytes = static_cast<double>((text.kv_lora_rank + text.qk_rope_head_dim) * dtype_size(kv_dtype));
