@@ -76,11 +76,11 @@ class Draw {
   // Attention, shared and dense FFNs: FP8 or BF16 (FP8 next to 4-bit experts, as `quatre quantize` leaves those of
   // the FP8 release); FP8 ones with the static activation scale when asked (not kv_b: Fp8Activations).
   Weight linear(int64_t out, int64_t in) {
-    Weight w = kv_b(out, in);
+    Weight w = unscaled_linear(out, in);
     if (w.w.dtype() == DType::F8_E4M3 && fp8_ == model::Fp8Activations::kStatic) w.activation_scale = kActivationScale;
     return w;
   }
-  Weight kv_b(int64_t out, int64_t in) {
+  Weight unscaled_linear(int64_t out, int64_t in) {  // kv_b, and the others' draw
     const DType t = dtype_ == RandomDType::kBf16 ? DType::BF16 : DType::F8_E4M3;
     return be_.random_weight(t, std::vector<int64_t>{out, in}, kStd, ++seed_);
   }
@@ -129,7 +129,7 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
                   .q_b = d.linear(H * (t.qk_nope_head_dim + Dr), t.q_lora_rank),
                   .kv_a = d.linear(R + Dr, D),
                   .kv_a_norm = d.norm(R),
-                  .kv_b = d.kv_b(H * (t.qk_nope_head_dim + t.v_head_dim), R),
+                  .kv_b = d.unscaled_linear(H * (t.qk_nope_head_dim + t.v_head_dim), R),
                   .o = d.linear(D, H * t.v_head_dim)};
     if (t.is_moe_layer(l)) {
       model::MoeWeights& moe = layer.moe.emplace();

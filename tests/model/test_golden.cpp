@@ -57,10 +57,27 @@ fs::path golden_dir() { return fs::path(QUATRE_SOURCE_DIR) / "tests" / "data" / 
 
 class Golden : public testing::TestWithParam<std::string> {};
 
-std::vector<std::string> golden_files() {
+// The names of the golden files in golden_dir() / subdir.
+std::vector<std::string> golden_files(const std::string& subdir = "") {
   std::vector<std::string> names;
-  for (const fs::path& p : safetensors_in(golden_dir())) names.push_back(p.filename().string());
+  for (const fs::path& p : safetensors_in(golden_dir() / subdir)) names.push_back(p.filename().string());
   return names;
+}
+
+// A golden file's name as a test name: without ".safetensors", other than letters and digits as '_'.
+std::string test_name(const testing::TestParamInfo<std::string>& p) {
+  std::string name = p.param.substr(0, p.param.size() - std::string(".safetensors").size());
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name;
+}
+
+// gen-model still writes the bytes the golden of `meta` came from (its FNV-1a 64 of the checkpoint's files).
+void expect_golden_checkpoint(const fs::path& path, const std::map<std::string, std::string>& meta) {
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a64_of_safetensors(path)));
+  ASSERT_EQ(hash, meta.at("weights_fnv1a64")) << "gen-model no longer writes the checkpoint the goldens came from";
 }
 
 TEST(GoldenFiles, ArePresent) {
@@ -95,9 +112,7 @@ TEST_P(Golden, MatchesTransformers) {
     }
     const std::string where = std::string(format == io::CheckpointFormat::kHuggingFace ? "hf" : "native") + " checkpoint";
     if (format == io::CheckpointFormat::kHuggingFace) {
-      char hash[17];
-      std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a64_of_safetensors(path)));
-      ASSERT_EQ(hash, meta.at("weights_fnv1a64")) << "gen-model no longer writes the checkpoint the goldens came from";
+      ASSERT_NO_FATAL_FAILURE(expect_golden_checkpoint(path, meta));
     }
 
     const LoadedModel loaded(path, kGoldenDevice);
@@ -147,13 +162,7 @@ TEST_P(Golden, MatchesTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(TransformersGoldens, Golden, testing::ValuesIn(golden_files()), [](const testing::TestParamInfo<std::string>& p) {
-  std::string name = p.param.substr(0, p.param.size() - std::string(".safetensors").size());
-  for (char& ch : name) {
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  }
-  return name;
-});
+INSTANTIATE_TEST_SUITE_P(TransformersGoldens, Golden, testing::ValuesIn(golden_files()), test_name);
 
 // W8A8 (--fp8-activations static, model/text_weights.h) on the FP8 checkpoint against a float64 forward of the same
 // rule (tests/data/golden/w8a8/, tools/reference/goldens_w8a8.py: pure Python from MODEL.md §3-§4 and §6.2, each FP8
@@ -179,9 +188,8 @@ testing::AssertionResult w8a8_rows_match(const std::vector<float>& got, const st
   std::string worst;
   double worst_abs = -1;
   for (size_t r = 0; r < rows; ++r) {
-    const std::vector<float> a(got.begin() + static_cast<std::ptrdiff_t>(r * width), got.begin() + static_cast<std::ptrdiff_t>((r + 1) * width));
-    const std::vector<float> b(want.begin() + static_cast<std::ptrdiff_t>(r * width), want.begin() + static_cast<std::ptrdiff_t>((r + 1) * width));
-    const Diff d = diff(a, b);
+    const auto w = static_cast<int64_t>(width), row = static_cast<int64_t>(r);
+    const Diff d = diff(slice_rows(got, w, row, 1), slice_rows(want, w, row, 1));
     if (!d.same_nonfinite) return testing::AssertionFailure() << "row " << r << ": non-finite values differ";
     if (d.max_abs <= kW8A8RowMaxAbs) ++matching;
     if (matching == r + 1) leading = matching;
@@ -194,15 +202,9 @@ testing::AssertionResult w8a8_rows_match(const std::vector<float>& got, const st
          << " in a row (" << needed << " needed); worst " << worst;
 }
 
-std::vector<std::string> w8a8_golden_files() {
-  std::vector<std::string> names;
-  for (const fs::path& p : safetensors_in(golden_dir() / "w8a8")) names.push_back(p.filename().string());
-  return names;
-}
-
 TEST(W8A8GoldenFiles, ArePresent) {
   // tiny-hf-fp8-s1 x 3 prompts x 2 softmax-scale modes.
-  EXPECT_EQ(w8a8_golden_files().size(), 6u) << "regenerate with tools/reference/goldens_w8a8.py";
+  EXPECT_EQ(golden_files("w8a8").size(), 6u) << "regenerate with tools/reference/goldens_w8a8.py";
 }
 
 class W8A8Golden : public testing::TestWithParam<std::string> {};
@@ -220,9 +222,7 @@ TEST_P(W8A8Golden, MatchesFloat64Reference) {
     const fs::path path = make_checkpoint(dir, hf ? "hf" : "native", {"tiny", format, true, 1});
     const std::string where = std::string(hf ? "hf" : "native") + " checkpoint";
     if (hf) {
-      char hash[17];
-      std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a64_of_safetensors(path)));
-      ASSERT_EQ(hash, meta.at("weights_fnv1a64")) << "gen-model no longer writes the checkpoint the goldens came from";
+      ASSERT_NO_FATAL_FAILURE(expect_golden_checkpoint(path, meta));
     }
     const LoadedModel loaded(path, kGoldenDevice, Fp8Activations::kStatic);
     const SoftmaxScale mode = meta.at("softmax_scale_mode") == "hf" ? SoftmaxScale::kTransformers : SoftmaxScale::kRelease;
@@ -240,10 +240,8 @@ TEST_P(W8A8Golden, MatchesFloat64Reference) {
     const io::SafetensorsFile w8a16(golden_dir() / GetParam());
     const std::vector<float> other = read_tensor<float>(w8a16, "logits");
     ASSERT_EQ(other.size(), want_logits.size());
-    for (size_t r = 0; r < want_logits.size() / vocab; ++r) {
-      const auto row = [&](const std::vector<float>& v) {
-        return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(r * vocab), v.begin() + static_cast<std::ptrdiff_t>((r + 1) * vocab));
-      };
+    for (int64_t r = 0; r < static_cast<int64_t>(want_logits.size() / vocab); ++r) {
+      const auto row = [&](const std::vector<float>& v) { return slice_rows(v, static_cast<int64_t>(vocab), r, 1); };
       const Diff to_w8a8 = diff(row(run.logits), row(want_logits)), to_w8a16 = diff(row(run.logits), row(other));
       EXPECT_LT(to_w8a8.rel_l2, 0.75 * to_w8a16.rel_l2) << where << " logit row " << r << ": " << describe(to_w8a8)
                                                         << " from W8A8, " << describe(to_w8a16) << " from W8A16";
@@ -253,21 +251,13 @@ TEST_P(W8A8Golden, MatchesFloat64Reference) {
     const size_t n_layers = static_cast<size_t>(loaded.text().n_layers);
     for (size_t l = 0; l <= n_layers; ++l) {  // [L+1, T, D]: embedding, layer outputs, then the final norm of the last
       const std::vector<float>& got = l < n_layers ? run.hidden[l] : run.final_norm;
-      const std::vector<float> want(want_hidden.begin() + static_cast<std::ptrdiff_t>(l * per_layer),
-                                    want_hidden.begin() + static_cast<std::ptrdiff_t>((l + 1) * per_layer));
+      const std::vector<float> want = slice_rows(want_hidden, static_cast<int64_t>(per_layer), static_cast<int64_t>(l), 1);
       EXPECT_TRUE(w8a8_rows_match(got, want, D)) << where << " hidden_states[" << l << "]";
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Float64W8A8Goldens, W8A8Golden, testing::ValuesIn(w8a8_golden_files()),
-                         [](const testing::TestParamInfo<std::string>& p) {
-                           std::string name = p.param.substr(0, p.param.size() - std::string(".safetensors").size());
-                           for (char& ch : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Float64W8A8Goldens, W8A8Golden, testing::ValuesIn(golden_files("w8a8")), test_name);
 
 // The demo model (assets/demo-model, issue #12): its committed BF16 checkpoint against transformers' greedy
 // continuations of raw and chat-rendered prompts (tests/data/golden/demo/, written by tools/demo/train_demo.py on
@@ -278,15 +268,9 @@ constexpr double kDemoLogitMaxAbs = 5e-5;  // fp32 both sides, logits up to ~18:
 
 fs::path demo_model_dir() { return fs::path(QUATRE_SOURCE_DIR) / "assets" / "demo-model"; }
 
-std::vector<std::string> demo_golden_files() {
-  std::vector<std::string> names;
-  for (const fs::path& p : safetensors_in(golden_dir() / "demo")) names.push_back(p.filename().string());
-  return names;
-}
-
 TEST(DemoGoldenFiles, ArePresent) {
   // 2 raw + 3 chat prompts (tools/demo/make_prompts.py).
-  EXPECT_EQ(demo_golden_files().size(), 5u) << "regenerate with tools/demo/train_demo.py (tools/demo/README.md)";
+  EXPECT_EQ(golden_files("demo").size(), 5u) << "regenerate with tools/demo/train_demo.py (tools/demo/README.md)";
   EXPECT_TRUE(fs::exists(demo_model_dir() / "model.safetensors"));
 }
 
@@ -328,14 +312,7 @@ TEST_P(DemoGolden, MatchesTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(TransformersGoldens, DemoGolden, testing::ValuesIn(demo_golden_files()),
-                         [](const testing::TestParamInfo<std::string>& p) {
-                           std::string name = p.param.substr(0, p.param.size() - std::string(".safetensors").size());
-                           for (char& ch : name) {
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(TransformersGoldens, DemoGolden, testing::ValuesIn(golden_files("demo")), test_name);
 
 }  // namespace
 }  // namespace quatre::model::test

@@ -78,7 +78,9 @@ void CpuBackend::matmul_into(const Tensor& x, const Weight& w, float* y, Arena& 
   const float act = *w.activation_scale;
   float* xq = a.array<float>(static_cast<size_t>(M * in));
   const float* xp = x.data_as<float>();
-  for (int64_t i = 0; i < M * in; ++i) xq[i] = fp8e4m3_to_f32(f32_to_fp8e4m3(xp[i] / act));
+  pool_.parallel_for(M, 1, [&](int64_t begin, int64_t end, int) {
+    for (int64_t i = begin * in; i < end * in; ++i) xq[i] = fp8e4m3_to_f32(f32_to_fp8e4m3(xp[i] / act));
+  });
   Weight codes = w;  // the raw E4M3 values; both scales multiply the sums
   codes.weight_scale = 1.0f;
   matmul_f32(pool_, xq, M, in, codes, y, scratch);

@@ -133,6 +133,31 @@ __device__ __forceinline__ void load_w(const typename WTraits<T>::S* wrow, int64
   }
 }
 
+// A block's share of a tile launch (tc_kernel, tc_fp8_kernel): its problem (p becomes the second one in the upper z
+// slices), its k range [k_begin, k_end) of whole k tiles of `bk` over k_splits, its tile origin (m0, n0), its row
+// group's weight, and the x row of its loader row xr (null: padding, or past M).
+struct TileBlock {
+  int64_t k_begin, k_end, m0, n0;
+  GroupView g;
+  const float* xrow;
+};
+__device__ __forceinline__ TileBlock tile_block(MatmulProblem& p, int k_splits, int64_t bk, int xr) {
+  const int problem = static_cast<int>(blockIdx.z) / k_splits, split = static_cast<int>(blockIdx.z) % k_splits;
+  if (problem == 1) p.weight = p.weight2, p.experts = p.experts2, p.y = p.y2;
+  const int64_t k_tiles = (p.K + bk - 1) / bk;
+  const int64_t k_per_split = (k_tiles + k_splits - 1) / k_splits * bk;
+  TileBlock b;
+  b.k_begin = split * k_per_split;
+  b.k_end = min(p.K, b.k_begin + k_per_split);
+  b.m0 = static_cast<int64_t>(blockIdx.y) * kBM;
+  b.n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  b.g = group_weight(p, p.experts != nullptr ? b.m0 / p.rows_per_group : 0);
+  int64_t src = -1;
+  if (b.m0 + xr < p.M) src = p.x_rows != nullptr ? p.x_rows[b.m0 + xr] : b.m0 + xr;
+  b.xrow = src >= 0 ? p.x + src * p.ldx : nullptr;
+  return b;
+}
+
 // grid (ceil(N/128), ceil(M/64), problems · k_splits), 256 threads; warp w computes rows 32·(w%2).. and columns
 // 32·(w/2).. of the tile. With k_splits > 1 (plain problems whose tiles leave SMs idle) block z takes the k tiles of
 // split z % k_splits and writes its unrounded partial tile (times the weight scale) to split_ws, [z][M][N]; the sum
@@ -142,20 +167,14 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
   using S = typename WTraits<T>::S;
   __shared__ __align__(16) uint16_t xs[kTerms][kBM][kRow];
   __shared__ __align__(16) uint16_t ws[kBN][kRow];
-  const int problem = static_cast<int>(blockIdx.z) / k_splits, split = static_cast<int>(blockIdx.z) % k_splits;
-  if (problem == 1) p.weight = p.weight2, p.experts = p.experts2, p.y = p.y2;
-  const int64_t k_tiles = (p.K + kBK - 1) / kBK;
-  const int64_t k_per_split = (k_tiles + k_splits - 1) / k_splits * kBK;  // whole k tiles
-  const int64_t k_begin = split * k_per_split, k_end = min(p.K, k_begin + k_per_split);
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBM, n0 = static_cast<int64_t>(blockIdx.x) * kBN;
-  const GroupView g = group_weight(p, p.experts != nullptr ? m0 / p.rows_per_group : 0);
-  if (g.skip) return;
   // Loader roles: x rows tid/4, 8 k each; weight rows tid/2, 16 k each.
   const int xr = tid / 4, xk = (tid % 4) * 8, wr = tid / 2, wk = (tid % 2) * 16;
-  int64_t src = -1;
-  if (m0 + xr < p.M) src = p.x_rows != nullptr ? p.x_rows[m0 + xr] : m0 + xr;
-  const float* xrow = src >= 0 ? p.x + src * p.ldx : nullptr;
+  const TileBlock blk = tile_block(p, k_splits, kBK, xr);
+  const GroupView& g = blk.g;
+  if (g.skip) return;
+  const int64_t k_begin = blk.k_begin, k_end = blk.k_end, m0 = blk.m0, n0 = blk.n0;
+  const float* xrow = blk.xrow;
   const S* wrow = n0 + wr < p.N ? static_cast<const S*>(g.w) + (n0 + wr) * p.K : nullptr;
 
   const int wm = (warp % 2) * 32, wn = (warp / 2) * 32;
@@ -215,20 +234,14 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
 __global__ void __launch_bounds__(256, 2) tc_fp8_kernel(MatmulProblem p, int k_splits, float* split_ws) {
   __shared__ __align__(16) uint8_t xs[kBM][kRow8];
   __shared__ __align__(16) uint8_t ws[kBN][kRow8];
-  const int problem = static_cast<int>(blockIdx.z) / k_splits, split = static_cast<int>(blockIdx.z) % k_splits;
-  if (problem == 1) p.weight = p.weight2, p.experts = p.experts2, p.y = p.y2;
-  const int64_t k_tiles = (p.K + kBK8 - 1) / kBK8;
-  const int64_t k_per_split = (k_tiles + k_splits - 1) / k_splits * kBK8;  // whole k tiles
-  const int64_t k_begin = split * k_per_split, k_end = min(p.K, k_begin + k_per_split);
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBM, n0 = static_cast<int64_t>(blockIdx.x) * kBN;
-  const GroupView g = group_weight(p, p.experts != nullptr ? m0 / p.rows_per_group : 0);
-  if (g.skip) return;
   // Loader roles: x rows tid/4, 16 k each; weight rows tid/2, 32 k each (two 16-byte loads).
   const int xr = tid / 4, xk = (tid % 4) * 16, wr = tid / 2, wk = (tid % 2) * 32;
-  int64_t src = -1;
-  if (m0 + xr < p.M) src = p.x_rows != nullptr ? p.x_rows[m0 + xr] : m0 + xr;
-  const float* xrow = src >= 0 ? p.x + src * p.ldx : nullptr;
+  const TileBlock blk = tile_block(p, k_splits, kBK8, xr);
+  const GroupView& g = blk.g;
+  if (g.skip) return;
+  const int64_t k_begin = blk.k_begin, k_end = blk.k_end, m0 = blk.m0, n0 = blk.n0;
+  const float* xrow = blk.xrow;
   const uint8_t* wrow = n0 + wr < p.N ? static_cast<const uint8_t*>(g.w) + (n0 + wr) * p.K : nullptr;
 
   const int wm = (warp % 2) * 32, wn = (warp / 2) * 32;
