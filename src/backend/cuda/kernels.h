@@ -90,6 +90,10 @@ bool staged_applies(const MatmulProblem& p);
 // Tests: the staged kernel as QUATRE_CUDA_STAGED says (-1), off (0), or on wherever it can run (1); pieces: 16-byte
 // pieces a thread (4, 8 or 16; 0: as the launch chooses).
 void set_staged_for_tests(int mode, int pieces = 0);
+// Programmatic dependent launch (pdl.cuh): whether the staged matmuls may start before the kernel ahead of them ends
+// (QUATRE_CUDA_PDL=1; off by default); tests: as the environment says (-1), off (0) or on (1).
+bool pdl_enabled();
+void set_pdl_for_tests(int mode);
 
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,

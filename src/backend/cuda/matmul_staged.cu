@@ -7,12 +7,14 @@
 // range of several rows, so it multiplies the same activations with each (loaded once a row of x); the row sums
 // then go over the warp (shuffles) and over the row's warps in shared memory, in a fixed order (deterministic).
 // SiLU-gated problems (p.silu_gate) run as 2N interleaved columns (gate, up) whose two sums meet in the final store.
-// QUATRE_CUDA_STAGED=0 (read once) turns the kernel off (the FMA kernel then runs: A/B timing);
+// Launched as a dependent (pdl.cuh: QUATRE_CUDA_PDL=1), a plain problem's copies are issued while the kernel before it
+// still runs. QUATRE_CUDA_STAGED=0 (read once) turns the kernel off (the FMA kernel then runs: A/B timing);
 // QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) changes the tile. Depends on CUDA only.
 #include <atomic>
 #include <cstdlib>
 
 #include "backend/cuda/matmul_common.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -93,7 +95,11 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
   __shared__ float lane_group_sums[P * kThreads / 32];
   select_problem(p);
   const int64_t group = blockIdx.y;
-  if (p.experts != nullptr && p.group_expert[group] < 0) return;  // a padding group: the whole block
+  // Launched early (pdl.cuh): a plain problem's weights are copied before the wait, an expert's only after it (the
+  // routing before it writes group_expert).
+  const bool plain = p.experts == nullptr;
+  if (!plain) pdl_wait();
+  if (!plain && p.group_expert[group] < 0) return;  // a padding group: the whole block
   const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
   const int rows_a_pass = kThreads >> row_shift, tile_rows = P * rows_a_pass;
   const int piece = t & ((1 << row_shift) - 1);
@@ -124,6 +130,8 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
       }
     }
   }
+  if (plain) pdl_wait();
+  pdl_allow_dependents();
   const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
   const int64_t first_x_row = rows == 0 ? 0 : group * rows_per_group + __ffs(rows) - 1;
   const int64_t first_x = p.x_rows != nullptr ? p.x_rows[first_x_row] : first_x_row;
@@ -213,8 +221,7 @@ cudaError_t launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned g
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return e;
   const dim3 grid(blocks_for(p.N, P * (kThreads >> shift)), groups, !kGated && p.y2 != nullptr ? 2 : 1);
-  kernel<<<grid, kThreads, bytes, stream>>>(p, rows_per_group, shift);
-  return cudaGetLastError();
+  return launch_dependent(kernel, grid, kThreads, bytes, stream, p, rows_per_group, shift);
 }
 
 template <WType T, bool kAsym, bool kGated>

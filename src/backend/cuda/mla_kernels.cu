@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -421,6 +422,7 @@ constexpr int kMaxSplitsTiled = 64;   // what mla_splits gives the CUDA-core key
 
 template <WType KT, bool kPrefetch>
 __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaunch a) {
+  pdl_begin();  // the matmul after it may copy its weights meanwhile (pdl.cuh)
   extern __shared__ float ctx[];  // [R], then the threads' partial quads
   __shared__ float factor[kMaxSplits];
   const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;

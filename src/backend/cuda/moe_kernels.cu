@@ -3,6 +3,7 @@
 // per-token sum of expert outputs.
 // Depends on CUDA only.
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -101,6 +102,7 @@ __device__ __forceinline__ void align_pairs(const int32_t* ids, int64_t n_pairs,
 
 __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K, int64_t E, int G, int64_t max_rows,
                                  int32_t* sorted_token, int32_t* sorted_pair, int32_t* group_expert) {
+  pdl_begin();  // the matmul after it may copy its weights meanwhile (pdl.cuh)
   align_pairs(ids, n_pairs, K, E, G, max_rows, sorted_token, sorted_pair, group_expert);
 }
 
@@ -109,6 +111,7 @@ __global__ void moe_align_kernel(const int32_t* ids, int64_t n_pairs, int64_t K,
 __global__ void __launch_bounds__(1024) route_align_kernel(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,
                                    float* gates, int G, int64_t max_rows, int32_t* sorted_token, int32_t* sorted_pair,
                                    int32_t* group_expert) {
+  pdl_begin();  // the matmul after it may copy its weights meanwhile (pdl.cuh)
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   for (int64_t t = warp; t < T; t += blockDim.x / 32) route_token(logits, t, E, K, scaling, lane, ids, gates);
   __syncthreads();  // the block's global writes of ids are visible to it after the barrier

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -45,6 +46,7 @@ __device__ __forceinline__ float block_rms_scale(const float* row, int64_t n, fl
 
 // One block per row: mean of squares (fp32 tree sum), then g ⊙ (x · rsqrt(ms + eps)). Rows of any width.
 __global__ void rms_norm_kernel(const float* x, int64_t n, DevWeight g, float eps, float* y) {
+  pdl_begin();  // the matmul after it may copy its weights meanwhile (pdl.cuh)
   const float* row = x + blockIdx.x * n;
   const float r = block_rms_scale(row, n, eps);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -59,6 +61,7 @@ constexpr int kNormQuads = 4;
 
 __global__ void __launch_bounds__(1024) rms_norm_rows_kernel(const float* x, int64_t M, int64_t n, DevWeight g,
                                                              float eps, float* y, int threads_per_row) {
+  pdl_begin();  // the matmul after it may copy its weights meanwhile (pdl.cuh)
   __shared__ float partial[32];
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32;
   const int group = tid / threads_per_row, lt = tid % threads_per_row, warps_per_row = threads_per_row / 32;

@@ -4,9 +4,11 @@
 // length it takes, 4/8/16 pieces a thread, plain and grouped, SiLU-gated), the small tensor-core kernel (2-64 rows)
 // against the CUDA-core ones, the large-M tensor-core tile (split over K where its tiles leave SMs idle), and the
 // SiLU-gated gate+up bit for bit as the two problems then the gating; W8A8 (static activation scales) on each of
-// them and on the FP8 mma kernel. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
+// them and on the FP8 mma kernel; staged matmuls launched as dependents (pdl.cuh) against plain launches, bit for
+// bit. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
 // an fp32 bound. Skips without a GPU.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <tuple>
@@ -261,8 +263,10 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
                                              host_arena_));
       for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
       const std::vector<float> ffn_want = vec(cpu_.ffn(xc, ex.ffn[E], host_arena_));
-      for (int staged : {0, 1}) {
+      std::vector<float> pdl_off;
+      for (auto [staged, pdl] : {std::pair{0, 0}, {1, 0}, {1, 1}}) {
         set_staged_for_tests(staged);
+        set_pdl_for_tests(pdl);  // launched as dependents (pdl.cuh): the experts wait for the routing first
         const MatmulProblem shared_gate{.x = in.xg.data_as<float>(), .ldx = D, .M = T, .N = F, .K = D,
                                         .weight = dev(both.dev[E].gate, "gate")};
         ASSERT_EQ(staged_applies(shared_gate), staged == 1) << what;
@@ -270,11 +274,84 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
         gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed, .shared = &both.dev[E], .residual = &res},
                   *dev_arena_);
         EXPECT_LE(rel_l2(down(res), want), kF32RelL2) << "moe, staged " << staged << ", " << what;
+        if (staged == 1 && pdl == 0) pdl_off = down(res);
+        if (pdl == 1) {
+          EXPECT_EQ(down(res), pdl_off) << "moe as dependent launches, " << what;
+        }
         EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), ffn_want), kF32RelL2)
             << "ffn, staged " << staged << ", " << what;
       }
     }
   }
+}
+
+// Programmatic dependent launch (pdl.cuh): a chain of one-row layers, each an RMSNorm (which lets the matmul behind it
+// start), a staged matmul, and a second staged matmul reading the first's output, launched as dependents gives the
+// plain launches' bits, eagerly (many times) and replayed from a CUDA graph. Every intermediate starts as NaN: a
+// matmul that read its input before the kernel ahead of it finished would show.
+TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
+  const ResetKernelSwitches reset;
+  set_staged_for_tests(1);
+  constexpr int64_t D = 1024, kLayers = 4;
+  constexpr float kEps = 1e-6f;
+  std::vector<Weight> w;
+  for (int i = 0; i < 2 * kLayers; ++i) {
+    const StoredWeight s(randn(static_cast<size_t>(D * D), 1700 + i, 0.1f), {D, D}, DType::F8_E4M3, 0.002f);
+    w.push_back(prep(s));
+  }
+  const StoredWeight g_stored(randn(static_cast<size_t>(D), 1720, 0.5f), {D}, DType::BF16);
+  const DevWeight g = dev(prep(g_stored), "norm");
+  const Tensor x = up(randn(static_cast<size_t>(D), 1721), {1, D});
+  std::vector<Tensor> mid;  // per layer: the norm's output, the first product, the second
+  for (int i = 0; i < 3 * kLayers; ++i) mid.push_back(up(std::vector<float>(static_cast<size_t>(D)), {1, D}));
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  const auto enqueue = [&] {
+    for (const Tensor& t : mid) ASSERT_EQ(launch_fill(t.data_as<float>(), D, std::nanf(""), stream), cudaSuccess);
+    const float* in = x.data_as<float>();
+    for (int l = 0; l < kLayers; ++l) {
+      float* h = mid[3 * l].data_as<float>();
+      ASSERT_EQ(launch_rms_norm(in, 1, D, g, kEps, h, stream), cudaSuccess);
+      for (int j = 0; j < 2; ++j) {
+        float* y = mid[3 * l + 1 + j].data_as<float>();
+        const MatmulProblem p{.x = j == 0 ? h : mid[3 * l + 1].data_as<float>(), .ldx = D, .M = 1, .N = D, .K = D,
+                              .weight = dev(w[2 * l + j], "w"), .y = y, .ldy = D};
+        ASSERT_TRUE(staged_applies(p));
+        ASSERT_EQ(launch_matmul(p, stream), cudaSuccess);
+      }
+      in = mid[3 * l + 2].data_as<float>();
+    }
+  };
+  const auto run = [&](int pdl, bool graph) {
+    set_pdl_for_tests(pdl);
+    EXPECT_EQ(pdl_enabled(), pdl == 1);
+    if (!graph) {
+      enqueue();
+    } else {
+      cudaGraph_t captured = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      enqueue();
+      EXPECT_EQ(cudaStreamEndCapture(stream, &captured), cudaSuccess);
+      EXPECT_EQ(cudaGraphInstantiate(&exec, captured, 0), cudaSuccess);
+      EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+      EXPECT_EQ(cudaGraphDestroy(captured), cudaSuccess);
+    }
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    std::vector<float> all;
+    for (const Tensor& t : mid) {
+      const std::vector<float> v = down(t);
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  const std::vector<float> plain = run(0, false);
+  ASSERT_TRUE(std::none_of(plain.begin(), plain.end(), [](float v) { return std::isnan(v) || std::isinf(v); }));
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(run(1, false), plain) << "eager, run " << i;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(run(1, true), plain) << "graph, run " << i;
+  EXPECT_EQ(run(0, true), plain);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 // W8A8 (static activation scales, core/backend.h): FP8 weights whose input every kernel quantises to fp8(x / a)
