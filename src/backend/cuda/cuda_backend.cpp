@@ -479,6 +479,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
                     .block_size = block_size,
                     .kv_b = kv_b,
                     .kv_b_w = kv_b_w,
+                    .kv_b_w_stored = is_kvb_stored,
                     .seq_index = upload(m.seq_index),
                     .context_lens = upload(m.context_lens),
                     .block_tables = upload(m.block_tables),

@@ -160,6 +160,7 @@ struct MlaLaunch {
   int64_t block_size = 0;
   const float* kv_b = nullptr;     // [H*(Dn+Dv), R] dequantised fp32 (the per-head kernel; null on the tiled path)
   DevWeight kv_b_w;                // the same, as stored in a float type (the tiled path: mla_is_tiled)
+  bool kv_b_w_stored = false;      // kv_b_w is the stored weight, not a copy made in the step: read before pdl_wait
   const int32_t* seq_index = nullptr, *context_lens = nullptr, *block_tables = nullptr;
   int32_t max_blocks_per_seq = 0;
   int64_t T = 0, H = 0, R = 0, Dn = 0, Dr = 0, Dv = 0;

@@ -215,6 +215,7 @@ __global__ void __launch_bounds__(kQAbsSmallThreads) mla_q_abs_small_kernel(MlaL
       raw[b] = active && e < Dn ? *reinterpret_cast<const uint4*>(w + e * R) : make_uint4(0, 0, 0, 0);
     }
     if (bi == 0) {  // q_nope while the first weights are on their way
+      pdl_begin();  // launched as a dependent (pdl.cuh): the weights were requested before the kernel ahead ended
       for (int i = tid; i < T * Dn; i += kQAbsSmallThreads) {
         qn[i] = a.q[(i / Dn) * a.H * (a.Dn + a.Dr) + h * (a.Dn + a.Dr) + i % Dn];
       }
@@ -306,6 +307,7 @@ constexpr int kTileCols = 2;  // latent columns per thread: R <= 128 * kTileCols
 
 template <WType CT>
 __global__ void __launch_bounds__(128) mla_tiled_kernel(MlaLaunch a) {
+  pdl_begin();  // the combine after it may load its weights meanwhile (pdl.cuh)
   extern __shared__ float4 smem4[];
   const int64_t R = a.R, width = a.R + a.Dr, stride = width + 4, Dh = a.Dn + a.Dr;
   float* tile = reinterpret_cast<float*>(smem4);  // [kTileKeys][stride]
@@ -422,7 +424,6 @@ constexpr int kMaxSplitsTiled = 64;   // what mla_splits gives the CUDA-core key
 
 template <WType KT, bool kPrefetch>
 __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaunch a) {
-  pdl_begin();  // the matmul after it may copy its weights meanwhile (pdl.cuh)
   extern __shared__ float ctx[];  // [R], then the threads' partial quads
   __shared__ float factor[kMaxSplits];
   const int64_t th = blockIdx.x, t = th / a.H, h = th % a.H, R = a.R;
@@ -442,6 +443,9 @@ __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaun
       for (int k = 0; k < kCombinePerLane; ++k) wv[i][k] = w_uv(i, k);
     }
   }
+  // Launched as a dependent (pdl.cuh): the weights above were requested while the key pass still ran; o_proj's
+  // copies may start now.
+  pdl_begin();
   const float* ml = a.split_ml + 2 * th * a.n_splits;
   const float* part = (a.n_splits > 1 ? a.split_ctx : a.q_abs) + th * a.n_splits * R;  // [n_splits, R]
   if (warp == 0) {  // the splits' max and normaliser over the warp, lane i over splits i, i + 32, ... in order
@@ -509,6 +513,15 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
+// A kernel that reads W_UK or W_UV before its pdl_wait, launched as a dependent (pdl.cuh) only when those are the
+// stored weights: a dequantised copy (4-bit kv_b) is written by a kernel of the same step.
+cudaError_t launch_reading_kv_b(void (*kernel)(MlaLaunch), const MlaLaunch& a, dim3 grid, int threads, size_t shared,
+                                cudaStream_t stream) {
+  if (a.kv_b_w_stored) return launch_dependent(kernel, grid, threads, shared, stream, a);
+  kernel<<<grid, threads, shared, stream>>>(a);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage stage) {
   if (a.q_abs == nullptr || a.split_ml == nullptr || a.n_splits > kMaxSplits ||
       (a.n_splits > 1 && a.split_ctx == nullptr) || a.kv_b_w.w == nullptr) {
@@ -522,8 +535,7 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
       const size_t shared = q_abs_small_shared_bytes<KT>(a.Dn);
       const cudaError_t e = allow_shared(mla_q_abs_small_kernel<KT>, shared);
       if (e != cudaSuccess) return e;
-      mla_q_abs_small_kernel<KT><<<grid, kQAbsSmallThreads, shared, stream>>>(a);
-      return cudaGetLastError();
+      return launch_reading_kv_b(mla_q_abs_small_kernel<KT>, a, grid, kQAbsSmallThreads, shared, stream);
     }
     const dim3 grid(static_cast<unsigned>(a.H), blocks_for(a.R, kQAbsCols), blocks_for(a.T, kQAbsTokens));
     const int64_t Dn16 = (a.Dn + kQAbsSlice - 1) / kQAbsSlice * kQAbsSlice;
@@ -550,12 +562,10 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
     const dim3 grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
     const size_t shared = static_cast<size_t>(a.R + 4 * 32 * kCombineWarps) * sizeof(float);  // ctx [R], partial quads
     static const bool prefetch = env_switch_on("QUATRE_CUDA_MLA_COMBINE_PREFETCH");
-    if (prefetch) {
-      mla_combine_kernel<decltype(tag)::value, true><<<grid, 32 * kCombineWarps, shared, stream>>>(a);
-    } else {
-      mla_combine_kernel<decltype(tag)::value, false><<<grid, 32 * kCombineWarps, shared, stream>>>(a);
-    }
-    return cudaGetLastError();
+    return prefetch ? launch_reading_kv_b(mla_combine_kernel<decltype(tag)::value, true>, a, grid,
+                                          32 * kCombineWarps, shared, stream)
+                    : launch_reading_kv_b(mla_combine_kernel<decltype(tag)::value, false>, a, grid,
+                                          32 * kCombineWarps, shared, stream);
   });
 }
 

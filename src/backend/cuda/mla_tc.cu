@@ -18,6 +18,7 @@
 
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -93,6 +94,7 @@ __device__ __forceinline__ void wait_tile() { asm volatile("cp.async.wait_group 
 
 template <WType CT, int KEYS>
 __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaunch a) {
+  pdl_begin();  // the combine after it may load its weights meanwhile (pdl.cuh)
   constexpr int kScoreTiles = KEYS / 8;  // n8 tiles of scores
   extern __shared__ float4 smem4[];
   const int R = static_cast<int>(a.R), width = static_cast<int>(a.R + a.Dr), qs = q_stride(width);

@@ -97,6 +97,7 @@ __global__ void __launch_bounds__(1024) rms_norm_rows_kernel(const float* x, int
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
+  pdl_begin();  // a kernel launched behind it may load its weights meanwhile (pdl.cuh)
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] += y[i];
 }
@@ -193,6 +194,7 @@ __global__ void rope_kv_write_kernel(float* q, int64_t n_heads, int64_t nope, vo
                                      const float* kv_a, int64_t R, int64_t Dr, DevWeight g, float eps,
                                      const float* inv_freq, const int32_t* positions, float beta, int64_t original_max,
                                      const int64_t* slots) {
+  pdl_begin();  // the q_abs after it may load its weights meanwhile (pdl.cuh)
   const int64_t t = blockIdx.x;
   const int32_t pos = positions[t];
   if (blockIdx.y > 0) {

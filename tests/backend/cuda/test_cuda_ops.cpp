@@ -475,6 +475,16 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
               << "H=" << d.n_heads << " R=" << R << " T=" << T << " cache " << dtype_name(kv_dtype) << " kv_b "
               << dtype_name(kvb_dtype) << " tile keys " << (keys == 0 ? mla_attend_tc_tile_keys(T, d.n_heads, max_blocks * block_size) : keys);
         }
+        // Launched as dependents (pdl.cuh), behind a kernel that writes q (an add into zeros, which lets them start):
+        // the same bits. q_abs loads W_UK and the combine W_UV early; one reading q early would see zeros.
+        set_mla_tc_keys_for_tests(0);
+        const std::vector<float> plain = down(gpu_->mla_attention(a, *dev_arena_));
+        set_pdl_for_tests(1);
+        const Tensor q_late = up(std::vector<float>(q.size(), 0.0f), {T, d.q_width()});
+        gpu_->add_to(q_late, a.q);
+        MlaArgs late = a;
+        late.q = q_late;
+        EXPECT_EQ(down(gpu_->mla_attention(late, *dev_arena_)), plain) << "as dependents, H=" << d.n_heads << " T=" << T;
       }
     }
   }
