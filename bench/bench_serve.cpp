@@ -49,6 +49,7 @@ struct Args {
   std::string preset = "mistral-small-4";
   std::string dtype = "fp8";
   std::string fp8_activations = "none";  // W8A16 or static W8A8 (cli/model_loader.h)
+  std::string attention_operands = "fp32";  // fp32 or bf16 (model::AttentionOperands)
   int64_t layers = 0;
   std::string device = "cpu";
   int tensor_parallel_size = 1;  // ranks of a TensorParallelGroup (cuda: one GPU each); needs --model
@@ -112,6 +113,8 @@ int run(const Args& a) {
     text = checkpoint->config().text;
   }
   const quatre::model::Fp8Activations fp8 = quatre::model::parse_fp8_activations(a.fp8_activations);
+  const quatre::model::TextModelOptions model_options{
+      .attention_operands = quatre::model::parse_attention_operands(a.attention_operands)};
   if (a.tensor_parallel_size > 1 && a.random_weights) {
     throw quatre::InvalidRequest("bench_serve: --tensor-parallel-size > 1 loads each rank's slice of --model; "
                                  "--random-weights draws the whole model on one GPU");
@@ -119,7 +122,7 @@ int run(const Args& a) {
   // One device, or a group of ranks driven by rank 0's model (README, "Several GPUs").
   const std::unique_ptr<quatre::parallel::TensorParallelGroup> group =
       a.tensor_parallel_size > 1 ? std::make_unique<quatre::parallel::TensorParallelGroup>(*checkpoint, device, a.tensor_parallel_size,
-                                                                                           quatre::model::TextModelOptions{}, fp8)
+                                                                                           model_options, fp8)
                                  : nullptr;
   const std::unique_ptr<quatre::Backend> backend = group ? nullptr : quatre::make_backend(device);
   const auto load = [&]() -> std::optional<quatre::model::TextWeights> {
@@ -134,7 +137,7 @@ int run(const Args& a) {
   };
   const std::optional<quatre::model::TextWeights> weights = load();
   const std::optional<quatre::model::TextModel> single =
-      group ? std::nullopt : std::make_optional<quatre::model::TextModel>(text, *weights, *backend);
+      group ? std::nullopt : std::make_optional<quatre::model::TextModel>(text, *weights, *backend, model_options);
   const quatre::model::TextModel& model = group ? group->model() : *single;
 
   engine::EngineOptions options{.block_size = a.block_size,
@@ -255,6 +258,10 @@ int main(int argc, char** argv) {
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--fp8-activations", a.fp8_activations, "FP8 linears: none (W8A16) or static (W8A8; --random-weights draws 8/448)")
       ->check(CLI::IsMember({"none", "static"}))
+      ->capture_default_str();
+  app.add_option("--attention-operands", a.attention_operands,
+                 "The attention's q and softmax weights: fp32 (exact) or bf16 (rounded: a third of the tensor-core work)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   app.add_option("--tensor-parallel-size", a.tensor_parallel_size, "Ranks of tensor/expert parallelism (cuda: one GPU each)")
       ->check(CLI::Range(1, 64))

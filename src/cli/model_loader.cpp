@@ -19,7 +19,8 @@ Device parse_device(const std::string& device) { return device == "cuda" ? Devic
 
 model::TextModelOptions model_options(const ModelOptions& o) {
   return {.mla_form = MlaForm::kAbsorbed,
-          .softmax_scale = o.softmax_scale == "transformers" ? model::SoftmaxScale::kTransformers : model::SoftmaxScale::kRelease};
+          .softmax_scale = o.softmax_scale == "transformers" ? model::SoftmaxScale::kTransformers : model::SoftmaxScale::kRelease,
+          .attention_operands = model::parse_attention_operands(o.attention_operands)};
 }
 
 }  // namespace
@@ -43,6 +44,12 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                  "static: the input is quantised to FP8 with the checkpoint's activation scale first (W8A8, as vLLM and "
                  "transformers run the release; the fast FP8 tensor-core path)")
       ->check(CLI::IsMember({"none", "static"}))
+      ->capture_default_str();
+  app.add_option("--attention-operands", o.attention_operands,
+                 "fp32: the attention's q and softmax weights enter its products exactly (three BF16 terms on the "
+                 "tensor cores); bf16: rounded to BF16, a third of the tensor-core work (vLLM's numerics, ~1e-3 "
+                 "relative; the CUDA backend's BF16/FP8 cache)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
 }
 

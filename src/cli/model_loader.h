@@ -25,6 +25,7 @@ struct ModelOptions {
   std::string softmax_scale = "release";
   int tensor_parallel_size = 1;  // ranks, one thread (and on cuda one GPU) each: parallel::TensorParallelGroup
   std::string fp8_activations = "none";  // none (W8A16) or static (W8A8): model::Fp8Activations
+  std::string attention_operands = "fp32";  // fp32 or bf16: model::AttentionOperands
 };
 void add_model_options(CLI::App& app, ModelOptions& options);
 

@@ -96,6 +96,9 @@ struct MlaArgs {
   MlaDims dims;
   float softmax_scale = 0.0f;  // multiplies q·k (MODEL.md §4.3)
   MlaForm form = MlaForm::kAbsorbed;
+  // The backend may round q and the softmax weights P to BF16 where they meet the cache in its products (CUDA's
+  // tensor-core key pass: one mma where fp32 takes three; vLLM's numerics, ~1e-3 relative). false: fp32 operands.
+  bool bf16_operands = false;
 };
 
 // Throws InvalidRequest unless every one of the T tokens of `m` attends to a context of 1..max_blocks_per_seq *

@@ -21,6 +21,12 @@ constexpr float kLatentNormEps = 1e-6f;
 // Dv v_head_dim   Q q_lora_rank   E routed experts   K experts per token   V vocabulary   N logit rows
 // Sharded over P ranks (README, "Several GPUs"): Hl = H/P heads, El = E/P experts, Vl = V/P vocabulary rows.
 
+AttentionOperands parse_attention_operands(std::string_view value) {
+  if (value == "fp32") return AttentionOperands::kFp32;
+  if (value == "bf16") return AttentionOperands::kBf16;
+  throw InvalidRequest(fmt::format("--attention-operands: expected fp32 or bf16, got \"{}\"", value));
+}
+
 std::string activation_name(int layer, std::string_view name) {
   return layer < 0 ? std::string(name) : fmt::format("l{}.{}", layer, name);
 }
@@ -187,7 +193,8 @@ Tensor TextModel::attention(int l, const AttnWeights& w, const Tensor& h /*[T,D]
                                 .meta = &in.attn,
                                 .dims = dims_,
                                 .softmax_scale = softmax_scale_,
-                                .form = options_.mla_form},
+                                .form = options_.mla_form,
+                                .bf16_operands = options_.attention_operands == AttentionOperands::kBf16},
                                a);                                          // [T, Hl*Dv]
   emit(hook, l, "attn.o", o);
   if (residual != nullptr) {  // unsharded: *residual += o_proj(o)

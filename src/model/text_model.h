@@ -20,9 +20,17 @@ namespace quatre::model {
 
 class StepFanout;
 
+// The attention's fp32 operands (q, and the softmax weights P) where they meet the latent cache on a backend with the
+// choice (CUDA's tensor-core key pass): kFp32 exact up to summation order (three BF16 terms an operand), kBf16
+// rounded to BF16 (one term: a third of the tensor-core work; vLLM's numerics, ~1e-3 relative).
+enum class AttentionOperands : uint8_t { kFp32, kBf16 };
+// "fp32" or "bf16" (--attention-operands); else InvalidRequest naming the option.
+AttentionOperands parse_attention_operands(std::string_view value);
+
 struct TextModelOptions {
   MlaForm mla_form = MlaForm::kAbsorbed;
   SoftmaxScale softmax_scale = SoftmaxScale::kRelease;
+  AttentionOperands attention_operands = AttentionOperands::kFp32;
   // One rank of a tensor/expert-parallel group: the weights are that rank's slice (TextWeights::load with its
   // ShardSpec) and forward() calls these collectives. nullptr: the whole model on one device.
   Communicator* comm = nullptr;

@@ -38,13 +38,14 @@ std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name
 }
 inline std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
 
-// Greedy continuation with incremental decoding: prefill, then one token per step, through a KV cache of the
-// model's backend (rank 0's in a tensor-parallel group). Returns the ids and the logits each was chosen from.
+// Greedy continuation with incremental decoding: prefill, then one token per step, through a KV cache of
+// `kv_dtype` on the model's backend (rank 0's in a tensor-parallel group). Returns the ids and the logits each was
+// chosen from.
 inline std::pair<std::vector<int32_t>, std::vector<std::vector<float>>> greedy(const TextModel& model, std::vector<int32_t> ids,
-                                                                               int n_new) {
+                                                                               int n_new, DType kv_dtype = DType::F32) {
   const io::TextConfig& c = model.config();
   Backend& be = model.backend();
-  KvCache kv(c, be, {.n_blocks = 64, .block_size = 16});
+  KvCache kv(c, be, {.n_blocks = 64, .block_size = 16, .dtype = kv_dtype});
   const int64_t total = static_cast<int64_t>(ids.size()) + n_new;
   const std::vector<int32_t> blocks = kv.allocate((total + 15) / 16);
   Arena arena(be.memory());

@@ -276,15 +276,19 @@ TEST(DemoGoldenFiles, ArePresent) {
 
 class DemoGolden : public testing::TestWithParam<std::string> {};
 
-TEST_P(DemoGolden, MatchesTransformers) {
-  if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
-  const io::SafetensorsFile golden(golden_dir() / "demo" / GetParam());
+// The demo model's greedy continuation of the golden's prompt with a `kv_dtype` latent cache and the attention's
+// operands as `operands` says, against transformers': each token equal until a step whose top-1 margin is below
+// min_margin (a near-tie: later tokens may legitimately differ), each step's logits within max_abs.
+void expect_demo_greedy(const std::string& file, DType kv_dtype, AttentionOperands operands, double max_abs,
+                        float min_margin) {
+  const io::SafetensorsFile golden(golden_dir() / "demo" / file);
   const std::map<std::string, std::string>& meta = golden.metadata();
   ASSERT_EQ(meta.at("softmax_scale_mode"), "release");
   const LoadedModel loaded(demo_model_dir(), kGoldenDevice);
   ASSERT_TRUE(loaded.text().tie_word_embeddings) << "the demo model ties lm_head to the embedding";
   ASSERT_EQ(loaded.text().vocab_size, 131072);
-  const TextModel model(loaded.text(), loaded.weights, *loaded.backend, {.mla_form = MlaForm::kAbsorbed, .softmax_scale = SoftmaxScale::kRelease});
+  const TextModel model(loaded.text(), loaded.weights, *loaded.backend,
+                        {.mla_form = MlaForm::kAbsorbed, .softmax_scale = SoftmaxScale::kRelease, .attention_operands = operands});
   EXPECT_NEAR(model.softmax_scale(), std::stod(meta.at("scaling")), 1e-7);
 
   const std::vector<int32_t> ids = to_i32(read_tensor<int64_t>(golden, "input_ids"));
@@ -298,7 +302,7 @@ TEST_P(DemoGolden, MatchesTransformers) {
   ASSERT_EQ(cols.size() % want_greedy.size(), 0u);
   const size_t k_cols = cols.size() / want_greedy.size();
 
-  const auto [got, got_logits] = greedy(model, ids, static_cast<int>(want_greedy.size()));
+  const auto [got, got_logits] = greedy(model, ids, static_cast<int>(want_greedy.size()), kv_dtype);
   for (size_t k = 0; k < want_greedy.size(); ++k) {
     ASSERT_EQ(got[k], want_greedy[k]) << "greedy token " << k;
     std::vector<float> got_row(k_cols), want_row(k_cols);
@@ -307,9 +311,25 @@ TEST_P(DemoGolden, MatchesTransformers) {
       want_row[j] = vals[k * k_cols + j];
     }
     const Diff d = diff(got_row, want_row);
-    EXPECT_TRUE(d.same_nonfinite && d.max_abs <= kDemoLogitMaxAbs) << "greedy step " << k << " logits: " << describe(d);
-    if (margins[k] < kGreedyMinMargin) break;  // a near-tie: later tokens may legitimately differ
+    EXPECT_TRUE(d.same_nonfinite && d.max_abs <= max_abs) << "greedy step " << k << " logits: " << describe(d);
+    if (margins[k] < min_margin) break;
   }
+}
+
+TEST_P(DemoGolden, MatchesTransformers) {
+  if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
+  expect_demo_greedy(GetParam(), DType::F32, AttentionOperands::kFp32, kDemoLogitMaxAbs, kGreedyMinMargin);
+}
+
+// What `quatre serve` runs on the GPU with --attention-operands bf16: a BF16 latent cache (its default there), and q
+// and the softmax weights rounded to BF16 where they meet it (the tensor-core key pass). On the CPU the operands stay
+// fp32 (the backend may round, need not): the BF16 cache alone.
+constexpr double kBf16DemoLogitMaxAbs = 0.1;  // logits up to ~18; the BF16 cache alone: 0.025 at most (CPU, 2026-12-07)
+constexpr float kBf16GreedyMinMargin = 0.2f;
+
+TEST_P(DemoGolden, StaysNearTransformersWithBf16CacheAndOperands) {
+  if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
+  expect_demo_greedy(GetParam(), DType::BF16, AttentionOperands::kBf16, kBf16DemoLogitMaxAbs, kBf16GreedyMinMargin);
 }
 
 INSTANTIATE_TEST_SUITE_P(TransformersGoldens, DemoGolden, testing::ValuesIn(golden_files("demo")), test_name);

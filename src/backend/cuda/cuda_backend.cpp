@@ -492,6 +492,7 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
                     .Dv = d.v_head_dim,
                     .softmax_scale = args.softmax_scale,
                     .naive = args.form == MlaForm::kNaive,
+                    .bf16_operands = args.bf16_operands,
                     .o = o.data_as<float>()};
   MlaLaunch launch = l;
   if (is_tiled) {

@@ -166,6 +166,7 @@ struct MlaLaunch {
   int64_t T = 0, H = 0, R = 0, Dn = 0, Dr = 0, Dv = 0;
   float softmax_scale = 0;
   bool naive = false;
+  bool bf16_operands = false;      // the tensor-core key pass takes q and P rounded to BF16 (MlaArgs)
   float* o = nullptr;              // [T, H*Dv]
   // The tiled path (absorbed, R <= 256): q_abs = W_UKᵀ q_nope [T*H, R] scratch; keys split over n_splits blocks per
   // (token, 8 heads), their partial contexts in split_ctx [T*H*n_splits, R] (one split: written over q_abs) and

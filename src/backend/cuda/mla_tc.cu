@@ -5,7 +5,8 @@
 //   P = exp(S·scale - m), online softmax per head                     (m, l running per head)
 //   ctx [32, R] = ctx · e^(m_old - m) + P · tile[:, :R]               (unnormalised partial contexts)
 // The fp32 operands (q and P) go in as three BF16 terms (hi + mid + lo, as the matmul kernels split activations), so
-// the results match fp32 arithmetic up to summation order. Warp w takes the heads 16 (w % 2) .. + 16 and the latent
+// the results match fp32 arithmetic up to summation order; with MlaLaunch::bf16_operands as one (rounded to BF16:
+// a third of the mma, vLLM's numerics). Warp w takes the heads 16 (w % 2) .. + 16 and the latent
 // columns of half w / 2 of ctx; the two warps of a head block compute the same scores (the same instructions: the
 // same bits), so no softmax state crosses warps. The same outputs as mla_kernels.cu's tiled kernel (split_ctx or,
 // with one split, q_abs; split_ml), which its combine kernel then reads. QUATRE_CUDA_MLA_TC=0 (read once) keeps
@@ -34,14 +35,15 @@ constexpr int kSmsPerCard = 132;  // an H100's or H200's SMs: the split heuristi
 __host__ __device__ constexpr int q_stride(int width) { return width + 8; }
 __host__ __device__ constexpr int tile_stride(int width) { return width + 8; }
 
-// The three BF16 terms of A's registers (rows g, g + 8; columns k + 2c, + 1 and k + 2c + 8, + 9) from fp32 rows.
-__device__ __forceinline__ void a_terms(const float* row_g, const float* row_g8, int k, uint32_t (&a)[3][4]) {
-  uint32_t t0[3], t1[3], t2[3], t3[3];
-  const float2 v0 = *reinterpret_cast<const float2*>(row_g + k), v1 = *reinterpret_cast<const float2*>(row_g8 + k);
-  const float2 v2 = *reinterpret_cast<const float2*>(row_g + k + 8), v3 = *reinterpret_cast<const float2*>(row_g8 + k + 8);
-  split3(v0.x, v0.y, t0), split3(v1.x, v1.y, t1), split3(v2.x, v2.y, t2), split3(v3.x, v3.y, t3);
+// The TERMS BF16 terms (3: fp32 exactly; 1: rounded) of A's registers (rows g, g + 8; columns k + 2c, + 1 and
+// k + 2c + 8, + 9) from fp32 values.
+template <int TERMS>
+__device__ __forceinline__ void a_terms(float2 v0, float2 v1, float2 v2, float2 v3, uint32_t (&a)[TERMS][4]) {
+  uint32_t t0[TERMS], t1[TERMS], t2[TERMS], t3[TERMS];
+  split_bf16<TERMS>(v0.x, v0.y, t0), split_bf16<TERMS>(v1.x, v1.y, t1);
+  split_bf16<TERMS>(v2.x, v2.y, t2), split_bf16<TERMS>(v3.x, v3.y, t3);
 #pragma unroll
-  for (int i = 0; i < 3; ++i) a[i][0] = t0[i], a[i][1] = t1[i], a[i][2] = t2[i], a[i][3] = t3[i];
+  for (int i = 0; i < TERMS; ++i) a[i][0] = t0[i], a[i][1] = t1[i], a[i][2] = t2[i], a[i][3] = t3[i];
 }
 
 __device__ __forceinline__ float quad_max(float v) {
@@ -92,7 +94,7 @@ __device__ __forceinline__ void stage_tile(const MlaLaunch& a, const int64_t* ke
 
 __device__ __forceinline__ void wait_tile() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-template <WType CT, int KEYS>
+template <WType CT, int KEYS, int TERMS>
 __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaunch a) {
   pdl_begin();  // the combine after it may load its weights meanwhile (pdl.cuh)
   constexpr int kScoreTiles = KEYS / 8;  // n8 tiles of scores
@@ -165,8 +167,9 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
     // Scores of this warp's 16 heads against the tile's keys: KEYS / 8 n-tiles, k over the whole row.
     float s[kScoreTiles][4] = {};
     for (int k = 0; k < width; k += 16) {
-      uint32_t qa[3][4];
-      a_terms(q_g, q_g8, k, qa);
+      uint32_t qa[TERMS][4];
+      a_terms<TERMS>(*reinterpret_cast<const float2*>(q_g + k), *reinterpret_cast<const float2*>(q_g8 + k),
+                     *reinterpret_cast<const float2*>(q_g + k + 8), *reinterpret_cast<const float2*>(q_g8 + k + 8), qa);
 #pragma unroll
       for (int nt = 0; nt < kScoreTiles; nt += 2) {
         // Matrices: keys 8nt.. at k, k + 8; keys 8(nt+1).. at k, k + 8 -> b0, b1 of n-tiles nt and nt + 1.
@@ -174,7 +177,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
         uint32_t b[4];
         ldmatrix_x4(b, tile + (8 * (nt + mat / 2) + r) * ts + k + 8 * (mat % 2));
 #pragma unroll
-        for (int i = 0; i < 3; ++i) {
+        for (int i = 0; i < TERMS; ++i) {
           mma_bf16(s[nt], qa[i], b[0], b[1]);
           mma_bf16(s[nt + 1], qa[i], b[2], b[3]);
         }
@@ -218,14 +221,9 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
     // accumulators of n-tiles 2kk and 2kk + 1.
 #pragma unroll
     for (int kk = 0; kk < KEYS / 16; ++kk) {
-      uint32_t pa[3][4];
-      {
-        uint32_t t0[3], t1[3], t2[3], t3[3];
-        split3(s[2 * kk][0], s[2 * kk][1], t0), split3(s[2 * kk][2], s[2 * kk][3], t1);
-        split3(s[2 * kk + 1][0], s[2 * kk + 1][1], t2), split3(s[2 * kk + 1][2], s[2 * kk + 1][3], t3);
-#pragma unroll
-        for (int i = 0; i < 3; ++i) pa[i][0] = t0[i], pa[i][1] = t1[i], pa[i][2] = t2[i], pa[i][3] = t3[i];
-      }
+      uint32_t pa[TERMS][4];
+      a_terms<TERMS>(make_float2(s[2 * kk][0], s[2 * kk][1]), make_float2(s[2 * kk][2], s[2 * kk][3]),
+                     make_float2(s[2 * kk + 1][0], s[2 * kk + 1][1]), make_float2(s[2 * kk + 1][2], s[2 * kk + 1][3]), pa);
 #pragma unroll
       for (int j = 0; j < kMaxColTiles; j += 2) {
         if (j >= col_tiles) break;
@@ -234,7 +232,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
         uint32_t b[4];
         ldmatrix_x4_trans(b, tile + (16 * kk + 8 * (mat % 2) + r) * ts + col0 + 8 * j + 8 * (mat / 2));
 #pragma unroll
-        for (int i = 0; i < 3; ++i) {
+        for (int i = 0; i < TERMS; ++i) {
           mma_bf16(acc[j], pa[i], b[0], b[1]);
           mma_bf16(acc[j + 1], pa[i], b[2], b[3]);
         }
@@ -309,11 +307,14 @@ cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream) {
     kernel<<<grid, kWarpsTc * 32, shared, stream>>>(a);
     return cudaGetLastError();
   };
+  const auto by_terms = [&]<WType CT, int KEYS>() {
+    return a.bf16_operands ? launch(mla_attend_tc_kernel<CT, KEYS, 1>) : launch(mla_attend_tc_kernel<CT, KEYS, 3>);
+  };
   const auto by_keys = [&](auto cache_tag) {
     constexpr WType CT = decltype(cache_tag)::value;
-    return keys == 16 ? launch(mla_attend_tc_kernel<CT, 16>)
-           : keys == 32 ? launch(mla_attend_tc_kernel<CT, 32>)
-                        : launch(mla_attend_tc_kernel<CT, 64>);
+    return keys == 16 ? by_terms.template operator()<CT, 16>()
+           : keys == 32 ? by_terms.template operator()<CT, 32>()
+                        : by_terms.template operator()<CT, 64>();
   };
   return a.cache_type == WType::kBF16 ? by_keys(WTag<WType::kBF16>{}) : by_keys(WTag<WType::kF8E4M3>{});
 }

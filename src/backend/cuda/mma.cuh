@@ -66,14 +66,17 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 // x = hi + mid + lo in BF16 terms, each term the rounded remainder of the ones before (24 significant bits: fp32
 // exactly, barring subnormal remainders). Packed pairs (v0, v1): term[i] = {b0b1} register of that term.
-__device__ __forceinline__ void split3(float v0, float v1, uint32_t (&term)[3]) {
+// split_bf16<1> is the plain rounding to BF16 (8 significant bits).
+template <int N>
+__device__ __forceinline__ void split_bf16(float v0, float v1, uint32_t (&term)[N]) {
 #pragma unroll
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < N; ++i) {
     term[i] = pack_bf16x2(v0, v1);
     v0 -= __uint_as_float(term[i] << 16);
     v1 -= __uint_as_float(term[i] & 0xFFFF0000u);
   }
 }
+__device__ __forceinline__ void split3(float v0, float v1, uint32_t (&term)[3]) { split_bf16<3>(v0, v1, term); }
 
 // Two FP8 E4M3 values (the low byte first) as packed BF16, exactly: E4M3 -> f16 is exact, f16 -> f32 exact, and
 // every E4M3 value (4 significant bits, 2^-9 .. 448) is a BF16 value.

@@ -394,6 +394,9 @@ TEST_F(CudaOps, RandomWeightsHaveTheRequestedSpread) {
 // fills key tiles (of 16, 32 and 64 on the tensor cores) and ends in a partial one; a NaN-poisoned cache in scattered
 // blocks of 16, written through kv_write, in every cache dtype (BF16 and FP8 on the tensor cores, F32 on the CUDA
 // cores); kv_b in BF16 and FP8.
+// q and P rounded to BF16 (8 significant bits: 2^-9 relative each), summed over hundreds of keys.
+constexpr double kBf16OperandsRelL2 = 5e-3;
+
 TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
   struct Case {
     MlaDims d;
@@ -485,6 +488,18 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
         MlaArgs late = a;
         late.q = q_late;
         EXPECT_EQ(down(gpu_->mla_attention(late, *dev_arena_)), plain) << "as dependents, H=" << d.n_heads << " T=" << T;
+        // BF16 operands (MlaArgs::bf16_operands): the tensor-core pass with q and P rounded, one mma a product, is
+        // within BF16 rounding of the fp32 result and not equal to it; the other paths keep fp32 (the same bits).
+        set_pdl_for_tests(-1);
+        MlaArgs rounded = a;
+        rounded.bf16_operands = true;
+        const std::vector<float> got = down(gpu_->mla_attention(rounded, *dev_arena_));
+        if (mla_attend_is_tc(R, Dr, false, cache_type)) {
+          EXPECT_LE(rel_l2(got, want), kBf16OperandsRelL2) << "bf16 operands, H=" << d.n_heads << " T=" << T;
+          EXPECT_GT(rel_l2(got, plain), 1e-7) << "bf16 operands change the bits, H=" << d.n_heads << " T=" << T;
+        } else {
+          EXPECT_EQ(got, plain) << "bf16 operands off the tensor cores, H=" << d.n_heads << " T=" << T;
+        }
       }
     }
   }
