@@ -2,7 +2,7 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with bench_serve, carry
 # .gpu/pack): sessions 12-13's work checked and measured, on whichever card comes, most needed first. The CUDA
 # tests; on a card that holds the whole FP8 model (H200) the serving engine under load at full size (issue #7); W8A8
-# against W8A16 (--fp8-activations) at prefill 8K and decode batch 1 and 64 with their profiles; then the A/B of dependent launches (QUATRE_CUDA_PDL=1) and of the
+# against W8A16 (--fp8-activations), and BF16 attention operands, at prefill 8K and decode batch 1 and 64 with their profiles; then the A/B of dependent launches (QUATRE_CUDA_PDL=1) and of the
 # old one-token MLA settings against the new defaults at batch 1 and 8 (16 layers, context 2048). LIMIT: the
 # seconds the call may run (default 560); what would not fit is skipped. CUDA_NEXT_SERVE=0 skips the serving run. The tables on stdout, the
 # logs under OUT_DIR (only what fits the returned files: summaries, not every log).
@@ -25,16 +25,19 @@ if [ $full = 1 ] && [ "${CUDA_NEXT_SERVE:-1}" = 1 ] && [ "$(left)" -gt 200 ]; th
   export GPU_LAYERS=16  # the H100's depth, for the A/Bs below
   source tools/gpu/packed_env.sh
 fi
-# W8A8 (--fp8-activations static: the FP8 mma kernel) against W8A16 at prefill 8K and decode batch 1 and 64.
-for act in none static; do
+# W8A8 (--fp8-activations static: the FP8 mma kernel) against W8A16, then with the attention's operands in BF16
+# (--attention-operands bf16: one mma where fp32 takes three), at prefill 8K and decode batch 1 and 64.
+for mode in none:fp32 static:fp32 static:bf16; do
+  act=${mode%:*} ops=${mode#*:}
   [ "$(left)" -gt 70 ] || break
   profile=(--profile)
   [ "$(left)" -gt 200 ] || profile=()  # a short call: the figures without the op tables
   timeout $(($(left) < 120 ? $(left) - 10 : 110)) "$bin/quatre-bench" --random-weights "${layers[@]}" \
-    --fp8-activations $act --batch 1,64 --context 2048 --prefill 8192 --steps 5 "${profile[@]}" > "$out/prefill_$act.txt" 2>&1
-  echo "== fp8 activations $act rc=$? ($SECONDS s)"
-  grep -vE "^  (op|[a-z])" "$out/prefill_$act.txt" | tail -8
-  grep -A12 "prefill T" "$out/prefill_$act.txt" | tail -11
+    --fp8-activations $act --attention-operands $ops --batch 1,64 --context 2048 --prefill 8192 --steps 5 \
+    "${profile[@]}" > "$out/prefill_${act}_$ops.txt" 2>&1
+  echo "== fp8 activations $act, attention operands $ops: rc=$? ($SECONDS s)"
+  grep -vE "^  (op|[a-z])" "$out/prefill_${act}_$ops.txt" | tail -8
+  grep -A12 "prefill T" "$out/prefill_${act}_$ops.txt" | tail -11
 done
 # Session 14's dependent launches of the staged matmuls (pdl.cuh), and session 12's one-token MLA: the old settings
 # against the new defaults.
