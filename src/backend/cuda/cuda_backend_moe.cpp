@@ -199,7 +199,8 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   }
   float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
   MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
-                  .group_expert = group_expert, .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
+                  .group_expert = group_expert, .grouping_ready = true, .rows_per_group = G, .y = pair_out, .ldy = D,
+                  .y_rows = sorted_pair,
                   .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
   {
     const OpScope scope(profiler_, "moe down (routed)");

@@ -43,6 +43,10 @@ struct MatmulProblem {
   DevWeight weight;                          // plain problems
   const DevWeight* experts = nullptr;        // grouped problems: device array [E]
   const int32_t* group_expert = nullptr;     // device [M / rows_per_group]
+  // group_expert was written two or more launches back on this stream (the routed experts' down: the gate+up ran in
+  // between), so a kernel launched as a dependent (pdl.cuh) may read it, and copy the experts' weights, before it
+  // waits for the kernel ahead.
+  bool grouping_ready = false;
   int rows_per_group = 0;
   float* y = nullptr;
   int64_t ldy = 0;

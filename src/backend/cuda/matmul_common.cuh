@@ -50,7 +50,7 @@ __device__ __forceinline__ DevWeight group_dev_weight(const DevWeight& plain, co
                                                       const int32_t* group_expert, int64_t group, bool& skip) {
   skip = false;
   if (experts == nullptr) return plain;
-  const int32_t e = group_expert[group];
+  const int32_t e = __ldcg(group_expert + group);  // from L2: a dependent launch may read it early (pdl.cuh)
   skip = e < 0;
   return skip ? DevWeight{} : experts[e];
 }

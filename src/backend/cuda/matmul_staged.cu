@@ -95,11 +95,14 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
   __shared__ float lane_group_sums[P * kThreads / 32];
   select_problem(p);
   const int64_t group = blockIdx.y;
-  // Launched early (pdl.cuh): a plain problem's weights are copied before the wait, an expert's only after it (the
-  // routing before it writes group_expert).
-  const bool plain = p.experts == nullptr;
-  if (!plain) pdl_wait();
-  if (!plain && p.group_expert[group] < 0) return;  // a padding group: the whole block
+  // Launched early (pdl.cuh): a plain problem's weights are copied before the wait; an expert's too when the grouping
+  // was written two launches back (grouping_ready), else only after the wait (the routing ahead writes it).
+  const bool plain = p.experts == nullptr, early = plain || p.grouping_ready;
+  if (!early) pdl_wait();
+  if (!plain && __ldcg(p.group_expert + group) < 0) {  // a padding group: the whole block
+    if (early) pdl_wait();  // every block waits before it ends
+    return;
+  }
   const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
   const int rows_a_pass = kThreads >> row_shift, tile_rows = P * rows_a_pass;
   const int piece = t & ((1 << row_shift) - 1);
@@ -130,7 +133,7 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
       }
     }
   }
-  if (plain) pdl_wait();
+  if (early) pdl_wait();
   pdl_allow_dependents();
   const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
   const int64_t first_x_row = rows == 0 ? 0 : group * rows_per_group + __ffs(rows) - 1;

@@ -266,7 +266,7 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
       std::vector<float> pdl_off;
       for (auto [staged, pdl] : {std::pair{0, 0}, {1, 0}, {1, 1}}) {
         set_staged_for_tests(staged);
-        set_pdl_for_tests(pdl);  // launched as dependents (pdl.cuh): the experts wait for the routing first
+        set_pdl_for_tests(pdl);  // as dependents (pdl.cuh): gate+up waits for the routing, down copies early
         const MatmulProblem shared_gate{.x = in.xg.data_as<float>(), .ldx = D, .M = T, .N = F, .K = D,
                                         .weight = dev(both.dev[E].gate, "gate")};
         ASSERT_EQ(staged_applies(shared_gate), staged == 1) << what;
