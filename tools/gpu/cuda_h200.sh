@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On an H200 (one card that holds the whole FP8 model), from the repo root, one device call (binaries packed by
 # tools/gpu/pack.sh, carry .gpu/pack): the full-size figures of issues #6 and #7 — decode at batch 1-256 and 2K
-# context with the batch-1 profile, prefill 1K/8K, one 256K-token context decoding, prefill of 32K and 128K prompts
+# context with the batch-1 profile, prefill 1K/8K, the same with W8A8 and BF16 attention operands, one 256K-token
+# context decoding, prefill of 32K and 128K prompts
 # (in chunks of 8192), and the serving engine under load (greedy), after the CUDA tests. Logs under OUT_DIR; the tables on stdout.
 # --quick: no tests (they ran on another card of this build; ~300 s); --no-serve: tests and figures without the
 # serving engine; --serve: the serving engine alone (the two halves fit the 600 s of a call each).
@@ -28,6 +29,11 @@ timeout 150 "$bin/quatre-bench" --random-weights --batch 1,8,32,64,128,256 --con
 echo "== bench rc=$?"
 grep -vE "^  (op|[a-z])" "$out/bench.txt"
 awk '/^  op/{c++} c==1' "$out/bench.txt" | head -14
+# The release's numerics as vLLM runs them: W8A8 linears and BF16 attention operands.
+timeout 80 "$bin/quatre-bench" --random-weights --fp8-activations static --attention-operands bf16 --batch 1,64,256 \
+  --context 2048 --prefill 8192 --steps 5 > "$out/bench_fast.txt" 2>&1
+echo "== W8A8 + BF16 attention operands rc=$?"
+grep -vE "^  (op|[a-z])" "$out/bench_fast.txt" | tail -9
 timeout 90 "$bin/quatre-bench" --random-weights --batch 1 --context 262144 --prefill 1024 --steps 3 > "$out/long.txt" 2>&1
 echo "== 256K context rc=$?"
 grep -vE "^  (op|[a-z])" "$out/long.txt" | tail -6
