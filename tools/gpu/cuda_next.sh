@@ -44,7 +44,7 @@ done
 if [ "$(left)" -gt 90 ]; then
   old="QUATRE_CUDA_MLA_TC_KEYS=64 QUATRE_CUDA_MLA_QABS_SMALL=0 QUATRE_CUDA_MLA_COMBINE_PREFETCH=0"
   KNOBS_TESTS=0 KNOBS_BATCH=1,8 KNOBS_CONTEXT=2048 timeout $(($(left) - 10)) bash tools/gpu/cuda_knobs.sh /tmp/k/mla - \
-    QUATRE_CUDA_PDL=1 "$old" QUATRE_CUDA_MLA_TC_KEYS=32 > "$out/mla.txt" 2>&1
+    QUATRE_CUDA_PDL=1 QUATRE_CUDA_MLA_SPLIT_SCORES=0 "$old" QUATRE_CUDA_MLA_TC_KEYS=32 > "$out/mla.txt" 2>&1
   tail -30 "$out/mla.txt"
 fi
 echo "== done in $SECONDS s"

@@ -171,6 +171,7 @@ struct MlaLaunch {
   float softmax_scale = 0;
   bool naive = false;
   bool bf16_operands = false;      // the tensor-core key pass takes q and P rounded to BF16 (MlaArgs)
+  bool split_scores = false;       // the tensor-core key pass's score halves (set by launch_mla_attend_tc)
   float* o = nullptr;              // [T, H*Dv]
   // The tiled path (absorbed, R <= 256): q_abs = W_UKᵀ q_nope [T*H, R] scratch; keys split over n_splits blocks per
   // (token, 8 heads), their partial contexts in split_ctx [T*H*n_splits, R] (one split: written over q_abs) and
@@ -194,6 +195,9 @@ int mla_attend_tc_tile_keys(int64_t T, int64_t H, int64_t max_context);
 // Tests: force the tile size (16, 32 or 64) over the heuristic and QUATRE_CUDA_MLA_TC_KEYS; any other value gives
 // the environment's choice back.
 void set_mla_tc_keys_for_tests(int keys);
+// Tests: the tensor-core key pass's split scores (mla_tc.cu) as QUATRE_CUDA_MLA_SPLIT_SCORES says (-1), off (0) or on
+// (1, where the tile has 32 or 64 keys).
+void set_mla_split_scores_for_tests(int mode);
 cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream);
 // Largest R + Dr + Dn + Dv the per-head kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;

@@ -7,8 +7,9 @@
 // The fp32 operands (q and P) go in as three BF16 terms (hi + mid + lo, as the matmul kernels split activations), so
 // the results match fp32 arithmetic up to summation order; with MlaLaunch::bf16_operands as one (rounded to BF16:
 // a third of the mma, vLLM's numerics). Warp w takes the heads 16 (w % 2) .. + 16 and the latent
-// columns of half w / 2 of ctx; the two warps of a head block compute the same scores (the same instructions: the
-// same bits), so no softmax state crosses warps. The same outputs as mla_kernels.cu's tiled kernel (split_ctx or,
+// columns of half w / 2 of ctx; the two warps of a head block each compute half the tile's scores and swap them
+// through shared memory (tiles of 32 or 64 keys; QUATRE_CUDA_MLA_SPLIT_SCORES=0, or 16-key tiles: both compute
+// all), then run the same softmax on the same values (the same bits), so no softmax state crosses warps. The same outputs as mla_kernels.cu's tiled kernel (split_ctx or,
 // with one split, q_abs; split_ml), which its combine kernel then reads. QUATRE_CUDA_MLA_TC=0 (read once) keeps
 // the CUDA-core tiled kernel (A/B timing). The tile shrinks when there are few blocks (decode at small batches: one
 // token's 32 tiles of 64 keys at context 2048 kept 32 SMs busy with ~670 mma a warp each): the key splits then
@@ -96,6 +97,7 @@ __device__ __forceinline__ void wait_tile() { asm volatile("cp.async.wait_group 
 
 template <WType CT, int KEYS, int TERMS>
 __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaunch a) {
+  constexpr bool kSplitScores = KEYS >= 32;  // halves of whole n-tile pairs
   pdl_begin();  // the combine after it may load its weights meanwhile (pdl.cuh)
   constexpr int kScoreTiles = KEYS / 8;  // n8 tiles of scores
   extern __shared__ float4 smem4[];
@@ -103,6 +105,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
   const int64_t Dh = a.Dn + a.Dr;
   float* q = reinterpret_cast<float*>(smem4);                                  // [32][qs] q_abs | q_rope
   uint16_t* tile = reinterpret_cast<uint16_t*>(q + kHeadsTc * qs);             // [KEYS][tile_stride] BF16
+  float* swap = reinterpret_cast<float*>(tile + KEYS * tile_stride(width));     // [4][16][KEYS + 8] split scores
   __shared__ int64_t key_row[KEYS];
   const int64_t n_groups = (a.H + kHeadsTc - 1) / kHeadsTc;
   const int64_t t = blockIdx.x / n_groups, h0 = (blockIdx.x % n_groups) * kHeadsTc;
@@ -164,14 +167,18 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
     wait_tile();
     __syncthreads();  // the tile (and, the first time, q) is written
 
-    // Scores of this warp's 16 heads against the tile's keys: KEYS / 8 n-tiles, k over the whole row.
+    // Scores of this warp's 16 heads against the tile's keys: KEYS / 8 n-tiles, k over the whole row. Split: the two
+    // warps of a head block take half the n-tiles each and swap them through shared memory, so no score is computed
+    // twice; every score is the same sum in the same order either way.
     float s[kScoreTiles][4] = {};
+    const bool split = kSplitScores && a.split_scores;
     for (int k = 0; k < width; k += 16) {
       uint32_t qa[TERMS][4];
       a_terms<TERMS>(*reinterpret_cast<const float2*>(q_g + k), *reinterpret_cast<const float2*>(q_g8 + k),
                      *reinterpret_cast<const float2*>(q_g + k + 8), *reinterpret_cast<const float2*>(q_g8 + k + 8), qa);
 #pragma unroll
       for (int nt = 0; nt < kScoreTiles; nt += 2) {
+        if (split && nt / (kScoreTiles / 2) != half) continue;  // the other warp's n-tiles
         // Matrices: keys 8nt.. at k, k + 8; keys 8(nt+1).. at k, k + 8 -> b0, b1 of n-tiles nt and nt + 1.
         const int mat = lane / 8, r = lane % 8;
         uint32_t b[4];
@@ -181,6 +188,29 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
           mma_bf16(s[nt], qa[i], b[0], b[1]);
           mma_bf16(s[nt + 1], qa[i], b[2], b[3]);
         }
+      }
+    }
+    if (split) {  // this warp's n-tiles out, the other warp's in (its pair: the same m-tile, the other half)
+      constexpr int kSwapStride = KEYS + 8;  // (8g + 2c) mod 32: two wavefronts a float2 access, the least
+      float* mine = swap + (2 * mt + half) * 16 * kSwapStride;
+      const float* theirs = swap + (2 * mt + 1 - half) * 16 * kSwapStride;
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+        if (nt / (kScoreTiles / 2) != half) continue;
+        *reinterpret_cast<float2*>(mine + g * kSwapStride + 8 * nt + 2 * c) = make_float2(s[nt][0], s[nt][1]);
+        *reinterpret_cast<float2*>(mine + (g + 8) * kSwapStride + 8 * nt + 2 * c) = make_float2(s[nt][2], s[nt][3]);
+      }
+      if (mt == 0) {  // the pair's two warps (named barriers 1 and 2; constant ids keep ptxas from reserving 16)
+        asm volatile("bar.sync 1, 64;\n" ::: "memory");
+      } else {
+        asm volatile("bar.sync 2, 64;\n" ::: "memory");
+      }
+#pragma unroll
+      for (int nt = 0; nt < kScoreTiles; ++nt) {
+        if (nt / (kScoreTiles / 2) == half) continue;
+        const float2 lo = *reinterpret_cast<const float2*>(theirs + g * kSwapStride + 8 * nt + 2 * c);
+        const float2 hi = *reinterpret_cast<const float2*>(theirs + (g + 8) * kSwapStride + 8 * nt + 2 * c);
+        s[nt][0] = lo.x, s[nt][1] = lo.y, s[nt][2] = hi.x, s[nt][3] = hi.y;
       }
     }
     // Online softmax of rows g (s[.][0..1]) and g + 8 (s[.][2..3]); keys past the tile's count are -inf.
@@ -258,7 +288,15 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
 size_t tc_shared_bytes(const MlaLaunch& a, int keys) {
   const int width = static_cast<int>(a.R + a.Dr);
   return static_cast<size_t>(kHeadsTc * q_stride(width)) * sizeof(float) +
-         static_cast<size_t>(keys * tile_stride(width)) * sizeof(uint16_t);
+         static_cast<size_t>(keys * tile_stride(width)) * sizeof(uint16_t) +
+         static_cast<size_t>(a.split_scores ? kWarpsTc * 16 * (keys + 8) : 0) * sizeof(float);
+}
+
+int g_split_test_mode = -1;  // set_mla_split_scores_for_tests
+
+bool split_scores_enabled() {
+  static const bool on = env_switch_on("QUATRE_CUDA_MLA_SPLIT_SCORES");
+  return g_split_test_mode < 0 ? on : g_split_test_mode != 0;
 }
 
 bool tc_enabled() {
@@ -279,6 +317,7 @@ int g_test_keys = 0;  // set_mla_tc_keys_for_tests
 }  // namespace
 
 void set_mla_tc_keys_for_tests(int keys) { g_test_keys = valid_keys(keys) ? keys : 0; }
+void set_mla_split_scores_for_tests(int mode) { g_split_test_mode = mode; }
 
 int mla_attend_tc_tile_keys(int64_t T, int64_t H, int64_t max_context) {
   static const int env_keys = [] {
@@ -299,12 +338,14 @@ cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   const int keys = mla_attend_tc_tile_keys(a.T, a.H, static_cast<int64_t>(a.max_blocks_per_seq) * a.block_size);
-  const size_t shared = tc_shared_bytes(a, keys);
+  MlaLaunch l = a;
+  l.split_scores = keys >= 32 && split_scores_enabled();
+  const size_t shared = tc_shared_bytes(l, keys);
   const dim3 grid(static_cast<unsigned>(a.T * ((a.H + kHeadsTc - 1) / kHeadsTc)), static_cast<unsigned>(a.n_splits));
   const auto launch = [&](auto kernel) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
     if (e != cudaSuccess) return e;
-    kernel<<<grid, kWarpsTc * 32, shared, stream>>>(a);
+    kernel<<<grid, kWarpsTc * 32, shared, stream>>>(l);
     return cudaGetLastError();
   };
   const auto by_terms = [&]<WType CT, int KEYS>() {

@@ -79,6 +79,7 @@ struct ResetKernelSwitches {
     set_mla_tc_keys_for_tests(0);
     set_tc_fp8_for_tests(-1);
     set_pdl_for_tests(-1);
+    set_mla_split_scores_for_tests(-1);
   }
 };
 
