@@ -277,8 +277,8 @@ TEST(DemoGoldenFiles, ArePresent) {
 class DemoGolden : public testing::TestWithParam<std::string> {};
 
 // The demo model's greedy continuation of the golden's prompt with a `kv_dtype` latent cache and the attention's
-// operands as `operands` says, against transformers': each token equal until a step whose top-1 margin is below
-// min_margin (a near-tie: later tokens may legitimately differ), each step's logits within max_abs.
+// operands as `operands` says, against transformers': each step's logits within max_abs, and its token equal, up to
+// the first step whose top-1 margin is below min_margin (a near-tie: that token and the later ones may differ).
 void expect_demo_greedy(const std::string& file, DType kv_dtype, AttentionOperands operands, double max_abs,
                         float min_margin) {
   const io::SafetensorsFile golden(golden_dir() / "demo" / file);
@@ -303,8 +303,7 @@ void expect_demo_greedy(const std::string& file, DType kv_dtype, AttentionOperan
   const size_t k_cols = cols.size() / want_greedy.size();
 
   const auto [got, got_logits] = greedy(model, ids, static_cast<int>(want_greedy.size()), kv_dtype);
-  for (size_t k = 0; k < want_greedy.size(); ++k) {
-    ASSERT_EQ(got[k], want_greedy[k]) << "greedy token " << k;
+  for (size_t k = 0; k < want_greedy.size(); ++k) {  // step k's logits follow the same tokens (the ones checked)
     std::vector<float> got_row(k_cols), want_row(k_cols);
     for (size_t j = 0; j < k_cols; ++j) {
       got_row[j] = got_logits[k][static_cast<size_t>(cols[k * k_cols + j])];
@@ -312,7 +311,8 @@ void expect_demo_greedy(const std::string& file, DType kv_dtype, AttentionOperan
     }
     const Diff d = diff(got_row, want_row);
     EXPECT_TRUE(d.same_nonfinite && d.max_abs <= max_abs) << "greedy step " << k << " logits: " << describe(d);
-    if (margins[k] < min_margin) break;
+    if (margins[k] < min_margin) break;  // a near-tie: this token and the later ones may differ
+    ASSERT_EQ(got[k], want_greedy[k]) << "greedy token " << k;
   }
 }
 

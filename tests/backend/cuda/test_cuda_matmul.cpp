@@ -256,7 +256,7 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
       set_small_tc_for_tests(T == 1 ? -1 : 0);
       const Routed in = routed(T, D, E, K, static_cast<uint64_t>(70 + T), static_cast<uint64_t>(80 + T));
       const Tensor &xc = in.xc, &xg = in.xg;
-      const Routing &rc = in.rc, &rg = in.rg;
+      const Routing& rc = in.rc;
       const std::string what = std::string(dtype_name(dtype)) + " T=" + std::to_string(T);
       const std::vector<float> r0 = randn(static_cast<size_t>(T * D), static_cast<uint64_t>(90 + T));
       std::vector<float> want = vec(cpu_.moe({.x = xc, .routing = rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]},
@@ -270,8 +270,12 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
         const MatmulProblem shared_gate{.x = in.xg.data_as<float>(), .ldx = D, .M = T, .N = F, .K = D,
                                         .weight = dev(both.dev[E].gate, "gate")};
         ASSERT_EQ(staged_applies(shared_gate), staged == 1) << what;
+        // The routing again, right before the MoE on the same stream (no sync between: the uploads come first), so
+        // that with dependent launches gate+up starts behind the routing kernel and down behind gate+up.
         const Tensor res = up(r0, {T, D});
-        gpu_->moe({.x = xg, .routing = rg, .experts = both.gpu_routed, .shared = &both.dev[E], .residual = &res},
+        const Tensor logits = up(randn(static_cast<size_t>(T * E), static_cast<uint64_t>(80 + T)), {T, E});
+        const Routing live = gpu_->route(logits, {.n_experts_per_tok = K, .routed_scaling_factor = 2.0f}, *dev_arena_);
+        gpu_->moe({.x = xg, .routing = live, .experts = both.gpu_routed, .shared = &both.dev[E], .residual = &res},
                   *dev_arena_);
         EXPECT_LE(rel_l2(down(res), want), kF32RelL2) << "moe, staged " << staged << ", " << what;
         if (staged == 1 && pdl == 0) pdl_off = down(res);
@@ -307,17 +311,18 @@ TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   const auto enqueue = [&] {
-    for (const Tensor& t : mid) ASSERT_EQ(launch_fill(t.data_as<float>(), D, std::nanf(""), stream), cudaSuccess);
+    // (EXPECT, not ASSERT: a failure must not leave a graph capture open.)
+    for (const Tensor& t : mid) EXPECT_EQ(launch_fill(t.data_as<float>(), D, std::nanf(""), stream), cudaSuccess);
     const float* in = x.data_as<float>();
     for (int l = 0; l < kLayers; ++l) {
       float* h = mid[3 * l].data_as<float>();
-      ASSERT_EQ(launch_rms_norm(in, 1, D, g, kEps, h, stream), cudaSuccess);
+      EXPECT_EQ(launch_rms_norm(in, 1, D, g, kEps, h, stream), cudaSuccess);
       for (int j = 0; j < 2; ++j) {
         float* y = mid[3 * l + 1 + j].data_as<float>();
         const MatmulProblem p{.x = j == 0 ? h : mid[3 * l + 1].data_as<float>(), .ldx = D, .M = 1, .N = D, .K = D,
                               .weight = dev(w[2 * l + j], "w"), .y = y, .ldy = D};
-        ASSERT_TRUE(staged_applies(p));
-        ASSERT_EQ(launch_matmul(p, stream), cudaSuccess);
+        EXPECT_TRUE(staged_applies(p));
+        EXPECT_EQ(launch_matmul(p, stream), cudaSuccess);
       }
       in = mid[3 * l + 2].data_as<float>();
     }

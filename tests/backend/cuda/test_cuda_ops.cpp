@@ -479,13 +479,22 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
               << "H=" << d.n_heads << " R=" << R << " T=" << T << " cache " << dtype_name(kv_dtype) << " kv_b "
               << dtype_name(kvb_dtype) << " tile keys " << (keys == 0 ? mla_attend_tc_tile_keys(T, d.n_heads, max_blocks * block_size) : keys);
           if (keys >= 32) {  // the two warps of a head block each computing every score: the same sums, the same bits
-            set_mla_split_scores_for_tests(0);
-            EXPECT_EQ(down(gpu_->mla_attention(a, *dev_arena_)), got) << "scores not split, tile keys " << keys;
+            for (bool bf16 : {false, true}) {
+              MlaArgs b = a;
+              b.bf16_operands = bf16;
+              set_mla_split_scores_for_tests(1);
+              const std::vector<float> split = down(gpu_->mla_attention(b, *dev_arena_));
+              set_mla_split_scores_for_tests(0);
+              EXPECT_EQ(down(gpu_->mla_attention(b, *dev_arena_)), split)
+                  << "scores split and not, tile keys " << keys << (bf16 ? ", bf16 operands" : "");
+            }
             set_mla_split_scores_for_tests(-1);
           }
         }
         // Launched as dependents (pdl.cuh), behind a kernel that writes q (an add into zeros, which lets them start):
-        // the same bits. q_abs loads W_UK and the combine W_UV early; one reading q early would see zeros.
+        // the same bits. q_abs (one or two tokens) loads W_UK and the combine W_UV early; one reading q early would
+        // see zeros. (q_abs follows the add directly because the step's tables are uploaded once, above: a copy
+        // between them would serialise the two and leave only the combine's early loads tested.)
         set_mla_tc_keys_for_tests(0);
         const std::vector<float> plain = down(gpu_->mla_attention(a, *dev_arena_));
         set_pdl_for_tests(1);
