@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with bench_serve, carry
-# .gpu/pack): sessions 12-13's work checked and measured, on whichever card comes, most needed first. The CUDA
-# tests; on a card that holds the whole FP8 model (H200) the serving engine under load at full size (issue #7); W8A8
-# against W8A16 (--fp8-activations), and BF16 attention operands, at prefill 8K and decode batch 1 and 64 with their profiles; then the A/B of dependent launches (QUATRE_CUDA_PDL=1) and of the
-# old one-token MLA settings against the new defaults at batch 1 and 8 (16 layers, context 2048). LIMIT: the
-# seconds the call may run (default 560); what would not fit is skipped. CUDA_NEXT_SERVE=0 skips the serving run. The tables on stdout, the
-# logs under OUT_DIR (only what fits the returned files: summaries, not every log).
+# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh, with bench_serve for the
+# serving run; carry .gpu/pack): sessions 11-14's work checked and measured, on whichever card comes, most needed
+# first. The CUDA tests; on a card that holds the whole FP8 model (H200) the serving engine under load at full size
+# (CUDA_NEXT_SERVE=0 skips it); dependent launches (QUATRE_CUDA_PDL=1) against plain ones at decode batch 1 and 8;
+# W8A8 (--fp8-activations) against W8A16, and W8A8 with BF16 attention operands, at prefill 8K and decode batch 1 and
+# 64 (with their profiles when time allows); then split scores off, the old one-token MLA settings against the new
+# defaults, and the first A/B again (16 layers, context 2048). LIMIT: the seconds the call may run (default 560);
+# what would not fit is skipped, and the tests get half of a short call. The tables on stdout, the logs under
+# OUT_DIR (only what fits the returned files: summaries, not every log).
 #   run tool: command "bash tools/gpu/cuda_next.sh $OUT 560", carry [".gpu/pack"], timeout_s 580
 set -uo pipefail
 out=${1:?usage: cuda_next.sh OUT_DIR [LIMIT]}
@@ -15,7 +17,7 @@ limit=${2:-560}  # the call's seconds: later parts are skipped when they would n
 left() { echo $((limit - SECONDS)); }
 full=0
 [ ${#layers[@]} -eq 0 ] && full=1
-timeout $((limit < 260 ? limit - 90 : 170)) bash tools/gpu/cuda_check.sh /tmp/k/check > "$out/check.txt" 2>&1
+timeout $((limit < 400 ? limit / 2 : 170)) bash tools/gpu/cuda_check.sh /tmp/k/check > "$out/check.txt" 2>&1
 echo "== tests rc=$? ($SECONDS s)"
 grep -E "^== |^\[  (PASSED|FAILED)|Failure|exception" "$out/check.txt" | grep -v "^== device" | paste -sd' ' | head -c 1500
 echo
@@ -25,13 +27,27 @@ if [ $full = 1 ] && [ "${CUDA_NEXT_SERVE:-1}" = 1 ] && [ "$(left)" -gt 200 ]; th
   export GPU_LAYERS=16  # the H100's depth, for the A/Bs below
   source tools/gpu/packed_env.sh
 fi
+# Decode at batch 1 and 8 under each environment setting given ("-": none), each one's rows printed as it ends.
+ab() {
+  for setting in "$@"; do
+    [ "$(left)" -gt 40 ] || break
+    env_args=()
+    [ "$setting" = - ] || read -ra env_args <<< "$setting"
+    timeout $(($(left) < 60 ? $(left) - 5 : 55)) env "${env_args[@]}" "$bin/quatre-bench" --random-weights "${layers[@]}" \
+      --batch 1,8 --context 2048 --prefill 1024 --steps 5 > /tmp/k/ab.txt 2>&1
+    echo "== $setting: rc=$? ($SECONDS s)"
+    grep -E "^ +[0-9]+ +2048 " /tmp/k/ab.txt | awk '{print "   B=" $1, $3 " ms", $4 " tok/s"}'
+  done
+}
+# Session 14's dependent launches (pdl.cuh) first: the quickest A/B.
+ab - QUATRE_CUDA_PDL=1
 # W8A8 (--fp8-activations static: the FP8 mma kernel) against W8A16, then with the attention's operands in BF16
 # (--attention-operands bf16: one mma where fp32 takes three), at prefill 8K and decode batch 1 and 64.
 for mode in none:fp32 static:fp32 static:bf16; do
   act=${mode%:*} ops=${mode#*:}
   [ "$(left)" -gt 70 ] || break
   profile=(--profile)
-  [ "$(left)" -gt 200 ] || profile=()  # a short call: the figures without the op tables
+  [ "$(left)" -gt 260 ] || profile=()  # a short call: the figures without the op tables
   timeout $(($(left) < 120 ? $(left) - 10 : 110)) "$bin/quatre-bench" --random-weights "${layers[@]}" \
     --fp8-activations $act --attention-operands $ops --batch 1,64 --context 2048 --prefill 8192 --steps 5 \
     "${profile[@]}" > "$out/prefill_${act}_$ops.txt" 2>&1
@@ -39,12 +55,8 @@ for mode in none:fp32 static:fp32 static:bf16; do
   grep -vE "^  (op|[a-z])" "$out/prefill_${act}_$ops.txt" | tail -8
   grep -A12 "prefill T" "$out/prefill_${act}_$ops.txt" | tail -11
 done
-# Session 14's dependent launches of the staged matmuls (pdl.cuh), and session 12's one-token MLA: the old settings
-# against the new defaults.
-if [ "$(left)" -gt 90 ]; then
-  old="QUATRE_CUDA_MLA_TC_KEYS=64 QUATRE_CUDA_MLA_QABS_SMALL=0 QUATRE_CUDA_MLA_COMBINE_PREFETCH=0"
-  KNOBS_TESTS=0 KNOBS_BATCH=1,8 KNOBS_CONTEXT=2048 timeout $(($(left) - 10)) bash tools/gpu/cuda_knobs.sh /tmp/k/mla - \
-    QUATRE_CUDA_PDL=1 QUATRE_CUDA_MLA_SPLIT_SCORES=0 "$old" QUATRE_CUDA_MLA_TC_KEYS=32 > "$out/mla.txt" 2>&1
-  tail -30 "$out/mla.txt"
-fi
+# Split scores off, and session 12's one-token MLA (the old settings against the new defaults); then the first A/B
+# again (the card's drift).
+old="QUATRE_CUDA_MLA_TC_KEYS=64 QUATRE_CUDA_MLA_QABS_SMALL=0 QUATRE_CUDA_MLA_COMBINE_PREFETCH=0"
+ab QUATRE_CUDA_MLA_SPLIT_SCORES=0 "$old" QUATRE_CUDA_MLA_TC_KEYS=32 - QUATRE_CUDA_PDL=1
 echo "== done in $SECONDS s"
