@@ -45,7 +45,8 @@ struct MatmulProblem {
   const int32_t* group_expert = nullptr;     // device [M / rows_per_group]
   // group_expert was written two or more launches back on this stream (the routed experts' down: the gate+up ran in
   // between), so a kernel launched as a dependent (pdl.cuh) may read it, and copy the experts' weights, before it
-  // waits for the kernel ahead.
+  // waits for the kernel ahead. Sound only while no kernel lets the next one start before its own wait (pdl.cuh's
+  // rule): the kernel in between then cannot have started its dependent before the routing ended.
   bool grouping_ready = false;
   int rows_per_group = 0;
   float* y = nullptr;
