@@ -172,13 +172,14 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
     // twice; every score is the same sum in the same order either way.
     float s[kScoreTiles][4] = {};
     const bool split = kSplitScores && a.split_scores;
+    const auto is_mine = [&](int nt) { return nt / (kScoreTiles / 2) == half; };  // split: this warp's n-tiles
     for (int k = 0; k < width; k += 16) {
       uint32_t qa[TERMS][4];
       a_terms<TERMS>(*reinterpret_cast<const float2*>(q_g + k), *reinterpret_cast<const float2*>(q_g8 + k),
                      *reinterpret_cast<const float2*>(q_g + k + 8), *reinterpret_cast<const float2*>(q_g8 + k + 8), qa);
 #pragma unroll
       for (int nt = 0; nt < kScoreTiles; nt += 2) {
-        if (split && nt / (kScoreTiles / 2) != half) continue;  // the other warp's n-tiles
+        if (split && !is_mine(nt)) continue;  // the other warp's n-tiles
         // Matrices: keys 8nt.. at k, k + 8; keys 8(nt+1).. at k, k + 8 -> b0, b1 of n-tiles nt and nt + 1.
         const int mat = lane / 8, r = lane % 8;
         uint32_t b[4];
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
       const float* theirs = swap + (2 * mt + 1 - half) * 16 * kSwapStride;
 #pragma unroll
       for (int nt = 0; nt < kScoreTiles; ++nt) {
-        if (nt / (kScoreTiles / 2) != half) continue;
+        if (!is_mine(nt)) continue;
         *reinterpret_cast<float2*>(mine + g * kSwapStride + 8 * nt + 2 * c) = make_float2(s[nt][0], s[nt][1]);
         *reinterpret_cast<float2*>(mine + (g + 8) * kSwapStride + 8 * nt + 2 * c) = make_float2(s[nt][2], s[nt][3]);
       }
@@ -207,7 +208,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
       }
 #pragma unroll
       for (int nt = 0; nt < kScoreTiles; ++nt) {
-        if (nt / (kScoreTiles / 2) == half) continue;
+        if (is_mine(nt)) continue;
         const float2 lo = *reinterpret_cast<const float2*>(theirs + g * kSwapStride + 8 * nt + 2 * c);
         const float2 hi = *reinterpret_cast<const float2*>(theirs + (g + 8) * kSwapStride + 8 * nt + 2 * c);
         s[nt][0] = lo.x, s[nt][1] = lo.y, s[nt][2] = hi.x, s[nt][3] = hi.y;
