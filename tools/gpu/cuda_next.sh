@@ -55,6 +55,12 @@ for mode in none:fp32 static:fp32 static:bf16; do
   grep -vE "^  (op|[a-z])" "$out/prefill_${act}_$ops.txt" | tail -8
   grep -A12 "prefill T" "$out/prefill_${act}_$ops.txt" | tail -11
 done
+# The peer for those linears: PyTorch's cuBLAS/CUTLASS GEMMs on one layer's prefill shapes (BF16, FP8, grouped).
+if [ "$(left)" -gt 60 ]; then
+  timeout 50 python3 tools/gpu/gemm_peer.py 8192 > "$out/gemm_peer.txt" 2>&1
+  echo "== gemm peer: rc=$? ($SECONDS s)"
+  tail -20 "$out/gemm_peer.txt"
+fi
 # Split scores off, and session 12's one-token MLA (the old settings against the new defaults); then the first A/B
 # again (the card's drift).
 old="QUATRE_CUDA_MLA_TC_KEYS=64 QUATRE_CUDA_MLA_QABS_SMALL=0 QUATRE_CUDA_MLA_COMBINE_PREFETCH=0"
