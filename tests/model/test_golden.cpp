@@ -21,6 +21,7 @@
 
 // The backend under test: the CPU here; test_golden_cuda builds this file with QUATRE_GOLDEN_CUDA (label gpu).
 #ifdef QUATRE_GOLDEN_CUDA
+#include "backend/cuda/kernels.h"
 constexpr quatre::Device kGoldenDevice = quatre::Device::kCuda;
 #else
 constexpr quatre::Device kGoldenDevice = quatre::Device::kCpu;
@@ -331,6 +332,17 @@ TEST_P(DemoGolden, StaysNearTransformersWithBf16CacheAndOperands) {
   if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
   expect_demo_greedy(GetParam(), DType::BF16, AttentionOperands::kBf16, kBf16DemoLogitMaxAbs, kBf16GreedyMinMargin);
 }
+
+#ifdef QUATRE_GOLDEN_CUDA
+// The same with every prompt (two tokens or more) through the naive-form prefill kernel (mla_prefill.cu), which
+// rounds the expanded k and v to BF16 as well; the decode steps on the absorbed kernels.
+TEST_P(DemoGolden, StaysNearTransformersWithPromptsInTheNaiveForm) {
+  if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
+  cuda::set_mla_prefill_for_tests(1);
+  expect_demo_greedy(GetParam(), DType::BF16, AttentionOperands::kBf16, kBf16DemoLogitMaxAbs, kBf16GreedyMinMargin);
+  cuda::set_mla_prefill_for_tests(-1);
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(TransformersGoldens, DemoGolden, testing::ValuesIn(golden_files("demo")), test_name);
 

@@ -55,6 +55,13 @@ for mode in none:fp32 static:fp32 static:bf16; do
   grep -vE "^  (op|[a-z])" "$out/prefill_${act}_$ops.txt" | tail -8
   grep -A12 "prefill T" "$out/prefill_${act}_$ops.txt" | tail -11
 done
+# Session 15's prompt runs in the naive form (mla_prefill.cu, BF16 operands only) against the absorbed kernels.
+if [ "$(left)" -gt 70 ]; then
+  timeout 60 env QUATRE_CUDA_MLA_PREFILL=0 "$bin/quatre-bench" --random-weights "${layers[@]}" --fp8-activations static \
+    --attention-operands bf16 --batch 1 --context 2048 --prefill 8192 --steps 3 > "$out/prefill_absorbed.txt" 2>&1
+  echo "== static:bf16 with QUATRE_CUDA_MLA_PREFILL=0: rc=$? ($SECONDS s)"
+  grep -A1 "prefill T" "$out/prefill_absorbed.txt" | tail -2
+fi
 # The peer for those linears: PyTorch's cuBLAS/CUTLASS GEMMs on one layer's prefill shapes (BF16, FP8, grouped).
 if [ "$(left)" -gt 60 ]; then
   timeout 50 python3 tools/gpu/gemm_peer.py 8192 > "$out/gemm_peer.txt" 2>&1

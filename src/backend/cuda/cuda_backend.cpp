@@ -468,8 +468,6 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   const float* kv_b = is_kvb_stored ? nullptr : kv_b_f32(args.kv_b, kvb_rows, R, a);  // [H*(Dn+Dv), R] fp32
   const DevWeight kv_b_w = is_kvb_stored ? dev(args.kv_b, "kv_b") : DevWeight{.w = kv_b, .type = WType::kF32};
   Tensor o = a.tensor(DType::F32, {T, d.n_heads * d.v_head_dim});  // [T, H*Dv]
-  int64_t entries = 0;
-  for (int32_t n : m.context_lens) entries += n;
   const double kvb_bytes = is_kvb_stored ? static_cast<double>(args.kv_b.w.bytes()) : static_cast<double>(kvb_rows * R) * 4;
   reserve_uploads(upload_span(std::span(m.seq_index).size_bytes()) + upload_span(std::span(m.context_lens).size_bytes()) +
                   upload_span(std::span(m.block_tables).size_bytes()));
@@ -494,21 +492,54 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
                     .naive = args.form == MlaForm::kNaive,
                     .bf16_operands = args.bf16_operands,
                     .o = o.data_as<float>()};
+  // Prompt runs that pay in the naive form (BF16 operands only: it rounds k and v too) take the prefill kernel; the
+  // tokens between them, the absorbed kernels. Decode steps (one token a sequence, the recorded ones) never do.
+  const bool naive_prefill =
+      args.bf16_operands && mla_prefill_dims_supported(d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim);
+  int64_t done = 0;  // tokens before this one are launched
+  for (int64_t t = 0; t < T && naive_prefill;) {
+    int64_t end = t + 1;  // the run: one sequence, contexts growing by one a token
+    while (end < T && m.seq_index[end] == m.seq_index[t] && m.context_lens[end] == m.context_lens[end - 1] + 1) ++end;
+    const int64_t n = end - t, c_end = m.context_lens[end - 1];
+    const int64_t pairs = n * (m.context_lens[t] + c_end) / 2;
+    if (mla_prefill_pays(n, pairs, c_end, R, d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim)) {
+      if (t > done) mla_absorbed(l, done, t - done, is_tiled, kvb_bytes, args, a);
+      mla_prefill(l, t, n, c_end, args, a);
+      done = end;
+    }
+    t = end;
+  }
+  if (done < T) mla_absorbed(l, done, T - done, is_tiled, kvb_bytes, args, a);
+  return o;
+}
+
+// Tokens [t0, t0 + n) of the step on the absorbed kernels (l: the whole step's launch).
+void CudaBackend::mla_absorbed(const MlaLaunch& l, int64_t t0, int64_t n, bool is_tiled, double kvb_bytes,
+                               const MlaArgs& args, Arena& a) {
+  const MlaDims& d = args.dims;
+  const int64_t R = d.kv_lora_rank;
   MlaLaunch launch = l;
+  launch.T = n;
+  launch.q = l.q + t0 * d.q_width();
+  launch.seq_index = l.seq_index + t0;
+  launch.context_lens = l.context_lens + t0;
+  launch.o = l.o + t0 * d.n_heads * d.v_head_dim;
   if (is_tiled) {
     // Keys split by what the block tables can hold, not by the longest context: a recorded step (run_step) keeps
     // its split count while its sequences grow; each split finds its keys from the context lengths on the device.
-    launch.n_splits = mla_splits(T, d.n_heads, R, l.Dr, l.naive, l.cache_type, m.max_blocks_per_seq * block_size);
-    const auto rows = static_cast<size_t>(T * d.n_heads * launch.n_splits);
-    launch.q_abs = a.array<float>(static_cast<size_t>(T * d.n_heads * R));
+    launch.n_splits = mla_splits(n, d.n_heads, R, l.Dr, l.naive, l.cache_type, l.max_blocks_per_seq * l.block_size);
+    const auto rows = static_cast<size_t>(n * d.n_heads * launch.n_splits);
+    launch.q_abs = a.array<float>(static_cast<size_t>(n * d.n_heads * R));
     if (launch.n_splits > 1) launch.split_ctx = a.array<float>(rows * static_cast<size_t>(R));
     launch.split_ml = a.array<float>(rows * 2);
   }
   if (!profiler_.enabled()) {
     launched(launch_mla(launch, as_stream(stream_)), "mla_attention");
-    return o;
+    return;
   }
   // Profiled: the three kernels one by one, with the bytes each must read (W_UK, the cache, W_UV).
+  int64_t entries = 0;
+  for (int64_t t = t0; t < t0 + n; ++t) entries += args.meta->context_lens[static_cast<size_t>(t)];
   const double cache_bytes = static_cast<double>(entries * d.cache_width() * dtype_size(args.kv_cache.dtype()));
   const double uk_share = static_cast<double>(d.qk_nope_head_dim) / static_cast<double>(d.qk_nope_head_dim + d.v_head_dim);
   struct Stage {
@@ -522,7 +553,43 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
     const OpScope stage_scope(profiler_, st.label, st.bytes);
     launched(launch_mla(launch, as_stream(stream_), st.stage), st.label);
   }
-  return o;
+}
+
+// Tokens [t0, t0 + n) of the step, one sequence's prompt run over its entries [0, c_end), in the naive form
+// (mla_prefill.cu): the latents gathered, expanded by kv_b on the matmul kernels, packed to BF16 heads, attended.
+void CudaBackend::mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const MlaArgs& args, Arena& a) {
+  const MlaDims& d = args.dims;
+  const int64_t H = d.n_heads, R = d.kv_lora_rank, dqk = d.qk_nope_head_dim + d.qk_rope_head_dim;
+  const int32_t seq = args.meta->seq_index[static_cast<size_t>(t0)];
+  MlaPrefillLaunch p{.q = l.q + t0 * d.q_width(),
+                     .cache = l.cache,
+                     .cache_type = l.cache_type,
+                     .block_size = l.block_size,
+                     .table = l.block_tables + static_cast<int64_t>(seq) * l.max_blocks_per_seq,
+                     .context_lens = l.context_lens + t0,
+                     .n = n,
+                     .c_end = c_end,
+                     .H = H,
+                     .R = R,
+                     .Dn = d.qk_nope_head_dim,
+                     .Dr = d.qk_rope_head_dim,
+                     .Dv = d.v_head_dim,
+                     .softmax_scale = args.softmax_scale,
+                     .k = a.array<uint16_t>(static_cast<size_t>(H * c_end * dqk)),
+                     .v = a.array<uint16_t>(static_cast<size_t>(H * c_end * d.v_head_dim)),
+                     .o = l.o + t0 * H * d.v_head_dim};
+  float* lat = a.array<float>(static_cast<size_t>(c_end * d.cache_width()));
+  float* kv = a.array<float>(static_cast<size_t>(c_end * H * (d.qk_nope_head_dim + d.v_head_dim)));
+  {
+    const OpScope scope(profiler_, "mla prefill expand");
+    launched(launch_mla_prefill_gather(p, lat, as_stream(stream_)), "mla prefill gather");
+    MatmulProblem mm{.x = lat, .ldx = d.cache_width(), .M = c_end, .N = H * (d.qk_nope_head_dim + d.v_head_dim),
+                     .K = R, .weight = l.kv_b_w, .y = kv, .ldy = H * (d.qk_nope_head_dim + d.v_head_dim)};
+    give_split_workspace(mm, a);
+    launched(launch_matmul(mm, as_stream(stream_)), "mla prefill kv_b");
+  }
+  const OpScope scope(profiler_, "mla prefill attend");
+  launched(launch_mla_prefill_attend(p, lat, kv, as_stream(stream_)), "mla prefill attend");
 }
 
 const float* CudaBackend::kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a) {

@@ -19,6 +19,7 @@
 namespace quatre::cuda {
 
 struct DevWeight;
+struct MlaLaunch;
 
 // cudaMalloc / cudaFree on the current device.
 class CudaMemory final : public MemoryResource {
@@ -117,6 +118,10 @@ class CudaBackend final : public Backend {
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);
+  // mla_attention's two paths over tokens [t0, t0 + n) of the step whose whole launch is l.
+  void mla_absorbed(const MlaLaunch& l, int64_t t0, int64_t n, bool is_tiled, double kvb_bytes, const MlaArgs& args,
+                    Arena& a);
+  void mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const MlaArgs& args, Arena& a);
 
   CudaMemory memory_;
   void* stream_ = nullptr;  // cudaStream_t

@@ -80,6 +80,7 @@ struct ResetKernelSwitches {
     set_tc_fp8_for_tests(-1);
     set_pdl_for_tests(-1);
     set_mla_split_scores_for_tests(-1);
+    set_mla_prefill_for_tests(-1);
   }
 };
 

@@ -563,6 +563,94 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
   }
 }
 
+// Prompt runs in the naive form (mla_prefill.cu: latents gathered, expanded by kv_b, attended with BF16 operands in
+// tiles of 64 keys, causal per row) inside a step that also holds decode tokens of other sequences: two runs (one
+// behind a 37-entry cached prefix, one from the start, rows not a multiple of the kernel's 64) between single
+// tokens, at the model's head sizes and the demo model's. Within BF16 rounding (q, k, v and P rounded) of the
+// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits. The cost rule: an 8K-token prompt pays, a 512-token chunk behind a
+// long prefix does not.
+// k and v rounded to BF16 too (the expansion's fp32 products), four roundings of 2^-9 where the absorbed pass has two.
+constexpr double kNaivePrefillRelL2 = 1e-2;
+
+TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
+  const MlaDims dims[] = {{.n_heads = 32, .kv_lora_rank = 256, .qk_nope_head_dim = 64, .qk_rope_head_dim = 64, .v_head_dim = 128},
+                          {.n_heads = 4, .kv_lora_rank = 32, .qk_nope_head_dim = 16, .qk_rope_head_dim = 32, .v_head_dim = 24}};
+  const int64_t block_size = 16, max_blocks = 16, n_seqs = 4, n_blocks = n_seqs * max_blocks;
+  // Sequences 0 and 3 decode (contexts 5 and 200); 1 runs tokens 37..186 (150 tokens); 2 runs tokens 0..69.
+  std::vector<int32_t> seq, ctx;
+  const auto token = [&](int32_t s, int32_t c) { seq.push_back(s), ctx.push_back(c); };
+  token(0, 5);
+  for (int32_t j = 38; j <= 187; ++j) token(1, j);
+  token(3, 200);
+  for (int32_t j = 1; j <= 70; ++j) token(2, j);
+  token(0, 6);
+  const int64_t T = static_cast<int64_t>(seq.size());
+  std::vector<int32_t> tables(static_cast<size_t>(n_seqs * max_blocks));
+  for (size_t b = 0; b < tables.size(); ++b) tables[b] = static_cast<int32_t>((29 * b + 3) % n_blocks);  // scattered
+  std::vector<int64_t> slots;
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    for (int32_t j = 0; j < max_blocks * block_size; ++j) {
+      slots.push_back(tables[static_cast<size_t>(s * max_blocks + j / block_size)] * block_size + j % block_size);
+    }
+  }
+  const int64_t S = static_cast<int64_t>(slots.size());
+  const std::vector<int64_t> own;
+  const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables,
+                      .max_blocks_per_seq = static_cast<int32_t>(max_blocks)};
+  uint64_t seed = 700;
+  for (const MlaDims& d : dims) {
+    ASSERT_TRUE(mla_prefill_dims_supported(d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim));
+    const int64_t W = d.cache_width(), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+    std::vector<float> lat = randn(static_cast<size_t>(S * R), ++seed), kr = randn(static_cast<size_t>(S * Dr), ++seed);
+    std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), ++seed);
+    for (DType kv_dtype : {DType::BF16, DType::F8_E4M3}) {
+      const size_t cache_bytes = static_cast<size_t>(n_blocks * block_size * W) * dtype_size(kv_dtype);
+      std::vector<std::byte> cache(cache_bytes);
+      Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
+      const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
+      gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
+      cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
+      const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * R), ++seed, 0.1f),
+                              {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), R}, kv_dtype, 0.001f);
+      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
+                .softmax_scale = 0.09f, .form = MlaForm::kAbsorbed};
+      const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+      a.q = up(q, {T, d.q_width()});
+      a.kv_cache = cache_d;
+      a.kv_b = prep(kv_b);
+      a.bf16_operands = true;
+      const ResetKernelSwitches reset;
+      set_mla_prefill_for_tests(0);
+      const std::vector<float> absorbed = down(gpu_->mla_attention(a, *dev_arena_));
+      set_mla_prefill_for_tests(1);
+      const std::vector<float> naive = down(gpu_->mla_attention(a, *dev_arena_));
+      const std::string what = "H=" + std::to_string(d.n_heads) + " Dv=" + std::to_string(d.v_head_dim) + " cache " +
+                               std::string(dtype_name(kv_dtype));
+      EXPECT_LE(rel_l2(absorbed, want), kBf16OperandsRelL2) << what;
+      EXPECT_LE(rel_l2(naive, want), kNaivePrefillRelL2) << what;
+      // Row by row: the single tokens (rows 0, 151, 222; on the absorbed kernels, launched apart) and each run (on
+      // the prefill kernel: not the absorbed kernels' bits).
+      const size_t row = static_cast<size_t>(d.n_heads * d.v_head_dim);
+      const auto rows = [&](const std::vector<float>& v, size_t r0, size_t n) {
+        return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(r0 * row), v.begin() + static_cast<std::ptrdiff_t>((r0 + n) * row));
+      };
+      for (size_t r : {size_t{0}, size_t{151}, size_t{222}}) {
+        EXPECT_LE(rel_l2(rows(naive, r, 1), rows(want, r, 1)), kBf16OperandsRelL2) << what << " single token at row " << r;
+      }
+      EXPECT_GT(rel_l2(rows(naive, 1, 150), rows(absorbed, 1, 150)), 1e-7) << what << " the first run";
+      EXPECT_GT(rel_l2(rows(naive, 152, 70), rows(absorbed, 152, 70)), 1e-7) << what << " the second run";
+      EXPECT_LE(rel_l2(rows(naive, 1, 150), rows(want, 1, 150)), kNaivePrefillRelL2) << what << " the first run";
+      EXPECT_LE(rel_l2(rows(naive, 152, 70), rows(want, 152, 70)), kNaivePrefillRelL2) << what << " the second run";
+    }
+  }
+  // The cost rule at the model's sizes (R 256, Dn 64, Dr 64, Dv 128), with the environment's switch on.
+  if (std::getenv("QUATRE_CUDA_MLA_PREFILL") == nullptr) {
+    EXPECT_TRUE(mla_prefill_pays(8192, int64_t{8192} * 8193 / 2, 8192, 256, 64, 64, 128));
+    EXPECT_FALSE(mla_prefill_pays(512, int64_t{512} * 7000, 7424, 256, 64, 64, 128));
+    EXPECT_FALSE(mla_prefill_pays(8192, int64_t{8192} * 12000, 16384, 256, 64, 64, 128));  // over the scratch bound
+  }
+}
+
 // RMSNorm on every path: rows in registers for widths that are multiples of 4 up to 16384 (one row per 32..1024
 // threads, several rows a block for narrow ones), the block-per-row kernel for other widths; 1, 3 and 17 rows.
 TEST_F(CudaOps, RmsNormMatchesCpuForEveryWidth) {

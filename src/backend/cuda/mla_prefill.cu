@@ -1,0 +1,281 @@
+// MLA attention over a prompt run in the spec's (naive) form with BF16 operands (MlaArgs::bf16_operands): what
+// vLLM and FlashMLA's users run for prefill, where the absorbed form's scores against the 320-wide latent cost
+// 2.25x the products of 128-wide heads. For n consecutive tokens of one sequence whose keys are its cache entries
+// [0, c_end) (launch_mla_prefill_*; the caller runs the kv_b matmul between the gather and the pack):
+//   gather: lat [c_end, R+Dr] fp32 = the cached rows (c_kv normed | k_rope roped)
+//   matmul: kv  [c_end, H*(Dn+Dv)] = lat[:, :R] · kv_bᵀ               (per head: k_nope then v)
+//   pack:   K [H, c_end, Dn+Dr] = bf16(k_nope_h | k_rope), V [H, c_end, Dv] = bf16(v_h)
+//   attend: o[t, h] = softmax(scale · q_h · Kᵀ, keys < context_lens[t]) · V, online over tiles of 64 keys
+// The attend kernel: one block of 4 warps a (64 query rows, head), each warp 16 rows, q in registers as BF16
+// A fragments; K and V tiles double-buffered in shared memory with cp.async; S and P·V on mma.sync m16n8k16 with
+// fp32 accumulators; the online softmax per row in fp32 (the same steps as mla_tc.cu's). Blocks run the latest
+// queries (most keys) first. Depends on CUDA only.
+#include <cstdlib>
+
+#include "backend/cuda/device_math.cuh"
+#include "backend/cuda/mma.cuh"
+
+namespace quatre::cuda {
+namespace {
+
+constexpr int kRows = 64;   // query rows a block (4 warps of 16)
+constexpr int kKeys = 64;   // keys a tile
+constexpr int kWarps = 4;
+constexpr int kPad = 8;     // BF16 row padding: rows ≡ 16 bytes (mod 128), so ldmatrix rows fall in distinct banks
+
+__global__ void gather_latent_kernel(MlaPrefillLaunch a, float* lat) {
+  const int64_t width = a.R + a.Dr;
+  const int64_t n = a.c_end * width;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t j = i / width, col = i % width;
+    const int64_t row = static_cast<int64_t>(a.table[j / a.block_size]) * a.block_size + j % a.block_size;
+    lat[i] = load_weight(a.cache, a.cache_type, row * width + col);
+  }
+}
+
+__global__ void pack_kv_kernel(MlaPrefillLaunch a, const float* lat, const float* kv, uint16_t* k, uint16_t* v) {
+  const int64_t dqk = a.Dn + a.Dr, per_head = dqk + a.Dv, width = a.R + a.Dr;
+  const int64_t n = a.c_end * a.H * per_head;  // (key, head, column of K then V)
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t j = i / (a.H * per_head), h = i / per_head % a.H, col = i % per_head;
+    float value;
+    uint16_t* dst;
+    if (col < a.Dn) {  // k_nope
+      value = kv[(j * a.H + h) * (a.Dn + a.Dv) + col];
+      dst = k + (h * a.c_end + j) * dqk + col;
+    } else if (col < dqk) {  // k_rope, shared by the heads
+      value = lat[j * width + a.R + col - a.Dn];
+      dst = k + (h * a.c_end + j) * dqk + col;
+    } else {  // v
+      value = kv[(j * a.H + h) * (a.Dn + a.Dv) + a.Dn + col - dqk];
+      dst = v + (h * a.c_end + j) * a.Dv + col - dqk;
+    }
+    *dst = static_cast<uint16_t>(pack_bf16x2(value, 0.0f) & 0xFFFFu);
+  }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Rows [j0, j0 + kKeys) of a head's K [c_end, DQK] and V [c_end, DV] into the tile buffers (16-byte cp.async; rows
+// past c_end as zeros), committed as one group.
+template <int DQK, int DV>
+__device__ __forceinline__ void stage_kv(const uint16_t* k, const uint16_t* v, int64_t c_end, int64_t j0,
+                                         uint16_t* kt, uint16_t* vt) {
+  constexpr int kc = DQK / 8, vc = DV / 8;  // 16-byte chunks a row
+  for (int i = static_cast<int>(threadIdx.x); i < kKeys * (kc + vc); i += kWarps * 32) {
+    const bool is_k = i < kKeys * kc;
+    const int r = is_k ? i / kc : (i - kKeys * kc) / vc, ch = is_k ? i % kc : (i - kKeys * kc) % vc;
+    uint16_t* dst = is_k ? kt + r * (DQK + kPad) + 8 * ch : vt + r * (DV + kPad) + 8 * ch;
+    if (j0 + r >= c_end) {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    } else {
+      const uint16_t* src = is_k ? k + (j0 + r) * DQK + 8 * ch : v + (j0 + r) * DV + 8 * ch;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaPrefillLaunch a) {
+  static_assert(DQK % 16 == 0 && DV % 8 == 0);
+  constexpr int kQs = DQK + kPad, kVs = DV + kPad;
+  constexpr int kDvTiles = DV / 8;
+  extern __shared__ float4 smem4[];
+  uint16_t* qt = reinterpret_cast<uint16_t*>(smem4);  // [kRows][kQs]
+  uint16_t* kt[2] = {qt + kRows * kQs, qt + kRows * kQs + kKeys * (kQs + kVs)};
+  uint16_t* vt[2] = {kt[0] + kKeys * kQs, kt[1] + kKeys * kQs};
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int64_t n_qblocks = (a.n + kRows - 1) / kRows;
+  const int64_t qb = n_qblocks - 1 - blockIdx.x, h = blockIdx.y;  // the latest rows (most keys) first
+  const int64_t t0 = qb * kRows, rows = min(static_cast<int64_t>(kRows), a.n - t0);
+  const uint16_t* k = a.k + h * a.c_end * DQK;
+  const uint16_t* v = a.v + h * a.c_end * DV;
+  // Keys the block's rows see: up to the last row's context (contexts grow along the run).
+  const int64_t keys = a.context_lens[t0 + rows - 1];
+  stage_kv<DQK, DV>(k, v, a.c_end, 0, kt[0], vt[0]);
+
+  // q rows of this head as BF16 (rows past the run: zeros).
+  const int64_t dh = a.Dn + a.Dr;
+  for (int i = tid; i < kRows * (DQK / 2); i += kWarps * 32) {
+    const int r = i / (DQK / 2), col = 2 * (i % (DQK / 2));
+    float2 x = make_float2(0.0f, 0.0f);
+    if (r < rows) {
+      const float* src = a.q + (t0 + r) * a.H * dh + h * dh + col;
+      x = make_float2(src[0], src[1]);
+    }
+    *reinterpret_cast<uint32_t*>(qt + r * kQs + col) = pack_bf16x2(x.x, x.y);
+  }
+  __syncthreads();
+  uint32_t qa[DQK / 16][4];  // A fragments of this warp's 16 rows
+#pragma unroll
+  for (int kk = 0; kk < DQK / 16; ++kk) {
+    ldmatrix_x4(qa[kk], qt + (16 * warp + lane % 16) * kQs + 16 * kk + 8 * (lane / 16));
+  }
+  // The context of rows g and g + 8 of this warp (rows past the run: one key, so the softmax stays finite; not stored).
+  int64_t ctx[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t r = 16 * warp + g + 8 * hr;
+    ctx[hr] = r < rows ? a.context_lens[t0 + r] : 1;
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float acc[kDvTiles][4] = {};
+  const int64_t n_tiles = (keys + kKeys - 1) / kKeys;
+  for (int64_t tile = 0; tile < n_tiles; ++tile) {
+    const int buf = static_cast<int>(tile % 2);
+    if (tile + 1 < n_tiles) {  // the next tile's copies fly while this one is used
+      stage_kv<DQK, DV>(k, v, a.c_end, (tile + 1) * kKeys, kt[1 - buf], vt[1 - buf]);
+      asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    }
+    __syncthreads();
+    const uint16_t* ktile = kt[buf];
+    const uint16_t* vtile = vt[buf];
+    // S [16 rows, 64 keys] = q · Kᵀ.
+    float s[kKeys / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+#pragma unroll
+      for (int nt = 0; nt < kKeys / 8; nt += 2) {
+        const int mat = lane / 8, r = lane % 8;  // keys 8nt.. at k, k + 8; keys 8(nt+1).. at k, k + 8
+        uint32_t b[4];
+        ldmatrix_x4(b, ktile + (8 * (nt + mat / 2) + r) * kQs + 16 * kk + 8 * (mat % 2));
+        mma_bf16(s[nt], qa[kk], b[0], b[1]);
+        mma_bf16(s[nt + 1], qa[kk], b[2], b[3]);
+      }
+    }
+    // Online softmax of rows g (s[.][0..1]) and g + 8 (s[.][2..3]); keys at or past a row's context are -inf.
+    const int64_t j0 = tile * kKeys;
+    float corr[2];
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kKeys / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * hr + e];
+          x = j0 + 8 * nt + 2 * c + e < ctx[hr] ? x * a.softmax_scale : -INFINITY;
+          mx = fmaxf(mx, x);
+        }
+      }
+      const float m_new = fmaxf(m[hr], quad_max(mx));  // finite: key 0 is in every row's first tile
+      corr[hr] = expf(m[hr] - m_new);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kKeys / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nt][2 * hr + e];
+          x = expf(x - m_new);
+          sum += x;
+        }
+      }
+      l[hr] = l[hr] * corr[hr] + quad_sum(sum);
+      m[hr] = m_new;
+    }
+#pragma unroll
+    for (int j = 0; j < kDvTiles; ++j) {
+      acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];
+    }
+    // O += P · V: P's A registers are the score accumulators of n-tiles 2kk and 2kk + 1, rounded to BF16.
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const int mat = lane / 8, r = lane % 8;
+#pragma unroll
+      for (int j = 0; j + 1 < kDvTiles; j += 2) {
+        // Matrices (transposed): keys 16kk.. and 16kk + 8.. at columns 8j, then at 8j + 8 -> b0, b1 of j, j + 1.
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vtile + (16 * kk + 8 * (mat % 2) + r) * kVs + 8 * j + 8 * (mat / 2));
+        mma_bf16(acc[j], pa, b[0], b[1]);
+        mma_bf16(acc[j + 1], pa, b[2], b[3]);
+      }
+      if constexpr (kDvTiles % 2 == 1) {  // the last n-tile alone (lanes 16..31 give addresses ldmatrix ignores)
+        uint32_t b[2];
+        ldmatrix_x2_trans(b, vtile + (16 * kk + 8 * (mat % 2) + r) * kVs + 8 * (kDvTiles - 1));
+        mma_bf16(acc[kDvTiles - 1], pa, b[0], b[1]);
+      }
+    }
+    __syncthreads();  // the buffer is consumed before the next-but-one tile is staged into it
+  }
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t r = 16 * warp + g + 8 * hr;
+    if (r >= rows) continue;
+    const float inv = 1.0f / l[hr];
+    float* dst = a.o + (t0 + r) * a.H * a.Dv + h * a.Dv;
+#pragma unroll
+    for (int j = 0; j < kDvTiles; ++j) {
+      *reinterpret_cast<float2*>(dst + 8 * j + 2 * c) = make_float2(acc[j][2 * hr] * inv, acc[j][2 * hr + 1] * inv);
+    }
+  }
+}
+
+unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
+
+template <int DQK, int DV>
+cudaError_t launch_attend(const MlaPrefillLaunch& a, cudaStream_t stream) {
+  constexpr size_t shared = (kRows * (DQK + kPad) + 2 * kKeys * (DQK + kPad + DV + kPad)) * sizeof(uint16_t);
+  const auto kernel = mla_prefill_attend_kernel<DQK, DV>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+  if (e != cudaSuccess) return e;
+  const dim3 grid(static_cast<unsigned>((a.n + kRows - 1) / kRows), static_cast<unsigned>(a.H));
+  kernel<<<grid, kWarps * 32, shared, stream>>>(a);
+  return cudaGetLastError();
+}
+
+bool prefill_enabled() {
+  static const bool on = env_switch_on("QUATRE_CUDA_MLA_PREFILL");
+  return on;
+}
+int g_prefill_test_mode = -1;  // set_mla_prefill_for_tests
+
+}  // namespace
+
+bool mla_prefill_dims_supported(int64_t Dn, int64_t Dr, int64_t Dv) {
+  return (Dn + Dr == 128 && Dv == 128) || (Dn + Dr == 48 && Dv == 24);
+}
+
+void set_mla_prefill_for_tests(int mode) { g_prefill_test_mode = mode; }
+
+bool mla_prefill_pays(int64_t n, int64_t pairs, int64_t c_end, int64_t R, int64_t Dn, int64_t Dr, int64_t Dv) {
+  if (g_prefill_test_mode >= 0) return g_prefill_test_mode == 1 && n >= 2 && c_end <= kMlaPrefillMaxKeys;
+  if (!prefill_enabled() || n < kMlaPrefillMinRun || c_end > kMlaPrefillMaxKeys) return false;
+  // Products saved in the attention (the absorbed form's 2R + Dr a pair and head against Dn + Dr + Dv) against
+  // the expansion's (R · (Dn + Dv) a key and head, three BF16 terms each: the matmul's fp32 input).
+  const double saved = static_cast<double>(pairs) * static_cast<double>(2 * R + Dr - (Dn + Dr + Dv));
+  return saved >= 3.0 * static_cast<double>(c_end) * static_cast<double>(R * (Dn + Dv));
+}
+
+cudaError_t launch_mla_prefill_gather(const MlaPrefillLaunch& a, float* lat, cudaStream_t stream) {
+  gather_latent_kernel<<<grid_for(a.c_end * (a.R + a.Dr)), 256, 0, stream>>>(a, lat);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_mla_prefill_attend(const MlaPrefillLaunch& a, const float* lat, const float* kv,
+                                      cudaStream_t stream) {
+  if (!mla_prefill_dims_supported(a.Dn, a.Dr, a.Dv) || reinterpret_cast<uintptr_t>(a.k) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(a.v) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  pack_kv_kernel<<<grid_for(a.c_end * a.H * (a.Dn + a.Dr + a.Dv)), 256, 0, stream>>>(a, lat, kv, a.k, a.v);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  return a.Dv == 128 ? launch_attend<128, 128>(a, stream) : launch_attend<48, 24>(a, stream);
+}
+
+}  // namespace quatre::cuda
