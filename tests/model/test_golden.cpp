@@ -338,9 +338,11 @@ TEST_P(DemoGolden, StaysNearTransformersWithBf16CacheAndOperands) {
 // rounds the expanded k and v to BF16 as well; the decode steps on the absorbed kernels.
 TEST_P(DemoGolden, StaysNearTransformersWithPromptsInTheNaiveForm) {
   if (!is_available(kGoldenDevice)) GTEST_SKIP() << "no " << device_name(kGoldenDevice) << " device present";
-  cuda::set_mla_prefill_for_tests(1);
+  struct Forced {  // on for this test only, however it ends
+    Forced() { cuda::set_mla_prefill_for_tests(1); }
+    ~Forced() { cuda::set_mla_prefill_for_tests(-1); }
+  } const forced;
   expect_demo_greedy(GetParam(), DType::BF16, AttentionOperands::kBf16, kBf16DemoLogitMaxAbs, kBf16GreedyMinMargin);
-  cuda::set_mla_prefill_for_tests(-1);
 }
 #endif
 

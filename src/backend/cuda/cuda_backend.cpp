@@ -496,21 +496,40 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   // tokens between them, the absorbed kernels. Decode steps (one token a sequence, the recorded ones) never do.
   const bool naive_prefill =
       args.bf16_operands && mla_prefill_dims_supported(d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim);
-  int64_t done = 0;  // tokens before this one are launched
+  struct Run {
+    int64_t t0, n, c_end;
+  };
+  std::vector<Run> runs;  // the ones that pay, in token order
+  int64_t max_keys = 0;
   for (int64_t t = 0; t < T && naive_prefill;) {
     int64_t end = t + 1;  // the run: one sequence, contexts growing by one a token
     while (end < T && m.seq_index[end] == m.seq_index[t] && m.context_lens[end] == m.context_lens[end - 1] + 1) ++end;
     const int64_t n = end - t, c_end = m.context_lens[end - 1];
     const int64_t pairs = n * (m.context_lens[t] + c_end) / 2;
     if (mla_prefill_pays(n, pairs, c_end, R, d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim)) {
-      if (t > done) mla_absorbed(l, done, t - done, is_tiled, kvb_bytes, args, a);
-      mla_prefill(l, t, n, c_end, args, a);
-      done = end;
+      runs.push_back({t, n, c_end});
+      max_keys = std::max(max_keys, c_end);
     }
     t = end;
   }
+  // One scratch for every run (they run one after another on the stream), sized for the most keys.
+  const PrefillScratch scratch = runs.empty() ? PrefillScratch{} : prefill_scratch(d, max_keys, a);
+  int64_t done = 0;  // tokens before this one are launched
+  for (const Run& r : runs) {
+    if (r.t0 > done) mla_absorbed(l, done, r.t0 - done, is_tiled, kvb_bytes, args, a);
+    mla_prefill(l, r.t0, r.n, r.c_end, scratch, args, a);
+    done = r.t0 + r.n;
+  }
   if (done < T) mla_absorbed(l, done, T - done, is_tiled, kvb_bytes, args, a);
   return o;
+}
+
+CudaBackend::PrefillScratch CudaBackend::prefill_scratch(const MlaDims& d, int64_t keys, Arena& a) {
+  const int64_t H = d.n_heads;
+  return {.k = a.array<uint16_t>(static_cast<size_t>(H * keys * (d.qk_nope_head_dim + d.qk_rope_head_dim))),
+          .v = a.array<uint16_t>(static_cast<size_t>(H * keys * d.v_head_dim)),
+          .lat = a.array<float>(static_cast<size_t>(keys * d.cache_width())),
+          .kv = a.array<float>(static_cast<size_t>(keys * H * (d.qk_nope_head_dim + d.v_head_dim)))};
 }
 
 // Tokens [t0, t0 + n) of the step on the absorbed kernels (l: the whole step's launch).
@@ -557,9 +576,10 @@ void CudaBackend::mla_absorbed(const MlaLaunch& l, int64_t t0, int64_t n, bool i
 
 // Tokens [t0, t0 + n) of the step, one sequence's prompt run over its entries [0, c_end), in the naive form
 // (mla_prefill.cu): the latents gathered, expanded by kv_b on the matmul kernels, packed to BF16 heads, attended.
-void CudaBackend::mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const MlaArgs& args, Arena& a) {
+void CudaBackend::mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const PrefillScratch& scratch,
+                              const MlaArgs& args, Arena& a) {
   const MlaDims& d = args.dims;
-  const int64_t H = d.n_heads, R = d.kv_lora_rank, dqk = d.qk_nope_head_dim + d.qk_rope_head_dim;
+  const int64_t H = d.n_heads, R = d.kv_lora_rank;
   const int32_t seq = args.meta->seq_index[static_cast<size_t>(t0)];
   MlaPrefillLaunch p{.q = l.q + t0 * d.q_width(),
                      .cache = l.cache,
@@ -575,11 +595,11 @@ void CudaBackend::mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t
                      .Dr = d.qk_rope_head_dim,
                      .Dv = d.v_head_dim,
                      .softmax_scale = args.softmax_scale,
-                     .k = a.array<uint16_t>(static_cast<size_t>(H * c_end * dqk)),
-                     .v = a.array<uint16_t>(static_cast<size_t>(H * c_end * d.v_head_dim)),
+                     .k = scratch.k,
+                     .v = scratch.v,
                      .o = l.o + t0 * H * d.v_head_dim};
-  float* lat = a.array<float>(static_cast<size_t>(c_end * d.cache_width()));
-  float* kv = a.array<float>(static_cast<size_t>(c_end * H * (d.qk_nope_head_dim + d.v_head_dim)));
+  float* lat = scratch.lat;
+  float* kv = scratch.kv;
   {
     const OpScope scope(profiler_, "mla prefill expand");
     launched(launch_mla_prefill_gather(p, lat, as_stream(stream_)), "mla prefill gather");

@@ -121,7 +121,15 @@ class CudaBackend final : public Backend {
   // mla_attention's two paths over tokens [t0, t0 + n) of the step whose whole launch is l.
   void mla_absorbed(const MlaLaunch& l, int64_t t0, int64_t n, bool is_tiled, double kvb_bytes, const MlaArgs& args,
                     Arena& a);
-  void mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const MlaArgs& args, Arena& a);
+  struct PrefillScratch {  // mla_prefill's buffers for runs of up to `keys` keys
+    uint16_t* k = nullptr;   // BF16 [H, keys, Dn+Dr]
+    uint16_t* v = nullptr;   // BF16 [H, keys, Dv]
+    float* lat = nullptr;    // [keys, R+Dr]
+    float* kv = nullptr;     // [keys, H*(Dn+Dv)]
+  };
+  static PrefillScratch prefill_scratch(const MlaDims& d, int64_t keys, Arena& a);
+  void mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const PrefillScratch& scratch,
+                   const MlaArgs& args, Arena& a);
 
   CudaMemory memory_;
   void* stream_ = nullptr;  // cudaStream_t

@@ -10,6 +10,7 @@
 // A fragments; K and V tiles double-buffered in shared memory with cp.async; S and P·V on mma.sync m16n8k16 with
 // fp32 accumulators; the online softmax per row in fp32 (the same steps as mla_tc.cu's). Blocks run the latest
 // queries (most keys) first. Depends on CUDA only.
+#include <algorithm>
 #include <cstdlib>
 
 #include "backend/cuda/device_math.cuh"
@@ -21,7 +22,8 @@ namespace {
 constexpr int kRows = 64;   // query rows a block (4 warps of 16)
 constexpr int kKeys = 64;   // keys a tile
 constexpr int kWarps = 4;
-constexpr int kPad = 8;     // BF16 row padding: rows ≡ 16 bytes (mod 128), so ldmatrix rows fall in distinct banks
+constexpr int kPad = 8;     // BF16 row padding: at the model's 128-wide rows, 272 bytes ≡ 16 (mod 128), so
+                            // ldmatrix's 8 rows fall in distinct banks (the demo's 24-wide V rows do not: tests only)
 
 __global__ void gather_latent_kernel(MlaPrefillLaunch a, float* lat) {
   const int64_t width = a.R + a.Dr;
@@ -91,9 +93,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
   constexpr int kQs = DQK + kPad, kVs = DV + kPad;
   constexpr int kDvTiles = DV / 8;
   extern __shared__ float4 smem4[];
-  uint16_t* qt = reinterpret_cast<uint16_t*>(smem4);  // [kRows][kQs]
-  uint16_t* kt[2] = {qt + kRows * kQs, qt + kRows * kQs + kKeys * (kQs + kVs)};
-  uint16_t* vt[2] = {kt[0] + kKeys * kQs, kt[1] + kKeys * kQs};
+  uint16_t* qt = reinterpret_cast<uint16_t*>(smem4);  // [kRows][kQs], then two buffers of a K tile and a V tile
+  constexpr int kBuf = kKeys * (kQs + kVs);            // elements a buffer
+  uint16_t* const kt0 = qt + kRows * kQs;              // buffer b: K at kt0 + b·kBuf, V at kt0 + b·kBuf + kKeys·kQs
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int64_t n_qblocks = (a.n + kRows - 1) / kRows;
   const int64_t qb = n_qblocks - 1 - blockIdx.x, h = blockIdx.y;  // the latest rows (most keys) first
@@ -102,7 +104,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
   const uint16_t* v = a.v + h * a.c_end * DV;
   // Keys the block's rows see: up to the last row's context (contexts grow along the run).
   const int64_t keys = a.context_lens[t0 + rows - 1];
-  stage_kv<DQK, DV>(k, v, a.c_end, 0, kt[0], vt[0]);
+  stage_kv<DQK, DV>(k, v, a.c_end, 0, kt0, kt0 + kKeys * kQs);
 
   // q rows of this head as BF16 (rows past the run: zeros).
   const int64_t dh = a.Dn + a.Dr;
@@ -134,14 +136,15 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
   for (int64_t tile = 0; tile < n_tiles; ++tile) {
     const int buf = static_cast<int>(tile % 2);
     if (tile + 1 < n_tiles) {  // the next tile's copies fly while this one is used
-      stage_kv<DQK, DV>(k, v, a.c_end, (tile + 1) * kKeys, kt[1 - buf], vt[1 - buf]);
+      uint16_t* next = kt0 + (1 - buf) * kBuf;
+      stage_kv<DQK, DV>(k, v, a.c_end, (tile + 1) * kKeys, next, next + kKeys * kQs);
       asm volatile("cp.async.wait_group 1;\n" ::: "memory");
     } else {
       asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     }
     __syncthreads();
-    const uint16_t* ktile = kt[buf];
-    const uint16_t* vtile = vt[buf];
+    const uint16_t* ktile = kt0 + buf * kBuf;
+    const uint16_t* vtile = ktile + kKeys * kQs;
     // S [16 rows, 64 keys] = q · Kᵀ.
     float s[kKeys / 8][4] = {};
 #pragma unroll

@@ -567,8 +567,8 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
 // tiles of 64 keys, causal per row) inside a step that also holds decode tokens of other sequences: two runs (one
 // behind a 37-entry cached prefix, one from the start, rows not a multiple of the kernel's 64) between single
 // tokens, at the model's head sizes and the demo model's. Within BF16 rounding (q, k, v and P rounded) of the
-// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits. The cost rule: an 8K-token prompt pays, a 512-token chunk behind a
-// long prefix does not.
+// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits. The cost rule: an 8K-token
+// prompt pays, so does a 512-token chunk behind a 7K-token prefix (break-even ~461 tokens); a 256-token one does not.
 // k and v rounded to BF16 too (the expansion's fp32 products), four roundings of 2^-9 where the absorbed pass has two.
 constexpr double kNaivePrefillRelL2 = 1e-2;
 
@@ -646,7 +646,8 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
   // The cost rule at the model's sizes (R 256, Dn 64, Dr 64, Dv 128), with the environment's switch on.
   if (std::getenv("QUATRE_CUDA_MLA_PREFILL") == nullptr) {
     EXPECT_TRUE(mla_prefill_pays(8192, int64_t{8192} * 8193 / 2, 8192, 256, 64, 64, 128));
-    EXPECT_FALSE(mla_prefill_pays(512, int64_t{512} * 7000, 7424, 256, 64, 64, 128));
+    EXPECT_TRUE(mla_prefill_pays(512, int64_t{512} * (6913 + 7424) / 2, 7424, 256, 64, 64, 128));  // break-even ~461
+    EXPECT_FALSE(mla_prefill_pays(256, int64_t{256} * (6913 + 7168) / 2, 7168, 256, 64, 64, 128));
     EXPECT_FALSE(mla_prefill_pays(8192, int64_t{8192} * 12000, 16384, 256, 64, 64, 128));  // over the scratch bound
   }
 }
