@@ -96,7 +96,7 @@ bool staged_applies(const MatmulProblem& p);
 // pieces a thread (4, 8 or 16; 0: as the launch chooses).
 void set_staged_for_tests(int mode, int pieces = 0);
 // Programmatic dependent launch (pdl.cuh): whether the staged matmuls may start before the kernel ahead of them ends
-// (QUATRE_CUDA_PDL=1; off by default); tests: as the environment says (-1), off (0) or on (1).
+// (on unless QUATRE_CUDA_PDL=0); tests: as the environment says (-1), off (0) or on (1).
 bool pdl_enabled();
 void set_pdl_for_tests(int mode);
 

@@ -496,6 +496,7 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
         // see zeros. (q_abs follows the add directly because the step's tables are uploaded once, above: a copy
         // between them would serialise the two and leave only the combine's early loads tested.)
         set_mla_tc_keys_for_tests(0);
+        set_pdl_for_tests(0);
         const std::vector<float> plain = down(gpu_->mla_attention(a, *dev_arena_));
         set_pdl_for_tests(1);
         const Tensor q_late = up(std::vector<float>(q.size(), 0.0f), {T, d.q_width()});
