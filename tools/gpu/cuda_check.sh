@@ -15,7 +15,7 @@ for t in test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda
   [ -x "$bin/$t" ] || { echo "== $t: not packed"; continue; }
   echo "== $t"
   "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1 || status=1
-  grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|error|exception|Expected|Which is' "$out/$t.log" | head -40
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|error|exception|Expected|Which is|== crash|\(\+0x' "$out/$t.log" | head -60
   tail -3 "$out/$t.log"
 done
 # The whole model's paths again with plain launches (dependent launches, pdl.cuh, are the default).

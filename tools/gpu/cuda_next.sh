@@ -62,6 +62,13 @@ if [ "$(left)" -gt 70 ]; then
   echo "== static:bf16 with QUATRE_CUDA_MLA_PREFILL=0: rc=$? ($SECONDS s)"
   grep -A1 "prefill T" "$out/prefill_absorbed.txt" | tail -2
 fi
+# Session 15's cuBLASLt path for the large W8A8 linears (gemm_lt.h) against the mma.sync tiles, the same prefill.
+if [ "$(left)" -gt 70 ]; then
+  timeout 60 env QUATRE_CUDA_CUBLASLT=1 "$bin/quatre-bench" --random-weights "${layers[@]}" --fp8-activations static \
+    --attention-operands bf16 --batch 1 --context 2048 --prefill 8192 --steps 3 --profile > "$out/prefill_cublaslt.txt" 2>&1
+  echo "== static:bf16 with QUATRE_CUDA_CUBLASLT=1: rc=$? ($SECONDS s)"
+  grep -A12 "prefill T" "$out/prefill_cublaslt.txt" | tail -12
+fi
 # The peer for those linears: PyTorch's cuBLAS/CUTLASS GEMMs on one layer's prefill shapes (BF16, FP8, grouped).
 if [ "$(left)" -gt 60 ]; then
   timeout 50 python3 tools/gpu/gemm_peer.py 8192 > "$out/gemm_peer.txt" 2>&1

@@ -22,8 +22,9 @@ for t in "${targets[@]}"; do
   f=$(find "$build" -type f -name "$t" -perm -u+x | head -1)
   [ -n "$f" ] || { echo "no binary $t under $build" >&2; exit 1; }
   cp "$f" "$dest/"
-  # Every non-system library it links (fmt, CLI11, ...); the CUDA runtime is linked statically by default.
-  ldd "$f" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux|libcuda)[.-]' |
+  # Every non-system library it links (fmt, CLI11, ...); the CUDA runtime is linked statically by default, and
+  # cuBLASLt (~540 MB) comes from the GPU host (packed_env.sh).
+  ldd "$f" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux|libcuda|libcublas|libcublasLt)[.-]' |
     while read -r lib; do cp -L "$lib" "$dest/lib/"; done
 done
 strip "$dest"/* 2>/dev/null || true  # debug info would pass the 64 MiB a device call carries

@@ -11,6 +11,18 @@ if [ -f .gpu/pack/cuda.tar.xz ]; then
 fi
 bin=.gpu/cuda/bin
 export LD_LIBRARY_PATH=$PWD/$bin/lib:${LD_LIBRARY_PATH:-}
+# cuBLASLt is not packed (~540 MB): the host's CUDA toolkit's, else the one PyTorch's wheels bring.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.13 '; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+    $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, s) for p in nvidia.__path__ for s in ("cublas/lib", "cu13/lib")))' 2>/dev/null); do
+    if [ -e "$d/libcublasLt.so.13" ]; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d; break; fi
+  done
+  case ":$LD_LIBRARY_PATH:" in
+    *cuda/lib64:*|*cuda/targets*|*cublas/lib:*|*cu13/lib:*) ;;
+    *) f=$(find / -xdev -name 'libcublasLt.so.13' 2>/dev/null | head -1)
+       if [ -n "$f" ]; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$f"); else echo "== no libcublasLt.so.13 on this host"; fi ;;
+  esac
+fi
 mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 layers=()
 [ "${mib:-0}" -lt 120000 ] && layers=(--layers 16)  # the full FP8 model needs ~113 GiB

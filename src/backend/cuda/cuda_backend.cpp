@@ -18,6 +18,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/op_args.h"
 #include "core/error.h"
@@ -295,8 +296,21 @@ void CudaBackend::matmul_into(Tensor y, const Tensor& x, const Weight& w, bool a
                       static_cast<double>(stored_bytes(w) + static_cast<size_t>(M * (in + out)) * 4));
   MatmulProblem p{.x = x.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(w, "matmul"),
                   .y = y.data_as<float>(), .ldy = out, .accumulate = accumulate};
+  run_matmul(p, a, "matmul");
+}
+
+void CudaBackend::run_matmul(MatmulProblem p, Arena& a, const char* what) {
+  MatmulProblem two = p;  // a SiLU-gated pair: gate into y, up into y2, then the gating over y as one array
+  two.silu_gate = false;
+  if ((!p.silu_gate || p.ldy == p.N) && LtGemm::applies(two, as_stream(stream_))) {
+    if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
+    void* xq = a.allocate(LtGemm::scratch_bytes(two), 256);
+    launched(lt_->run(two, xq, as_stream(stream_)), what);
+    if (p.silu_gate) launched(launch_silu_mul(p.y, p.y2, p.M * p.N, as_stream(stream_)), what);
+    return;
+  }
   give_split_workspace(p, a);
-  launched(launch_matmul(p, as_stream(stream_)), "matmul");
+  launched(launch_matmul(p, as_stream(stream_)), what);
 }
 
 void CudaBackend::add_to(Tensor x, const Tensor& y) {

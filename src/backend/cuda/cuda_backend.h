@@ -20,6 +20,8 @@ namespace quatre::cuda {
 
 struct DevWeight;
 struct MlaLaunch;
+struct MatmulProblem;
+class LtGemm;
 
 // cudaMalloc / cudaFree on the current device.
 class CudaMemory final : public MemoryResource {
@@ -115,6 +117,8 @@ class CudaBackend final : public Backend {
   const DevWeight* expert_table(std::span<const FfnWeights> experts);
   // y = x · wᵀ, or y += x · wᵀ (accumulate, in the matmul's store).
   void matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate, Arena& a);
+  // launch_matmul(p), or cuBLASLt for a large plain W8A8 problem (gemm_lt.h); p's workspaces from `a`.
+  void run_matmul(MatmulProblem p, Arena& a, const char* what);
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);
@@ -166,6 +170,7 @@ class CudaBackend final : public Backend {
   StepGraphs graphs_;
   bool step_graphs_on_ = true;
   std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
+  std::unique_ptr<LtGemm> lt_;                   // cuBLASLt's handle and plans
   std::vector<std::byte> summary_up_, summary_down_;  // summarize_logits' host staging
 };
 

@@ -87,24 +87,21 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
       p.weight2 = up;
       p.y2 = u.data_as<float>();
       p.silu_gate = true;
-      give_split_workspace(p, a);
-      launched(launch_matmul(p, as_stream(stream_)), "ffn gate+up");
+      run_matmul(p, a, "ffn gate+up");
     } else {
-      give_split_workspace(p, a);
-      launched(launch_matmul(p, as_stream(stream_)), "ffn gate");
+      run_matmul(p, a, "ffn gate");
       p.weight = up;
       p.y = u.data_as<float>();
-      launched(launch_matmul(p, as_stream(stream_)), "ffn up");  // the same shape: the same workspace suffices
+      run_matmul(p, a, "ffn up");
       launched(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), g.numel(), as_stream(stream_)), "silu_mul");
     }
   }
   Tensor y = a.tensor(DType::F32, {M, D});  // [M,D]
   MatmulProblem q{.x = g.data_as<float>(), .ldx = F, .M = M, .N = D, .K = F, .weight = down,
                   .y = y.data_as<float>(), .ldy = D};
-  give_split_workspace(q, a);
   const OpScope scope(profiler_, [&] { return fmt::format("matmul {}x{} {}", D, F, weight_type_name(w.down)); },
                       static_cast<double>(stored_bytes(w.down) + static_cast<size_t>(M * (D + F)) * 4));
-  launched(launch_matmul(q, as_stream(stream_)), "ffn down");
+  run_matmul(q, a, "ffn down");
   return y;
 }
 

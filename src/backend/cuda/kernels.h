@@ -101,6 +101,9 @@ bool pdl_enabled();
 void set_pdl_for_tests(int mode);
 
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
+// out[m, k] = fp8_e4m3(clamp(x[m, k] / a, ±448)) (x rows ldx apart; out [M, K] bytes): the W8A8 inputs, as act_q.
+cudaError_t launch_quantize_fp8(const float* x, int64_t ldx, int64_t M, int64_t K, float a, uint8_t* out,
+                                cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
                                 cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i), any WType
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,

@@ -18,6 +18,16 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
   }
 }
 
+__global__ void quantize_fp8_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, float a, uint8_t* out) {
+  const int64_t pairs = M * (K / 2);  // K even (the callers: K % 16 == 0)
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / (K / 2), k = 2 * (i % (K / 2));
+    const float2 v = *reinterpret_cast<const float2*>(x + m * ldx + k);
+    *reinterpret_cast<uint16_t*>(out + m * K + k) = act_fp8x2(v.x, v.y, a);
+  }
+}
+
 __global__ void dequant_rows_kernel(DevWeight w, int64_t cols, const int32_t* ids, float* out) {
   const int64_t row = ids != nullptr ? ids[blockIdx.x] : blockIdx.x;
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
@@ -282,6 +292,14 @@ cudaError_t launch_init_int4_weight(uint8_t* codes, int64_t n_code_bytes, uint16
 cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   fill_kernel<<<std::min<unsigned>(blocks_for(n, 256), 65535u), 256, 0, stream>>>(p, n, value);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_quantize_fp8(const float* x, int64_t ldx, int64_t M, int64_t K, float a, uint8_t* out,
+                                cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 2 != 0 || ldx % 2 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0) return cudaErrorInvalidValue;
+  quantize_fp8_kernel<<<std::min<unsigned>(blocks_for(M * K / 2, 256), 132u * 16u), 256, 0, stream>>>(x, ldx, M, K, a, out);
   return cudaGetLastError();
 }
 

@@ -14,6 +14,7 @@
 #include "../backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/device_info.h"
 
@@ -81,6 +82,7 @@ struct ResetKernelSwitches {
     set_pdl_for_tests(-1);
     set_mla_split_scores_for_tests(-1);
     set_mla_prefill_for_tests(-1);
+    set_cublaslt_for_tests(-1);
   }
 };
 

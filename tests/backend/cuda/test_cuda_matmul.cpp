@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_fixture.h"
+#include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/op_args.h"
 
@@ -369,6 +370,57 @@ TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
 // would not be tested). The FP8 mma sums its 32 products with ~14 bits of alignment before the fp32 add (mma_fp8):
 // its own bound, kFp8MmaRelL2.
 constexpr double kFp8MmaRelL2 = 1e-4;
+
+// Large plain W8A8 problems through cuBLASLt (gemm_lt.h: our FP8 quantisation of x, its FP8 GEMM with fp32 sums
+// and output) against the CPU's W8A8 and against the FP8 mma kernel (other bits: the switch changes the path):
+// 256-1024 rows, y = and y +=, N and K multiples of 16 (a K of 2144 and an N of 304 included), and the SiLU-gated
+// FFN (gate and up in two GEMMs, then the gating). Below 256 rows, or with a K that is not a multiple of 16, the
+// mma.sync kernels keep the problem (the same bits with the switch on or off).
+TEST_F(CudaMatmul, CublasLtW8A8MatchesCpuAndTheMmaKernel) {
+  const ResetKernelSwitches reset;
+  uint64_t seed = 2600;
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{512, 160}, {2048 + 96, 304}, {4096, 1024}, {208 + 8, 144}}) {
+    StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, DType::F8_E4M3, 0.002f);
+    w.weight.activation_scale = 3.5f / 448.0f;
+    const Weight wd = prep(w);
+    for (int64_t M : {100, 256, 300, 1024}) {
+      std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+      const std::vector<float> want = cpu_matmul(x, M, in, w);
+      const Tensor xd = upload(x, M, in);
+      const std::string what = "M=" + std::to_string(M) + " in=" + std::to_string(in) + " out=" + std::to_string(out);
+      set_cublaslt_for_tests(0);
+      const std::vector<float> mma = gpu_matmul(xd, wd);
+      set_cublaslt_for_tests(1);
+      const std::vector<float> lt = gpu_matmul(xd, wd);
+      EXPECT_LE(rel_l2(lt, want), kFp8MmaRelL2) << "cublaslt " << what;
+      if (M >= 256 && in % 16 == 0) {
+        EXPECT_NE(lt, mma) << "the switch must move " << what << " to cuBLASLt";
+      } else {
+        EXPECT_EQ(lt, mma) << what << " stays on the mma.sync kernels";
+      }
+      // y += x · wᵀ onto the product itself: twice it.
+      Tensor acc = up(lt, {M, out});
+      gpu_->matmul_add(acc, xd, wd, *dev_arena_);
+      std::vector<float> twice = want;
+      for (float& v : twice) v *= 2.0f;
+      EXPECT_LE(rel_l2(down(acc), twice), kFp8MmaRelL2) << "cublaslt accumulate " << what;
+    }
+  }
+  // The FFN (gate+up with the SiLU gating, then down) at 300 rows.
+  const int64_t D = 512, F = 256, T = 300;
+  auto ex = experts(1, D, F, DType::F8_E4M3);
+  ex.ffn[0].gate.activation_scale = ex.ffn[0].up.activation_scale = 3.0f / 448.0f;
+  ex.ffn[0].down.activation_scale = 20.0f / 448.0f;
+  const std::vector<FfnWeights> dev = ex.on(*gpu_);
+  std::vector<float> x = randn(static_cast<size_t>(T * D), 2700);
+  const std::vector<float> want = vec(cpu_.ffn(host(x, {T, D}), ex.ffn[0], host_arena_));
+  set_cublaslt_for_tests(0);
+  const std::vector<float> mma = down(gpu_->ffn(up(x, {T, D}), dev[0], *dev_arena_));
+  set_cublaslt_for_tests(1);
+  const std::vector<float> lt = down(gpu_->ffn(up(x, {T, D}), dev[0], *dev_arena_));
+  EXPECT_LE(rel_l2(lt, want), kFp8MmaRelL2) << "ffn through cublaslt";
+  EXPECT_NE(lt, mma) << "ffn through cublaslt";
+}
 
 TEST_F(CudaMatmul, W8A8MatmulMatchesCpuOnEveryKernel) {
   const ResetKernelSwitches reset;

@@ -1,0 +1,130 @@
+#include "backend/cuda/gemm_lt.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include <cublasLt.h>
+
+namespace quatre::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // cuBLASLt's split-K and stream-K scratch
+
+std::atomic<int> g_test_mode{-1};
+
+bool enabled() {
+  static const bool env_on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_CUBLASLT");
+    return v != nullptr && std::strcmp(v, "1") == 0;  // off until measured on a GPU
+  }();
+  const int mode = g_test_mode.load();
+  return mode < 0 ? env_on : mode != 0;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void set_cublaslt_for_tests(int mode) { g_test_mode.store(mode); }
+
+// One shape's descriptors and the algorithm cuBLASLt's heuristic picked for it. Row-major y [M, N] = xq [M, K] ·
+// wᵀ is column-major yᵀ [N, M] = op(A) · B with A = w as column-major [K, N] transposed (FP8 wants "TN") and B = xq
+// as column-major [K, M].
+struct LtGemm::Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;
+  ~Plan() {
+    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+LtGemm::~LtGemm() {
+  for (auto& [key, p] : plans_) delete p;
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
+  if (!enabled() || p.experts != nullptr || p.x_rows != nullptr || p.y_rows != nullptr || p.row_scale != nullptr ||
+      p.silu_gate || p.M < kMinRows || p.K % 16 != 0 || p.N % 16 != 0 || p.ldx % 4 != 0 || p.ldy % 4 != 0 ||
+      !aligned16(p.x) || !aligned16(p.y)) {
+    return false;
+  }
+  const auto w8a8 = [](const DevWeight& w) { return w.type == WType::kF8E4M3 && w.act_scale > 0 && aligned16(w.w); };
+  if (!w8a8(p.weight) || (p.y2 != nullptr && (!w8a8(p.weight2) || p.weight2.act_scale != p.weight.act_scale ||
+                                              !aligned16(p.y2)))) {
+    return false;
+  }
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone;
+}
+
+size_t LtGemm::scratch_bytes(const MatmulProblem& p) { return static_cast<size_t>(p.M * p.K); }
+
+LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
+  Plan*& slot = plans_[{M, N, K, ldy}];
+  if (slot != nullptr) return *slot;
+  slot = new Plan;
+  Plan& p = *slot;
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  bool ok = cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K) ==
+                CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(M), ldy) ==
+                CUBLAS_STATUS_SUCCESS;
+  if (ok) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const size_t ws = kWorkspaceBytes;
+    ok = cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)) ==
+             CUBLAS_STATUS_SUCCESS &&
+         cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found) ==
+             CUBLAS_STATUS_SUCCESS &&
+         found > 0;
+    if (pref != nullptr) cublasLtMatmulPreferenceDestroy(pref);
+    if (ok) p.algo = result.algo;
+  }
+  p.ok = ok;
+  return p;
+}
+
+cudaError_t LtGemm::gemm(const MatmulProblem& p, const DevWeight& w, float* y, const uint8_t* xq,
+                         cudaStream_t stream) {
+  Plan& pl = plan(p.M, p.N, p.K, p.ldy);
+  if (!pl.ok) return cudaErrorUnknown;
+  const float alpha = w.scale;  // a · weight_scale (DevWeight)
+  const float beta = p.accumulate ? 1.0f : 0.0f;
+  const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w.w, pl.a, xq, pl.b, &beta, y, pl.c, y, pl.c,
+                                          &pl.algo, workspace_, kWorkspaceBytes, stream);
+  return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
+}
+
+cudaError_t LtGemm::run(const MatmulProblem& p, void* xq, cudaStream_t stream) {
+  if (!applies(p, stream)) return cudaErrorInvalidValue;
+  if (handle_ == nullptr) {
+    if (cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) return cudaErrorUnknown;
+    const cudaError_t e = cudaMalloc(&workspace_, kWorkspaceBytes);
+    if (e != cudaSuccess) return e;
+  }
+  auto* q = static_cast<uint8_t*>(xq);
+  cudaError_t e = launch_quantize_fp8(p.x, p.ldx, p.M, p.K, p.weight.act_scale, q, stream);
+  if (e == cudaSuccess) e = gemm(p, p.weight, p.y, q, stream);
+  if (e == cudaSuccess && p.y2 != nullptr) e = gemm(p, p.weight2, p.y2, q, stream);
+  return e;
+}
+
+}  // namespace quatre::cuda

@@ -1,0 +1,52 @@
+// Large W8A8 matmuls (prefill) on Hopper's wgmma through cuBLASLt: y = (fp8(x / a) · w_fp8ᵀ) · (a · weight_scale),
+// the W8A8 rule every quatre kernel computes (kernels.h DevWeight), with the activations quantised by our own kernel
+// (the same bytes as the mma.sync kernels' act_q) and cuBLASLt's FP8 GEMM (fp32 accumulation, not its fast mode)
+// writing fp32. For plain problems of many rows only; the mma.sync kernels keep decode. Depends on CUDA and cuBLASLt.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/kernels.h"
+
+struct cublasLtContext;
+
+namespace quatre::cuda {
+
+class LtGemm {
+ public:
+  LtGemm() = default;
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+  ~LtGemm();
+
+  // Whether p goes through cuBLASLt: QUATRE_CUDA_CUBLASLT=1 (off until measured; tests force it), a plain W8A8
+  // problem (FP8 weights with an activation scale; no row maps, scales or SiLU gating) of at least kMinRows rows,
+  // K and N multiples of 16, 16-byte aligned x rows and weights, not inside a stream capture.
+  static bool applies(const MatmulProblem& p, cudaStream_t stream);
+  static constexpr int64_t kMinRows = 256;
+  // Bytes of scratch run() needs for p's quantised activations (both problems share them).
+  static size_t scratch_bytes(const MatmulProblem& p);
+  // p (and its second problem, when y2 is given) on `stream`; xq: scratch_bytes(p) of device memory. An error
+  // status names what failed: cudaErrorInvalidValue for a problem applies() refuses, cudaErrorUnknown for a
+  // cuBLASLt failure (no algorithm, a bad status).
+  cudaError_t run(const MatmulProblem& p, void* xq, cudaStream_t stream);
+
+ private:
+  struct Plan;
+  cudaError_t gemm(const MatmulProblem& p, const DevWeight& w, float* y, const uint8_t* xq, cudaStream_t stream);
+  Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy);
+
+  cublasLtContext* handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan*> plans_;
+};
+
+// Tests: cuBLASLt as QUATRE_CUDA_CUBLASLT says (-1), never (0) or wherever it applies (1).
+void set_cublaslt_for_tests(int mode);
+
+}  // namespace quatre::cuda
