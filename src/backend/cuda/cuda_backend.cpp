@@ -305,9 +305,12 @@ void CudaBackend::run_matmul(MatmulProblem p, Arena& a, const char* what) {
   if ((!p.silu_gate || p.ldy == p.N) && LtGemm::applies(two, as_stream(stream_))) {
     if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
     void* xq = a.allocate(LtGemm::scratch_bytes(two), 256);
-    launched(lt_->run(two, xq, as_stream(stream_)), what);
-    if (p.silu_gate) launched(launch_silu_mul(p.y, p.y2, p.M * p.N, as_stream(stream_)), what);
-    return;
+    const cudaError_t e = lt_->run(two, xq, as_stream(stream_));
+    if (e != cudaErrorNotSupported) {  // else nothing was launched: the mma.sync kernels below
+      launched(e, what);
+      if (p.silu_gate) launched(launch_silu_mul(p.y, p.y2, p.M * p.N, as_stream(stream_)), what);
+      return;
+    }
   }
   give_split_workspace(p, a);
   launched(launch_matmul(p, as_stream(stream_)), what);

@@ -105,7 +105,6 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
 cudaError_t LtGemm::gemm(const MatmulProblem& p, const DevWeight& w, float* y, const uint8_t* xq,
                          cudaStream_t stream) {
   Plan& pl = plan(p.M, p.N, p.K, p.ldy);
-  if (!pl.ok) return cudaErrorUnknown;
   const float alpha = w.scale;  // a · weight_scale (DevWeight)
   const float beta = p.accumulate ? 1.0f : 0.0f;
   const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w.w, pl.a, xq, pl.b, &beta, y, pl.c, y, pl.c,
@@ -116,10 +115,12 @@ cudaError_t LtGemm::gemm(const MatmulProblem& p, const DevWeight& w, float* y, c
 cudaError_t LtGemm::run(const MatmulProblem& p, void* xq, cudaStream_t stream) {
   if (!applies(p, stream)) return cudaErrorInvalidValue;
   if (handle_ == nullptr) {
-    if (cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) return cudaErrorUnknown;
+    if (cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) return cudaErrorNotSupported;
     const cudaError_t e = cudaMalloc(&workspace_, kWorkspaceBytes);
     if (e != cudaSuccess) return e;
   }
+  // No algorithm for the shape (this cuBLASLt, this card): nothing is launched, the caller keeps its kernels.
+  if (!plan(p.M, p.N, p.K, p.ldy).ok) return cudaErrorNotSupported;
   auto* q = static_cast<uint8_t*>(xq);
   cudaError_t e = launch_quantize_fp8(p.x, p.ldx, p.M, p.K, p.weight.act_scale, q, stream);
   if (e == cudaSuccess) e = gemm(p, p.weight, p.y, q, stream);

@@ -31,9 +31,10 @@ class LtGemm {
   static constexpr int64_t kMinRows = 256;
   // Bytes of scratch run() needs for p's quantised activations (both problems share them).
   static size_t scratch_bytes(const MatmulProblem& p);
-  // p (and its second problem, when y2 is given) on `stream`; xq: scratch_bytes(p) of device memory. An error
-  // status names what failed: cudaErrorInvalidValue for a problem applies() refuses, cudaErrorUnknown for a
-  // cuBLASLt failure (no algorithm, a bad status).
+  // p (and its second problem, when y2 is given) on `stream`; xq: scratch_bytes(p) of device memory. Returns
+  // cudaErrorNotSupported, having launched nothing, when cuBLASLt has no handle or no algorithm for the shape (the
+  // caller then runs its own kernels); cudaErrorInvalidValue for a problem applies() refuses; cudaErrorUnknown when
+  // a cuBLASLt call fails.
   cudaError_t run(const MatmulProblem& p, void* xq, cudaStream_t stream);
 
  private:
