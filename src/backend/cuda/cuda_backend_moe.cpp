@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/op_args.h"
 #include "core/error.h"
@@ -136,6 +137,82 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
 // Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
 // else 64: the tile kernel); gate and up per group with the SiLU-gating, down scattered back to the pair's row times its
 // gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
+// Prompts only (at least kLtMinPairs pairs, groups of 64, outside a capture), with FP8 W8A8 experts and cuBLASLt
+// switched on (QUATRE_CUDA_CUBLASLT=1): the grouping is read back (one synchronisation of the stream), then each
+// expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM: the sorted rows quantised with
+// their expert's scale, gate and up, the gating, the hidden quantised with the down's scale, down, and each pair's
+// row times its gate scattered into pair_out. The same products as the grouped mma kernels up to summation order.
+constexpr int64_t kLtMinPairs = 4096;
+
+bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
+                                    const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,
+                                    float* pair_out, Arena& a) {
+  const int64_t T = args.x.dim(0), D = args.x.dim(1), K = args.routing.expert_ids.dim(1);
+  const auto E = static_cast<int64_t>(args.experts.size());
+  const int64_t F = args.experts[0].gate.w.dim(0);
+  const cudaStream_t s = as_stream(stream_);
+  if (!LtGemm::enabled() || T * K < kLtMinPairs || G != 64 || D % 16 != 0 || F % 16 != 0) return false;
+  for (const FfnWeights& w : args.experts) {
+    for (const Weight* m : {&w.gate, &w.up, &w.down}) {
+      if (m->int4 || m->w.dtype() != DType::F8_E4M3 || !m->activation_scale) return false;
+    }
+  }
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) return false;
+  if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
+  // The groups' experts, read back.
+  const int64_t n_groups = max_rows / G;
+  std::vector<int32_t> expert_of(static_cast<size_t>(n_groups));
+  CUDA_CHECK(cudaMemcpyAsync(expert_of.data(), group_expert, expert_of.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  struct Run {
+    int64_t e, r0, rows;
+  };
+  std::vector<Run> runs;  // each expert's groups are contiguous (moe_align), in expert order
+  std::vector<float> gu_scale(static_cast<size_t>(n_groups), 1.0f), down_scale(static_cast<size_t>(n_groups), 1.0f);
+  int64_t used = 0;  // rows up to the last used group
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int32_t e = expert_of[static_cast<size_t>(g)];
+    if (e < 0) continue;
+    CHECK(e < E) << "moe grouping: expert " << e << " of " << E;
+    if (runs.empty() || runs.back().e != e || runs.back().r0 + runs.back().rows != g * G) {
+      runs.push_back({e, g * G, 0});
+    }
+    runs.back().rows += G;
+    gu_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(e)].gate.activation_scale;
+    down_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(e)].down.activation_scale;
+    used = (g + 1) * G;
+  }
+  for (const Run& r : runs) {  // an algorithm for every shape, or the grouped kernels take the whole MoE
+    if (!lt_->supports(r.rows, F, D, F) || !lt_->supports(r.rows, D, F, D)) return false;
+  }
+  reserve_uploads(2 * upload_span(gu_scale.size() * sizeof(float)));
+  const float* gu_scale_d = upload(std::span<const float>(gu_scale));
+  const float* down_scale_d = upload(std::span<const float>(down_scale));
+  auto* xq = static_cast<uint8_t*>(a.allocate(static_cast<size_t>(used * std::max(D, F)), 256));
+  float* out = a.array<float>(static_cast<size_t>(used * D));
+  const auto gemm = [&](const uint8_t* x, const Run& r, int64_t N, int64_t Kd, const Weight& w, float* y) {
+    launched(lt_->fp8_gemm(x + r.r0 * Kd, r.rows, N, Kd, dev(w, "expert"), y + r.r0 * N, N, false, s), "moe cublaslt");
+  };
+  {
+    const OpScope scope(profiler_, "moe gate+up+silu (routed)");
+    launched(launch_quantize_fp8_rows(args.x.data_as<float>(), D, sorted_token, used, D, gu_scale_d, G, 0.0f, xq, s),
+             "moe quantize");
+    for (const Run& r : runs) {
+      const FfnWeights& w = args.experts[static_cast<size_t>(r.e)];
+      gemm(xq, r, F, D, w.gate, gate);
+      gemm(xq, r, F, D, w.up, up);
+    }
+    launched(launch_silu_mul(gate, up, used * F, s), "moe silu_mul");
+  }
+  const OpScope scope(profiler_, "moe down (routed)");
+  launched(launch_quantize_fp8_rows(gate, F, nullptr, used, F, down_scale_d, G, 0.0f, xq, s), "moe quantize");
+  for (const Run& r : runs) gemm(xq, r, D, F, args.experts[static_cast<size_t>(r.e)].down, out);
+  launched(launch_scatter_scaled_rows(out, D, sorted_pair, args.routing.gates.data_as<float>(), used, pair_out, s),
+           "moe scatter");
+  return true;
+}
+
 Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   const Tensor& x = args.x;
   check_f32(x, "moe input");
@@ -190,16 +267,16 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   p.experts2 = table + E;
   p.y2 = up;
   p.silu_gate = true;
-  {
-    const OpScope scope(profiler_, "moe gate+up+silu (routed)");
-    launched(launch_matmul(p, s), "moe gate+up");
-  }
   float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
-  MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
-                  .group_expert = group_expert, .grouping_ready = true, .rows_per_group = G, .y = pair_out, .ldy = D,
-                  .y_rows = sorted_pair,
-                  .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
-  {
+  if (!routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, pair_out, a)) {
+    {
+      const OpScope scope(profiler_, "moe gate+up+silu (routed)");
+      launched(launch_matmul(p, s), "moe gate+up");
+    }
+    MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
+                    .group_expert = group_expert, .grouping_ready = true, .rows_per_group = G, .y = pair_out, .ldy = D,
+                    .y_rows = sorted_pair,
+                    .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
     const OpScope scope(profiler_, "moe down (routed)");
     launched(launch_matmul(q, s), "moe down");
   }

@@ -13,7 +13,7 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // cuBLASLt's split-K and 
 
 std::atomic<int> g_test_mode{-1};
 
-bool enabled() {
+bool env_enabled() {
   static const bool env_on = [] {
     const char* v = std::getenv("QUATRE_CUDA_CUBLASLT");
     return v != nullptr && std::strcmp(v, "1") == 0;  // off until measured on a GPU
@@ -27,6 +27,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 void set_cublaslt_for_tests(int mode) { g_test_mode.store(mode); }
+
+bool LtGemm::enabled() { return env_enabled(); }
 
 // One shape's descriptors and the algorithm cuBLASLt's heuristic picked for it. Row-major y [M, N] = xq [M, K] ·
 // wᵀ is column-major yᵀ [N, M] = op(A) · B with A = w as column-major [K, N] transposed (FP8 wants "TN") and B = xq
@@ -51,7 +53,7 @@ LtGemm::~LtGemm() {
 }
 
 bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
-  if (!enabled() || p.experts != nullptr || p.x_rows != nullptr || p.y_rows != nullptr || p.row_scale != nullptr ||
+  if (!env_enabled() || p.experts != nullptr || p.x_rows != nullptr || p.y_rows != nullptr || p.row_scale != nullptr ||
       p.silu_gate || p.M < kMinRows || p.K % 16 != 0 || p.N % 16 != 0 || p.ldx % 4 != 0 || p.ldy % 4 != 0 ||
       !aligned16(p.x) || !aligned16(p.y)) {
     return false;
@@ -102,11 +104,26 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
   return p;
 }
 
-cudaError_t LtGemm::gemm(const MatmulProblem& p, const DevWeight& w, float* y, const uint8_t* xq,
-                         cudaStream_t stream) {
-  Plan& pl = plan(p.M, p.N, p.K, p.ldy);
+bool LtGemm::supports(int64_t M, int64_t N, int64_t K, int64_t ldy) {
+  if (handle_ == nullptr) {
+    if (cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) {
+      handle_ = nullptr;
+      return false;
+    }
+    if (cudaMalloc(&workspace_, kWorkspaceBytes) != cudaSuccess) {
+      workspace_ = nullptr;
+      return false;
+    }
+  }
+  return workspace_ != nullptr && plan(M, N, K, ldy).ok;
+}
+
+cudaError_t LtGemm::fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K, const DevWeight& w, float* y,
+                             int64_t ldy, bool accumulate, cudaStream_t stream) {
+  if (!supports(M, N, K, ldy)) return cudaErrorNotSupported;
+  Plan& pl = plan(M, N, K, ldy);
   const float alpha = w.scale;  // a · weight_scale (DevWeight)
-  const float beta = p.accumulate ? 1.0f : 0.0f;
+  const float beta = accumulate ? 1.0f : 0.0f;
   const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w.w, pl.a, xq, pl.b, &beta, y, pl.c, y, pl.c,
                                           &pl.algo, workspace_, kWorkspaceBytes, stream);
   return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
@@ -114,17 +131,13 @@ cudaError_t LtGemm::gemm(const MatmulProblem& p, const DevWeight& w, float* y, c
 
 cudaError_t LtGemm::run(const MatmulProblem& p, void* xq, cudaStream_t stream) {
   if (!applies(p, stream)) return cudaErrorInvalidValue;
-  if (handle_ == nullptr) {
-    if (cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) return cudaErrorNotSupported;
-    const cudaError_t e = cudaMalloc(&workspace_, kWorkspaceBytes);
-    if (e != cudaSuccess) return e;
-  }
-  // No algorithm for the shape (this cuBLASLt, this card): nothing is launched, the caller keeps its kernels.
-  if (!plan(p.M, p.N, p.K, p.ldy).ok) return cudaErrorNotSupported;
+  // No handle or no algorithm for the shape (this cuBLASLt, this card): nothing is launched, the caller keeps its
+  // kernels.
+  if (!supports(p.M, p.N, p.K, p.ldy)) return cudaErrorNotSupported;
   auto* q = static_cast<uint8_t*>(xq);
   cudaError_t e = launch_quantize_fp8(p.x, p.ldx, p.M, p.K, p.weight.act_scale, q, stream);
-  if (e == cudaSuccess) e = gemm(p, p.weight, p.y, q, stream);
-  if (e == cudaSuccess && p.y2 != nullptr) e = gemm(p, p.weight2, p.y2, q, stream);
+  if (e == cudaSuccess) e = fp8_gemm(q, p.M, p.N, p.K, p.weight, p.y, p.ldy, p.accumulate, stream);
+  if (e == cudaSuccess && p.y2 != nullptr) e = fp8_gemm(q, p.M, p.N, p.K, p.weight2, p.y2, p.ldy, p.accumulate, stream);
   return e;
 }
 

@@ -104,6 +104,10 @@ cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream);
 // out[m, k] = fp8_e4m3(clamp(x[m, k] / a, ±448)) (x rows ldx apart; out [M, K] bytes): the W8A8 inputs, as act_q.
 cudaError_t launch_quantize_fp8(const float* x, int64_t ldx, int64_t M, int64_t K, float a, uint8_t* out,
                                 cudaStream_t stream);
+// The same over gathered rows: out[m, :] from x row rows[m] (rows null: m; < 0: FP8 zeros), divided by
+// group_scale[m / G] (null: a) — a MoE's sorted rows, each group with its expert's activation scale.
+cudaError_t launch_quantize_fp8_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K,
+                                     const float* group_scale, int G, float a, uint8_t* out, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
                                 cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i), any WType
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
@@ -116,6 +120,9 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
 // y[rows[i], :] = values[i, :] for i < n_rows (rows of width n).
 cudaError_t launch_scatter_rows(const float* values, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
                                 cudaStream_t stream);
+// y[rows[i], :] = values[i, :] · scale[rows[i]] for i < n_rows with rows[i] >= 0 (others skipped).
+cudaError_t launch_scatter_scaled_rows(const float* values, int64_t n, const int32_t* rows, const float* scale,
+                                       int64_t n_rows, float* y, cudaStream_t stream);
 // In place: interleaved pairs of every head's rope slice of q and of k_rope; then q *= Llama-4 temperature.
 // q or k_rope null: not rotated.
 cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,

@@ -18,13 +18,19 @@ __global__ void fill_kernel(float* p, int64_t n, float v) {
   }
 }
 
-__global__ void quantize_fp8_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, float a, uint8_t* out) {
+__global__ void quantize_fp8_kernel(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K,
+                                    const float* group_scale, int G, float a, uint8_t* out) {
   const int64_t pairs = M * (K / 2);  // K even (the callers: K % 16 == 0)
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t m = i / (K / 2), k = 2 * (i % (K / 2));
-    const float2 v = *reinterpret_cast<const float2*>(x + m * ldx + k);
-    *reinterpret_cast<uint16_t*>(out + m * K + k) = act_fp8x2(v.x, v.y, a);
+    const int64_t r = rows != nullptr ? rows[m] : m;
+    uint16_t q = 0;  // a padding row: FP8 zeros
+    if (r >= 0) {
+      const float2 v = *reinterpret_cast<const float2*>(x + r * ldx + k);
+      q = act_fp8x2(v.x, v.y, group_scale != nullptr ? group_scale[m / G] : a);
+    }
+    *reinterpret_cast<uint16_t*>(out + m * K + k) = q;
   }
 }
 
@@ -126,6 +132,14 @@ __global__ void split_cols_kernel(const float* x, int64_t M, int64_t n, int64_t 
 __global__ void gather_rows_kernel(const float* x, int64_t n, const int32_t* rows, float* y) {
   const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * n;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[blockIdx.x * n + i] = src[i];
+}
+
+__global__ void scatter_scaled_rows_kernel(const float* values, int64_t n, const int32_t* rows, const float* scale,
+                                           float* y) {
+  const int64_t r = rows[blockIdx.x];
+  if (r < 0) return;  // a padding row
+  const float s = scale[r];
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[r * n + i] = values[blockIdx.x * n + i] * s;
 }
 
 __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_t* rows, float* y) {
@@ -295,12 +309,20 @@ cudaError_t launch_fill(float* p, int64_t n, float value, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+cudaError_t launch_quantize_fp8_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K,
+                                     const float* group_scale, int G, float a, uint8_t* out, cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 2 != 0 || ldx % 2 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0 || (group_scale != nullptr && G <= 0)) {
+    return cudaErrorInvalidValue;
+  }
+  quantize_fp8_kernel<<<std::min<unsigned>(blocks_for(M * K / 2, 256), 132u * 16u), 256, 0, stream>>>(
+      x, ldx, rows, M, K, group_scale, G, a, out);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_quantize_fp8(const float* x, int64_t ldx, int64_t M, int64_t K, float a, uint8_t* out,
                                 cudaStream_t stream) {
-  if (M == 0 || K == 0) return cudaSuccess;
-  if (K % 2 != 0 || ldx % 2 != 0 || reinterpret_cast<uintptr_t>(x) % 8 != 0) return cudaErrorInvalidValue;
-  quantize_fp8_kernel<<<std::min<unsigned>(blocks_for(M * K / 2, 256), 132u * 16u), 256, 0, stream>>>(x, ldx, M, K, a, out);
-  return cudaGetLastError();
+  return launch_quantize_fp8_rows(x, ldx, nullptr, M, K, nullptr, 0, a, out, stream);
 }
 
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
@@ -344,6 +366,13 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
                                cudaStream_t stream) {
   if (n_rows == 0) return cudaSuccess;
   gather_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(x, n, rows, y);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_scatter_scaled_rows(const float* values, int64_t n, const int32_t* rows, const float* scale,
+                                       int64_t n_rows, float* y, cudaStream_t stream) {
+  if (n_rows == 0) return cudaSuccess;
+  scatter_scaled_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(values, n, rows, scale, y);
   return cudaGetLastError();
 }
 

@@ -422,6 +422,35 @@ TEST_F(CudaMatmul, CublasLtW8A8MatchesCpuAndTheMmaKernel) {
   EXPECT_NE(lt, mma) << "ffn through cublaslt";
 }
 
+// A prompt's routed W8A8 experts through cuBLASLt (cuda_backend_moe.cpp routed_experts_lt: the grouping read back,
+// each expert's rows through the FP8 GEMM, its own activation scales), with a shared expert, against the CPU and
+// against the grouped mma kernels (other bits); fewer pairs than the path's minimum stay on the mma kernels.
+TEST_F(CudaMatmul, CublasLtRoutedExpertsMatchCpu) {
+  const ResetKernelSwitches reset;
+  const int64_t D = 512, F = 256, E = 6, K = 2;
+  auto ex = experts(E + 1, D, F, DType::F8_E4M3);  // the last is the shared expert
+  for (size_t e = 0; e < ex.ffn.size(); ++e) {
+    const float a = (2.0f + 0.5f * static_cast<float>(e)) / 448.0f;
+    ex.ffn[e].gate.activation_scale = ex.ffn[e].up.activation_scale = a;
+    ex.ffn[e].down.activation_scale = 8.0f * a;
+  }
+  const RoutedAndShared both(ex, *gpu_);
+  for (int64_t T : {2100, 300}) {  // 4200 pairs take the path; 600 do not
+    const Routed in = routed(T, D, E, K, static_cast<uint64_t>(900 + T), static_cast<uint64_t>(901 + T));
+    const std::vector<float> want =
+        vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
+    std::vector<float> got[2];
+    for (int lt : {0, 1}) {
+      set_cublaslt_for_tests(lt);
+      got[lt] = down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      EXPECT_LE(rel_l2(got[lt], want), kFp8MmaRelL2) << "T=" << T << " cublaslt " << lt;
+    }
+    if (T * K >= 4096) {
+      EXPECT_NE(got[1], got[0]) << "T=" << T << ": the switch must move the experts to cuBLASLt";
+    }
+  }
+}
+
 TEST_F(CudaMatmul, W8A8MatmulMatchesCpuOnEveryKernel) {
   const ResetKernelSwitches reset;
   uint64_t seed = 1200;
