@@ -186,6 +186,11 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   for (const Run& r : runs) {  // an algorithm for every shape, or the grouped kernels take the whole MoE
     if (!lt_->supports(r.rows, F, D, F) || !lt_->supports(r.rows, D, F, D)) return false;
   }
+  for (const FfnWeights& w : args.experts) {  // 16-byte aligned weights (cudaMalloc's, in practice)
+    for (const Weight* m : {&w.gate, &w.up, &w.down}) {
+      if (reinterpret_cast<uintptr_t>(m->w.data()) % 16 != 0) return false;
+    }
+  }
   reserve_uploads(2 * upload_span(gu_scale.size() * sizeof(float)));
   const float* gu_scale_d = upload(std::span<const float>(gu_scale));
   const float* down_scale_d = upload(std::span<const float>(down_scale));

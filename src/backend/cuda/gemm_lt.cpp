@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include <cublasLt.h>
 
@@ -48,7 +49,9 @@ struct LtGemm::Plan {
 
 LtGemm::~LtGemm() {
   for (auto& [key, p] : plans_) delete p;
-  if (workspace_ != nullptr) cudaFree(workspace_);
+  for (auto& [stream, ws] : workspaces_) {
+    if (ws != nullptr) cudaFree(ws);
+  }
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
@@ -91,9 +94,16 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     const size_t ws = kWorkspaceBytes;
+    // Algorithms for 16-byte aligned operands (applies(); arena arrays are 64-byte aligned), not the default 256.
+    const uint32_t align = 16;
     ok = cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)) ==
-             CUBLAS_STATUS_SUCCESS &&
+             CUBLAS_STATUS_SUCCESS;
+    for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+      ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)) == CUBLAS_STATUS_SUCCESS;
+    }
+    ok = ok &&
          cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found) ==
              CUBLAS_STATUS_SUCCESS &&
          found > 0;
@@ -105,27 +115,32 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
 }
 
 bool LtGemm::supports(int64_t M, int64_t N, int64_t K, int64_t ldy) {
-  if (handle_ == nullptr) {
-    if (cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) {
-      handle_ = nullptr;
-      return false;
-    }
-    if (cudaMalloc(&workspace_, kWorkspaceBytes) != cudaSuccess) {
-      workspace_ = nullptr;
-      return false;
-    }
+  if (handle_ == nullptr && !broken_ && cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) {
+    handle_ = nullptr;
+    broken_ = true;  // not tried again: the mma.sync kernels keep every problem
   }
-  return workspace_ != nullptr && plan(M, N, K, ldy).ok;
+  return handle_ != nullptr && plan(M, N, K, ldy).ok;
+}
+
+void* LtGemm::workspace(cudaStream_t stream) {
+  void*& ws = workspaces_[stream];
+  if (ws == nullptr && cudaMalloc(&ws, kWorkspaceBytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // not left for the next launch's check to report
+    ws = nullptr;
+  }
+  return ws;
 }
 
 cudaError_t LtGemm::fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K, const DevWeight& w, float* y,
                              int64_t ldy, bool accumulate, cudaStream_t stream) {
   if (!supports(M, N, K, ldy)) return cudaErrorNotSupported;
+  void* ws = workspace(stream);  // one a stream: the shared expert's GEMMs run beside the routed ones
+  if (ws == nullptr) return cudaErrorNotSupported;
   Plan& pl = plan(M, N, K, ldy);
   const float alpha = w.scale;  // a · weight_scale (DevWeight)
   const float beta = accumulate ? 1.0f : 0.0f;
   const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w.w, pl.a, xq, pl.b, &beta, y, pl.c, y, pl.c,
-                                          &pl.algo, workspace_, kWorkspaceBytes, stream);
+                                          &pl.algo, ws, kWorkspaceBytes, stream);
   return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
 }
 
@@ -133,7 +148,7 @@ cudaError_t LtGemm::run(const MatmulProblem& p, void* xq, cudaStream_t stream) {
   if (!applies(p, stream)) return cudaErrorInvalidValue;
   // No handle or no algorithm for the shape (this cuBLASLt, this card): nothing is launched, the caller keeps its
   // kernels.
-  if (!supports(p.M, p.N, p.K, p.ldy)) return cudaErrorNotSupported;
+  if (!supports(p.M, p.N, p.K, p.ldy) || workspace(stream) == nullptr) return cudaErrorNotSupported;
   auto* q = static_cast<uint8_t*>(xq);
   cudaError_t e = launch_quantize_fp8(p.x, p.ldx, p.M, p.K, p.weight.act_scale, q, stream);
   if (e == cudaSuccess) e = fp8_gemm(q, p.M, p.N, p.K, p.weight, p.y, p.ldy, p.accumulate, stream);

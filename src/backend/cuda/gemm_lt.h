@@ -49,8 +49,11 @@ class LtGemm {
   struct Plan;
   Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy);
 
+  void* workspace(cudaStream_t stream);  // cuBLASLt's scratch for launches on `stream` (null: none could be made)
+
   cublasLtContext* handle_ = nullptr;
-  void* workspace_ = nullptr;
+  bool broken_ = false;                  // cublasLtCreate failed
+  std::map<cudaStream_t, void*> workspaces_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan*> plans_;
 };
 
