@@ -47,8 +47,10 @@ struct LtGemm::Plan {
   }
 };
 
+LtGemm::LtGemm() = default;
+
 LtGemm::~LtGemm() {
-  for (auto& [key, p] : plans_) delete p;
+  plans_.clear();
   for (auto& [stream, ws] : workspaces_) {
     if (ws != nullptr) cudaFree(ws);
   }
@@ -73,9 +75,9 @@ bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
 size_t LtGemm::scratch_bytes(const MatmulProblem& p) { return static_cast<size_t>(p.M * p.K); }
 
 LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
-  Plan*& slot = plans_[{M, N, K, ldy}];
+  std::unique_ptr<Plan>& slot = plans_[{M, N, K, ldy}];
   if (slot != nullptr) return *slot;
-  slot = new Plan;
+  slot = std::make_unique<Plan>();
   Plan& p = *slot;
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   bool ok = cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&

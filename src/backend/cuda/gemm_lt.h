@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <tuple>
 
 #include <cuda_runtime_api.h>
@@ -19,7 +20,7 @@ namespace quatre::cuda {
 
 class LtGemm {
  public:
-  LtGemm() = default;
+  LtGemm();  // defined where Plan is complete
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
   ~LtGemm();
@@ -54,7 +55,7 @@ class LtGemm {
   cublasLtContext* handle_ = nullptr;
   bool broken_ = false;                  // cublasLtCreate failed
   std::map<cudaStream_t, void*> workspaces_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan*> plans_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;  // (M, N, K, ldy)
 };
 
 // Tests: cuBLASLt as QUATRE_CUDA_CUBLASLT says (-1), never (0) or wherever it applies (1).
