@@ -151,14 +151,13 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   const auto E = static_cast<int64_t>(args.experts.size());
   const int64_t F = args.experts[0].gate.w.dim(0);
   const cudaStream_t s = as_stream(stream_);
-  if (!LtGemm::enabled() || T * K < kLtMinPairs || G != 64 || D % 16 != 0 || F % 16 != 0) return false;
+  if (T * K < kLtMinPairs || G != 64 || D % 16 != 0 || F % 16 != 0) return false;
   for (const FfnWeights& w : args.experts) {
     for (const Weight* m : {&w.gate, &w.up, &w.down}) {
       if (m->int4 || m->w.dtype() != DType::F8_E4M3 || !m->activation_scale) return false;
     }
   }
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(s, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) return false;
+  if (!LtGemm::usable_on(s)) return false;
   if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
   // The groups' experts, read back.
   const int64_t n_groups = max_rows / G;

@@ -29,7 +29,11 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 void set_cublaslt_for_tests(int mode) { g_test_mode.store(mode); }
 
-bool LtGemm::enabled() { return env_enabled(); }
+bool LtGemm::usable_on(cudaStream_t stream) {
+  if (!env_enabled()) return false;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone;
+}
 
 // One shape's descriptors and the algorithm cuBLASLt's heuristic picked for it. Row-major y [M, N] = xq [M, K] ·
 // wᵀ is column-major yᵀ [N, M] = op(A) · B with A = w as column-major [K, N] transposed (FP8 wants "TN") and B = xq
@@ -58,7 +62,7 @@ LtGemm::~LtGemm() {
 }
 
 bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
-  if (!env_enabled() || p.experts != nullptr || p.x_rows != nullptr || p.y_rows != nullptr || p.row_scale != nullptr ||
+  if (p.experts != nullptr || p.x_rows != nullptr || p.y_rows != nullptr || p.row_scale != nullptr ||
       p.silu_gate || p.M < kMinRows || p.K % 16 != 0 || p.N % 16 != 0 || p.ldx % 4 != 0 || p.ldy % 4 != 0 ||
       !aligned16(p.x) || !aligned16(p.y)) {
     return false;
@@ -68,8 +72,7 @@ bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
                                               !aligned16(p.y2)))) {
     return false;
   }
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  return cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone;
+  return usable_on(stream);
 }
 
 size_t LtGemm::scratch_bytes(const MatmulProblem& p) { return static_cast<size_t>(p.M * p.K); }

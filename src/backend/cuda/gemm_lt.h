@@ -39,9 +39,9 @@ class LtGemm {
   cudaError_t run(const MatmulProblem& p, void* xq, cudaStream_t stream);
 
   // The pieces, for callers that quantise their own rows (the routed experts): whether cuBLASLt is switched on
-  // (QUATRE_CUDA_CUBLASLT, tests), whether it has a handle and an algorithm for y [M, N] (ldy) = xq [M, K] · wᵀ,
-  // and that product times w.scale (y += with accumulate) on `stream`.
-  static bool enabled();
+  // (QUATRE_CUDA_CUBLASLT, tests) and `stream` is not capturing a graph, whether it has a handle and an algorithm
+  // for y [M, N] (ldy) = xq [M, K] · wᵀ, and that product times w.scale (y += with accumulate) on `stream`.
+  static bool usable_on(cudaStream_t stream);
   bool supports(int64_t M, int64_t N, int64_t K, int64_t ldy);
   cudaError_t fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K, const DevWeight& w, float* y, int64_t ldy,
                        bool accumulate, cudaStream_t stream);

@@ -15,6 +15,7 @@
 
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/online_softmax.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -56,15 +57,6 @@ __global__ void pack_kv_kernel(MlaPrefillLaunch a, const float* lat, const float
     }
     *dst = static_cast<uint16_t>(pack_bf16x2(value, 0.0f) & 0xFFFFu);
   }
-}
-
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
 // Rows [j0, j0 + kKeys) of a head's K [c_end, DQK] and V [c_end, DV] into the tile buffers (16-byte cp.async; rows
@@ -158,36 +150,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
         mma_bf16(s[nt + 1], qa[kk], b[2], b[3]);
       }
     }
-    // Online softmax of rows g (s[.][0..1]) and g + 8 (s[.][2..3]); keys at or past a row's context are -inf.
+    // Online softmax of rows g and g + 8; keys at or past a row's context are -inf.
     const int64_t j0 = tile * kKeys;
     float corr[2];
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nt][2 * hr + e];
-          x = j0 + 8 * nt + 2 * c + e < ctx[hr] ? x * a.softmax_scale : -INFINITY;
-          mx = fmaxf(mx, x);
-        }
-      }
-      const float m_new = fmaxf(m[hr], quad_max(mx));  // finite: key 0 is in every row's first tile
-      corr[hr] = expf(m[hr] - m_new);
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nt][2 * hr + e];
-          x = expf(x - m_new);
-          sum += x;
-        }
-      }
-      l[hr] = l[hr] * corr[hr] + quad_sum(sum);
-      m[hr] = m_new;
-    }
+    online_softmax_tile(s, [&](int hr, int col) { return j0 + col < ctx[hr]; }, a.softmax_scale, m, l, corr);
 #pragma unroll
     for (int j = 0; j < kDvTiles; ++j) {
       acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];
@@ -228,7 +194,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
   }
 }
 
-unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
+unsigned grid_for(int64_t n) { return std::min(blocks_for(n, 256), 132u * 16u); }  // grid-stride loops
 
 template <int DQK, int DV>
 cudaError_t launch_attend(const MlaPrefillLaunch& a, cudaStream_t stream) {

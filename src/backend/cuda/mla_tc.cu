@@ -20,6 +20,7 @@
 
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/online_softmax.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
@@ -45,15 +46,6 @@ __device__ __forceinline__ void a_terms(float2 v0, float2 v1, float2 v2, float2 
   split_bf16<TERMS>(v2.x, v2.y, t2), split_bf16<TERMS>(v3.x, v3.y, t3);
 #pragma unroll
   for (int i = 0; i < TERMS; ++i) a[i][0] = t0[i], a[i][1] = t1[i], a[i][2] = t2[i], a[i][3] = t3[i];
-}
-
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
 // Cache rows of the tile into shared memory as BF16; rows past the split (row < 0) as zeros, so that 0 · p stays 0
@@ -214,36 +206,9 @@ __global__ void __launch_bounds__(kWarpsTc * 32, 2) mla_attend_tc_kernel(MlaLaun
         s[nt][0] = lo.x, s[nt][1] = lo.y, s[nt][2] = hi.x, s[nt][3] = hi.y;
       }
     }
-    // Online softmax of rows g (s[.][0..1]) and g + 8 (s[.][2..3]); keys past the tile's count are -inf.
+    // Online softmax of rows g and g + 8; keys past the tile's count are -inf.
     float corr[2];
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < kScoreTiles; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = 8 * nt + 2 * c + e;
-          float& v = s[nt][2 * hr + e];
-          v = key < n_keys ? v * a.softmax_scale : -INFINITY;
-          mx = fmaxf(mx, v);
-        }
-      }
-      const float m_new = fmaxf(m[hr], quad_max(mx));  // finite: the tile has a key
-      corr[hr] = expf(m[hr] - m_new);
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < kScoreTiles; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& v = s[nt][2 * hr + e];
-          v = expf(v - m_new);
-          sum += v;
-        }
-      }
-      l[hr] = l[hr] * corr[hr] + quad_sum(sum);
-      m[hr] = m_new;
-    }
+    online_softmax_tile(s, [&](int, int key) { return key < n_keys; }, a.softmax_scale, m, l, corr);
 #pragma unroll
     for (int j = 0; j < kMaxColTiles; ++j) {
       acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];

@@ -33,6 +33,22 @@ using backend_test::rel_l2;
 using backend_test::StoredWeight;
 
 class CudaOps : public CudaVsCpu {
+ protected:
+  // kv_b [H*(Dn+Dv), R] of normal values of std `stddev`, stored in `dtype` (FP8 at `scale`).
+  static StoredWeight random_kv_b(const MlaDims& d, DType dtype, uint64_t seed, float stddev, float scale) {
+    const int64_t rows = d.n_heads * (d.qk_nope_head_dim + d.v_head_dim);
+    return StoredWeight(randn(static_cast<size_t>(rows * d.kv_lora_rank), seed, stddev), {rows, d.kv_lora_rank}, dtype,
+                        scale);
+  }
+  // The CPU's MLA over the host operands in `a`, then `a` given the device's: q uploaded, cache_d, kv_b prepared.
+  std::vector<float> cpu_mla_then_device_args(MlaArgs& a, const std::vector<float>& q, const Tensor& cache_d,
+                                              const StoredWeight& kv_b) {
+    const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
+    a.q = up(q, {a.q.dim(0), a.q.dim(1)});
+    a.kv_cache = cache_d;
+    a.kv_b = prep(kv_b);
+    return want;
+  }
 };
 
 TEST_F(CudaOps, RowOpsMatchCpu) {
@@ -181,8 +197,7 @@ TEST_P(CudaKv, KvWriteThenMlaMatchesCpuInBothForms) {
   const int64_t T = 5;
   std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), 22);
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
-    const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * d.kv_lora_rank), 23, 0.2f),
-                            {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank}, dtype, 0.003f);
+    const StoredWeight kv_b = random_kv_b(d, dtype, 23, 0.2f, 0.003f);
     const Weight kv_b_d = prep(kv_b);
     for (MlaForm form : {MlaForm::kNaive, MlaForm::kAbsorbed}) {
       MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight,
@@ -255,8 +270,7 @@ TEST_F(CudaOps, MlaWithKeysSplitOverBlocksMatchesCpu) {
   const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables, .max_blocks_per_seq = 20};
   ASSERT_GT(mla_splits(2, d.n_heads, d.kv_lora_rank, d.qk_rope_head_dim, false, WType::kF32, 300), 1) << "the case must exercise the split";
   std::vector<float> q = randn(static_cast<size_t>(2 * d.q_width()), 61);
-  const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * d.kv_lora_rank), 62, 0.1f),
-                          {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank}, DType::F8_E4M3, 0.001f);
+  const StoredWeight kv_b = random_kv_b(d, DType::F8_E4M3, 62, 0.1f, 0.001f);
   MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = host(cache, {n_blocks, block_size, W}), .kv_b = kv_b.weight,
             .meta = &meta, .dims = d, .softmax_scale = 0.09f, .form = MlaForm::kAbsorbed};
   const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
@@ -461,14 +475,10 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
                             .max_blocks_per_seq = static_cast<int32_t>(max_blocks)};
         std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), ++seed);
         const DType kvb_dtype = kv_dtype == DType::BF16 ? DType::BF16 : DType::F8_E4M3;
-        const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * R), ++seed, 0.1f),
-                                {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), R}, kvb_dtype, 0.001f);
+        const StoredWeight kv_b = random_kv_b(d, kvb_dtype, ++seed, 0.1f, 0.001f);
         MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
                   .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
-        const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
-        a.q = up(q, {T, d.q_width()});
-        a.kv_cache = cache_d;
-        a.kv_b = prep(kv_b);
+        const std::vector<float> want = cpu_mla_then_device_args(a, q, cache_d, kv_b);
         // The tensor-core pass at each key-tile size (0: the heuristic's, 16 at T = 1-3, 64 at T = 37).
         const ResetKernelSwitches reset;
         for (int keys : {0, 16, 32, 64}) {
@@ -538,8 +548,7 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
   const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables,
                       .max_blocks_per_seq = static_cast<int32_t>(n_blocks)};
   std::vector<float> q = randn(static_cast<size_t>(2 * d.q_width()), 303);
-  const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * R), 304, 0.1f),
-                          {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), R}, DType::BF16, 0.001f);
+  const StoredWeight kv_b = random_kv_b(d, DType::BF16, 304, 0.1f, 0.001f);
   for (DType kv_dtype : {DType::BF16, DType::F8_E4M3, DType::F32}) {
     const WType cache_type = kv_dtype == DType::F32 ? WType::kF32 : kv_dtype == DType::BF16 ? WType::kBF16 : WType::kF8E4M3;
     const int splits = mla_splits(2, d.n_heads, R, Dr, false, cache_type, n_blocks * block_size);
@@ -556,10 +565,7 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
     cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
     MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
               .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
-    const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
-    a.q = up(q, {2, d.q_width()});
-    a.kv_cache = cache_d;
-    a.kv_b = prep(kv_b);
+    const std::vector<float> want = cpu_mla_then_device_args(a, q, cache_d, kv_b);
     EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2) << "cache " << dtype_name(kv_dtype);
   }
 }
@@ -611,14 +617,10 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
       const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
       gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
       cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
-      const StoredWeight kv_b(randn(static_cast<size_t>(d.n_heads * (d.qk_nope_head_dim + d.v_head_dim) * R), ++seed, 0.1f),
-                              {d.n_heads * (d.qk_nope_head_dim + d.v_head_dim), R}, kv_dtype, 0.001f);
+      const StoredWeight kv_b = random_kv_b(d, kv_dtype, ++seed, 0.1f, 0.001f);
       MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
                 .softmax_scale = 0.09f, .form = MlaForm::kAbsorbed};
-      const std::vector<float> want = vec(cpu_.mla_attention(a, host_arena_));
-      a.q = up(q, {T, d.q_width()});
-      a.kv_cache = cache_d;
-      a.kv_b = prep(kv_b);
+      const std::vector<float> want = cpu_mla_then_device_args(a, q, cache_d, kv_b);
       a.bf16_operands = true;
       const ResetKernelSwitches reset;
       set_mla_prefill_for_tests(0);
