@@ -138,10 +138,10 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
 // else 64: the tile kernel); gate and up per group with the SiLU-gating, down scattered back to the pair's row times its
 // gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
 // Prompts only (at least kLtMinPairs pairs, groups of 64, outside a capture), with FP8 W8A8 experts and cuBLASLt
-// switched on (QUATRE_CUDA_CUBLASLT=1): the grouping is read back (one synchronisation of the stream), then each
-// expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM: the sorted rows quantised with
-// their expert's scale, gate and up, the gating, the hidden quantised with the down's scale, down, and each pair's
-// row times its gate scattered into pair_out. The same products as the grouped mma kernels up to summation order.
+// on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one synchronisation of the stream), then each
+// expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM, the experts spread over the
+// LtGemm's lanes: the sorted rows quantised with their expert's scale, gate and up, the gating and the hidden
+// quantised with the down's scale (one pass), down, and each pair's row times its gate scattered into pair_out. The same products as the grouped mma kernels up to summation order.
 constexpr int64_t kLtMinPairs = 4096;
 
 bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
@@ -195,23 +195,31 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   const float* down_scale_d = upload(std::span<const float>(down_scale));
   auto* xq = static_cast<uint8_t*>(a.allocate(static_cast<size_t>(used * std::max(D, F)), 256));
   float* out = a.array<float>(static_cast<size_t>(used * D));
-  const auto gemm = [&](const uint8_t* x, const Run& r, int64_t N, int64_t Kd, const Weight& w, float* y) {
-    launched(lt_->fp8_gemm(x + r.r0 * Kd, r.rows, N, Kd, dev(w, "expert"), y + r.r0 * N, N, false, s), "moe cublaslt");
+  // An expert's GEMMs are small (a few hundred rows): they go round the lanes, so that several fill the card at once.
+  const auto experts_gemms = [&](const auto& each) {
+    const int n_lanes = lt_->fork(s);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      each(runs[i], args.experts[static_cast<size_t>(runs[i].e)], n_lanes > 0 ? lt_->lane(static_cast<int>(i) % n_lanes) : s);
+    }
+    lt_->join(s);
+  };
+  const auto gemm = [&](const uint8_t* x, const Run& r, int64_t N, int64_t Kd, const Weight& w, float* y,
+                        cudaStream_t lane) {
+    launched(lt_->fp8_gemm(x + r.r0 * Kd, r.rows, N, Kd, dev(w, "expert"), y + r.r0 * N, N, false, lane),
+             "moe cublaslt");
   };
   {
     const OpScope scope(profiler_, "moe gate+up+silu (routed)");
     launched(launch_quantize_fp8_rows(args.x.data_as<float>(), D, sorted_token, used, D, gu_scale_d, G, 0.0f, xq, s),
              "moe quantize");
-    for (const Run& r : runs) {
-      const FfnWeights& w = args.experts[static_cast<size_t>(r.e)];
-      gemm(xq, r, F, D, w.gate, gate);
-      gemm(xq, r, F, D, w.up, up);
-    }
-    launched(launch_silu_mul(gate, up, used * F, s), "moe silu_mul");
+    experts_gemms([&](const Run& r, const FfnWeights& w, cudaStream_t lane) {
+      gemm(xq, r, F, D, w.gate, gate, lane);
+      gemm(xq, r, F, D, w.up, up, lane);
+    });
   }
   const OpScope scope(profiler_, "moe down (routed)");
-  launched(launch_quantize_fp8_rows(gate, F, nullptr, used, F, down_scale_d, G, 0.0f, xq, s), "moe quantize");
-  for (const Run& r : runs) gemm(xq, r, D, F, args.experts[static_cast<size_t>(r.e)].down, out);
+  launched(launch_silu_mul_quantize_fp8(gate, up, used, F, down_scale_d, G, xq, s), "moe silu_mul quantize");
+  experts_gemms([&](const Run& r, const FfnWeights& w, cudaStream_t lane) { gemm(xq, r, D, F, w.down, out, lane); });
   launched(launch_scatter_scaled_rows(out, D, sorted_pair, args.routing.gates.data_as<float>(), used, pair_out, s),
            "moe scatter");
   return true;

@@ -1,7 +1,9 @@
 // Large W8A8 matmuls (prefill) on Hopper's wgmma through cuBLASLt: y = (fp8(x / a) · w_fp8ᵀ) · (a · weight_scale),
 // the W8A8 rule every quatre kernel computes (kernels.h DevWeight), with the activations quantised by our own kernel
 // (the same bytes as the mma.sync kernels' act_q) and cuBLASLt's FP8 GEMM (fp32 accumulation, not its fast mode)
-// writing fp32. For plain problems of many rows only; the mma.sync kernels keep decode. Depends on CUDA and cuBLASLt.
+// writing fp32. For plain problems of many rows only; the mma.sync kernels keep decode. Independent GEMMs (a prompt's
+// routed experts) may spread over side streams, "lanes", so that small ones fill the card together. Depends on CUDA
+// and cuBLASLt.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -25,7 +28,7 @@ class LtGemm {
   LtGemm& operator=(const LtGemm&) = delete;
   ~LtGemm();
 
-  // Whether p goes through cuBLASLt: QUATRE_CUDA_CUBLASLT=1 (off until measured; tests force it), a plain W8A8
+  // Whether p goes through cuBLASLt: on unless QUATRE_CUDA_CUBLASLT=0 (tests force either), a plain W8A8
   // problem (FP8 weights with an activation scale; no row maps, scales or SiLU gating) of at least kMinRows rows,
   // K and N multiples of 16, 16-byte aligned x rows and weights, not inside a stream capture.
   static bool applies(const MatmulProblem& p, cudaStream_t stream);
@@ -46,6 +49,13 @@ class LtGemm {
   cudaError_t fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K, const DevWeight& w, float* y, int64_t ldy,
                        bool accumulate, cudaStream_t stream);
 
+  // Lanes for independent GEMMs: fork(stream) makes the lanes wait for what `stream` has queued and returns how many
+  // there are (QUATRE_CUDA_LT_LANES, default 4; 0 when they could not be made: launch on `stream` itself); lane(i)
+  // is the i-th; join(stream) makes `stream` wait for what the lanes have queued since.
+  int fork(cudaStream_t stream);
+  cudaStream_t lane(int i) const { return lanes_[static_cast<size_t>(i)]; }
+  void join(cudaStream_t stream);
+
  private:
   struct Plan;
   Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy);
@@ -56,9 +66,14 @@ class LtGemm {
   bool broken_ = false;                  // cublasLtCreate failed
   std::map<cudaStream_t, void*> workspaces_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;  // (M, N, K, ldy)
+  std::vector<cudaStream_t> lanes_;
+  std::vector<cudaEvent_t> lane_events_;  // [0]: the fork; [1 + i]: lane i's end
+  bool lanes_broken_ = false;             // making them failed: not tried again
+  int joining_ = 0;                       // lanes forked and not yet joined
 };
 
-// Tests: cuBLASLt as QUATRE_CUDA_CUBLASLT says (-1), never (0) or wherever it applies (1).
-void set_cublaslt_for_tests(int mode);
+// Tests: cuBLASLt as QUATRE_CUDA_CUBLASLT says (-1), never (0) or wherever it applies (1); lanes: as
+// QUATRE_CUDA_LT_LANES says (0) or n.
+void set_cublaslt_for_tests(int mode, int lanes = 0);
 
 }  // namespace quatre::cuda

@@ -108,6 +108,10 @@ cudaError_t launch_quantize_fp8(const float* x, int64_t ldx, int64_t M, int64_t 
 // group_scale[m / G] (null: a) — a MoE's sorted rows, each group with its expert's activation scale.
 cudaError_t launch_quantize_fp8_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K,
                                      const float* group_scale, int G, float a, uint8_t* out, cudaStream_t stream);
+// out[m, :] = the quantised silu(g[m, :]) · u[m, :] (g, u [M, K] fp32), divided by group_scale[m / G]: a MoE's
+// gated hidden rows into its down projection's W8A8 input, launch_silu_mul then launch_quantize_fp8_rows in one pass.
+cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t M, int64_t K,
+                                         const float* group_scale, int G, uint8_t* out, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
                                 cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i), any WType
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
