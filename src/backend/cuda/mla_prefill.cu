@@ -6,10 +6,11 @@
 //   matmul: kv  [c_end, H*(Dn+Dv)] = lat[:, :R] · kv_bᵀ               (per head: k_nope then v)
 //   pack:   K [H, c_end, Dn+Dr] = bf16(k_nope_h | k_rope), V [H, c_end, Dv] = bf16(v_h)
 //   attend: o[t, h] = softmax(scale · q_h · Kᵀ, keys < context_lens[t]) · V, online over tiles of 64 keys
-// The attend kernel: one block of 4 warps a (64 query rows, head), each warp 16 rows, q in registers as BF16
-// A fragments; K and V tiles double-buffered in shared memory with cp.async; S and P·V on mma.sync m16n8k16 with
-// fp32 accumulators; the online softmax per row in fp32 (the same steps as mla_tc.cu's). Blocks run the latest
-// queries (most keys) first. Depends on CUDA only.
+// The attend kernel: one block of 8 warps a (128 query rows, head), each warp 16 rows, q in registers as BF16
+// A fragments; K and V tiles double-buffered in shared memory with cp.async (a tile read from L2 once for 128 rows);
+// S and P·V on mma.sync m16n8k16 with fp32 accumulators; the online softmax per row in fp32 (the same steps as
+// mla_tc.cu's), masking only the tiles that reach past a row's context; a warp skips the tiles past all of its rows'.
+// Blocks run the latest queries (most keys) first. Depends on CUDA only.
 #include <algorithm>
 #include <cstdlib>
 
@@ -20,9 +21,9 @@
 namespace quatre::cuda {
 namespace {
 
-constexpr int kRows = 64;   // query rows a block (4 warps of 16)
+constexpr int kRows = 128;  // query rows a block (8 warps of 16)
 constexpr int kKeys = 64;   // keys a tile
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kPad = 8;     // BF16 row padding: at the model's 128-wide rows, 272 bytes ≡ 16 (mod 128), so
                             // ldmatrix's 8 rows fall in distinct banks (the demo's 24-wide V rows do not: tests only)
 
@@ -80,7 +81,7 @@ __device__ __forceinline__ void stage_kv(const uint16_t* k, const uint16_t* v, i
 }
 
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaPrefillLaunch a) {
+__global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaPrefillLaunch a) {
   static_assert(DQK % 16 == 0 && DV % 8 == 0);
   constexpr int kQs = DQK + kPad, kVs = DV + kPad;
   constexpr int kDvTiles = DV / 8;
@@ -115,27 +116,24 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
   for (int kk = 0; kk < DQK / 16; ++kk) {
     ldmatrix_x4(qa[kk], qt + (16 * warp + lane % 16) * kQs + 16 * kk + 8 * (lane / 16));
   }
-  // The context of rows g and g + 8 of this warp (rows past the run: one key, so the softmax stays finite; not stored).
-  int64_t ctx[2];
+  // The context of rows g and g + 8 of this warp (rows past the run: one key, so the softmax stays finite; not
+  // stored), and the least and most of its 16 rows': tiles below the least need no mask, from the most on no work.
+  int ctx[2];
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
     const int64_t r = 16 * warp + g + 8 * hr;
-    ctx[hr] = r < rows ? a.context_lens[t0 + r] : 1;
+    ctx[hr] = r < rows ? static_cast<int>(a.context_lens[t0 + r]) : 1;
+  }
+  int ctx_min = min(ctx[0], ctx[1]), ctx_max = max(ctx[0], ctx[1]);
+#pragma unroll
+  for (int off = 4; off < 32; off *= 2) {
+    ctx_min = min(ctx_min, __shfl_xor_sync(0xffffffffu, ctx_min, off));
+    ctx_max = max(ctx_max, __shfl_xor_sync(0xffffffffu, ctx_max, off));
   }
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float acc[kDvTiles][4] = {};
-  const int64_t n_tiles = (keys + kKeys - 1) / kKeys;
-  for (int64_t tile = 0; tile < n_tiles; ++tile) {
-    const int buf = static_cast<int>(tile % 2);
-    if (tile + 1 < n_tiles) {  // the next tile's copies fly while this one is used
-      uint16_t* next = kt0 + (1 - buf) * kBuf;
-      stage_kv<DQK, DV>(k, v, a.c_end, (tile + 1) * kKeys, next, next + kKeys * kQs);
-      asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    } else {
-      asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-    }
-    __syncthreads();
-    const uint16_t* ktile = kt0 + buf * kBuf;
+  // One K/V tile (buffer at ktile: K [kKeys][kQs], then V [kKeys][kVs]) of keys [j0, j0 + kKeys) into the rows.
+  const auto attend_tile = [&](const uint16_t* ktile, int j0) {
     const uint16_t* vtile = ktile + kKeys * kQs;
     // S [16 rows, 64 keys] = q · Kᵀ.
     float s[kKeys / 8][4] = {};
@@ -151,9 +149,12 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
       }
     }
     // Online softmax of rows g and g + 8; keys at or past a row's context are -inf.
-    const int64_t j0 = tile * kKeys;
     float corr[2];
-    online_softmax_tile(s, [&](int hr, int col) { return j0 + col < ctx[hr]; }, a.softmax_scale, m, l, corr);
+    if (j0 + kKeys <= ctx_min) {
+      online_softmax_tile(s, [](int, int) { return true; }, a.softmax_scale, m, l, corr);
+    } else {
+      online_softmax_tile(s, [&](int hr, int col) { return j0 + col < ctx[hr]; }, a.softmax_scale, m, l, corr);
+    }
 #pragma unroll
     for (int j = 0; j < kDvTiles; ++j) {
       acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];
@@ -178,6 +179,22 @@ __global__ void __launch_bounds__(kWarps * 32, 2) mla_prefill_attend_kernel(MlaP
         ldmatrix_x2_trans(b, vtile + (16 * kk + 8 * (mat % 2) + r) * kVs + 8 * (kDvTiles - 1));
         mma_bf16(acc[kDvTiles - 1], pa, b[0], b[1]);
       }
+    }
+  };
+  const int64_t n_tiles = (keys + kKeys - 1) / kKeys;
+  for (int64_t tile = 0; tile < n_tiles; ++tile) {
+    const int buf = static_cast<int>(tile % 2);
+    if (tile + 1 < n_tiles) {  // the next tile's copies fly while this one is used
+      uint16_t* next = kt0 + (1 - buf) * kBuf;
+      stage_kv<DQK, DV>(k, v, a.c_end, (tile + 1) * kKeys, next, next + kKeys * kQs);
+      asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    }
+    __syncthreads();
+    const int j0 = static_cast<int>(tile * kKeys);
+    if (j0 < ctx_max) {  // else past every row of this warp (the block's later rows see more)
+      attend_tile(kt0 + buf * kBuf, j0);
     }
     __syncthreads();  // the buffer is consumed before the next-but-one tile is staged into it
   }
