@@ -2,10 +2,8 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh; carry .gpu/pack): the
 # open questions, most needed first, on whichever card comes (16 layers, context 2048 on a card that cannot hold the
 # whole model; GPU_LAYERS to choose). The CUDA tests (test_cuda_matmul's log kept whole: a crash prints a native
-# backtrace); then prefill 8K in W8A8 with BF16 attention operands:
-# the linears on cuBLASLt (the default) with the routed experts' GEMMs over 4, 1, 2 and 8 lanes, then on our
-# mma.sync tiles; decode at batch 1 and 64 against W8A16. LIMIT: the seconds the call may run (default 560); what
-# would not fit is skipped. The tables on stdout, the logs under OUT_DIR.
+# backtrace); then prefill in W8A8 with BF16 attention operands (below). LIMIT: the seconds the call may run
+# (default 560); what would not fit is skipped. The tables on stdout, the logs under OUT_DIR.
 #   run tool: command "bash tools/gpu/cuda_next.sh $OUT 560", carry [".gpu/pack"], timeout_s 580
 set -uo pipefail
 out=${1:?usage: cuda_next.sh OUT_DIR [LIMIT]}
@@ -21,9 +19,9 @@ cp /tmp/k/check/test_cuda_matmul.log "$out/" 2>/dev/null
 if grep -q "== crash" /tmp/k/check/test_cuda_matmul.log 2>/dev/null; then
   grep -B3 -A30 "== crash" /tmp/k/check/test_cuda_matmul.log | head -50
 fi
-# Prefill 8K, W8A8 with BF16 attention operands (the naive-form prompt kernel), the linears on cuBLASLt (the default)
-# with the routed experts' GEMMs over 4 lanes (the default), then 1, 2 and 8; then on our mma.sync tiles. Decode at
-# batch 1 and 64 in the first run, and with W8A16 (the decode default) to compare.
+# Prefill 8K, W8A8 with BF16 attention operands (the naive-form prompt kernel, 32 rows a warp), the linears on
+# cuBLASLt (the default), with its profile; the prompt kernel at 16 rows a warp; the routed experts over 2 lanes (4
+# is the default); prefill 1K and 32K.
 run_bench() {  # NAME ENV-SETTING BENCH-ARGS...
   local name=$1 setting=$2
   shift 2
@@ -37,9 +35,11 @@ run_bench() {  # NAME ENV-SETTING BENCH-ARGS...
   grep -A1 "prefill T" "$out/$name.txt" | tail -1
 }
 w8a8=(--fp8-activations static --attention-operands bf16)
-run_bench lt_lanes4 - "${w8a8[@]}" --batch 1,64 --prefill 8192 --profile
-grep -A16 "prefill T" "$out/lt_lanes4.txt" | tail -15
-for n in 1 2 8; do run_bench lt_lanes$n QUATRE_CUDA_LT_LANES=$n "${w8a8[@]}" --batch 1 --prefill 8192; done
-run_bench mma QUATRE_CUDA_CUBLASLT=0 "${w8a8[@]}" --batch 1 --prefill 8192
-run_bench w8a16 - --batch 1,64 --prefill 8192
+run_bench w8a8 - "${w8a8[@]}" --batch 1,64 --prefill 8192 --profile
+grep -A16 "prefill T" "$out/w8a8.txt" | tail -15
+run_bench rows16 QUATRE_CUDA_MLA_PREFILL_ROWS=16 "${w8a8[@]}" --batch 1 --prefill 8192 --profile
+grep "mla prefill" "$out/rows16.txt"
+run_bench lanes2 QUATRE_CUDA_LT_LANES=2 "${w8a8[@]}" --batch 1 --prefill 8192
+run_bench lengths - "${w8a8[@]}" --batch 1 --prefill 1024,32768
+grep -A3 "prefill T" "$out/lengths.txt" | tail -3
 echo "== done in $SECONDS s"

@@ -246,7 +246,9 @@ bool mla_prefill_dims_supported(int64_t Dn, int64_t Dr, int64_t Dv);
 // Whether a run of n tokens over `pairs` (token, key) pairs and c_end keys is cheaper in the naive form, the key
 // expansion counted (QUATRE_CUDA_MLA_PREFILL=0: never); tests force it on or off.
 bool mla_prefill_pays(int64_t n, int64_t pairs, int64_t c_end, int64_t R, int64_t Dn, int64_t Dr, int64_t Dv);
-void set_mla_prefill_for_tests(int mode);  // -1: the cost rule; 0: never; 1: every run of >= 2 tokens that fits
+// Tests: -1: the cost rule; 0: never; 1: every run of >= 2 tokens that fits; warp_rows: the attend kernel's rows a
+// warp (16 or 32; 0: as QUATRE_CUDA_MLA_PREFILL_ROWS says).
+void set_mla_prefill_for_tests(int mode, int warp_rows = 0);
 // lat [c_end, R+Dr] fp32 = the run's cache rows [0, c_end).
 cudaError_t launch_mla_prefill_gather(const MlaPrefillLaunch& a, float* lat, cudaStream_t stream);
 // After the caller's kv [c_end, H*(Dn+Dv)] = lat[:, :R] · kv_bᵀ: packs K and V, then the attention into o.

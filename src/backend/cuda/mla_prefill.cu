@@ -21,9 +21,8 @@
 namespace quatre::cuda {
 namespace {
 
-constexpr int kRows = 128;  // query rows a block (8 warps of 16)
+constexpr int kRows = 128;  // query rows a block (8 warps of 16, or 4 of 32)
 constexpr int kKeys = 64;   // keys a tile
-constexpr int kWarps = 8;
 constexpr int kPad = 8;     // BF16 row padding: at the model's 128-wide rows, 272 bytes ≡ 16 (mod 128), so
                             // ldmatrix's 8 rows fall in distinct banks (the demo's 24-wide V rows do not: tests only)
 
@@ -62,11 +61,11 @@ __global__ void pack_kv_kernel(MlaPrefillLaunch a, const float* lat, const float
 
 // Rows [j0, j0 + kKeys) of a head's K [c_end, DQK] and V [c_end, DV] into the tile buffers (16-byte cp.async; rows
 // past c_end as zeros), committed as one group.
-template <int DQK, int DV>
+template <int DQK, int DV, int kThreads>
 __device__ __forceinline__ void stage_kv(const uint16_t* k, const uint16_t* v, int64_t c_end, int64_t j0,
                                          uint16_t* kt, uint16_t* vt) {
   constexpr int kc = DQK / 8, vc = DV / 8;  // 16-byte chunks a row
-  for (int i = static_cast<int>(threadIdx.x); i < kKeys * (kc + vc); i += kWarps * 32) {
+  for (int i = static_cast<int>(threadIdx.x); i < kKeys * (kc + vc); i += kThreads) {
     const bool is_k = i < kKeys * kc;
     const int r = is_k ? i / kc : (i - kKeys * kc) / vc, ch = is_k ? i % kc : (i - kKeys * kc) % vc;
     uint16_t* dst = is_k ? kt + r * (DQK + kPad) + 8 * ch : vt + r * (DV + kPad) + 8 * ch;
@@ -80,9 +79,13 @@ __device__ __forceinline__ void stage_kv(const uint16_t* k, const uint16_t* v, i
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaPrefillLaunch a) {
-  static_assert(DQK % 16 == 0 && DV % 8 == 0);
+// MT m16 tiles of rows a warp (kRows / (16·MT) warps): with MT = 2 each K or V fragment read from shared memory
+// feeds two mma (half the shared-memory reads of MT = 1 a product), q's fragments then read from shared memory a tile
+// (registers hold the two rows' accumulators instead).
+template <int DQK, int DV, int MT>
+__global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(MlaPrefillLaunch a) {
+  static_assert(DQK % 16 == 0 && DV % 8 == 0 && (MT == 1 || MT == 2));
+  constexpr int kThreads = kRows / MT * 2;  // 32 a warp of 16·MT rows
   constexpr int kQs = DQK + kPad, kVs = DV + kPad;
   constexpr int kDvTiles = DV / 8;
   extern __shared__ float4 smem4[];
@@ -90,6 +93,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaP
   constexpr int kBuf = kKeys * (kQs + kVs);            // elements a buffer
   uint16_t* const kt0 = qt + kRows * kQs;              // buffer b: K at kt0 + b·kBuf, V at kt0 + b·kBuf + kKeys·kQs
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int row0 = 16 * MT * warp;  // the warp's first row in the block
   const int64_t n_qblocks = (a.n + kRows - 1) / kRows;
   const int64_t qb = n_qblocks - 1 - blockIdx.x, h = blockIdx.y;  // the latest rows (most keys) first
   const int64_t t0 = qb * kRows, rows = min(static_cast<int64_t>(kRows), a.n - t0);
@@ -97,11 +101,11 @@ __global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaP
   const uint16_t* v = a.v + h * a.c_end * DV;
   // Keys the block's rows see: up to the last row's context (contexts grow along the run).
   const int64_t keys = a.context_lens[t0 + rows - 1];
-  stage_kv<DQK, DV>(k, v, a.c_end, 0, kt0, kt0 + kKeys * kQs);
+  stage_kv<DQK, DV, kThreads>(k, v, a.c_end, 0, kt0, kt0 + kKeys * kQs);
 
   // q rows of this head as BF16 (rows past the run: zeros).
   const int64_t dh = a.Dn + a.Dr;
-  for (int i = tid; i < kRows * (DQK / 2); i += kWarps * 32) {
+  for (int i = tid; i < kRows * (DQK / 2); i += kThreads) {
     const int r = i / (DQK / 2), col = 2 * (i % (DQK / 2));
     float2 x = make_float2(0.0f, 0.0f);
     if (r < rows) {
@@ -111,73 +115,106 @@ __global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaP
     *reinterpret_cast<uint32_t*>(qt + r * kQs + col) = pack_bf16x2(x.x, x.y);
   }
   __syncthreads();
-  uint32_t qa[DQK / 16][4];  // A fragments of this warp's 16 rows
+  // The A fragment of m-tile mt at k-step kk, from the q tile.
+  const auto load_qa = [&](uint32_t(&frag)[4], int mt, int kk) {
+    ldmatrix_x4(frag, qt + (row0 + 16 * mt + lane % 16) * kQs + 16 * kk + 8 * (lane / 16));
+  };
+  uint32_t qa[MT == 1 ? DQK / 16 : 1][4];  // MT = 1: the warp's 16 rows, held for the whole pass
+  if constexpr (MT == 1) {
 #pragma unroll
-  for (int kk = 0; kk < DQK / 16; ++kk) {
-    ldmatrix_x4(qa[kk], qt + (16 * warp + lane % 16) * kQs + 16 * kk + 8 * (lane / 16));
+    for (int kk = 0; kk < DQK / 16; ++kk) load_qa(qa[kk], 0, kk);
   }
-  // The context of rows g and g + 8 of this warp (rows past the run: one key, so the softmax stays finite; not
-  // stored), and the least and most of its 16 rows': tiles below the least need no mask, from the most on no work.
-  int ctx[2];
+  // The context of rows g and g + 8 of each m-tile (rows past the run: one key, so the softmax stays finite; not
+  // stored), and the least and most of the warp's rows': tiles below the least need no mask, from the most on no work.
+  int ctx[MT][2];
+  int ctx_min = INT32_MAX, ctx_max = 0;
 #pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    const int64_t r = 16 * warp + g + 8 * hr;
-    ctx[hr] = r < rows ? static_cast<int>(a.context_lens[t0 + r]) : 1;
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t r = row0 + 16 * mt + g + 8 * hr;
+      ctx[mt][hr] = r < rows ? static_cast<int>(a.context_lens[t0 + r]) : 1;
+      ctx_min = min(ctx_min, ctx[mt][hr]);
+      ctx_max = max(ctx_max, ctx[mt][hr]);
+    }
   }
-  int ctx_min = min(ctx[0], ctx[1]), ctx_max = max(ctx[0], ctx[1]);
 #pragma unroll
   for (int off = 4; off < 32; off *= 2) {
     ctx_min = min(ctx_min, __shfl_xor_sync(0xffffffffu, ctx_min, off));
     ctx_max = max(ctx_max, __shfl_xor_sync(0xffffffffu, ctx_max, off));
   }
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  float acc[kDvTiles][4] = {};
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+  float acc[MT][kDvTiles][4] = {};
   // One K/V tile (buffer at ktile: K [kKeys][kQs], then V [kKeys][kVs]) of keys [j0, j0 + kKeys) into the rows.
   const auto attend_tile = [&](const uint16_t* ktile, int j0) {
     const uint16_t* vtile = ktile + kKeys * kQs;
-    // S [16 rows, 64 keys] = q · Kᵀ.
-    float s[kKeys / 8][4] = {};
+    // S [16·MT rows, 64 keys] = q · Kᵀ.
+    float s[MT][kKeys / 8][4] = {};
 #pragma unroll
     for (int kk = 0; kk < DQK / 16; ++kk) {
+      uint32_t frag[MT][4];
+      if constexpr (MT > 1) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) load_qa(frag[mt], mt, kk);
+      }
 #pragma unroll
       for (int nt = 0; nt < kKeys / 8; nt += 2) {
         const int mat = lane / 8, r = lane % 8;  // keys 8nt.. at k, k + 8; keys 8(nt+1).. at k, k + 8
         uint32_t b[4];
         ldmatrix_x4(b, ktile + (8 * (nt + mat / 2) + r) * kQs + 16 * kk + 8 * (mat % 2));
-        mma_bf16(s[nt], qa[kk], b[0], b[1]);
-        mma_bf16(s[nt + 1], qa[kk], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t(&qf)[4] = MT == 1 ? qa[kk] : frag[mt];
+          mma_bf16(s[mt][nt], qf, b[0], b[1]);
+          mma_bf16(s[mt][nt + 1], qf, b[2], b[3]);
+        }
       }
     }
-    // Online softmax of rows g and g + 8; keys at or past a row's context are -inf.
-    float corr[2];
-    if (j0 + kKeys <= ctx_min) {
-      online_softmax_tile(s, [](int, int) { return true; }, a.softmax_scale, m, l, corr);
-    } else {
-      online_softmax_tile(s, [&](int hr, int col) { return j0 + col < ctx[hr]; }, a.softmax_scale, m, l, corr);
-    }
 #pragma unroll
-    for (int j = 0; j < kDvTiles; ++j) {
-      acc[j][0] *= corr[0], acc[j][1] *= corr[0], acc[j][2] *= corr[1], acc[j][3] *= corr[1];
+    for (int mt = 0; mt < MT; ++mt) {
+      // Online softmax of rows g and g + 8; keys at or past a row's context are -inf.
+      float corr[2];
+      if (j0 + kKeys <= ctx_min) {
+        online_softmax_tile(s[mt], [](int, int) { return true; }, a.softmax_scale, m[mt], l[mt], corr);
+      } else {
+        online_softmax_tile(s[mt], [&](int hr, int col) { return j0 + col < ctx[mt][hr]; }, a.softmax_scale, m[mt],
+                            l[mt], corr);
+      }
+#pragma unroll
+      for (int j = 0; j < kDvTiles; ++j) {
+        acc[mt][j][0] *= corr[0], acc[mt][j][1] *= corr[0], acc[mt][j][2] *= corr[1], acc[mt][j][3] *= corr[1];
+      }
     }
     // O += P · V: P's A registers are the score accumulators of n-tiles 2kk and 2kk + 1, rounded to BF16.
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                              pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pa[mt][0] = pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
       const int mat = lane / 8, r = lane % 8;
 #pragma unroll
       for (int j = 0; j + 1 < kDvTiles; j += 2) {
         // Matrices (transposed): keys 16kk.. and 16kk + 8.. at columns 8j, then at 8j + 8 -> b0, b1 of j, j + 1.
         uint32_t b[4];
         ldmatrix_x4_trans(b, vtile + (16 * kk + 8 * (mat % 2) + r) * kVs + 8 * j + 8 * (mat / 2));
-        mma_bf16(acc[j], pa, b[0], b[1]);
-        mma_bf16(acc[j + 1], pa, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_bf16(acc[mt][j], pa[mt], b[0], b[1]);
+          mma_bf16(acc[mt][j + 1], pa[mt], b[2], b[3]);
+        }
       }
       if constexpr (kDvTiles % 2 == 1) {  // the last n-tile alone (lanes 16..31 give addresses ldmatrix ignores)
         uint32_t b[2];
         ldmatrix_x2_trans(b, vtile + (16 * kk + 8 * (mat % 2) + r) * kVs + 8 * (kDvTiles - 1));
-        mma_bf16(acc[kDvTiles - 1], pa, b[0], b[1]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) mma_bf16(acc[mt][kDvTiles - 1], pa[mt], b[0], b[1]);
       }
     }
   };
@@ -186,7 +223,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaP
     const int buf = static_cast<int>(tile % 2);
     if (tile + 1 < n_tiles) {  // the next tile's copies fly while this one is used
       uint16_t* next = kt0 + (1 - buf) * kBuf;
-      stage_kv<DQK, DV>(k, v, a.c_end, (tile + 1) * kKeys, next, next + kKeys * kQs);
+      stage_kv<DQK, DV, kThreads>(k, v, a.c_end, (tile + 1) * kKeys, next, next + kKeys * kQs);
       asm volatile("cp.async.wait_group 1;\n" ::: "memory");
     } else {
       asm volatile("cp.async.wait_group 0;\n" ::: "memory");
@@ -199,29 +236,49 @@ __global__ void __launch_bounds__(kWarps * 32, 1) mla_prefill_attend_kernel(MlaP
     __syncthreads();  // the buffer is consumed before the next-but-one tile is staged into it
   }
 #pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    const int64_t r = 16 * warp + g + 8 * hr;
-    if (r >= rows) continue;
-    const float inv = 1.0f / l[hr];
-    float* dst = a.o + (t0 + r) * a.H * a.Dv + h * a.Dv;
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int j = 0; j < kDvTiles; ++j) {
-      *reinterpret_cast<float2*>(dst + 8 * j + 2 * c) = make_float2(acc[j][2 * hr] * inv, acc[j][2 * hr + 1] * inv);
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t r = row0 + 16 * mt + g + 8 * hr;
+      if (r >= rows) continue;
+      const float inv = 1.0f / l[mt][hr];
+      float* dst = a.o + (t0 + r) * a.H * a.Dv + h * a.Dv;
+#pragma unroll
+      for (int j = 0; j < kDvTiles; ++j) {
+        *reinterpret_cast<float2*>(dst + 8 * j + 2 * c) =
+            make_float2(acc[mt][j][2 * hr] * inv, acc[mt][j][2 * hr + 1] * inv);
+      }
     }
   }
 }
 
+int g_prefill_rows_for_tests = 0;  // set_mla_prefill_for_tests
+
 unsigned grid_for(int64_t n) { return std::min(blocks_for(n, 256), 132u * 16u); }  // grid-stride loops
 
-template <int DQK, int DV>
+// Rows a warp (QUATRE_CUDA_MLA_PREFILL_ROWS: 16 or 32, the default).
+int warp_rows() {
+  static const int rows = [] {
+    const char* v = std::getenv("QUATRE_CUDA_MLA_PREFILL_ROWS");
+    return v != nullptr && std::atoi(v) == 16 ? 16 : 32;
+  }();
+  return g_prefill_rows_for_tests > 0 ? g_prefill_rows_for_tests : rows;
+}
+
+template <int DQK, int DV, int MT>
 cudaError_t launch_attend(const MlaPrefillLaunch& a, cudaStream_t stream) {
   constexpr size_t shared = (kRows * (DQK + kPad) + 2 * kKeys * (DQK + kPad + DV + kPad)) * sizeof(uint16_t);
-  const auto kernel = mla_prefill_attend_kernel<DQK, DV>;
+  const auto kernel = mla_prefill_attend_kernel<DQK, DV, MT>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
   if (e != cudaSuccess) return e;
   const dim3 grid(static_cast<unsigned>((a.n + kRows - 1) / kRows), static_cast<unsigned>(a.H));
-  kernel<<<grid, kWarps * 32, shared, stream>>>(a);
+  kernel<<<grid, kRows / MT * 2, shared, stream>>>(a);
   return cudaGetLastError();
+}
+
+template <int DQK, int DV>
+cudaError_t launch_attend(const MlaPrefillLaunch& a, cudaStream_t stream) {
+  return warp_rows() == 16 ? launch_attend<DQK, DV, 1>(a, stream) : launch_attend<DQK, DV, 2>(a, stream);
 }
 
 bool prefill_enabled() {
@@ -236,7 +293,10 @@ bool mla_prefill_dims_supported(int64_t Dn, int64_t Dr, int64_t Dv) {
   return (Dn + Dr == 128 && Dv == 128) || (Dn + Dr == 48 && Dv == 24);
 }
 
-void set_mla_prefill_for_tests(int mode) { g_prefill_test_mode = mode; }
+void set_mla_prefill_for_tests(int mode, int warp_rows) {
+  g_prefill_test_mode = mode;
+  g_prefill_rows_for_tests = warp_rows;
+}
 
 bool mla_prefill_pays(int64_t n, int64_t pairs, int64_t c_end, int64_t R, int64_t Dn, int64_t Dr, int64_t Dv) {
   if (g_prefill_test_mode >= 0) return g_prefill_test_mode == 1 && n >= 2 && c_end <= kMlaPrefillMaxKeys;

@@ -572,9 +572,9 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
 
 // Prompt runs in the naive form (mla_prefill.cu: latents gathered, expanded by kv_b, attended with BF16 operands in
 // tiles of 64 keys, causal per row) inside a step that also holds decode tokens of other sequences: two runs (one
-// behind a 37-entry cached prefix, one from the start, rows not a multiple of the kernel's 64) between single
-// tokens, at the model's head sizes and the demo model's. Within BF16 rounding (q, k, v and P rounded) of the
-// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits. The cost rule: an 8K-token
+// behind a 37-entry cached prefix (two blocks of 128 rows), one from the start (warps past its 70 rows)) between
+// single tokens, at the model's head sizes and the demo model's. Within BF16 rounding (q, k, v and P rounded) of the
+// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits; 16 rows a warp the bits of 32. The cost rule: an 8K-token
 // prompt pays, so does a 512-token chunk behind a 7K-token prefix (break-even ~461 tokens); a 256-token one does not.
 // k and v rounded to BF16 too (the expansion's fp32 products), four roundings of 2^-9 where the absorbed pass has two.
 constexpr double kNaivePrefillRelL2 = 1e-2;
@@ -625,8 +625,10 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
       const ResetKernelSwitches reset;
       set_mla_prefill_for_tests(0);
       const std::vector<float> absorbed = down(gpu_->mla_attention(a, *dev_arena_));
-      set_mla_prefill_for_tests(1);
+      set_mla_prefill_for_tests(1, 32);
       const std::vector<float> naive = down(gpu_->mla_attention(a, *dev_arena_));
+      set_mla_prefill_for_tests(1, 16);  // a warp's 16 rows: each row's products in the same order, the same bits
+      EXPECT_EQ(down(gpu_->mla_attention(a, *dev_arena_)), naive) << "16 rows a warp";
       const std::string what = "H=" + std::to_string(d.n_heads) + " Dv=" + std::to_string(d.v_head_dim) + " cache " +
                                std::string(dtype_name(kv_dtype));
       EXPECT_LE(rel_l2(absorbed, want), kBf16OperandsRelL2) << what;
