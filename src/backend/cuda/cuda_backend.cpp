@@ -529,8 +529,12 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
     }
     t = end;
   }
-  // One scratch for every run (they run one after another on the stream), sized for the most keys.
-  const PrefillScratch scratch = runs.empty() ? PrefillScratch{} : prefill_scratch(d, max_keys, a);
+  // One scratch for every run (they run one after another on the stream), sized for the most keys a chunk and the
+  // longest run.
+  int64_t max_run = 0;
+  for (const Run& r : runs) max_run = std::max(max_run, r.n);
+  const PrefillScratch scratch =
+      runs.empty() ? PrefillScratch{} : prefill_scratch(d, std::min(max_keys, mla_prefill_chunk_keys()), max_run, a);
   int64_t done = 0;  // tokens before this one are launched
   for (const Run& r : runs) {
     if (r.t0 > done) mla_absorbed(l, done, r.t0 - done, is_tiled, kvb_bytes, args, a);
@@ -541,12 +545,13 @@ Tensor CudaBackend::mla_attention(const MlaArgs& args, Arena& a) {
   return o;
 }
 
-CudaBackend::PrefillScratch CudaBackend::prefill_scratch(const MlaDims& d, int64_t keys, Arena& a) {
+CudaBackend::PrefillScratch CudaBackend::prefill_scratch(const MlaDims& d, int64_t keys, int64_t rows, Arena& a) {
   const int64_t H = d.n_heads;
   return {.k = a.array<uint16_t>(static_cast<size_t>(H * keys * (d.qk_nope_head_dim + d.qk_rope_head_dim))),
           .v = a.array<uint16_t>(static_cast<size_t>(H * keys * d.v_head_dim)),
           .lat = a.array<float>(static_cast<size_t>(keys * d.cache_width())),
-          .kv = a.array<float>(static_cast<size_t>(keys * H * (d.qk_nope_head_dim + d.v_head_dim)))};
+          .kv = a.array<float>(static_cast<size_t>(keys * H * (d.qk_nope_head_dim + d.v_head_dim))),
+          .ml = a.array<float>(static_cast<size_t>(rows * H * 2))};
 }
 
 // Tokens [t0, t0 + n) of the step on the absorbed kernels (l: the whole step's launch).
@@ -592,41 +597,51 @@ void CudaBackend::mla_absorbed(const MlaLaunch& l, int64_t t0, int64_t n, bool i
 }
 
 // Tokens [t0, t0 + n) of the step, one sequence's prompt run over its entries [0, c_end), in the naive form
-// (mla_prefill.cu): the latents gathered, expanded by kv_b on the matmul kernels, packed to BF16 heads, attended.
+// (mla_prefill.cu), chunk by chunk of keys: the latents gathered, expanded by kv_b on the matmul kernels, packed to
+// BF16 heads, attended (the running softmax carried from chunk to chunk).
 void CudaBackend::mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const PrefillScratch& scratch,
                               const MlaArgs& args, Arena& a) {
   const MlaDims& d = args.dims;
-  const int64_t H = d.n_heads, R = d.kv_lora_rank;
+  const int64_t H = d.n_heads, R = d.kv_lora_rank, chunk = mla_prefill_chunk_keys();
   const int32_t seq = args.meta->seq_index[static_cast<size_t>(t0)];
-  MlaPrefillLaunch p{.q = l.q + t0 * d.q_width(),
-                     .cache = l.cache,
-                     .cache_type = l.cache_type,
-                     .block_size = l.block_size,
-                     .table = l.block_tables + static_cast<int64_t>(seq) * l.max_blocks_per_seq,
-                     .context_lens = l.context_lens + t0,
-                     .n = n,
-                     .c_end = c_end,
-                     .H = H,
-                     .R = R,
-                     .Dn = d.qk_nope_head_dim,
-                     .Dr = d.qk_rope_head_dim,
-                     .Dv = d.v_head_dim,
-                     .softmax_scale = args.softmax_scale,
-                     .k = scratch.k,
-                     .v = scratch.v,
-                     .o = l.o + t0 * H * d.v_head_dim};
-  float* lat = scratch.lat;
-  float* kv = scratch.kv;
-  {
-    const OpScope scope(profiler_, "mla prefill expand");
-    launched(launch_mla_prefill_gather(p, lat, as_stream(stream_)), "mla prefill gather");
-    MatmulProblem mm{.x = lat, .ldx = d.cache_width(), .M = c_end, .N = H * (d.qk_nope_head_dim + d.v_head_dim),
-                     .K = R, .weight = l.kv_b_w, .y = kv, .ldy = H * (d.qk_nope_head_dim + d.v_head_dim)};
-    give_split_workspace(mm, a);
-    launched(launch_matmul(mm, as_stream(stream_)), "mla prefill kv_b");
+  for (int64_t k0 = 0; k0 < c_end; k0 += chunk) {
+    const int64_t keys = std::min(chunk, c_end - k0);
+    MlaPrefillLaunch p{.q = l.q + t0 * d.q_width(),
+                       .cache = l.cache,
+                       .cache_type = l.cache_type,
+                       .block_size = l.block_size,
+                       .table = l.block_tables + static_cast<int64_t>(seq) * l.max_blocks_per_seq,
+                       .context_lens = l.context_lens + t0,
+                       .n = n,
+                       .c_end = keys,
+                       .H = H,
+                       .R = R,
+                       .Dn = d.qk_nope_head_dim,
+                       .Dr = d.qk_rope_head_dim,
+                       .Dv = d.v_head_dim,
+                       .k0 = k0,
+                       .first = k0 == 0,
+                       .last = k0 + keys == c_end,
+                       .softmax_scale = args.softmax_scale,
+                       .k = scratch.k,
+                       .v = scratch.v,
+                       .ml = scratch.ml,
+                       .o = l.o + t0 * H * d.v_head_dim};
+    {
+      const OpScope scope(profiler_, "mla prefill expand");
+      launched(launch_mla_prefill_gather(p, scratch.lat, as_stream(stream_)), "mla prefill gather");
+      MatmulProblem mm{.x = scratch.lat, .ldx = d.cache_width(), .M = keys, .N = H * (d.qk_nope_head_dim + d.v_head_dim),
+                       .K = R, .weight = l.kv_b_w, .y = scratch.kv, .ldy = H * (d.qk_nope_head_dim + d.v_head_dim)};
+      give_split_workspace(mm, a);
+      launched(launch_matmul(mm, as_stream(stream_)), "mla prefill kv_b");
+    }
+    {
+      const OpScope scope(profiler_, "mla prefill pack");
+      launched(launch_mla_prefill_pack(p, scratch.lat, scratch.kv, as_stream(stream_)), "mla prefill pack");
+    }
+    const OpScope scope(profiler_, "mla prefill attend");
+    launched(launch_mla_prefill_attend(p, as_stream(stream_)), "mla prefill attend");
   }
-  const OpScope scope(profiler_, "mla prefill attend");
-  launched(launch_mla_prefill_attend(p, lat, kv, as_stream(stream_)), "mla prefill attend");
 }
 
 const float* CudaBackend::kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a) {

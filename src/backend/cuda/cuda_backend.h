@@ -131,13 +131,14 @@ class CudaBackend final : public Backend {
   // mla_attention's two paths over tokens [t0, t0 + n) of the step whose whole launch is l.
   void mla_absorbed(const MlaLaunch& l, int64_t t0, int64_t n, bool is_tiled, double kvb_bytes, const MlaArgs& args,
                     Arena& a);
-  struct PrefillScratch {  // mla_prefill's buffers for runs of up to `keys` keys
+  struct PrefillScratch {  // mla_prefill's buffers for chunks of up to `keys` keys, runs of up to `rows` tokens
     uint16_t* k = nullptr;   // BF16 [H, keys, Dn+Dr]
     uint16_t* v = nullptr;   // BF16 [H, keys, Dv]
     float* lat = nullptr;    // [keys, R+Dr]
     float* kv = nullptr;     // [keys, H*(Dn+Dv)]
+    float* ml = nullptr;     // [rows, H, 2]
   };
-  static PrefillScratch prefill_scratch(const MlaDims& d, int64_t keys, Arena& a);
+  static PrefillScratch prefill_scratch(const MlaDims& d, int64_t keys, int64_t rows, Arena& a);
   void mla_prefill(const MlaLaunch& l, int64_t t0, int64_t n, int64_t c_end, const PrefillScratch& scratch,
                    const MlaArgs& args, Arena& a);
 

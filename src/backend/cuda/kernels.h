@@ -223,7 +223,9 @@ cudaError_t launch_mla(const MlaLaunch& a, cudaStream_t stream, MlaStage stage =
 
 
 // MLA over a prompt run in the naive form with BF16 operands (mla_prefill.cu): n consecutive tokens of one sequence,
-// token i attending to the sequence's entries [0, context_lens[i]), contexts growing along the run up to c_end.
+// token i attending to the sequence's entries [0, context_lens[i]), contexts growing along the run. The keys go in
+// chunks of at most kMlaPrefillChunkKeys: a launch covers the entries [k0, k0 + c_end), and the running softmax of
+// each (row, head) passes from chunk to chunk through o (unnormalised) and ml (max and sum).
 struct MlaPrefillLaunch {
   const float* q = nullptr;             // [n, H*(Dn+Dr)] the run's rows, RoPE and temperature applied
   const void* cache = nullptr;          // [n_blocks, block_size, R+Dr]
@@ -231,28 +233,34 @@ struct MlaPrefillLaunch {
   int64_t block_size = 0;
   const int32_t* table = nullptr;       // device: the sequence's row of the block tables
   const int32_t* context_lens = nullptr;  // device [n]
-  int64_t n = 0, c_end = 0, H = 0, R = 0, Dn = 0, Dr = 0, Dv = 0;
+  int64_t n = 0, c_end = 0, H = 0, R = 0, Dn = 0, Dr = 0, Dv = 0;  // c_end: the chunk's keys
+  int64_t k0 = 0;                       // the chunk's first entry
+  bool first = true, last = true;       // the run's first and last chunk
   float softmax_scale = 0;
   uint16_t* k = nullptr;                // scratch BF16 [H, c_end, Dn+Dr], 16-byte aligned
   uint16_t* v = nullptr;                // scratch BF16 [H, c_end, Dv], 16-byte aligned
+  float* ml = nullptr;                  // scratch [n, H, 2]: the running max and sum between chunks (one chunk: unused)
   float* o = nullptr;                   // [n, H*Dv] the run's rows
 };
-// Runs shorter than this, or over more keys than that (the scratch is ~42 KB a key at the model's dims), stay on
-// the absorbed kernels.
+// Runs shorter than this stay on the absorbed kernels; keys go in chunks of that many (the scratch is ~50 KB a key
+// at the model's dims).
 constexpr int64_t kMlaPrefillMinRun = 128;
-constexpr int64_t kMlaPrefillMaxKeys = 8192;
+constexpr int64_t kMlaPrefillChunkKeys = 8192;
 // The head sizes the attend kernel is built for: Dn + Dr = 128, Dv = 128 (the model) and 48, 24 (the demo model).
 bool mla_prefill_dims_supported(int64_t Dn, int64_t Dr, int64_t Dv);
 // Whether a run of n tokens over `pairs` (token, key) pairs and c_end keys is cheaper in the naive form, the key
 // expansion counted (QUATRE_CUDA_MLA_PREFILL=0: never); tests force it on or off.
 bool mla_prefill_pays(int64_t n, int64_t pairs, int64_t c_end, int64_t R, int64_t Dn, int64_t Dr, int64_t Dv);
-// Tests: -1: the cost rule; 0: never; 1: every run of >= 2 tokens that fits; warp_rows: the attend kernel's rows a
-// warp (16 or 32; 0: as QUATRE_CUDA_MLA_PREFILL_ROWS says).
-void set_mla_prefill_for_tests(int mode, int warp_rows = 0);
+// Tests: -1: the cost rule; 0: never; 1: every run of >= 2 tokens; warp_rows: the attend kernel's rows a warp (16 or
+// 32; 0: as QUATRE_CUDA_MLA_PREFILL_ROWS says); chunk_keys: keys a chunk (0: kMlaPrefillChunkKeys).
+void set_mla_prefill_for_tests(int mode, int warp_rows = 0, int64_t chunk_keys = 0);
+int64_t mla_prefill_chunk_keys();
 // lat [c_end, R+Dr] fp32 = the run's cache rows [0, c_end).
 cudaError_t launch_mla_prefill_gather(const MlaPrefillLaunch& a, float* lat, cudaStream_t stream);
-// After the caller's kv [c_end, H*(Dn+Dv)] = lat[:, :R] · kv_bᵀ: packs K and V, then the attention into o.
-cudaError_t launch_mla_prefill_attend(const MlaPrefillLaunch& a, const float* lat, const float* kv, cudaStream_t stream);
+// After the caller's kv [c_end, H*(Dn+Dv)] = lat[:, :R] · kv_bᵀ: K and V packed (lat, kv 16-byte aligned), then the
+// attention into o.
+cudaError_t launch_mla_prefill_pack(const MlaPrefillLaunch& a, const float* lat, const float* kv, cudaStream_t stream);
+cudaError_t launch_mla_prefill_attend(const MlaPrefillLaunch& a, cudaStream_t stream);
 }  // namespace quatre::cuda
 
 namespace quatre::cuda {

@@ -1,13 +1,15 @@
 // MLA attention over a prompt run in the spec's (naive) form with BF16 operands (MlaArgs::bf16_operands): what
 // vLLM and FlashMLA's users run for prefill, where the absorbed form's scores against the 320-wide latent cost
-// 2.25x the products of 128-wide heads. For n consecutive tokens of one sequence whose keys are its cache entries
-// [0, c_end) (launch_mla_prefill_*; the caller runs the kv_b matmul between the gather and the pack):
+// 2.25x the products of 128-wide heads. For n consecutive tokens of one sequence whose keys are its cache entries,
+// a chunk [k0, k0 + c_end) of them at a time (launch_mla_prefill_*; the caller runs the kv_b matmul between the
+// gather and the pack, and carries the softmax from chunk to chunk in o and ml):
 //   gather: lat [c_end, R+Dr] fp32 = the cached rows (c_kv normed | k_rope roped)
 //   matmul: kv  [c_end, H*(Dn+Dv)] = lat[:, :R] · kv_bᵀ               (per head: k_nope then v)
-//   pack:   K [H, c_end, Dn+Dr] = bf16(k_nope_h | k_rope), V [H, c_end, Dv] = bf16(v_h)
+//   pack:   K [H, c_end, Dn+Dr] = bf16(k_nope_h | k_rope), V [H, c_end, Dv] = bf16(v_h)    (8 columns a thread)
 //   attend: o[t, h] = softmax(scale · q_h · Kᵀ, keys < context_lens[t]) · V, online over tiles of 64 keys
-// The attend kernel: one block of 8 warps a (128 query rows, head), each warp 16 rows, q in registers as BF16
-// A fragments; K and V tiles double-buffered in shared memory with cp.async (a tile read from L2 once for 128 rows);
+// The attend kernel: one block a (128 query rows, head), 4 warps of 32 rows (q's A fragments read from shared memory)
+// or 8 of 16 (held in registers); K and V tiles double-buffered in shared memory with cp.async (a tile read from L2
+// once for 128 rows);
 // S and P·V on mma.sync m16n8k16 with fp32 accumulators; the online softmax per row in fp32 (the same steps as
 // mla_tc.cu's), masking only the tiles that reach past a row's context; a warp skips the tiles past all of its rows'.
 // Blocks run the latest queries (most keys) first. Depends on CUDA only.
@@ -31,31 +33,38 @@ __global__ void gather_latent_kernel(MlaPrefillLaunch a, float* lat) {
   const int64_t n = a.c_end * width;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t j = i / width, col = i % width;
+    const int64_t j = a.k0 + i / width, col = i % width;  // the entry
     const int64_t row = static_cast<int64_t>(a.table[j / a.block_size]) * a.block_size + j % a.block_size;
     lat[i] = load_weight(a.cache, a.cache_type, row * width + col);
   }
 }
 
+// One thread a (key, head, 8 columns of K then V): two float4 loads, one 16-byte store (Dn, Dr, Dv multiples of 8,
+// mla_prefill_dims_supported; every row offset a multiple of 4 floats or 8 BF16).
 __global__ void pack_kv_kernel(MlaPrefillLaunch a, const float* lat, const float* kv, uint16_t* k, uint16_t* v) {
-  const int64_t dqk = a.Dn + a.Dr, per_head = dqk + a.Dv, width = a.R + a.Dr;
-  const int64_t n = a.c_end * a.H * per_head;  // (key, head, column of K then V)
+  const int dn = static_cast<int>(a.Dn), dr = static_cast<int>(a.Dr), dv = static_cast<int>(a.Dv);
+  const int dqk = dn + dr, chunks = (dqk + dv) / 8, H = static_cast<int>(a.H), width = static_cast<int>(a.R + a.Dr);
+  const int64_t n = a.c_end * H * chunks;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t j = i / (a.H * per_head), h = i / per_head % a.H, col = i % per_head;
-    float value;
+    const int col = 8 * static_cast<int>(i % chunks);
+    const int64_t jh = i / chunks;  // j · H + h
+    const int64_t j = jh / H, h = jh % H;
+    const float* src;
     uint16_t* dst;
-    if (col < a.Dn) {  // k_nope
-      value = kv[(j * a.H + h) * (a.Dn + a.Dv) + col];
+    if (col < dn) {  // k_nope
+      src = kv + jh * (dn + dv) + col;
       dst = k + (h * a.c_end + j) * dqk + col;
     } else if (col < dqk) {  // k_rope, shared by the heads
-      value = lat[j * width + a.R + col - a.Dn];
+      src = lat + j * width + a.R + col - dn;
       dst = k + (h * a.c_end + j) * dqk + col;
     } else {  // v
-      value = kv[(j * a.H + h) * (a.Dn + a.Dv) + a.Dn + col - dqk];
-      dst = v + (h * a.c_end + j) * a.Dv + col - dqk;
+      src = kv + jh * (dn + dv) + dn + col - dqk;
+      dst = v + (h * a.c_end + j) * dv + col - dqk;
     }
-    *dst = static_cast<uint16_t>(pack_bf16x2(value, 0.0f) & 0xFFFFu);
+    const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
+    *reinterpret_cast<uint4*>(dst) =
+        make_uint4(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w), pack_bf16x2(y.x, y.y), pack_bf16x2(y.z, y.w));
   }
 }
 
@@ -99,9 +108,9 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
   const int64_t t0 = qb * kRows, rows = min(static_cast<int64_t>(kRows), a.n - t0);
   const uint16_t* k = a.k + h * a.c_end * DQK;
   const uint16_t* v = a.v + h * a.c_end * DV;
-  // Keys the block's rows see: up to the last row's context (contexts grow along the run).
-  const int64_t keys = a.context_lens[t0 + rows - 1];
-  stage_kv<DQK, DV, kThreads>(k, v, a.c_end, 0, kt0, kt0 + kKeys * kQs);
+  // The chunk's keys the block's rows see: up to the last row's context (contexts grow along the run).
+  const int64_t keys = min(a.context_lens[t0 + rows - 1] - a.k0, a.c_end);
+  if (keys > 0) stage_kv<DQK, DV, kThreads>(k, v, a.c_end, 0, kt0, kt0 + kKeys * kQs);
 
   // q rows of this head as BF16 (rows past the run: zeros).
   const int64_t dh = a.Dn + a.Dr;
@@ -124,8 +133,10 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
 #pragma unroll
     for (int kk = 0; kk < DQK / 16; ++kk) load_qa(qa[kk], 0, kk);
   }
-  // The context of rows g and g + 8 of each m-tile (rows past the run: one key, so the softmax stays finite; not
-  // stored), and the least and most of the warp's rows': tiles below the least need no mask, from the most on no work.
+  // The context of rows g and g + 8 of each m-tile within the chunk (global entries; rows past the run: one key, so
+  // the softmax stays finite; not stored), and the least and most of the warp's rows': tiles below the least need no
+  // mask, from the most on no work.
+  const int k_end = static_cast<int>(a.k0 + a.c_end);
   int ctx[MT][2];
   int ctx_min = INT32_MAX, ctx_max = 0;
 #pragma unroll
@@ -133,7 +144,7 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       const int64_t r = row0 + 16 * mt + g + 8 * hr;
-      ctx[mt][hr] = r < rows ? static_cast<int>(a.context_lens[t0 + r]) : 1;
+      ctx[mt][hr] = min(r < rows ? static_cast<int>(a.context_lens[t0 + r]) : 1, k_end);
       ctx_min = min(ctx_min, ctx[mt][hr]);
       ctx_max = max(ctx_max, ctx[mt][hr]);
     }
@@ -144,9 +155,25 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
     ctx_max = max(ctx_max, __shfl_xor_sync(0xffffffffu, ctx_max, off));
   }
   float m[MT][2], l[MT][2];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
   float acc[MT][kDvTiles][4] = {};
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      m[mt][hr] = -INFINITY, l[mt][hr] = 0.0f;
+      const int64_t r = row0 + 16 * mt + g + 8 * hr;
+      if (a.first || r >= rows) continue;
+      // The earlier chunks' softmax: o unnormalised, ml the max and sum (a row's first chunk has a key for it).
+      const int64_t at = (t0 + r) * a.H + h;
+      m[mt][hr] = a.ml[2 * at], l[mt][hr] = a.ml[2 * at + 1];
+      const float* src = a.o + at * a.Dv;
+#pragma unroll
+      for (int j = 0; j < kDvTiles; ++j) {
+        const float2 x = *reinterpret_cast<const float2*>(src + 8 * j + 2 * c);
+        acc[mt][j][2 * hr] = x.x, acc[mt][j][2 * hr + 1] = x.y;
+      }
+    }
+  }
   // One K/V tile (buffer at ktile: K [kKeys][kQs], then V [kKeys][kVs]) of keys [j0, j0 + kKeys) into the rows.
   const auto attend_tile = [&](const uint16_t* ktile, int j0) {
     const uint16_t* vtile = ktile + kKeys * kQs;
@@ -218,7 +245,7 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
       }
     }
   };
-  const int64_t n_tiles = (keys + kKeys - 1) / kKeys;
+  const int64_t n_tiles = keys > 0 ? (keys + kKeys - 1) / kKeys : 0;
   for (int64_t tile = 0; tile < n_tiles; ++tile) {
     const int buf = static_cast<int>(tile % 2);
     if (tile + 1 < n_tiles) {  // the next tile's copies fly while this one is used
@@ -229,7 +256,7 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
       asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     }
     __syncthreads();
-    const int j0 = static_cast<int>(tile * kKeys);
+    const int j0 = static_cast<int>(a.k0 + tile * kKeys);  // the tile's first entry
     if (j0 < ctx_max) {  // else past every row of this warp (the block's later rows see more)
       attend_tile(kt0 + buf * kBuf, j0);
     }
@@ -241,8 +268,10 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
     for (int hr = 0; hr < 2; ++hr) {
       const int64_t r = row0 + 16 * mt + g + 8 * hr;
       if (r >= rows) continue;
-      const float inv = 1.0f / l[mt][hr];
-      float* dst = a.o + (t0 + r) * a.H * a.Dv + h * a.Dv;
+      const int64_t at = (t0 + r) * a.H + h;
+      if (!a.last && c == 0) a.ml[2 * at] = m[mt][hr], a.ml[2 * at + 1] = l[mt][hr];
+      const float inv = a.last ? 1.0f / l[mt][hr] : 1.0f;  // a later chunk continues from the unnormalised sums
+      float* dst = a.o + at * a.Dv;
 #pragma unroll
       for (int j = 0; j < kDvTiles; ++j) {
         *reinterpret_cast<float2*>(dst + 8 * j + 2 * c) =
@@ -253,6 +282,7 @@ __global__ void __launch_bounds__(kRows / MT * 2, MT) mla_prefill_attend_kernel(
 }
 
 int g_prefill_rows_for_tests = 0;  // set_mla_prefill_for_tests
+int64_t g_prefill_chunk_for_tests = 0;
 
 unsigned grid_for(int64_t n) { return std::min(blocks_for(n, 256), 132u * 16u); }  // grid-stride loops
 
@@ -293,14 +323,19 @@ bool mla_prefill_dims_supported(int64_t Dn, int64_t Dr, int64_t Dv) {
   return (Dn + Dr == 128 && Dv == 128) || (Dn + Dr == 48 && Dv == 24);
 }
 
-void set_mla_prefill_for_tests(int mode, int warp_rows) {
+void set_mla_prefill_for_tests(int mode, int warp_rows, int64_t chunk_keys) {
   g_prefill_test_mode = mode;
   g_prefill_rows_for_tests = warp_rows;
+  g_prefill_chunk_for_tests = chunk_keys;
+}
+
+int64_t mla_prefill_chunk_keys() {
+  return g_prefill_chunk_for_tests > 0 ? g_prefill_chunk_for_tests : kMlaPrefillChunkKeys;
 }
 
 bool mla_prefill_pays(int64_t n, int64_t pairs, int64_t c_end, int64_t R, int64_t Dn, int64_t Dr, int64_t Dv) {
-  if (g_prefill_test_mode >= 0) return g_prefill_test_mode == 1 && n >= 2 && c_end <= kMlaPrefillMaxKeys;
-  if (!prefill_enabled() || n < kMlaPrefillMinRun || c_end > kMlaPrefillMaxKeys) return false;
+  if (g_prefill_test_mode >= 0) return g_prefill_test_mode == 1 && n >= 2;
+  if (!prefill_enabled() || n < kMlaPrefillMinRun) return false;
   // Products saved in the attention (the absorbed form's 2R + Dr a pair and head against Dn + Dr + Dv) against
   // the expansion's (R · (Dn + Dv) a key and head, three BF16 terms each: the matmul's fp32 input).
   const double saved = static_cast<double>(pairs) * static_cast<double>(2 * R + Dr - (Dn + Dr + Dv));
@@ -312,15 +347,19 @@ cudaError_t launch_mla_prefill_gather(const MlaPrefillLaunch& a, float* lat, cud
   return cudaGetLastError();
 }
 
-cudaError_t launch_mla_prefill_attend(const MlaPrefillLaunch& a, const float* lat, const float* kv,
-                                      cudaStream_t stream) {
+cudaError_t launch_mla_prefill_pack(const MlaPrefillLaunch& a, const float* lat, const float* kv,
+                                    cudaStream_t stream) {
   if (!mla_prefill_dims_supported(a.Dn, a.Dr, a.Dv) || reinterpret_cast<uintptr_t>(a.k) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(a.v) % 16 != 0) {
+      reinterpret_cast<uintptr_t>(a.v) % 16 != 0 || reinterpret_cast<uintptr_t>(lat) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(kv) % 16 != 0) {
     return cudaErrorInvalidValue;
   }
-  pack_kv_kernel<<<grid_for(a.c_end * a.H * (a.Dn + a.Dr + a.Dv)), 256, 0, stream>>>(a, lat, kv, a.k, a.v);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
+  pack_kv_kernel<<<grid_for(a.c_end * a.H * (a.Dn + a.Dr + a.Dv) / 8), 256, 0, stream>>>(a, lat, kv, a.k, a.v);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_mla_prefill_attend(const MlaPrefillLaunch& a, cudaStream_t stream) {
+  if (!mla_prefill_dims_supported(a.Dn, a.Dr, a.Dv)) return cudaErrorInvalidValue;
   return a.Dv == 128 ? launch_attend<128, 128>(a, stream) : launch_attend<48, 24>(a, stream);
 }
 

@@ -574,8 +574,9 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
 // tiles of 64 keys, causal per row) inside a step that also holds decode tokens of other sequences: two runs (one
 // behind a 37-entry cached prefix (two blocks of 128 rows), one from the start (warps past its 70 rows)) between
 // single tokens, at the model's head sizes and the demo model's. Within BF16 rounding (q, k, v and P rounded) of the
-// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits; 16 rows a warp the bits of 32. The cost rule: an 8K-token
-// prompt pays, so does a 512-token chunk behind a 7K-token prefix (break-even ~461 tokens); a 256-token one does not.
+// CPU's fp32 result, row ranges alike, and the runs not the absorbed kernels' bits; 16 rows a warp the bits of 32;
+// keys in chunks as close. The cost rule: an 8K-token prompt pays, so does a 512-token chunk behind a 7K-token prefix
+// (break-even ~461 tokens), and a 16K one (two chunks of keys); a 256-token one does not.
 // k and v rounded to BF16 too (the expansion's fp32 products), four roundings of 2^-9 where the absorbed pass has two.
 constexpr double kNaivePrefillRelL2 = 1e-2;
 
@@ -646,6 +647,19 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
       EXPECT_GT(rel_l2(rows(naive, 152, 70), rows(absorbed, 152, 70)), 1e-7) << what << " the second run";
       EXPECT_LE(rel_l2(rows(naive, 1, 150), rows(want, 1, 150)), kNaivePrefillRelL2) << what << " the first run";
       EXPECT_LE(rel_l2(rows(naive, 152, 70), rows(want, 152, 70)), kNaivePrefillRelL2) << what << " the second run";
+      // Keys in chunks (the running softmax carried from chunk to chunk): of 64 (whole tiles; the first run's 187
+      // keys in three, the second's 70 in two) and of 96 (a partial tile each; the second run in one: its bits).
+      for (int64_t chunk : {64, 96}) {
+        set_mla_prefill_for_tests(1, 32, chunk);
+        const std::vector<float> chunked = down(gpu_->mla_attention(a, *dev_arena_));
+        const std::string in_chunks = what + " in chunks of " + std::to_string(chunk) + " keys";
+        EXPECT_LE(rel_l2(rows(chunked, 1, 150), rows(want, 1, 150)), kNaivePrefillRelL2) << in_chunks;
+        EXPECT_LE(rel_l2(rows(chunked, 152, 70), rows(want, 152, 70)), kNaivePrefillRelL2) << in_chunks;
+        EXPECT_NE(rows(chunked, 1, 150), rows(naive, 1, 150)) << in_chunks;
+        if (chunk == 96) {
+          EXPECT_EQ(rows(chunked, 152, 70), rows(naive, 152, 70)) << in_chunks;
+        }
+      }
     }
   }
   // The cost rule at the model's sizes (R 256, Dn 64, Dr 64, Dv 128), with the environment's switch on.
@@ -653,7 +667,8 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
     EXPECT_TRUE(mla_prefill_pays(8192, int64_t{8192} * 8193 / 2, 8192, 256, 64, 64, 128));
     EXPECT_TRUE(mla_prefill_pays(512, int64_t{512} * (6913 + 7424) / 2, 7424, 256, 64, 64, 128));  // break-even ~461
     EXPECT_FALSE(mla_prefill_pays(256, int64_t{256} * (6913 + 7168) / 2, 7168, 256, 64, 64, 128));
-    EXPECT_FALSE(mla_prefill_pays(8192, int64_t{8192} * 12000, 16384, 256, 64, 64, 128));  // over the scratch bound
+    EXPECT_TRUE(mla_prefill_pays(8192, int64_t{8192} * 12000, 16384, 256, 64, 64, 128));  // two chunks of keys
+    EXPECT_FALSE(mla_prefill_pays(127, int64_t{127} * 64, 127, 256, 64, 64, 128));        // shorter than a run
   }
 }
 
