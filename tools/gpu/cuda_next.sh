@@ -38,6 +38,6 @@ run_bench w8a8 - "${w8a8[@]}" --batch 1,64 --prefill 8192 --profile
 grep -A16 "prefill T" "$out/w8a8.txt" | tail -15
 run_bench lengths - "${w8a8[@]}" --batch 1 --prefill 1024,32768
 grep -A3 "prefill T" "$out/lengths.txt" | tail -3
-run_bench long - "${w8a8[@]}" --batch 1 --prefill 65536 --prefill-chunk 8192 --steps 1
+run_bench long - "${w8a8[@]}" --batch 1 --prefill 65536 --prefill-chunk 8192
 grep -A2 "prefill T" "$out/long.txt" | tail -2
 echo "== done in $SECONDS s"

@@ -647,16 +647,18 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
       EXPECT_GT(rel_l2(rows(naive, 152, 70), rows(absorbed, 152, 70)), 1e-7) << what << " the second run";
       EXPECT_LE(rel_l2(rows(naive, 1, 150), rows(want, 1, 150)), kNaivePrefillRelL2) << what << " the first run";
       EXPECT_LE(rel_l2(rows(naive, 152, 70), rows(want, 152, 70)), kNaivePrefillRelL2) << what << " the second run";
-      // Keys in chunks (the running softmax carried from chunk to chunk): of 64 (whole tiles; the first run's 187
-      // keys in three, the second's 70 in two) and of 96 (a partial tile each; the second run in one: its bits).
+      // Keys in chunks (the running softmax carried from chunk to chunk): of 64 (whole tiles: the first run's 187
+      // keys in three, the second's 70 in two; the same tiles, so the same bits where kv_b's matmul at 64 rows gives
+      // the bits it gives at 187 (on an H100 it did for two of the four caches here)) and of 96 (a partial tile
+      // each: other sums, other bits; the second run in one chunk: its bits).
       for (int64_t chunk : {64, 96}) {
         set_mla_prefill_for_tests(1, 32, chunk);
         const std::vector<float> chunked = down(gpu_->mla_attention(a, *dev_arena_));
         const std::string in_chunks = what + " in chunks of " + std::to_string(chunk) + " keys";
         EXPECT_LE(rel_l2(rows(chunked, 1, 150), rows(want, 1, 150)), kNaivePrefillRelL2) << in_chunks;
         EXPECT_LE(rel_l2(rows(chunked, 152, 70), rows(want, 152, 70)), kNaivePrefillRelL2) << in_chunks;
-        EXPECT_NE(rows(chunked, 1, 150), rows(naive, 1, 150)) << in_chunks;
         if (chunk == 96) {
+          EXPECT_NE(rows(chunked, 1, 150), rows(naive, 1, 150)) << in_chunks;
           EXPECT_EQ(rows(chunked, 152, 70), rows(naive, 152, 70)) << in_chunks;
         }
       }
