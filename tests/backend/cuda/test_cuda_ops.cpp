@@ -649,7 +649,7 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
       EXPECT_LE(rel_l2(rows(naive, 152, 70), rows(want, 152, 70)), kNaivePrefillRelL2) << what << " the second run";
       // Keys in chunks (the running softmax carried from chunk to chunk): of 64 (whole tiles: the first run's 187
       // keys in three, the second's 70 in two; the same tiles, so the same bits where kv_b's matmul at 64 rows gives
-      // the bits it gives at 187 (on an H100 it did for two of the four caches here)) and of 96 (a partial tile
+      // the bits it gives at 187 (on an H100, two of the four cases here)) and of 96 (a partial tile
       // each: other sums, other bits; the second run in one chunk: its bits).
       for (int64_t chunk : {64, 96}) {
         set_mla_prefill_for_tests(1, 32, chunk);
