@@ -159,10 +159,14 @@ __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = values[blockIdx.x * n + i];
 }
 
+// The pair (x0, x1) rotated by the angle whose cosine and sine are c and s.
+__device__ __forceinline__ float2 rotated_by(float x0, float x1, float c, float s) {
+  return make_float2(x0 * c - x1 * s, x1 * c + x0 * s);
+}
+
 // The pair (x0, x1) rotated by angle.
 __device__ __forceinline__ float2 rotated_pair(float x0, float x1, float angle) {
-  const float c = cosf(angle), s = sinf(angle);
-  return make_float2(x0 * c - x1 * s, x1 * c + x0 * s);
+  return rotated_by(x0, x1, cosf(angle), sinf(angle));
 }
 
 // Rotates the interleaved pairs of x's rope slice (rope_dim floats) at position pos with this block's threads.
@@ -186,6 +190,33 @@ __device__ __forceinline__ void rope_query_head(float* q, int64_t t, int64_t h, 
   const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
   const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
   for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) head[i] *= temperature;
+}
+
+// Every query head of token t as rope_query_head, the rope slice's angles computed once (the same cosines and sines:
+// the same bits); for prompts, where a block a head would compute them Hq times over.
+__device__ __forceinline__ void rope_query_heads(float* q, int64_t t, int64_t n_heads, int64_t nope, int64_t rope_dim,
+                                                 const float* inv_freq, int32_t pos, float beta, int64_t original_max) {
+  constexpr int kMaxPairs = 64;  // rope_dim <= 128 (launch_rope_kv_write)
+  __shared__ float cs[kMaxPairs], sn[kMaxPairs];
+  const int pairs = static_cast<int>(rope_dim / 2), head_dim = static_cast<int>(nope + rope_dim);
+  for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
+    const float angle = static_cast<float>(pos) * inv_freq[p];
+    cs[p] = cosf(angle), sn[p] = sinf(angle);
+  }
+  __syncthreads();
+  float* row = q + t * n_heads * head_dim;
+  for (int i = static_cast<int>(threadIdx.x); i < n_heads * pairs; i += static_cast<int>(blockDim.x)) {
+    const int h = i / pairs, p = i % pairs;
+    float* x = row + h * head_dim + nope + 2 * p;
+    const float2 v = rotated_by(x[0], x[1], cs[p], sn[p]);
+    x[0] = v.x;
+    x[1] = v.y;
+  }
+  if (beta == 0.0f) return;
+  __syncthreads();
+  const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
+  const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
+  for (int i = static_cast<int>(threadIdx.x); i < n_heads * head_dim; i += static_cast<int>(blockDim.x)) row[i] *= temperature;
 }
 
 // Grid (T, Hq + Hk): block h < Hq rotates query head h, the last (Hk = 1) the token's k_rope; Hq = 0 without q,
@@ -233,6 +264,10 @@ __global__ void rope_kv_write_kernel(float* q, int64_t n_heads, int64_t nope, vo
   pdl_begin();  // the q_abs after it may load its weights meanwhile (pdl.cuh)
   const int64_t t = blockIdx.x;
   const int32_t pos = positions[t];
+  if (blockIdx.y > 0 && gridDim.y == 2 && q != nullptr) {  // a prompt: every query head of the token in one block
+    rope_query_heads(q, t, n_heads, nope, Dr, inv_freq, pos, beta, original_max);
+    return;
+  }
   if (blockIdx.y > 0) {
     rope_query_head(q, t, blockIdx.y - 1, n_heads, nope, Dr, inv_freq, pos, beta, original_max);
     return;
@@ -424,9 +459,13 @@ cudaError_t launch_kv_write(void* cache, WType cache_type, int64_t width, const 
   return cudaGetLastError();
 }
 
+constexpr int64_t kRopePerTokenMin = 64;  // tokens from which a block ropes all of a token's query heads
+
 cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream) {
   if (l.T == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(l.T), static_cast<unsigned>(1 + (l.q != nullptr ? l.n_heads : 0)));
+  // Decode: a block a query head (short steps: latency); prompts: a block for all of a token's heads.
+  const bool per_token = l.q != nullptr && l.T >= kRopePerTokenMin && l.Dr <= 128;
+  const dim3 grid(static_cast<unsigned>(l.T), static_cast<unsigned>(per_token ? 2 : 1 + (l.q != nullptr ? l.n_heads : 0)));
   rope_kv_write_kernel<<<grid, 256, 0, stream>>>(l.q, l.n_heads, l.nope, l.cache, l.cache_type, l.kv_a, l.R, l.Dr,
                                                  l.norm, l.eps, l.inv_freq, l.positions, l.llama4_beta,
                                                  l.llama4_original_max, l.slots);

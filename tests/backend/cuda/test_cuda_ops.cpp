@@ -250,6 +250,49 @@ TEST_P(CudaKv, RopeKvWriteMatchesCpu) {
   }
 }
 
+// A prompt (64 tokens or more) ropes each token's query heads in one block, the angles computed once: the same q and
+// cache bytes, bit for bit, as token by token (a block a head), at the model's head sizes, with the temperature.
+TEST_F(CudaOps, RopeKvWriteOfAPromptIsItsTokensOneByOne) {
+  const io::TextConfig text = io::preset("mistral-small-4").text;
+  const MlaDims d{.n_heads = 32, .kv_lora_rank = text.kv_lora_rank, .qk_nope_head_dim = text.qk_nope_head_dim,
+                  .qk_rope_head_dim = text.qk_rope_head_dim, .v_head_dim = text.v_head_dim};
+  const int64_t T = 70, W = d.cache_width(), n_slots = 72;
+  const std::vector<float> inv_freq = model::rope_inv_freq(text);
+  std::vector<int32_t> positions(static_cast<size_t>(T));
+  std::vector<int64_t> slots(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    positions[static_cast<size_t>(t)] = static_cast<int32_t>((t * 1877) % 131072);
+    slots[static_cast<size_t>(t)] = (t * 5) % n_slots;  // 5 and 72 coprime: distinct
+  }
+  const std::vector<float> kv_a = randn(static_cast<size_t>(T * W), 40, 3.0f), q = randn(static_cast<size_t>(T * d.q_width()), 41);
+  std::vector<float> gamma = randn(static_cast<size_t>(d.kv_lora_rank), 42, 0.1f);
+  for (float& v : gamma) v += 1.0f;
+  const StoredWeight g(gamma, {d.kv_lora_rank}, DType::BF16);
+  const Weight gd = prep(g);
+  const size_t cache_bytes = static_cast<size_t>(n_slots * W) * dtype_size(DType::BF16);
+  const auto run = [&](bool one_by_one, std::vector<std::byte>& cache_out) {
+    Tensor cache_d(dev_arena_->allocate(cache_bytes), DType::BF16, {n_slots / 4, 4, W}, Device::kCuda);
+    EXPECT_EQ(cudaMemset(cache_d.data(), 0, cache_bytes), cudaSuccess);
+    Tensor qd = up(q, {T, d.q_width()});
+    const Tensor kv_d = up(kv_a, {T, W});
+    for (int64_t t0 = 0; t0 < T; t0 += one_by_one ? 1 : T) {
+      const int64_t n = one_by_one ? 1 : T;
+      const RopeArgs args{.inv_freq = inv_freq, .positions = std::span(positions).subspan(static_cast<size_t>(t0), static_cast<size_t>(n)),
+                          .dims = d, .llama4_beta = 0.1f, .llama4_original_max_position_embeddings = 8192};
+      gpu_->rope_kv_write(qd.rows(t0, n), cache_d, kv_d.rows(t0, n), gd, 1e-6f, args,
+                          std::span(slots).subspan(static_cast<size_t>(t0), static_cast<size_t>(n)), *dev_arena_);
+    }
+    cache_out.resize(cache_bytes);
+    gpu_->copy_to_host(cache_d, cache_out.data());
+    return down(qd);
+  };
+  std::vector<std::byte> cache_whole, cache_tokens;
+  const std::vector<float> whole = run(false, cache_whole), tokens = run(true, cache_tokens);
+  EXPECT_EQ(whole, tokens);
+  EXPECT_TRUE(cache_whole == cache_tokens);
+  EXPECT_GT(rel_l2(whole, q), 1e-2) << "q must be rotated and scaled";
+}
+
 INSTANTIATE_TEST_SUITE_P(CacheDtypes, CudaKv, testing::Values(DType::F32, DType::BF16, DType::F8_E4M3),
                          [](const testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
