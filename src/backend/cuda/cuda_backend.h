@@ -120,11 +120,15 @@ class CudaBackend final : public Backend {
   // launch_matmul(p), or cuBLASLt for a large plain W8A8 problem (gemm_lt.h); p's workspaces from `a`.
   void run_matmul(MatmulProblem p, Arena& a, const char* what);
   // A prompt's routed W8A8 experts through cuBLASLt, expert by expert, over moe()'s grouping (groups of G rows,
-  // max_rows): the gated hidden into gate (up: scratch), each pair's output times its gate into pair_out. false,
+  // max_rows; gate and up: scratch). Each pair's output, before its gate, is row row_of_pair[p] of rows. false,
   // having launched nothing, where it does not apply (cuda_backend_moe.cpp says when).
+  struct ExpertRows {
+    const float* rows = nullptr;          // [max_rows, D], in the grouping's order
+    const int32_t* row_of_pair = nullptr;  // [T*K]
+  };
   bool routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
                          const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,
-                         float* pair_out, Arena& a);
+                         ExpertRows& out, Arena& a);
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);

@@ -141,12 +141,12 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
 // on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one synchronisation of the stream), then each
 // expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM, the experts spread over the
 // LtGemm's lanes: the sorted rows quantised with their expert's scale, gate and up, the gating and the hidden
-// quantised with the down's scale (one pass), down, and each pair's row times its gate scattered into pair_out. The same products as the grouped mma kernels up to summation order.
+// quantised with the down's scale (one pass), down; the sum gathers each pair's row and multiplies it by its gate. The same products as the grouped mma kernels up to summation order.
 constexpr int64_t kLtMinPairs = 4096;
 
 bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
                                     const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,
-                                    float* pair_out, Arena& a) {
+                                    ExpertRows& result, Arena& a) {
   const int64_t T = args.x.dim(0), D = args.x.dim(1), K = args.routing.expert_ids.dim(1);
   const auto E = static_cast<int64_t>(args.experts.size());
   const int64_t F = args.experts[0].gate.w.dim(0);
@@ -222,8 +222,9 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   const OpScope scope(profiler_, "moe down (routed)");
   launched(launch_silu_mul_quantize_fp8(gate, up, used, F, down_scale_d, G, xq, s), "moe silu_mul quantize");
   experts_gemms([&](const Run& r, const FfnWeights& w, cudaStream_t lane) { gemm(xq, r, D, F, w.down, out, lane); });
-  launched(launch_scatter_scaled_rows(out, D, sorted_pair, args.routing.gates.data_as<float>(), used, pair_out, s),
-           "moe scatter");
+  auto* row_of_pair = a.array<int32_t>(static_cast<size_t>(T * K));
+  launched(launch_invert_rows(sorted_pair, used, row_of_pair, s), "moe invert rows");
+  result = {.rows = out, .row_of_pair = row_of_pair};
   return true;
 }
 
@@ -281,8 +282,10 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   p.experts2 = table + E;
   p.y2 = up;
   p.silu_gate = true;
-  float* pair_out = a.array<float>(static_cast<size_t>(T * K * D));
-  if (!routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, pair_out, a)) {
+  float* pair_out = nullptr;  // [T*K, D] each pair's output times its gate (the grouped kernels')
+  ExpertRows lt;              // or the cuBLASLt path's rows, gathered and scaled by the sum
+  if (!routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, lt, a)) {
+    pair_out = a.array<float>(static_cast<size_t>(T * K * D));
     {
       const OpScope scope(profiler_, "moe gate+up+silu (routed)");
       launched(launch_matmul(p, s), "moe gate+up");
@@ -302,8 +305,10 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   join_branch();
   {
     const OpScope scope(profiler_, "moe sum");
-    launched(launch_sum_pairs(pair_out, T, K, D, args.shared != nullptr ? shared_out.data_as<float>() : nullptr,
-                              args.residual != nullptr, y.data_as<float>(), s),
+    const float* plus = args.shared != nullptr ? shared_out.data_as<float>() : nullptr;
+    launched(lt.rows != nullptr ? launch_sum_scaled_pairs(lt.rows, lt.row_of_pair, args.routing.gates.data_as<float>(),
+                                                          T, K, D, plus, args.residual != nullptr, y.data_as<float>(), s)
+                                : launch_sum_pairs(pair_out, T, K, D, plus, args.residual != nullptr, y.data_as<float>(), s),
              "moe sum");
   }
   return y;

@@ -124,9 +124,6 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
 // y[rows[i], :] = values[i, :] for i < n_rows (rows of width n).
 cudaError_t launch_scatter_rows(const float* values, int64_t n, const int32_t* rows, int64_t n_rows, float* y,
                                 cudaStream_t stream);
-// y[rows[i], :] = values[i, :] · scale[rows[i]] for i < n_rows with rows[i] >= 0 (others skipped).
-cudaError_t launch_scatter_scaled_rows(const float* values, int64_t n, const int32_t* rows, const float* scale,
-                                       int64_t n_rows, float* y, cudaStream_t stream);
 // In place: interleaved pairs of every head's rope slice of q and of k_rope; then q *= Llama-4 temperature.
 // q or k_rope null: not rotated.
 cudaError_t launch_rope(float* q, float* k_rope, int64_t T, int64_t n_heads, int64_t nope, int64_t rope_dim,
@@ -171,6 +168,13 @@ cudaError_t launch_route_align(const float* logits, int64_t T, int64_t E, int64_
 // v = Σ_k pair_out[t*K + k, :] (+ plus[t,:] after the sum, when given); y[t,:] = v, or y[t,:] += v (accumulate).
 cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_t D, const float* plus,
                              bool accumulate, float* y, cudaStream_t stream);
+// The same with pair p's row gathered and scaled on the way: pair_out[p, :] = rows[row_of_pair[p], :] · scale[p]
+// (rounded products, then launch_sum_pairs's sums: the bits of a scatter then the sum, in one pass).
+cudaError_t launch_sum_scaled_pairs(const float* rows, const int32_t* row_of_pair, const float* scale, int64_t T,
+                                    int64_t K, int64_t D, const float* plus, bool accumulate, float* y,
+                                    cudaStream_t stream);
+// row_of_pair[sorted_pair[r]] = r for the rows r < n whose pair is not padding (< 0).
+cudaError_t launch_invert_rows(const int32_t* sorted_pair, int64_t n, int32_t* row_of_pair, cudaStream_t stream);
 
 struct MlaLaunch {
   const float* q = nullptr;        // [T, H*(Dn+Dr)]

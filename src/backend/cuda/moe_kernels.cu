@@ -2,6 +2,8 @@
 // (token, k) pairs into per-expert row groups (no host round trip; for few tokens in the routing's launch), and the
 // per-token sum of expert outputs.
 // Depends on CUDA only.
+#include <algorithm>
+
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -123,15 +125,31 @@ __global__ void __launch_bounds__(1024) route_align_kernel(const float* logits, 
 // The sum over k in order, as before.
 constexpr int kSumThreads = 256;
 
-__global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, const float* plus, bool accumulate,
-                                 float* y) {
+// Pair (t, k)'s row: pair_out's row t*K + k, or rows' row row_of_pair[t*K + k] times scale[t*K + k].
+struct PairRows {
+  const float* values;
+  const int32_t* row_of_pair;  // null: values is pair_out
+  const float* scale;
+  __device__ __forceinline__ float4 load4(int64_t pair, int64_t D, int64_t i) const {
+    if (row_of_pair == nullptr) return *reinterpret_cast<const float4*>(values + pair * D + i);
+    const float4 v = *reinterpret_cast<const float4*>(values + static_cast<int64_t>(row_of_pair[pair]) * D + i);
+    const float s = scale[pair];  // rounded products (never fused into the sum's adds): the scatter's bits
+    return make_float4(__fmul_rn(v.x, s), __fmul_rn(v.y, s), __fmul_rn(v.z, s), __fmul_rn(v.w, s));
+  }
+  __device__ __forceinline__ float load(int64_t pair, int64_t D, int64_t i) const {
+    if (row_of_pair == nullptr) return values[pair * D + i];
+    return __fmul_rn(values[static_cast<int64_t>(row_of_pair[pair]) * D + i], scale[pair]);
+  }
+};
+
+__global__ void sum_pairs_kernel(PairRows pairs, int64_t K, int64_t D, const float* plus, bool accumulate, float* y) {
   const int64_t t = blockIdx.x;
   if (D % 4 == 0) {
     const int64_t i = (static_cast<int64_t>(blockIdx.y) * kSumThreads + threadIdx.x) * 4;
     if (i >= D) return;
     float4 s = make_float4(0, 0, 0, 0);
     for (int64_t k = 0; k < K; ++k) {
-      const float4 v = *reinterpret_cast<const float4*>(pair_out + (t * K + k) * D + i);
+      const float4 v = pairs.load4(t * K + k, D, i);
       s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
     }
     if (plus != nullptr) {
@@ -148,9 +166,17 @@ __global__ void sum_pairs_kernel(const float* pair_out, int64_t K, int64_t D, co
   }
   for (int64_t i = static_cast<int64_t>(blockIdx.y) * kSumThreads + threadIdx.x; i < D; i += kSumThreads * gridDim.y) {
     float s = 0;
-    for (int64_t k = 0; k < K; ++k) s += pair_out[(t * K + k) * D + i];
+    for (int64_t k = 0; k < K; ++k) s += pairs.load(t * K + k, D, i);
     if (plus != nullptr) s += plus[t * D + i];
     y[t * D + i] = accumulate ? y[t * D + i] + s : s;
+  }
+}
+
+__global__ void invert_rows_kernel(const int32_t* sorted_pair, int64_t n, int32_t* row_of_pair) {
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < n;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t p = sorted_pair[r];
+    if (p >= 0) row_of_pair[p] = static_cast<int32_t>(r);
   }
 }
 
@@ -188,7 +214,22 @@ cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_
                              bool accumulate, float* y, cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(T), blocks_for(D, 4 * kSumThreads));  // 16-byte aligned rows: arena arrays
-  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(pair_out, K, D, plus, accumulate, y);
+  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(PairRows{pair_out, nullptr, nullptr}, K, D, plus, accumulate, y);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_sum_scaled_pairs(const float* rows, const int32_t* row_of_pair, const float* scale, int64_t T,
+                                    int64_t K, int64_t D, const float* plus, bool accumulate, float* y,
+                                    cudaStream_t stream) {
+  if (T == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(T), blocks_for(D, 4 * kSumThreads));
+  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(PairRows{rows, row_of_pair, scale}, K, D, plus, accumulate, y);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_invert_rows(const int32_t* sorted_pair, int64_t n, int32_t* row_of_pair, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  invert_rows_kernel<<<std::min<unsigned>(blocks_for(n, 256), 1024u), 256, 0, stream>>>(sorted_pair, n, row_of_pair);
   return cudaGetLastError();
 }
 

@@ -146,14 +146,6 @@ __global__ void gather_rows_kernel(const float* x, int64_t n, const int32_t* row
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[blockIdx.x * n + i] = src[i];
 }
 
-__global__ void scatter_scaled_rows_kernel(const float* values, int64_t n, const int32_t* rows, const float* scale,
-                                           float* y) {
-  const int64_t r = rows[blockIdx.x];
-  if (r < 0) return;  // a padding row
-  const float s = scale[r];
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[r * n + i] = values[blockIdx.x * n + i] * s;
-}
-
 __global__ void scatter_rows_kernel(const float* values, int64_t n, const int32_t* rows, float* y) {
   float* dst = y + static_cast<int64_t>(rows[blockIdx.x]) * n;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = values[blockIdx.x * n + i];
@@ -425,13 +417,6 @@ cudaError_t launch_gather_rows(const float* x, int64_t n, const int32_t* rows, i
                                cudaStream_t stream) {
   if (n_rows == 0) return cudaSuccess;
   gather_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(x, n, rows, y);
-  return cudaGetLastError();
-}
-
-cudaError_t launch_scatter_scaled_rows(const float* values, int64_t n, const int32_t* rows, const float* scale,
-                                       int64_t n_rows, float* y, cudaStream_t stream) {
-  if (n_rows == 0) return cudaSuccess;
-  scatter_scaled_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(values, n, rows, scale, y);
   return cudaGetLastError();
 }
 

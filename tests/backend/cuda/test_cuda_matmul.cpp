@@ -497,6 +497,50 @@ TEST_F(CudaMatmul, SiluMulQuantizeIsTheTwoPassesInOne) {
   EXPECT_GT(std::count_if(one.begin(), one.end(), [](uint8_t b) { return (b & 0x7F) != 0; }), M * K / 2);
 }
 
+// The cuBLASLt MoE's sum (launch_sum_scaled_pairs): each pair's row gathered from the experts' rows (row_of_pair, made
+// by launch_invert_rows from the grouping, padding rows skipped), times its gate, summed over k in order, then the
+// shared expert's row, then onto y: bit for bit the host's fp32 arithmetic in that order (rounded products, no FMA).
+TEST_F(CudaMatmul, SumOfScaledPairsIsTheHostsArithmetic) {
+  const int64_t T = 37, K = 4, D = 4096 + 64, n_rows = T * K + 19;  // 19 padding rows among them
+  std::vector<int32_t> sorted_pair(static_cast<size_t>(n_rows), -1);
+  for (int64_t p = 0; p < T * K; ++p) sorted_pair[static_cast<size_t>((p * 53 + 7) % n_rows)] = static_cast<int32_t>(p);
+  const std::vector<float> rows = randn(static_cast<size_t>(n_rows * D), 51), gates = randn(static_cast<size_t>(T * K), 52),
+                           shared = randn(static_cast<size_t>(T * D), 53), y0 = randn(static_cast<size_t>(T * D), 54);
+  std::vector<float> want = y0;
+  std::vector<int32_t> row_of(static_cast<size_t>(T * K));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    if (sorted_pair[static_cast<size_t>(r)] >= 0) row_of[static_cast<size_t>(sorted_pair[static_cast<size_t>(r)])] = static_cast<int32_t>(r);
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < D; ++i) {
+      float sum = 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const float product = rows[static_cast<size_t>(row_of[static_cast<size_t>(t * K + k)] * D + i)] * gates[static_cast<size_t>(t * K + k)];
+        sum += product;
+      }
+      sum += shared[static_cast<size_t>(t * D + i)];
+      want[static_cast<size_t>(t * D + i)] += sum;
+    }
+  }
+  int32_t* pair_d = nullptr;
+  int32_t* row_of_d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&pair_d), sorted_pair.size() * sizeof(int32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&row_of_d), row_of.size() * sizeof(int32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(pair_d, sorted_pair.data(), sorted_pair.size() * sizeof(int32_t), cudaMemcpyHostToDevice), cudaSuccess);
+  const Tensor rows_d = up(rows, {n_rows, D}), gates_d = up(gates, {T * K}), shared_d = up(shared, {T, D});
+  Tensor y = up(y0, {T, D});
+  EXPECT_EQ(launch_invert_rows(pair_d, n_rows, row_of_d, nullptr), cudaSuccess);
+  EXPECT_EQ(launch_sum_scaled_pairs(rows_d.data_as<float>(), row_of_d, gates_d.data_as<float>(), T, K, D,
+                                    shared_d.data_as<float>(), true, y.data_as<float>(), nullptr),
+            cudaSuccess);
+  std::vector<int32_t> row_of_back(row_of.size());
+  ASSERT_EQ(cudaMemcpy(row_of_back.data(), row_of_d, row_of.size() * sizeof(int32_t), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(pair_d);
+  cudaFree(row_of_d);
+  EXPECT_EQ(row_of_back, row_of);
+  EXPECT_EQ(down(y), want);
+}
+
 TEST_F(CudaMatmul, W8A8MatmulMatchesCpuOnEveryKernel) {
   const ResetKernelSwitches reset;
   set_cublaslt_for_tests(0);  // our kernels only (cuBLASLt would take 256 rows or more: its own test above)
