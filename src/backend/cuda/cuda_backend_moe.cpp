@@ -141,7 +141,8 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
 // on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one synchronisation of the stream), then each
 // expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM, the experts spread over the
 // LtGemm's lanes: the sorted rows quantised with their expert's scale, gate and up, the gating and the hidden
-// quantised with the down's scale (one pass), down; the sum gathers each pair's row and multiplies it by its gate. The same products as the grouped mma kernels up to summation order.
+// quantised with the down's scale (one pass, profiled with down), down; moe()'s sum then gathers each pair's row and
+// multiplies it by its gate. The same products as the grouped mma kernels up to summation order.
 constexpr int64_t kLtMinPairs = 4096;
 
 bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,

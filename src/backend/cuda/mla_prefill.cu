@@ -9,10 +9,9 @@
 //   attend: o[t, h] = softmax(scale · q_h · Kᵀ, keys < context_lens[t]) · V, online over tiles of 64 keys
 // The attend kernel: one block a (128 query rows, head), 4 warps of 32 rows (q's A fragments read from shared memory)
 // or 8 of 16 (held in registers); K and V tiles double-buffered in shared memory with cp.async (a tile read from L2
-// once for 128 rows);
-// S and P·V on mma.sync m16n8k16 with fp32 accumulators; the online softmax per row in fp32 (the same steps as
-// mla_tc.cu's), masking only the tiles that reach past a row's context; a warp skips the tiles past all of its rows'.
-// Blocks run the latest queries (most keys) first. Depends on CUDA only.
+// once for 128 rows); S and P·V on mma.sync m16n8k16 with fp32 accumulators; the online softmax per row in fp32 (the
+// same steps as mla_tc.cu's), masking only the tiles that reach past a row's context; a warp skips the tiles past all
+// of its rows'. Blocks run the latest queries (most keys) first. Depends on CUDA only.
 #include <algorithm>
 #include <cstdlib>
 
