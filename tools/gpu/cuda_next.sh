@@ -20,7 +20,8 @@ if grep -q "== crash" /tmp/k/check/test_cuda_matmul.log 2>/dev/null; then
   grep -B3 -A30 "== crash" /tmp/k/check/test_cuda_matmul.log | head -50
 fi
 # Prefill 8K, W8A8 with BF16 attention operands (the naive-form prompt kernel), the linears on cuBLASLt (the
-# default), with its profile; prefill 1K and 32K (its keys in chunks of 8192), and 64K in forwards of 8192 tokens.
+# default: the experts of one shape in one pointer-array GEMM), with its profile, then expert by expert; prefill 1K
+# and 32K (its keys in chunks of 8192).
 run_bench() {  # NAME ENV-SETTING BENCH-ARGS...
   local name=$1 setting=$2
   shift 2
@@ -36,8 +37,8 @@ run_bench() {  # NAME ENV-SETTING BENCH-ARGS...
 w8a8=(--fp8-activations static --attention-operands bf16)
 run_bench w8a8 - "${w8a8[@]}" --batch 1,64 --prefill 8192 --profile
 grep -A16 "prefill T" "$out/w8a8.txt" | tail -15
+run_bench per_expert QUATRE_CUDA_LT_BATCHED=0 "${w8a8[@]}" --batch 1 --prefill 8192 --profile
+grep -E "moe|prefill T" -A1 "$out/per_expert.txt" | grep -E "^ +8192|moe" | head -5
 run_bench lengths - "${w8a8[@]}" --batch 1 --prefill 1024,32768
 grep -A3 "prefill T" "$out/lengths.txt" | tail -3
-run_bench long - "${w8a8[@]}" --batch 1 --prefill 65536 --prefill-chunk 8192
-grep -A2 "prefill T" "$out/long.txt" | tail -2
 echo "== done in $SECONDS s"

@@ -125,6 +125,8 @@ class CudaBackend final : public Backend {
   struct ExpertRows {
     const float* rows = nullptr;          // [max_rows, D], in the grouping's order
     const int32_t* row_of_pair = nullptr;  // [T*K]
+    const float* row_scale = nullptr;     // null, or rows' factor a group of G rows (unscaled sums)
+    int G = 1;
   };
   bool routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
                          const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -183,27 +184,67 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
     down_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(e)].down.activation_scale;
     used = (g + 1) * G;
   }
-  // An algorithm for every shape, or the grouped kernels take the whole MoE. Whole groups: an H100 measured the
-  // experts' pairs rounded up to 16 rows instead slower (8K prompt, down 27.7 -> 30.7 ms; 1K prompt 52.9 -> 66.9 ms).
-  for (const Run& r : runs) {
-    if (!lt_->supports(r.rows, F, D, F) || !lt_->supports(r.rows, D, F, D)) return false;
-  }
   for (const FfnWeights& w : args.experts) {  // 16-byte aligned weights (cudaMalloc's, in practice)
     for (const Weight* m : {&w.gate, &w.up, &w.down}) {
       if (reinterpret_cast<uintptr_t>(m->w.data()) % 16 != 0) return false;
     }
   }
-  reserve_uploads(2 * upload_span(gu_scale.size() * sizeof(float)));
-  const float* gu_scale_d = upload(std::span<const float>(gu_scale));
-  const float* down_scale_d = upload(std::span<const float>(down_scale));
+  // Experts with as many rows share a shape: one pointer-array GEMM for all their gates and ups, one for their downs,
+  // the sums unscaled (each expert's scales applied by the gating pass and the sum). Where this cuBLASLt has no
+  // algorithm in that mode, or QUATRE_CUDA_LT_BATCHED=0, expert by expert with the scales as alpha; where it has none
+  // for an expert's shape either, the grouped kernels take the whole MoE. Whole groups: an H100 measured the experts'
+  // pairs rounded up to 16 rows instead slower (8K prompt, down 27.7 -> 30.7 ms; 1K prompt 52.9 -> 66.9 ms).
+  std::map<int64_t, std::vector<size_t>> by_rows;  // rows -> runs
+  for (size_t i = 0; i < runs.size(); ++i) by_rows[runs[i].rows].push_back(i);
+  bool batched = lt_batched_enabled();
+  for (const auto& [rows, of] : by_rows) {
+    const int n = static_cast<int>(of.size());
+    batched = batched && lt_->supports_batched(rows, F, D, F, 2 * n) && lt_->supports_batched(rows, D, F, D, n);
+  }
+  for (const Run& r : runs) {
+    if (!batched && (!lt_->supports(r.rows, F, D, F) || !lt_->supports(r.rows, D, F, D))) return false;
+  }
   auto* xq = static_cast<uint8_t*>(a.allocate(static_cast<size_t>(used * std::max(D, F)), 256));
   float* out = a.array<float>(static_cast<size_t>(used * D));
-  // An expert's GEMMs are small (a few hundred rows): they go round the lanes, so that several fill the card at once.
-  const auto experts_gemms = [&](const auto& each) {
-    const int n_lanes = lt_->fork(s);
-    for (size_t i = 0; i < runs.size(); ++i) {
-      each(runs[i], args.experts[static_cast<size_t>(runs[i].e)], n_lanes > 0 ? lt_->lane(static_cast<int>(i) % n_lanes) : s);
+  // Each group's scales for the unscaled sums: gate's, up's and down's a · weight_scale.
+  std::vector<float> sums_scale;
+  std::vector<const void*> ptrs;  // the batches' pointer arrays: per shape, gate+up's w, x, y, then down's
+  if (batched) {
+    sums_scale.assign(static_cast<size_t>(3 * n_groups), 1.0f);
+    for (const Run& r : runs) {
+      const FfnWeights& w = args.experts[static_cast<size_t>(r.e)];
+      for (int64_t g = r.r0 / G; g < (r.r0 + r.rows) / G; ++g) {
+        sums_scale[static_cast<size_t>(g)] = dev(w.gate, "expert").scale;
+        sums_scale[static_cast<size_t>(n_groups + g)] = dev(w.up, "expert").scale;
+        sums_scale[static_cast<size_t>(2 * n_groups + g)] = dev(w.down, "expert").scale;
+      }
     }
+    for (const auto& [rows, of] : by_rows) {
+      for (const Weight FfnWeights::*m : {&FfnWeights::gate, &FfnWeights::up}) {
+        for (size_t i : of) ptrs.push_back((args.experts[static_cast<size_t>(runs[i].e)].*m).w.data());
+      }
+      for (int twice = 0; twice < 2; ++twice) {
+        for (size_t i : of) ptrs.push_back(xq + runs[i].r0 * D);
+      }
+      for (float* y : {gate, up}) {
+        for (size_t i : of) ptrs.push_back(y + runs[i].r0 * F);
+      }
+      for (size_t i : of) ptrs.push_back(args.experts[static_cast<size_t>(runs[i].e)].down.w.data());
+      for (size_t i : of) ptrs.push_back(xq + runs[i].r0 * F);
+      for (size_t i : of) ptrs.push_back(out + runs[i].r0 * D);
+    }
+  }
+  reserve_uploads(2 * upload_span(gu_scale.size() * sizeof(float)) + upload_span(sums_scale.size() * sizeof(float)) +
+                  upload_span(ptrs.size() * sizeof(void*)));
+  const float* gu_scale_d = upload(std::span<const float>(gu_scale));
+  const float* down_scale_d = upload(std::span<const float>(down_scale));
+  const float* sums_scale_d = batched ? upload(std::span<const float>(sums_scale)) : nullptr;
+  const auto* ptrs_d = batched ? upload(std::span<const void* const>(ptrs)) : nullptr;
+  // An expert's GEMMs are small (a few hundred rows): they go round the lanes, so that several fill the card at once;
+  // so do the batches of one shape.
+  const auto over_lanes = [&](size_t count, const auto& each) {
+    const int n_lanes = lt_->fork(s);
+    for (size_t i = 0; i < count; ++i) each(i, n_lanes > 0 ? lt_->lane(static_cast<int>(i) % n_lanes) : s);
     lt_->join(s);
   };
   const auto gemm = [&](const uint8_t* x, const Run& r, int64_t N, int64_t Kd, const Weight& w, float* y,
@@ -211,21 +252,50 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
     launched(lt_->fp8_gemm(x + r.r0 * Kd, r.rows, N, Kd, dev(w, "expert"), y + r.r0 * N, N, false, lane),
              "moe cublaslt");
   };
+  // The batches' pointer arrays in ptrs order: shape k's gate+up arrays (2n each) then its down arrays (n each).
+  std::vector<std::pair<int64_t, const void* const*>> shapes;  // (rows, its arrays' start)
+  for (size_t at = 0; const auto& [rows, of] : by_rows) {
+    shapes.emplace_back(rows, batched ? ptrs_d + at : nullptr);
+    at += 9 * of.size();
+  }
+  const auto batch = [&](size_t k, bool down, cudaStream_t lane) {
+    const int64_t rows = shapes[k].first;
+    const int n = static_cast<int>(by_rows[rows].size());
+    const void* const* p = shapes[k].second + (down ? 6 * n : 0);
+    const int count = down ? n : 2 * n;
+    const void* const* y = p + 2 * count;  // the outputs' addresses
+    launched(down ? lt_->fp8_gemm_batched(p, p + count, y, count, rows, D, F, D, lane)
+                  : lt_->fp8_gemm_batched(p, p + count, y, count, rows, F, D, F, lane),
+             "moe cublaslt batched");
+  };
   {
     const OpScope scope(profiler_, "moe gate+up+silu (routed)");
     launched(launch_quantize_fp8_rows(args.x.data_as<float>(), D, sorted_token, used, D, gu_scale_d, G, 0.0f, xq, s),
              "moe quantize");
-    experts_gemms([&](const Run& r, const FfnWeights& w, cudaStream_t lane) {
-      gemm(xq, r, F, D, w.gate, gate, lane);
-      gemm(xq, r, F, D, w.up, up, lane);
-    });
+    if (batched) {
+      over_lanes(shapes.size(), [&](size_t k, cudaStream_t lane) { batch(k, false, lane); });
+    } else {
+      over_lanes(runs.size(), [&](size_t i, cudaStream_t lane) {
+        const FfnWeights& w = args.experts[static_cast<size_t>(runs[i].e)];
+        gemm(xq, runs[i], F, D, w.gate, gate, lane);
+        gemm(xq, runs[i], F, D, w.up, up, lane);
+      });
+    }
   }
   const OpScope scope(profiler_, "moe down (routed)");
-  launched(launch_silu_mul_quantize_fp8(gate, up, used, F, down_scale_d, G, xq, s), "moe silu_mul quantize");
-  experts_gemms([&](const Run& r, const FfnWeights& w, cudaStream_t lane) { gemm(xq, r, D, F, w.down, out, lane); });
+  launched(launch_silu_mul_quantize_fp8(gate, up, used, F, down_scale_d, G, xq, s, batched ? sums_scale_d : nullptr,
+                                        batched ? sums_scale_d + n_groups : nullptr),
+           "moe silu_mul quantize");
+  if (batched) {
+    over_lanes(shapes.size(), [&](size_t k, cudaStream_t lane) { batch(k, true, lane); });
+  } else {
+    over_lanes(runs.size(), [&](size_t i, cudaStream_t lane) {
+      gemm(xq, runs[i], D, F, args.experts[static_cast<size_t>(runs[i].e)].down, out, lane);
+    });
+  }
   auto* row_of_pair = a.array<int32_t>(static_cast<size_t>(T * K));
   launched(launch_invert_rows(sorted_pair, used, row_of_pair, s), "moe invert rows");
-  result = {.rows = out, .row_of_pair = row_of_pair};
+  result = {.rows = out, .row_of_pair = row_of_pair, .row_scale = batched ? sums_scale_d + 2 * n_groups : nullptr, .G = G};
   return true;
 }
 
@@ -308,7 +378,8 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     const OpScope scope(profiler_, "moe sum");
     const float* plus = args.shared != nullptr ? shared_out.data_as<float>() : nullptr;
     launched(lt.rows != nullptr ? launch_sum_scaled_pairs(lt.rows, lt.row_of_pair, args.routing.gates.data_as<float>(),
-                                                          T, K, D, plus, args.residual != nullptr, y.data_as<float>(), s)
+                                                          T, K, D, plus, args.residual != nullptr, y.data_as<float>(), s,
+                                                          lt.row_scale, lt.G)
                                 : launch_sum_pairs(pair_out, T, K, D, plus, args.residual != nullptr, y.data_as<float>(), s),
              "moe sum");
   }

@@ -17,6 +17,7 @@ constexpr int kMaxLanes = 16;
 
 std::atomic<int> g_test_mode{-1};
 std::atomic<int> g_test_lanes{0};
+std::atomic<int> g_test_batched{-1};
 
 bool env_enabled() {
   static const bool env_on = [] {
@@ -41,9 +42,19 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 }  // namespace
 
-void set_cublaslt_for_tests(int mode, int lanes) {
+void set_cublaslt_for_tests(int mode, int lanes, int batched) {
   g_test_mode.store(mode);
   g_test_lanes.store(lanes);
+  g_test_batched.store(batched);
+}
+
+bool lt_batched_enabled() {
+  static const bool env_on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_LT_BATCHED");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  const int mode = g_test_batched.load();
+  return mode < 0 ? env_on : mode != 0;
 }
 
 bool LtGemm::usable_on(cudaStream_t stream) {
@@ -96,8 +107,8 @@ bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
 
 size_t LtGemm::scratch_bytes(const MatmulProblem& p) { return static_cast<size_t>(p.M * p.K); }
 
-LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
-  std::unique_ptr<Plan>& slot = plans_[{M, N, K, ldy}];
+LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch) {
+  std::unique_ptr<Plan>& slot = plans_[{M, N, K, ldy, batch}];
   if (slot != nullptr) return *slot;
   slot = std::make_unique<Plan>();
   Plan& p = *slot;
@@ -113,6 +124,17 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
                 CUBLAS_STATUS_SUCCESS &&
             cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(M), ldy) ==
                 CUBLAS_STATUS_SUCCESS;
+  if (ok && batch > 0) {  // pointer-array batches: every matrix's address from a device array
+    const int32_t count = batch;
+    const uint32_t mode = CUBLASLT_BATCH_MODE_POINTER_ARRAY;
+    for (cublasLtMatrixLayout_t layout : {p.a, p.b, p.c}) {
+      ok = ok &&
+           cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)) ==
+               CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_MODE, &mode, sizeof(mode)) ==
+               CUBLAS_STATUS_SUCCESS;
+    }
+  }
   if (ok) {
     cublasLtMatmulPreference_t pref = nullptr;
     cublasLtMatmulHeuristicResult_t result{};
@@ -138,12 +160,32 @@ LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy) {
   return p;
 }
 
-bool LtGemm::supports(int64_t M, int64_t N, int64_t K, int64_t ldy) {
+bool LtGemm::ready() {
   if (handle_ == nullptr && !broken_ && cublasLtCreate(&handle_) != CUBLAS_STATUS_SUCCESS) {
     handle_ = nullptr;
     broken_ = true;  // not tried again: the mma.sync kernels keep every problem
   }
-  return handle_ != nullptr && plan(M, N, K, ldy).ok;
+  return handle_ != nullptr;
+}
+
+bool LtGemm::supports(int64_t M, int64_t N, int64_t K, int64_t ldy) { return ready() && plan(M, N, K, ldy).ok; }
+
+bool LtGemm::supports_batched(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch) {
+  return batch > 0 && ready() && plan(M, N, K, ldy, batch).ok;
+}
+
+cudaError_t LtGemm::fp8_gemm_batched(const void* const* w, const void* const* xq, const void* const* y, int batch,
+                                     int64_t M, int64_t N, int64_t K, int64_t ldy, cudaStream_t stream) {
+  if (!supports_batched(M, N, K, ldy, batch)) return cudaErrorNotSupported;
+  void* ws = workspace(stream);
+  if (ws == nullptr) return cudaErrorNotSupported;
+  Plan& pl = plan(M, N, K, ldy, batch);
+  const float alpha = 1.0f, beta = 0.0f;
+  // The arrays (device memory) are never written: D's parameter is a plain pointer only for the unbatched case.
+  void* d = const_cast<void*>(static_cast<const void*>(y));
+  const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w, pl.a, xq, pl.b, &beta, y, pl.c, d, pl.c,
+                                          &pl.algo, ws, kWorkspaceBytes, stream);
+  return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
 }
 
 void* LtGemm::workspace(cudaStream_t stream) {

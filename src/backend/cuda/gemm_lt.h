@@ -49,6 +49,13 @@ class LtGemm {
   cudaError_t fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K, const DevWeight& w, float* y, int64_t ldy,
                        bool accumulate, cudaStream_t stream);
 
+  // Batches of one shape through cuBLASLt's pointer-array mode: y_i [M, N] (ldy) = xq_i [M, K] · w_iᵀ for i < batch,
+  // the three arrays of pointers in device memory; alpha 1, so the caller scales the sums (its weights' scales
+  // differ). Whether this cuBLASLt and card have an algorithm for the shape in that mode; the launch.
+  bool supports_batched(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch);
+  cudaError_t fp8_gemm_batched(const void* const* w, const void* const* xq, const void* const* y, int batch,
+                               int64_t M, int64_t N, int64_t K, int64_t ldy, cudaStream_t stream);
+
   // Lanes for independent GEMMs: fork(stream) makes the lanes wait for what `stream` has queued and returns how many
   // there are (QUATRE_CUDA_LT_LANES, default 4; 0 when they could not be made: launch on `stream` itself); lane(i)
   // is the i-th; join(stream) makes `stream` wait for what the lanes have queued since.
@@ -58,22 +65,26 @@ class LtGemm {
 
  private:
   struct Plan;
-  Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy);
+  Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch = 0);  // batch 0: one plain GEMM
+  bool ready();  // a handle (made on first use)
 
   void* workspace(cudaStream_t stream);  // cuBLASLt's scratch for launches on `stream` (null: none could be made)
 
   cublasLtContext* handle_ = nullptr;
   bool broken_ = false;                  // cublasLtCreate failed
   std::map<cudaStream_t, void*> workspaces_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;  // (M, N, K, ldy)
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, std::unique_ptr<Plan>> plans_;  // (M, N, K, ldy, batch)
   std::vector<cudaStream_t> lanes_;
   std::vector<cudaEvent_t> lane_events_;  // [0]: the fork; [1 + i]: lane i's end
   bool lanes_broken_ = false;             // making them failed: not tried again
   int joining_ = 0;                       // lanes forked and not yet joined
 };
 
+// Whether a prompt's experts of one shape go through one pointer-array GEMM (on unless QUATRE_CUDA_LT_BATCHED=0).
+bool lt_batched_enabled();
+
 // Tests: cuBLASLt as QUATRE_CUDA_CUBLASLT says (-1), never (0) or wherever it applies (1); lanes: as
-// QUATRE_CUDA_LT_LANES says (0) or n.
-void set_cublaslt_for_tests(int mode, int lanes = 0);
+// QUATRE_CUDA_LT_LANES says (0) or n; batched: as QUATRE_CUDA_LT_BATCHED says (-1), off (0) or on (1).
+void set_cublaslt_for_tests(int mode, int lanes = 0, int batched = -1);
 
 }  // namespace quatre::cuda

@@ -110,8 +110,10 @@ cudaError_t launch_quantize_fp8_rows(const float* x, int64_t ldx, const int32_t*
                                      const float* group_scale, int G, float a, uint8_t* out, cudaStream_t stream);
 // out[m, :] = the quantised silu(g[m, :]) · u[m, :] (g, u [M, K] fp32), divided by group_scale[m / G]: a MoE's
 // gated hidden rows into its down projection's W8A8 input, launch_silu_mul then launch_quantize_fp8_rows in one pass.
+// With g_scale and u_scale (both or neither), g and u are first multiplied by their group's (unscaled GEMM sums).
 cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t M, int64_t K,
-                                         const float* group_scale, int G, uint8_t* out, cudaStream_t stream);
+                                         const float* group_scale, int G, uint8_t* out, cudaStream_t stream,
+                                         const float* g_scale = nullptr, const float* u_scale = nullptr);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
                                 cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i), any WType
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,
@@ -170,9 +172,10 @@ cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_
                              bool accumulate, float* y, cudaStream_t stream);
 // The same with pair p's row gathered and scaled on the way: pair_out[p, :] = rows[row_of_pair[p], :] · scale[p]
 // (rounded products, then launch_sum_pairs's sums: the bits of a scatter then the sum, in one pass).
+// With row_scale, each row is first multiplied by row_scale[row / G] (unscaled GEMM sums; rounded products).
 cudaError_t launch_sum_scaled_pairs(const float* rows, const int32_t* row_of_pair, const float* scale, int64_t T,
                                     int64_t K, int64_t D, const float* plus, bool accumulate, float* y,
-                                    cudaStream_t stream);
+                                    cudaStream_t stream, const float* row_scale = nullptr, int G = 1);
 // row_of_pair[sorted_pair[r]] = r for the rows r < n whose pair is not padding (< 0).
 cudaError_t launch_invert_rows(const int32_t* sorted_pair, int64_t n, int32_t* row_of_pair, cudaStream_t stream);
 

@@ -130,15 +130,25 @@ struct PairRows {
   const float* values;
   const int32_t* row_of_pair;  // null: values is pair_out
   const float* scale;
+  const float* row_scale;      // null, or a row's first factor: row_scale[row / G]
+  int G;
   __device__ __forceinline__ float4 load4(int64_t pair, int64_t D, int64_t i) const {
     if (row_of_pair == nullptr) return *reinterpret_cast<const float4*>(values + pair * D + i);
-    const float4 v = *reinterpret_cast<const float4*>(values + static_cast<int64_t>(row_of_pair[pair]) * D + i);
+    const int64_t row = row_of_pair[pair];
+    float4 v = *reinterpret_cast<const float4*>(values + row * D + i);
+    if (row_scale != nullptr) {
+      const float r = row_scale[row / G];
+      v = make_float4(__fmul_rn(v.x, r), __fmul_rn(v.y, r), __fmul_rn(v.z, r), __fmul_rn(v.w, r));
+    }
     const float s = scale[pair];  // rounded products (never fused into the sum's adds): the scatter's bits
     return make_float4(__fmul_rn(v.x, s), __fmul_rn(v.y, s), __fmul_rn(v.z, s), __fmul_rn(v.w, s));
   }
   __device__ __forceinline__ float load(int64_t pair, int64_t D, int64_t i) const {
     if (row_of_pair == nullptr) return values[pair * D + i];
-    return __fmul_rn(values[static_cast<int64_t>(row_of_pair[pair]) * D + i], scale[pair]);
+    const int64_t row = row_of_pair[pair];
+    float v = values[row * D + i];
+    if (row_scale != nullptr) v = __fmul_rn(v, row_scale[row / G]);
+    return __fmul_rn(v, scale[pair]);
   }
 };
 
@@ -214,16 +224,19 @@ cudaError_t launch_sum_pairs(const float* pair_out, int64_t T, int64_t K, int64_
                              bool accumulate, float* y, cudaStream_t stream) {
   if (T == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(T), blocks_for(D, 4 * kSumThreads));  // 16-byte aligned rows: arena arrays
-  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(PairRows{pair_out, nullptr, nullptr}, K, D, plus, accumulate, y);
+  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(PairRows{pair_out, nullptr, nullptr, nullptr, 1}, K, D, plus,
+                                                     accumulate, y);
   return cudaGetLastError();
 }
 
 cudaError_t launch_sum_scaled_pairs(const float* rows, const int32_t* row_of_pair, const float* scale, int64_t T,
                                     int64_t K, int64_t D, const float* plus, bool accumulate, float* y,
-                                    cudaStream_t stream) {
+                                    cudaStream_t stream, const float* row_scale, int G) {
   if (T == 0) return cudaSuccess;
+  if (G <= 0) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(T), blocks_for(D, 4 * kSumThreads));
-  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(PairRows{rows, row_of_pair, scale}, K, D, plus, accumulate, y);
+  sum_pairs_kernel<<<grid, kSumThreads, 0, stream>>>(PairRows{rows, row_of_pair, scale, row_scale, G}, K, D, plus,
+                                                     accumulate, y);
   return cudaGetLastError();
 }
 

@@ -34,15 +34,23 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t ldx, const int32_t* 
   }
 }
 
-// h = silu(g) · u (silu_mul_kernel's arithmetic), quantised as quantize_fp8_kernel does with the row's group scale.
+// h = silu(g) · u (silu_mul_kernel's arithmetic), quantised as quantize_fp8_kernel does with the row's group scale;
+// g and u first times their group's scales when given (rounded products: a GEMM's alpha).
 __global__ void silu_mul_quantize_fp8_kernel(const float* g, const float* u, int64_t M, int64_t K,
-                                             const float* group_scale, int G, uint8_t* out) {
+                                             const float* group_scale, int G, const float* g_scale,
+                                             const float* u_scale, uint8_t* out) {
   const int64_t pairs = M * (K / 2);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < pairs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float2 gv = reinterpret_cast<const float2*>(g)[i], uv = reinterpret_cast<const float2*>(u)[i];
+    float2 gv = reinterpret_cast<const float2*>(g)[i], uv = reinterpret_cast<const float2*>(u)[i];
+    const int64_t group = (2 * i / K) / G;
+    if (g_scale != nullptr) {
+      const float sg = g_scale[group], su = u_scale[group];
+      gv = make_float2(__fmul_rn(gv.x, sg), __fmul_rn(gv.y, sg));
+      uv = make_float2(__fmul_rn(uv.x, su), __fmul_rn(uv.y, su));
+    }
     const float h0 = silu(gv.x) * uv.x, h1 = silu(gv.y) * uv.y;
-    reinterpret_cast<uint16_t*>(out)[i] = act_fp8x2(h0, h1, group_scale[(2 * i / K) / G]);
+    reinterpret_cast<uint16_t*>(out)[i] = act_fp8x2(h0, h1, group_scale[group]);
   }
 }
 
@@ -360,14 +368,15 @@ cudaError_t launch_quantize_fp8_rows(const float* x, int64_t ldx, const int32_t*
 }
 
 cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t M, int64_t K,
-                                         const float* group_scale, int G, uint8_t* out, cudaStream_t stream) {
+                                         const float* group_scale, int G, uint8_t* out, cudaStream_t stream,
+                                         const float* g_scale, const float* u_scale) {
   if (M == 0 || K == 0) return cudaSuccess;
   if (K % 2 != 0 || G <= 0 || group_scale == nullptr || reinterpret_cast<uintptr_t>(g) % 8 != 0 ||
-      reinterpret_cast<uintptr_t>(u) % 8 != 0) {
+      reinterpret_cast<uintptr_t>(u) % 8 != 0 || (g_scale == nullptr) != (u_scale == nullptr)) {
     return cudaErrorInvalidValue;
   }
   silu_mul_quantize_fp8_kernel<<<std::min<unsigned>(blocks_for(M * K / 2, 256), 132u * 16u), 256, 0, stream>>>(
-      g, u, M, K, group_scale, G, out);
+      g, u, M, K, group_scale, G, g_scale, u_scale, out);
   return cudaGetLastError();
 }
 

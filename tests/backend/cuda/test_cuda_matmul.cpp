@@ -434,7 +434,8 @@ TEST_F(CudaMatmul, CublasLtW8A8MatchesCpuAndTheMmaKernel) {
 // each expert's rows through the FP8 GEMM, its own activation scales), with a shared expert, against the CPU and
 // against the grouped mma kernels (other bits); fewer pairs than the path's minimum stay on the mma kernels (the
 // same bits). The shared expert is W8A16, which cuBLASLt never takes: only the routed path can change the bits. The
-// experts' GEMMs spread over 1, 3 or 4 lanes (side streams) give the same bits.
+// experts' GEMMs spread over 1, 3 or 4 lanes (side streams) give the same bits; so do the pointer-array batches of
+// the experts with as many rows (2100 tokens: ~700 rows each, two or three shapes), over 1 or 3 lanes.
 TEST_F(CudaMatmul, CublasLtRoutedExpertsMatchCpu) {
   const ResetKernelSwitches reset;
   const int64_t D = 512, F = 256, E = 6, K = 2;
@@ -454,15 +455,24 @@ TEST_F(CudaMatmul, CublasLtRoutedExpertsMatchCpu) {
     };
     std::vector<float> got[2];
     for (int lt : {0, 1}) {
-      set_cublaslt_for_tests(lt, 1);
+      set_cublaslt_for_tests(lt, 1, 0);
       got[lt] = run();
       EXPECT_LE(rel_l2(got[lt], want), lt == 1 && T * K >= 4096 ? kLtGatedRelL2 : kFp8MmaRelL2)
           << "T=" << T << " cublaslt " << lt;
     }
     for (int lanes : {3, 4}) {
-      set_cublaslt_for_tests(1, lanes);
+      set_cublaslt_for_tests(1, lanes, 0);
       EXPECT_EQ(run(), got[1]) << "T=" << T << " over " << lanes << " lanes";
     }
+    // The experts of one row count in one pointer-array GEMM (their scales applied after it), over 1 and 3 lanes.
+    set_cublaslt_for_tests(1, 1, 1);
+    const std::vector<float> batched = run();
+    EXPECT_LE(rel_l2(batched, want), T * K >= 4096 ? kLtGatedRelL2 : kFp8MmaRelL2) << "T=" << T << " batched";
+    if (T * K < 4096) {
+      EXPECT_EQ(batched, got[0]) << "T=" << T << ": too few pairs for cuBLASLt";
+    }
+    set_cublaslt_for_tests(1, 3, 1);
+    EXPECT_EQ(run(), batched) << "T=" << T << " batched over 3 lanes";
     if (T * K >= 4096) {
       EXPECT_NE(got[1], got[0]) << "T=" << T << ": the switch must move the experts to cuBLASLt";
     } else {
