@@ -252,20 +252,22 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
     launched(lt_->fp8_gemm(x + r.r0 * Kd, r.rows, N, Kd, dev(w, "expert"), y + r.r0 * N, N, false, lane),
              "moe cublaslt");
   };
-  // The batches' pointer arrays in ptrs order: shape k's gate+up arrays (2n each) then its down arrays (n each).
-  std::vector<std::pair<int64_t, const void* const*>> shapes;  // (rows, its arrays' start)
+  // The batches, in ptrs order: a shape's gate+up arrays (w, x, y: 2n pointers each), then its down arrays (n each).
+  struct Shape {
+    int64_t rows;
+    int n;                      // experts
+    const void* const* arrays;  // its first pointer array on the device
+  };
+  std::vector<Shape> shapes;
   for (size_t at = 0; const auto& [rows, of] : by_rows) {
-    shapes.emplace_back(rows, batched ? ptrs_d + at : nullptr);
+    shapes.push_back({rows, static_cast<int>(of.size()), batched ? ptrs_d + at : nullptr});
     at += 9 * of.size();
   }
-  const auto batch = [&](size_t k, bool down, cudaStream_t lane) {
-    const int64_t rows = shapes[k].first;
-    const int n = static_cast<int>(by_rows[rows].size());
-    const void* const* p = shapes[k].second + (down ? 6 * n : 0);
-    const int count = down ? n : 2 * n;
-    const void* const* y = p + 2 * count;  // the outputs' addresses
-    launched(down ? lt_->fp8_gemm_batched(p, p + count, y, count, rows, D, F, D, lane)
-                  : lt_->fp8_gemm_batched(p, p + count, y, count, rows, F, D, F, lane),
+  const auto batch = [&](const Shape& sh, bool down, cudaStream_t lane) {
+    const int count = down ? sh.n : 2 * sh.n;
+    const void* const* p = sh.arrays + (down ? 6 * sh.n : 0);  // w, then x at p + count, y at p + 2 count
+    launched(down ? lt_->fp8_gemm_batched(p, p + count, p + 2 * count, count, sh.rows, D, F, D, lane)
+                  : lt_->fp8_gemm_batched(p, p + count, p + 2 * count, count, sh.rows, F, D, F, lane),
              "moe cublaslt batched");
   };
   {
@@ -273,7 +275,7 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
     launched(launch_quantize_fp8_rows(args.x.data_as<float>(), D, sorted_token, used, D, gu_scale_d, G, 0.0f, xq, s),
              "moe quantize");
     if (batched) {
-      over_lanes(shapes.size(), [&](size_t k, cudaStream_t lane) { batch(k, false, lane); });
+      over_lanes(shapes.size(), [&](size_t k, cudaStream_t lane) { batch(shapes[k], false, lane); });
     } else {
       over_lanes(runs.size(), [&](size_t i, cudaStream_t lane) {
         const FfnWeights& w = args.experts[static_cast<size_t>(runs[i].e)];
@@ -287,7 +289,7 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
                                         batched ? sums_scale_d + n_groups : nullptr),
            "moe silu_mul quantize");
   if (batched) {
-    over_lanes(shapes.size(), [&](size_t k, cudaStream_t lane) { batch(k, true, lane); });
+    over_lanes(shapes.size(), [&](size_t k, cudaStream_t lane) { batch(shapes[k], true, lane); });
   } else {
     over_lanes(runs.size(), [&](size_t i, cudaStream_t lane) {
       gemm(xq, runs[i], D, F, args.experts[static_cast<size_t>(runs[i].e)].down, out, lane);

@@ -178,6 +178,12 @@ __device__ __forceinline__ void rotate_pairs(float* x, int64_t rope_dim, const f
   }
 }
 
+// The Llama-4 attention temperature at position pos: 1 + beta · ln(1 + floor(pos / original_max)).
+__device__ __forceinline__ float llama4_temperature(int32_t pos, float beta, int64_t original_max) {
+  const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
+  return 1.0f + beta * logf(1.0f + floorf(ratio));
+}
+
 // Query head h of token t: its rope slice rotated, then the whole head times the Llama-4 temperature (beta != 0).
 __device__ __forceinline__ void rope_query_head(float* q, int64_t t, int64_t h, int64_t n_heads, int64_t nope,
                                                 int64_t rope_dim, const float* inv_freq, int32_t pos, float beta,
@@ -187,8 +193,7 @@ __device__ __forceinline__ void rope_query_head(float* q, int64_t t, int64_t h, 
   rotate_pairs(head + nope, rope_dim, inv_freq, pos);
   if (beta == 0.0f) return;
   __syncthreads();
-  const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
-  const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
+  const float temperature = llama4_temperature(pos, beta, original_max);
   for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) head[i] *= temperature;
 }
 
@@ -214,8 +219,7 @@ __device__ __forceinline__ void rope_query_heads(float* q, int64_t t, int64_t n_
   }
   if (beta == 0.0f) return;
   __syncthreads();
-  const float ratio = static_cast<float>(pos) / static_cast<float>(original_max);
-  const float temperature = 1.0f + beta * logf(1.0f + floorf(ratio));
+  const float temperature = llama4_temperature(pos, beta, original_max);
   for (int i = static_cast<int>(threadIdx.x); i < n_heads * head_dim; i += static_cast<int>(blockDim.x)) row[i] *= temperature;
 }
 

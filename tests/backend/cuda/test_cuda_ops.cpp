@@ -49,6 +49,25 @@ class CudaOps : public CudaVsCpu {
     a.kv_b = prep(kv_b);
     return want;
   }
+  // A paged latent cache [n_blocks, block_size, R+Dr] in kv_dtype on both backends, lat [S, R] and kr [S, Dr] written
+  // at `slots` by each backend's kv_write (host: bytes owns the memory `host` views).
+  struct BothCaches {
+    std::vector<std::byte> bytes;
+    Tensor host, device;
+  };
+  BothCaches written_caches(DType kv_dtype, int64_t n_blocks, int64_t block_size, const MlaDims& d,
+                            std::vector<float>& lat, std::vector<float>& kr, std::span<const int64_t> slots) {
+    const int64_t W = d.cache_width(), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+    const auto S = static_cast<int64_t>(slots.size());
+    const size_t cache_bytes = static_cast<size_t>(n_blocks * block_size * W) * dtype_size(kv_dtype);
+    BothCaches c;
+    c.bytes.resize(cache_bytes);
+    c.device = Tensor(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
+    c.host = Tensor(c.bytes.data(), kv_dtype, {n_blocks, block_size, W});
+    gpu_->kv_write(c.device, up(lat, {S, R}), up(kr, {S, Dr}), slots);
+    cpu_.kv_write(c.host, host(lat, {S, R}), host(kr, {S, Dr}), slots);
+    return c;  // moved or elided: the vector keeps its buffer
+  }
 };
 
 TEST_F(CudaOps, RowOpsMatchCpu) {
@@ -578,7 +597,7 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
 // pass splits it into more than 64 splits (the combine takes up to 256), the CUDA-core one (F32 cache) into 64.
 TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
   const MlaDims d{.n_heads = 32, .kv_lora_rank = 256, .qk_nope_head_dim = 64, .qk_rope_head_dim = 64, .v_head_dim = 128};
-  const int64_t block_size = 64, n_blocks = 320, W = d.cache_width(), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+  const int64_t block_size = 64, n_blocks = 320, R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
   const int32_t context = 20000;
   std::vector<int32_t> tables(static_cast<size_t>(n_blocks));
   for (int32_t b = 0; b < n_blocks; ++b) tables[static_cast<size_t>(b)] = (97 * b + 5) % n_blocks;  // scattered
@@ -600,15 +619,10 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
     } else {
       EXPECT_EQ(splits, 64) << dtype_name(kv_dtype);
     }
-    const size_t cache_bytes = static_cast<size_t>(n_blocks * block_size * W) * dtype_size(kv_dtype);
-    std::vector<std::byte> cache(cache_bytes);
-    Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
-    const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
-    gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
-    cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
-    MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
+    const BothCaches cache = written_caches(kv_dtype, n_blocks, block_size, d, lat, kr, slots);
+    MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = cache.host, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
               .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
-    const std::vector<float> want = cpu_mla_then_device_args(a, q, cache_d, kv_b);
+    const std::vector<float> want = cpu_mla_then_device_args(a, q, cache.device, kv_b);
     EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2) << "cache " << dtype_name(kv_dtype);
   }
 }
@@ -651,20 +665,15 @@ TEST_F(CudaOps, MlaPromptRunsInTheNaiveFormMatchCpu) {
   uint64_t seed = 700;
   for (const MlaDims& d : dims) {
     ASSERT_TRUE(mla_prefill_dims_supported(d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim));
-    const int64_t W = d.cache_width(), R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
+    const int64_t R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
     std::vector<float> lat = randn(static_cast<size_t>(S * R), ++seed), kr = randn(static_cast<size_t>(S * Dr), ++seed);
     std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), ++seed);
     for (DType kv_dtype : {DType::BF16, DType::F8_E4M3}) {
-      const size_t cache_bytes = static_cast<size_t>(n_blocks * block_size * W) * dtype_size(kv_dtype);
-      std::vector<std::byte> cache(cache_bytes);
-      Tensor cache_d(dev_arena_->allocate(cache_bytes), kv_dtype, {n_blocks, block_size, W}, Device::kCuda);
-      const Tensor cache_h(cache.data(), kv_dtype, {n_blocks, block_size, W});
-      gpu_->kv_write(cache_d, up(lat, {S, R}), up(kr, {S, Dr}), slots);
-      cpu_.kv_write(cache_h, host(lat, {S, R}), host(kr, {S, Dr}), slots);
+      const BothCaches cache = written_caches(kv_dtype, n_blocks, block_size, d, lat, kr, slots);
       const StoredWeight kv_b = random_kv_b(d, kv_dtype, ++seed, 0.1f, 0.001f);
-      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
+      MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache.host, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
                 .softmax_scale = 0.09f, .form = MlaForm::kAbsorbed};
-      const std::vector<float> want = cpu_mla_then_device_args(a, q, cache_d, kv_b);
+      const std::vector<float> want = cpu_mla_then_device_args(a, q, cache.device, kv_b);
       a.bf16_operands = true;
       const ResetKernelSwitches reset;
       set_mla_prefill_for_tests(0);
