@@ -70,7 +70,7 @@ CudaBackend::~CudaBackend() {
   (void)cudaStreamSynchronize(as_stream(stream_));
   graphs_.clear();
   for (void* p : weights_) (void)cudaFree(p);
-  for (auto& [key, table] : expert_tables_) (void)cudaFree(table);
+  for (auto& [key, table] : expert_tables_) (void)cudaFree(const_cast<DevWeight*>(table.d));
   for (auto& [key, copy] : kv_b_f32_) (void)cudaFree(copy);
   (void)cudaFree(staging_);
   (void)cudaFreeHost(pinned_);
@@ -311,6 +311,14 @@ void CudaBackend::run_matmul(MatmulProblem p, Arena& a, const char* what) {
       if (p.silu_gate) launched(launch_silu_mul(p.y, p.y2, p.M * p.N, as_stream(stream_)), what);
       return;
     }
+  }
+  if (p.weight.act_scale > 0 && !p.x_quantized && p.x_rows == nullptr && p.experts == nullptr &&
+      p.M >= prequantize_min_rows() && prequantize_enabled()) {
+    float* xq = a.array<float>(static_cast<size_t>(p.M * p.K));
+    launched(launch_quantize_act(p.x, p.ldx, p.M, p.K, p.weight.act_scale, xq, as_stream(stream_)), what);
+    p.x = xq;
+    p.ldx = p.K;
+    p.x_quantized = true;
   }
   give_split_workspace(p, a);
   launched(launch_matmul(p, as_stream(stream_)), what);

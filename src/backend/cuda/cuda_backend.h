@@ -113,11 +113,17 @@ class CudaBackend final : public Backend {
   static size_t rope_upload_bytes(const RopeArgs& args);  // what upload_rope_args puts in the ring
   // A rope launch's frequencies and positions uploaded (after their reserve_uploads), checked against T tokens.
   std::pair<const float*, const int32_t*> upload_rope_args(const RopeArgs& args, int64_t T);
-  // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use.
-  const DevWeight* expert_table(std::span<const FfnWeights> experts);
+  // The device table of the E experts' gate, up or down weights ([3][E] DevWeights), built at first use, and the
+  // W8A8 activation scale all their gates and ups share (0: none, or not one for all).
+  struct ExpertTable {
+    const DevWeight* d = nullptr;
+    float shared_gate_act = 0.0f;
+  };
+  ExpertTable expert_table(std::span<const FfnWeights> experts);
   // y = x · wᵀ, or y += x · wᵀ (accumulate, in the matmul's store).
   void matmul_into(Tensor y, const Tensor& x, const Weight& w, bool accumulate, Arena& a);
-  // launch_matmul(p), or cuBLASLt for a large plain W8A8 problem (gemm_lt.h); p's workspaces from `a`.
+  // launch_matmul(p), or cuBLASLt for a large plain W8A8 problem (gemm_lt.h); p's workspaces from `a`. A W8A8
+  // input of prequantize_min_rows() rows or more is quantised once first (x_quantized).
   void run_matmul(MatmulProblem p, Arena& a, const char* what);
   // A prompt's routed W8A8 experts through cuBLASLt, expert by expert, over moe()'s grouping (groups of G rows,
   // max_rows; gate and up: scratch). Each pair's output, before its gate, is row row_of_pair[p] of rows. false,
@@ -182,7 +188,7 @@ class CudaBackend final : public Backend {
   OpProfiler profiler_;
   StepGraphs graphs_;
   bool step_graphs_on_ = true;
-  std::map<const void*, void*> expert_tables_;  // experts.data() -> device [3][E] DevWeight
+  std::map<const void*, ExpertTable> expert_tables_;  // experts.data() -> device [3][E] DevWeight
   std::unique_ptr<LtGemm> lt_;                   // cuBLASLt's handle and plans
   std::vector<std::byte> summary_up_, summary_down_;  // summarize_logits' host staging
 };

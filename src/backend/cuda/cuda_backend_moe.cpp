@@ -107,9 +107,9 @@ Tensor CudaBackend::ffn(const Tensor& x, const FfnWeights& w, Arena& a) {
   return y;
 }
 
-const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) {
+CudaBackend::ExpertTable CudaBackend::expert_table(std::span<const FfnWeights> experts) {
   auto it = expert_tables_.find(experts.data());
-  if (it != expert_tables_.end()) return static_cast<const DevWeight*>(it->second);
+  if (it != expert_tables_.end()) return it->second;
   const size_t E = experts.size();
   std::vector<DevWeight> host(3 * E);
   for (size_t e = 0; e < E; ++e) {
@@ -131,8 +131,12 @@ const DevWeight* CudaBackend::expert_table(std::span<const FfnWeights> experts) 
   CUDA_CHECK(cudaMemcpyAsync(table, host.data(), host.size() * sizeof(DevWeight), cudaMemcpyHostToDevice,
                              as_stream(stream_)));
   synchronize();
-  expert_tables_[experts.data()] = table;
-  return static_cast<const DevWeight*>(table);
+  ExpertTable t{.d = static_cast<const DevWeight*>(table), .shared_gate_act = host[0].act_scale};
+  for (size_t e = 0; e < E; ++e) {
+    if (host[e].act_scale != t.shared_gate_act) t.shared_gate_act = 0.0f;
+  }
+  expert_tables_[experts.data()] = t;
+  return t;
 }
 
 // Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
@@ -310,7 +314,8 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   CHECK_SHAPE(args.routing.expert_ids, T, K);
   CHECK_SHAPE(args.routing.gates, T, K);
   CHECK(args.routing.expert_ids.device() == Device::kCuda) << "routing ids must be on the device";
-  const DevWeight* table = expert_table(args.experts);
+  const ExpertTable experts = expert_table(args.experts);
+  const DevWeight* table = experts.d;
   const int64_t F = args.experts[0].gate.w.dim(0);
   CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
       << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
@@ -359,13 +364,27 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   ExpertRows lt;              // or the cuBLASLt path's rows, gathered and scaled by the sum
   if (!routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, lt, a)) {
     pair_out = a.array<float>(static_cast<size_t>(T * K * D));
+    // W8A8 inputs quantised once (the kernels would divide each load, once a 16-column tile): x when every gate and
+    // up shares its scale, and the gated hidden where the gating runs after the products anyway (no launch more).
+    const bool prequantize = gate0.act_scale > 0 && prequantize_enabled() && T >= 2;
+    const bool quantize_hidden = prequantize && !matmul_gates_in_store(p);
     {
       const OpScope scope(profiler_, "moe gate+up+silu (routed)");
+      if (prequantize && experts.shared_gate_act > 0) {
+        float* xq = a.array<float>(static_cast<size_t>(T * D));
+        launched(launch_quantize_act(p.x, D, T, D, experts.shared_gate_act, xq, s), "moe input quantisation");
+        p.x = xq;
+        p.x_quantized = true;
+      }
+      p.silu_gate = !quantize_hidden;
       launched(launch_matmul(p, s), "moe gate+up");
+      if (quantize_hidden) {
+        launched(launch_silu_mul_act_q(gate, up, max_rows, F, table + 2 * E, group_expert, G, s), "moe gating");
+      }
     }
-    MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
-                    .group_expert = group_expert, .grouping_ready = true, .rows_per_group = G, .y = pair_out, .ldy = D,
-                    .y_rows = sorted_pair,
+    MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .x_quantized = quantize_hidden,
+                    .weight = down0, .experts = table + 2 * E, .group_expert = group_expert, .grouping_ready = true,
+                    .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
                     .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
     const OpScope scope(profiler_, "moe down (routed)");
     launched(launch_matmul(q, s), "moe down");

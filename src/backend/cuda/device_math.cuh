@@ -54,9 +54,10 @@ struct WTraits<WType::kF8E4M3> {
 
 // W8A8 (DevWeight::act_scale): the FP8 E4M3 bytes of x / a for two activations (low byte first), each quotient
 // correctly rounded, then clamped to ±448 and rounded to nearest even (the cvt's satfinite), as the CPU backend
-// does (core/dtype.h f32_to_fp8e4m3).
+// does (core/dtype.h f32_to_fp8e4m3). a = 0: x already holds FP8 values (MatmulProblem::x_quantized), their bytes.
 __device__ __forceinline__ uint16_t act_fp8x2(float x0, float x1, float a) {
-  return __nv_cvt_float2_to_fp8x2(make_float2(__fdiv_rn(x0, a), __fdiv_rn(x1, a)), __NV_SATFINITE, __NV_E4M3);
+  const float2 q = a == 0.0f ? make_float2(x0, x1) : make_float2(__fdiv_rn(x0, a), __fdiv_rn(x1, a));
+  return __nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3);
 }
 
 // The same as floats: the value the W8A8 product takes for x (a = 0: x itself, W8A16).

@@ -40,6 +40,9 @@ struct MatmulProblem {
   int64_t ldx = 0;
   const int32_t* x_rows = nullptr;
   int64_t M = 0, N = 0, K = 0;
+  // W8A8: x already holds each row's quantised values act_q(x, a) (FP8 values as floats, a the activation scale of
+  // the row's weight): the kernels take them as they are (no division a load) and still multiply FP8 operands.
+  bool x_quantized = false;
   DevWeight weight;                          // plain problems
   const DevWeight* experts = nullptr;        // grouped problems: device array [E]
   const int32_t* group_expert = nullptr;     // device [M / rows_per_group]
@@ -80,6 +83,15 @@ struct MatmulProblem {
 // shared-memory tile.
 // One weight type per launch: weight2 and every expert share weight's type (and, 4-bit, the symmetry).
 cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream);
+// W8A8 inputs quantised once before the matmul (launch_quantize_act, x_quantized) instead of on every kernel's loads:
+// plain problems of prequantize_min_rows() rows or more, a MoE's of 2 tokens or more (QUATRE_CUDA_PREQUANT=0: never;
+// the same bits either way). Tests: as the environment says (-1), off (0) or on (1).
+bool prequantize_enabled();
+int64_t prequantize_min_rows();
+void set_prequantize_for_tests(int mode);
+// Whether launch_matmul gates a silu_gate problem in its kernel's store (the FMA and staged kernels); otherwise it
+// runs both products, then launch_silu_mul over y.
+bool matmul_gates_in_store(const MatmulProblem& p);
 // Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M
 // tensor-core tile whose tiles leave SMs idle are split over K (QUATRE_CUDA_TC_SPLIT_K=0: never).
 int64_t matmul_workspace_floats(const MatmulProblem& p);
@@ -114,6 +126,15 @@ cudaError_t launch_quantize_fp8_rows(const float* x, int64_t ldx, const int32_t*
 cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t M, int64_t K,
                                          const float* group_scale, int G, uint8_t* out, cudaStream_t stream,
                                          const float* g_scale = nullptr, const float* u_scale = nullptr);
+// out[m, k] = act_q(x[m, k], a) (x rows ldx apart; out [M, K]): a W8A8 matmul's input quantised once, as FP8 values
+// in floats, for a launch with x_quantized (its kernels otherwise divide each load, once a column tile).
+cudaError_t launch_quantize_act(const float* x, int64_t ldx, int64_t M, int64_t K, float a, float* out,
+                                cudaStream_t stream);
+// g[m, :] = act_q(silu(g[m, :]) · u[m, :], experts[group_expert[m / G]].act_scale) (g, u [M, K]; padding groups left
+// as they are): a MoE's gated hidden as its W8A8 down projection's x_quantized input (launch_silu_mul, then the
+// quantisation the down's kernels would make on their loads).
+cudaError_t launch_silu_mul_act_q(float* g, const float* u, int64_t M, int64_t K, const DevWeight* experts,
+                                  const int32_t* group_expert, int G, cudaStream_t stream);
 cudaError_t launch_dequant_rows(const DevWeight& w, int64_t cols, const int32_t* ids, int64_t n_ids, float* out,
                                 cudaStream_t stream);  // out[i,:] = w[ids[i],:] (ids null: row i), any WType
 cudaError_t launch_rms_norm(const float* x, int64_t M, int64_t n, const DevWeight& g, float eps, float* y,

@@ -4,7 +4,9 @@
 // ~0.52 bytes a weight with the G=128 scales), and for large M the tensor cores (matmul_tc.cu, BF16 and FP8
 // weights) or a 64x64 shared-memory tile (every type, 4-bit included). All take the grouped (MoE) form of
 // MatmulProblem. Depends on CUDA only.
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "backend/cuda/matmul_common.cuh"
@@ -61,8 +63,8 @@ struct FloatColumn {
   const S* w;  // [K]
   float act;   // W8A8: the activations' scale (act_q); 0 otherwise
 
-  __device__ FloatColumn(const DevWeight& dw, int64_t n, int64_t K)
-      : w(static_cast<const S*>(dw.w) + n * K), act(dw.act_scale) {}
+  __device__ FloatColumn(const DevWeight& dw, int64_t n, int64_t K, bool x_quantized)
+      : w(static_cast<const S*>(dw.w) + n * K), act(x_quantized ? 0.0f : dw.act_scale) {}
 
   __device__ Load load(int k) const {
     if constexpr (VEC == 1) {
@@ -116,7 +118,7 @@ struct Int4Column {
   const uint16_t* offsets;  // [K/G]; null when symmetric
   int group_size, group_shift;
 
-  __device__ Int4Column(const DevWeight& dw, int64_t n, int64_t K)
+  __device__ Int4Column(const DevWeight& dw, int64_t n, int64_t K, bool /*x_quantized: never W8A8*/)
       : codes(static_cast<const uint8_t*>(dw.w) + n * (K / 2)),
         scales(dw.int4_scales + n * (K / dw.group_size)),
         offsets(kSymmetric ? nullptr : dw.int4_offsets + n * (K / dw.group_size)),
@@ -186,7 +188,7 @@ __device__ __forceinline__ void column_sums(MatmulProblem p, int rows_per_group,
   float acc[R] = {};
   if (n < p.N) {
     using Load = typename Column::Load;
-    const Column col(dw, kGated ? n / 2 : n, p.K);
+    const Column col(dw, kGated ? n / 2 : n, p.K, p.x_quantized);
     const int K = static_cast<int>(p.K);
     // kUnroll loads in flight. One row: a trip sums kUnroll slots, each slot's load then replaced by the one
     // kUnroll strides on, in the same registers. (A window shifted by one each trip moves every pending load's
@@ -341,7 +343,7 @@ __global__ void __launch_bounds__(256) tile_kernel(MatmulProblem p) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t k = k0 + lk + j;
-      xs[lk + j][lr] = (xrow != nullptr && k < p.K) ? act_q(xrow[k], g.act_scale) : 0.0f;
+      xs[lk + j][lr] = (xrow != nullptr && k < p.K) ? act_q(xrow[k], g.load_act) : 0.0f;
       if constexpr (T != WType::kInt4) {
         ws[lk + j][lr] = (wrow != nullptr && k < p.K) ? WTraits<T>::to_f32(wrow[k]) : 0.0f;
       }
@@ -505,6 +507,30 @@ MatmulPath matmul_path(const MatmulProblem& p) {
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_prequantize_mode{-1};
+}  // namespace
+
+bool prequantize_enabled() {
+  static const bool env_on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_PREQUANT");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  const int mode = g_prequantize_mode.load();
+  return mode < 0 ? env_on : mode != 0;
+}
+
+// Below this a plain problem's divisions (M · K · N / 16) cost less than a launch more.
+int64_t prequantize_min_rows() { return 16; }
+
+void set_prequantize_for_tests(int mode) { g_prequantize_mode.store(mode); }
+
+bool matmul_gates_in_store(const MatmulProblem& p) {
+  const MatmulPath path = matmul_path(p);
+  const bool small = p.experts != nullptr ? p.rows_per_group <= kSmallRows : p.M <= kSmallRows;
+  return path == MatmulPath::kSmall || path == MatmulPath::kStaged || (path == MatmulPath::kInt4 && small);
+}
+
 int64_t matmul_workspace_floats(const MatmulProblem& p) {
   if (p.M == 0 || p.N == 0 || matmul_path(p) != MatmulPath::kTcTile) return 0;
   return matmul_tc_workspace_floats(p);
@@ -523,9 +549,7 @@ cudaError_t launch_matmul(const MatmulProblem& p, cudaStream_t stream) {
   if (p.silu_gate) {
     if (p.y2 == nullptr || p.accumulate || p.y_rows != nullptr || p.row_scale != nullptr) return cudaErrorInvalidValue;
     // The FMA and staged kernels gate in their store (a small 4-bit problem on the int4 path runs on the FMA one).
-    const bool gates_in_store = path == MatmulPath::kSmall || path == MatmulPath::kStaged ||
-                                (path == MatmulPath::kInt4 && small);
-    if (!gates_in_store) {  // gate into y, up into y2, then the gating over y as one array
+    if (!matmul_gates_in_store(p)) {  // gate into y, up into y2, then the gating over y as one array
       if (p.ldy != p.N) return cudaErrorInvalidValue;
       MatmulProblem both = p;
       both.silu_gate = false;

@@ -16,8 +16,14 @@ struct GroupView {
   const void* w;
   float scale;
   float act_scale;  // W8A8: the activations' static scale (DevWeight), else 0
+  float load_act;   // what act_q divides x by on its loads: act_scale, or 0 where x is already quantised
   bool skip;
 };
+
+// The scale act_q divides a load of x by: a weight's act_scale, or 0 (x as is) where p.x_quantized.
+__device__ __forceinline__ float load_act(const MatmulProblem& p, float act_scale) {
+  return p.x_quantized ? 0.0f : act_scale;
+}
 
 // The problem of this block: the second one (weight2 / experts2 -> y2) in the launch's second z slice.
 __device__ __forceinline__ void select_problem(MatmulProblem& p) {
@@ -25,10 +31,11 @@ __device__ __forceinline__ void select_problem(MatmulProblem& p) {
 }
 
 __device__ __forceinline__ GroupView group_weight(const MatmulProblem& p, int64_t group) {
-  if (p.experts == nullptr) return {p.weight.w, p.weight.scale, p.weight.act_scale, false};
+  if (p.experts == nullptr) return {p.weight.w, p.weight.scale, p.weight.act_scale, load_act(p, p.weight.act_scale), false};
   const int32_t e = p.group_expert[group];
-  if (e < 0) return {nullptr, 0.0f, 0.0f, true};
-  return {p.experts[e].w, p.experts[e].scale, p.experts[e].act_scale, false};
+  if (e < 0) return {nullptr, 0.0f, 0.0f, 0.0f, true};
+  const float a = p.experts[e].act_scale;
+  return {p.experts[e].w, p.experts[e].scale, a, load_act(p, a), false};
 }
 
 // second ? b : a, field by field (a select of the whole struct would copy the kernel's parameters to the stack).

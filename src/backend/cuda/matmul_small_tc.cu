@@ -74,7 +74,8 @@ struct Activations {
   int x_step;      // x of row block rb: x + rb · x_step (plain problems; one row block otherwise)
   unsigned x_blocks;
   int K;
-  float act;  // W8A8: the activations' scale (act_q: the loads return their FP8 values); 0 otherwise
+  float act;       // W8A8: the activations' scale (one mma a term: FP8 values); 0 otherwise
+  float load_act;  // what act_q divides the loads by: act, or 0 where x is already quantised (x_quantized)
 
   // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row). Ordered: a volatile load, kept in program order
   // among the mmas (else the compiler hoists all of a chunk's activation loads of every row block, and spills).
@@ -82,10 +83,10 @@ struct Activations {
   __device__ float4 load(int k, int rb) const {
     if (((x_blocks >> rb) & 1u) == 0 || k >= K) return make_float4(0, 0, 0, 0);
     const float* at = x + (rb * x_step + k);
-    if constexpr (!kOrdered) return act_q4(*reinterpret_cast<const float4*>(at), act);
+    if constexpr (!kOrdered) return act_q4(*reinterpret_cast<const float4*>(at), load_act);
     float4 v;
     asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
-    return act_q4(v, act);
+    return act_q4(v, load_act);
   }
 };
 
@@ -396,6 +397,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   set_weights(op, p, gw, group, n0 + g);
   op.x.K = static_cast<int>(p.K);
   op.x.act = gw.act_scale;
+  op.x.load_act = gw.load_act;
   op.x.x_blocks = 0;
 #pragma unroll
   for (int rb = 0; rb < RB; ++rb) op.x.x_blocks |= static_cast<unsigned>((rows >> (kRows * rb + g)) & 1u) << rb;

@@ -147,7 +147,8 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
     float x[kElems];
 #pragma unroll
     for (int c = 0; c < kElems / 4; ++c) {
-      const float4 v = act_q4(xv[c], gate.act_scale);  // W8A8: gate and up share the scale (cuda_backend_moe.cpp)
+      // W8A8: gate and up share the scale (cuda_backend_moe.cpp)
+      const float4 v = act_q4(xv[c], load_act(p, gate.act_scale));
       x[4 * c] = v.x, x[4 * c + 1] = v.y, x[4 * c + 2] = v.z, x[4 * c + 3] = v.w;
     }
 #pragma unroll

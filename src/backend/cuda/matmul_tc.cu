@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
   float acc[2][4][4] = {};  // [m16 tile][n8 tile][fragment]
   float xv[8];
   alignas(16) uint16_t wv[16];
-  load_x(xrow, k_begin + xk, p.K, vec_x, g.act_scale, xv);
+  load_x(xrow, k_begin + xk, p.K, vec_x, g.load_act, xv);
   load_w<T>(wrow, k_begin + wk, p.K, vec_w, wv);
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
     // Stage this k-tile: x as three BF16 terms, the weights as BF16.
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
     *reinterpret_cast<uint4*>(&ws[wr][wk + 8]) = *reinterpret_cast<const uint4*>(wv + 8);
     __syncthreads();
     if (k0 + kBK < k_end) {  // the next tile's loads overlap this tile's MMAs
-      load_x(xrow, k0 + kBK + xk, p.K, vec_x, g.act_scale, xv);
+      load_x(xrow, k0 + kBK + xk, p.K, vec_x, g.load_act, xv);
       load_w<T>(wrow, k0 + kBK + wk, p.K, vec_w, wv);
     }
 #pragma unroll
@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(256, 2) tc_fp8_kernel(MatmulProblem p, int k_s
 
   const int wm = (warp % 2) * 32, wn = (warp / 2) * 32;
   float acc[2][4][4] = {};  // [m16 tile][n8 tile][fragment]
-  uint4 xv = load_x_fp8(xrow, k_begin + xk, p.K, g.act_scale);
+  uint4 xv = load_x_fp8(xrow, k_begin + xk, p.K, g.load_act);
   uint4 wv0 = load_w_fp8(wrow, k_begin + wk, p.K), wv1 = load_w_fp8(wrow, k_begin + wk + 16, p.K);
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK8) {
     *reinterpret_cast<uint4*>(&xs[xr][xk]) = xv;
@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(256, 2) tc_fp8_kernel(MatmulProblem p, int k_s
     *reinterpret_cast<uint4*>(&ws[wr][wk + 16]) = wv1;
     __syncthreads();
     if (k0 + kBK8 < k_end) {  // the next tile's loads overlap this tile's MMAs
-      xv = load_x_fp8(xrow, k0 + kBK8 + xk, p.K, g.act_scale);
+      xv = load_x_fp8(xrow, k0 + kBK8 + xk, p.K, g.load_act);
       wv0 = load_w_fp8(wrow, k0 + kBK8 + wk, p.K);
       wv1 = load_w_fp8(wrow, k0 + kBK8 + wk + 16, p.K);
     }

@@ -54,6 +54,26 @@ __global__ void silu_mul_quantize_fp8_kernel(const float* g, const float* u, int
   }
 }
 
+// out[m, k] = act_q(x[m, k], a): the FP8 values as floats (a matmul's x_quantized input).
+__global__ void quantize_act_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, float a, float* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * K;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / K, k = i % K;
+    out[i] = act_q(x[m * ldx + k], a);
+  }
+}
+
+// g = silu(g) · u (silu_mul_kernel's arithmetic), then act_q with the activation scale of row m's group's expert
+// (experts[group_expert[m / G]]; a padding group's rows are left as they are).
+__global__ void silu_mul_act_q_kernel(float* g, const float* u, int64_t M, int64_t K, const DevWeight* experts,
+                                      const int32_t* group_expert, int G) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * K;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t e = group_expert[(i / K) / G];
+    if (e >= 0) g[i] = act_q(silu(g[i]) * u[i], experts[e].act_scale);
+  }
+}
+
 __global__ void dequant_rows_kernel(DevWeight w, int64_t cols, const int32_t* ids, float* out) {
   const int64_t row = ids != nullptr ? ids[blockIdx.x] : blockIdx.x;
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
@@ -467,6 +487,23 @@ cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream
   rope_kv_write_kernel<<<grid, 256, 0, stream>>>(l.q, l.n_heads, l.nope, l.cache, l.cache_type, l.kv_a, l.R, l.Dr,
                                                  l.norm, l.eps, l.inv_freq, l.positions, l.llama4_beta,
                                                  l.llama4_original_max, l.slots);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_quantize_act(const float* x, int64_t ldx, int64_t M, int64_t K, float a, float* out,
+                                cudaStream_t stream) {
+  if (M * K == 0) return cudaSuccess;
+  if (a <= 0.0f) return cudaErrorInvalidValue;
+  quantize_act_kernel<<<std::min<unsigned>(blocks_for(M * K, 256), 1024u), 256, 0, stream>>>(x, ldx, M, K, a, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul_act_q(float* g, const float* u, int64_t M, int64_t K, const DevWeight* experts,
+                                  const int32_t* group_expert, int G, cudaStream_t stream) {
+  if (M * K == 0) return cudaSuccess;
+  if (G <= 0) return cudaErrorInvalidValue;
+  silu_mul_act_q_kernel<<<std::min<unsigned>(blocks_for(M * K, 256), 1024u), 256, 0, stream>>>(g, u, M, K, experts,
+                                                                                            group_expert, G);
   return cudaGetLastError();
 }
 

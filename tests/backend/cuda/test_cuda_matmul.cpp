@@ -4,9 +4,9 @@
 // length it takes, 4/8/16 pieces a thread, plain and grouped, SiLU-gated), the small tensor-core kernel (2-64 rows)
 // against the CUDA-core ones, the large-M tensor-core tile (split over K where its tiles leave SMs idle), and the
 // SiLU-gated gate+up bit for bit as the two problems then the gating; W8A8 (static activation scales) on each of
-// them and on the FP8 mma kernel; staged matmuls launched as dependents (pdl.cuh) against plain launches, bit for
-// bit. Errors: METHOD.md's ‖got − want‖ / ‖want‖ with
-// an fp32 bound. Skips without a GPU.
+// them and on the FP8 mma kernel, the input quantised once or on every kernel's loads (the same bits); staged
+// matmuls launched as dependents (pdl.cuh) against plain launches, bit for bit. Errors: METHOD.md's
+// ‖got − want‖ / ‖want‖ with an fp32 bound. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -574,7 +574,12 @@ TEST_F(CudaMatmul, W8A8MatmulMatchesCpuOnEveryKernel) {
         set_small_tc_for_tests(small_tc);
         set_staged_for_tests(staged);
         set_tc_fp8_for_tests(fp8);
+        set_prequantize_for_tests(0);  // each kernel quantising its own loads
+        const std::vector<float> on_loads = gpu_matmul(xd, wd);
+        set_prequantize_for_tests(1);  // x quantised once first (from prequantize_min_rows() rows): the same bits
         const std::vector<float> got = gpu_matmul(xd, wd);
+        EXPECT_EQ(got, on_loads) << "x quantised once, small tc " << small_tc << " staged " << staged << " fp8 mma "
+                                 << fp8 << " " << what;
         EXPECT_LE(rel_l2(got, want), fp8 == 1 && M > 8 ? kFp8MmaRelL2 : bound)
             << "small tc " << small_tc << " staged " << staged << " fp8 mma " << fp8 << " " << what << " (W8A16 is "
             << quantisation << " away)";
@@ -614,6 +619,33 @@ TEST_F(CudaMatmul, W8A8MoeMatchesCpuWithAScaleAnExpert) {
       EXPECT_LE(rel_l2(got, want), bound) << "moe " << what;
       EXPECT_LE(rel_l2(down(gpu_->ffn(in.xg, both.dev[E], *dev_arena_)), ffn_want), bound) << "ffn " << what;
     }
+  }
+}
+
+// The routed experts' W8A8 inputs quantised once (x where every gate and up share a scale; the gated hidden where
+// the gating follows the products), against each kernel quantising its own loads: the same bits, from the one-row
+// groups of 2 tokens to the tensor-core tile of 70, a down scale an expert; and against the CPU.
+TEST_F(CudaMatmul, W8A8MoeInputsQuantisedOnceGiveTheSameBits) {
+  const ResetKernelSwitches reset;
+  const int64_t D = 512, F = 256, E = 6, K = 2;
+  auto ex = experts(E + 1, D, F, DType::F8_E4M3);
+  for (size_t e = 0; e < ex.ffn.size(); ++e) {
+    ex.ffn[e].gate.activation_scale = ex.ffn[e].up.activation_scale = 3.0f / 448.0f;
+    ex.ffn[e].down.activation_scale = (6.0f + static_cast<float>(e)) / 448.0f;
+  }
+  const RoutedAndShared both(ex, *gpu_);
+  for (int64_t T : {2, 5, 24, 70}) {
+    const Routed in = routed(T, D, E, K, static_cast<uint64_t>(270 + T), static_cast<uint64_t>(280 + T));
+    const std::vector<float> want =
+        vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
+    std::vector<float> got[2];
+    for (int pre : {0, 1}) {
+      set_prequantize_for_tests(pre);
+      got[pre] =
+          down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+    }
+    EXPECT_EQ(got[1], got[0]) << "T=" << T;
+    EXPECT_LE(rel_l2(got[1], want), T > 32 ? kFp8MmaRelL2 : kF32RelL2) << "T=" << T;
   }
 }
 
