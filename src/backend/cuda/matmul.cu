@@ -41,10 +41,11 @@ __device__ __forceinline__ uint4 load_streaming16(const void* p) {
   return v;
 }
 
-// acc + x[0..4) · w, in order; kXVec: x 16-byte aligned, one load. act: W8A8's activation scale (act_q), or 0.
-template <bool kXVec>
+// acc + x[0..4) · w, in order; kXVec: x 16-byte aligned, one load. kW8A8: x quantised on the load (act_q by act).
+template <bool kXVec, bool kW8A8 = false>
 __device__ __forceinline__ float fma4(const float* x, float4 w, float acc, float act = 0.0f) {
-  const float4 xv = act_q4(kXVec ? *reinterpret_cast<const float4*>(x) : make_float4(x[0], x[1], x[2], x[3]), act);
+  float4 xv = kXVec ? *reinterpret_cast<const float4*>(x) : make_float4(x[0], x[1], x[2], x[3]);
+  if constexpr (kW8A8) xv = act_q4(xv, act);
   acc = fmaf(xv.x, w.x, acc);
   acc = fmaf(xv.y, w.y, acc);
   acc = fmaf(xv.z, w.z, acc);
@@ -52,8 +53,9 @@ __device__ __forceinline__ float fma4(const float* x, float4 w, float acc, float
 }
 
 // A column's weights of float type T for small_m_kernel: VEC a load, kept as loaded (one 16-byte load, or one
-// element when VEC == 1: unaligned data) and converted to fp32 four at a time at the FMAs.
-template <WType T, int VEC>
+// element when VEC == 1: unaligned data) and converted to fp32 four at a time at the FMAs. kW8A8: the activations
+// quantised on their loads (act_q; a compile-time choice: at run time it cost every body registers).
+template <WType T, int VEC, bool kW8A8 = false>
 struct FloatColumn {
   using S = typename WTraits<T>::S;
   using Load = std::conditional_t<VEC == 1, S, uint4>;
@@ -61,10 +63,10 @@ struct FloatColumn {
   static_assert(VEC == 1 || VEC * sizeof(S) == 16);
 
   const S* w;  // [K]
-  float act;   // W8A8: the activations' scale (act_q); 0 otherwise
+  float act;   // kW8A8: the activations' scale (0: x already quantised)
 
   __device__ FloatColumn(const DevWeight& dw, int64_t n, int64_t K, bool x_quantized)
-      : w(static_cast<const S*>(dw.w) + n * K), act(x_quantized ? 0.0f : dw.act_scale) {}
+      : w(static_cast<const S*>(dw.w) + n * K), act(x_quantized || !kW8A8 ? 0.0f : dw.act_scale) {}
 
   __device__ Load load(int k) const {
     if constexpr (VEC == 1) {
@@ -81,7 +83,7 @@ struct FloatColumn {
       const float wv = WTraits<T>::to_f32(raw);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r == 0 || r < n_rows) acc[r] = fmaf(act_q(x[r][k], act), wv, acc[r]);
+        if (r == 0 || r < n_rows) acc[r] = fmaf(kW8A8 ? act_q(x[r][k], act) : x[r][k], wv, acc[r]);
       }
     } else {
 #pragma unroll
@@ -89,7 +91,7 @@ struct FloatColumn {
         const float4 wv = four_weights<T>(raw, c);
 #pragma unroll
         for (int r = 0; r < R; ++r) {  // activations in 16-byte loads (rows 16-byte aligned: checked at launch)
-          if (r == 0 || r < n_rows) acc[r] = fma4<true>(x[r] + k + 4 * c, wv, acc[r], act);
+          if (r == 0 || r < n_rows) acc[r] = fma4<true, kW8A8>(x[r] + k + 4 * c, wv, acc[r], act);
         }
       }
     }
@@ -452,9 +454,17 @@ cudaError_t launch_small_float(const MatmulProblem& p, int rows_per_group, cudaS
   const bool all_aligned = aligned && (p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
                                                                 reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0));
   if (all_aligned) {
-    launch_small<FloatColumn<T, kVec>>(p, rows_per_group, stream);
+    if (T == WType::kF8E4M3 && p.weight.act_scale > 0.0f) {  // W8A8 on every expert or on none (the host checks)
+      launch_small<FloatColumn<T, kVec, true>>(p, rows_per_group, stream);
+    } else {
+      launch_small<FloatColumn<T, kVec>>(p, rows_per_group, stream);
+    }
   } else {
-    launch_small<FloatColumn<T, 1>>(p, rows_per_group, stream);
+    if (T == WType::kF8E4M3 && p.weight.act_scale > 0.0f) {
+      launch_small<FloatColumn<T, 1, true>>(p, rows_per_group, stream);
+    } else {
+      launch_small<FloatColumn<T, 1>>(p, rows_per_group, stream);
+    }
   }
   return cudaGetLastError();
 }
