@@ -48,8 +48,8 @@ struct Args {
   bool host_sampling = false;   // every logits row back to the host (EngineOptions::sample_on_backend off)
   std::string preset = "mistral-small-4";
   std::string dtype = "fp8";
-  std::string fp8_activations = "none";  // W8A16 or static W8A8 (cli/model_loader.h)
-  std::string attention_operands = "fp32";  // fp32 or bf16 (model::AttentionOperands)
+  std::string fp8_activations = "auto";  // auto, none (W8A16) or static (W8A8) (cli/model_loader.h)
+  std::string attention_operands = "auto";  // auto, fp32 or bf16 (model::AttentionOperands)
   int64_t layers = 0;
   std::string device = "cpu";
   int tensor_parallel_size = 1;  // ranks of a TensorParallelGroup (cuda: one GPU each); needs --model
@@ -112,9 +112,11 @@ int run(const Args& a) {
     checkpoint.emplace(quatre::io::Checkpoint::open(a.model_dir));
     text = checkpoint->config().text;
   }
-  const quatre::model::Fp8Activations fp8 = quatre::model::parse_fp8_activations(a.fp8_activations);
+  // Random weights are drawn as the release is made: FP8 with static activation scales (auto: W8A8).
+  const quatre::model::Fp8Activations fp8 = quatre::model::parse_fp8_activations(
+      a.fp8_activations, a.random_weights || quatre::model::has_static_activation_scales(checkpoint->config()));
   const quatre::model::TextModelOptions model_options{
-      .attention_operands = quatre::model::parse_attention_operands(a.attention_operands)};
+      .attention_operands = quatre::model::parse_attention_operands(a.attention_operands, device)};
   if (a.tensor_parallel_size > 1 && a.random_weights) {
     throw quatre::InvalidRequest("bench_serve: --tensor-parallel-size > 1 loads each rank's slice of --model; "
                                  "--random-weights draws the whole model on one GPU");
@@ -256,12 +258,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp8", "bf16", "int4"}))->capture_default_str();
   app.add_option("--layers", a.layers, "Keep only this many layers (--random-weights; 0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", a.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  app.add_option("--fp8-activations", a.fp8_activations, "FP8 linears: none (W8A16) or static (W8A8; --random-weights draws 8/448)")
-      ->check(CLI::IsMember({"none", "static"}))
+  app.add_option("--fp8-activations", a.fp8_activations,
+                 "FP8 linears: none (W8A16), static (W8A8; --random-weights draws 8/448) or auto (static where the "
+                 "checkpoint has static activation scales, and for --random-weights)")
+      ->check(CLI::IsMember({"auto", "none", "static"}))
       ->capture_default_str();
   app.add_option("--attention-operands", a.attention_operands,
-                 "The attention's q and softmax weights: fp32 (exact) or bf16 (rounded: a third of the tensor-core work)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+                 "The attention's q and softmax weights: fp32 (exact), bf16 (rounded: a third of the tensor-core "
+                 "work) or auto (bf16 on cuda, fp32 on cpu)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
       ->capture_default_str();
   app.add_option("--tensor-parallel-size", a.tensor_parallel_size, "Ranks of tensor/expert parallelism (cuda: one GPU each)")
       ->check(CLI::Range(1, 64))

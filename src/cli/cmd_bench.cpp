@@ -40,8 +40,8 @@ struct BenchArgs {
   std::string model_dir;
   bool random_weights = false;
   std::string dtype = "fp8";
-  std::string fp8_activations = "none";  // model::Fp8Activations (cli/model_loader.h)
-  std::string attention_operands = "fp32";  // model::AttentionOperands (model/text_model.h)
+  std::string fp8_activations = "auto";  // model::Fp8Activations (cli/model_loader.h)
+  std::string attention_operands = "auto";  // model::AttentionOperands (model/text_model.h)
   int64_t layers = 0;
   std::string device = "cuda";
   std::vector<int64_t> batches = {1, 8, 32, 128, 256};
@@ -214,14 +214,17 @@ int run_bench(const BenchArgs& o) {
     text = checkpoint->config().text;
   }
   const RandomDType dtype = parse_random_dtype(o.dtype, "bench");
-  const model::Fp8Activations fp8 = model::parse_fp8_activations(o.fp8_activations);
+  // Random weights are drawn as the release is made: FP8 with static activation scales (auto: W8A8).
+  const model::Fp8Activations fp8 = model::parse_fp8_activations(
+      o.fp8_activations, o.random_weights || model::has_static_activation_scales(checkpoint->config()));
+  const model::AttentionOperands operands = model::parse_attention_operands(o.attention_operands, device);
   const auto t0 = std::chrono::steady_clock::now();
   const model::TextWeights weights =
       o.random_weights ? random_text_weights(text, *be, dtype, o.seed, fp8)
                        : model::TextWeights::load(*checkpoint, *be, {}, fp8);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const model::TextModel model(text, weights, *be,
-                               {.attention_operands = model::parse_attention_operands(o.attention_operands)});
+                               {.attention_operands = operands});
   const LinearBytes linear = o.random_weights ? linear_bytes(dtype) : linear_bytes(checkpoint->config());
   const Costs c = costs(text, linear);
   double bandwidth = 0;
@@ -245,7 +248,8 @@ int run_bench(const BenchArgs& o) {
   const DType kv_dtype = o.kv_cache_dtype == "auto" ? (device == Device::kCuda ? DType::BF16 : DType::F32)
                                                      : model::parse_kv_dtype(o.kv_cache_dtype);
   const double width_bytes = static_cast<double>((text.kv_lora_rank + text.qk_rope_head_dim) * dtype_size(kv_dtype));
-  fmt::print("kv cache: {}; attention operands {}\n", model::kv_dtype_name(kv_dtype), o.attention_operands);
+  fmt::print("kv cache: {}; attention operands {}\n", model::kv_dtype_name(kv_dtype),
+             operands == model::AttentionOperands::kBf16 ? "bf16" : "fp32");
   Timer timer(*be);
   std::mt19937_64 rng(o.seed);
   auto token = [&] { return static_cast<int32_t>(rng() % static_cast<uint64_t>(text.vocab_size)); };
@@ -373,14 +377,14 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--layers", o->layers, "Override the preset's layer count (fit a smaller GPU)");
   app.add_option("--fp8-activations", o->fp8_activations,
-                 "FP8 linears: none (W8A16) or static (W8A8 with the checkpoint's activation scales; --random-weights "
-                 "draws 8/448)")
-      ->check(CLI::IsMember({"none", "static"}))
+                 "FP8 linears: none (W8A16), static (W8A8 with the checkpoint's activation scales; --random-weights "
+                 "draws 8/448) or auto (static where the checkpoint has them, and for --random-weights)")
+      ->check(CLI::IsMember({"auto", "none", "static"}))
       ->capture_default_str();
   app.add_option("--attention-operands", o->attention_operands,
-                 "The attention's q and softmax weights: fp32 (exact) or bf16 (rounded: a third of the tensor-core "
-                 "work, vLLM's numerics)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+                 "The attention's q and softmax weights: fp32 (exact), bf16 (rounded: a third of the tensor-core "
+                 "work, vLLM's numerics) or auto (bf16 on cuda, fp32 on cpu)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
       ->capture_default_str();
   app.add_option("--device", o->device, "cuda or cpu")->capture_default_str();
   app.add_option("--batch", o->batches, "Decode batch sizes")->delimiter(',')->capture_default_str();

@@ -24,8 +24,8 @@ struct ModelOptions {
   std::string device = "cpu";
   std::string softmax_scale = "release";
   int tensor_parallel_size = 1;  // ranks, one thread (and on cuda one GPU) each: parallel::TensorParallelGroup
-  std::string fp8_activations = "none";  // none (W8A16) or static (W8A8): model::Fp8Activations
-  std::string attention_operands = "fp32";  // fp32 or bf16: model::AttentionOperands
+  std::string fp8_activations = "auto";  // auto, none (W8A16) or static (W8A8): model::Fp8Activations
+  std::string attention_operands = "auto";  // auto, fp32 or bf16: model::AttentionOperands
 };
 void add_model_options(CLI::App& app, ModelOptions& options);
 

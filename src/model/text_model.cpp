@@ -21,10 +21,11 @@ constexpr float kLatentNormEps = 1e-6f;
 // Dv v_head_dim   Q q_lora_rank   E routed experts   K experts per token   V vocabulary   N logit rows
 // Sharded over P ranks (README, "Several GPUs"): Hl = H/P heads, El = E/P experts, Vl = V/P vocabulary rows.
 
-AttentionOperands parse_attention_operands(std::string_view value) {
+AttentionOperands parse_attention_operands(std::string_view value, Device device) {
   if (value == "fp32") return AttentionOperands::kFp32;
   if (value == "bf16") return AttentionOperands::kBf16;
-  throw InvalidRequest(fmt::format("--attention-operands: expected fp32 or bf16, got \"{}\"", value));
+  if (value == "auto") return device == Device::kCuda ? AttentionOperands::kBf16 : AttentionOperands::kFp32;
+  throw InvalidRequest(fmt::format("--attention-operands: expected auto, fp32 or bf16, got \"{}\"", value));
 }
 
 std::string activation_name(int layer, std::string_view name) {

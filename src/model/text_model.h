@@ -24,8 +24,9 @@ class StepFanout;
 // choice (CUDA's tensor-core key pass): kFp32 exact up to summation order (three BF16 terms an operand), kBf16
 // rounded to BF16 (one term: a third of the tensor-core work; vLLM's numerics, ~1e-3 relative).
 enum class AttentionOperands : uint8_t { kFp32, kBf16 };
-// "fp32" or "bf16" (--attention-operands); else InvalidRequest naming the option.
-AttentionOperands parse_attention_operands(std::string_view value);
+// "fp32", "bf16" or "auto" (--attention-operands, auto its default: bf16 on a CUDA device, vLLM's numerics beside
+// the GPU's BF16 cache; fp32 on the CPU, the reference); else InvalidRequest naming the option.
+AttentionOperands parse_attention_operands(std::string_view value, Device device = Device::kCpu);
 
 struct TextModelOptions {
   MlaForm mla_form = MlaForm::kAbsorbed;

@@ -163,10 +163,15 @@ void check_shardable(const io::TextConfig& t, const ShardSpec& s) {
 
 }  // namespace
 
-Fp8Activations parse_fp8_activations(std::string_view value) {
+Fp8Activations parse_fp8_activations(std::string_view value, bool static_scales) {
   if (value == "none") return Fp8Activations::kNone;
   if (value == "static") return Fp8Activations::kStatic;
-  throw InvalidRequest(fmt::format("--fp8-activations: expected none or static, got \"{}\"", value));
+  if (value == "auto") return static_scales ? Fp8Activations::kStatic : Fp8Activations::kNone;
+  throw InvalidRequest(fmt::format("--fp8-activations: expected auto, none or static, got \"{}\"", value));
+}
+
+bool has_static_activation_scales(const io::ModelConfig& config) {
+  return config.quantization == io::WeightQuantization::kFp8PerTensor && config.static_activation_scales;
 }
 
 TextWeights TextWeights::load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard, Fp8Activations fp8) {

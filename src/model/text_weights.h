@@ -46,8 +46,12 @@ enum class Fp8Activations : uint8_t {
             // and up of an FFN share max(a_gate, a_up), as the fused gate_up of the HF experts and of vLLM do.
 };
 
-// "none" or "static" (the --fp8-activations option); anything else is an InvalidRequest naming the option.
-Fp8Activations parse_fp8_activations(std::string_view value);
+// "none", "static" or "auto" (the --fp8-activations option, auto its default): auto is static where the checkpoint's
+// FP8 linears carry static activation scales (static_scales: has_static_activation_scales; the release, run W8A8 as
+// vLLM and transformers run it), else none. Anything else is an InvalidRequest naming the option.
+Fp8Activations parse_fp8_activations(std::string_view value, bool static_scales = false);
+// Whether a checkpoint of `config` is FP8 with static activation scales (activation_scheme "static").
+bool has_static_activation_scales(const io::ModelConfig& config);
 
 // Tensor/expert parallelism (README, "Several GPUs"): rank r of N holds
 //   q_b, kv_b            rows of its H/N heads        o       its H/N heads' columns [D, H/N*Dv]

@@ -323,10 +323,18 @@ TEST(TextModel, StaticFp8ActivationsLoadOnTheFp8LinearsButKvB) {
   expect_scale(w8a8.weights.lm_head, std::nullopt, "lm_head (BF16)");
   EXPECT_GT(checked, 20);
   // A BF16 checkpoint has no activation scales: static loads it as it is.
-  const LoadedModel bf16(make_checkpoint(dir, "bf16", {}), Device::kCpu, Fp8Activations::kStatic);
+  const std::filesystem::path bf16_path = make_checkpoint(dir, "bf16", {});
+  const LoadedModel bf16(bf16_path, Device::kCpu, Fp8Activations::kStatic);
   EXPECT_FALSE(bf16.weights.layers[0].attn.q_a.activation_scale.has_value());
   EXPECT_THROW(parse_fp8_activations("dynamic"), InvalidRequest);
   EXPECT_EQ(parse_fp8_activations("static"), Fp8Activations::kStatic);
+  EXPECT_EQ(parse_fp8_activations("none", true), Fp8Activations::kNone);
+  // auto, the commands' default: static where the checkpoint is FP8 with static activation scales (this one; the
+  // dynamic-scheme one below is not), none for BF16.
+  EXPECT_TRUE(has_static_activation_scales(io::Checkpoint::open(path).config()));
+  EXPECT_FALSE(has_static_activation_scales(io::Checkpoint::open(bf16_path).config()));
+  EXPECT_EQ(parse_fp8_activations("auto", true), Fp8Activations::kStatic);
+  EXPECT_EQ(parse_fp8_activations("auto", false), Fp8Activations::kNone);
   // FP8 with dynamic activation scaling has no scales to apply: a LoadError naming the tensor and the way out.
   std::string config;
   {
@@ -344,6 +352,16 @@ TEST(TextModel, StaticFp8ActivationsLoadOnTheFp8LinearsButKvB) {
     EXPECT_NE(std::string(e.what()).find("--fp8-activations none"), std::string::npos) << e.what();
   }
   EXPECT_NO_THROW(LoadedModel(path, Device::kCpu, Fp8Activations::kNone));
+  EXPECT_FALSE(has_static_activation_scales(io::Checkpoint::open(path).config()));
+}
+
+// --attention-operands: auto (the default) is bf16 on a CUDA device, fp32 on the CPU; the named ones as named.
+TEST(TextModel, AttentionOperandsAutoFollowsTheDevice) {
+  EXPECT_EQ(parse_attention_operands("auto", Device::kCuda), AttentionOperands::kBf16);
+  EXPECT_EQ(parse_attention_operands("auto", Device::kCpu), AttentionOperands::kFp32);
+  EXPECT_EQ(parse_attention_operands("fp32", Device::kCuda), AttentionOperands::kFp32);
+  EXPECT_EQ(parse_attention_operands("bf16", Device::kCpu), AttentionOperands::kBf16);
+  EXPECT_THROW(parse_attention_operands("fp16", Device::kCuda), InvalidRequest);
 }
 
 // W8A8 changes the logits by about the FP8 rounding of the activations: clearly, yet far less than another model.

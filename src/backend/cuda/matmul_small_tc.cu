@@ -67,6 +67,14 @@ __device__ __forceinline__ void a_fragment(const uint4 (&r0)[kLoadsPerRow<T>], c
   }
 }
 
+// How a kernel takes x (a compile-time choice: at run time, in the loops below, it changed the W8A16 bodies'
+// register allocation and left the routed experts at batch 64 ~30% slower on an H100): kSplit: fp32 values as
+// three BF16 terms (W8A16; also W8A8 inputs quantised beforehand, whose lower terms are zeros); kQuantise: W8A8,
+// act_q on each load, one term (FP8 values are exact in BF16); kFp8: W8A8 with x already quantised, one term.
+enum class XMode : int { kSplit, kQuantise, kFp8 };
+template <XMode kX>
+constexpr int kTermsOf = kX == XMode::kSplit ? 3 : 1;
+
 // A thread's activations: rows g, g + 8, ... of the RB row blocks (x_blocks bit rb: row 8rb + g is present; absent
 // rows read as zeros).
 struct Activations {
@@ -76,10 +84,10 @@ struct Activations {
   int K;
   float load_act;  // W8A8: what act_q divides the loads by, the activation scale (0: x already quantised)
 
-  // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row), kW8A8: quantised (act_q, by load_act). Ordered: a
-  // volatile load, kept in program order among the mmas (else the compiler hoists all of a chunk's activation loads
-  // of every row block, and spills).
-  template <bool kOrdered, bool kW8A8 = false>
+  // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row), kQuantise: quantised (act_q, by load_act).
+  // Ordered: a volatile load, kept in program order among the mmas (else the compiler hoists all of a chunk's
+  // activation loads of every row block, and spills).
+  template <bool kOrdered, XMode kX = XMode::kSplit>
   __device__ float4 load(int k, int rb) const {
     if (((x_blocks >> rb) & 1u) == 0 || k >= K) return make_float4(0, 0, 0, 0);
     const float* at = x + (rb * x_step + k);
@@ -89,7 +97,7 @@ struct Activations {
     } else {
       asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
     }
-    if constexpr (kW8A8) v = act_q4(v, load_act);
+    if constexpr (kX == XMode::kQuantise) v = act_q4(v, load_act);
     return v;
   }
 };
@@ -123,15 +131,15 @@ struct Operands {
 };
 
 // acc[rb][ct] += the chunk at `base` times row block rb: per mma j, A from the chunk (converted once for all row
-// blocks), the activations split into 3 terms, 3 mmas a column tile (kW8A8: FP8 values, exact in the first term, 1
-// mma). Each accumulator sees mma j, then term, in order. Several row blocks: the activations of step (j, rb) load
-// during the mmas of the step before. (W8A8 is a template parameter: no run-time choice in these loops.)
-template <int RB, bool kW8A8, WType T, int CT>
+// blocks), the activations split into 3 terms, 3 mmas a column tile (XMode kQuantise, kFp8: FP8 values, exact in
+// the first term, 1 mma). Each accumulator sees mma j, then term, in order. Several row blocks: the activations of
+// step (j, rb) load during the mmas of the step before.
+template <int RB, XMode kX, WType T, int CT>
 __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T, CT>& op, int base,
                                          float (&acc)[RB][CT][4]) {
   constexpr bool kOrdered = RB > 1;
-  constexpr int kTerms = kW8A8 ? 1 : 3;
-  float4 next = op.x.template load<kOrdered, kW8A8>(base + slot_k<T>(op.t, 0), 0);
+  constexpr int kTerms = kTermsOf<kX>;
+  float4 next = op.x.template load<kOrdered, kX>(base + slot_k<T>(op.t, 0), 0);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     uint32_t a[CT][4];
@@ -141,7 +149,7 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
     for (int rb = 0; rb < RB; ++rb) {
       const float4 x = next;
       const int step = j * RB + rb + 1;  // the next step's (j, rb)
-      if (step < 4 * RB) next = op.x.template load<kOrdered, kW8A8>(base + slot_k<T>(op.t, step / RB), step % RB);
+      if (step < 4 * RB) next = op.x.template load<kOrdered, kX>(base + slot_k<T>(op.t, step / RB), step % RB);
       uint32_t b0[3], b1[3];  // [term]: B registers {b0b1}, {b2b3} = x at slot_k + {0,1}, + {2,3}
       split3(x.x, x.y, b0);
       split3(x.z, x.w, b1);
@@ -234,7 +242,7 @@ __device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, u
 // 3 terms each) of block b into a fresh fragment a tile, then folded with the rows' scales (and offsets). A is
 // decoded at its mma (registers: kept for all row blocks, it spilled). The activations of the next (b, rb, h) load
 // during the mmas, in program order (hoisted, a chunk's 8 loads spilled even at one row block).
-template <int RB, bool kW8A8, bool kOffsets, int CT>
+template <int RB, XMode kX, bool kOffsets, int CT>
 __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
                                          float (&acc)[RB][CT][4]) {
   constexpr uint32_t kOnes[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // BF16 1.0 pairs
@@ -381,7 +389,7 @@ constexpr int kChunkOf = T == WType::kInt4 ? kInt4Chunk : kChunk;
 // plain problem, one group). Warp w owns the 16·CT columns n0 = (blockIdx.x · (8/WPC) + w / WPC) · 16·CT and the
 // chunks s, s + WPC, s + 2·WPC, ... of K for s = w % WPC; a column's partial sums over its WPC warps are added in
 // shared memory in warp order (bitwise reproducible). kOffsets: 4-bit asymmetric weights.
-template <WType T, bool kOffsets, bool kW8A8, int WPC, int RB, int CT>
+template <WType T, bool kOffsets, XMode kX, int WPC, int RB, int CT>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kernel(MatmulProblem p,
                                                                                    int rows_per_group) {
   constexpr int kColWarps = kWarps / WPC;
@@ -416,7 +424,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   for (; base < op.K; base += kInFlight * kStride) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
-      multiply<RB, kW8A8>(buf[u], op, base + u * kStride, acc);
+      multiply<RB, kX>(buf[u], op, base + u * kStride, acc);
       buf[u] = op.load(base + (u + kInFlight) * kStride);
     }
   }
@@ -451,32 +459,32 @@ int slices_per_column(int64_t N, int64_t K, unsigned groups, int warp_cols, int 
   return wpc;
 }
 
-template <WType T, bool kOffsets, bool kW8A8, int RB, int CT>
+template <WType T, bool kOffsets, XMode kX, int RB, int CT>
 void launch_blocks(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
   const int wpc = slices_per_column(p.N, p.K, groups, 16 * CT, kChunkOf<T>);
   const dim3 grid(blocks_for(p.N, 16 * CT * kWarps / wpc), groups, p.y2 != nullptr ? 2 : 1);
   switch (wpc) {
-    case 1: small_tc_kernel<T, kOffsets, kW8A8, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 2: small_tc_kernel<T, kOffsets, kW8A8, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 4: small_tc_kernel<T, kOffsets, kW8A8, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    default: small_tc_kernel<T, kOffsets, kW8A8, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 1: small_tc_kernel<T, kOffsets, kX, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 2: small_tc_kernel<T, kOffsets, kX, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    case 4: small_tc_kernel<T, kOffsets, kX, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    default: small_tc_kernel<T, kOffsets, kX, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
   }
 }
 
 // Groups of <= 8 rows: one row block, 32 columns a warp (4-bit: 16, else spills). A plain problem of 9-64 rows: the
 // fewest row blocks that hold it, in one group; with several row blocks 16 columns a warp for BF16 (twice FP8's
 // weight registers in flight), 4-bit and for 8 row blocks (the accumulators), else spills.
-template <WType T, bool kOffsets = false, bool kW8A8 = false>
+template <WType T, bool kOffsets = false, XMode kX = XMode::kSplit>
 void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   constexpr int kCT = T == WType::kF8E4M3 ? 2 : 1;
   constexpr int kOneBlockCT = T == WType::kInt4 ? 1 : 2;
   if (p.experts != nullptr || p.M <= kRows) {
-    return launch_blocks<T, kOffsets, kW8A8, 1, kOneBlockCT>(p, rows_per_group, stream);
+    return launch_blocks<T, kOffsets, kX, 1, kOneBlockCT>(p, rows_per_group, stream);
   }
-  if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, kW8A8, 2, kCT>(p, 2 * kRows, stream);
-  if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, kW8A8, 4, kCT>(p, 4 * kRows, stream);
-  launch_blocks<T, kOffsets, kW8A8, 8, 1>(p, 8 * kRows, stream);
+  if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, kX, 2, kCT>(p, 2 * kRows, stream);
+  if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, kX, 4, kCT>(p, 4 * kRows, stream);
+  launch_blocks<T, kOffsets, kX, 8, 1>(p, 8 * kRows, stream);
 }
 
 std::atomic<int> g_test_mode{-1};  // set_small_tc_for_tests
@@ -522,6 +530,16 @@ float grouped_min_hint_int4() {
   return hint;
 }
 
+// W8A8 inputs quantised beforehand through the three-term bodies (QUATRE_CUDA_W8A8_TERMS=3, read once: A/B timing)
+// instead of the one-term ones: the same values (the lower terms are zeros).
+bool w8a8_split_terms() {
+  static const bool on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_W8A8_TERMS");
+    return v != nullptr && std::strcmp(v, "3") == 0;
+  }();
+  return on;
+}
+
 }  // namespace
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
@@ -556,8 +574,13 @@ bool small_tc_applies(const MatmulProblem& p) {
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   if (rows_per_group <= 0 || rows_per_group > kRows) return cudaErrorInvalidValue;
   if (p.weight.type == WType::kF8E4M3) {  // W8A8 on every expert or on none (the host checks)
-    p.weight.act_scale > 0.0f ? launch_typed<WType::kF8E4M3, false, true>(p, rows_per_group, stream)
-                              : launch_typed<WType::kF8E4M3, false, false>(p, rows_per_group, stream);
+    if (p.weight.act_scale == 0.0f || (p.x_quantized && w8a8_split_terms())) {
+      launch_typed<WType::kF8E4M3, false, XMode::kSplit>(p, rows_per_group, stream);
+    } else if (p.x_quantized) {
+      launch_typed<WType::kF8E4M3, false, XMode::kFp8>(p, rows_per_group, stream);
+    } else {
+      launch_typed<WType::kF8E4M3, false, XMode::kQuantise>(p, rows_per_group, stream);
+    }
   } else if (p.weight.type == WType::kInt4) {
     // weight2 and the experts have weight's symmetry (the host checks).
     p.weight.int4_offsets != nullptr ? launch_typed<WType::kInt4, true>(p, rows_per_group, stream)
