@@ -2,9 +2,8 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh; carry .gpu/pack): the
 # open questions, most needed first, on whichever card comes (16 layers, context 2048 on a card that cannot hold the
 # whole model; GPU_LAYERS to choose). The CUDA tests (test_cuda_matmul's log kept whole: a crash prints a native
-# backtrace); then decode W8A16 against W8A8 with its inputs quantised once (QUATRE_CUDA_PREQUANT), through the
-# one- or three-term bodies (QUATRE_CUDA_W8A8_TERMS), or on every
-# kernel's loads, BF16 attention operands, and the 8K prompt. LIMIT: the seconds the call may run (default 560); what
+# backtrace); then decode with the defaults, with the MLA combine a block a token (QUATRE_CUDA_MLA_COMBINE_TOKENS=0),
+# and with W8A16 and fp32 attention operands. LIMIT: the seconds the call may run (default 560); what
 # would not fit is skipped. The tables on stdout, the logs under OUT_DIR.
 #   run tool: command "bash tools/gpu/cuda_next.sh $OUT 560", carry [".gpu/pack"], timeout_s 580
 set -uo pipefail
@@ -36,17 +35,16 @@ run_bench() {  # NAME ENV-SETTING BENCH-ARGS...
   grep -A1 "prefill T" "$out/$name.txt" | tail -1
 }
 batches=${CUDA_NEXT_BATCHES:-1,8,64,256}
-w8a8=(--fp8-activations static --attention-operands bf16)
-# Decode: W8A16, W8A8 with its inputs quantised once (one-term bodies), the same through the three-term bodies
-# (QUATRE_CUDA_W8A8_TERMS=3), plain problems quantised from 2 rows (not 16), and quantising on every load; the
-# batch-64 profiles of the first three.
-run_bench w8a16 - --fp8-activations none --attention-operands fp32 --batch "$batches" --profile
-run_bench w8a8 - "${w8a8[@]}" --batch "$batches" --profile
-run_bench w8a8_terms3 QUATRE_CUDA_W8A8_TERMS=3 "${w8a8[@]}" --batch "$batches" --profile
-run_bench w8a8_terms3_rows2 "QUATRE_CUDA_W8A8_TERMS=3 QUATRE_CUDA_PREQUANT_MIN_ROWS=2" "${w8a8[@]}" --batch "$batches"
-run_bench w8a8_loads QUATRE_CUDA_PREQUANT=0 "${w8a8[@]}" --batch "$batches"
-for f in w8a16 w8a8 w8a8_terms3; do
-  echo "== $f: batch 64 profile (top ops)"
-  awk '/^  op/{c++} c==3' "$out/$f.txt" | head -8
+# Decode with the defaults (W8A8, BF16 attention operands; the MLA combine a block per (head, 16 tokens)), then the
+# combine a block per (token, head, 32 columns) (QUATRE_CUDA_MLA_COMBINE_TOKENS=0), then W8A16 with fp32 operands;
+# the batch-1 and batch-256 profiles of the first two.
+run_bench defaults - --batch "$batches" --profile
+run_bench combine_per_token QUATRE_CUDA_MLA_COMBINE_TOKENS=0 --batch "$batches" --profile
+run_bench w8a16 - --fp8-activations none --attention-operands fp32 --batch "$batches"
+for f in defaults combine_per_token; do
+  for c in 1 4; do
+    echo "== $f: profile $c (top ops)"
+    awk -v c=$c '/^  op/{n++} n==c' "$out/$f.txt" | head -9
+  done
 done
 echo "== done in $SECONDS s"

@@ -242,6 +242,10 @@ void set_mla_tc_keys_for_tests(int keys);
 // (1, where the tile has 32 or 64 keys).
 void set_mla_split_scores_for_tests(int mode);
 cudaError_t launch_mla_attend_tc(const MlaLaunch& a, cudaStream_t stream);
+// Tests: the tiled path's combine a block per (head, 16 tokens), reading W_UV once for them (-1: for 16 tokens or
+// more unless QUATRE_CUDA_MLA_COMBINE_TOKENS=0), or a block per (token, head, 32 columns) (0), or the former for any
+// number of tokens (1).
+void set_mla_combine_tokens_for_tests(int mode);
 // Largest R + Dr + Dn + Dv the per-head kernel's shared memory holds (checked by the caller).
 constexpr int64_t kMlaMaxWidth = 4096;
 // The tiled path's three kernels (q_abs, attention over the key splits, combine with W_UV) one at a time (for the

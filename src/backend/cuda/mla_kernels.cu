@@ -502,6 +502,94 @@ __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaun
   }
 }
 
+// One block of 256 threads per (head, kCombineTokens tokens): each token's splits merged into ctx [R] in shared
+// memory (warp w makes the factors of tokens w, w + 8, as mla_combine_kernel does; then a thread a column, the splits
+// summed in order), then o[t, e] = W_UV[e] · ctx_t: thread (e, parity) walks W_UV row e once in 16-byte loads and
+// keeps the sums of 8 tokens, each over k in order (the same order for any batch). So W_UV is read once for 16
+// tokens: mla_combine_kernel, a block per (token, head, 32 columns) reading W_UV a byte a lane, took 2.2 ms of a
+// batch-64 step and 7.8 of a batch-256 one (H100, 16 FP8 layers, context 2048; here 0.77 at 256, the steps 25.37 ->
+// 23.70 and 45.57 -> 37.67 ms). Below 16 tokens the other has more blocks: batch 1 0.29 ms there, 0.44 here (2.74
+// against 2.99 ms a step), batch 8 7.29 against 7.40. Launch: R % 16 == 0, W_UV rows 16-byte aligned.
+constexpr int kCombineTokens = 16;
+constexpr int kCombineTokenThreads = 256;
+
+template <WType KT>
+__global__ void __launch_bounds__(kCombineTokenThreads) mla_combine_tokens_kernel(MlaLaunch a) {
+  using S = typename WTraits<KT>::S;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(S));
+  constexpr int kPerThread = kCombineTokens / (kCombineTokenThreads / 128);  // tokens a thread sums: 8
+  extern __shared__ __align__(16) float combine_smem[];
+  const int R = static_cast<int>(a.R), n_splits = a.n_splits;
+  float* ctx = combine_smem;                               // [kCombineTokens][R]
+  float* factor = combine_smem + kCombineTokens * R;      // [kCombineTokens][n_splits]
+  const int64_t h = blockIdx.x, t0 = static_cast<int64_t>(blockIdx.y) * kCombineTokens;
+  const int n_tok = static_cast<int>(min(static_cast<int64_t>(kCombineTokens), a.T - t0));
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  pdl_begin();  // the splits come from the key pass ahead (pdl.cuh)
+  for (int j = warp; j < n_tok; j += kCombineTokenThreads / 32) {
+    const float* ml = a.split_ml + 2 * ((t0 + j) * a.H + h) * n_splits;
+    float M = -INFINITY;
+    for (int s = lane; s < n_splits; s += 32) M = fmaxf(M, ml[2 * s]);
+    M = warp_max(M);  // finite: the first split has a key
+    float L = 0.0f;
+    for (int s = lane; s < n_splits; s += 32) {
+      const float m = ml[2 * s], e = m == -INFINITY ? 0.0f : expf(m - M);
+      factor[j * n_splits + s] = e;
+      if (e != 0.0f) L += ml[2 * s + 1] * e;
+    }
+    L = warp_sum(L);
+    for (int s = lane; s < n_splits; s += 32) factor[j * n_splits + s] /= L;
+  }
+  __syncthreads();
+  for (int i = tid; i < kCombineTokens * R; i += kCombineTokenThreads) {
+    const int j = i / R, r = i % R;
+    float c = 0.0f;  // tokens past the batch: zeros, never stored
+    if (j < n_tok) {
+      const int64_t th = (t0 + j) * a.H + h;
+      const float* part = (n_splits > 1 ? a.split_ctx : a.q_abs) + th * n_splits * R + r;  // [n_splits, R]
+#pragma unroll 8
+      for (int s = 0; s < n_splits; ++s) c = fmaf(part[static_cast<int64_t>(s) * R], factor[j * n_splits + s], c);
+    }
+    ctx[i] = c;
+  }
+  __syncthreads();
+  const int parity = tid / 128;
+  const int64_t w_row0 = h * (a.Dn + a.Dv) + a.Dn;  // W_UV[h] = kv_b rows [w_row0, w_row0 + Dv)
+  for (int64_t e = tid % 128; e < a.Dv; e += 128) {
+    const S* row = static_cast<const S*>(a.kv_b_w.w) + (w_row0 + e) * R;
+    float sum[kPerThread] = {};
+#pragma unroll 4
+    for (int r0 = 0; r0 < R; r0 += kVec) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(row + r0));
+#pragma unroll
+      for (int c = 0; c < kVec / 4; ++c) {
+        const float4 w = four_weights<KT>(raw, c);
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+          const float4 x = *reinterpret_cast<const float4*>(ctx + (parity + 2 * i) * R + r0 + 4 * c);
+          sum[i] = fmaf(w.w, x.w, fmaf(w.z, x.z, fmaf(w.y, x.y, fmaf(w.x, x.x, sum[i]))));
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = parity + 2 * i;
+      if (j < n_tok) a.o[((t0 + j) * a.H + h) * a.Dv + e] = sum[i] * a.kv_b_w.scale;
+    }
+  }
+}
+
+int g_combine_tokens_test_mode = -1;  // set_mla_combine_tokens_for_tests
+
+bool combine_tokens_applies(const MlaLaunch& a) {
+  static const bool on = env_switch_on("QUATRE_CUDA_MLA_COMBINE_TOKENS");
+  bool enabled = g_combine_tokens_test_mode < 0 ? on : g_combine_tokens_test_mode != 0;
+  // R % 16 == 0: every row of kv_b starts 16-byte aligned, whatever its float type.
+  if (g_combine_tokens_test_mode == 1) enabled = true;
+  return enabled && (a.T >= kCombineTokens || g_combine_tokens_test_mode == 1) && a.R % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(a.kv_b_w.w) % 16 == 0 && a.kv_b_w.type != WType::kInt4;
+}
+
 size_t tiled_shared_bytes(const MlaLaunch& a) {
   const int64_t width = a.R + a.Dr;
   return static_cast<size_t>(kTileKeys * (width + 4) + kHeads * width + kTileKeys * kHeads + kHeads) * sizeof(float);
@@ -558,6 +646,16 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
     return cudaGetLastError();
   });
   if (attend != cudaSuccess || (!all && stage != MlaStage::kCombine)) return attend;
+  if (combine_tokens_applies(a)) {
+    return dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
+      const dim3 grid(static_cast<unsigned>(a.H), static_cast<unsigned>((a.T + kCombineTokens - 1) / kCombineTokens));
+      const size_t shared = static_cast<size_t>(kCombineTokens * (a.R + a.n_splits)) * sizeof(float);
+      auto kernel = mla_combine_tokens_kernel<decltype(tag)::value>;
+      const cudaError_t e = allow_shared(kernel, shared);
+      if (e != cudaSuccess) return e;
+      return launch_reading_kv_b(kernel, a, grid, kCombineTokenThreads, shared, stream);
+    });
+  }
   return dispatch_wtype(a.kv_b_w.type, [&](auto tag) {
     const dim3 grid(static_cast<unsigned>(a.T * a.H), blocks_for(a.Dv, kCombineCols));
     const size_t shared = static_cast<size_t>(a.R + 4 * 32 * kCombineWarps) * sizeof(float);  // ctx [R], partial quads
@@ -570,6 +668,8 @@ cudaError_t launch_mla_tiled(const MlaLaunch& a, cudaStream_t stream, MlaStage s
 }
 
 }  // namespace
+
+void set_mla_combine_tokens_for_tests(int mode) { g_combine_tokens_test_mode = mode; }
 
 bool mla_is_tiled(int64_t R, int64_t Dr, bool naive, const void* cache) {
   return !naive && R <= 128 * kTileCols && R % 4 == 0 && Dr % 4 == 0 && reinterpret_cast<uintptr_t>(cache) % 16 == 0;

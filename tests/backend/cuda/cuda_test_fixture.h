@@ -84,6 +84,7 @@ struct ResetKernelSwitches {
     set_mla_prefill_for_tests(-1);
     set_cublaslt_for_tests(-1);
     set_prequantize_for_tests(-1);
+    set_mla_combine_tokens_for_tests(-1);
   }
 };
 

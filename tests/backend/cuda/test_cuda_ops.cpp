@@ -563,6 +563,16 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
             set_mla_split_scores_for_tests(-1);
           }
         }
+        // Both combines meet the CPU at every T: a block per (token, head, 32 columns) (the default below 16 tokens)
+        // and a block per (head, 16 tokens) (from 16).
+        set_mla_tc_keys_for_tests(0);
+        for (int combine : {0, 1}) {
+          set_mla_combine_tokens_for_tests(combine);
+          EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
+              << "combine " << (combine == 1 ? "a block per 16 tokens" : "a block per token") << ", H=" << d.n_heads
+              << " T=" << T << " cache " << dtype_name(kv_dtype);
+        }
+        set_mla_combine_tokens_for_tests(-1);
         // Launched as dependents (pdl.cuh), behind a kernel that writes q (an add into zeros, which lets them start):
         // the same bits. q_abs (one or two tokens) loads W_UK and the combine W_UV early; one reading q early would
         // see zeros. (q_abs follows the add directly because the step's tables are uploaded once, above: a copy
