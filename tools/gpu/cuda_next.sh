@@ -2,8 +2,8 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh; carry .gpu/pack): the
 # open questions, most needed first, on whichever card comes (16 layers, context 2048 on a card that cannot hold the
 # whole model; GPU_LAYERS to choose). The CUDA tests (test_cuda_matmul's log kept whole: a crash prints a native
-# backtrace); then decode with the defaults, with the MLA combine a block a token (QUATRE_CUDA_MLA_COMBINE_TOKENS=0),
-# and with W8A16 and fp32 attention operands. LIMIT: the seconds the call may run (default 560); what
+# backtrace); then decode and prefill with the defaults, decode with the MLA combine a block a token
+# (QUATRE_CUDA_MLA_COMBINE_TOKENS=0) and with W8A16 and fp32 attention operands. LIMIT: the seconds the call may run (default 560); what
 # would not fit is skipped. The tables on stdout, the logs under OUT_DIR.
 #   run tool: command "bash tools/gpu/cuda_next.sh $OUT 560", carry [".gpu/pack"], timeout_s 580
 set -uo pipefail
@@ -34,17 +34,14 @@ run_bench() {  # NAME ENV-SETTING BENCH-ARGS...
   grep -E "^ +[0-9]+ +2048 " "$out/$name.txt" | awk '{print "   B=" $1, $3 " ms", $4 " tok/s"}'
   grep -A1 "prefill T" "$out/$name.txt" | tail -1
 }
-batches=${CUDA_NEXT_BATCHES:-1,8,64,256}
-# Decode with the defaults (W8A8, BF16 attention operands; the MLA combine a block per (head, 16 tokens)), then the
-# combine a block per (token, head, 32 columns) (QUATRE_CUDA_MLA_COMBINE_TOKENS=0), then W8A16 with fp32 operands;
-# the batch-1 and batch-256 profiles of the first two.
-run_bench defaults - --batch "$batches" --profile
-run_bench combine_per_token QUATRE_CUDA_MLA_COMBINE_TOKENS=0 --batch "$batches" --profile
+batches=${CUDA_NEXT_BATCHES:-1,8,16,64,256}
+# Decode and prefill with the defaults (W8A8, BF16 attention operands; the MLA combine a block per (head, 16 tokens)
+# from 16 tokens), then decode with the combine a block per token (QUATRE_CUDA_MLA_COMBINE_TOKENS=0) and with W8A16
+# and fp32 operands; the batch-1 profile of the defaults.
+run_bench defaults - --batch "$batches" --prefill 1024,8192,32768 --profile
+grep -A4 "prefill T" "$out/defaults.txt" | tail -3
+run_bench combine_per_token QUATRE_CUDA_MLA_COMBINE_TOKENS=0 --batch "$batches"
 run_bench w8a16 - --fp8-activations none --attention-operands fp32 --batch "$batches"
-for f in defaults combine_per_token; do
-  for c in 1 4; do
-    echo "== $f: profile $c (top ops)"
-    awk -v c=$c '/^  op/{n++} n==c' "$out/$f.txt" | head -9
-  done
-done
+echo "== defaults: batch-1 profile (top ops)"
+awk '/^  op/{n++} n==1' "$out/defaults.txt" | head -24
 echo "== done in $SECONDS s"
