@@ -112,9 +112,11 @@ int run(const Args& a) {
     checkpoint.emplace(quatre::io::Checkpoint::open(a.model_dir));
     text = checkpoint->config().text;
   }
-  // Random weights are drawn as the release is made: FP8 with static activation scales (auto: W8A8).
+  // Random FP8 (or int4 beside FP8) linears are drawn as the release is made, with static activation scales: auto
+  // gives them W8A8; BF16 ones have none.
   const quatre::model::Fp8Activations fp8 = quatre::model::parse_fp8_activations(
-      a.fp8_activations, a.random_weights || quatre::model::has_static_activation_scales(checkpoint->config()));
+      a.fp8_activations, a.random_weights ? a.dtype != "bf16"
+                                          : quatre::model::has_static_activation_scales(checkpoint->config()));
   const quatre::model::TextModelOptions model_options{
       .attention_operands = quatre::model::parse_attention_operands(a.attention_operands, device)};
   if (a.tensor_parallel_size > 1 && a.random_weights) {

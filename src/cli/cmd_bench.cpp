@@ -214,9 +214,11 @@ int run_bench(const BenchArgs& o) {
     text = checkpoint->config().text;
   }
   const RandomDType dtype = parse_random_dtype(o.dtype, "bench");
-  // Random weights are drawn as the release is made: FP8 with static activation scales (auto: W8A8).
+  // Random FP8 (or int4 beside FP8) linears are drawn as the release is made, with static activation scales: auto
+  // gives them W8A8; BF16 ones have none.
   const model::Fp8Activations fp8 = model::parse_fp8_activations(
-      o.fp8_activations, o.random_weights || model::has_static_activation_scales(checkpoint->config()));
+      o.fp8_activations, o.random_weights ? dtype != RandomDType::kBf16
+                                          : model::has_static_activation_scales(checkpoint->config()));
   const model::AttentionOperands operands = model::parse_attention_operands(o.attention_operands, device);
   const auto t0 = std::chrono::steady_clock::now();
   const model::TextWeights weights =

@@ -26,7 +26,7 @@ class StepFanout;
 enum class AttentionOperands : uint8_t { kFp32, kBf16 };
 // "fp32", "bf16" or "auto" (--attention-operands, auto its default: bf16 on a CUDA device, vLLM's numerics beside
 // the GPU's BF16 cache; fp32 on the CPU, the reference); else InvalidRequest naming the option.
-AttentionOperands parse_attention_operands(std::string_view value, Device device = Device::kCpu);
+AttentionOperands parse_attention_operands(std::string_view value, Device device);
 
 struct TextModelOptions {
   MlaForm mla_form = MlaForm::kAbsorbed;

@@ -171,7 +171,9 @@ Fp8Activations parse_fp8_activations(std::string_view value, bool static_scales)
 }
 
 bool has_static_activation_scales(const io::ModelConfig& config) {
-  return config.quantization == io::WeightQuantization::kFp8PerTensor && config.static_activation_scales;
+  const bool fp8_linears = config.quantization == io::WeightQuantization::kFp8PerTensor ||
+                           (config.quantization == io::WeightQuantization::kInt4 && config.int4.others_fp8);
+  return fp8_linears && config.static_activation_scales;
 }
 
 TextWeights TextWeights::load(const io::Checkpoint& checkpoint, Backend& backend, ShardSpec shard, Fp8Activations fp8) {

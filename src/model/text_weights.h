@@ -49,8 +49,9 @@ enum class Fp8Activations : uint8_t {
 // "none", "static" or "auto" (the --fp8-activations option, auto its default): auto is static where the checkpoint's
 // FP8 linears carry static activation scales (static_scales: has_static_activation_scales; the release, run W8A8 as
 // vLLM and transformers run it), else none. Anything else is an InvalidRequest naming the option.
-Fp8Activations parse_fp8_activations(std::string_view value, bool static_scales = false);
-// Whether a checkpoint of `config` is FP8 with static activation scales (activation_scheme "static").
+Fp8Activations parse_fp8_activations(std::string_view value, bool static_scales);
+// Whether a checkpoint of `config` has FP8 linears with static activation scales (activation_scheme "static"): the
+// FP8 release, or a 4-bit one whose other linears are FP8 (`quatre quantize` of the release).
 bool has_static_activation_scales(const io::ModelConfig& config);
 
 // Tensor/expert parallelism (README, "Several GPUs"): rank r of N holds

@@ -326,8 +326,8 @@ TEST(TextModel, StaticFp8ActivationsLoadOnTheFp8LinearsButKvB) {
   const std::filesystem::path bf16_path = make_checkpoint(dir, "bf16", {});
   const LoadedModel bf16(bf16_path, Device::kCpu, Fp8Activations::kStatic);
   EXPECT_FALSE(bf16.weights.layers[0].attn.q_a.activation_scale.has_value());
-  EXPECT_THROW(parse_fp8_activations("dynamic"), InvalidRequest);
-  EXPECT_EQ(parse_fp8_activations("static"), Fp8Activations::kStatic);
+  EXPECT_THROW(parse_fp8_activations("dynamic", true), InvalidRequest);
+  EXPECT_EQ(parse_fp8_activations("static", false), Fp8Activations::kStatic);
   EXPECT_EQ(parse_fp8_activations("none", true), Fp8Activations::kNone);
   // auto, the commands' default: static where the checkpoint is FP8 with static activation scales (this one; the
   // dynamic-scheme one below is not), none for BF16.
@@ -335,6 +335,12 @@ TEST(TextModel, StaticFp8ActivationsLoadOnTheFp8LinearsButKvB) {
   EXPECT_FALSE(has_static_activation_scales(io::Checkpoint::open(bf16_path).config()));
   EXPECT_EQ(parse_fp8_activations("auto", true), Fp8Activations::kStatic);
   EXPECT_EQ(parse_fp8_activations("auto", false), Fp8Activations::kNone);
+  io::ModelConfig int4;  // quatre quantize's 4-bit experts beside the release's FP8 linears (and their scales)
+  int4.quantization = io::WeightQuantization::kInt4;
+  int4.int4.others_fp8 = true;
+  EXPECT_TRUE(has_static_activation_scales(int4));
+  int4.int4.others_fp8 = false;  // its other linears BF16: nothing to quantise
+  EXPECT_FALSE(has_static_activation_scales(int4));
   // FP8 with dynamic activation scaling has no scales to apply: a LoadError naming the tensor and the way out.
   std::string config;
   {

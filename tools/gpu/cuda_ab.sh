@@ -11,7 +11,9 @@ source tools/gpu/packed_env.sh
 timeout 200 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== tests rc=$?"
 grep -E "^== |^\[  (PASSED|FAILED)|Failure|Expected|actual|exception" "$out/check.txt" | head -40
-args=(--random-weights "${layers[@]}" --batch 1,8,64 --context 1024 --steps 7)
+# Both binaries with the same numerics (the defaults since 127a6b6; an older baseline's were W8A16 and fp32):
+numerics=(--fp8-activations static --attention-operands bf16)
+args=(--random-weights "${layers[@]}" "${numerics[@]}" --batch 1,8,64 --context 1024 --steps 7)
 for run in base nographs graphs; do
   case $run in
     base) cmd=(.gpu/cuda/base/quatre-bench "${args[@]}") ;;

@@ -12,13 +12,15 @@ source tools/gpu/packed_env.sh
 timeout 150 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== tests rc=$?"
 grep -E "^== |^\[  (PASSED|FAILED)|Failure|Expected|actual|exception" "$out/check.txt" | head -40
-timeout 100 "$bin/quatre-bench" --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024,4096 \
+# Both binaries with the same numerics (the defaults since 127a6b6; an older baseline's were W8A16 and fp32):
+numerics=(--fp8-activations static --attention-operands bf16)
+timeout 100 "$bin/quatre-bench" --random-weights "${layers[@]}" "${numerics[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024,4096 \
   --steps 5 --profile > "$out/bench.txt" 2>&1
 echo "== bench rc=$?"
 grep -vE "^  (op|[a-z])" "$out/bench.txt"
 grep -A6 "^  op" "$out/bench.txt" | head -16
 if [ -x .gpu/cuda/base/quatre-bench ]; then
-  timeout 45 .gpu/cuda/base/quatre-bench --random-weights "${layers[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024 \
+  timeout 45 .gpu/cuda/base/quatre-bench --random-weights "${layers[@]}" "${numerics[@]}" --batch 1,8,64,256 --context 1024 --prefill 1024 \
     --steps 5 > "$out/base.txt" 2>&1
   echo "== baseline rc=$?"
   grep -vE "^  (op|[a-z])" "$out/base.txt" | tail -9

@@ -19,7 +19,9 @@ if [ "${KNOBS_TESTS:-1}" != 0 ]; then
   echo
 fi
 batch=${KNOBS_BATCH:-1,8,64} context=${KNOBS_CONTEXT:-1024}
-args=(--random-weights "${layers[@]}" --batch "$batch" --context "$context" --steps 5)
+# Both binaries with the same numerics (the defaults since 127a6b6; an older baseline's were W8A16 and fp32):
+numerics=(--fp8-activations static --attention-operands bf16)
+args=(--random-weights "${layers[@]}" "${numerics[@]}" --batch "$batch" --context "$context" --steps 5)
 # The batch-1 profile's ten costliest ops, one line each: name, ms, GB/s.
 top_ops() { awk '/^  op/{c++; next} c==1 && /^  [a-z]/' "$1" | head -10 | sed -E 's/  +/ /g' | awk '{printf "   %s\n", $0}'; }
 runs=()

@@ -17,13 +17,15 @@ timeout 90 bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== tests: rc=$?"
 grep -E "^\[  (PASSED|FAILED)|Failure|Which is|^== " "$out/check.txt" | head -30
 echo "== bench"
-timeout 75 "$bin/quatre-bench" --random-weights "${layers[@]}" --batch "$batches" --context 1024 --prefill 1024 \
+# Both binaries with the same numerics (the defaults since 127a6b6; an older baseline's were W8A16 and fp32):
+numerics=(--fp8-activations static --attention-operands bf16)
+timeout 75 "$bin/quatre-bench" --random-weights "${layers[@]}" "${numerics[@]}" --batch "$batches" --context 1024 --prefill 1024 \
   --steps 6 --profile > "$out/bench.txt" 2>&1
 echo "rc=$?"
 awk '/^  op /{n=0} /^  [^ ]/{n++; if (n<=11 || /sum of ops/) print; next} {print}' "$out/bench.txt"
 if [ -x .gpu/cuda/base/quatre-bench ]; then
   echo "== baseline bench (.gpu/cuda/base)"
-  timeout 45 .gpu/cuda/base/quatre-bench --random-weights "${layers[@]}" --batch 1,8,64 --context 1024 \
+  timeout 45 .gpu/cuda/base/quatre-bench --random-weights "${layers[@]}" "${numerics[@]}" --batch 1,8,64 --context 1024 \
     --prefill 1024 --steps 4 > "$out/bench_base.txt" 2>&1
   echo "rc=$?"
   grep -vE "^  " "$out/bench_base.txt" | tail -9

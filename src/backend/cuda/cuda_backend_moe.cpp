@@ -367,7 +367,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     // W8A8 inputs quantised once (the kernels would divide each load, once a 16-column tile): x when every gate and
     // up shares its scale, and the gated hidden where the gating runs after the products anyway (no launch more).
     const bool prequantize = gate0.act_scale > 0 && prequantize_enabled() && T >= 2;
-    const bool quantize_hidden = prequantize && !matmul_gates_in_store(p);
+    bool quantize_hidden = false;
     {
       const OpScope scope(profiler_, "moe gate+up+silu (routed)");
       if (prequantize && experts.shared_gate_act > 0) {
@@ -376,6 +376,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
         p.x = xq;
         p.x_quantized = true;
       }
+      quantize_hidden = prequantize && !matmul_gates_in_store(p);
       p.silu_gate = !quantize_hidden;
       launched(launch_matmul(p, s), "moe gate+up");
       if (quantize_hidden) {

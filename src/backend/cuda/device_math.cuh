@@ -60,7 +60,7 @@ __device__ __forceinline__ uint16_t act_fp8x2(float x0, float x1, float a) {
   return __nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3);
 }
 
-// The same as floats: the value the W8A8 product takes for x (a = 0: x itself, W8A16).
+// The same as floats: the value the W8A8 product takes for x (a = 0: x itself: W8A16, or x already quantised).
 __device__ __forceinline__ float act_q(float x, float a) {
   if (a == 0.0f) return x;
   const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(__fdiv_rn(x, a), __NV_SATFINITE, __NV_E4M3);

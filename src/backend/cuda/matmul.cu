@@ -453,20 +453,16 @@ cudaError_t launch_small_float(const MatmulProblem& p, int rows_per_group, cudaS
   const bool aligned = p.K % kVec == 0 && p.ldx % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   const bool all_aligned = aligned && (p.experts != nullptr || (reinterpret_cast<uintptr_t>(p.weight.w) % 16 == 0 &&
                                                                 reinterpret_cast<uintptr_t>(p.weight2.w) % 16 == 0));
-  if (all_aligned) {
-    // W8A8 on every expert or on none (the host checks); x already quantised: the plain bodies.
-    if (T == WType::kF8E4M3 && p.weight.act_scale > 0.0f && !p.x_quantized) {
-      launch_small<FloatColumn<T, kVec, true>>(p, rows_per_group, stream);
-    } else {
-      launch_small<FloatColumn<T, kVec>>(p, rows_per_group, stream);
-    }
-  } else {
-    if (T == WType::kF8E4M3 && p.weight.act_scale > 0.0f && !p.x_quantized) {
-      launch_small<FloatColumn<T, 1, true>>(p, rows_per_group, stream);
-    } else {
-      launch_small<FloatColumn<T, 1>>(p, rows_per_group, stream);
+  // W8A8 on every expert or on none (the host checks), quantised on the loads; x already quantised: the plain bodies.
+  if constexpr (T == WType::kF8E4M3) {
+    if (p.weight.act_scale > 0.0f && !p.x_quantized) {
+      all_aligned ? launch_small<FloatColumn<T, kVec, true>>(p, rows_per_group, stream)
+                  : launch_small<FloatColumn<T, 1, true>>(p, rows_per_group, stream);
+      return cudaGetLastError();
     }
   }
+  all_aligned ? launch_small<FloatColumn<T, kVec>>(p, rows_per_group, stream)
+              : launch_small<FloatColumn<T, 1>>(p, rows_per_group, stream);
   return cudaGetLastError();
 }
 

@@ -6,7 +6,8 @@
 // the next k-tile's global loads in flight during the current tile's MMAs. QUATRE_CUDA_TC=0 turns it off (the
 // CUDA-core tile kernel then runs).
 // W8A8 (FP8 weights with a static activation scale, DevWeight::act_scale): tc_fp8_kernel, the same tiling with
-// FP8 E4M3 operands on m16n8k32 (64 k a tile): the activations quantised as they are staged, one mma where the
+// FP8 E4M3 operands on m16n8k32 (64 k a tile): the activations quantised as they are staged (or taken as they are
+// where the caller quantised them, MatmulProblem::x_quantized), one mma where the
 // three-term path takes six of half the k. Depends on CUDA only.
 #include <algorithm>
 #include <atomic>
@@ -229,7 +230,8 @@ __global__ void __launch_bounds__(256) tc_kernel(MatmulProblem p, bool vec_x, bo
 }
 
 // W8A8 with FP8 weights: tc_kernel's grid, splits and warp tiles over k tiles of 64, the activations quantised to
-// FP8 as they are staged (load_x_fp8, with the row group's act_scale) and both operands fed to m16n8k32 as bytes;
+// FP8 as they are staged (load_x_fp8, by the row group's load_act: 0 where x is already quantised) and both
+// operands fed to m16n8k32 as bytes;
 // the sums times g.scale = act_scale · weight_scale. Launch: K % 16 == 0, 16-byte aligned x rows and weights.
 __global__ void __launch_bounds__(256, 2) tc_fp8_kernel(MatmulProblem p, int k_splits, float* split_ws) {
   __shared__ __align__(16) uint8_t xs[kBM][kRow8];

@@ -7,7 +7,7 @@
 // QUATRE_CUDA_MLA_QABS_SMALL=0 turns it off); the attention over the cache per (token, heads, key split): on the
 // tensor cores (mla_tc.cu) for BF16 and FP8 caches, else the tiled CUDA-core kernel below (8 heads, a tile of 32
 // cache rows in shared memory shared by them); the combine of the splits' partial contexts and W_UV, per (token,
-// head, 32 output columns). These read kv_b as stored (any float type, times its scale). Otherwise one block (4
+// head, 32 output columns), or from 16 tokens per (head, 16 tokens). These read kv_b as stored (any float type, times its scale). Otherwise one block (4
 // warps) per (token, head) over kv_b dequantised to fp32 [H*(Dn+Dv), R].
 #include <algorithm>
 

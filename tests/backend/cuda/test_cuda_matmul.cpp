@@ -613,8 +613,13 @@ TEST_F(CudaMatmul, W8A8MoeMatchesCpuWithAScaleAnExpert) {
     for (int fp8 : {1, 0}) {
       set_tc_fp8_for_tests(fp8);
       const std::string what = "T=" + std::to_string(T) + " fp8 mma " + std::to_string(fp8);
+      set_prequantize_for_tests(0);
+      const std::vector<float> on_loads =
+          down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      set_prequantize_for_tests(-1);  // scales that differ: x quantised on the loads, the gated hidden once
       const std::vector<float> got =
           down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      EXPECT_EQ(got, on_loads) << "inputs quantised once, " << what;
       const double bound = fp8 == 1 && T > 32 ? kFp8MmaRelL2 : kF32RelL2;  // T = 70: groups of 64, a 70-row FFN
       EXPECT_LE(rel_l2(got, want), bound) << "moe " << what;
       EXPECT_LE(rel_l2(down(gpu_->ffn(in.xg, both.dev[E], *dev_arena_)), ffn_want), bound) << "ffn " << what;

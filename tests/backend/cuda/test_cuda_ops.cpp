@@ -536,7 +536,8 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
         const AttnMeta meta{.seq_index = seq, .context_lens = ctx, .slots = own, .block_tables = tables,
                             .max_blocks_per_seq = static_cast<int32_t>(max_blocks)};
         std::vector<float> q = randn(static_cast<size_t>(T * d.q_width()), ++seed);
-        const DType kvb_dtype = kv_dtype == DType::BF16 ? DType::BF16 : DType::F8_E4M3;
+        // kv_b BF16, FP8, and F32 beside the F32 cache (a 4-bit kv_b's dequantised copy is F32).
+        const DType kvb_dtype = kv_dtype == DType::BF16 ? DType::BF16 : kv_dtype == DType::F32 ? DType::F32 : DType::F8_E4M3;
         const StoredWeight kv_b = random_kv_b(d, kvb_dtype, ++seed, 0.1f, 0.001f);
         MlaArgs a{.q = host(q, {T, d.q_width()}), .kv_cache = cache_h, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
                   .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
@@ -604,7 +605,7 @@ TEST_F(CudaOps, MlaDecodeAtModelDimsMatchesCpu) {
 }
 
 // A long context at batch 1 (20,000 keys at the model's MLA dims, two tokens of one sequence): the tensor-core key
-// pass splits it into more than 64 splits (the combine takes up to 256), the CUDA-core one (F32 cache) into 64.
+// pass splits it into more than 64 splits (both combines take up to 256), the CUDA-core one (F32 cache) into 64.
 TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
   const MlaDims d{.n_heads = 32, .kv_lora_rank = 256, .qk_nope_head_dim = 64, .qk_rope_head_dim = 64, .v_head_dim = 128};
   const int64_t block_size = 64, n_blocks = 320, R = d.kv_lora_rank, Dr = d.qk_rope_head_dim;
@@ -633,7 +634,12 @@ TEST_F(CudaOps, MlaLongContextOverManySplitsMatchesCpu) {
     MlaArgs a{.q = host(q, {2, d.q_width()}), .kv_cache = cache.host, .kv_b = kv_b.weight, .meta = &meta, .dims = d,
               .softmax_scale = 0.07f, .form = MlaForm::kAbsorbed};
     const std::vector<float> want = cpu_mla_then_device_args(a, q, cache.device, kv_b);
-    EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2) << "cache " << dtype_name(kv_dtype);
+    const ResetKernelSwitches reset;
+    for (int combine : {-1, 1}) {  // the combine a block a token (two tokens: the default) and per 16 tokens
+      set_mla_combine_tokens_for_tests(combine);
+      EXPECT_LE(rel_l2(down(gpu_->mla_attention(a, *dev_arena_)), want), kF32RelL2)
+          << "cache " << dtype_name(kv_dtype) << " combine " << combine;
+    }
   }
 }
 
