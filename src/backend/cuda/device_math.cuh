@@ -1,6 +1,7 @@
 // Device helpers shared by the .cu files of the CUDA backend: stored-weight decoding (F32, BF16, F16, FP8 E4M3 ->
 // fp32, an element or four weights of a 16-byte load at a time; one 4-bit element by core/int4.h's rule), warp
-// reductions, the dispatch of a weight type to a template, batched copies (loads in flight before their stores).
+// reductions, the dispatch of a weight type to a template, batched copies (loads in flight before their stores);
+// the kernels' A/B switches (env_switch.h).
 // Depends on CUDA only.
 #pragma once
 
@@ -12,15 +13,10 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/kernels.h"
 
 namespace quatre::cuda {
-
-// A kernel switch from the environment (A/B timing; callers keep it in a static, read once): on unless set to "0".
-inline bool env_switch_on(const char* name) {
-  const char* v = std::getenv(name);
-  return v == nullptr || std::strcmp(v, "0") != 0;
-}
 
 template <WType T>
 struct WTraits;

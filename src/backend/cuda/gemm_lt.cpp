@@ -8,6 +8,8 @@
 
 #include <cublasLt.h>
 
+#include "backend/cuda/env_switch.h"
+
 namespace quatre::cuda {
 namespace {
 
@@ -20,20 +22,12 @@ std::atomic<int> g_test_lanes{0};
 std::atomic<int> g_test_batched{-1};
 
 bool env_enabled() {
-  static const bool env_on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_CUBLASLT");
-    return v == nullptr || std::strcmp(v, "0") != 0;  // on: 8K prefill 456 -> 188 ms on an H100 (16 layers)
-  }();
-  const int mode = g_test_mode.load();
-  return mode < 0 ? env_on : mode != 0;
+  static const bool env_on = env_switch_on("QUATRE_CUDA_CUBLASLT");  // on: 8K prefill 456 -> 188 ms on an H100 (16 layers)
+  return switch_on(g_test_mode.load(), env_on);
 }
 
 int lanes_wanted() {
-  static const int env_lanes = [] {
-    const char* v = std::getenv("QUATRE_CUDA_LT_LANES");
-    const int n = v != nullptr ? std::atoi(v) : 4;
-    return n < 1 ? 1 : std::min(n, kMaxLanes);
-  }();
+  static const int env_lanes = static_cast<int>(std::clamp<int64_t>(env_int("QUATRE_CUDA_LT_LANES", 4), 1, kMaxLanes));
   const int n = g_test_lanes.load();
   return n > 0 ? std::min(n, kMaxLanes) : env_lanes;
 }
@@ -49,12 +43,8 @@ void set_cublaslt_for_tests(int mode, int lanes, int batched) {
 }
 
 bool lt_batched_enabled() {
-  static const bool env_on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_LT_BATCHED");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  const int mode = g_test_batched.load();
-  return mode < 0 ? env_on : mode != 0;
+  static const bool env_on = env_switch_on("QUATRE_CUDA_LT_BATCHED");
+  return switch_on(g_test_batched.load(), env_on);
 }
 
 bool LtGemm::usable_on(cudaStream_t stream) {

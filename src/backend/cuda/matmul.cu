@@ -519,20 +519,15 @@ std::atomic<int> g_prequantize_mode{-1};
 }  // namespace
 
 bool prequantize_enabled() {
-  static const bool env_on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_PREQUANT");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  const int mode = g_prequantize_mode.load();
-  return mode < 0 ? env_on : mode != 0;
+  static const bool env_on = env_switch_on("QUATRE_CUDA_PREQUANT");
+  return switch_on(g_prequantize_mode.load(), env_on);
 }
 
 // From 2 rows (QUATRE_CUDA_PREQUANT_MIN_ROWS, read once: A/B timing): H100, 16 FP8 layers, decode batch 8 7.47 ->
 // 7.30 ms against 16 rows; one row stays on the staged kernel's own quantisation (a launch more would cost more).
 int64_t prequantize_min_rows() {
   static const int64_t rows = [] {
-    const char* v = std::getenv("QUATRE_CUDA_PREQUANT_MIN_ROWS");
-    const int64_t r = v != nullptr ? std::atoll(v) : 0;
+    const int64_t r = env_int("QUATRE_CUDA_PREQUANT_MIN_ROWS", 2);
     return r >= 1 ? r : int64_t{2};
   }();
   return rows;

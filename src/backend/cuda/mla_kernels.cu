@@ -583,10 +583,9 @@ int g_combine_tokens_test_mode = -1;  // set_mla_combine_tokens_for_tests
 
 bool combine_tokens_applies(const MlaLaunch& a) {
   static const bool on = env_switch_on("QUATRE_CUDA_MLA_COMBINE_TOKENS");
-  bool enabled = g_combine_tokens_test_mode < 0 ? on : g_combine_tokens_test_mode != 0;
   // R % 16 == 0: every row of kv_b starts 16-byte aligned, whatever its float type.
-  if (g_combine_tokens_test_mode == 1) enabled = true;
-  return enabled && (a.T >= kCombineTokens || g_combine_tokens_test_mode == 1) && a.R % 16 == 0 &&
+  return switch_on(g_combine_tokens_test_mode, on) && (a.T >= kCombineTokens || g_combine_tokens_test_mode == 1) &&
+         a.R % 16 == 0 &&
          reinterpret_cast<uintptr_t>(a.kv_b_w.w) % 16 == 0 && a.kv_b_w.type != WType::kInt4;
 }
 
