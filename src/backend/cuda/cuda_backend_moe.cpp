@@ -367,7 +367,10 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
     // W8A8 inputs quantised once (the kernels would divide each load, once a 16-column tile): x when every gate and
     // up shares its scale, and the gated hidden where the gating runs after the products anyway (no launch more).
     const bool prequantize = gate0.act_scale > 0 && prequantize_enabled() && T >= 2;
-    bool quantize_hidden = false;
+    MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .weight = down0, .experts = table + 2 * E,
+                    .group_expert = group_expert, .grouping_ready = true, .rows_per_group = G, .y = pair_out,
+                    .ldy = D, .y_rows = sorted_pair, .row_scale = args.routing.gates.data_as<float>(),
+                    .rows_hint = p.rows_hint};
     {
       const OpScope scope(profiler_, "moe gate+up+silu (routed)");
       if (prequantize && experts.shared_gate_act > 0) {
@@ -376,17 +379,26 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
         p.x = xq;
         p.x_quantized = true;
       }
-      quantize_hidden = prequantize && !matmul_gates_in_store(p);
-      p.silu_gate = !quantize_hidden;
+      // 4-bit experts on the small tensor-core kernel: x, and the gated hidden (where the gating runs after the
+      // products anyway: no launch more), as their three BF16 terms made once.
+      if (matmul_takes_terms(p)) {
+        auto* terms = a.array<uint16_t>(static_cast<size_t>(3 * T * D));
+        launched(launch_split_terms(p.x, D, T, D, terms, s), "moe input terms");
+        p.x_terms = terms;
+      }
+      const bool gates_after = !matmul_gates_in_store(p);
+      q.x_quantized = prequantize && gates_after;
+      const bool hidden_terms = !q.x_quantized && gates_after && matmul_takes_terms(q);
+      p.silu_gate = !q.x_quantized && !hidden_terms;
       launched(launch_matmul(p, s), "moe gate+up");
-      if (quantize_hidden) {
+      if (q.x_quantized) {
         launched(launch_silu_mul_act_q(gate, up, max_rows, F, table + 2 * E, group_expert, G, s), "moe gating");
+      } else if (hidden_terms) {
+        auto* terms = a.array<uint16_t>(static_cast<size_t>(3 * max_rows * F));
+        launched(launch_silu_mul_terms(gate, up, max_rows, F, terms, s), "moe gating");
+        q.x_terms = terms;
       }
     }
-    MatmulProblem q{.x = gate, .ldx = F, .M = max_rows, .N = D, .K = F, .x_quantized = quantize_hidden,
-                    .weight = down0, .experts = table + 2 * E, .group_expert = group_expert, .grouping_ready = true,
-                    .rows_per_group = G, .y = pair_out, .ldy = D, .y_rows = sorted_pair,
-                    .row_scale = args.routing.gates.data_as<float>(), .rows_hint = p.rows_hint};
     const OpScope scope(profiler_, "moe down (routed)");
     launched(launch_matmul(q, s), "moe down");
   }

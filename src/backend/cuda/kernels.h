@@ -43,6 +43,10 @@ struct MatmulProblem {
   // W8A8: x already holds each row's quantised values act_q(x, a) (FP8 values as floats, a the activation scale of
   // the row's weight): the kernels take them as they are (no division a load) and still multiply FP8 operands.
   bool x_quantized = false;
+  // Optional: x as its three BF16 terms hi + mid + lo (split_bf16<3>, mma.cuh), made once by launch_split_terms or
+  // launch_silu_mul_terms: row r's terms at x_terms + 3·K·r as three planes [3][K] (rows indexed as x's). Only the
+  // kernels matmul_takes_terms names read them (the same values as splitting x on every load); x stays required.
+  const uint16_t* x_terms = nullptr;
   DevWeight weight;                          // plain problems
   const DevWeight* experts = nullptr;        // grouped problems: device array [E]
   const int32_t* group_expert = nullptr;     // device [M / rows_per_group]
@@ -92,6 +96,12 @@ void set_prequantize_for_tests(int mode);
 // Whether launch_matmul gates a silu_gate problem in its kernel's store (the FMA and staged kernels); otherwise it
 // runs both products, then launch_silu_mul over y.
 bool matmul_gates_in_store(const MatmulProblem& p);
+// Whether launch_matmul's kernel for p reads x_terms when given: 4-bit weights on the small tensor-core kernel, in
+// groups (or one block) of <= 8 rows, K % 4 == 0 (QUATRE_CUDA_INT4_TERMS=0: never). Its 4-bit bodies otherwise split
+// each activation load into the three terms, once a 16-column warp: at decode batch 64 most of their instructions.
+bool matmul_takes_terms(const MatmulProblem& p);
+// Tests: as QUATRE_CUDA_INT4_TERMS says (-1), never (0) or wherever the kernel can (1).
+void set_terms_for_tests(int mode);
 // Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M
 // tensor-core tile whose tiles leave SMs idle are split over K (QUATRE_CUDA_TC_SPLIT_K=0: never).
 int64_t matmul_workspace_floats(const MatmulProblem& p);
@@ -174,6 +184,12 @@ struct RopeKvWriteLaunch {
 };
 cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
+// out[m][t][k] = term t of x[m, k] (rows ldx apart; out [M][3][K] BF16, split_bf16<3>): a matmul's x_terms.
+// K % 4 == 0, ldx % 4 == 0, x and out 16-byte aligned.
+cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream);
+// g = silu(g) · u (launch_silu_mul's arithmetic; g, u [M, K]) and its terms into out as launch_split_terms writes
+// them: a MoE's gated hidden as its down projection's x and x_terms in one pass.
+cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream);
 
 // Softmax over E logits per token, the K largest (ties: lower index), renormalised, times scaling.
 cudaError_t launch_route(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,

@@ -541,6 +541,10 @@ bool matmul_gates_in_store(const MatmulProblem& p) {
   return path == MatmulPath::kSmall || path == MatmulPath::kStaged || (path == MatmulPath::kInt4 && small);
 }
 
+bool matmul_takes_terms(const MatmulProblem& p) {
+  return p.M > 0 && p.N > 0 && matmul_path(p) == MatmulPath::kSmallTc && small_tc_takes_terms(p);
+}
+
 int64_t matmul_workspace_floats(const MatmulProblem& p) {
   if (p.M == 0 || p.N == 0 || matmul_path(p) != MatmulPath::kTcTile) return 0;
   return matmul_tc_workspace_floats(p);

@@ -70,10 +70,11 @@ __device__ __forceinline__ void a_fragment(const uint4 (&r0)[kLoadsPerRow<T>], c
 // How a kernel takes x (a compile-time choice: at run time, in the loops below, it changed the W8A16 bodies'
 // register allocation and left the routed experts at batch 64 ~30% slower on an H100): kSplit: fp32 values as
 // three BF16 terms (W8A16; also W8A8 inputs quantised beforehand, whose lower terms are zeros); kQuantise: W8A8,
-// act_q on each load, one term (FP8 values are exact in BF16); kFp8: W8A8 with x already quantised, one term.
-enum class XMode : int { kSplit, kQuantise, kFp8 };
+// act_q on each load, one term (FP8 values are exact in BF16); kFp8: W8A8 with x already quantised, one term;
+// kTerms: the three terms made once (MatmulProblem::x_terms; 4-bit weights, one row block).
+enum class XMode : int { kSplit, kQuantise, kFp8, kTerms };
 template <XMode kX>
-constexpr int kTermsOf = kX == XMode::kSplit ? 3 : 1;
+constexpr int kTermsOf = kX == XMode::kSplit || kX == XMode::kTerms ? 3 : 1;
 
 // A thread's activations: rows g, g + 8, ... of the RB row blocks (x_blocks bit rb: row 8rb + g is present; absent
 // rows read as zeros).
@@ -83,6 +84,7 @@ struct Activations {
   unsigned x_blocks;
   int K;
   float load_act;  // W8A8: what act_q divides the loads by, the activation scale (0: x already quantised)
+  const uint16_t* terms;  // XMode::kTerms: row g's three BF16 planes [3][K] (one row block)
 
   // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row), kQuantise: quantised (act_q, by load_act).
   // Ordered: a volatile load, kept in program order among the mmas (else the compiler hoists all of a chunk's
@@ -99,6 +101,18 @@ struct Activations {
     }
     if constexpr (kX == XMode::kQuantise) v = act_q4(v, load_act);
     return v;
+  }
+
+  // XMode::kTerms: B registers {b0b1}, {b2b3} of each term for x[row g][k .. k+4) (zeros past K or for an absent
+  // row), as split3 would make them; volatile loads, in program order as load<true>.
+  __device__ void load_terms(int k, uint32_t (&b0)[3], uint32_t (&b1)[3]) const {
+#pragma unroll
+    for (int i = 0; i < 3; ++i) b0[i] = 0, b1[i] = 0;
+    if ((x_blocks & 1u) == 0 || k >= K) return;
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+      asm volatile("ld.global.v2.u32 {%0,%1}, [%2];\n" : "=r"(b0[i]), "=r"(b1[i]) : "l"(terms + (i * K + k)));
+    }
   }
 };
 
@@ -252,7 +266,15 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
 #pragma unroll
     for (int r = 0; r < 2; ++r) quad_words(c.codes[ct][r], op.t, words[ct][r]);
   }
-  float4 next = op.x.template load<true>(base + int4_slot_k(op.t, 0, 0), 0);
+  constexpr bool kMade = kX == XMode::kTerms;  // the terms made once (RB == 1)
+  static_assert(!kMade || RB == 1, "x_terms: one row block");
+  float4 next;
+  uint32_t next_b0[3], next_b1[3];
+  if constexpr (kMade) {
+    op.x.load_terms(base + int4_slot_k(op.t, 0, 0), next_b0, next_b1);
+  } else {
+    next = op.x.template load<true>(base + int4_slot_k(op.t, 0, 0), 0);
+  }
 #pragma unroll
   for (int b = 0; b < 4; ++b) {
     uint32_t so[CT][2];  // [tile][row g, g+8]: block b's BF16 scale (low half) and offset (high half)
@@ -266,14 +288,20 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
       float part[CT][4] = {}, sum_x[4] = {};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float4 x = next;
         const int step = (b * RB + rb) * 2 + h + 1;  // the next step's (b, rb, h)
-        if (step < 8 * RB) {
-          next = op.x.template load<true>(base + int4_slot_k(op.t, step / (2 * RB), step % 2), (step / 2) % RB);
-        }
         uint32_t b0[3], b1[3];
-        split3(x.x, x.y, b0);
-        split3(x.z, x.w, b1);
+        if constexpr (kMade) {
+#pragma unroll
+          for (int i = 0; i < 3; ++i) b0[i] = next_b0[i], b1[i] = next_b1[i];
+          if (step < 8) op.x.load_terms(base + int4_slot_k(op.t, step / 2, step % 2), next_b0, next_b1);
+        } else {
+          const float4 x = next;
+          if (step < 8 * RB) {
+            next = op.x.template load<true>(base + int4_slot_k(op.t, step / (2 * RB), step % 2), (step / 2) % RB);
+          }
+          split3(x.x, x.y, b0);
+          split3(x.z, x.w, b1);
+        }
 #pragma unroll
         for (int ct = 0; ct < CT; ++ct) {
           uint32_t a[4];
@@ -412,7 +440,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
 #pragma unroll
   for (int rb = 0; rb < RB; ++rb) op.x.x_blocks |= static_cast<unsigned>((rows >> (kRows * rb + g)) & 1u) << rb;
   const bool mapped = p.x_rows != nullptr && ((rows >> g) & 1u) != 0;  // x_rows: one row block (small_tc_applies)
-  op.x.x = p.x + (mapped ? p.x_rows[m0 + g] : m0 + g) * p.ldx;
+  const int64_t x_row = mapped ? p.x_rows[m0 + g] : m0 + g;
+  op.x.x = p.x + x_row * p.ldx;
+  op.x.terms = kX == XMode::kTerms ? p.x_terms + 3 * p.K * x_row : nullptr;
   op.x.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
 
   float acc[RB][CT][4] = {};
@@ -482,9 +512,11 @@ void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t strea
   if (p.experts != nullptr || p.M <= kRows) {
     return launch_blocks<T, kOffsets, kX, 1, kOneBlockCT>(p, rows_per_group, stream);
   }
-  if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, kX, 2, kCT>(p, 2 * kRows, stream);
-  if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, kX, 4, kCT>(p, 4 * kRows, stream);
-  launch_blocks<T, kOffsets, kX, 8, 1>(p, 8 * kRows, stream);
+  if constexpr (kX != XMode::kTerms) {  // x_terms: one row block only (terms_apply)
+    if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, kX, 2, kCT>(p, 2 * kRows, stream);
+    if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, kX, 4, kCT>(p, 4 * kRows, stream);
+    launch_blocks<T, kOffsets, kX, 8, 1>(p, 8 * kRows, stream);
+  }
 }
 
 std::atomic<int> g_test_mode{-1};  // set_small_tc_for_tests
@@ -540,9 +572,21 @@ bool w8a8_split_terms() {
   return on;
 }
 
+std::atomic<int> g_terms_mode{-1};  // set_terms_for_tests
+
+// Where the 4-bit bodies take x_terms: one row block (a group of <= 8 rows, or a plain problem of <= 8), K % 4 == 0
+// (the terms' 8-byte loads), unless QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
+bool terms_apply(const MatmulProblem& p) {
+  static const bool env_on = env_switch_on("QUATRE_CUDA_INT4_TERMS");
+  if (!switch_on(g_terms_mode.load(), env_on)) return false;
+  return p.weight.type == WType::kInt4 && p.K % 4 == 0 && (p.experts != nullptr || p.M <= kRows);
+}
+
 }  // namespace
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
+void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
+bool small_tc_takes_terms(const MatmulProblem& p) { return small_tc_applies(p) && terms_apply(p); }
 
 bool small_tc_applies(const MatmulProblem& p) {
   const int mode = g_test_mode.load();
@@ -583,8 +627,14 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
     }
   } else if (p.weight.type == WType::kInt4) {
     // weight2 and the experts have weight's symmetry (the host checks).
-    p.weight.int4_offsets != nullptr ? launch_typed<WType::kInt4, true>(p, rows_per_group, stream)
-                                     : launch_typed<WType::kInt4, false>(p, rows_per_group, stream);
+    const bool offsets = p.weight.int4_offsets != nullptr;
+    if (p.x_terms != nullptr && terms_apply(p)) {
+      offsets ? launch_typed<WType::kInt4, true, XMode::kTerms>(p, rows_per_group, stream)
+              : launch_typed<WType::kInt4, false, XMode::kTerms>(p, rows_per_group, stream);
+    } else {
+      offsets ? launch_typed<WType::kInt4, true>(p, rows_per_group, stream)
+              : launch_typed<WType::kInt4, false>(p, rows_per_group, stream);
+    }
   } else if (p.weight.type == WType::kBF16) {
     launch_typed<WType::kBF16>(p, rows_per_group, stream);
   } else {

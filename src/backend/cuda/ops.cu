@@ -1,11 +1,12 @@
 // Element-wise and row kernels of the CUDA backend: fill, weight-row dequantisation (embed, kv_b; 4-bit too), RMSNorm,
 // add, column split, row gather, RoPE with the Llama-4 temperature, the latent cache write (alone, or with its
-// RMSNorm and the RoPE of q and k), SiLU-gating, and the
+// RMSNorm and the RoPE of q and k), SiLU-gating, a matmul's input split into its three BF16 terms, and the
 // random weights of --random-weights (float types and symmetric 4-bit).
 // Depends on CUDA only.
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace quatre::cuda {
@@ -314,6 +315,38 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
   if (i < n) g[i] = silu(g[i]) * u[i];
 }
 
+// The three BF16 terms of x[k .. k+4) (split_bf16<3>) into planes K apart from `at` (term t at at + t·K).
+__device__ __forceinline__ void store_terms4(const float4& v, uint16_t* at, int64_t K) {
+  uint32_t lo[3], hi[3];
+  split3(v.x, v.y, lo);
+  split3(v.z, v.w, hi);
+#pragma unroll
+  for (int t = 0; t < 3; ++t) *reinterpret_cast<uint2*>(at + t * K) = make_uint2(lo[t], hi[t]);
+}
+
+__global__ void split_terms_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out) {
+  const int64_t quads = K / 4;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / quads, k = 4 * (i % quads);
+    store_terms4(*reinterpret_cast<const float4*>(x + m * ldx + k), out + 3 * K * m + k, K);
+  }
+}
+
+// g = silu(g) · u as silu_mul_kernel computes it, and its terms.
+__global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64_t K, uint16_t* out) {
+  const int64_t quads = K / 4;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / quads, k = 4 * (i % quads);
+    float4 v = reinterpret_cast<const float4*>(g)[i];
+    const float4 w = reinterpret_cast<const float4*>(u)[i];
+    v = make_float4(silu(v.x) * w.x, silu(v.y) * w.y, silu(v.z) * w.z, silu(v.w) * w.w);
+    reinterpret_cast<float4*>(g)[i] = v;
+    store_terms4(v, out + 3 * K * m + k, K);
+  }
+}
+
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -401,6 +434,26 @@ cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t
   }
   silu_mul_quantize_fp8_kernel<<<std::min<unsigned>(blocks_for(M * K / 2, 256), 132u * 16u), 256, 0, stream>>>(
       g, u, M, K, group_scale, G, g_scale, u_scale, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 4 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  split_terms_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(x, ldx, M, K, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 4 != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  silu_mul_terms_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(g, u, M, K, out);
   return cudaGetLastError();
 }
 

@@ -85,6 +85,7 @@ struct ResetKernelSwitches {
     set_cublaslt_for_tests(-1);
     set_prequantize_for_tests(-1);
     set_mla_combine_tokens_for_tests(-1);
+    set_terms_for_tests(-1);
   }
 };
 

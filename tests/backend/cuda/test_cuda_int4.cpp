@@ -22,6 +22,7 @@
 #include "cuda_test_fixture.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/op_args.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/int4.h"
 
@@ -186,6 +187,100 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << "moe " << what << " shared=" << shared;
         }
       }
+    }
+  }
+}
+
+// A matmul's input as its three BF16 terms made once (launch_split_terms, launch_silu_mul_terms): the terms are
+// x = hi + mid + lo rounded to nearest even one after the other (checked on the host); the 4-bit small tensor-core
+// kernel given them (matmul_takes_terms must say so) gives the bits of splitting its own loads, on 2-8 plain rows,
+// symmetric and asymmetric; the gating with terms gives launch_silu_mul's hidden.
+TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
+  const ResetKernelSwitches reset;
+  const auto terms_of = [](const std::vector<float>& x) {  // [M][K] -> [M][3][K] on the host
+    const int64_t K = 96, M = static_cast<int64_t>(x.size()) / K;
+    std::vector<uint16_t> t(static_cast<size_t>(3 * M * K));
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t k = 0; k < K; ++k) {
+        float r = x[static_cast<size_t>(m * K + k)];
+        for (int64_t i = 0; i < 3; ++i) {
+          const uint16_t b = f32_to_bf16(r);
+          t[static_cast<size_t>((3 * m + i) * K + k)] = b;
+          r -= bf16_to_f32(b);
+        }
+      }
+    }
+    return t;
+  };
+  const auto fetch = [](const uint16_t* d, size_t n) {
+    std::vector<uint16_t> h(n);
+    EXPECT_EQ(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  };
+  uint64_t seed = 7100;
+  const int64_t K = 96;
+  {  // the terms, and the gating with them
+    const int64_t M = 5;
+    const std::vector<float> x = randn(static_cast<size_t>(M * K), ++seed), u = randn(static_cast<size_t>(M * K), ++seed);
+    const Tensor xd = up(x, {M, K}), g1 = up(x, {M, K}), g2 = up(x, {M, K}), ud = up(u, {M, K});
+    auto* t = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(6 * M * K), 256));
+    ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, nullptr), cudaSuccess);
+    EXPECT_EQ(fetch(t, static_cast<size_t>(3 * M * K)), terms_of(x)) << "split terms";
+    ASSERT_EQ(launch_silu_mul(g1.data_as<float>(), ud.data_as<float>(), M * K, nullptr), cudaSuccess);
+    ASSERT_EQ(launch_silu_mul_terms(g2.data_as<float>(), ud.data_as<float>(), M, K, t, nullptr), cudaSuccess);
+    const std::vector<float> gated = down(g1);
+    EXPECT_EQ(down(g2), gated) << "gating";
+    EXPECT_EQ(fetch(t, static_cast<size_t>(3 * M * K)), terms_of(gated)) << "gated terms";
+    EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K - 2, t, nullptr), cudaErrorInvalidValue) << "K % 4";
+  }
+  for (bool is_symmetric : {true, false}) {
+    const int64_t N = 80;
+    const Int4Host w(N, K, 32, is_symmetric, ++seed);
+    const Weight wd = gpu_->prepare_weight(w.weight);
+    for (int64_t M : {2, 5, 8}) {
+      std::vector<float> x = randn(static_cast<size_t>(M * K), ++seed);
+      const std::vector<float> zeros(static_cast<size_t>(M * N), 0.0f);
+      const Tensor xd = up(x, {M, K}), y1 = up(zeros, {M, N}), y2 = up(zeros, {M, N});
+      auto* t = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(6 * M * K), 256));
+      ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, nullptr), cudaSuccess);
+      MatmulProblem p{.x = xd.data_as<float>(), .ldx = K, .M = M, .N = N, .K = K, .weight = dev(wd, "w"),
+                      .y = y1.data_as<float>(), .ldy = N};
+      const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " M=" + std::to_string(M);
+      ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+      p.x_terms = t, p.y = y2.data_as<float>();
+      EXPECT_TRUE(matmul_takes_terms(p)) << what;
+      ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+      const std::vector<float> own = down(y1), made = down(y2);
+      EXPECT_EQ(made, own) << what;
+      EXPECT_LE(rel_l2(made, vec(cpu_.matmul(host(x, {M, K}), w.weight, host_arena_))), kF32RelL2) << what;
+      set_terms_for_tests(0);
+      EXPECT_FALSE(matmul_takes_terms(p)) << what;
+      set_terms_for_tests(-1);
+    }
+  }
+}
+
+// The MoE with 4-bit experts on the small tensor-core kernel (T = 7, 24: 2.3 and 8 rows a group expected) takes its
+// input and gated hidden as terms made once: the bits of the kernels splitting their loads, and the CPU's sums.
+TEST_F(CudaInt4, MoeWithInputTermsMadeOnceGivesTheSameBits) {
+  const ResetKernelSwitches reset;
+  const int64_t E = 6, K = 2, D = 256, F = 128;
+  for (bool is_symmetric : {true, false}) {
+    const auto ex = int4_experts(E + 1, D, F, 128, is_symmetric);
+    const RoutedAndShared both(ex, *gpu_);
+    for (int64_t T : {7, 24}) {
+      const Routed in = routed(T, D, E, K, static_cast<uint64_t>(60 + T), static_cast<uint64_t>(70 + T));
+      const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " T=" + std::to_string(T);
+      std::vector<float> got[2];
+      for (int terms : {0, 1}) {
+        set_terms_for_tests(terms);
+        got[terms] =
+            down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      }
+      EXPECT_EQ(got[1], got[0]) << what;
+      const std::vector<float> want =
+          vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
+      EXPECT_LE(rel_l2(got[1], want), kF32RelL2) << what;
     }
   }
 }
