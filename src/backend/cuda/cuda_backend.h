@@ -137,6 +137,10 @@ class CudaBackend final : public Backend {
   bool routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
                          const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,
                          ExpertRows& out, Arena& a);
+  // Its path for 4-bit experts: dequantised to BF16 a chunk of experts at a time, BF16 GEMMs.
+  bool routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
+                              const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,
+                              ExpertRows& out, Arena& a);
   // kv_b [rows, R] dequantised to fp32: kept per weight for the weights this backend owns (prepared or drawn,
   // never rewritten), else written to `a` on every call.
   const float* kv_b_f32(const Weight& kv_b, int64_t rows, int64_t R, Arena& a);

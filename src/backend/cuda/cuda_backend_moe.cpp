@@ -150,6 +150,34 @@ CudaBackend::ExpertTable CudaBackend::expert_table(std::span<const FfnWeights> e
 // multiplies it by its gate. The same products as the grouped mma kernels up to summation order.
 constexpr int64_t kLtMinPairs = 4096;
 
+namespace {
+
+struct ExpertRun {
+  int64_t e, r0, rows;  // expert, first row, rows (whole groups)
+};
+
+// The grouping of a MoE read back (one synchronisation of the stream): each used expert's groups, contiguous and in
+// expert order (moe_align), as one run of rows; `used` the rows up to the last used group.
+std::vector<ExpertRun> expert_runs(const int32_t* group_expert, int64_t n_groups, int G, int64_t E, cudaStream_t s,
+                                   int64_t& used) {
+  std::vector<int32_t> expert_of(static_cast<size_t>(n_groups));
+  CUDA_CHECK(cudaMemcpyAsync(expert_of.data(), group_expert, expert_of.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<ExpertRun> runs;
+  used = 0;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int32_t e = expert_of[static_cast<size_t>(g)];
+    if (e < 0) continue;
+    CHECK(e < E) << "moe grouping: expert " << e << " of " << E;
+    if (runs.empty() || runs.back().e != e || runs.back().r0 + runs.back().rows != g * G) runs.push_back({e, g * G, 0});
+    runs.back().rows += G;
+    used = (g + 1) * G;
+  }
+  return runs;
+}
+
+}  // namespace
+
 bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
                                     const int32_t* sorted_pair, const int32_t* group_expert, float* gate, float* up,
                                     ExpertRows& result, Arena& a) {
@@ -158,6 +186,9 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   const int64_t F = args.experts[0].gate.w.dim(0);
   const cudaStream_t s = as_stream(stream_);
   if (T * K < kLtMinPairs || G != 64 || D % 16 != 0 || F % 16 != 0) return false;
+  if (args.experts[0].gate.int4) {
+    return routed_int4_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, result, a);
+  }
   for (const FfnWeights& w : args.experts) {
     for (const Weight* m : {&w.gate, &w.up, &w.down}) {
       if (m->int4 || m->w.dtype() != DType::F8_E4M3 || !m->activation_scale) return false;
@@ -165,28 +196,16 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   }
   if (!LtGemm::usable_on(s)) return false;
   if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
-  // The groups' experts, read back.
   const int64_t n_groups = max_rows / G;
-  std::vector<int32_t> expert_of(static_cast<size_t>(n_groups));
-  CUDA_CHECK(cudaMemcpyAsync(expert_of.data(), group_expert, expert_of.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  struct Run {
-    int64_t e, r0, rows;
-  };
-  std::vector<Run> runs;  // each expert's groups are contiguous (moe_align), in expert order
+  int64_t used = 0;
+  using Run = ExpertRun;
+  const std::vector<Run> runs = expert_runs(group_expert, n_groups, G, E, s, used);
   std::vector<float> gu_scale(static_cast<size_t>(n_groups), 1.0f), down_scale(static_cast<size_t>(n_groups), 1.0f);
-  int64_t used = 0;  // rows up to the last used group
-  for (int64_t g = 0; g < n_groups; ++g) {
-    const int32_t e = expert_of[static_cast<size_t>(g)];
-    if (e < 0) continue;
-    CHECK(e < E) << "moe grouping: expert " << e << " of " << E;
-    if (runs.empty() || runs.back().e != e || runs.back().r0 + runs.back().rows != g * G) {
-      runs.push_back({e, g * G, 0});
+  for (const Run& r : runs) {
+    for (int64_t g = r.r0 / G; g < (r.r0 + r.rows) / G; ++g) {
+      gu_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(r.e)].gate.activation_scale;
+      down_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(r.e)].down.activation_scale;
     }
-    runs.back().rows += G;
-    gu_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(e)].gate.activation_scale;
-    down_scale[static_cast<size_t>(g)] = *args.experts[static_cast<size_t>(e)].down.activation_scale;
-    used = (g + 1) * G;
   }
   for (const FfnWeights& w : args.experts) {  // 16-byte aligned weights (cudaMalloc's, in practice)
     for (const Weight* m : {&w.gate, &w.up, &w.down}) {
@@ -302,6 +321,69 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   auto* row_of_pair = a.array<int32_t>(static_cast<size_t>(T * K));
   launched(launch_invert_rows(sorted_pair, used, row_of_pair, s), "moe invert rows");
   result = {.rows = out, .row_of_pair = row_of_pair, .row_scale = batched ? sums_scale_d + 2 * n_groups : nullptr, .G = G};
+  return true;
+}
+
+// A prompt's 4-bit routed experts (routed_experts_lt's conditions, D and F multiples of 32; QUATRE_CUDA_LT_INT4=0
+// keeps them on the grouped kernels, whose large-M path is a 64x64 fp32 tile): the grouping read back, the sorted
+// rows rounded to BF16 once, then, in chunks of experts whose BF16 weights fit int4_lt_scratch_bytes(), the chunk's
+// gate, up and down dequantised to BF16 (one launch), each expert's gate and up through cuBLASLt's BF16 GEMM over the
+// lanes, the gating rounded to BF16, the downs. Weights and inputs rounded to BF16 (relative 2^-9; the 4-bit codes'
+// own error is ~2^-4 of a weight), fp32 sums: a prompt's numerics, as vLLM runs a 4-bit model in BF16, where decode
+// keeps the exact fp32 sums of the mma kernels.
+bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
+                                         const int32_t* sorted_pair, const int32_t* group_expert, float* gate,
+                                         float* up, ExpertRows& result, Arena& a) {
+  const int64_t D = args.x.dim(1), T = args.x.dim(0), K = args.routing.expert_ids.dim(1);
+  const auto E = static_cast<int64_t>(args.experts.size());
+  const int64_t F = args.experts[0].gate.w.dim(0);
+  const cudaStream_t s = as_stream(stream_);
+  if (!int4_lt_enabled() || D % 32 != 0 || F % 32 != 0 || !LtGemm::usable_on(s)) return false;
+  const ExpertTable experts = expert_table(args.experts);  // one 4-bit layout for all (checked there)
+  if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
+  int64_t used = 0;
+  const std::vector<ExpertRun> runs = expert_runs(group_expert, max_rows / G, G, E, s, used);
+  for (const ExpertRun& r : runs) {
+    if (!lt_->supports_bf16(r.rows, F, D, F) || !lt_->supports_bf16(r.rows, D, F, D)) return false;
+  }
+  std::vector<int32_t> ids;
+  for (const ExpertRun& r : runs) ids.push_back(static_cast<int32_t>(r.e));
+  reserve_uploads(upload_span(ids.size() * sizeof(int32_t)));
+  const int32_t* ids_d = upload(std::span<const int32_t>(ids));
+  const int64_t matrix = F * D;  // values of one expert's gate, up or down
+  const auto chunk = static_cast<size_t>(int4_lt_chunk_experts(3 * matrix * 2));
+  auto* xb = a.array<uint16_t>(static_cast<size_t>(used * D));
+  auto* hb = a.array<uint16_t>(static_cast<size_t>(used * F));
+  auto* wb = a.array<uint16_t>(std::min(chunk, runs.size()) * 3 * static_cast<size_t>(matrix));
+  float* out = a.array<float>(static_cast<size_t>(used * D));
+  const bool is_symmetric = args.experts[0].gate.int4->is_symmetric();
+  const auto over_lanes = [&](size_t begin, size_t end, const auto& each) {
+    const int n_lanes = lt_->fork(s);
+    for (size_t i = begin; i < end; ++i) each(i, n_lanes > 0 ? lt_->lane(static_cast<int>(i - begin) % n_lanes) : s);
+    lt_->join(s);
+  };
+  const auto gemm = [&](const uint16_t* x, const ExpertRun& r, int64_t N, int64_t Kd, const uint16_t* w, float* y,
+                        cudaStream_t lane) {
+    launched(lt_->bf16_gemm(x + r.r0 * Kd, r.rows, N, Kd, w, y + r.r0 * N, N, lane), "moe cublaslt bf16");
+  };
+  const OpScope scope(profiler_, "moe routed (4-bit, BF16 GEMMs)");
+  launched(launch_bf16_rows(args.x.data_as<float>(), D, sorted_token, used, D, xb, s), "moe input bf16");
+  for (size_t c0 = 0; c0 < runs.size(); c0 += chunk) {
+    const size_t c1 = std::min(runs.size(), c0 + chunk);
+    const auto w_of = [&](size_t i, int j) { return wb + (3 * (i - c0) + static_cast<size_t>(j)) * matrix; };
+    launched(launch_dequant_int4_bf16(experts.d, E, ids_d + c0, static_cast<int>(c1 - c0), is_symmetric, F, D, wb, s),
+             "moe dequant bf16");
+    over_lanes(c0, c1, [&](size_t i, cudaStream_t lane) {
+      gemm(xb, runs[i], F, D, w_of(i, 0), gate, lane);
+      gemm(xb, runs[i], F, D, w_of(i, 1), up, lane);
+    });
+    const int64_t r0 = runs[c0].r0, r1 = runs[c1 - 1].r0 + runs[c1 - 1].rows;
+    launched(launch_silu_mul_bf16(gate + r0 * F, up + r0 * F, r1 - r0, F, hb + r0 * F, s), "moe gating bf16");
+    over_lanes(c0, c1, [&](size_t i, cudaStream_t lane) { gemm(hb, runs[i], D, F, w_of(i, 2), out, lane); });
+  }
+  auto* row_of_pair = a.array<int32_t>(static_cast<size_t>(T * K));
+  launched(launch_invert_rows(sorted_pair, used, row_of_pair, s), "moe invert rows");
+  result = {.rows = out, .row_of_pair = row_of_pair, .row_scale = nullptr, .G = G};
   return true;
 }
 

@@ -47,6 +47,29 @@ bool lt_batched_enabled() {
   return switch_on(g_test_batched.load(), env_on);
 }
 
+namespace {
+std::atomic<int> g_int4_mode{-1};
+std::atomic<int> g_int4_chunk{0};
+constexpr int64_t kInt4ScratchBytes = int64_t{512} << 20;
+}  // namespace
+
+bool int4_lt_enabled() {
+  static const bool env_on = env_switch_on("QUATRE_CUDA_LT_INT4");
+  return switch_on(g_int4_mode.load(), env_on);
+}
+
+int64_t int4_lt_chunk_experts(int64_t expert_bytes) {
+  static const int64_t env_chunk = env_int("QUATRE_CUDA_LT_INT4_CHUNK", 0);
+  const int64_t forced = g_int4_chunk.load() > 0 ? g_int4_chunk.load() : env_chunk;
+  if (forced > 0) return forced;
+  return std::max<int64_t>(1, kInt4ScratchBytes / std::max<int64_t>(1, expert_bytes));
+}
+
+void set_int4_lt_for_tests(int mode, int chunk) {
+  g_int4_mode.store(mode);
+  g_int4_chunk.store(chunk);
+}
+
 bool LtGemm::usable_on(cudaStream_t stream) {
   if (!env_enabled()) return false;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -97,20 +120,21 @@ bool LtGemm::applies(const MatmulProblem& p, cudaStream_t stream) {
 
 size_t LtGemm::scratch_bytes(const MatmulProblem& p) { return static_cast<size_t>(p.M * p.K); }
 
-LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch) {
-  std::unique_ptr<Plan>& slot = plans_[{M, N, K, ldy, batch}];
+LtGemm::Plan& LtGemm::plan(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch, bool bf16) {
+  std::unique_ptr<Plan>& slot = plans_[{M, N, K, ldy, batch, bf16}];
   if (slot != nullptr) return *slot;
   slot = std::make_unique<Plan>();
   Plan& p = *slot;
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  const cudaDataType_t operand = bf16 ? CUDA_R_16BF : CUDA_R_8F_E4M3;
   bool ok = cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
             cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)) ==
                 CUBLAS_STATUS_SUCCESS &&
             cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)) ==
                 CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K) ==
+            cublasLtMatrixLayoutCreate(&p.a, operand, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K) ==
                 CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K) ==
+            cublasLtMatrixLayoutCreate(&p.b, operand, static_cast<uint64_t>(K), static_cast<uint64_t>(M), K) ==
                 CUBLAS_STATUS_SUCCESS &&
             cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(M), ldy) ==
                 CUBLAS_STATUS_SUCCESS;
@@ -196,6 +220,22 @@ cudaError_t LtGemm::fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K,
   const float alpha = w.scale;  // a · weight_scale (DevWeight)
   const float beta = accumulate ? 1.0f : 0.0f;
   const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w.w, pl.a, xq, pl.b, &beta, y, pl.c, y, pl.c,
+                                          &pl.algo, ws, kWorkspaceBytes, stream);
+  return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
+}
+
+bool LtGemm::supports_bf16(int64_t M, int64_t N, int64_t K, int64_t ldy) {
+  return ready() && plan(M, N, K, ldy, 0, true).ok;
+}
+
+cudaError_t LtGemm::bf16_gemm(const uint16_t* x, int64_t M, int64_t N, int64_t K, const uint16_t* w, float* y,
+                              int64_t ldy, cudaStream_t stream) {
+  if (!supports_bf16(M, N, K, ldy)) return cudaErrorNotSupported;
+  void* ws = workspace(stream);
+  if (ws == nullptr) return cudaErrorNotSupported;
+  Plan& pl = plan(M, N, K, ldy, 0, true);
+  const float alpha = 1.0f, beta = 0.0f;
+  const cublasStatus_t s = cublasLtMatmul(handle_, pl.desc, &alpha, w, pl.a, x, pl.b, &beta, y, pl.c, y, pl.c,
                                           &pl.algo, ws, kWorkspaceBytes, stream);
   return s == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
 }

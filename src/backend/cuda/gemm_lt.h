@@ -1,4 +1,4 @@
-// Large W8A8 matmuls (prefill) on Hopper's wgmma through cuBLASLt: y = (fp8(x / a) · w_fp8ᵀ) · (a · weight_scale),
+// Large W8A8 matmuls (prefill) on Hopper's wgmma through cuBLASLt (and a prompt's 4-bit experts, dequantised to BF16): y = (fp8(x / a) · w_fp8ᵀ) · (a · weight_scale),
 // the W8A8 rule every quatre kernel computes (kernels.h DevWeight), with the activations quantised by our own kernel
 // (the same bytes as the mma.sync kernels' act_q) and cuBLASLt's FP8 GEMM (fp32 accumulation, not its fast mode)
 // writing fp32. For plain problems of many rows only; the mma.sync kernels keep decode. Independent GEMMs (a prompt's
@@ -48,6 +48,11 @@ class LtGemm {
   bool supports(int64_t M, int64_t N, int64_t K, int64_t ldy);
   cudaError_t fp8_gemm(const uint8_t* xq, int64_t M, int64_t N, int64_t K, const DevWeight& w, float* y, int64_t ldy,
                        bool accumulate, cudaStream_t stream);
+  // The same with BF16 operands (a prompt's 4-bit experts, dequantised): y [M, N] (ldy) = x [M, K] · wᵀ, w [N, K],
+  // fp32 sums and output, alpha 1.
+  bool supports_bf16(int64_t M, int64_t N, int64_t K, int64_t ldy);
+  cudaError_t bf16_gemm(const uint16_t* x, int64_t M, int64_t N, int64_t K, const uint16_t* w, float* y, int64_t ldy,
+                        cudaStream_t stream);
 
   // Batches of one shape through cuBLASLt's pointer-array mode: y_i [M, N] (ldy) = xq_i [M, K] · w_iᵀ for i < batch,
   // the three arrays of pointers in device memory; alpha 1, so the caller scales the sums (its weights' scales
@@ -65,7 +70,8 @@ class LtGemm {
 
  private:
   struct Plan;
-  Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch = 0);  // batch 0: one plain GEMM
+  // batch 0: one plain GEMM; bf16: BF16 operands instead of FP8 E4M3.
+  Plan& plan(int64_t M, int64_t N, int64_t K, int64_t ldy, int batch = 0, bool bf16 = false);
   bool ready();  // a handle (made on first use)
 
   void* workspace(cudaStream_t stream);  // cuBLASLt's scratch for launches on `stream` (null: none could be made)
@@ -73,12 +79,20 @@ class LtGemm {
   cublasLtContext* handle_ = nullptr;
   bool broken_ = false;                  // cublasLtCreate failed
   std::map<cudaStream_t, void*> workspaces_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int>, std::unique_ptr<Plan>> plans_;  // (M, N, K, ldy, batch)
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool>, std::unique_ptr<Plan>> plans_;  // plan()'s arguments
   std::vector<cudaStream_t> lanes_;
   std::vector<cudaEvent_t> lane_events_;  // [0]: the fork; [1 + i]: lane i's end
   bool lanes_broken_ = false;             // making them failed: not tried again
   int joining_ = 0;                       // lanes forked and not yet joined
 };
+
+// A prompt's 4-bit routed experts through BF16 GEMMs (cuda_backend_moe.cpp): on with cuBLASLt unless
+// QUATRE_CUDA_LT_INT4=0; the experts dequantised at once: those whose BF16 weights (expert_bytes each) fit 512 MiB of
+// scratch (at least one), or QUATRE_CUDA_LT_INT4_CHUNK experts.
+bool int4_lt_enabled();
+int64_t int4_lt_chunk_experts(int64_t expert_bytes);
+// Tests: the 4-bit path as the environment says (-1), off (0) or on (1); chunk: experts a chunk (0: as above).
+void set_int4_lt_for_tests(int mode, int chunk = 0);
 
 // Whether a prompt's experts of one shape go through one pointer-array GEMM (on unless QUATRE_CUDA_LT_BATCHED=0).
 bool lt_batched_enabled();

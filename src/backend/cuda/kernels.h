@@ -184,6 +184,18 @@ struct RopeKvWriteLaunch {
 };
 cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
+// A prompt's 4-bit routed experts through cuBLASLt's BF16 GEMM (cuda_backend_moe.cpp): out[m, k] = bf16(x[rows[m],
+// k]) (rows null: m; a row of -1: zeros); K % 4 == 0, ldx % 4 == 0, x 16-byte and out 8-byte aligned.
+cudaError_t launch_bf16_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out,
+                             cudaStream_t stream);
+// out[m, k] = bf16(silu(g[m, k]) · u[m, k]) (launch_silu_mul's arithmetic, then rounded); g, u [M, K].
+cudaError_t launch_silu_mul_bf16(const float* g, const float* u, int64_t M, int64_t K, uint16_t* out,
+                                 cudaStream_t stream);
+// The 4-bit gate, up and down of experts ids[0..n) (device) of a table [3][E] (gate, up [F, D]; down [D, F]) as
+// BF16, each value core/int4.h's fp32 one rounded to nearest even: matrix j of ids[i] at out + (3i + j)·F·D.
+// D, F % 32 == 0 (and G % 32: a 16-byte load in one group), out 16-byte aligned.
+cudaError_t launch_dequant_int4_bf16(const DevWeight* table, int64_t E, const int32_t* ids, int n, bool is_symmetric,
+                                     int64_t F, int64_t D, uint16_t* out, cudaStream_t stream);
 // out[m][t][k] = term t of x[m, k] (rows ldx apart; out [M][3][K] BF16, split_bf16<3>): a matmul's x_terms.
 // K % 4 == 0, ldx % 4 == 0, x and out 16-byte aligned.
 cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream);

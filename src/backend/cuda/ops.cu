@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/matmul_common.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -315,6 +316,65 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
   if (i < n) g[i] = silu(g[i]) * u[i];
 }
 
+// out[m, k] = bf16(x[rows[m], k]) (zeros for a padding row, rows[m] < 0; rows null: m), 4 values a thread.
+__global__ void bf16_rows_kernel(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out) {
+  const int64_t quads = K / 4;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = i / quads, k = 4 * (i % quads);
+    const int64_t r = rows != nullptr ? rows[m] : m;
+    uint2 b = make_uint2(0, 0);
+    if (r >= 0) {
+      const float4 v = *reinterpret_cast<const float4*>(x + r * ldx + k);
+      b = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+    }
+    *reinterpret_cast<uint2*>(out + m * K + k) = b;
+  }
+}
+
+// out[m, k] = bf16(silu(g) · u) (silu_mul_kernel's arithmetic; g, u [M, K]).
+__global__ void silu_mul_bf16_kernel(const float* g, const float* u, int64_t M, int64_t K, uint16_t* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * K / 4;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float4 a = reinterpret_cast<const float4*>(g)[i], b = reinterpret_cast<const float4*>(u)[i];
+    reinterpret_cast<uint2*>(out)[i] = make_uint2(pack_bf16x2(silu(a.x) * b.x, silu(a.y) * b.y),
+                                                  pack_bf16x2(silu(a.z) * b.z, silu(a.w) * b.w));
+  }
+}
+
+// Expert ids[i]'s gate, up and down (table [3][E]: gate [F, D], up [F, D], down [D, F], 4-bit) as BF16 into
+// out + (3i + j)·F·D: bf16 of core/int4.h's fp32 value (decode_int4_word), 32 codes (one 16-byte load, one group)
+// a thread. grid.y: 3 · n matrices.
+template <bool kSymmetric>
+__global__ void dequant_int4_bf16_kernel(const DevWeight* table, int64_t E, const int32_t* ids, int64_t F, int64_t D,
+                                         uint16_t* out) {
+  const int64_t mat = blockIdx.y, i = mat / 3, j = mat % 3;
+  const DevWeight w = table[j * E + ids[i]];
+  const int64_t cols = j < 2 ? D : F, pieces = F * D / 32, n_groups = cols / w.group_size;
+  uint16_t* o = out + mat * F * D;
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < pieces;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = (32 * q) / cols, col = (32 * q) % cols, group = row * n_groups + col / w.group_size;
+    const uint4 codes = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(w.w) + 16 * q));
+    const float s = bf16_bits_to_f32(w.int4_scales[group]);
+    const float m = kSymmetric ? 0.0f : bf16_bits_to_f32(w.int4_offsets[group]);
+    uint32_t packed[16];
+#pragma unroll
+    for (int word_i = 0; word_i < 4; ++word_i) {
+      float4 lo, hi;
+      decode_int4_word<kSymmetric>(word(codes, word_i), s, m, lo, hi);
+      if constexpr (kSymmetric) {  // c - 8: times s, exact in fp32 (core/int4.h)
+        lo = make_float4(lo.x * s, lo.y * s, lo.z * s, lo.w * s), hi = make_float4(hi.x * s, hi.y * s, hi.z * s, hi.w * s);
+      }
+      packed[4 * word_i] = pack_bf16x2(lo.x, lo.y), packed[4 * word_i + 1] = pack_bf16x2(lo.z, lo.w);
+      packed[4 * word_i + 2] = pack_bf16x2(hi.x, hi.y), packed[4 * word_i + 3] = pack_bf16x2(hi.z, hi.w);
+    }
+    uint4* dst = reinterpret_cast<uint4*>(o + 32 * q);
+#pragma unroll
+    for (int v = 0; v < 4; ++v) dst[v] = make_uint4(packed[4 * v], packed[4 * v + 1], packed[4 * v + 2], packed[4 * v + 3]);
+  }
+}
+
 // The three BF16 terms of x[k .. k+4) (split_bf16<3>) into planes K apart from `at` (term t at at + t·K).
 __device__ __forceinline__ void store_terms4(const float4& v, uint16_t* at, int64_t K) {
   uint32_t lo[3], hi[3];
@@ -454,6 +514,39 @@ cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K
     return cudaErrorInvalidValue;
   }
   silu_mul_terms_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(g, u, M, K, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_bf16_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out,
+                             cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 4 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  bf16_rows_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(x, ldx, rows, M, K, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul_bf16(const float* g, const float* u, int64_t M, int64_t K, uint16_t* out,
+                                 cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 4 != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  silu_mul_bf16_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(g, u, M, K, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_dequant_int4_bf16(const DevWeight* table, int64_t E, const int32_t* ids, int n, bool is_symmetric,
+                                     int64_t F, int64_t D, uint16_t* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if ((F * D) % 32 != 0 || D % 32 != 0 || F % 32 != 0 || n > 65535 / 3 || reinterpret_cast<uintptr_t>(out) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(std::min<unsigned>(blocks_for(F * D / 32, 256), 64u), static_cast<unsigned>(3 * n));
+  is_symmetric ? dequant_int4_bf16_kernel<true><<<grid, 256, 0, stream>>>(table, E, ids, F, D, out)
+               : dequant_int4_bf16_kernel<false><<<grid, 256, 0, stream>>>(table, E, ids, F, D, out);
   return cudaGetLastError();
 }
 

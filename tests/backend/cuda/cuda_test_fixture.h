@@ -86,6 +86,7 @@ struct ResetKernelSwitches {
     set_prequantize_for_tests(-1);
     set_mla_combine_tokens_for_tests(-1);
     set_terms_for_tests(-1);
+    set_int4_lt_for_tests(-1);
   }
 };
 

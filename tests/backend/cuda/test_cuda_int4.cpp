@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_fixture.h"
+#include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/op_args.h"
 #include "core/dtype.h"
@@ -281,6 +282,85 @@ TEST_F(CudaInt4, MoeWithInputTermsMadeOnceGivesTheSameBits) {
       const std::vector<float> want =
           vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
       EXPECT_LE(rel_l2(got[1], want), kF32RelL2) << what;
+    }
+  }
+}
+
+// A prompt's 4-bit routed experts through cuBLASLt's BF16 GEMMs (cuda_backend_moe.cpp routed_int4_experts_lt): the
+// experts' weights dequantised to BF16 are core/int4.h's values rounded to nearest even (checked on the host, every
+// matrix of a chunk); the MoE against the CPU within BF16's rounding, and against the grouped kernels (other bits);
+// 600 pairs (fewer than the path's 4096) or the path switched off give the grouped kernels' bits; chunks of 4 and of
+// 1 expert and 3 lanes give the same bits as one chunk; symmetric and asymmetric, with a shared expert.
+TEST_F(CudaInt4, PromptExpertsThroughBf16GemmsMatchCpu) {
+  const ResetKernelSwitches reset;
+  const int64_t D = 512, F = 256, E = 6, K = 2;
+  constexpr double kBf16RelL2 = 1e-2;  // weights and inputs rounded to BF16 (2^-9 each), fp32 sums
+  for (bool is_symmetric : {true, false}) {
+    const auto ex = int4_experts(E + 1, D, F, 128, is_symmetric);  // the last is the shared expert
+    const RoutedAndShared both(ex, *gpu_);
+    {  // the dequantisation of experts 4 and 1 (a table [3][E] of the device weights)
+      std::vector<DevWeight> table;
+      for (int j = 0; j < 3; ++j) {
+        for (int64_t e = 0; e < E; ++e) {
+          const FfnWeights& f = both.gpu_routed[static_cast<size_t>(e)];
+          table.push_back(dev(j == 0 ? f.gate : j == 1 ? f.up : f.down, "expert"));
+        }
+      }
+      auto* table_d = static_cast<DevWeight*>(dev_arena_->allocate(table.size() * sizeof(DevWeight), 256));
+      auto* ids_d = static_cast<int32_t*>(dev_arena_->allocate(2 * sizeof(int32_t), 256));
+      auto* out = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(2 * 3 * F * D * 2), 256));
+      const int32_t ids[2] = {4, 1};
+      ASSERT_EQ(cudaMemcpy(table_d, table.data(), table.size() * sizeof(DevWeight), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(ids_d, ids, sizeof(ids), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(launch_dequant_int4_bf16(table_d, E, ids_d, 2, is_symmetric, F, D, out, nullptr), cudaSuccess);
+      std::vector<uint16_t> got(static_cast<size_t>(2 * 3 * F * D));
+      ASSERT_EQ(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      for (int i = 0; i < 2; ++i) {
+        for (int j = 0; j < 3; ++j) {
+          const Int4Host& h = ex.stored[static_cast<size_t>(3 * ids[i] + j)];
+          const int64_t rows = j < 2 ? F : D, cols = j < 2 ? D : F;
+          std::vector<float> row(static_cast<size_t>(cols));
+          int64_t wrong = 0;
+          for (int64_t r = 0; r < rows; ++r) {
+            dequantize_int4_row(h.codes.data() + r * cols / 2, h.scales.data() + r * cols / 128,
+                                is_symmetric ? nullptr : h.offsets.data() + r * cols / 128, cols, 128, row.data());
+            for (int64_t c = 0; c < cols; ++c) {
+              wrong += got[static_cast<size_t>((3 * i + j) * F * D + r * cols + c)] != f32_to_bf16(row[static_cast<size_t>(c)]);
+            }
+          }
+          EXPECT_EQ(wrong, 0) << "expert " << ids[i] << " matrix " << j << (is_symmetric ? " symmetric" : " asymmetric");
+        }
+      }
+    }
+    for (int64_t T : {2100, 300}) {  // 4200 pairs take the path; 600 do not
+      const Routed in = routed(T, D, E, K, static_cast<uint64_t>(1900 + T), static_cast<uint64_t>(1901 + T));
+      const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " T=" + std::to_string(T);
+      const std::vector<float> want =
+          vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
+      const auto run = [&] {
+        return down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      };
+      set_cublaslt_for_tests(0);
+      const std::vector<float> kernels = run();
+      EXPECT_LE(rel_l2(kernels, want), kF32RelL2) << what << " grouped kernels";
+      set_cublaslt_for_tests(1, 1, 0);
+      const std::vector<float> lt = run();
+      if (T * K < 4096) {
+        EXPECT_EQ(lt, kernels) << what << ": too few pairs for cuBLASLt";
+        continue;
+      }
+      EXPECT_LE(rel_l2(lt, want), kBf16RelL2) << what << " BF16 GEMMs";
+      EXPECT_NE(lt, kernels) << what << ": the switch must move the experts to cuBLASLt";
+      for (int chunk : {4, 1}) {
+        set_int4_lt_for_tests(1, chunk);
+        EXPECT_EQ(run(), lt) << what << " in chunks of " << chunk;
+      }
+      set_int4_lt_for_tests(-1);
+      set_cublaslt_for_tests(1, 3, 0);
+      EXPECT_EQ(run(), lt) << what << " over 3 lanes";
+      set_int4_lt_for_tests(0);
+      EXPECT_EQ(run(), kernels) << what << ": QUATRE_CUDA_LT_INT4 off";
+      set_int4_lt_for_tests(-1);
     }
   }
 }
