@@ -21,7 +21,7 @@ for spec in "$@"; do
   timeout 200 "$ncu" -k "regex:$regex" --launch-skip "$skip" --launch-count 1 --clock-control none \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
     --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis_Tables --section SourceCounters \
-    "$bin/quatre-bench" --random-weights --layers 2 --batch "$B" --context 1024 --steps 1 --no-graphs "${extra[@]}" > "$report" 2>&1
+    "$bin/quatre-bench" --random-weights --layers 2 --batch "$B" --context 1024 --steps 1 --no-graphs ${extra[@]+"${extra[@]}"} > "$report" 2>&1
   echo "== $regex (after $skip) batch $B rc=$?"
   grep -E "^  [A-Za-z].*  +[0-9.,]+$|^    [A-Z][a-z]+.*[0-9]|void|Section:" "$report" | grep -vE "^==PROF==" |
     sed -E "s/  +/ /g" | cut -c1-150 | head -60

@@ -142,8 +142,8 @@ CudaBackend::ExpertTable CudaBackend::expert_table(std::span<const FfnWeights> e
 // Pairs (t, k) grouped per expert in row groups of G (8 when the experts see few rows each: the small-M kernel;
 // else 64: the tile kernel); gate and up per group with the SiLU-gating, down scattered back to the pair's row times its
 // gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
-// Prompts only (at least kLtMinPairs pairs, groups of 64, outside a capture), with FP8 W8A8 experts and cuBLASLt
-// on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one synchronisation of the stream), then each
+// Prompts only (at least kLtMinPairs pairs, groups of 64, outside a capture), with FP8 W8A8 experts (4-bit ones:
+// routed_int4_experts_lt) and cuBLASLt on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one synchronisation of the stream), then each
 // expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM, the experts spread over the
 // LtGemm's lanes: the sorted rows quantised with their expert's scale, gate and up, the gating and the hidden
 // quantised with the down's scale (one pass, profiled with down), down; moe()'s sum then gathers each pair's row and
@@ -326,7 +326,7 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
 
 // A prompt's 4-bit routed experts (routed_experts_lt's conditions, D and F multiples of 32; QUATRE_CUDA_LT_INT4=0
 // keeps them on the grouped kernels, whose large-M path is a 64x64 fp32 tile): the grouping read back, the sorted
-// rows rounded to BF16 once, then, in chunks of experts whose BF16 weights fit int4_lt_scratch_bytes(), the chunk's
+// rows rounded to BF16 once, then, in chunks of experts whose BF16 weights fit 512 MiB (int4_lt_chunk_experts), the chunk's
 // gate, up and down dequantised to BF16 (one launch), each expert's gate and up through cuBLASLt's BF16 GEMM over the
 // lanes, the gating rounded to BF16, the downs. Weights and inputs rounded to BF16 (relative 2^-9; the 4-bit codes'
 // own error is ~2^-4 of a weight), fp32 sums: a prompt's numerics, as vLLM runs a 4-bit model in BF16, where decode
@@ -339,7 +339,16 @@ bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max
   const int64_t F = args.experts[0].gate.w.dim(0);
   const cudaStream_t s = as_stream(stream_);
   if (!int4_lt_enabled() || D % 32 != 0 || F % 32 != 0 || !LtGemm::usable_on(s)) return false;
-  const ExpertTable experts = expert_table(args.experts);  // one 4-bit layout for all (checked there)
+  // One 4-bit layout for gate, up and down (the dequantisation takes one; expert_table checks each matrix across the
+  // experts), a group size the 16-byte pieces do not straddle, 16-byte aligned codes.
+  const DevWeight g0 = dev(args.experts[0].gate, "expert gate");
+  if (g0.type != WType::kInt4 || g0.group_size % kInt4GroupMultiple != 0) return false;
+  for (const FfnWeights& w : args.experts) {
+    for (const Weight* m : {&w.gate, &w.up, &w.down}) {
+      if (!same_layout(dev(*m, "expert"), g0) || reinterpret_cast<uintptr_t>(m->w.data()) % 16 != 0) return false;
+    }
+  }
+  const ExpertTable experts = expert_table(args.experts);
   if (lt_ == nullptr) lt_ = std::make_unique<LtGemm>();
   int64_t used = 0;
   const std::vector<ExpertRun> runs = expert_runs(group_expert, max_rows / G, G, E, s, used);
@@ -354,9 +363,10 @@ bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max
   const auto chunk = static_cast<size_t>(int4_lt_chunk_experts(3 * matrix * 2));
   auto* xb = a.array<uint16_t>(static_cast<size_t>(used * D));
   auto* hb = a.array<uint16_t>(static_cast<size_t>(used * F));
-  auto* wb = a.array<uint16_t>(std::min(chunk, runs.size()) * 3 * static_cast<size_t>(matrix));
+  // Scratch for a whole chunk whatever the routing (the KV cache's sizing measures one prompt's footprint).
+  auto* wb = a.array<uint16_t>(std::min(chunk, static_cast<size_t>(E)) * 3 * static_cast<size_t>(matrix));
   float* out = a.array<float>(static_cast<size_t>(used * D));
-  const bool is_symmetric = args.experts[0].gate.int4->is_symmetric();
+  const bool is_symmetric = g0.int4_offsets == nullptr;
   const auto over_lanes = [&](size_t begin, size_t end, const auto& each) {
     const int n_lanes = lt_->fork(s);
     for (size_t i = begin; i < end; ++i) each(i, n_lanes > 0 ? lt_->lane(static_cast<int>(i - begin) % n_lanes) : s);

@@ -111,7 +111,8 @@ struct Activations {
     if ((x_blocks & 1u) == 0 || k >= K) return;
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
-      asm volatile("ld.global.v2.u32 {%0,%1}, [%2];\n" : "=r"(b0[i]), "=r"(b1[i]) : "l"(terms + (i * K + k)));
+      const uint16_t* at = terms + (static_cast<int64_t>(i) * K + k);
+      asm volatile("ld.global.v2.u32 {%0,%1}, [%2];\n" : "=r"(b0[i]), "=r"(b1[i]) : "l"(at));
     }
   }
 };
@@ -628,7 +629,8 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
   } else if (p.weight.type == WType::kInt4) {
     // weight2 and the experts have weight's symmetry (the host checks).
     const bool offsets = p.weight.int4_offsets != nullptr;
-    if (p.x_terms != nullptr && terms_apply(p)) {
+    if (p.x_terms != nullptr && terms_apply(p)) {  // one row block (launch_typed launches no other with terms)
+      if (p.experts == nullptr && p.M > kRows) return cudaErrorInvalidValue;
       offsets ? launch_typed<WType::kInt4, true, XMode::kTerms>(p, rows_per_group, stream)
               : launch_typed<WType::kInt4, false, XMode::kTerms>(p, rows_per_group, stream);
     } else {

@@ -401,7 +401,9 @@ __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64
     const int64_t m = i / quads, k = 4 * (i % quads);
     float4 v = reinterpret_cast<const float4*>(g)[i];
     const float4 w = reinterpret_cast<const float4*>(u)[i];
-    v = make_float4(silu(v.x) * w.x, silu(v.y) * w.y, silu(v.z) * w.z, silu(v.w) * w.w);
+    // Rounded products (no contraction into split3's first remainder): the values silu_mul_kernel stores.
+    v = make_float4(__fmul_rn(silu(v.x), w.x), __fmul_rn(silu(v.y), w.y), __fmul_rn(silu(v.z), w.z),
+                    __fmul_rn(silu(v.w), w.w));
     reinterpret_cast<float4*>(g)[i] = v;
     store_terms4(v, out + 3 * K * m + k, K);
   }

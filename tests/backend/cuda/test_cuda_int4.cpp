@@ -279,6 +279,17 @@ TEST_F(CudaInt4, MoeWithInputTermsMadeOnceGivesTheSameBits) {
             down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
       }
       EXPECT_EQ(got[1], got[0]) << what;
+      // The problems moe() builds for these experts (groups of 8, the pairs over the experts a group expected) are the
+      // ones that read terms.
+      const DevWeight gate0 = dev(both.gpu_routed[0].gate, "gate"), down0 = dev(both.gpu_routed[0].down, "down");
+      const float hint = static_cast<float>(T * K) / static_cast<float>(E);
+      const auto* table = static_cast<const DevWeight*>(dev_arena_->allocate(sizeof(DevWeight), 256));  // unread
+      const auto* rows = static_cast<const int32_t*>(dev_arena_->allocate(64, 256));                    // unread
+      const MatmulProblem p{.x = in.xg.data_as<float>(), .ldx = D, .x_rows = rows, .M = 8 * E, .N = F, .K = D,
+                            .weight = gate0, .experts = table, .rows_per_group = 8, .rows_hint = hint};
+      MatmulProblem q = p;
+      q.x_rows = nullptr, q.N = D, q.K = F, q.weight = down0, q.ldx = F;
+      EXPECT_TRUE(matmul_takes_terms(p) && matmul_takes_terms(q)) << what;
       const std::vector<float> want =
           vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
       EXPECT_LE(rel_l2(got[1], want), kF32RelL2) << what;
@@ -295,6 +306,30 @@ TEST_F(CudaInt4, PromptExpertsThroughBf16GemmsMatchCpu) {
   const ResetKernelSwitches reset;
   const int64_t D = 512, F = 256, E = 6, K = 2;
   constexpr double kBf16RelL2 = 1e-2;  // weights and inputs rounded to BF16 (2^-9 each), fp32 sums
+  {  // the rows and the gated hidden rounded to BF16 (a row map with a padding row)
+    const int64_t M = 3, Kx = 64;
+    const std::vector<float> x = randn(static_cast<size_t>(M * Kx), 2001), u = randn(static_cast<size_t>(M * Kx), 2002);
+    const Tensor xd = up(x, {M, Kx}), gd = up(x, {M, Kx}), ud = up(u, {M, Kx});
+    const int32_t rows[3] = {2, -1, 0};
+    auto* rows_d = static_cast<int32_t*>(dev_arena_->allocate(sizeof(rows), 256));
+    auto* out = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(2 * M * Kx), 256));
+    ASSERT_EQ(cudaMemcpy(rows_d, rows, sizeof(rows), cudaMemcpyHostToDevice), cudaSuccess);
+    std::vector<uint16_t> got(static_cast<size_t>(M * Kx)), want(got.size());
+    ASSERT_EQ(launch_bf16_rows(xd.data_as<float>(), Kx, rows_d, M, Kx, out, nullptr), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t k = 0; k < Kx; ++k) {
+        want[static_cast<size_t>(m * Kx + k)] = rows[m] < 0 ? 0 : f32_to_bf16(x[static_cast<size_t>(rows[m] * Kx + k)]);
+      }
+    }
+    EXPECT_EQ(got, want) << "rows to bf16";
+    ASSERT_EQ(launch_silu_mul_bf16(gd.data_as<float>(), ud.data_as<float>(), M, Kx, out, nullptr), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(launch_silu_mul(gd.data_as<float>(), ud.data_as<float>(), M * Kx, nullptr), cudaSuccess);
+    const std::vector<float> gated = down(gd);
+    for (size_t i = 0; i < want.size(); ++i) want[i] = f32_to_bf16(gated[i]);
+    EXPECT_EQ(got, want) << "gating to bf16";
+  }
   for (bool is_symmetric : {true, false}) {
     const auto ex = int4_experts(E + 1, D, F, 128, is_symmetric);  // the last is the shared expert
     const RoutedAndShared both(ex, *gpu_);
@@ -351,9 +386,12 @@ TEST_F(CudaInt4, PromptExpertsThroughBf16GemmsMatchCpu) {
       }
       EXPECT_LE(rel_l2(lt, want), kBf16RelL2) << what << " BF16 GEMMs";
       EXPECT_NE(lt, kernels) << what << ": the switch must move the experts to cuBLASLt";
-      for (int chunk : {4, 1}) {
-        set_int4_lt_for_tests(1, chunk);
-        EXPECT_EQ(run(), lt) << what << " in chunks of " << chunk;
+      for (int lanes : {1, 3}) {  // the scratch of a chunk reused while the lanes' GEMMs of the one before ran
+        set_cublaslt_for_tests(1, lanes, 0);
+        for (int chunk : {4, 1}) {
+          set_int4_lt_for_tests(1, chunk);
+          EXPECT_EQ(run(), lt) << what << " in chunks of " << chunk << " over " << lanes << " lanes";
+        }
       }
       set_int4_lt_for_tests(-1);
       set_cublaslt_for_tests(1, 3, 0);
