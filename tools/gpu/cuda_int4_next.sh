@@ -12,12 +12,15 @@ source tools/gpu/packed_env.sh
 src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
 if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-for t in test_cuda_int4 test_cuda_matmul; do
-  [ -x "$bin/$t" ] || continue
-  timeout 150 "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1
-  echo "== $t rc=$?"
-  grep -E "FAILED|Failure|Expected|Which|PASSED|error" "$out/$t.log" | head -14
-done
+tests() {  # the most telling first: a call may run out of device time
+  for t in "$@"; do
+    [ -x "$bin/$t" ] || continue
+    timeout 150 "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1
+    echo "== $t rc=$?"
+    grep -E "FAILED|Failure|Expected|Which|PASSED|error" "$out/$t.log" | head -14
+  done
+}
+tests test_cuda_int4
 bench=("$bin/quatre-bench" --random-weights --dtype int4 --context 2048 --steps 5)
 timeout 150 "${bench[@]}" --batch 1,8,32,64 --prefill 8192 --profile > "$out/new.txt" 2>&1
 echo "== defaults rc=$?"
@@ -26,3 +29,4 @@ grep -E "moe|sum of ops" "$out/new.txt" | head -40
 QUATRE_CUDA_INT4_TERMS=0 QUATRE_CUDA_LT_INT4=0 timeout 100 "${bench[@]}" --batch 8,32,64 --prefill 8192 > "$out/old.txt" 2>&1
 echo "== terms and BF16 GEMMs off rc=$?"
 grep -E "^ +[0-9]+ " "$out/old.txt" | head -8
+tests test_cuda_matmul
