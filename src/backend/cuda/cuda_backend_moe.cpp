@@ -143,11 +143,12 @@ CudaBackend::ExpertTable CudaBackend::expert_table(std::span<const FfnWeights> e
 // else 64: the tile kernel); gate and up per group with the SiLU-gating, down scattered back to the pair's row times its
 // gate; the K rows of a token summed, then the shared expert added (computed meanwhile on the side stream).
 // Prompts only (at least kLtMinPairs pairs, groups of 64, outside a capture), with FP8 W8A8 experts (4-bit ones:
-// routed_int4_experts_lt) and cuBLASLt on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one synchronisation of the stream), then each
-// expert's rows, a contiguous run of whole groups, go through cuBLASLt's FP8 GEMM, the experts spread over the
-// LtGemm's lanes: the sorted rows quantised with their expert's scale, gate and up, the gating and the hidden
-// quantised with the down's scale (one pass, profiled with down), down; moe()'s sum then gathers each pair's row and
-// multiplies it by its gate. The same products as the grouped mma kernels up to summation order.
+// routed_int4_experts_lt) and cuBLASLt on (unless QUATRE_CUDA_CUBLASLT=0): the grouping is read back (one
+// synchronisation of the stream), then each expert's rows, a contiguous run of whole groups, go through cuBLASLt's
+// FP8 GEMM, the experts spread over the LtGemm's lanes: the sorted rows quantised with their expert's scale, gate and
+// up, the gating and the hidden quantised with the down's scale (one pass, profiled with down), down; moe()'s sum
+// then gathers each pair's row and multiplies it by its gate. The same products as the grouped mma kernels up to
+// summation order.
 constexpr int64_t kLtMinPairs = 4096;
 
 namespace {
@@ -161,7 +162,8 @@ struct ExpertRun {
 std::vector<ExpertRun> expert_runs(const int32_t* group_expert, int64_t n_groups, int G, int64_t E, cudaStream_t s,
                                    int64_t& used) {
   std::vector<int32_t> expert_of(static_cast<size_t>(n_groups));
-  CUDA_CHECK(cudaMemcpyAsync(expert_of.data(), group_expert, expert_of.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaMemcpyAsync(expert_of.data(), group_expert, expert_of.size() * sizeof(int32_t),
+                             cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
   std::vector<ExpertRun> runs;
   used = 0;
@@ -326,11 +328,11 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
 
 // A prompt's 4-bit routed experts (routed_experts_lt's conditions, D and F multiples of 32; QUATRE_CUDA_LT_INT4=0
 // keeps them on the grouped kernels, whose large-M path is a 64x64 fp32 tile): the grouping read back, the sorted
-// rows rounded to BF16 once, then, in chunks of experts whose BF16 weights fit 512 MiB (int4_lt_chunk_experts), the chunk's
-// gate, up and down dequantised to BF16 (one launch), each expert's gate and up through cuBLASLt's BF16 GEMM over the
-// lanes, the gating rounded to BF16, the downs. Weights and inputs rounded to BF16 (relative 2^-9; the 4-bit codes'
-// own error is ~2^-4 of a weight), fp32 sums: a prompt's numerics, as vLLM runs a 4-bit model in BF16, where decode
-// keeps the exact fp32 sums of the mma kernels.
+// rows rounded to BF16 once, then, in chunks of experts whose BF16 weights fit 512 MiB (int4_lt_chunk_experts), the
+// chunk's gate, up and down dequantised to BF16 (one launch), each expert's gate and up through cuBLASLt's BF16 GEMM
+// over the lanes, the gating rounded to BF16, the downs. Weights and inputs rounded to BF16 (relative 2^-9; the 4-bit
+// codes' own error is ~2^-4 of a weight), fp32 sums: a prompt's numerics, as vLLM runs a 4-bit model in BF16, where
+// decode keeps the exact fp32 sums of the mma kernels.
 bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max_rows, const int32_t* sorted_token,
                                          const int32_t* sorted_pair, const int32_t* group_expert, float* gate,
                                          float* up, ExpertRows& result, Arena& a) {

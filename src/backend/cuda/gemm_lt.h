@@ -1,4 +1,5 @@
-// Large W8A8 matmuls (prefill) on Hopper's wgmma through cuBLASLt (and a prompt's 4-bit experts, dequantised to BF16): y = (fp8(x / a) · w_fp8ᵀ) · (a · weight_scale),
+// Large W8A8 matmuls (prefill) on Hopper's wgmma through cuBLASLt (and a prompt's 4-bit experts, dequantised to
+// BF16): y = (fp8(x / a) · w_fp8ᵀ) · (a · weight_scale),
 // the W8A8 rule every quatre kernel computes (kernels.h DevWeight), with the activations quantised by our own kernel
 // (the same bytes as the mma.sync kernels' act_q) and cuBLASLt's FP8 GEMM (fp32 accumulation, not its fast mode)
 // writing fp32. For plain problems of many rows only; the mma.sync kernels keep decode. Independent GEMMs (a prompt's
@@ -79,7 +80,8 @@ class LtGemm {
   cublasLtContext* handle_ = nullptr;
   bool broken_ = false;                  // cublasLtCreate failed
   std::map<cudaStream_t, void*> workspaces_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool>, std::unique_ptr<Plan>> plans_;  // plan()'s arguments
+  // plan()'s arguments -> its plan.
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int, bool>, std::unique_ptr<Plan>> plans_;
   std::vector<cudaStream_t> lanes_;
   std::vector<cudaEvent_t> lane_events_;  // [0]: the fork; [1 + i]: lane i's end
   bool lanes_broken_ = false;             // making them failed: not tried again

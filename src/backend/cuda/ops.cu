@@ -317,7 +317,8 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t n) {
 }
 
 // out[m, k] = bf16(x[rows[m], k]) (zeros for a padding row, rows[m] < 0; rows null: m), 4 values a thread.
-__global__ void bf16_rows_kernel(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out) {
+__global__ void bf16_rows_kernel(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K,
+                                 uint16_t* out) {
   const int64_t quads = K / 4;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -364,14 +365,17 @@ __global__ void dequant_int4_bf16_kernel(const DevWeight* table, int64_t E, cons
       float4 lo, hi;
       decode_int4_word<kSymmetric>(word(codes, word_i), s, m, lo, hi);
       if constexpr (kSymmetric) {  // c - 8: times s, exact in fp32 (core/int4.h)
-        lo = make_float4(lo.x * s, lo.y * s, lo.z * s, lo.w * s), hi = make_float4(hi.x * s, hi.y * s, hi.z * s, hi.w * s);
+        lo = make_float4(lo.x * s, lo.y * s, lo.z * s, lo.w * s);
+        hi = make_float4(hi.x * s, hi.y * s, hi.z * s, hi.w * s);
       }
       packed[4 * word_i] = pack_bf16x2(lo.x, lo.y), packed[4 * word_i + 1] = pack_bf16x2(lo.z, lo.w);
       packed[4 * word_i + 2] = pack_bf16x2(hi.x, hi.y), packed[4 * word_i + 3] = pack_bf16x2(hi.z, hi.w);
     }
     uint4* dst = reinterpret_cast<uint4*>(o + 32 * q);
 #pragma unroll
-    for (int v = 0; v < 4; ++v) dst[v] = make_uint4(packed[4 * v], packed[4 * v + 1], packed[4 * v + 2], packed[4 * v + 3]);
+    for (int v = 0; v < 4; ++v) {
+      dst[v] = make_uint4(packed[4 * v], packed[4 * v + 1], packed[4 * v + 2], packed[4 * v + 3]);
+    }
   }
 }
 
@@ -515,17 +519,20 @@ cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K
       reinterpret_cast<uintptr_t>(out) % 16 != 0) {
     return cudaErrorInvalidValue;
   }
-  silu_mul_terms_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(g, u, M, K, out);
+  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u);
+  silu_mul_terms_kernel<<<blocks, 256, 0, stream>>>(g, u, M, K, out);
   return cudaGetLastError();
 }
 
 cudaError_t launch_bf16_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out,
                              cudaStream_t stream) {
   if (M == 0 || K == 0) return cudaSuccess;
-  if (K % 4 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 8 != 0) {
+  if (K % 4 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 8 != 0) {
     return cudaErrorInvalidValue;
   }
-  bf16_rows_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(x, ldx, rows, M, K, out);
+  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u);
+  bf16_rows_kernel<<<blocks, 256, 0, stream>>>(x, ldx, rows, M, K, out);
   return cudaGetLastError();
 }
 

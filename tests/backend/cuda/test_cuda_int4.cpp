@@ -7,8 +7,8 @@
 // layouts the backend refuses; the small tensor-core kernel on 4-bit weights (1-64 rows) and the staged kernel (rows
 // of 512-4096 bytes) against the CPU and the kernels that run with them off; the activations' three BF16 terms made
 // once (the same bits); a prompt's experts through cuBLASLt's BF16 GEMMs (their dequantisation and roundings against
-// the host's, the MoE against the CPU within BF16's rounding). Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of test_cuda_ops. Skips without
-// a GPU.
+// the host's, the MoE against the CPU within BF16's rounding). Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of
+// test_cuda_ops. Skips without a GPU.
 #include <cmath>
 #include <cstring>
 #include <limits>
