@@ -267,11 +267,7 @@ bool CudaBackend::routed_experts_lt(const MoeArgs& args, int G, int64_t max_rows
   const auto* ptrs_d = batched ? upload(std::span<const void* const>(ptrs)) : nullptr;
   // An expert's GEMMs are small (a few hundred rows): they go round the lanes, so that several fill the card at once;
   // so do the batches of one shape.
-  const auto over_lanes = [&](size_t count, const auto& each) {
-    const int n_lanes = lt_->fork(s);
-    for (size_t i = 0; i < count; ++i) each(i, n_lanes > 0 ? lt_->lane(static_cast<int>(i) % n_lanes) : s);
-    lt_->join(s);
-  };
+  const auto over_lanes = [&](size_t count, const auto& each) { lt_->over_lanes(s, 0, count, each); };
   const auto gemm = [&](const uint8_t* x, const Run& r, int64_t N, int64_t Kd, const Weight& w, float* y,
                         cudaStream_t lane) {
     launched(lt_->fp8_gemm(x + r.r0 * Kd, r.rows, N, Kd, dev(w, "expert"), y + r.r0 * N, N, false, lane),
@@ -341,13 +337,17 @@ bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max
   const int64_t F = args.experts[0].gate.w.dim(0);
   const cudaStream_t s = as_stream(stream_);
   if (!int4_lt_enabled() || D % 32 != 0 || F % 32 != 0 || !LtGemm::usable_on(s)) return false;
-  // One 4-bit layout for gate, up and down (the dequantisation takes one; expert_table checks each matrix across the
-  // experts), a group size the 16-byte pieces do not straddle, 16-byte aligned codes.
-  const DevWeight g0 = dev(args.experts[0].gate, "expert gate");
-  if (g0.type != WType::kInt4 || g0.group_size % kInt4GroupMultiple != 0) return false;
+  // One 4-bit layout for gate, up and down (the dequantisation takes one; expert_table has checked that each matrix
+  // has expert 0's layout), a group size the 16-byte pieces do not straddle, 16-byte aligned codes.
+  const FfnWeights& w0 = args.experts[0];
+  const DevWeight g0 = dev(w0.gate, "expert gate");
+  if (g0.type != WType::kInt4 || g0.group_size % kInt4GroupMultiple != 0 || !same_layout(dev(w0.up, "expert up"), g0) ||
+      !same_layout(dev(w0.down, "expert down"), g0)) {
+    return false;
+  }
   for (const FfnWeights& w : args.experts) {
     for (const Weight* m : {&w.gate, &w.up, &w.down}) {
-      if (!same_layout(dev(*m, "expert"), g0) || reinterpret_cast<uintptr_t>(m->w.data()) % 16 != 0) return false;
+      if (reinterpret_cast<uintptr_t>(m->w.data()) % 16 != 0) return false;
     }
   }
   const ExpertTable experts = expert_table(args.experts);
@@ -369,11 +369,6 @@ bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max
   auto* wb = a.array<uint16_t>(std::min(chunk, static_cast<size_t>(E)) * 3 * static_cast<size_t>(matrix));
   float* out = a.array<float>(static_cast<size_t>(used * D));
   const bool is_symmetric = g0.int4_offsets == nullptr;
-  const auto over_lanes = [&](size_t begin, size_t end, const auto& each) {
-    const int n_lanes = lt_->fork(s);
-    for (size_t i = begin; i < end; ++i) each(i, n_lanes > 0 ? lt_->lane(static_cast<int>(i - begin) % n_lanes) : s);
-    lt_->join(s);
-  };
   const auto gemm = [&](const uint16_t* x, const ExpertRun& r, int64_t N, int64_t Kd, const uint16_t* w, float* y,
                         cudaStream_t lane) {
     launched(lt_->bf16_gemm(x + r.r0 * Kd, r.rows, N, Kd, w, y + r.r0 * N, N, lane), "moe cublaslt bf16");
@@ -385,13 +380,13 @@ bool CudaBackend::routed_int4_experts_lt(const MoeArgs& args, int G, int64_t max
     const auto w_of = [&](size_t i, int j) { return wb + (3 * (i - c0) + static_cast<size_t>(j)) * matrix; };
     launched(launch_dequant_int4_bf16(experts.d, E, ids_d + c0, static_cast<int>(c1 - c0), is_symmetric, F, D, wb, s),
              "moe dequant bf16");
-    over_lanes(c0, c1, [&](size_t i, cudaStream_t lane) {
+    lt_->over_lanes(s, c0, c1, [&](size_t i, cudaStream_t lane) {
       gemm(xb, runs[i], F, D, w_of(i, 0), gate, lane);
       gemm(xb, runs[i], F, D, w_of(i, 1), up, lane);
     });
     const int64_t r0 = runs[c0].r0, r1 = runs[c1 - 1].r0 + runs[c1 - 1].rows;
     launched(launch_silu_mul_bf16(gate + r0 * F, up + r0 * F, r1 - r0, F, hb + r0 * F, s), "moe gating bf16");
-    over_lanes(c0, c1, [&](size_t i, cudaStream_t lane) { gemm(hb, runs[i], D, F, w_of(i, 2), out, lane); });
+    lt_->over_lanes(s, c0, c1, [&](size_t i, cudaStream_t lane) { gemm(hb, runs[i], D, F, w_of(i, 2), out, lane); });
   }
   auto* row_of_pair = a.array<int32_t>(static_cast<size_t>(T * K));
   launched(launch_invert_rows(sorted_pair, used, row_of_pair, s), "moe invert rows");

@@ -68,6 +68,14 @@ class LtGemm {
   int fork(cudaStream_t stream);
   cudaStream_t lane(int i) const { return lanes_[static_cast<size_t>(i)]; }
   void join(cudaStream_t stream);
+  // each(i, lane) for i in [begin, end), round the lanes (on `stream` itself when there are none), between a fork and
+  // a join of `stream`.
+  template <class Each>
+  void over_lanes(cudaStream_t stream, size_t begin, size_t end, const Each& each) {
+    const int n = fork(stream);
+    for (size_t i = begin; i < end; ++i) each(i, n > 0 ? lane(static_cast<int>(i - begin) % n) : stream);
+    join(stream);
+  }
 
  private:
   struct Plan;

@@ -137,7 +137,7 @@ int64_t matmul_tc_workspace_floats(const MatmulProblem& p);  // the split-K part
 // QUATRE_CUDA_SMALL_TC=0. False: the FMA kernel of matmul.cu (or past 8 rows the large-M kernels) runs. rows_per_group: the group's rows (plain: 8, whatever M).
 bool small_tc_applies(const MatmulProblem& p);
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
-// Whether the small tensor-core kernel reads p's x_terms (matmul_takes_terms, kernels.h).
+// Whether the small tensor-core kernel, where it runs p, reads p's x_terms (matmul_takes_terms, kernels.h).
 bool small_tc_takes_terms(const MatmulProblem& p);
 
 }  // namespace quatre::cuda

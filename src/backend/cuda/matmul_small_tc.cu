@@ -587,7 +587,7 @@ bool terms_apply(const MatmulProblem& p) {
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
 void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
-bool small_tc_takes_terms(const MatmulProblem& p) { return small_tc_applies(p) && terms_apply(p); }
+bool small_tc_takes_terms(const MatmulProblem& p) { return terms_apply(p); }
 
 bool small_tc_applies(const MatmulProblem& p) {
   const int mode = g_test_mode.load();
@@ -629,8 +629,7 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
   } else if (p.weight.type == WType::kInt4) {
     // weight2 and the experts have weight's symmetry (the host checks).
     const bool offsets = p.weight.int4_offsets != nullptr;
-    if (p.x_terms != nullptr && terms_apply(p)) {  // one row block (launch_typed launches no other with terms)
-      if (p.experts == nullptr && p.M > kRows) return cudaErrorInvalidValue;
+    if (p.x_terms != nullptr && terms_apply(p)) {  // one row block (terms_apply; launch_typed launches no other)
       offsets ? launch_typed<WType::kInt4, true, XMode::kTerms>(p, rows_per_group, stream)
               : launch_typed<WType::kInt4, false, XMode::kTerms>(p, rows_per_group, stream);
     } else {

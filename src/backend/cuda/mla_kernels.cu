@@ -422,6 +422,22 @@ constexpr int kCombineCols = 32, kCombineRows = kCombineCols / kCombineWarps, kC
 constexpr int kMaxSplits = 256;       // what the combine takes (its factors in shared memory)
 constexpr int kMaxSplitsTiled = 64;   // what mla_splits gives the CUDA-core key pass (four blocks an SM of 53 KB)
 
+// The splits' merge factors of one (token, head) by a warp: factor[s] = exp(m_s − M) / Σ_s' l_s' · exp(m_s' − M),
+// M the splits' max (finite: the first split has a key), lane i over splits i, i + 32, ... in order.
+__device__ __forceinline__ void split_factors(const float* ml, int n_splits, int lane, float* factor) {
+  float M = -INFINITY;
+  for (int s = lane; s < n_splits; s += 32) M = fmaxf(M, ml[2 * s]);
+  M = warp_max(M);
+  float L = 0.0f;
+  for (int s = lane; s < n_splits; s += 32) {
+    const float m = ml[2 * s], e = m == -INFINITY ? 0.0f : expf(m - M);
+    factor[s] = e;
+    if (e != 0.0f) L += ml[2 * s + 1] * e;
+  }
+  L = warp_sum(L);
+  for (int s = lane; s < n_splits; s += 32) factor[s] /= L;
+}
+
 template <WType KT, bool kPrefetch>
 __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaunch a) {
   extern __shared__ float ctx[];  // [R], then the threads' partial quads
@@ -448,19 +464,7 @@ __global__ void __launch_bounds__(32 * kCombineWarps) mla_combine_kernel(MlaLaun
   pdl_begin();
   const float* ml = a.split_ml + 2 * th * a.n_splits;
   const float* part = (a.n_splits > 1 ? a.split_ctx : a.q_abs) + th * a.n_splits * R;  // [n_splits, R]
-  if (warp == 0) {  // the splits' max and normaliser over the warp, lane i over splits i, i + 32, ... in order
-    float M = -INFINITY;
-    for (int s = lane; s < a.n_splits; s += 32) M = fmaxf(M, ml[2 * s]);
-    M = warp_max(M);  // finite: the first split has a key
-    float L = 0.0f;
-    for (int s = lane; s < a.n_splits; s += 32) {
-      const float m = ml[2 * s], e = m == -INFINITY ? 0.0f : expf(m - M);
-      factor[s] = e;
-      if (e != 0.0f) L += ml[2 * s + 1] * e;
-    }
-    L = warp_sum(L);
-    for (int s = lane; s < a.n_splits; s += 32) factor[s] /= L;
-  }
+  if (warp == 0) split_factors(ml, a.n_splits, lane, factor);
   __syncthreads();
   // ctx = Σ_s factor[s] · part[s]: thread i takes the 4 columns of quad i % (R/4) over every (512/(R/4))-th split,
   // 16-byte loads, 8 in flight (one column a thread over all 64 splits waited on L2 16 times: 23 us a layer on an
@@ -527,18 +531,7 @@ __global__ void __launch_bounds__(kCombineTokenThreads) mla_combine_tokens_kerne
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
   pdl_begin();  // the splits come from the key pass ahead (pdl.cuh)
   for (int j = warp; j < n_tok; j += kCombineTokenThreads / 32) {
-    const float* ml = a.split_ml + 2 * ((t0 + j) * a.H + h) * n_splits;
-    float M = -INFINITY;
-    for (int s = lane; s < n_splits; s += 32) M = fmaxf(M, ml[2 * s]);
-    M = warp_max(M);  // finite: the first split has a key
-    float L = 0.0f;
-    for (int s = lane; s < n_splits; s += 32) {
-      const float m = ml[2 * s], e = m == -INFINITY ? 0.0f : expf(m - M);
-      factor[j * n_splits + s] = e;
-      if (e != 0.0f) L += ml[2 * s + 1] * e;
-    }
-    L = warp_sum(L);
-    for (int s = lane; s < n_splits; s += 32) factor[j * n_splits + s] /= L;
+    split_factors(a.split_ml + 2 * ((t0 + j) * a.H + h) * n_splits, n_splits, lane, factor + j * n_splits);
   }
   __syncthreads();
   for (int i = tid; i < kCombineTokens * R; i += kCombineTokenThreads) {
