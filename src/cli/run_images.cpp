@@ -10,10 +10,9 @@
 
 namespace quatre::cli {
 
-std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint) {
-  const auto& vc = checkpoint.config().vision;
-  if (!vc) return nullptr;
-  return std::make_unique<vision::VisionModel>(*vc, vision::VisionWeights::load(checkpoint));
+std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint, Device device) {
+  if (!checkpoint.config().vision) return nullptr;
+  return std::make_unique<vision::VisionModel>(checkpoint, make_backend(device));
 }
 
 PromptImages encode_prompt_images(const std::vector<std::string>& paths, const vision::VisionModel* model, std::string_view option) {
@@ -39,17 +38,17 @@ PromptImages encode_prompt_images(const std::vector<std::string>& paths, const v
   return out;
 }
 
-PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint) {
+PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint, Device device) {
   if (paths.empty()) return {};
   if (!checkpoint.config().vision) throw InvalidRequest(fmt::format("--image: the model at {} has no vision tower", checkpoint.dir().string()));
-  const std::unique_ptr<vision::VisionModel> model = load_vision_model(checkpoint);
+  const std::unique_ptr<vision::VisionModel> model = load_vision_model(checkpoint, device);
   return encode_prompt_images(paths, model.get(), "--image");
 }
 
 std::string ChatImages::attach(const std::string& path) {
   if (!takes_images()) throw InvalidRequest("this model has no vision tower: it does not take images");
   if (!can_splice_) throw InvalidRequest("images are not supported on this device yet (the backend cannot splice image features); use --device cpu");
-  if (!model_) model_ = load_vision_model(checkpoint_);
+  if (!model_) model_ = load_vision_model(checkpoint_, device_);
   auto it = encoded_.find(path);
   if (it == encoded_.end()) {
     PromptImages im = encode_prompt_images({path}, model_.get(), "");

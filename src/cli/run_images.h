@@ -24,21 +24,24 @@ struct PromptImages {
   std::vector<float> features;                  // [Σ [IMG] tokens, D]
 };
 
-// The checkpoint's vision tower with its weights dequantised once; null for a checkpoint without one.
-std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint);
+// The checkpoint's vision tower on a backend of its own on `device` (the text model's: its features are spliced
+// there); null for a checkpoint without one. The checkpoint must outlive it.
+std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint, Device device);
 
 // Throws InvalidRequest naming `option` for a model without a vision tower (`model` null) or an image file that
 // cannot be read or decoded.
 PromptImages encode_prompt_images(const std::vector<std::string>& paths, const vision::VisionModel* model, std::string_view option);
-// The same, loading the checkpoint's tower (`quatre run --image`).
-PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint);
+// The same, loading the checkpoint's tower on `device` (`quatre run --image`).
+PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint, Device device);
 
 // The images of a chat, encoded once each (by path) when attached and reused by every later turn's prompt. The
 // tower is loaded on the first image.
 class ChatImages {
  public:
-  // can_splice: the backend's can_set_rows() (false: every image is refused with that reason).
-  ChatImages(const io::Checkpoint& checkpoint, bool can_splice) : checkpoint_(checkpoint), can_splice_(can_splice) {}
+  // can_splice: the backend's can_set_rows() (false: every image is refused with that reason); the tower runs on
+  // `device`.
+  ChatImages(const io::Checkpoint& checkpoint, bool can_splice, Device device)
+      : checkpoint_(checkpoint), can_splice_(can_splice), device_(device) {}
   bool takes_images() const { return checkpoint_.config().vision.has_value(); }
   // Decodes and encodes the file (unless done before); "resized to WxH px: CxR [IMG] tokens". InvalidRequest naming
   // the file when it cannot be read or decoded, or when the model has no tower.
@@ -56,6 +59,7 @@ class ChatImages {
   };
   const io::Checkpoint& checkpoint_;
   bool can_splice_;
+  Device device_;
   std::unique_ptr<vision::VisionModel> model_;
   std::unordered_map<std::string, Encoded> encoded_;
 };

@@ -36,6 +36,45 @@ void check_attn_meta(const AttnMeta& m, int64_t T, int64_t n_blocks, int64_t blo
   }
 }
 
+namespace {
+
+void check_heads(const Tensor& t, const char* what, int64_t N, int64_t H, int64_t width) {
+  if (t.dtype() != DType::F32 || t.rank() != 2 || t.dim(0) != N || t.dim(1) != width || H < 1 || width % H != 0) {
+    throw InvalidRequest(fmt::format("{}: expected F32 [{}, {}] ({} heads), got {} {}", what, N, width, H,
+                                     dtype_name(t.dtype()), t.shape_string()));
+  }
+}
+
+}  // namespace
+
+void check_rope_2d_args(const Tensor& q, const Tensor& k, const Rope2dArgs& args) {
+  const auto N = static_cast<int64_t>(args.rows.size());
+  const int64_t dh = args.head_dim;
+  if (dh < 4 || dh % 4 != 0 || static_cast<int64_t>(args.cols.size()) != N ||
+      static_cast<int64_t>(args.freq.size()) != dh / 2) {
+    throw InvalidRequest(fmt::format("rope_2d: head_dim {} (a multiple of 4), {} rows, {} columns, {} frequencies "
+                                     "(expected head_dim/2)", dh, N, args.cols.size(), args.freq.size()));
+  }
+  check_heads(q, "rope_2d q", N, args.n_heads, args.n_heads * dh);
+  check_heads(k, "rope_2d k", N, args.n_heads, args.n_heads * dh);
+}
+
+void check_segment_attention_args(const SegmentAttentionArgs& args) {
+  if (!args.q.is_defined() || args.q.rank() != 2) throw InvalidRequest("segment_attention: q must be [N, H*dh]");
+  const int64_t N = args.q.dim(0), width = args.q.dim(1);
+  check_heads(args.q, "segment_attention q", N, args.n_heads, width);
+  check_heads(args.k, "segment_attention k", N, args.n_heads, width);
+  check_heads(args.v, "segment_attention v", N, args.n_heads, width);
+  const std::span<const int32_t> b = args.segment_begin;
+  bool ok = b.size() >= 2 && b.front() == 0 && b.back() == N && args.scale > 0.0f;
+  for (size_t i = 1; ok && i < b.size(); ++i) ok = b[i] > b[i - 1];
+  if (!ok) {
+    throw InvalidRequest(fmt::format("segment_attention: segment bounds must rise from 0 to N={} (got {} bounds, "
+                                     "first {}, last {}) with a positive scale ({})",
+                                     N, b.size(), b.empty() ? -1 : b.front(), b.empty() ? -1 : b.back(), args.scale));
+  }
+}
+
 void Backend::rope_kv_write(Tensor q, Tensor kv_cache, const Tensor& kv_a, const Weight& kv_norm, float eps,
                             const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a) {
   auto [c_raw, k_rope] = split_cols(kv_a, rope_args.dims.kv_lora_rank, a);  // [T,R], [T,Dr]

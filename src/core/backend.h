@@ -101,6 +101,36 @@ struct MlaArgs {
   bool bf16_operands = false;
 };
 
+// Pixtral's 2-D rotary embedding (MODEL.md §7.3), in place on q and k [N, H*dh] (F32): in every head, pair j < dh/2
+// turns by the fp32 angle float(rows[t]) * freq[2j] for j < dh/4, else float(cols[t]) * freq[2(j - dh/4) + 1], with
+// the fp32 cos and sin of that angle: (x0, x1) <- (x0·cos - x1·sin, x1·cos + x0·sin). Pair j is the columns
+// (2j, 2j+1) of the head (Mistral-native q/k rows), or (j, j + dh/2) (Hugging Face's rotate-half rows, §2.5).
+struct Rope2dArgs {
+  std::span<const float> freq = {};     // [dh/2] theta^(-2j/dh), host
+  std::span<const int32_t> rows = {};   // [N] each patch's row in its image
+  std::span<const int32_t> cols = {};   // [N] and column
+  int64_t n_heads = 0;                  // H
+  int64_t head_dim = 0;                 // dh, a multiple of 4
+  bool half_pairs = false;              // pairs (j, j + dh/2); false: (2j, 2j+1)
+};
+
+// Bidirectional softmax attention inside segments (the images of one vision call: a patch sees only its own image's
+// patches, MODEL.md §7.3): out[t, h] = Σ_u p_u v[u, h], p = softmax_u(scale · q[t, h]·k[u, h]) over the u of t's
+// segment [segment_begin[i], segment_begin[i+1]). q, k, v: [N, H*dh] F32 -> [N, H*dh] F32.
+struct SegmentAttentionArgs {
+  Tensor q, k, v;
+  std::span<const int32_t> segment_begin = {};  // host: 0 = b_0 < b_1 < ... < b_n = N
+  int64_t n_heads = 0;                          // H
+  float scale = 0.0f;                           // 1/sqrt(dh) for Pixtral
+};
+
+// Throws InvalidRequest unless q and k are F32 [N, H*dh] alike with dh a multiple of 4, and args has N rows and
+// columns and dh/2 frequencies. What a rope_2d checks first (core/backend.cpp).
+void check_rope_2d_args(const Tensor& q, const Tensor& k, const Rope2dArgs& args);
+// Throws InvalidRequest unless q, k, v are F32 [N, H*dh] alike with dh > 0, and the segments cut [0, N) into
+// non-empty runs. What a segment_attention checks first (core/backend.cpp).
+void check_segment_attention_args(const SegmentAttentionArgs& args);
+
 // Throws InvalidRequest unless every one of the T tokens of `m` attends to a context of 1..max_blocks_per_seq *
 // block_size entries of a sequence that has a row of block_tables, whose blocks up to that context lie in
 // [0, n_blocks). What an attention op must know before it reads a paged cache (core/backend.cpp).
@@ -269,6 +299,11 @@ class Backend {
   virtual void rope_kv_write(Tensor q, Tensor kv_cache, const Tensor& kv_a, const Weight& kv_norm, float eps,
                              const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a);
   virtual Tensor mla_attention(const MlaArgs& args, Arena& a) = 0;  // -> [T, H*Dv]
+
+  // The vision tower's ops (Pixtral, MODEL.md §7.3-§7.6); the rest of it is rms_norm, matmul, ffn and add_to.
+  virtual void rope_2d(Tensor q, Tensor k, const Rope2dArgs& args) = 0;                       // in place
+  virtual Tensor segment_attention(const SegmentAttentionArgs& args, Arena& a) = 0;          // -> [N, H*dh]
+  virtual void gelu(Tensor x) = 0;  // in place, F32: x <- 0.5·x·(1 + erf(x/√2)) (the projector's exact GELU)
 
   virtual Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) = 0;  // logits [T,E]
   virtual Tensor moe(const MoeArgs& args, Arena& a) = 0;                             // -> [T,D]

@@ -31,8 +31,7 @@ class EngineImagesTest : public test::TinyModelTest {
  protected:
   static void SetUpTestSuite() {
     TinyModelTest::SetUpTestSuite();
-    const io::VisionConfig& vc = *loaded_->checkpoint.config().vision;
-    vision_ = new vision::VisionModel(vc, vision::VisionWeights::load(loaded_->checkpoint));
+    vision_ = new vision::VisionModel(loaded_->checkpoint, make_backend(Device::kCpu));
   }
   static void TearDownTestSuite() {
     delete vision_;

@@ -305,7 +305,7 @@ class RemoteImagePartsTest : public ImageFetchTest {
   static void SetUpTestSuite() {
     dir_ = new model::test::TempDir();
     loaded_ = new model::test::LoadedModel(model::test::make_checkpoint(*dir_, "m", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
-    vision_ = new vision::VisionModel(*loaded_->checkpoint.config().vision, vision::VisionWeights::load(loaded_->checkpoint));
+    vision_ = new vision::VisionModel(loaded_->checkpoint, make_backend(Device::kCpu));
   }
   static void TearDownTestSuite() {
     delete vision_;

@@ -9,7 +9,6 @@
 #include "io/model_config.h"
 #include "vision/preprocess.h"
 #include "vision/resample.h"
-#include "vision/vision_model.h"
 
 namespace quatre::vision::test {
 namespace {
@@ -62,16 +61,6 @@ TEST(Preprocess, NormalizeUsesClipConstants) {
   EXPECT_FLOAT_EQ(p.chw[0], (0.0f - 0.48145466f) / 0.26862954f);
   EXPECT_FLOAT_EQ(p.chw[1], (1.0f - 0.4578275f) / 0.26130258f);
   EXPECT_FLOAT_EQ(p.chw[2], (128.0f / 255.0f - 0.40821073f) / 0.27577711f);
-}
-
-TEST(Preprocess, EncoderRefusesSizesPastItsTable) {
-  io::VisionConfig c = *io::preset("tiny").vision;  // 112 px, patch 14
-  VisionWeights w;  // never reached: the size check comes first
-  const VisionModel model(c, std::move(w));
-  const std::vector<PixelValues> too_big = {PixelValues{.height = 140, .width = 28, .chw = std::vector<float>(3 * 140 * 28)}};
-  EXPECT_THROW(model.image_features(too_big), InvalidRequest);
-  const std::vector<PixelValues> odd = {PixelValues{.height = 42, .width = 28, .chw = std::vector<float>(3 * 42 * 28)}};
-  EXPECT_THROW(model.image_features(odd), InvalidRequest);
 }
 
 }  // namespace

@@ -28,6 +28,10 @@ class CpuBackend final : public Backend {
   void kv_write(Tensor kv_cache, const Tensor& c_kv, const Tensor& k_rope, std::span<const int64_t> slots) override;
   Tensor mla_attention(const MlaArgs& args, Arena& a) override;  // mla_attention.cpp
 
+  void rope_2d(Tensor q, Tensor k, const Rope2dArgs& args) override;                // vision_ops.cpp
+  Tensor segment_attention(const SegmentAttentionArgs& args, Arena& a) override;   // vision_ops.cpp
+  void gelu(Tensor x) override;                                                    // vision_ops.cpp
+
   Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) override;  // moe.cpp
   Tensor moe(const MoeArgs& args, Arena& a) override;                             // moe.cpp
   Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) override;            // moe.cpp
