@@ -2,7 +2,8 @@
 // tests/data/golden/vision/*.safetensors): alpha compositing and the bicubic resize bit for bit against Pillow, the
 // normalised pixel values, the Pixtral tower's last hidden state, the projector output (image features) and the
 // logits of prompts whose [IMG] embeddings are replaced by the features, on the tiny-hf-bf16-s1 checkpoint that
-// gen-model regenerates bit for bit.
+// gen-model regenerates bit for bit. The tower runs on the CPU backend here; test_vision_golden_cuda builds this file
+// with QUATRE_VISION_GOLDEN_CUDA to run it on the CUDA backend (label gpu), against the same goldens.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "engine/generate.h"
 #include "io/safetensors.h"
 #include "model/prompt_run.h"
@@ -27,6 +29,12 @@
 
 namespace quatre::vision::test {
 namespace {
+
+#ifdef QUATRE_VISION_GOLDEN_CUDA
+constexpr Device kTowerDevice = Device::kCuda;
+#else
+constexpr Device kTowerDevice = Device::kCpu;
+#endif
 
 namespace fs = std::filesystem;
 using model::test::diff;
@@ -115,12 +123,26 @@ TEST(VisionGolden, PreprocessingMatchesPillow) {
 }
 
 // Tower, projector and logits with the features spliced in.
+TEST(VisionGolden, EncoderRefusesSizesPastItsTable) {
+  if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";
+  model::test::TempDir dir;
+  const model::test::LoadedModel loaded(model::test::make_checkpoint(dir, "hf", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
+  const VisionModel model(loaded.checkpoint, make_backend(kTowerDevice));  // 112 px, patch 14
+  const std::vector<PixelValues> too_big = {PixelValues{.height = 140, .width = 28, .chw = std::vector<float>(3 * 140 * 28)}};
+  EXPECT_THROW(model.image_features(too_big), InvalidRequest);
+  const std::vector<PixelValues> odd = {PixelValues{.height = 42, .width = 28, .chw = std::vector<float>(3 * 42 * 28)}};
+  EXPECT_THROW(model.image_features(odd), InvalidRequest);
+  const std::vector<PixelValues> short_pixels = {PixelValues{.height = 28, .width = 28, .chw = std::vector<float>(3 * 28)}};
+  EXPECT_THROW(model.image_features(short_pixels), InvalidRequest);
+}
+
 TEST(VisionGolden, EncoderAndLogitsMatchTransformers) {
+  if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";
   model::test::TempDir dir;
   const fs::path ckpt = model::test::make_checkpoint(dir, "hf", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1});
   const model::test::LoadedModel loaded(ckpt);
   const io::VisionConfig& vc = *loaded.checkpoint.config().vision;
-  const VisionModel vision(vc, VisionWeights::load(loaded.checkpoint));
+  const VisionModel vision(loaded.checkpoint, make_backend(kTowerDevice));  // the text model on the CPU
   const model::TextModel text(loaded.text(), loaded.weights, *loaded.backend,
                               {.mla_form = MlaForm::kAbsorbed, .softmax_scale = model::SoftmaxScale::kTransformers});
   char hash[17];

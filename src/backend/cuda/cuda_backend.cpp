@@ -1,7 +1,7 @@
 // CudaBackend: argument checks on the host (shapes, ids, slots, block tables: everything the host can see), then
 // one or a few kernel launches on the backend's stream: streams, uploads, weights, and the dense and attention ops
-// here; the MoE ops in cuda_backend_moe.cpp, summarize_logits in cuda_backend_sampling.cpp. Kernels are in the .cu
-// files. Depends on core and the CUDA runtime.
+// here; the MoE ops in cuda_backend_moe.cpp, summarize_logits in cuda_backend_sampling.cpp, the vision tower's ops
+// in cuda_backend_vision.cpp. Kernels are in the .cu files. Depends on core and the CUDA runtime.
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>

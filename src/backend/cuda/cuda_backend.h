@@ -59,6 +59,11 @@ class CudaBackend final : public Backend {
                      const RopeArgs& rope_args, std::span<const int64_t> slots, Arena& a) override;
   Tensor mla_attention(const MlaArgs& args, Arena& a) override;
 
+  // The vision tower's ops (cuda_backend_vision.cpp, vision_kernels.cu).
+  void rope_2d(Tensor q, Tensor k, const Rope2dArgs& args) override;
+  Tensor segment_attention(const SegmentAttentionArgs& args, Arena& a) override;
+  void gelu(Tensor x) override;
+
   Routing route(const Tensor& logits, const RouteArgs& args, Arena& a) override;
   Tensor moe(const MoeArgs& args, Arena& a) override;
   Tensor ffn(const Tensor& x, const FfnWeights& w, Arena& a) override;
@@ -195,6 +200,7 @@ class CudaBackend final : public Backend {
   std::map<const void*, ExpertTable> expert_tables_;  // experts.data() -> device [3][E] DevWeight
   std::unique_ptr<LtGemm> lt_;                   // cuBLASLt's handle and plans
   std::vector<std::byte> summary_up_, summary_down_;  // summarize_logits' host staging
+  std::vector<int32_t> attention_tiles_;              // segment_attention's tiles before their upload
 };
 
 }  // namespace quatre::cuda

@@ -184,6 +184,21 @@ struct RopeKvWriteLaunch {
 };
 cudaError_t launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t stream);  // g = silu(g) * u
+
+// The vision tower's ops (vision_kernels.cu), fp32. In place on q and k [N, H*dh]: Pixtral's 2-D RoPE as
+// core/backend.h's Rope2dArgs says (freq [dh/2], rows and cols [N] on the device; dh a multiple of 4).
+cudaError_t launch_rope_2d(float* q, float* k, int64_t N, int64_t H, int64_t dh, const float* freq,
+                           const int32_t* rows, const int32_t* cols, bool half_pairs, cudaStream_t stream);
+// Softmax attention inside segments (SegmentAttentionArgs): out [N, H*dh] from q, k, v [N, H*dh]. The work comes as
+// n_tiles tiles (device [n_tiles][4] = q0, q1, k0, k1): the query rows [q0, q1), at most kSegmentAttentionRows of
+// them, of the segment [k0, k1), which are its keys. dh <= kSegmentAttentionMaxHeadDim (else cudaErrorInvalidValue).
+constexpr int kSegmentAttentionRows = 64;
+constexpr int64_t kSegmentAttentionMaxHeadDim = 128;
+cudaError_t launch_segment_attention(const float* q, const float* k, const float* v, float* out, int64_t H,
+                                     int64_t dh, const int32_t* tiles, int64_t n_tiles, float scale,
+                                     cudaStream_t stream);
+// x <- 0.5·x·(1 + erf(x/√2)) over n floats, each operation rounded as the CPU's float expression.
+cudaError_t launch_gelu(float* x, int64_t n, cudaStream_t stream);
 // A prompt's 4-bit routed experts through cuBLASLt's BF16 GEMM (cuda_backend_moe.cpp): out[m, k] = bf16(x[rows[m],
 // k]) (rows null: m; a row of -1: zeros); K % 4 == 0, ldx % 4 == 0, x 16-byte and out 8-byte aligned.
 cudaError_t launch_bf16_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out,
