@@ -1,5 +1,5 @@
-// quatre-bench: `quatre bench` as a binary of its own that links only the model and the backends (no server,
-// tokenizer or vision), quick to build and carry to a GPU host. Same options as `quatre bench`.
+// quatre-bench: `quatre bench` as a binary of its own that links only the model, the vision tower and the backends
+// (no server), quick to build and carry to a GPU host. Same options as `quatre bench`.
 #include <cstdio>
 #include <exception>
 

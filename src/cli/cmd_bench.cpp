@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/bench_vision.h"
 #include "cli/commands.h"
 #include "cli/random_weights.h"
 #include "core/backend.h"
@@ -57,6 +58,7 @@ struct BenchArgs {
   // peak, under which the tensor-core prefill read as ~88% of its roofline.
   double peak_tflops = 989.0;
   bool profile = false;
+  std::vector<int64_t> vision;  // image sides (px): time the vision tower instead (bench_vision.h)
 };
 
 constexpr int64_t kBlockSize = 16;
@@ -202,6 +204,10 @@ std::vector<cuda::ProfileRow> profile_run(cuda::CudaBackend& cb, Work&& work) {
 #endif
 
 int run_bench(const BenchArgs& o) {
+  if (!o.vision.empty()) {
+    if (!o.random_weights || o.device != "cuda") throw InvalidRequest("bench --vision: needs --random-weights on --device cuda");
+    return run_vision_bench({.preset = o.preset, .sides = o.vision, .reps = o.steps, .seed = o.seed, .peak_tflops = o.peak_tflops});
+  }
   const Device device = o.device == "cuda" ? Device::kCuda : Device::kCpu;
   std::unique_ptr<Backend> be = make_backend(device);
   std::optional<io::Checkpoint> checkpoint;
@@ -405,6 +411,10 @@ Runner add_bench(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--no-graphs", o->no_graphs, "Launch decode steps op by op instead of as CUDA graphs (A/B)");
+  app.add_option("--vision", o->vision,
+                 "Time the vision tower (random BF16 weights of --preset) on one square image per side in px, instead "
+                 "of the text model (--steps runs each)")
+      ->delimiter(',');
   app.add_flag("--profile", o->profile,
                "Per decode batch size and prompt length, one more step (or prefill) timed op by op on the GPU (CUDA)");
   return [o] { return run_bench(*o); };

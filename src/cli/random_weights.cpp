@@ -143,9 +143,34 @@ model::TextWeights random_text_weights(const io::TextConfig& t, Backend& backend
   cuda->synchronize();
   return w;
 }
+vision::VisionWeights random_vision_weights(const io::VisionConfig& v, int64_t text_hidden, Backend& backend,
+                                            uint64_t seed) {
+  auto* cuda = dynamic_cast<cuda::CudaBackend*>(&backend);
+  if (cuda == nullptr) throw InvalidRequest("--vision needs the CUDA backend (--device cuda)");
+  Draw d(*cuda, RandomDType::kBf16, model::Fp8Activations::kNone, seed);
+  const int64_t Hv = v.hidden_size, P = v.patch_size, MM = v.spatial_merge_size * v.spatial_merge_size;
+  vision::VisionWeights w;
+  w.patch_conv = d.bf16(Hv, 3 * P * P);
+  w.ln_pre = d.norm(Hv);
+  for (int64_t l = 0; l < v.n_layers; ++l) {
+    w.layers.push_back({.attn_norm = d.norm(Hv), .ffn_norm = d.norm(Hv), .q = d.bf16(Hv, Hv), .k = d.bf16(Hv, Hv),
+                        .v = d.bf16(Hv, Hv), .o = d.bf16(Hv, Hv),
+                        .ffn = {d.bf16(v.intermediate_size, Hv), d.bf16(v.intermediate_size, Hv),
+                                d.bf16(Hv, v.intermediate_size)}});
+  }
+  w.projector_norm = d.norm(Hv);
+  w.merger = d.bf16(Hv, MM * Hv);
+  w.linear_1 = d.bf16(text_hidden, Hv);
+  w.linear_2 = d.bf16(text_hidden, text_hidden);
+  cuda->synchronize();
+  return w;
+}
 #else
 model::TextWeights random_text_weights(const io::TextConfig&, Backend&, RandomDType, uint64_t, model::Fp8Activations) {
   throw InvalidRequest("--random-weights needs a CUDA build (QUATRE_CUDA=ON)");
+}
+vision::VisionWeights random_vision_weights(const io::VisionConfig&, int64_t, Backend&, uint64_t) {
+  throw InvalidRequest("--vision needs a CUDA build (QUATRE_CUDA=ON)");
 }
 #endif
 

@@ -9,6 +9,7 @@
 #include "core/backend.h"
 #include "io/model_config.h"
 #include "model/text_weights.h"
+#include "vision/vision_model.h"
 
 namespace quatre::cli {
 
@@ -44,5 +45,10 @@ io::TextConfig random_weights_config(std::string_view preset, int64_t layers);
 // moe_intermediate_size. fp8 kStatic: the FP8 linears but kv_b carry a static activation scale of 8/448 (W8A8).
 model::TextWeights random_text_weights(const io::TextConfig& text, Backend& backend, RandomDType dtype, uint64_t seed,
                                        model::Fp8Activations fp8 = model::Fp8Activations::kNone);
+
+// The vision tower and projector of `vision` for a text model of width text_hidden (quatre bench --vision), drawn
+// on the CUDA backend as the release stores them: BF16 linears of std 0.02, norm gains 1, native q/k rows.
+vision::VisionWeights random_vision_weights(const io::VisionConfig& vision, int64_t text_hidden, Backend& backend,
+                                            uint64_t seed);
 
 }  // namespace quatre::cli

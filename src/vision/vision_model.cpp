@@ -97,16 +97,27 @@ VisionWeights VisionWeights::load(const io::Checkpoint& ck, Backend& backend) {
   return w;
 }
 
-VisionModel::VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend)
-    : be_(std::move(backend)) {
-  CHECK(be_ != nullptr) << "VisionModel without a backend";
+namespace {
+
+const io::VisionConfig& tower_config(const io::Checkpoint& checkpoint) {
   if (!checkpoint.config().vision) {
     throw LoadError(fmt::format("{}: the checkpoint has no vision tower (images need one)", checkpoint.dir().string()));
   }
-  cfg_ = *checkpoint.config().vision;
+  return *checkpoint.config().vision;
+}
+
+}  // namespace
+
+VisionModel::VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend)
+    : VisionModel(tower_config(checkpoint), {}, std::move(backend)) {
+  w_ = VisionWeights::load(checkpoint, *be_);
+}
+
+VisionModel::VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend)
+    : cfg_(config), be_(std::move(backend)), w_(std::move(weights)) {
+  CHECK(be_ != nullptr) << "VisionModel without a backend";
   CHECK(cfg_.head_dim % 4 == 0 && cfg_.n_heads * cfg_.head_dim == cfg_.hidden_size)
       << "vision heads " << cfg_.n_heads << " x " << cfg_.head_dim << " for hidden " << cfg_.hidden_size;
-  w_ = VisionWeights::load(checkpoint, *be_);
   // transformers: 1 / theta ** (arange(0, dh, 2).float() / dh), in float32
   for (int64_t j = 0; j < cfg_.head_dim / 2; ++j) {
     const float e = static_cast<float>(2 * j) / static_cast<float>(cfg_.head_dim);

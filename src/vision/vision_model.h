@@ -46,6 +46,8 @@ class VisionModel {
   // The tower on `backend` (its own: calls run one at a time, beside whatever the text model's backend runs).
   // Throws LoadError when the checkpoint has no vision tower.
   VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend);
+  // The tower of `config` with weights already prepared on `backend` (e.g. drawn there: quatre bench --vision).
+  VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend);
 
   // The tower's last hidden state, every image's patches in order: [Σ (h'/P)(w'/P), Hv].
   std::vector<float> encode(std::span<const PixelValues> images) const;
