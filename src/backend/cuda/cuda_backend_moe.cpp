@@ -469,11 +469,14 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
         p.x_quantized = true;
       }
       // 4-bit experts on the small tensor-core kernel: x, and the gated hidden (where the gating runs after the
-      // products anyway: no launch more), as their three BF16 terms made once.
+      // products anyway: no launch more), as their three BF16 terms made once (or, QUATRE_CUDA_INT4_ACT=bf16, one
+      // plane: the values rounded to BF16).
+      const int planes = int4_bf16_activations() ? 1 : 3;
       if (matmul_takes_terms(p)) {
-        auto* terms = a.array<uint16_t>(static_cast<size_t>(3 * T * D));
-        launched(launch_split_terms(p.x, D, T, D, terms, s), "moe input terms");
+        auto* terms = a.array<uint16_t>(static_cast<size_t>(planes * T * D));
+        launched(launch_split_terms(p.x, D, T, D, terms, planes, s), "moe input terms");
         p.x_terms = terms;
+        p.x_term_planes = planes;
       }
       const bool gates_after = !matmul_gates_in_store(p);
       q.x_quantized = prequantize && gates_after;
@@ -483,9 +486,10 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
       if (q.x_quantized) {
         launched(launch_silu_mul_act_q(gate, up, max_rows, F, table + 2 * E, group_expert, G, s), "moe gating");
       } else if (hidden_terms) {
-        auto* terms = a.array<uint16_t>(static_cast<size_t>(3 * max_rows * F));
-        launched(launch_silu_mul_terms(gate, up, max_rows, F, terms, s), "moe gating");
+        auto* terms = a.array<uint16_t>(static_cast<size_t>(planes * max_rows * F));
+        launched(launch_silu_mul_terms(gate, up, max_rows, F, terms, planes, s), "moe gating");
         q.x_terms = terms;
+        q.x_term_planes = planes;
       }
     }
     const OpScope scope(profiler_, "moe down (routed)");

@@ -47,6 +47,9 @@ struct MatmulProblem {
   // launch_silu_mul_terms: row r's terms at x_terms + 3·K·r as three planes [3][K] (rows indexed as x's). Only the
   // kernels matmul_takes_terms names read them (the same values as splitting x on every load); x stays required.
   const uint16_t* x_terms = nullptr;
+  // Planes of x_terms a row: 3 (the terms above: fp32 activations exactly), or 1 (x rounded to BF16 alone: the 4-bit
+  // experts' activations in BF16, one mma a block instead of three; int4_bf16_activations()).
+  int x_term_planes = 3;
   DevWeight weight;                          // plain problems
   const DevWeight* experts = nullptr;        // grouped problems: device array [E]
   const int32_t* group_expert = nullptr;     // device [M / rows_per_group]
@@ -102,6 +105,14 @@ bool matmul_gates_in_store(const MatmulProblem& p);
 bool matmul_takes_terms(const MatmulProblem& p);
 // Tests: as QUATRE_CUDA_INT4_TERMS says (-1), never (0) or wherever the kernel can (1).
 void set_terms_for_tests(int mode);
+// Whether the routed 4-bit experts that take x_terms take them as one BF16 plane (x rounded to BF16: products of the
+// 4-bit codes and BF16 activations, vLLM's numerics for a 4-bit model; one mma a block instead of three: H100, the
+// whole 4-bit model, batch 64 60.5 -> 50.3 ms) rather than the three exact terms. The default;
+// QUATRE_CUDA_INT4_ACT=fp32 (read once) keeps the three terms.
+bool int4_bf16_activations();
+// Tests: as QUATRE_CUDA_INT4_ACT says (-1), three terms (0) or one BF16 plane (1). The CUDA test fixture sets 0 (its
+// comparisons with the CPU are at fp32 tolerances).
+void set_int4_act_for_tests(int mode);
 // Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M
 // tensor-core tile whose tiles leave SMs idle are split over K (QUATRE_CUDA_TC_SPLIT_K=0: never).
 int64_t matmul_workspace_floats(const MatmulProblem& p);
@@ -211,12 +222,15 @@ cudaError_t launch_silu_mul_bf16(const float* g, const float* u, int64_t M, int6
 // D, F % 32 == 0 (and G % 32: a 16-byte load in one group), out 16-byte aligned.
 cudaError_t launch_dequant_int4_bf16(const DevWeight* table, int64_t E, const int32_t* ids, int n, bool is_symmetric,
                                      int64_t F, int64_t D, uint16_t* out, cudaStream_t stream);
-// out[m][t][k] = term t of x[m, k] (rows ldx apart; out [M][3][K] BF16, split_bf16<3>): a matmul's x_terms.
+// out[m][t][k] = term t of x[m, k] (rows ldx apart; out [M][planes][K] BF16, split_bf16<planes>, planes 3 or 1):
+// a matmul's x_terms.
 // K % 4 == 0, ldx % 4 == 0, x and out 16-byte aligned.
-cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream);
+cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, int planes,
+                               cudaStream_t stream);
 // g = silu(g) · u (launch_silu_mul's arithmetic; g, u [M, K]) and its terms into out as launch_split_terms writes
 // them: a MoE's gated hidden as its down projection's x and x_terms in one pass.
-cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream);
+cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, int planes,
+                                  cudaStream_t stream);
 
 // Softmax over E logits per token, the K largest (ties: lower index), renormalised, times scaling.
 cudaError_t launch_route(const float* logits, int64_t T, int64_t E, int64_t K, float scaling, int32_t* ids,

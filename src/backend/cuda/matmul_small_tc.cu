@@ -71,10 +71,13 @@ __device__ __forceinline__ void a_fragment(const uint4 (&r0)[kLoadsPerRow<T>], c
 // register allocation and left the routed experts at batch 64 ~30% slower on an H100): kSplit: fp32 values as
 // three BF16 terms (W8A16; also W8A8 inputs quantised beforehand, whose lower terms are zeros); kQuantise: W8A8,
 // act_q on each load, one term (FP8 values are exact in BF16); kFp8: W8A8 with x already quantised, one term;
-// kTerms: the three terms made once (MatmulProblem::x_terms; 4-bit weights, one row block).
-enum class XMode : int { kSplit, kQuantise, kFp8, kTerms };
+// kTerms: the three terms made once (MatmulProblem::x_terms; 4-bit weights, one row block); kTerms1: x rounded to
+// BF16 made once, one plane (x_term_planes 1: BF16 activations, one mma a block).
+enum class XMode : int { kSplit, kQuantise, kFp8, kTerms, kTerms1 };
 template <XMode kX>
 constexpr int kTermsOf = kX == XMode::kSplit || kX == XMode::kTerms ? 3 : 1;
+template <XMode kX>
+constexpr bool kMadeTerms = kX == XMode::kTerms || kX == XMode::kTerms1;  // x_terms read, x not
 
 // A thread's activations: rows g, g + 8, ... of the RB row blocks (x_blocks bit rb: row 8rb + g is present; absent
 // rows read as zeros).
@@ -84,7 +87,7 @@ struct Activations {
   unsigned x_blocks;
   int K;
   float load_act;  // W8A8: what act_q divides the loads by, the activation scale (0: x already quantised)
-  const uint16_t* terms;  // XMode::kTerms: row g's three BF16 planes [3][K] (one row block)
+  const uint16_t* terms;  // kMadeTerms: row g's N BF16 planes [N][K] (one row block)
 
   // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row), kQuantise: quantised (act_q, by load_act).
   // Ordered: a volatile load, kept in program order among the mmas (else the compiler hoists all of a chunk's
@@ -103,14 +106,15 @@ struct Activations {
     return v;
   }
 
-  // XMode::kTerms: B registers {b0b1}, {b2b3} of each term for x[row g][k .. k+4) (zeros past K or for an absent
-  // row), as split3 would make them; volatile loads, in program order as load<true>.
+  // kMadeTerms: B registers {b0b1}, {b2b3} of each of the N terms for x[row g][k .. k+4) (zeros past K or for an
+  // absent row), as split_bf16<N> would make them; volatile loads, in program order as load<true>.
+  template <int N>
   __device__ void load_terms(int k, uint32_t (&b0)[3], uint32_t (&b1)[3]) const {
 #pragma unroll
-    for (int i = 0; i < 3; ++i) b0[i] = 0, b1[i] = 0;
+    for (int i = 0; i < N; ++i) b0[i] = 0, b1[i] = 0;
     if ((x_blocks & 1u) == 0 || k >= K) return;
 #pragma unroll
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < N; ++i) {
       const uint16_t* at = terms + (static_cast<int64_t>(i) * K + k);
       asm volatile("ld.global.v2.u32 {%0,%1}, [%2];\n" : "=r"(b0[i]), "=r"(b1[i]) : "l"(at));
     }
@@ -267,12 +271,13 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
 #pragma unroll
     for (int r = 0; r < 2; ++r) quad_words(c.codes[ct][r], op.t, words[ct][r]);
   }
-  constexpr bool kMade = kX == XMode::kTerms;  // the terms made once (RB == 1)
+  constexpr bool kMade = kMadeTerms<kX>;  // the terms made once (RB == 1)
+  constexpr int kN = kMade ? kTermsOf<kX> : 3;  // mmas a block and row block: one a term of x
   static_assert(!kMade || RB == 1, "x_terms: one row block");
   float4 next;
   uint32_t next_b0[3], next_b1[3];
   if constexpr (kMade) {
-    op.x.load_terms(base + int4_slot_k(op.t, 0, 0), next_b0, next_b1);
+    op.x.template load_terms<kN>(base + int4_slot_k(op.t, 0, 0), next_b0, next_b1);
   } else {
     next = op.x.template load<true>(base + int4_slot_k(op.t, 0, 0), 0);
   }
@@ -293,8 +298,8 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
         uint32_t b0[3], b1[3];
         if constexpr (kMade) {
 #pragma unroll
-          for (int i = 0; i < 3; ++i) b0[i] = next_b0[i], b1[i] = next_b1[i];
-          if (step < 8) op.x.load_terms(base + int4_slot_k(op.t, step / 2, step % 2), next_b0, next_b1);
+          for (int i = 0; i < kN; ++i) b0[i] = next_b0[i], b1[i] = next_b1[i];
+          if (step < 8) op.x.template load_terms<kN>(base + int4_slot_k(op.t, step / 2, step % 2), next_b0, next_b1);
         } else {
           const float4 x = next;
           if (step < 8 * RB) {
@@ -309,11 +314,11 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
           int4_pairs<kOffsets>(words[ct][0][b], h, a[0], a[2]);
           int4_pairs<kOffsets>(words[ct][1][b], h, a[1], a[3]);
 #pragma unroll
-          for (int term = 0; term < 3; ++term) mma_bf16(part[ct], a, b0[term], b1[term]);
+          for (int term = 0; term < kN; ++term) mma_bf16(part[ct], a, b0[term], b1[term]);
         }
         if constexpr (kOffsets) {
 #pragma unroll
-          for (int term = 0; term < 3; ++term) mma_bf16(sum_x, kOnes, b0[term], b1[term]);
+          for (int term = 0; term < kN; ++term) mma_bf16(sum_x, kOnes, b0[term], b1[term]);
         }
       }
 #pragma unroll
@@ -443,7 +448,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   const bool mapped = p.x_rows != nullptr && ((rows >> g) & 1u) != 0;  // x_rows: one row block (small_tc_applies)
   const int64_t x_row = mapped ? p.x_rows[m0 + g] : m0 + g;
   op.x.x = p.x + x_row * p.ldx;
-  op.x.terms = kX == XMode::kTerms ? p.x_terms + 3 * p.K * x_row : nullptr;
+  op.x.terms = kMadeTerms<kX> ? p.x_terms + kTermsOf<kX> * p.K * x_row : nullptr;
   op.x.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
 
   float acc[RB][CT][4] = {};
@@ -513,7 +518,7 @@ void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t strea
   if (p.experts != nullptr || p.M <= kRows) {
     return launch_blocks<T, kOffsets, kX, 1, kOneBlockCT>(p, rows_per_group, stream);
   }
-  if constexpr (kX != XMode::kTerms) {  // x_terms: one row block only (terms_apply)
+  if constexpr (!kMadeTerms<kX>) {  // x_terms: one row block only (terms_apply)
     if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, kX, 2, kCT>(p, 2 * kRows, stream);
     if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, kX, 4, kCT>(p, 4 * kRows, stream);
     launch_blocks<T, kOffsets, kX, 8, 1>(p, 8 * kRows, stream);
@@ -574,6 +579,7 @@ bool w8a8_split_terms() {
 }
 
 std::atomic<int> g_terms_mode{-1};  // set_terms_for_tests
+std::atomic<int> g_int4_act_mode{-1};  // set_int4_act_for_tests
 
 // Where the 4-bit bodies take x_terms: one row block (a group of <= 8 rows, or a plain problem of <= 8), K % 4 == 0
 // (the terms' 8-byte loads), unless QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
@@ -587,6 +593,15 @@ bool terms_apply(const MatmulProblem& p) {
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
 void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
+void set_int4_act_for_tests(int mode) { g_int4_act_mode.store(mode); }
+
+bool int4_bf16_activations() {
+  static const bool env_on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_INT4_ACT");
+    return v == nullptr || std::strcmp(v, "fp32") != 0;
+  }();
+  return switch_on(g_int4_act_mode.load(), env_on);
+}
 bool small_tc_takes_terms(const MatmulProblem& p) { return terms_apply(p); }
 
 bool small_tc_applies(const MatmulProblem& p) {
@@ -629,9 +644,15 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
   } else if (p.weight.type == WType::kInt4) {
     // weight2 and the experts have weight's symmetry (the host checks).
     const bool offsets = p.weight.int4_offsets != nullptr;
+    if (p.x_terms != nullptr && p.x_term_planes != 1 && p.x_term_planes != 3) return cudaErrorInvalidValue;
     if (p.x_terms != nullptr && terms_apply(p)) {  // one row block (terms_apply; launch_typed launches no other)
-      offsets ? launch_typed<WType::kInt4, true, XMode::kTerms>(p, rows_per_group, stream)
-              : launch_typed<WType::kInt4, false, XMode::kTerms>(p, rows_per_group, stream);
+      if (p.x_term_planes == 1) {
+        offsets ? launch_typed<WType::kInt4, true, XMode::kTerms1>(p, rows_per_group, stream)
+                : launch_typed<WType::kInt4, false, XMode::kTerms1>(p, rows_per_group, stream);
+      } else {
+        offsets ? launch_typed<WType::kInt4, true, XMode::kTerms>(p, rows_per_group, stream)
+                : launch_typed<WType::kInt4, false, XMode::kTerms>(p, rows_per_group, stream);
+      }
     } else {
       offsets ? launch_typed<WType::kInt4, true>(p, rows_per_group, stream)
               : launch_typed<WType::kInt4, false>(p, rows_per_group, stream);

@@ -379,25 +379,28 @@ __global__ void dequant_int4_bf16_kernel(const DevWeight* table, int64_t E, cons
   }
 }
 
-// The three BF16 terms of x[k .. k+4) (split_bf16<3>) into planes K apart from `at` (term t at at + t·K).
+// The N BF16 terms of x[k .. k+4) (split_bf16<N>) into planes K apart from `at` (term t at at + t·K).
+template <int N>
 __device__ __forceinline__ void store_terms4(const float4& v, uint16_t* at, int64_t K) {
-  uint32_t lo[3], hi[3];
-  split3(v.x, v.y, lo);
-  split3(v.z, v.w, hi);
+  uint32_t lo[N], hi[N];
+  split_bf16<N>(v.x, v.y, lo);
+  split_bf16<N>(v.z, v.w, hi);
 #pragma unroll
-  for (int t = 0; t < 3; ++t) *reinterpret_cast<uint2*>(at + t * K) = make_uint2(lo[t], hi[t]);
+  for (int t = 0; t < N; ++t) *reinterpret_cast<uint2*>(at + t * K) = make_uint2(lo[t], hi[t]);
 }
 
+template <int N>
 __global__ void split_terms_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out) {
   const int64_t quads = K / 4;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t m = i / quads, k = 4 * (i % quads);
-    store_terms4(*reinterpret_cast<const float4*>(x + m * ldx + k), out + 3 * K * m + k, K);
+    store_terms4<N>(*reinterpret_cast<const float4*>(x + m * ldx + k), out + N * K * m + k, K);
   }
 }
 
 // g = silu(g) · u as silu_mul_kernel computes it, and its terms.
+template <int N>
 __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64_t K, uint16_t* out) {
   const int64_t quads = K / 4;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
@@ -409,7 +412,7 @@ __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64
     v = make_float4(__fmul_rn(silu(v.x), w.x), __fmul_rn(silu(v.y), w.y), __fmul_rn(silu(v.z), w.z),
                     __fmul_rn(silu(v.w), w.w));
     reinterpret_cast<float4*>(g)[i] = v;
-    store_terms4(v, out + 3 * K * m + k, K);
+    store_terms4<N>(v, out + N * K * m + k, K);
   }
 }
 
@@ -503,24 +506,35 @@ cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t
   return cudaGetLastError();
 }
 
-cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream) {
+cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, int planes,
+                               cudaStream_t stream) {
   if (M == 0 || K == 0) return cudaSuccess;
   if (K % 4 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(out) % 16 != 0) {
-    return cudaErrorInvalidValue;
-  }
-  split_terms_kernel<<<std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u), 256, 0, stream>>>(x, ldx, M, K, out);
-  return cudaGetLastError();
-}
-
-cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, cudaStream_t stream) {
-  if (M == 0 || K == 0) return cudaSuccess;
-  if (K % 4 != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(out) % 16 != 0) {
+      reinterpret_cast<uintptr_t>(out) % 16 != 0 || (planes != 1 && planes != 3)) {
     return cudaErrorInvalidValue;
   }
   const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u);
-  silu_mul_terms_kernel<<<blocks, 256, 0, stream>>>(g, u, M, K, out);
+  if (planes == 1) {
+    split_terms_kernel<1><<<blocks, 256, 0, stream>>>(x, ldx, M, K, out);
+  } else {
+    split_terms_kernel<3><<<blocks, 256, 0, stream>>>(x, ldx, M, K, out);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, int planes,
+                                  cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % 4 != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 16 != 0 || (planes != 1 && planes != 3)) {
+    return cudaErrorInvalidValue;
+  }
+  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u);
+  if (planes == 1) {
+    silu_mul_terms_kernel<1><<<blocks, 256, 0, stream>>>(g, u, M, K, out);
+  } else {
+    silu_mul_terms_kernel<3><<<blocks, 256, 0, stream>>>(g, u, M, K, out);
+  }
   return cudaGetLastError();
 }
 

@@ -10,6 +10,7 @@
 // the host's, the MoE against the CPU within BF16's rounding). Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of
 // test_cuda_ops. Skips without a GPU.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -227,14 +228,15 @@ TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
     const std::vector<float> x = randn(static_cast<size_t>(M * K), ++seed), u = randn(static_cast<size_t>(M * K), ++seed);
     const Tensor xd = up(x, {M, K}), g1 = up(x, {M, K}), g2 = up(x, {M, K}), ud = up(u, {M, K});
     auto* t = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(6 * M * K), 256));
-    ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, nullptr), cudaSuccess);
+    ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, 3, nullptr), cudaSuccess);
     EXPECT_EQ(fetch(t, static_cast<size_t>(3 * M * K)), terms_of(x)) << "split terms";
     ASSERT_EQ(launch_silu_mul(g1.data_as<float>(), ud.data_as<float>(), M * K, nullptr), cudaSuccess);
-    ASSERT_EQ(launch_silu_mul_terms(g2.data_as<float>(), ud.data_as<float>(), M, K, t, nullptr), cudaSuccess);
+    ASSERT_EQ(launch_silu_mul_terms(g2.data_as<float>(), ud.data_as<float>(), M, K, t, 3, nullptr), cudaSuccess);
     const std::vector<float> gated = down(g1);
     EXPECT_EQ(down(g2), gated) << "gating";
     EXPECT_EQ(fetch(t, static_cast<size_t>(3 * M * K)), terms_of(gated)) << "gated terms";
-    EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K - 2, t, nullptr), cudaErrorInvalidValue) << "K % 4";
+    EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K - 2, t, 3, nullptr), cudaErrorInvalidValue) << "K % 4";
+    EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, 2, nullptr), cudaErrorInvalidValue) << "planes";
   }
   for (bool is_symmetric : {true, false}) {
     const int64_t N = 80;
@@ -245,7 +247,7 @@ TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
       const std::vector<float> zeros(static_cast<size_t>(M * N), 0.0f);
       const Tensor xd = up(x, {M, K}), y1 = up(zeros, {M, N}), y2 = up(zeros, {M, N});
       auto* t = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(6 * M * K), 256));
-      ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, nullptr), cudaSuccess);
+      ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, 3, nullptr), cudaSuccess);
       MatmulProblem p{.x = xd.data_as<float>(), .ldx = K, .M = M, .N = N, .K = K, .weight = dev(wd, "w"),
                       .y = y1.data_as<float>(), .ldy = N};
       const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " M=" + std::to_string(M);
@@ -296,6 +298,92 @@ TEST_F(CudaInt4, MoeWithInputTermsMadeOnceGivesTheSameBits) {
           vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
       EXPECT_LE(rel_l2(got[1], want), kF32RelL2) << what;
     }
+  }
+}
+
+// The 4-bit experts' activations as one BF16 plane (the default; QUATRE_CUDA_INT4_ACT=fp32 keeps three terms): the plane is x rounded to nearest
+// even (the gating's too), checked on the host; the small tensor-core kernel given it computes the product of the
+// codes with those BF16 values: the CPU's matmul of x rounded on the host, within fp32 sums; the MoE (T = 7, 24) against
+// the CPU within BF16's rounding, and not the three terms' bits.
+TEST_F(CudaInt4, Bf16ActivationsAreXRoundedToBf16) {
+  const ResetKernelSwitches reset;
+  constexpr double kBf16RelL2 = 1e-2;
+  const auto round_bf16 = [](std::vector<float> v) {
+    for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
+    return v;
+  };
+  const auto bits = [](const std::vector<float>& v) {
+    std::vector<uint16_t> b;
+    for (float x : v) b.push_back(f32_to_bf16(x));
+    return b;
+  };
+  const auto fetch = [](const uint16_t* d, size_t n) {
+    std::vector<uint16_t> h(n);
+    EXPECT_EQ(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  };
+  uint64_t seed = 7300;
+  const int64_t K = 96;
+  {  // the plane, and the gating's
+    const int64_t M = 5;
+    const std::vector<float> x = randn(static_cast<size_t>(M * K), ++seed), u = randn(static_cast<size_t>(M * K), ++seed);
+    const Tensor xd = up(x, {M, K}), g1 = up(x, {M, K}), g2 = up(x, {M, K}), ud = up(u, {M, K});
+    auto* t = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(2 * M * K), 256));
+    ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, 1, nullptr), cudaSuccess);
+    EXPECT_EQ(fetch(t, static_cast<size_t>(M * K)), bits(x)) << "x rounded";
+    ASSERT_EQ(launch_silu_mul(g1.data_as<float>(), ud.data_as<float>(), M * K, nullptr), cudaSuccess);
+    ASSERT_EQ(launch_silu_mul_terms(g2.data_as<float>(), ud.data_as<float>(), M, K, t, 1, nullptr), cudaSuccess);
+    const std::vector<float> gated = down(g1);
+    EXPECT_EQ(down(g2), gated) << "gating";
+    EXPECT_EQ(fetch(t, static_cast<size_t>(M * K)), bits(gated)) << "gated, rounded";
+  }
+  for (bool is_symmetric : {true, false}) {
+    const int64_t N = 80;
+    const Int4Host w(N, K, 32, is_symmetric, ++seed);
+    const Weight wd = gpu_->prepare_weight(w.weight);
+    for (int64_t M : {2, 5, 8}) {
+      const std::vector<float> x = randn(static_cast<size_t>(M * K), ++seed);
+      std::vector<float> xr = round_bf16(x);
+      const std::vector<float> zeros(static_cast<size_t>(M * N), 0.0f);
+      const Tensor xd = up(x, {M, K}), y = up(zeros, {M, N});
+      auto* t = static_cast<uint16_t*>(dev_arena_->allocate(static_cast<size_t>(2 * M * K), 256));
+      ASSERT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, 1, nullptr), cudaSuccess);
+      MatmulProblem p{.x = xd.data_as<float>(), .ldx = K, .M = M, .N = N, .K = K, .weight = dev(wd, "w"),
+                      .y = y.data_as<float>(), .ldy = N};
+      p.x_terms = t, p.x_term_planes = 1;
+      const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " M=" + std::to_string(M);
+      EXPECT_TRUE(matmul_takes_terms(p)) << what;
+      ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+      EXPECT_LE(rel_l2(down(y), vec(cpu_.matmul(host(xr, {M, K}), w.weight, host_arena_))), kF32RelL2) << what;
+      p.x_term_planes = 2;
+      EXPECT_EQ(launch_matmul(p, nullptr), cudaErrorInvalidValue) << what;
+    }
+  }
+  const int64_t E = 6, Kr = 2, D = 256, F = 128;
+  for (bool is_symmetric : {true, false}) {
+    const auto ex = int4_experts(E + 1, D, F, 128, is_symmetric);
+    const RoutedAndShared both(ex, *gpu_);
+    for (int64_t T : {7, 24}) {
+      const Routed in = routed(T, D, E, Kr, static_cast<uint64_t>(80 + T), static_cast<uint64_t>(90 + T));
+      const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " T=" + std::to_string(T);
+      set_terms_for_tests(1);
+      std::vector<float> got[2];
+      for (int mode : {0, 1}) {
+        set_int4_act_for_tests(mode);
+        EXPECT_EQ(int4_bf16_activations(), mode == 1);
+        got[mode] =
+            down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed, .shared = &both.dev[E]}, *dev_arena_));
+      }
+      const std::vector<float> want =
+          vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed, .shared = &ex.ffn[E]}, host_arena_));
+      EXPECT_LE(rel_l2(got[0], want), kF32RelL2) << "three terms " << what;
+      EXPECT_LE(rel_l2(got[1], want), kBf16RelL2) << "bf16 " << what;
+      EXPECT_NE(got[1], got[0]) << "the BF16 plane was not used: " << what;
+    }
+  }
+  set_int4_act_for_tests(-1);
+  if (std::getenv("QUATRE_CUDA_INT4_ACT") == nullptr) {
+    EXPECT_TRUE(int4_bf16_activations()) << "the default";
   }
 }
 
