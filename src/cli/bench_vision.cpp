@@ -32,6 +32,7 @@ double tower_flops(const io::VisionConfig& v, int64_t text_hidden, double N) {
 }  // namespace
 
 int run_vision_bench(const VisionBenchArgs& o) {
+  if (o.reps < 1) throw InvalidRequest(fmt::format("bench --vision: --steps {} (expected at least 1)", o.reps));
   const io::ModelConfig cfg = io::preset(o.preset);
   if (!cfg.vision) throw InvalidRequest(fmt::format("bench --vision: preset {} has no vision tower", o.preset));
   const io::VisionConfig& v = *cfg.vision;
@@ -65,7 +66,7 @@ int run_vision_bench(const VisionBenchArgs& o) {
     try {
       std::vector<float> features;
       std::vector<double> times;
-      for (int rep = 0; rep <= o.reps; ++rep) {  // the first sizes the arena
+      for (int rep = 0; rep <= o.reps; ++rep) {  // the first grows the tower's scratch (VisionModel keeps it)
         const auto s0 = std::chrono::steady_clock::now();
         model.run(images, nullptr, &features);  // ends with the features' copy to the host
         if (rep > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());

@@ -1,6 +1,6 @@
 // `quatre chat`: an interactive terminal chat. Replies stream as they are sampled (reasoning dimmed, or collapsed
 // by /thoughts hide); an Engine keeps the conversation's KV blocks in its prefix cache, so each turn computes only
-// its new tokens; /image attaches images (encoded once, on the host); Ctrl-C stops the reply being written,
+// its new tokens; /image attaches images (encoded once, on the model's device); Ctrl-C stops the reply being written,
 // Ctrl-D (or /quit) leaves. Wiring only.
 #include <signal.h>
 #include <unistd.h>

@@ -60,6 +60,9 @@ int serve(ServeArgs& a) {
     no_vision = fmt::format("images are not supported on --device {} yet (the backend cannot splice image features)", a.model.device);
     vision.reset();
   }
+  // On a GPU the tower's scratch for one image of the largest size is taken now, before the KV cache is sized from
+  // what is left (a larger request grows it into the memory --gpu-memory-utilization leaves).
+  if (vision && vision->device() != Device::kCpu) vision->warm_up();
   engine::EngineOptions options;
   options.max_context = a.max_model_len;
   options.max_running = a.max_num_seqs;

@@ -2,7 +2,7 @@
 // is checked against the server's rules (data: URLs and bare base64; file:// URLs only under
 // --allowed-local-media-path; http(s) URLs only with --allow-remote-images, fetched by image_fetch.h), decoded with
 // src/vision's limits and preprocessed; its chunk gets the preprocessed size, so the renderer lays out exactly the [IMG] grid the encoder
-// makes features for; then features() runs the vision tower (on the host CPU) over the prompt's images in prompt
+// makes features for; then features() runs the vision tower (on the model's device) over the prompt's images in prompt
 // order. Depends on server/api_error, tokenizer, vision.
 #pragma once
 

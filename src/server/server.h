@@ -43,7 +43,7 @@ struct ServingModel {
   engine::Engine* engine = nullptr;  // read on the engine thread only (through output callbacks)
   engine::EngineLoop* loop = nullptr;
   int64_t max_model_len = 0;
-  // The checkpoint's vision tower (run on the host CPU by the connection's thread); null: image parts get 400
+  // The checkpoint's vision tower (run by the connection's thread, on the model's device); null: image parts get 400
   // with `no_vision` ("" says the model has no tower).
   const vision::VisionModel* vision = nullptr;
   std::string no_vision;

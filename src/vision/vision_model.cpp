@@ -1,6 +1,7 @@
 // VisionModel: Pixtral tower + projector on a core::Backend, each function one step of MODEL.md §7.3-§7.6.
 #include "vision/vision_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -111,6 +112,7 @@ const io::VisionConfig& tower_config(const io::Checkpoint& checkpoint) {
 VisionModel::VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend)
     : VisionModel(tower_config(checkpoint), {}, std::move(backend)) {
   w_ = VisionWeights::load(checkpoint, *be_);
+  if (be_->device() != Device::kCpu) w_.owned.clear();  // copied to the device; the CPU backend reads them
 }
 
 VisionModel::VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend)
@@ -145,9 +147,15 @@ Tensor VisionModel::patch_embed(std::span<const PixelValues> images, Arena& a) c
   }
   const auto N = static_cast<int64_t>(patches.size()) / width;
   Tensor x = a.tensor(DType::F32, {N, width});
-  std::vector<int32_t> rows(static_cast<size_t>(N));
-  std::iota(rows.begin(), rows.end(), 0);
-  be_->set_rows(x, rows, patches);
+  // Up in pieces of 1024 rows (2.4 MB at P = 14): a device backend's upload ring keeps its size.
+  constexpr int64_t kPiece = 1024;
+  std::vector<int32_t> rows;
+  for (int64_t r0 = 0; r0 < N; r0 += kPiece) {
+    const int64_t n = std::min(kPiece, N - r0);
+    rows.resize(static_cast<size_t>(n));
+    std::iota(rows.begin(), rows.end(), 0);
+    be_->set_rows(x.rows(r0, n), rows, std::span<const float>(patches).subspan(static_cast<size_t>(r0 * width), static_cast<size_t>(n * width)));
+  }
   return be_->matmul(x, w_.patch_conv, a);
 }
 
@@ -196,12 +204,20 @@ Tensor VisionModel::project(const Tensor& hidden, std::span<const PixelValues> i
 void VisionModel::run(std::span<const PixelValues> images, std::vector<float>* hidden, std::vector<float>* features) const {
   const int64_t P = cfg_.patch_size, cell = P * cfg_.spatial_merge_size, max_patches = cfg_.image_size / P;
   std::vector<int32_t> rows, cols, image_begin{0};
+  int64_t n_patches = 0;
   for (const PixelValues& img : images) {
     if (img.height <= 0 || img.width <= 0 || img.height % cell != 0 || img.width % cell != 0 ||
-        img.height / P > max_patches || img.width / P > max_patches ||
-        static_cast<int64_t>(img.chw.size()) != 3 * img.height * img.width) {
+        img.height / P > max_patches || img.width / P > max_patches) {
       throw InvalidRequest(fmt::format("image of {}x{} px: the vision encoder takes sides that are multiples of {} px, at most {} px",
                                        img.width, img.height, cell, cfg_.image_size));
+    }
+    if (static_cast<int64_t>(img.chw.size()) != 3 * img.height * img.width) {
+      throw InvalidRequest(fmt::format("image of {}x{} px with {} pixel values (expected 3 x {} x {})", img.width,
+                                       img.height, img.chw.size(), img.height, img.width));
+    }
+    n_patches += (img.height / P) * (img.width / P);
+    if (n_patches > (int64_t{1} << 30)) {  // rows are int32 indices
+      throw InvalidRequest(fmt::format("{} images of {} patches or more: too many for one vision call", images.size(), n_patches));
     }
     for (int64_t r = 0; r < img.height / P; ++r) {
       for (int64_t c = 0; c < img.width / P; ++c) {
@@ -217,7 +233,9 @@ void VisionModel::run(std::span<const PixelValues> images, std::vector<float>* h
     return;
   }
   const std::scoped_lock lock(run_);
-  Arena a(be_->memory());
+  if (arena_ == nullptr) arena_ = std::make_unique<Arena>(be_->memory(), Arena::Options{.chunk_bytes = size_t{64} << 20});
+  Arena& a = *arena_;
+  a.reset();
   Tensor x = be_->rms_norm(patch_embed(images, a), w_.ln_pre, static_cast<float>(cfg_.norm_eps), a);  // [N,Hv]
   const Rope2dArgs rope{.freq = freq_, .rows = rows, .cols = cols, .n_heads = cfg_.n_heads, .head_dim = cfg_.head_dim,
                         .half_pairs = w_.hf_qk_rows};
@@ -235,6 +253,13 @@ void VisionModel::run(std::span<const PixelValues> images, std::vector<float>* h
     hidden->resize(static_cast<size_t>(x.numel()));
     be_->copy_to_host(x, hidden->data());
   }
+}
+
+void VisionModel::warm_up() const {
+  const int64_t side = cfg_.image_size / (cfg_.patch_size * cfg_.spatial_merge_size) * cfg_.patch_size * cfg_.spatial_merge_size;
+  const std::vector<PixelValues> blank = {PixelValues{.height = side, .width = side, .chw = std::vector<float>(static_cast<size_t>(3 * side * side))}};
+  std::vector<float> features;
+  run(blank, nullptr, &features);
 }
 
 std::vector<float> VisionModel::encode(std::span<const PixelValues> images) const {

@@ -49,6 +49,10 @@ class VisionModel {
   // The tower of `config` with weights already prepared on `backend` (e.g. drawn there: quatre bench --vision).
   VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend);
 
+  // One run on a blank image of the largest size (a device backend's scratch for it is then held: a server sizes
+  // its KV cache after this, around it).
+  void warm_up() const;
+
   // The tower's last hidden state, every image's patches in order: [Σ (h'/P)(w'/P), Hv].
   std::vector<float> encode(std::span<const PixelValues> images) const;
   // What is spliced at the [IMG] positions: [Σ (h'/PM)(w'/PM), D] (the projector output).
@@ -70,7 +74,10 @@ class VisionModel {
   std::unique_ptr<Backend> be_;
   VisionWeights w_;
   std::vector<float> freq_;  // [head_dim / 2]: theta^(-2j / head_dim)
-  mutable std::mutex run_;   // one run at a time on be_
+  mutable std::mutex run_;   // one run at a time on be_ and arena_
+  // Scratch of the runs, kept from one to the next (reset, not freed: on a GPU a free waits for the whole device,
+  // beside the text model's work); it grows to the largest run's.
+  mutable std::unique_ptr<Arena> arena_;
 };
 
 }  // namespace quatre::vision

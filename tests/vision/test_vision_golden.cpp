@@ -12,6 +12,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -122,7 +123,7 @@ TEST(VisionGolden, PreprocessingMatchesPillow) {
   EXPECT_EQ(n_alpha, 1);
 }
 
-// Tower, projector and logits with the features spliced in.
+// Sides past the tower's table or off its grid, and pixel data of the wrong size: InvalidRequest.
 TEST(VisionGolden, EncoderRefusesSizesPastItsTable) {
   if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";
   model::test::TempDir dir;
@@ -136,6 +137,32 @@ TEST(VisionGolden, EncoderRefusesSizesPastItsTable) {
   EXPECT_THROW(model.image_features(short_pixels), InvalidRequest);
 }
 
+// Two threads encoding at once (a server's connections) get the bits of one encoding alone: runs take turns on the
+// tower's backend and scratch.
+TEST(VisionGolden, ConcurrentRunsGiveTheSerialBits) {
+  if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";
+  model::test::TempDir dir;
+  const model::test::LoadedModel loaded(model::test::make_checkpoint(dir, "hf", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1}));
+  const VisionModel model(loaded.checkpoint, make_backend(kTowerDevice));
+  model.warm_up();  // one run of the largest image first, as quatre serve does on a GPU
+  const io::VisionConfig& vc = *loaded.checkpoint.config().vision;
+  const std::vector<PixelValues> a = {preprocess(golden_rgb("a50x70", nullptr), vc)};
+  const std::vector<PixelValues> b = {preprocess(golden_rgb("down230x150", nullptr), vc), preprocess(golden_rgb("tiny5x3", nullptr), vc)};
+  const std::vector<float> want_a = model.image_features(a), want_b = model.image_features(b);
+  std::vector<float> got_a[4], got_b[4];
+  {
+    std::thread ta([&] { for (auto& g : got_a) g = model.image_features(a); });
+    std::thread tb([&] { for (auto& g : got_b) g = model.image_features(b); });
+    ta.join();
+    tb.join();
+  }
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(got_a[i], want_a) << i;
+    EXPECT_EQ(got_b[i], want_b) << i;
+  }
+}
+
+// Tower, projector and logits with the features spliced in.
 TEST(VisionGolden, EncoderAndLogitsMatchTransformers) {
   if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";
   model::test::TempDir dir;

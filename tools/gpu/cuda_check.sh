@@ -11,7 +11,7 @@ src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
 if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 status=0
-for t in test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda_sampling test_cuda_vision test_step_graphs_cuda test_golden_cuda test_generate_cuda; do
+for t in test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda_sampling test_cuda_vision test_step_graphs_cuda test_golden_cuda test_generate_cuda test_vision_golden_cuda; do
   [ -x "$bin/$t" ] || { echo "== $t: not packed"; continue; }
   echo "== $t"
   "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1 || status=1

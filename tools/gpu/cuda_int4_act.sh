@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and
 # test_cuda_int4; carry .gpu/pack): the 4-bit tests, then the whole 4-bit model (36 layers) at decode batch 16-128
-# with the routed experts' activations as three exact BF16 terms (the default) and as one BF16 plane
-# (QUATRE_CUDA_INT4_ACT=bf16), batch 64 profiled both ways. Logs under OUT_DIR; the figures on stdout.
+# with the routed experts' activations as three exact BF16 terms (QUATRE_CUDA_INT4_ACT=fp32) and as one BF16 plane
+# (the default since 532946e), batch 64 profiled with the plane. Logs under OUT_DIR; the figures on stdout.
 #   run tool: command "bash tools/gpu/cuda_int4_act.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_int4_act.sh OUT_DIR}

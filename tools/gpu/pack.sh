@@ -8,7 +8,7 @@ set -euo pipefail
 build=${1:-build-cudah}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda_sampling test_cuda_vision test_step_graphs_cuda test_golden_cuda test_generate_cuda quatre-bench bench_serve)
+[ ${#targets[@]} -gt 0 ] || targets=(test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda_sampling test_cuda_vision test_step_graphs_cuda test_golden_cuda test_generate_cuda test_vision_golden_cuda quatre-bench bench_serve)
 # An object whose compile recorded no header dependencies (its depfile clobbered, e.g. by a hand-run compile command
 # with the same -MF) would not be rebuilt when a header changes: a stale kernel with an older struct layout then
 # fails on the GPU (session 14: a MatmulProblem field added, matmul.cu.o not rebuilt). Rebuild those.

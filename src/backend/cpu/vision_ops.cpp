@@ -2,16 +2,26 @@
 // call), and the exact GELU, in fp32, threaded over rows. Depends on core only.
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
+#include "core/error.h"
 
 namespace quatre::cpu {
+namespace {
+
+void check_host(const Tensor& t, const char* what) {
+  if (t.device() != Device::kCpu) throw InvalidRequest(std::string(what) + ": a host tensor expected");
+}
+
+}  // namespace
 
 void CpuBackend::rope_2d(Tensor q, Tensor k, const Rope2dArgs& args) {
   check_rope_2d_args(q, k, args);
-  CHECK(q.device() == Device::kCpu && k.device() == Device::kCpu) << "rope_2d: host tensors expected";
+  check_host(q, "rope_2d q");
+  check_host(k, "rope_2d k");
   const auto N = static_cast<int64_t>(args.rows.size());
   const int64_t dh = args.head_dim, half = dh / 2, width = args.n_heads * dh;
   pool_.parallel_for(N, 16, [&](int64_t begin, int64_t end, int) {
@@ -41,8 +51,9 @@ void CpuBackend::rope_2d(Tensor q, Tensor k, const Rope2dArgs& args) {
 // One (query row, head) at a time: the scores against its segment's keys, softmax, then Σ p·v.
 Tensor CpuBackend::segment_attention(const SegmentAttentionArgs& args, Arena& a) {
   check_segment_attention_args(args);
-  CHECK(args.q.device() == Device::kCpu && args.k.device() == Device::kCpu && args.v.device() == Device::kCpu)
-      << "segment_attention: host tensors expected";
+  check_host(args.q, "segment_attention q");
+  check_host(args.k, "segment_attention k");
+  check_host(args.v, "segment_attention v");
   const int64_t N = args.q.dim(0), width = args.q.dim(1), H = args.n_heads, dh = width / H;
   Tensor out = a.tensor(DType::F32, {N, width});
   std::vector<int32_t> segment_of(static_cast<size_t>(N));
@@ -76,7 +87,8 @@ Tensor CpuBackend::segment_attention(const SegmentAttentionArgs& args, Arena& a)
 }
 
 void CpuBackend::gelu(Tensor x) {
-  CHECK(x.dtype() == DType::F32 && x.device() == Device::kCpu) << "gelu: an F32 host tensor expected";
+  check_host(x, "gelu");
+  if (x.dtype() != DType::F32) throw InvalidRequest(std::string("gelu: an F32 tensor expected, got ") + std::string(dtype_name(x.dtype())));
   float* p = x.data_as<float>();
   pool_.parallel_for(x.numel(), 4096, [&](int64_t begin, int64_t end, int) {
     for (int64_t i = begin; i < end; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));

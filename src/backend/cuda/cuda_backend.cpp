@@ -129,11 +129,17 @@ void CudaBackend::reserve_uploads(size_t padded) {
   if (graphs_.capturing()) return;  // uploads go to the graph's own region
   if (padded > ring_bytes_) {  // a larger ring; the old one may still be read by queued copies
     synchronize();
+    const size_t bytes = std::max(padded, 2 * ring_bytes_);
+    void* pinned = nullptr;
+    void* staging = nullptr;
+    CUDA_CHECK(cudaMallocHost(&pinned, bytes));  // the new ring first: a failure leaves the old one in place
+    if (const cudaError_t e = cudaMalloc(&staging, bytes); e != cudaSuccess) {
+      cudaFreeHost(pinned);
+      CUDA_CHECK(e);
+    }
     CUDA_CHECK(cudaFree(staging_));
     CUDA_CHECK(cudaFreeHost(pinned_));
-    ring_bytes_ = std::max(padded, 2 * ring_bytes_);
-    CUDA_CHECK(cudaMallocHost(&pinned_, ring_bytes_));
-    CUDA_CHECK(cudaMalloc(&staging_, ring_bytes_));
+    pinned_ = pinned, staging_ = staging, ring_bytes_ = bytes;
     ring_at_ = 0;
     ++ring_wraps_;
   }

@@ -469,8 +469,8 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
         p.x_quantized = true;
       }
       // 4-bit experts on the small tensor-core kernel: x, and the gated hidden (where the gating runs after the
-      // products anyway: no launch more), as their three BF16 terms made once (or, QUATRE_CUDA_INT4_ACT=bf16, one
-      // plane: the values rounded to BF16).
+      // products anyway: no launch more), made once: by default one plane, the values rounded to BF16 (the products
+      // of the codes and BF16 activations); QUATRE_CUDA_INT4_ACT=fp32: their three BF16 terms (fp32 exactly).
       const int planes = int4_bf16_activations() ? 1 : 3;
       if (matmul_takes_terms(p)) {
         auto* terms = a.array<uint16_t>(static_cast<size_t>(planes * T * D));

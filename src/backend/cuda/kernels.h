@@ -43,9 +43,10 @@ struct MatmulProblem {
   // W8A8: x already holds each row's quantised values act_q(x, a) (FP8 values as floats, a the activation scale of
   // the row's weight): the kernels take them as they are (no division a load) and still multiply FP8 operands.
   bool x_quantized = false;
-  // Optional: x as its three BF16 terms hi + mid + lo (split_bf16<3>, mma.cuh), made once by launch_split_terms or
-  // launch_silu_mul_terms: row r's terms at x_terms + 3·K·r as three planes [3][K] (rows indexed as x's). Only the
-  // kernels matmul_takes_terms names read them (the same values as splitting x on every load); x stays required.
+  // Optional: x as its BF16 terms (x_term_planes of them: split_bf16<planes>, mma.cuh), made once by
+  // launch_split_terms or launch_silu_mul_terms: row r's at x_terms + planes·K·r as planes [planes][K] (rows indexed
+  // as x's). Only the kernels matmul_takes_terms names read them (three terms: the same values as splitting x on every
+  // load); x stays required.
   const uint16_t* x_terms = nullptr;
   // Planes of x_terms a row: 3 (the terms above: fp32 activations exactly), or 1 (x rounded to BF16 alone: the 4-bit
   // experts' activations in BF16, one mma a block instead of three; int4_bf16_activations()).
