@@ -155,6 +155,13 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
   }
 }
 
+// n BF16 values (or terms) from device memory.
+std::vector<uint16_t> fetch(const uint16_t* d, size_t n) {
+  std::vector<uint16_t> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
 // E experts, all 4-bit (values of std 0.2 quantised in groups of G).
 ExpertWeights<Int4Host> int4_experts(int n, int64_t D, int64_t F, int64_t G, bool is_symmetric) {
   return ExpertWeights<Int4Host>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
@@ -215,11 +222,6 @@ TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
       }
     }
     return t;
-  };
-  const auto fetch = [](const uint16_t* d, size_t n) {
-    std::vector<uint16_t> h(n);
-    EXPECT_EQ(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
   };
   uint64_t seed = 7100;
   const int64_t K = 96;
@@ -316,11 +318,6 @@ TEST_F(CudaInt4, Bf16ActivationsAreXRoundedToBf16) {
     std::vector<uint16_t> b;
     for (float x : v) b.push_back(f32_to_bf16(x));
     return b;
-  };
-  const auto fetch = [](const uint16_t* d, size_t n) {
-    std::vector<uint16_t> h(n);
-    EXPECT_EQ(cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
   };
   uint64_t seed = 7300;
   const int64_t K = 96;
