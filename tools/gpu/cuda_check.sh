@@ -6,9 +6,6 @@ set -uo pipefail
 out=${1:-/tmp/cuda_check}
 mkdir -p "$out"
 source tools/gpu/packed_env.sh  # $bin, unpacked from .gpu/pack when carried so
-# Test binaries read tests/data and write checkpoints through the source dir compiled in (pack.sh records it).
-src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
-if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 status=0
 for t in test_cuda_smoke test_cuda_ops test_cuda_matmul test_cuda_int4 test_cuda_sampling test_cuda_vision test_step_graphs_cuda test_golden_cuda test_generate_cuda test_vision_golden_cuda; do

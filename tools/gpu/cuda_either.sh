@@ -15,8 +15,6 @@ mkdir -p "$out"
 if [ "${SECOND:-0}" != 1 ]; then
   (
     source tools/gpu/packed_env.sh > /dev/null
-    src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
-    if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
     for t in test_cuda_vision test_vision_golden_cuda; do
       [ -x "$bin/$t" ] || continue
       timeout 120 "$bin/$t" --gtest_brief=1 > "$out/$t.log" 2>&1

@@ -8,8 +8,6 @@ set -uo pipefail
 out=${1:?usage: cuda_int4_act.sh OUT_DIR}
 mkdir -p "$out"
 source tools/gpu/packed_env.sh
-src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
-if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 timeout 150 "$bin/test_cuda_int4" --gtest_brief=1 > "$out/test_cuda_int4.log" 2>&1
 echo "== test_cuda_int4 rc=$?"
 grep -E "FAILED|Failure|Expected|Which|PASSED|error" "$out/test_cuda_int4.log" | head -14

@@ -9,8 +9,6 @@ set -uo pipefail
 out=${1:?usage: cuda_int4_next.sh OUT_DIR}
 mkdir -p "$out"
 source tools/gpu/packed_env.sh
-src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
-if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 tests() {  # the most telling first: a call may run out of device time
   for t in "$@"; do

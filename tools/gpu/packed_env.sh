@@ -1,6 +1,7 @@
 # Sourced by the tools/gpu scripts on a GPU host, from the repo root: the packed binaries' directory ($bin, with
 # their shared libraries on LD_LIBRARY_PATH), the layers of the random-weight model that fit this card
-# (${layers[@]}: all 36 where ~113 GiB fit, else --layers 16; GPU_LAYERS=N forces N), and a line naming the device.
+# (${layers[@]}: all 36 where ~113 GiB fit, else --layers 16; GPU_LAYERS=N forces N), a line naming the device, and
+# the source dir the test binaries were built in (they read tests/data through it) linked to this tree.
 # tools/gpu/pack.sh's archive, when carried, replaces .gpu/cuda/{bin,base} (a warm host keeps an older unpacking).
 if [ -f .gpu/pack/cuda.tar.xz ]; then
   sum=$(md5sum < .gpu/pack/cuda.tar.xz)
@@ -23,6 +24,9 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.13 '; then
        if [ -n "$f" ]; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$f"); else echo "== no libcublasLt.so.13 on this host"; fi ;;
   esac
 fi
+# Test binaries read tests/data and write checkpoints through the source dir compiled in (pack.sh records it).
+src_dir=$(cat "$bin/source_dir" 2>/dev/null || echo /work/main)
+if [ ! -e "$src_dir/tests/data" ]; then mkdir -p "$(dirname "$src_dir")" && ln -sfn "$PWD" "$src_dir"; fi
 mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 layers=()
 [ "${mib:-0}" -lt 120000 ] && layers=(--layers 16)  # the full FP8 model needs ~113 GiB
