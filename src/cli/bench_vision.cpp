@@ -13,6 +13,7 @@
 #include "io/model_config.h"
 #include "vision/vision_model.h"
 #ifdef QUATRE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_info.h"
 #endif
 
@@ -28,6 +29,25 @@ double tower_flops(const io::VisionConfig& v, int64_t text_hidden, double N) {
   const double layer = 2 * N * (4 * Hv * Hv + 3 * Hv * Iv) + 4 * N * N * Hv;
   return 2 * N * 3 * P * P * Hv + L * layer + 2 * (N / MM) * (MM * Hv * Hv + Hv * D + D * D);
 }
+
+#ifdef QUATRE_HAVE_CUDA
+// The GPU time of one more run, op by op (the backend's profiler), longest first.
+void print_profile(const vision::VisionModel& model, cuda::CudaBackend& cb, std::span<const vision::PixelValues> images) {
+  std::vector<float> features;
+  cb.synchronize();
+  cb.set_profiling(true);
+  model.run(images, nullptr, &features);
+  std::vector<cuda::ProfileRow> rows = cb.profile();
+  cb.set_profiling(false);
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.ms > b.ms; });
+  double sum = 0;
+  for (const cuda::ProfileRow& r : rows) sum += r.ms;
+  for (const cuda::ProfileRow& r : rows) {
+    fmt::print("    {:<40} {:>6} {:>9.3f} ms {:>5.1f}%\n", r.label, r.calls, r.ms, r.ms / sum * 100);
+  }
+  fmt::print("    sum of ops {:.3f} ms\n", sum);
+}
+#endif
 
 }  // namespace
 
@@ -46,14 +66,17 @@ int run_vision_bench(const VisionBenchArgs& o) {
   std::unique_ptr<Backend> be = make_backend(Device::kCuda);
 #ifdef QUATRE_HAVE_CUDA
   fmt::print("device: {}\n", cuda::describe_device(0));
+  auto* cb = dynamic_cast<cuda::CudaBackend*>(be.get());  // the profiler's; the model owns the backend below
 #endif
   const auto t0 = std::chrono::steady_clock::now();
   vision::VisionWeights weights = random_vision_weights(v, cfg.text.hidden_size, *be, o.seed);
-  fmt::print("vision tower of {}: {} layers, hidden {}, {} heads x {}, ffn {}, BF16 weights drawn in {:.1f} s; peak "
-             "{:.0f} TFLOP/s assumed\n",
+  fmt::print("vision tower of {}: {} layers, hidden {}, {} heads x {}, ffn {}, BF16 weights drawn in {:.1f} s; "
+             "attention operands {}; peak {:.0f} TFLOP/s assumed\n",
              o.preset, v.n_layers, v.hidden_size, v.n_heads, v.head_dim, v.intermediate_size,
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), o.peak_tflops);
-  const vision::VisionModel model(v, std::move(weights), std::move(be));
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+             o.bf16_attention_operands ? "bf16" : "fp32", o.peak_tflops);
+  const vision::VisionModel model(v, std::move(weights), std::move(be),
+                                  {.bf16_attention_operands = o.bf16_attention_operands});
   std::mt19937_64 rng(o.seed);
   std::normal_distribution<float> pixel(0.0f, 1.0f);
   fmt::print("\n{:>9} {:>9} {:>8} {:>11} {:>12} {:>10} {:>10} {:>8}\n", "image px", "patches", "tokens", "ms",
@@ -78,6 +101,9 @@ int run_vision_bench(const VisionBenchArgs& o) {
       fmt::print("{:>9} {:>9} {:>8} {:>11.1f} {:>12.0f} {:>10.2f} {:>10.2f} {:>7.1f}%\n", fmt::format("{}x{}", side, side),
                  N, N / (v.spatial_merge_size * v.spatial_merge_size), ms, static_cast<double>(N) / ms * 1e3,
                  flops / 1e12, roof, roof / ms * 100);
+#ifdef QUATRE_HAVE_CUDA
+      if (o.profile && cb != nullptr) print_profile(model, *cb, images);
+#endif
     } catch (const std::bad_alloc&) {
       fmt::print("{:>9} out of device memory\n", fmt::format("{}x{}", side, side));
     }

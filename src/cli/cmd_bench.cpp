@@ -206,7 +206,9 @@ std::vector<cuda::ProfileRow> profile_run(cuda::CudaBackend& cb, Work&& work) {
 int run_bench(const BenchArgs& o) {
   if (!o.vision.empty()) {
     if (!o.random_weights || o.device != "cuda") throw InvalidRequest("bench --vision: needs --random-weights on --device cuda");
-    return run_vision_bench({.preset = o.preset, .sides = o.vision, .reps = o.steps, .seed = o.seed, .peak_tflops = o.peak_tflops});
+    const bool bf16 = model::parse_attention_operands(o.attention_operands, Device::kCuda) == model::AttentionOperands::kBf16;
+    return run_vision_bench({.preset = o.preset, .sides = o.vision, .reps = o.steps, .seed = o.seed,
+                             .peak_tflops = o.peak_tflops, .bf16_attention_operands = bf16, .profile = o.profile});
   }
   const Device device = o.device == "cuda" ? Device::kCuda : Device::kCpu;
   std::unique_ptr<Backend> be = make_backend(device);
@@ -413,7 +415,7 @@ Runner add_bench(CLI::App& app) {
   app.add_flag("--no-graphs", o->no_graphs, "Launch decode steps op by op instead of as CUDA graphs (A/B)");
   app.add_option("--vision", o->vision,
                  "Time the vision tower (random BF16 weights of --preset) on one square image per side in px, instead "
-                 "of the text model (--steps runs each)")
+                 "of the text model (--steps runs each; --attention-operands and --profile apply)")
       ->delimiter(',');
   app.add_flag("--profile", o->profile,
                "Per decode batch size and prompt length, one more step (or prefill) timed op by op on the GPU (CUDA)");

@@ -172,7 +172,8 @@ int chat(const ChatArgs& a) {
                                         .max_context = context,
                                         .eos_id = loaded->tekken.eos_id(),
                                         .seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}()});
-  ChatImages images(loaded->checkpoint, loaded->backend->can_set_rows(), loaded->backend->device());
+  ChatImages images(loaded->checkpoint, loaded->backend->can_set_rows(), loaded->backend->device(),
+                    vision_options(loaded->model.options()));
   ChatSession session;
   if (images.takes_images()) session.set_image_check([&images](const std::string& path) { return images.attach(path); });
   if (!a.system.empty()) session.handle("/system " + a.system);

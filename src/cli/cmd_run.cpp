@@ -93,7 +93,8 @@ int run(const RunArgs& a) {
 
   std::string prompt_text = a.prompt;
   if (prompt_text == "-") prompt_text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  const PromptImages images = encode_prompt_images(a.images, loaded->checkpoint, loaded->backend->device());
+  const PromptImages images = encode_prompt_images(a.images, loaded->checkpoint, loaded->backend->device(),
+                                                    vision_options(loaded->model.options()));
   std::vector<int32_t> prompt;
   if (a.raw) {
     prompt.push_back(tekken.bos_id());

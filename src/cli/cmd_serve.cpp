@@ -54,7 +54,9 @@ int serve(ServeArgs& a) {
   std::fprintf(stderr, "quatre serve: listening on %s, loading the model...\n", http.url().c_str());
 
   const auto loaded = std::make_unique<LoadedModel>(a.model);
-  std::unique_ptr<vision::VisionModel> vision = load_vision_model(loaded->checkpoint, loaded->backend->device());  // null: no tower
+  // null: no tower
+  std::unique_ptr<vision::VisionModel> vision =
+      load_vision_model(loaded->checkpoint, loaded->backend->device(), vision_options(loaded->model.options()));
   std::string no_vision;
   if (vision && !loaded->backend->can_set_rows()) {  // its features could not be spliced: refuse images up front
     no_vision = fmt::format("images are not supported on --device {} yet (the backend cannot splice image features)", a.model.device);

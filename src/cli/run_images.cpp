@@ -10,9 +10,14 @@
 
 namespace quatre::cli {
 
-std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint, Device device) {
+vision::VisionOptions vision_options(const model::TextModelOptions& text) {
+  return {.bf16_attention_operands = text.attention_operands == model::AttentionOperands::kBf16};
+}
+
+std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint, Device device,
+                                                       vision::VisionOptions options) {
   if (!checkpoint.config().vision) return nullptr;
-  return std::make_unique<vision::VisionModel>(checkpoint, make_backend(device));
+  return std::make_unique<vision::VisionModel>(checkpoint, make_backend(device), options);
 }
 
 PromptImages encode_prompt_images(const std::vector<std::string>& paths, const vision::VisionModel* model, std::string_view option) {
@@ -38,17 +43,18 @@ PromptImages encode_prompt_images(const std::vector<std::string>& paths, const v
   return out;
 }
 
-PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint, Device device) {
+PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint, Device device,
+                                  vision::VisionOptions options) {
   if (paths.empty()) return {};
   if (!checkpoint.config().vision) throw InvalidRequest(fmt::format("--image: the model at {} has no vision tower", checkpoint.dir().string()));
-  const std::unique_ptr<vision::VisionModel> model = load_vision_model(checkpoint, device);
+  const std::unique_ptr<vision::VisionModel> model = load_vision_model(checkpoint, device, options);
   return encode_prompt_images(paths, model.get(), "--image");
 }
 
 std::string ChatImages::attach(const std::string& path) {
   if (!takes_images()) throw InvalidRequest("this model has no vision tower: it does not take images");
   if (!can_splice_) throw InvalidRequest("images are not supported on this device yet (the backend cannot splice image features); use --device cpu");
-  if (!model_) model_ = load_vision_model(checkpoint_, device_);
+  if (!model_) model_ = load_vision_model(checkpoint_, device_, options_);
   auto it = encoded_.find(path);
   if (it == encoded_.end()) {
     PromptImages im = encode_prompt_images({path}, model_.get(), "");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "model/text_model.h"
 #include "tokenizer/chat_render.h"
 #include "tokenizer/chat_request.h"
 #include "vision/vision_model.h"
@@ -24,24 +25,29 @@ struct PromptImages {
   std::vector<float> features;                  // [Σ [IMG] tokens, D]
 };
 
+// The tower's options that follow the text model's: --attention-operands (bf16 on CUDA by default).
+vision::VisionOptions vision_options(const model::TextModelOptions& text);
+
 // The checkpoint's vision tower on a backend of its own on `device` (the text model's: its features are spliced
 // there); null for a checkpoint without one. The checkpoint must outlive it.
-std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint, Device device);
+std::unique_ptr<vision::VisionModel> load_vision_model(const io::Checkpoint& checkpoint, Device device,
+                                                       vision::VisionOptions options);
 
 // Throws InvalidRequest naming `option` for a model without a vision tower (`model` null) or an image file that
 // cannot be read or decoded.
 PromptImages encode_prompt_images(const std::vector<std::string>& paths, const vision::VisionModel* model, std::string_view option);
 // The same, loading the checkpoint's tower on `device` (`quatre run --image`).
-PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint, Device device);
+PromptImages encode_prompt_images(const std::vector<std::string>& paths, const io::Checkpoint& checkpoint, Device device,
+                                  vision::VisionOptions options);
 
 // The images of a chat, encoded once each (by path) when attached and reused by every later turn's prompt. The
 // tower is loaded on the first image.
 class ChatImages {
  public:
   // can_splice: the backend's can_set_rows() (false: every image is refused with that reason); the tower runs on
-  // `device`.
-  ChatImages(const io::Checkpoint& checkpoint, bool can_splice, Device device)
-      : checkpoint_(checkpoint), can_splice_(can_splice), device_(device) {}
+  // `device` with `options`.
+  ChatImages(const io::Checkpoint& checkpoint, bool can_splice, Device device, vision::VisionOptions options)
+      : checkpoint_(checkpoint), can_splice_(can_splice), device_(device), options_(options) {}
   bool takes_images() const { return checkpoint_.config().vision.has_value(); }
   // Decodes and encodes the file (unless done before); "resized to WxH px: CxR [IMG] tokens". InvalidRequest naming
   // the file when it cannot be read or decoded, or when the model has no tower.
@@ -60,6 +66,7 @@ class ChatImages {
   const io::Checkpoint& checkpoint_;
   bool can_splice_;
   Device device_;
+  vision::VisionOptions options_;
   std::unique_ptr<vision::VisionModel> model_;
   std::unordered_map<std::string, Encoded> encoded_;
 };

@@ -122,6 +122,9 @@ struct SegmentAttentionArgs {
   std::span<const int32_t> segment_begin = {};  // host: 0 = b_0 < b_1 < ... < b_n = N
   int64_t n_heads = 0;                          // H
   float scale = 0.0f;                           // 1/sqrt(dh) for Pixtral
+  // q, k, v and the softmax weights rounded to BF16 where they meet, fp32 sums (a backend with tensor cores: CUDA;
+  // vLLM's numerics). false: fp32 up to summation order. The CPU backend computes in fp32 either way.
+  bool bf16_operands = false;
 };
 
 // Throws InvalidRequest unless q and k are F32 [N, H*dh] alike with dh a multiple of 4, and args has N rows and

@@ -109,14 +109,15 @@ const io::VisionConfig& tower_config(const io::Checkpoint& checkpoint) {
 
 }  // namespace
 
-VisionModel::VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend)
-    : VisionModel(tower_config(checkpoint), {}, std::move(backend)) {
+VisionModel::VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend, VisionOptions options)
+    : VisionModel(tower_config(checkpoint), {}, std::move(backend), options) {
   w_ = VisionWeights::load(checkpoint, *be_);
   if (be_->device() != Device::kCpu) w_.owned.clear();  // copied to the device; the CPU backend reads them
 }
 
-VisionModel::VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend)
-    : cfg_(config), be_(std::move(backend)), w_(std::move(weights)) {
+VisionModel::VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend,
+                         VisionOptions options)
+    : cfg_(config), options_(options), be_(std::move(backend)), w_(std::move(weights)) {
   CHECK(be_ != nullptr) << "VisionModel without a backend";
   CHECK(cfg_.head_dim % 4 == 0 && cfg_.n_heads * cfg_.head_dim == cfg_.hidden_size)
       << "vision heads " << cfg_.n_heads << " x " << cfg_.head_dim << " for hidden " << cfg_.hidden_size;
@@ -169,7 +170,8 @@ void VisionModel::layer(const VisionLayer& w, Tensor x, const Rope2dArgs& rope, 
   be_->rope_2d(q, k, rope);
   const Tensor attn = be_->segment_attention({.q = q, .k = k, .v = v, .segment_begin = image_begin,
                                               .n_heads = cfg_.n_heads,
-                                              .scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim))},
+                                              .scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim)),
+                                              .bf16_operands = options_.bf16_attention_operands},
                                              a);                                          // [N,Hv]
   be_->matmul_add(x, attn, w.o, a);                                                       // x += o(attn)
   const Tensor z = be_->rms_norm(x, w.ffn_norm, static_cast<float>(cfg_.norm_eps), a);   // [N,Hv]

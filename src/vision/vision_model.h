@@ -41,13 +41,20 @@ struct VisionWeights {
   static VisionWeights load(const io::Checkpoint& checkpoint, Backend& backend);
 };
 
+struct VisionOptions {
+  // The attention's q, k, v and softmax weights rounded to BF16 where they meet (SegmentAttentionArgs::bf16_operands:
+  // CUDA's tensor cores at one term, vLLM's numerics); false: fp32. quatre follows --attention-operands.
+  bool bf16_attention_operands = false;
+};
+
 class VisionModel {
  public:
   // The tower on `backend` (its own: calls run one at a time, beside whatever the text model's backend runs).
   // Throws LoadError when the checkpoint has no vision tower.
-  VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend);
+  VisionModel(const io::Checkpoint& checkpoint, std::unique_ptr<Backend> backend, VisionOptions options = {});
   // The tower of `config` with weights already prepared on `backend` (e.g. drawn there: quatre bench --vision).
-  VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend);
+  VisionModel(const io::VisionConfig& config, VisionWeights weights, std::unique_ptr<Backend> backend,
+              VisionOptions options = {});
 
   // One run on a blank image of the largest size (a device backend's scratch for it is then held: a server sizes
   // its KV cache after this, around it).
@@ -71,6 +78,7 @@ class VisionModel {
   Tensor project(const Tensor& hidden, std::span<const PixelValues> images, Arena& a) const;  // [N/M², D]
 
   io::VisionConfig cfg_;
+  VisionOptions options_;
   std::unique_ptr<Backend> be_;
   VisionWeights w_;
   std::vector<float> freq_;  // [head_dim / 2]: theta^(-2j / head_dim)

@@ -162,6 +162,38 @@ TEST(VisionGolden, ConcurrentRunsGiveTheSerialBits) {
   }
 }
 
+#ifdef QUATRE_VISION_GOLDEN_CUDA
+// The tower with BF16 attention operands (what quatre runs on CUDA by default, --attention-operands auto): its hidden
+// state and features stay within BF16's rounding of transformers' fp32 ones, and differ from the fp32 run.
+TEST(VisionGolden, Bf16AttentionOperandsStayNearTransformers) {
+  if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";
+  model::test::TempDir dir;
+  const fs::path ckpt = model::test::make_checkpoint(dir, "hf", {"tiny", io::CheckpointFormat::kHuggingFace, false, 1});
+  const io::Checkpoint checkpoint = io::Checkpoint::open(ckpt);
+  const io::VisionConfig& vc = *checkpoint.config().vision;
+  const VisionModel bf16(checkpoint, make_backend(kTowerDevice), {.bf16_attention_operands = true});
+  const VisionModel fp32(checkpoint, make_backend(kTowerDevice));
+  int checked = 0;
+  for (const fs::path& path : golden_files()) {
+    const io::SafetensorsFile golden(path);
+    if (golden.find("image_features") == nullptr) continue;
+    SCOPED_TRACE(golden.metadata().at("model_case"));
+    std::vector<PixelValues> images;
+    for (const std::string& name : split(golden.metadata().at("images"), ',')) {
+      images.push_back(preprocess(golden_rgb(name, nullptr), vc));
+    }
+    std::vector<float> hidden, features, hidden32;
+    bf16.run(images, &hidden, &features);
+    fp32.run(images, &hidden32, nullptr);
+    EXPECT_TRUE(model::test::near(hidden, read_tensor<float>(golden, "vision_hidden"), 1e-2, 5e-2)) << "vision tower";
+    EXPECT_TRUE(model::test::near(features, read_tensor<float>(golden, "image_features"), 1e-2, 5e-2)) << "features";
+    EXPECT_GT(diff(hidden, hidden32).max_abs, 1e-6) << "the operands were not rounded";
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+#endif
+
 // Tower, projector and logits with the features spliced in.
 TEST(VisionGolden, EncoderAndLogitsMatchTransformers) {
   if (!is_available(kTowerDevice)) GTEST_SKIP() << "no " << device_name(kTowerDevice) << " device present";

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and
-# the CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench, the
+# the CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench (its
+# attention on the tensor cores, BF16 and fp32 operands, and on the CUDA cores; one run profiled), the
 # whole 4-bit model at batch 1 and 64 profiled op by op, then Nsight Compute on the routed experts' small
 # tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1) and,
 # to compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR; tables on stdout.
@@ -12,9 +13,17 @@ bash tools/gpu/cuda_check.sh "$out/check" > "$out/check.txt" 2>&1
 echo "== cuda_check rc=$?"
 grep -E "^== |PASSED|FAILED|Failure" "$out/check.txt" | head -40
 source tools/gpu/packed_env.sh > /dev/null
-timeout 120 "$bin/quatre-bench" --random-weights --vision 224,1540 --steps 3 > "$out/vision.txt" 2>&1
-echo "== bench --vision rc=$?"
-tail -4 "$out/vision.txt"
+# The tower's attention on the tensor cores with BF16 operands (the default), fp32 ones (three terms), and the fp32
+# CUDA-core kernel it replaced (QUATRE_CUDA_VISION_TC=0); the default profiled.
+for v in "bf16 1" "fp32 1" "fp32 0"; do
+  set -- $v
+  QUATRE_CUDA_VISION_TC=$2 timeout 120 "$bin/quatre-bench" --random-weights --vision 224,448,1036,1540 --steps 3 \
+    --attention-operands "$1" > "$out/vision_$1_$2.txt" 2>&1
+  echo "== bench --vision, operands $1, tensor cores $2: rc=$?"
+  grep -E "^ +[0-9]+x[0-9]+" "$out/vision_$1_$2.txt"
+done
+timeout 60 "$bin/quatre-bench" --random-weights --vision 1540 --steps 1 --profile > "$out/vision_profile.txt" 2>&1
+grep -E "^    " "$out/vision_profile.txt" | head -12
 timeout 200 "$bin/quatre-bench" --random-weights --dtype int4 --context 2048 --steps 5 --batch 1,64 --profile \
   > "$out/int4_profile.txt" 2>&1
 echo "== int4 profile rc=$?"

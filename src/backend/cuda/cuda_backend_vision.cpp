@@ -31,8 +31,8 @@ void CudaBackend::rope_2d(Tensor q, Tensor k, const Rope2dArgs& args) {
            "rope_2d");
 }
 
-// The work goes up as tiles of at most kSegmentAttentionRows query rows, each inside one segment (whose keys it
-// reads): a block a (tile, head).
+// The work goes up as tiles of at most segment_attention_tile_rows query rows, each inside one segment (whose keys
+// it reads): a block a (tile, head).
 Tensor CudaBackend::segment_attention(const SegmentAttentionArgs& args, Arena& a) {
   check_segment_attention_args(args);
   check_f32(args.q, "segment_attention q");
@@ -45,11 +45,12 @@ Tensor CudaBackend::segment_attention(const SegmentAttentionArgs& args, Arena& a
   }
   Tensor out = a.tensor(DType::F32, {N, width});  // [N, H*dh]
   const std::span<const int32_t> b = args.segment_begin;
+  const int rows = segment_attention_tile_rows(dh, args.bf16_operands, N, H);
   attention_tiles_.clear();
   double key_rows = 0;  // keys read per head, over all tiles (the profile's bytes)
   for (size_t s = 0; s + 1 < b.size(); ++s) {
-    for (int64_t q0 = b[s]; q0 < b[s + 1]; q0 += kSegmentAttentionRows) {
-      const int64_t q1 = std::min<int64_t>(q0 + kSegmentAttentionRows, b[s + 1]);
+    for (int64_t q0 = b[s]; q0 < b[s + 1]; q0 += rows) {
+      const int64_t q1 = std::min<int64_t>(q0 + rows, b[s + 1]);
       attention_tiles_.insert(attention_tiles_.end(), {static_cast<int32_t>(q0), static_cast<int32_t>(q1), b[s], b[s + 1]});
       key_rows += b[s + 1] - b[s];
     }
@@ -58,7 +59,8 @@ Tensor CudaBackend::segment_attention(const SegmentAttentionArgs& args, Arena& a
   const OpScope scope(profiler_, "segment_attention", (2 * key_rows + 2 * static_cast<double>(N)) * static_cast<double>(width) * 4);
   const int32_t* tiles = upload(std::span<const int32_t>(attention_tiles_));
   launched(launch_segment_attention(args.q.data_as<float>(), args.k.data_as<float>(), args.v.data_as<float>(),
-                                    out.data_as<float>(), H, dh, tiles, n_tiles, args.scale, as_stream(stream_)),
+                                    out.data_as<float>(), H, dh, tiles, n_tiles, rows, args.scale, args.bf16_operands,
+                                    as_stream(stream_)),
            "segment_attention");
   return out;
 }

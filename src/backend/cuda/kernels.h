@@ -202,13 +202,21 @@ cudaError_t launch_silu_mul(float* g, const float* u, int64_t n, cudaStream_t st
 cudaError_t launch_rope_2d(float* q, float* k, int64_t N, int64_t H, int64_t dh, const float* freq,
                            const int32_t* rows, const int32_t* cols, bool half_pairs, cudaStream_t stream);
 // Softmax attention inside segments (SegmentAttentionArgs): out [N, H*dh] from q, k, v [N, H*dh]. The work comes as
-// n_tiles tiles (device [n_tiles][4] = q0, q1, k0, k1): the query rows [q0, q1), at most kSegmentAttentionRows of
-// them, of the segment [k0, k1), which are its keys. dh <= kSegmentAttentionMaxHeadDim (else cudaErrorInvalidValue).
-constexpr int kSegmentAttentionRows = 64;
+// n_tiles tiles (device [n_tiles][4] = q0, q1, k0, k1): the query rows [q0, q1), at most tile_rows of them (what
+// segment_attention_tile_rows gave for the call), of the segment [k0, k1), which are its keys. Two kernels:
+//   - tensor cores (mma.sync, fp32 sums) where dh <= 64, or dh <= 128 with bf16_operands: q, k, v and the softmax
+//     weights P as three BF16 terms each (fp32 up to summation order; products of terms below 2^-16 of the leading
+//     one left out) or, with bf16_operands, as one (rounded to BF16: vLLM's numerics, ~1e-3 relative);
+//   - fp32 on the CUDA cores (the rest, or QUATRE_CUDA_VISION_TC=0).
+// dh <= kSegmentAttentionMaxHeadDim (else cudaErrorInvalidValue, as for a tile_rows the kernel does not take).
 constexpr int64_t kSegmentAttentionMaxHeadDim = 128;
+int segment_attention_tile_rows(int64_t dh, bool bf16_operands, int64_t N, int64_t H);
 cudaError_t launch_segment_attention(const float* q, const float* k, const float* v, float* out, int64_t H,
-                                     int64_t dh, const int32_t* tiles, int64_t n_tiles, float scale,
-                                     cudaStream_t stream);
+                                     int64_t dh, const int32_t* tiles, int64_t n_tiles, int tile_rows, float scale,
+                                     bool bf16_operands, cudaStream_t stream);
+// Tests: -1 the environment's choice (QUATRE_CUDA_VISION_TC), 0 the fp32 kernel for every call, 1 the tensor cores
+// where they apply; rows 64 or 128 forces the tensor cores' tile rows (0: the rule).
+void set_segment_attention_tc_for_tests(int mode, int rows = 0);
 // x <- 0.5·x·(1 + erf(x/√2)) over n floats, each operation rounded as the CPU's float expression.
 cudaError_t launch_gelu(float* x, int64_t n, cudaStream_t stream);
 // A prompt's 4-bit routed experts through cuBLASLt's BF16 GEMM (cuda_backend_moe.cpp): out[m, k] = bf16(x[rows[m],

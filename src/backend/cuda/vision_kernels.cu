@@ -1,8 +1,11 @@
-// The Pixtral vision tower's kernels (core/backend.h's rope_2d, segment_attention, gelu), all in fp32:
+// The Pixtral vision tower's kernels (core/backend.h's rope_2d, segment_attention, gelu), fp32 in and out:
 //   rope_2d: a thread a (row, head, pair), its angle's cos and sin, q's and k's pair rotated;
-//   segment_attention: flash-style, a block a (tile of 64 query rows of one segment, head); the segment's keys in
-//     tiles of 64 through shared memory; S = Q·Kᵀ and O += P·V on 4x4 register micro-tiles of 16x16 threads; the
-//     online softmax per row (running max and sum, expf); never an N x N matrix;
+//   segment_attention, two flash-style kernels, a block a (tile of query rows of one segment, head), the segment's
+//     keys in tiles of 64 through shared memory, the online softmax per row (running max and sum), never an N x N
+//     matrix:
+//     - on the tensor cores: a warp a 16 query rows, S = Q·Kᵀ and O += P·V as BF16 mma.sync with fp32 sums, the
+//       operands as 3 BF16 terms (fp32) or 1 (bf16_operands), P straight from S's accumulators (FlashAttention-2);
+//     - on the CUDA cores, fp32: 4x4 register micro-tiles of 16x16 threads (head sizes the first does not take);
 //   gelu: the exact (erf) GELU, element-wise.
 // Products and sums that the CPU rounds one by one are written with __fmul_rn / __fadd_rn (no FMA contraction).
 // Depends on CUDA only.
@@ -10,7 +13,9 @@
 #include <cmath>
 
 #include "backend/cuda/device_math.cuh"
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -45,7 +50,7 @@ __global__ void gelu_kernel(float* x, int64_t n) {
   }
 }
 
-constexpr int kRows = kSegmentAttentionRows;  // query rows a block
+constexpr int kRows = 64;                     // query rows a block
 constexpr int kKeys = 64;                     // keys a tile
 constexpr int kThreads = 256;                 // 16 row groups (ty) x 16 key or column groups (tx)
 constexpr int kPad = 4;                       // floats after each shared row: K reads of 8 lanes in distinct banks
@@ -234,6 +239,235 @@ cudaError_t launch_segment_attention_dp(const float* q, const float* k, const fl
   return cudaGetLastError();
 }
 
+
+// ---- On the tensor cores ----
+// A block of WARPS warps takes a tile of 16·WARPS query rows; warp w owns rows q0 + 16w + (0..15), thread (g =
+// lane / 4, c = lane % 4) rows g and g + 8 of them (mma.cuh's fragment layout). Per 64-key tile, k and v go through
+// shared memory as NT BF16 terms each ([NT][64][DP + 8]: 16 bytes of pad put ldmatrix's eight rows in distinct
+// banks); the warp's scores S [16 x 64] stay in its accumulators, P = exp(S - m) is split into NT terms there and
+// multiplies V (FlashAttention-2's register reuse). A product of terms i and j is taken for i + j < NT: with NT = 3
+// the terms below 2^-16 of the leading product are left out (fp32 up to summation order).
+constexpr int kTcKeys = 64;
+
+template <int DP, int NT>
+constexpr size_t tc_shared_bytes() {
+  return 2 * static_cast<size_t>(NT) * kTcKeys * (DP + 8) * sizeof(uint16_t);
+}
+
+// Four floats of row `row` from column `col` (16-byte aligned when `aligned`, else read one by one).
+__device__ __forceinline__ float4 load4(const float* p, bool aligned) {
+  if (aligned) return *reinterpret_cast<const float4*>(p);
+  return make_float4(p[0], p[1], p[2], p[3]);
+}
+
+// dst [NT][64][DP + 8] = the BF16 terms of src[row0 + r, col0 + d] for r < n_keys, d < dh; zeros elsewhere (finite:
+// padded keys are masked in the scores, padded columns add nothing). All of a thread's loads are issued first.
+template <int DP, int NT, int WARPS>
+__device__ __forceinline__ void stage_terms(uint16_t* dst, const float* src, int64_t row0, int n_keys, int64_t width,
+                                            int64_t col0, int dh, bool aligned) {
+  constexpr int kVecs = kTcKeys * DP / 4, kPer = kVecs / (32 * WARPS), S = DP + 8;
+  static_assert(kVecs % (32 * WARPS) == 0, "whole float4s a thread");
+  float4 val[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int idx = static_cast<int>(threadIdx.x) + i * 32 * WARPS, r = idx / (DP / 4), d = 4 * (idx % (DP / 4));
+    val[i] = r < n_keys && d < dh ? load4(src + (row0 + r) * width + col0 + d, aligned) : make_float4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int idx = static_cast<int>(threadIdx.x) + i * 32 * WARPS, r = idx / (DP / 4), d = 4 * (idx % (DP / 4));
+    uint32_t lo[NT], hi[NT];
+    split_bf16<NT>(val[i].x, val[i].y, lo);
+    split_bf16<NT>(val[i].z, val[i].w, hi);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) *reinterpret_cast<uint2*>(dst + (t * kTcKeys + r) * S + d) = make_uint2(lo[t], hi[t]);
+  }
+}
+
+// The max (or sum) over the 4 lanes of a row (the quad of lanes 4g .. 4g + 3).
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Block (tile, head) as segment_attention_kernel's; scale_log2 = scale · log2(e) (the softmax in base 2).
+template <int DP, int NT, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS) segment_attention_tc_kernel(const float* q, const float* k, const float* v,
+                                                                          float* out, int64_t H, int dh,
+                                                                          const int32_t* tiles, float scale_log2,
+                                                                          bool aligned) {
+  constexpr int S = DP + 8, KC = DP / 16, ND = DP / 8, KT = kTcKeys / 8;  // k chunks of S; n-tiles of O and of S
+  static_assert(DP % 32 == 0, "pairs of 16-wide k chunks");
+  extern __shared__ float4 shared4[];
+  uint16_t* ks = reinterpret_cast<uint16_t*>(shared4);  // [NT][64][S]
+  uint16_t* vs = ks + NT * kTcKeys * S;                  // [NT][64][S]
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int32_t* tile = tiles + 4 * static_cast<int64_t>(blockIdx.x);
+  const int32_t q0 = tile[0], q1 = tile[1], k_begin = tile[2], k_end = tile[3];
+  const int64_t width = H * dh, col0 = blockIdx.y * static_cast<int64_t>(dh);
+  const int32_t row[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+  const bool idle = q0 + 16 * warp >= q1;  // the whole warp: it only helps stage k and v
+
+  // Q's A fragments: a[0] (row g, columns 16kk + 2c, +1), a[1] (row g + 8), a[2], a[3] (the same, 8 columns on).
+  uint32_t qa[NT][KC][4];
+#pragma unroll
+  for (int kk = 0; kk < KC; ++kk) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int d = 16 * kk + 8 * (i / 2) + 2 * c, r = row[i % 2];
+      float2 x = make_float2(0.0f, 0.0f);
+      if (r < q1 && d < dh) {
+        const float* p = q + r * width + col0 + d;
+        x = aligned ? *reinterpret_cast<const float2*>(p) : make_float2(p[0], p[1]);
+      }
+      uint32_t t[NT];
+      split_bf16<NT>(x.x, x.y, t);
+#pragma unroll
+      for (int n = 0; n < NT; ++n) qa[n][kk][i] = t[n];
+    }
+  }
+
+  float o[ND][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  for (int32_t k0 = k_begin; k0 < k_end; k0 += kTcKeys) {
+    const int n_keys = min(kTcKeys, k_end - k0);
+    __syncthreads();  // the last tile's terms are read
+    stage_terms<DP, NT, WARPS>(ks, k, k0, n_keys, width, col0, dh, aligned);
+    stage_terms<DP, NT, WARPS>(vs, v, k0, n_keys, width, col0, dh, aligned);
+    __syncthreads();
+    if (idle) continue;
+
+    // S = Q·Kᵀ: s[j] holds rows g, g + 8 at keys 8j + 2c, + 1.
+    float s[KT][4] = {};
+#pragma unroll
+    for (int tk = 0; tk < NT; ++tk) {
+#pragma unroll
+      for (int j = 0; j < KT; ++j) {
+#pragma unroll
+        for (int kp = 0; kp < KC / 2; ++kp) {
+          uint32_t b[4];  // keys 8j.., columns 32kp + 8i ..: b0, b1 of chunks 2kp and 2kp + 1
+          ldmatrix_x4(b, ks + (tk * kTcKeys + 8 * j + lane % 8) * S + 32 * kp + 8 * (lane / 8));
+#pragma unroll
+          for (int tq = 0; tq + tk < NT; ++tq) {
+            mma_bf16(s[j], qa[tq][2 * kp], b[0], b[1]);
+            mma_bf16(s[j], qa[tq][2 * kp + 1], b[2], b[3]);
+          }
+        }
+      }
+    }
+
+    // Online softmax in base 2: the rows' new running max (finite: key k0 is in the segment), the old sums and
+    // outputs scaled by 2^(m_old - m_new) (0 on the first tile), P = 2^(s·scale_log2 - m) in place of S.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < KT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = 8 * j + 2 * c + (e & 1) < n_keys ? s[j][e] * scale_log2 : -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m_new = fmaxf(m[h], quad_max(mx[h]));
+      const float corr = exp2f(m[h] - m_new);
+      m[h] = m_new;
+      l[h] *= corr;
+#pragma unroll
+      for (int nd = 0; nd < ND; ++nd) o[nd][2 * h] *= corr, o[nd][2 * h + 1] *= corr;
+    }
+#pragma unroll
+    for (int j = 0; j < KT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = exp2f(s[j][e] - m[e / 2]);
+        l[e / 2] += s[j][e];
+      }
+    }
+
+    // O += P·V, 16 keys a step: P's A fragment is S's accumulators of key tiles 2kk and 2kk + 1.
+#pragma unroll
+    for (int kk = 0; kk < KT / 2; ++kk) {
+      uint32_t pa[NT][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float* src = s[2 * kk + i / 2] + 2 * (i % 2);  // a0 row g, a1 row g + 8; a2, a3 8 keys on
+        uint32_t t[NT];
+        split_bf16<NT>(src[0], src[1], t);
+#pragma unroll
+        for (int n = 0; n < NT; ++n) pa[n][i] = t[n];
+      }
+#pragma unroll
+      for (int tv = 0; tv < NT; ++tv) {
+#pragma unroll
+        for (int np = 0; np < DP / 16; ++np) {
+          uint32_t b[4];  // keys 16kk + 8(i % 2) .., columns 16np + 8(i / 2) ..: b0, b1 of n-tiles 2np and 2np + 1
+          ldmatrix_x4_trans(b, vs + (tv * kTcKeys + 16 * kk + 8 * ((lane / 8) % 2) + lane % 8) * S + 16 * np +
+                                   8 * (lane / 16));
+#pragma unroll
+          for (int tp = 0; tp + tv < NT; ++tp) {
+            mma_bf16(o[2 * np], pa[tp], b[0], b[1]);
+            mma_bf16(o[2 * np + 1], pa[tp], b[2], b[3]);
+          }
+        }
+      }
+    }
+  }
+  if (idle) return;
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float sum = quad_sum(l[h]);
+    if (row[h] >= q1) continue;
+    float* dst = out + row[h] * width + col0;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) {
+      const int d = 8 * nd + 2 * c;
+      if (d < dh) *reinterpret_cast<float2*>(dst + d) = make_float2(o[nd][2 * h] / sum, o[nd][2 * h + 1] / sum);
+    }
+  }
+}
+
+template <int DP, int NT, int WARPS>
+cudaError_t launch_segment_attention_tc(const float* q, const float* k, const float* v, float* out, int64_t H,
+                                        int64_t dh, const int32_t* tiles, int64_t n_tiles, float scale,
+                                        cudaStream_t stream) {
+  const auto kernel = segment_attention_tc_kernel<DP, NT, WARPS>;
+  constexpr size_t shared = tc_shared_bytes<DP, NT>();
+  if constexpr (shared > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
+    if (e != cudaSuccess) return e;
+  }
+  const auto is16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool aligned = is16(q) && is16(k) && is16(v) && is16(out);
+  const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(H));
+  kernel<<<grid, 32 * WARPS, shared, stream>>>(q, k, v, out, H, static_cast<int>(dh), tiles,
+                                               scale * 1.44269504088896341f, aligned);
+  return cudaGetLastError();
+}
+
+template <int NT, int WARPS>
+cudaError_t launch_tc_nt(const float* q, const float* k, const float* v, float* out, int64_t H, int64_t dh,
+                         const int32_t* tiles, int64_t n_tiles, float scale, cudaStream_t stream) {
+  if (dh <= 32) return launch_segment_attention_tc<32, NT, WARPS>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
+  if (dh <= 64) return launch_segment_attention_tc<64, NT, WARPS>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
+  if constexpr (NT == 1) {
+    return launch_segment_attention_tc<128, NT, WARPS>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+int tc_test_mode = -1, tc_test_rows = 0;
+
+bool tc_applies(int64_t dh, bool bf16_operands) {
+  static const bool env_on = env_switch_on("QUATRE_CUDA_VISION_TC");
+  return switch_on(tc_test_mode, env_on) && (dh <= 64 || (bf16_operands && dh <= 128));
+}
+
 }  // namespace
 
 cudaError_t launch_rope_2d(float* q, float* k, int64_t N, int64_t H, int64_t dh, const float* freq,
@@ -245,11 +479,43 @@ cudaError_t launch_rope_2d(float* q, float* k, int64_t N, int64_t H, int64_t dh,
   return cudaGetLastError();
 }
 
+int segment_attention_tile_rows(int64_t dh, bool bf16_operands, int64_t N, int64_t H) {
+  if (!tc_applies(dh, bf16_operands)) return kRows;
+  static const int64_t env_rows = env_int("QUATRE_CUDA_VISION_TILE_ROWS", 0);
+  const int64_t forced = tc_test_rows != 0 ? tc_test_rows : env_rows;
+  if (forced == 64 || forced == 128) return static_cast<int>(forced);
+  // 128 rows (8 warps: k and v staged once for twice the queries) where that still gives every SM two blocks.
+  static const int sms = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      return 132;
+    }
+    return n;
+  }();
+  return N / 128 * H >= 2 * sms ? 128 : 64;
+}
+
+void set_segment_attention_tc_for_tests(int mode, int rows) {
+  tc_test_mode = mode;
+  tc_test_rows = rows;
+}
+
 cudaError_t launch_segment_attention(const float* q, const float* k, const float* v, float* out, int64_t H,
-                                     int64_t dh, const int32_t* tiles, int64_t n_tiles, float scale,
-                                     cudaStream_t stream) {
+                                     int64_t dh, const int32_t* tiles, int64_t n_tiles, int tile_rows, float scale,
+                                     bool bf16_operands, cudaStream_t stream) {
   if (n_tiles == 0 || H == 0) return cudaSuccess;
   if (dh < 1 || dh > kSegmentAttentionMaxHeadDim || H > 65535 || n_tiles > 0x7fffffff) return cudaErrorInvalidValue;
+  if (tc_applies(dh, bf16_operands)) {
+    if (tile_rows != 64 && tile_rows != 128) return cudaErrorInvalidValue;
+    const bool eight = tile_rows == 128;
+    if (bf16_operands) {
+      return eight ? launch_tc_nt<1, 8>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream)
+                   : launch_tc_nt<1, 4>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
+    }
+    return eight ? launch_tc_nt<3, 8>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream)
+                 : launch_tc_nt<3, 4>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
+  }
+  if (tile_rows != kRows) return cudaErrorInvalidValue;
   if (dh <= 16) return launch_segment_attention_dp<16>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
   if (dh <= 32) return launch_segment_attention_dp<32>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);
   if (dh <= 64) return launch_segment_attention_dp<64>(q, k, v, out, H, dh, tiles, n_tiles, scale, stream);

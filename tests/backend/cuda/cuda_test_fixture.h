@@ -29,6 +29,7 @@ class CudaVsCpu : public testing::Test {
     // The 4-bit experts' exact fp32 activations (three BF16 terms), which the fp32 tolerances below hold for; the
     // default, BF16 activations, is tested on its own (test_cuda_int4 Bf16ActivationsAreXRoundedToBf16).
     set_int4_act_for_tests(0);
+    set_segment_attention_tc_for_tests(-1);
     gpu_ = std::make_unique<CudaBackend>();
     dev_arena_ = std::make_unique<Arena>(gpu_->memory());
   }
@@ -92,6 +93,7 @@ struct ResetKernelSwitches {
     set_terms_for_tests(-1);
     set_int4_lt_for_tests(-1);
     set_int4_act_for_tests(0);
+    set_segment_attention_tc_for_tests(-1);
   }
 };
 

@@ -1,6 +1,7 @@
 // CudaBackend's vision-tower ops against CpuBackend on seeded random inputs: the 2-D RoPE (both pair layouts),
-// attention inside segments (one, several, single-row and long ones; every head size the kernel is built for; the
-// same bits on a second run), the exact GELU over a wide range; and the InvalidRequests of bad arguments.
+// attention inside segments (one, several, single-row and long ones; every head size each kernel is built for, on
+// the tensor cores at both tile heights and on the fp32 kernel; fp32 and BF16 operands; the same bits on a second
+// run), the exact GELU over a wide range; and the InvalidRequests of bad arguments.
 // Errors: max |got − want| / max |want|. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_fixture.h"
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace quatre::cuda {
@@ -61,32 +63,92 @@ TEST_F(CudaVision, Rope2dMatchesCpu) {
   }
 }
 
-TEST_F(CudaVision, SegmentAttentionMatchesCpu) {
-  struct Case {
-    int64_t dh, H;
-    std::vector<int32_t> bounds;
-  };
-  const std::vector<Case> cases = {
+struct AttentionCase {
+  int64_t dh, H;
+  std::vector<int32_t> bounds;
+};
+
+const std::vector<AttentionCase>& attention_cases() {
+  static const std::vector<AttentionCase> cases = {
       {8, 4, {0, 100}},          {8, 4, {0, 1, 100}},  {8, 4, {0, 37, 100, 230}},  {16, 2, {0, 100}},
       {16, 2, {0, 1, 100}},      {16, 2, {0, 37, 100, 230}}, {64, 2, {0, 100}},     {64, 2, {0, 1, 100}},
       {64, 2, {0, 37, 100, 230}}, {64, 2, {0, 1500}},   {64, 1, {0, 1}},  // one row alone
       {20, 2, {0, 5, 70, 71}},   {128, 2, {0, 64, 129}}, {100, 1, {0, 65, 200}},     // the other tile widths
+      {32, 3, {0, 200, 329}},    {40, 2, {0, 130, 131, 400}},
   };
-  for (const Case& c : cases) {
-    const int64_t N = c.bounds.back(), width = c.H * c.dh;
-    SCOPED_TRACE(testing::Message() << "dh " << c.dh << " H " << c.H << " N " << N << " segments " << c.bounds.size() - 1);
-    std::vector<float> q = randn(static_cast<size_t>(N * width), 10, 2.0f), k = randn(static_cast<size_t>(N * width), 11),
-                       v = randn(static_cast<size_t>(N * width), 12);
-    SegmentAttentionArgs args{.q = host(q, {N, width}), .k = host(k, {N, width}), .v = host(v, {N, width}),
-                              .segment_begin = c.bounds, .n_heads = c.H,
-                              .scale = 1.0f / std::sqrt(static_cast<float>(c.dh))};
-    const std::vector<float> want = vec(cpu_.segment_attention(args, host_arena_));
-    args.q = up(q, {N, width});
-    args.k = up(k, {N, width}, 1);  // not 16-byte aligned
-    args.v = up(v, {N, width});
-    const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
-    EXPECT_LE(max_rel_err(got, want), 1e-5);
-    EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+  return cases;
+}
+
+// The kernels a call may take: the tensor cores with tiles of 64 and of 128 query rows, and the fp32 kernel.
+struct AttentionKernel {
+  const char* name;
+  int mode, rows;
+};
+constexpr AttentionKernel kAttentionKernels[] = {{"tensor cores, 64 rows", 1, 64}, {"tensor cores, 128 rows", 1, 128},
+                                                 {"fp32 kernel", 0, 0}};
+
+// Every case on every kernel, fp32 operands (three BF16 terms on the tensor cores): the CPU's result within 1e-5 of
+// its largest value (summation order and exp's ulps), and the same bits on a second run.
+TEST_F(CudaVision, SegmentAttentionMatchesCpu) {
+  for (const AttentionKernel& kernel : kAttentionKernels) {
+    set_segment_attention_tc_for_tests(kernel.mode, kernel.rows);
+    for (const AttentionCase& c : attention_cases()) {
+      const int64_t N = c.bounds.back(), width = c.H * c.dh;
+      SCOPED_TRACE(testing::Message() << kernel.name << ": dh " << c.dh << " H " << c.H << " N " << N << " segments "
+                                      << c.bounds.size() - 1);
+      std::vector<float> q = randn(static_cast<size_t>(N * width), 10, 2.0f), k = randn(static_cast<size_t>(N * width), 11),
+                         v = randn(static_cast<size_t>(N * width), 12);
+      SegmentAttentionArgs args{.q = host(q, {N, width}), .k = host(k, {N, width}), .v = host(v, {N, width}),
+                                .segment_begin = c.bounds, .n_heads = c.H,
+                                .scale = 1.0f / std::sqrt(static_cast<float>(c.dh))};
+      const std::vector<float> want = vec(cpu_.segment_attention(args, host_arena_));
+      args.q = up(q, {N, width});
+      args.k = up(k, {N, width}, c.dh == 64 ? 1 : 0);  // not 16-byte aligned: the loads one float at a time
+      args.v = up(v, {N, width});
+      const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
+      EXPECT_LE(max_rel_err(got, want), 1e-5);
+      EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+    }
+  }
+}
+
+// x rounded to BF16 (nearest even), as floats.
+std::vector<float> rounded_bf16(std::vector<float> x) {
+  for (float& e : x) e = bf16_to_f32(f32_to_bf16(e));
+  return x;
+}
+
+// BF16 operands (one term): against the CPU on q, k, v rounded to BF16 the only difference left is P's rounding
+// (2^-9 relative a weight); against the CPU on the fp32 inputs, the scores' rounding too. Head sizes to 128 (the
+// tensor cores take them all with one term), both tile heights; the fp32 kernel ignores the flag (exact).
+TEST_F(CudaVision, Bf16OperandsAreTheInputsRoundedToBf16) {
+  for (const AttentionKernel& kernel : kAttentionKernels) {
+    set_segment_attention_tc_for_tests(kernel.mode, kernel.rows);
+    for (const AttentionCase& c : attention_cases()) {
+      const int64_t N = c.bounds.back(), width = c.H * c.dh;
+      SCOPED_TRACE(testing::Message() << kernel.name << ": dh " << c.dh << " H " << c.H << " N " << N << " segments "
+                                      << c.bounds.size() - 1);
+      std::vector<float> q = randn(static_cast<size_t>(N * width), 40, 2.0f), k = randn(static_cast<size_t>(N * width), 41),
+                         v = randn(static_cast<size_t>(N * width), 42);
+      std::vector<float> qr = rounded_bf16(q), kr = rounded_bf16(k), vr = rounded_bf16(v);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.dh));
+      const auto on_cpu = [&](std::vector<float>& a, std::vector<float>& b, std::vector<float>& d) {
+        return vec(cpu_.segment_attention({.q = host(a, {N, width}), .k = host(b, {N, width}), .v = host(d, {N, width}),
+                                           .segment_begin = c.bounds, .n_heads = c.H, .scale = scale},
+                                          host_arena_));
+      };
+      const std::vector<float> exact = on_cpu(q, k, v), of_rounded = on_cpu(qr, kr, vr);
+      const SegmentAttentionArgs args{.q = up(q, {N, width}), .k = up(k, {N, width}), .v = up(v, {N, width}),
+                                      .segment_begin = c.bounds, .n_heads = c.H, .scale = scale, .bf16_operands = true};
+      const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
+      const bool bf16 = kernel.mode == 1 && c.dh <= 128;
+      EXPECT_LE(max_rel_err(got, bf16 ? of_rounded : exact), bf16 ? 4e-3 : 1e-5);
+      EXPECT_LE(max_rel_err(got, exact), 3e-2);
+      if (bf16) {
+        EXPECT_GT(max_rel_err(got, exact), 1e-5) << "the operands were not rounded";
+      }
+      EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+    }
   }
 }
 
