@@ -2,7 +2,8 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and
 # the CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench (its
 # attention on the tensor cores, BF16 and fp32 operands, and on the CUDA cores; one run profiled), the
-# whole 4-bit model at batch 1 and 64 profiled op by op, then Nsight Compute on the routed experts' small
+# whole 4-bit model at batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base) and at batch 1 and 64
+# profiled op by op, then Nsight Compute on the routed experts' small
 # tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1) and,
 # to compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR; tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_int4_ncu.sh $OUT", carry [".gpu/pack"]
@@ -24,10 +25,19 @@ for v in "bf16 1" "fp32 1" "fp32 0"; do
 done
 timeout 60 "$bin/quatre-bench" --random-weights --vision 1540 --steps 1 --profile > "$out/vision_profile.txt" 2>&1
 grep -E "^    " "$out/vision_profile.txt" | head -12
-timeout 200 "$bin/quatre-bench" --random-weights --dtype int4 --context 2048 --steps 5 --batch 1,64 --profile \
-  > "$out/int4_profile.txt" 2>&1
+# The whole 4-bit model: a baseline binary (.gpu/cuda/base/quatre-bench, when packed) and the packed one at decode
+# batch 1-128, then the packed one profiled at batch 1 and 64.
+int4=(--random-weights --dtype int4 --context 2048 --steps 5)
+for b in .gpu/cuda/base/quatre-bench "$bin/quatre-bench"; do
+  [ -x "$b" ] || continue
+  name=$(basename "$(dirname "$b")")
+  timeout 100 "$b" "${int4[@]}" --batch 1,16,64,128 > "$out/int4_$name.txt" 2>&1
+  echo "== int4 decode, $name binary: rc=$?"
+  grep -E "^ +[0-9]+ " "$out/int4_$name.txt" | head -6
+done
+timeout 120 "$bin/quatre-bench" "${int4[@]}" --batch 1,64 --profile > "$out/int4_profile.txt" 2>&1
 echo "== int4 profile rc=$?"
-grep -E "^ +[0-9]+ |sum of ops" "$out/int4_profile.txt" | head -8
+grep -E "moe|sum of ops" "$out/int4_profile.txt" | head -8
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats
   --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis_Tables --section SourceCounters)

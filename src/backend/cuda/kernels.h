@@ -45,7 +45,7 @@ struct MatmulProblem {
   bool x_quantized = false;
   // Optional: x as its BF16 terms (x_term_planes of them: split_bf16<planes>, mma.cuh), made once by
   // launch_split_terms or launch_silu_mul_terms: row r's at x_terms + planes·K·r as planes [planes][K] (rows indexed
-  // as x's). Only the kernels matmul_takes_terms names read them (three terms: the same values as splitting x on every
+  // as x's; each octet of k in the order those launches give). Only the kernels matmul_takes_terms names read them (three terms: the same values as splitting x on every
   // load); x stays required.
   const uint16_t* x_terms = nullptr;
   // Planes of x_terms a row: 3 (the terms above: fp32 activations exactly), or 1 (x rounded to BF16 alone: the 4-bit
@@ -231,9 +231,9 @@ cudaError_t launch_silu_mul_bf16(const float* g, const float* u, int64_t M, int6
 // D, F % 32 == 0 (and G % 32: a 16-byte load in one group), out 16-byte aligned.
 cudaError_t launch_dequant_int4_bf16(const DevWeight* table, int64_t E, const int32_t* ids, int n, bool is_symmetric,
                                      int64_t F, int64_t D, uint16_t* out, cudaStream_t stream);
-// out[m][t][k] = term t of x[m, k] (rows ldx apart; out [M][planes][K] BF16, split_bf16<planes>, planes 3 or 1):
-// a matmul's x_terms.
-// K % 4 == 0, ldx % 4 == 0, x and out 16-byte aligned.
+// out[m][t] = term t of x[m, :] (rows ldx apart; out [M][planes][K] BF16, split_bf16<planes>, planes 3 or 1), each
+// octet of k in the order {0, 4, 1, 5, 2, 6, 3, 7} (the 4-bit small tensor-core kernel's slots): a matmul's x_terms.
+// K % 8 == 0, ldx % 4 == 0, x and out 16-byte aligned.
 cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, int planes,
                                cudaStream_t stream);
 // g = silu(g) · u (launch_silu_mul's arithmetic; g, u [M, K]) and its terms into out as launch_split_terms writes

@@ -184,14 +184,18 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
 // 4-bit weights (core/int4.h). A chunk is 128 k: four blocks of 32, quad thread b loading block b (k = base + 32b,
 // one 16-byte load: 32 codes of one group, as G % 32 == 0) of its rows g and g+8, with the block's scale (and
 // offset). An mma must lie in one group (the group's scale multiplies its sum after the mma), so mma (b, h), b =
-// 0..3, h = 0, 1, takes block b only: thread t's slots stand for
-//   k = base + 32b + 8(t^b) + 4h + {0,1,2,3}        (the codes 4h..4h+3 of word t^b of thread b's load)
-// and a 4x4 transpose of words over the quad (quad_words) hands each thread its words. The mma multiplies codes
-// (c - 8 symmetric, c asymmetric: exact in BF16) into a fresh fragment per block; then acc += s · partial with the
+// 0..3, h = 0, 1, takes block b only: thread t's slots {2t, 2t+1, 2t+8, 2t+9} stand for
+//   k = base + 32b + 8(t^b) + {2h, 2h+4, 2h+1, 2h+5}   (codes of word t^b of thread b's load, nibbles in that order)
+// and a 4x4 transpose of words over the quad (quad_words) hands each thread its words. That order makes a slot
+// pair two nibbles 16 bits apart, (2h, 2h+4) and (2h+1, 2h+5): one mask and OR turn them into BF16 (int4_pairs).
+// Activations made once (x_terms) are stored in that order (launch_split_terms); loaded ones are picked so. The mma
+// multiplies codes (c - 8 symmetric, c asymmetric: exact in BF16) into a fresh fragment per block; then acc += s · partial with the
 // row's own s (C rows g, g+8), and asymmetric + m · Σx (Σx of the block by an mma with A = ones). Rounding differs
 // from the CPU's per weight fl(s·c + m) · x by a few fp32 ulps of the block's terms s·Σcx and m·Σx.
 constexpr int kInt4Chunk = 128;
 
+// Where thread t's 8 k of block b start (h = 0), or its slots of mma (b, h) in a plane of x_terms (4h on: the
+// plane's octets hold k {0, 4, 1, 5, 2, 6, 3, 7}).
 __device__ __forceinline__ int int4_slot_k(int t, int b, int h) { return 32 * b + 8 * (t ^ b) + 4 * h; }
 
 template <int CT>
@@ -210,13 +214,14 @@ struct Int4Operands {
   int64_t code_stride, n_groups;
   unsigned valid;
   uint32_t group_size;
+  int group_shift;  // log2(group_size) when a power of two (a shift for the division), else -1
   Activations x;
   int t, K;
 
   __device__ Int4Chunk<CT> load(int base) const {
     Int4Chunk<CT> c;
     const int k = base + 32 * t;  // K % 32 == 0: the block lies wholly in or past K
-    const int64_t group = k < K ? static_cast<uint32_t>(k) / group_size : 0;
+    const int64_t group = k >= K ? 0 : group_shift >= 0 ? k >> group_shift : static_cast<uint32_t>(k) / group_size;
 #pragma unroll
     for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
@@ -244,14 +249,14 @@ __device__ __forceinline__ void quad_words(const uint4& own, int t, uint32_t (&o
   out[0] = high ? s2 : s0, out[1] = high ? s3 : s1, out[2] = high ? s0 : s2, out[3] = high ? s1 : s3;
 }
 
-// Codes 4h .. 4h+3 of a word (k order; column 2j in the low nibble of byte j) as two packed BF16 pairs, codes
-// {0,1} and {2,3}, minus 8 (symmetric) or not: 0x4300 | c is the BF16 value 128 + c, and the subtraction is exact.
+// Codes (2h, 2h+4) and (2h+1, 2h+5) of a word (k order, code i in nibble i: column 2j in the low nibble of byte j)
+// as two packed BF16 pairs, minus 8 (symmetric) or not: 0x4300 | c is the BF16 value 128 + c (a mask and an OR, one
+// LOP3 a pair), and the subtraction is exact.
 template <bool kOffsets>
 __device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, uint32_t& hi) {
-  const uint32_t q = word >> (16 * h);
-  const uint32_t p0 = (q & 0xFu) | ((q & 0xF0u) << 12), p1 = ((q >> 8) & 0xFu) | ((q & 0xF000u) << 4);
+  const uint32_t q = word >> (8 * h);
   const __nv_bfloat162 bias = kOffsets ? __floats2bfloat162_rn(128.0f, 128.0f) : __floats2bfloat162_rn(136.0f, 136.0f);
-  const uint32_t v0 = p0 | 0x43004300u, v1 = p1 | 0x43004300u;
+  const uint32_t v0 = (q & 0x000F000Fu) | 0x43004300u, v1 = ((q >> 4) & 0x000F000Fu) | 0x43004300u;
   const __nv_bfloat162 d0 = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v0), bias);
   const __nv_bfloat162 d1 = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&v1), bias);
   lo = *reinterpret_cast<const uint32_t*>(&d0), hi = *reinterpret_cast<const uint32_t*>(&d1);
@@ -259,8 +264,9 @@ __device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, u
 
 // acc[rb][ct] += the 4-bit chunk at `base` times row block rb, block by block: per row block the two mmas (h = 0, 1;
 // 3 terms each) of block b into a fresh fragment a tile, then folded with the rows' scales (and offsets). A is
-// decoded at its mma (registers: kept for all row blocks, it spilled). The activations of the next (b, rb, h) load
-// during the mmas, in program order (hoisted, a chunk's 8 loads spilled even at one row block).
+// decoded at its mma (registers: kept for all row blocks, it spilled). The activations of the next (b, rb) load
+// during the mmas (the terms made once: of the next (b, h)), in program order (hoisted, a chunk's loads spilled even
+// at one row block).
 template <int RB, XMode kX, bool kOffsets, int CT>
 __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
                                          float (&acc)[RB][CT][4]) {
@@ -274,12 +280,17 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
   constexpr bool kMade = kMadeTerms<kX>;  // the terms made once (RB == 1)
   constexpr int kN = kMade ? kTermsOf<kX> : 3;  // mmas a block and row block: one a term of x
   static_assert(!kMade || RB == 1, "x_terms: one row block");
-  float4 next;
+  float4 next[2];  // loaded: x at the next (b, rb)'s 8 k, in k order
   uint32_t next_b0[3], next_b1[3];
+  const auto load8 = [&](int step) {  // step (b, rb) = (step / RB, step % RB)
+    const int k = base + int4_slot_k(op.t, step / RB, 0);
+    next[0] = op.x.template load<true>(k, step % RB);
+    next[1] = op.x.template load<true>(k + 4, step % RB);
+  };
   if constexpr (kMade) {
     op.x.template load_terms<kN>(base + int4_slot_k(op.t, 0, 0), next_b0, next_b1);
   } else {
-    next = op.x.template load<true>(base + int4_slot_k(op.t, 0, 0), 0);
+    load8(0);
   }
 #pragma unroll
   for (int b = 0; b < 4; ++b) {
@@ -291,22 +302,23 @@ __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Opera
     }
 #pragma unroll
     for (int rb = 0; rb < RB; ++rb) {
+      float4 x[2];
+      if constexpr (!kMade) {
+        x[0] = next[0], x[1] = next[1];
+        if (b * RB + rb + 1 < 4 * RB) load8(b * RB + rb + 1);
+      }
       float part[CT][4] = {}, sum_x[4] = {};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int step = (b * RB + rb) * 2 + h + 1;  // the next step's (b, rb, h)
-        uint32_t b0[3], b1[3];
+        uint32_t b0[3], b1[3];  // slots (2t, 2t+1): k (2h, 2h+4) of the 8; (2t+8, 2t+9): (2h+1, 2h+5)
         if constexpr (kMade) {
 #pragma unroll
           for (int i = 0; i < kN; ++i) b0[i] = next_b0[i], b1[i] = next_b1[i];
+          const int step = 2 * b + h + 1;  // the next (b, h)
           if (step < 8) op.x.template load_terms<kN>(base + int4_slot_k(op.t, step / 2, step % 2), next_b0, next_b1);
         } else {
-          const float4 x = next;
-          if (step < 8 * RB) {
-            next = op.x.template load<true>(base + int4_slot_k(op.t, step / (2 * RB), step % 2), (step / 2) % RB);
-          }
-          split3(x.x, x.y, b0);
-          split3(x.z, x.w, b1);
+          split3(h == 0 ? x[0].x : x[0].z, h == 0 ? x[1].x : x[1].z, b0);
+          split3(h == 0 ? x[0].y : x[0].w, h == 0 ? x[1].y : x[1].w, b1);
         }
 #pragma unroll
         for (int ct = 0; ct < CT; ++ct) {
@@ -401,6 +413,7 @@ __device__ __forceinline__ void set_weights(Int4Operands<CT, kOffsets>& op, cons
   bool skip = false;
   const DevWeight dw = group_dev_weight(p, group, skip);  // not a padding group: the kernel returned for those
   op.code_stride = p.K / 2, op.n_groups = p.K / dw.group_size, op.group_size = static_cast<uint32_t>(dw.group_size);
+  op.group_shift = (dw.group_size & (dw.group_size - 1)) == 0 ? __ffsll(dw.group_size) - 1 : -1;
   op.codes = static_cast<const uint8_t*>(dw.w) + n_g * op.code_stride;
   op.scales = dw.int4_scales + n_g * op.n_groups;
   op.offsets = kOffsets ? dw.int4_offsets + n_g * op.n_groups : nullptr;

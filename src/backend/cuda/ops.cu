@@ -380,39 +380,48 @@ __global__ void dequant_int4_bf16_kernel(const DevWeight* table, int64_t E, cons
 }
 
 // The N BF16 terms of x[k .. k+4) (split_bf16<N>) into planes K apart from `at` (term t at at + t·K).
+// The N terms of x[k .. k+8) (lo: k .. k+4, hi: k+4 .. k+8) at `at` (plane t at at + t·K), each plane's octet in the
+// order of the 4-bit small tensor-core kernel's slots: k {0, 4, 1, 5, 2, 6, 3, 7} (matmul_small_tc.cu int4_pairs).
 template <int N>
-__device__ __forceinline__ void store_terms4(const float4& v, uint16_t* at, int64_t K) {
-  uint32_t lo[N], hi[N];
-  split_bf16<N>(v.x, v.y, lo);
-  split_bf16<N>(v.z, v.w, hi);
+__device__ __forceinline__ void store_terms8(const float4& lo, const float4& hi, uint16_t* at, int64_t K) {
+  uint32_t p[4][N];  // [pair]: (0, 4), (1, 5), (2, 6), (3, 7)
+  split_bf16<N>(lo.x, hi.x, p[0]);
+  split_bf16<N>(lo.y, hi.y, p[1]);
+  split_bf16<N>(lo.z, hi.z, p[2]);
+  split_bf16<N>(lo.w, hi.w, p[3]);
 #pragma unroll
-  for (int t = 0; t < N; ++t) *reinterpret_cast<uint2*>(at + t * K) = make_uint2(lo[t], hi[t]);
+  for (int t = 0; t < N; ++t) *reinterpret_cast<uint4*>(at + t * K) = make_uint4(p[0][t], p[1][t], p[2][t], p[3][t]);
 }
 
 template <int N>
 __global__ void split_terms_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out) {
-  const int64_t quads = K / 4;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
+  const int64_t octets = K / 8;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * octets;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t m = i / quads, k = 4 * (i % quads);
-    store_terms4<N>(*reinterpret_cast<const float4*>(x + m * ldx + k), out + N * K * m + k, K);
+    const int64_t m = i / octets, k = 8 * (i % octets);
+    const float4* from = reinterpret_cast<const float4*>(x + m * ldx + k);
+    store_terms8<N>(from[0], from[1], out + N * K * m + k, K);
   }
 }
 
 // g = silu(g) · u as silu_mul_kernel computes it, and its terms.
 template <int N>
 __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64_t K, uint16_t* out) {
-  const int64_t quads = K / 4;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * quads;
+  const int64_t octets = K / 8;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * octets;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t m = i / quads, k = 4 * (i % quads);
-    float4 v = reinterpret_cast<const float4*>(g)[i];
-    const float4 w = reinterpret_cast<const float4*>(u)[i];
-    // Rounded products (no contraction into split3's first remainder): the values silu_mul_kernel stores.
-    v = make_float4(__fmul_rn(silu(v.x), w.x), __fmul_rn(silu(v.y), w.y), __fmul_rn(silu(v.z), w.z),
-                    __fmul_rn(silu(v.w), w.w));
-    reinterpret_cast<float4*>(g)[i] = v;
-    store_terms4<N>(v, out + N * K * m + k, K);
+    const int64_t m = i / octets, k = 8 * (i % octets);
+    float4 v[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int64_t at = (m * K + k) / 4 + j;
+      const float4 a = reinterpret_cast<const float4*>(g)[at], w = reinterpret_cast<const float4*>(u)[at];
+      // Rounded products (no contraction into split_bf16's first remainder): the values silu_mul_kernel stores.
+      v[j] = make_float4(__fmul_rn(silu(a.x), w.x), __fmul_rn(silu(a.y), w.y), __fmul_rn(silu(a.z), w.z),
+                         __fmul_rn(silu(a.w), w.w));
+      reinterpret_cast<float4*>(g)[at] = v[j];
+    }
+    store_terms8<N>(v[0], v[1], out + N * K * m + k, K);
   }
 }
 
@@ -509,11 +518,11 @@ cudaError_t launch_silu_mul_quantize_fp8(const float* g, const float* u, int64_t
 cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K, uint16_t* out, int planes,
                                cudaStream_t stream) {
   if (M == 0 || K == 0) return cudaSuccess;
-  if (K % 4 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+  if (K % 8 != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(out) % 16 != 0 || (planes != 1 && planes != 3)) {
     return cudaErrorInvalidValue;
   }
-  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u);
+  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 8, 256), 132u * 16u);
   if (planes == 1) {
     split_terms_kernel<1><<<blocks, 256, 0, stream>>>(x, ldx, M, K, out);
   } else {
@@ -525,11 +534,11 @@ cudaError_t launch_split_terms(const float* x, int64_t ldx, int64_t M, int64_t K
 cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K, uint16_t* out, int planes,
                                   cudaStream_t stream) {
   if (M == 0 || K == 0) return cudaSuccess;
-  if (K % 4 != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
+  if (K % 8 != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(out) % 16 != 0 || (planes != 1 && planes != 3)) {
     return cudaErrorInvalidValue;
   }
-  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 4, 256), 132u * 16u);
+  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / 8, 256), 132u * 16u);
   if (planes == 1) {
     silu_mul_terms_kernel<1><<<blocks, 256, 0, stream>>>(g, u, M, K, out);
   } else {

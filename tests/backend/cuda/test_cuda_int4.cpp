@@ -202,13 +202,20 @@ TEST_F(CudaInt4, FfnAndMoeMatchCpuOnBothGroupSizes) {
   }
 }
 
+// Where launch_split_terms puts k in a plane: each octet in the order {0, 4, 1, 5, 2, 6, 3, 7} (the 4-bit small
+// tensor-core kernel's slots), so k % 8 = o < 4 goes to 2o and o >= 4 to 2(o - 4) + 1.
+int64_t interleaved_k(int64_t k) {
+  const int64_t o = k % 8;
+  return k - o + (o < 4 ? 2 * o : 2 * (o - 4) + 1);
+}
+
 // A matmul's input as its three BF16 terms made once (launch_split_terms, launch_silu_mul_terms): the terms are
-// x = hi + mid + lo rounded to nearest even one after the other (checked on the host); the 4-bit small tensor-core
+// x = hi + mid + lo rounded to nearest even one after the other, each octet of k interleaved (checked on the host); the 4-bit small tensor-core
 // kernel given them (matmul_takes_terms must say so) gives the bits of splitting its own loads, on 2-8 plain rows,
 // symmetric and asymmetric; the gating with terms gives launch_silu_mul's hidden.
 TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
   const ResetKernelSwitches reset;
-  const auto terms_of = [](const std::vector<float>& x) {  // [M][K] -> [M][3][K] on the host
+  const auto terms_of = [](const std::vector<float>& x) {  // [M][K] -> [M][3][K] on the host, octets interleaved
     const int64_t K = 96, M = static_cast<int64_t>(x.size()) / K;
     std::vector<uint16_t> t(static_cast<size_t>(3 * M * K));
     for (int64_t m = 0; m < M; ++m) {
@@ -216,7 +223,7 @@ TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
         float r = x[static_cast<size_t>(m * K + k)];
         for (int64_t i = 0; i < 3; ++i) {
           const uint16_t b = f32_to_bf16(r);
-          t[static_cast<size_t>((3 * m + i) * K + k)] = b;
+          t[static_cast<size_t>((3 * m + i) * K + interleaved_k(k))] = b;
           r -= bf16_to_f32(b);
         }
       }
@@ -237,7 +244,9 @@ TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
     const std::vector<float> gated = down(g1);
     EXPECT_EQ(down(g2), gated) << "gating";
     EXPECT_EQ(fetch(t, static_cast<size_t>(3 * M * K)), terms_of(gated)) << "gated terms";
-    EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K - 2, t, 3, nullptr), cudaErrorInvalidValue) << "K % 4";
+    EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K - 4, t, 3, nullptr), cudaErrorInvalidValue) << "K % 8";
+    EXPECT_EQ(launch_silu_mul_terms(g2.data_as<float>(), ud.data_as<float>(), M, K - 4, t, 3, nullptr), cudaErrorInvalidValue)
+        << "K % 8";
     EXPECT_EQ(launch_split_terms(xd.data_as<float>(), K, M, K, t, 2, nullptr), cudaErrorInvalidValue) << "planes";
   }
   for (bool is_symmetric : {true, false}) {
@@ -314,9 +323,9 @@ TEST_F(CudaInt4, Bf16ActivationsAreXRoundedToBf16) {
     for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
     return v;
   };
-  const auto bits = [](const std::vector<float>& v) {
-    std::vector<uint16_t> b;
-    for (float x : v) b.push_back(f32_to_bf16(x));
+  const auto bits = [](const std::vector<float>& v) {  // rounded, octets interleaved as the kernel's slots
+    std::vector<uint16_t> b(v.size());
+    for (size_t i = 0; i < v.size(); ++i) b[i - i % 8 + static_cast<size_t>(interleaved_k(static_cast<int64_t>(i % 8)))] = f32_to_bf16(v[i]);
     return b;
   };
   uint64_t seed = 7300;
