@@ -42,6 +42,13 @@ part int4 && for b in .gpu/cuda/base/quatre-bench "$bin/quatre-bench"; do
   echo "== int4 decode, $name binary: rc=$?"
   grep -E "^ +[0-9]+ " "$out/int4_$name.txt" | head -6
 done
+# The packed binary with the 4-bit experts on the tensor cores from about one row a group, batch 1 included.
+if part int4; then
+  QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4=1 QUATRE_CUDA_ONE_ROW_HINT=1 timeout 100 "$bin/quatre-bench" "${int4[@]}" \
+    --batch 1,16,64 > "$out/int4_tc_one_row.txt" 2>&1
+  echo "== int4 decode, tensor cores from one row a group: rc=$?"
+  grep -E "^ +[0-9]+ " "$out/int4_tc_one_row.txt" | head -6
+fi
 if part int4; then
   timeout 120 "$bin/quatre-bench" "${int4[@]}" --batch 1,64 --profile > "$out/int4_profile.txt" 2>&1
   echo "== int4 profile rc=$?"

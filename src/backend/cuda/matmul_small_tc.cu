@@ -599,7 +599,7 @@ std::atomic<int> g_int4_act_mode{-1};  // set_int4_act_for_tests
 bool terms_apply(const MatmulProblem& p) {
   static const bool env_on = env_switch_on("QUATRE_CUDA_INT4_TERMS");
   if (!switch_on(g_terms_mode.load(), env_on)) return false;
-  return p.weight.type == WType::kInt4 && p.K % 4 == 0 && (p.experts != nullptr || p.M <= kRows);
+  return p.weight.type == WType::kInt4 && p.K % 8 == 0 && (p.experts != nullptr || p.M <= kRows);
 }
 
 }  // namespace
