@@ -6,6 +6,7 @@
 // with QUATRE_VISION_GOLDEN_CUDA to run it on the CUDA backend (label gpu), against the same goldens.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -187,7 +188,10 @@ TEST(VisionGolden, Bf16AttentionOperandsStayNearTransformers) {
     fp32.run(images, &hidden32, nullptr);
     EXPECT_TRUE(model::test::near(hidden, read_tensor<float>(golden, "vision_hidden"), 1e-2, 5e-2)) << "vision tower";
     EXPECT_TRUE(model::test::near(features, read_tensor<float>(golden, "image_features"), 1e-2, 5e-2)) << "features";
-    EXPECT_GT(diff(hidden, hidden32).max_abs, 1e-6) << "the operands were not rounded";
+    const char* tc = std::getenv("QUATRE_CUDA_VISION_TC");  // =0: the fp32 kernel, which computes in fp32 anyway
+    if (tc == nullptr || std::string(tc) != "0") {
+      EXPECT_GT(diff(hidden, hidden32).max_abs, 1e-6) << "the operands were not rounded";
+    }
     ++checked;
   }
   EXPECT_GT(checked, 0);

@@ -443,8 +443,9 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   // kernel takes >= 1). One token: none, each of its groups is one row, which the staged kernel (or the FMA
   // kernel's one-row body) reads faster (H100, 16 FP8 layers, FMA kernel: batch 1 2.81 ms against 2.94 on the
   // tensor cores).
-  // QUATRE_CUDA_ONE_ROW_HINT (read once, A/B timing) gives one token's groups that hint instead (e.g. 1 with
-  // QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4=1: the 4-bit experts of batch 1 on the tensor cores).
+  // QUATRE_CUDA_ONE_ROW_HINT (an integer, read once, A/B timing) gives one token's groups that hint instead (1, with
+  // QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4=1 for the 4-bit experts the staged kernel takes: every expert of batch 1 on
+  // the tensor cores).
   static const float one_row_hint = static_cast<float>(env_int("QUATRE_CUDA_ONE_ROW_HINT", 0));
   p.rows_hint = T == 1 ? one_row_hint
                        : std::min(static_cast<float>(T * K) / static_cast<float>(std::min(E, T * K)), static_cast<float>(G));

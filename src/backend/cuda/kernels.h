@@ -101,7 +101,7 @@ void set_prequantize_for_tests(int mode);
 // runs both products, then launch_silu_mul over y.
 bool matmul_gates_in_store(const MatmulProblem& p);
 // Whether launch_matmul's kernel for p reads x_terms when given: 4-bit weights on the small tensor-core kernel, in
-// groups (or one block) of <= 8 rows, K % 4 == 0 (QUATRE_CUDA_INT4_TERMS=0: never). Its 4-bit bodies otherwise split
+// groups (or one block) of <= 8 rows, K % 8 == 0 (QUATRE_CUDA_INT4_TERMS=0: never). Its 4-bit bodies otherwise split
 // each activation load into the three terms, once a 16-column warp: at decode batch 64 most of their instructions.
 bool matmul_takes_terms(const MatmulProblem& p);
 // Tests: as QUATRE_CUDA_INT4_TERMS says (-1), never (0) or wherever the kernel can (1).
@@ -204,8 +204,8 @@ cudaError_t launch_rope_2d(float* q, float* k, int64_t N, int64_t H, int64_t dh,
 // Softmax attention inside segments (SegmentAttentionArgs): out [N, H*dh] from q, k, v [N, H*dh]. The work comes as
 // n_tiles tiles (device [n_tiles][4] = q0, q1, k0, k1): the query rows [q0, q1), at most tile_rows of them (what
 // segment_attention_tile_rows gave for the call), of the segment [k0, k1), which are its keys. Two kernels:
-//   - tensor cores (mma.sync, fp32 sums) where dh <= 64, or dh <= 128 with bf16_operands: q, k, v and the softmax
-//     weights P as three BF16 terms each (fp32 up to summation order; products of terms below 2^-16 of the leading
+//   - tensor cores (mma.sync, fp32 sums) where dh % 4 == 0 and dh <= 64 (<= 128 with bf16_operands): q, k, v and
+//     the softmax weights P as three BF16 terms each (fp32 up to summation order; products of terms below 2^-16 of the leading
 //     one left out) or, with bf16_operands, as one (rounded to BF16: vLLM's numerics, ~1e-3 relative);
 //   - fp32 on the CUDA cores (the rest, or QUATRE_CUDA_VISION_TC=0).
 // dh <= kSegmentAttentionMaxHeadDim (else cudaErrorInvalidValue, as for a tile_rows the kernel does not take).

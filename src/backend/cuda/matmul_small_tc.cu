@@ -106,8 +106,9 @@ struct Activations {
     return v;
   }
 
-  // kMadeTerms: B registers {b0b1}, {b2b3} of each of the N terms for x[row g][k .. k+4) (zeros past K or for an
-  // absent row), as split_bf16<N> would make them; volatile loads, in program order as load<true>.
+  // kMadeTerms: B registers {b0b1}, {b2b3} of each of the N terms at plane positions k .. k+4 of row g (their k
+  // interleaved as launch_split_terms stores them; zeros past K or for an absent row), as split_bf16<N> would make
+  // them; volatile loads, in program order as load<true>.
   template <int N>
   __device__ void load_terms(int k, uint32_t (&b0)[3], uint32_t (&b1)[3]) const {
 #pragma unroll
@@ -563,7 +564,8 @@ int plain_max_rows() {
 // QUATRE_CUDA_SMALL_TC_MIN_HINT (read once, for A/B timing); fewer (or a hint of 0) go to the FMA kernel. At 2 the
 // routed experts of decode batches 4-63 (about one row a group) ran on the FMA kernel's multi-row bodies; at 1,
 // H100, 16 FP8 layers, context 2048: batch 8 7.50 -> 7.33 ms, 32 22.15 -> 18.33, 48 30.90 -> 22.68; the 4-bit
-// model's batch 8 23.31 -> 19.81, 32 77.50 -> 49.13. (Batch 1 stays off it: the MoE passes no hint.)
+// model's batch 8 23.31 -> 19.81, 32 77.50 -> 49.13. (Batch 1 stays off it: the MoE passes no hint, unless
+// QUATRE_CUDA_ONE_ROW_HINT gives one.)
 float hint_from_env(const char* name, float fallback) {
   const char* v = std::getenv(name);
   const float h = v != nullptr ? std::strtof(v, nullptr) : 0.0f;
@@ -594,8 +596,8 @@ bool w8a8_split_terms() {
 std::atomic<int> g_terms_mode{-1};  // set_terms_for_tests
 std::atomic<int> g_int4_act_mode{-1};  // set_int4_act_for_tests
 
-// Where the 4-bit bodies take x_terms: one row block (a group of <= 8 rows, or a plain problem of <= 8), K % 4 == 0
-// (the terms' 8-byte loads), unless QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
+// Where the 4-bit bodies take x_terms: one row block (a group of <= 8 rows, or a plain problem of <= 8), K % 8 == 0
+// (the planes' octets), unless QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
 bool terms_apply(const MatmulProblem& p) {
   static const bool env_on = env_switch_on("QUATRE_CUDA_INT4_TERMS");
   if (!switch_on(g_terms_mode.load(), env_on)) return false;

@@ -379,7 +379,6 @@ __global__ void dequant_int4_bf16_kernel(const DevWeight* table, int64_t E, cons
   }
 }
 
-// The N BF16 terms of x[k .. k+4) (split_bf16<N>) into planes K apart from `at` (term t at at + t·K).
 // The N terms of x[k .. k+8) (lo: k .. k+4, hi: k+4 .. k+8) at `at` (plane t at at + t·K), each plane's octet in the
 // order of the 4-bit small tensor-core kernel's slots: k {0, 4, 1, 5, 2, 6, 3, 7} (matmul_small_tc.cu int4_pairs).
 template <int N>

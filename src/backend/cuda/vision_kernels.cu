@@ -254,14 +254,14 @@ constexpr size_t tc_shared_bytes() {
   return 2 * static_cast<size_t>(NT) * kTcKeys * (DP + 8) * sizeof(uint16_t);
 }
 
-// Four floats of row `row` from column `col` (16-byte aligned when `aligned`, else read one by one).
+// Four floats at p (16-byte aligned when `aligned`, else read one by one).
 __device__ __forceinline__ float4 load4(const float* p, bool aligned) {
   if (aligned) return *reinterpret_cast<const float4*>(p);
   return make_float4(p[0], p[1], p[2], p[3]);
 }
 
-// dst [NT][64][DP + 8] = the BF16 terms of src[row0 + r, col0 + d] for r < n_keys, d < dh; zeros elsewhere (finite:
-// padded keys are masked in the scores, padded columns add nothing). All of a thread's loads are issued first.
+// dst [NT][64][DP + 8] = the BF16 terms of src[row0 + r, col0 + d] for r < n_keys, d < dh (dh % 4 == 0); zeros
+// elsewhere (finite: padded keys are masked in the scores, padded columns add nothing). A thread's loads go first.
 template <int DP, int NT, int WARPS>
 __device__ __forceinline__ void stage_terms(uint16_t* dst, const float* src, int64_t row0, int n_keys, int64_t width,
                                             int64_t col0, int dh, bool aligned) {
@@ -465,7 +465,8 @@ int tc_test_mode = -1, tc_test_rows = 0;
 
 bool tc_applies(int64_t dh, bool bf16_operands) {
   static const bool env_on = env_switch_on("QUATRE_CUDA_VISION_TC");
-  return switch_on(tc_test_mode, env_on) && (dh <= 64 || (bf16_operands && dh <= 128));
+  // Whole float4s of a head (a multiple of 4: the loads and stores never cross into the next head).
+  return switch_on(tc_test_mode, env_on) && dh % 4 == 0 && (dh <= 64 || (bf16_operands && dh <= 128));
 }
 
 }  // namespace
