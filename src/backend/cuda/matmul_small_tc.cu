@@ -575,11 +575,14 @@ float grouped_min_hint() {
   static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT", 1.0f);
   return hint;
 }
-// 4-bit groups the staged kernel can take come here from 2 real rows a group expected
-// (QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4): about one row a group, the staged kernel reads the codes faster than this one
-// multiplies them (H100, the whole 4-bit model, context 2048, batch 8: 16.93 ms on the staged kernel, 19.84 here).
+// 4-bit groups the staged kernel can take come here from 1 real row a group expected, as other weights
+// (QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4: A/B). It was 2 while this kernel's 4-bit body multiplied three terms of each
+// activation and decoded nibbles one by one (H100, the whole 4-bit model, batch 8: 16.93 ms on the staged kernel,
+// 19.84 here). With one BF16 plane and a mask-and-OR a pair of codes, the same model and card (context 2048): batch
+// 8 15.50 -> 14.27 ms, 16 26.05 -> 21.77, 32 44.55 -> 32.04, 48 60.00 -> 38.25. One token passes no hint: its
+// groups stay on the staged kernel (5.45 ms against 6.07 here).
 float grouped_min_hint_int4() {
-  static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4", 2.0f);
+  static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4", 1.0f);
   return hint;
 }
 
