@@ -45,8 +45,8 @@ struct MatmulProblem {
   bool x_quantized = false;
   // Optional: x as its BF16 terms (x_term_planes of them: split_bf16<planes>, mma.cuh), made once by
   // launch_split_terms or launch_silu_mul_terms: row r's at x_terms + planes·K·r as planes [planes][K] (rows indexed
-  // as x's; each octet of k in the order those launches give). Only the kernels matmul_takes_terms names read them (three terms: the same values as splitting x on every
-  // load); x stays required.
+  // as x's; each octet of k in the order those launches give). Only the kernels matmul_takes_terms names read them
+  // (three terms: the same values as splitting x on every load); x stays required.
   const uint16_t* x_terms = nullptr;
   // Planes of x_terms a row: 3 (the terms above: fp32 activations exactly), or 1 (x rounded to BF16 alone: the 4-bit
   // experts' activations in BF16, one mma a block instead of three; int4_bf16_activations()).

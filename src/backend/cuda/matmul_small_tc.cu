@@ -190,9 +190,9 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
 // and a 4x4 transpose of words over the quad (quad_words) hands each thread its words. That order makes a slot
 // pair two nibbles 16 bits apart, (2h, 2h+4) and (2h+1, 2h+5): one mask and OR turn them into BF16 (int4_pairs).
 // Activations made once (x_terms) are stored in that order (launch_split_terms); loaded ones are picked so. The mma
-// multiplies codes (c - 8 symmetric, c asymmetric: exact in BF16) into a fresh fragment per block; then acc += s · partial with the
-// row's own s (C rows g, g+8), and asymmetric + m · Σx (Σx of the block by an mma with A = ones). Rounding differs
-// from the CPU's per weight fl(s·c + m) · x by a few fp32 ulps of the block's terms s·Σcx and m·Σx.
+// multiplies codes (c - 8 symmetric, c asymmetric: exact in BF16) into a fresh fragment per block; then acc += s ·
+// partial with the row's own s (C rows g, g+8), and asymmetric + m · Σx (Σx of the block by an mma with A = ones).
+// Rounding differs from the CPU's per weight fl(s·c + m) · x by a few fp32 ulps of the block's terms s·Σcx and m·Σx.
 constexpr int kInt4Chunk = 128;
 
 // Where thread t's 8 k of block b start (h = 0), or its slots of mma (b, h) in a plane of x_terms (4h on: the

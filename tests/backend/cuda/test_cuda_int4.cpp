@@ -209,10 +209,10 @@ int64_t interleaved_k(int64_t k) {
   return k - o + (o < 4 ? 2 * o : 2 * (o - 4) + 1);
 }
 
-// A matmul's input as its three BF16 terms made once (launch_split_terms, launch_silu_mul_terms): the terms are
-// x = hi + mid + lo rounded to nearest even one after the other, each octet of k interleaved (checked on the host); the 4-bit small tensor-core
-// kernel given them (matmul_takes_terms must say so) gives the bits of splitting its own loads, on 2-8 plain rows,
-// symmetric and asymmetric; the gating with terms gives launch_silu_mul's hidden.
+// A matmul's input as its three BF16 terms made once (launch_split_terms, launch_silu_mul_terms): the terms are x =
+// hi + mid + lo rounded to nearest even one after the other, each octet of k interleaved (checked on the host); the
+// 4-bit small tensor-core kernel given them (matmul_takes_terms must say so) gives the bits of splitting its own
+// loads, on 2-8 plain rows, symmetric and asymmetric; the gating with terms gives launch_silu_mul's hidden.
 TEST_F(CudaInt4, InputTermsMadeOnceGiveTheSameBits) {
   const ResetKernelSwitches reset;
   const auto terms_of = [](const std::vector<float>& x) {  // [M][K] -> [M][3][K] on the host, octets interleaved
