@@ -15,6 +15,7 @@
 #ifdef QUATRE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_info.h"
+#include "cli/bench_profile.h"
 #endif
 
 namespace quatre::cli {
@@ -34,11 +35,7 @@ double tower_flops(const io::VisionConfig& v, int64_t text_hidden, double N) {
 // The GPU time of one more run, op by op (the backend's profiler), longest first.
 void print_profile(const vision::VisionModel& model, cuda::CudaBackend& cb, std::span<const vision::PixelValues> images) {
   std::vector<float> features;
-  cb.synchronize();
-  cb.set_profiling(true);
-  model.run(images, nullptr, &features);
-  std::vector<cuda::ProfileRow> rows = cb.profile();
-  cb.set_profiling(false);
+  std::vector<cuda::ProfileRow> rows = profile_run(cb, [&] { model.run(images, nullptr, &features); });
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.ms > b.ms; });
   double sum = 0;
   for (const cuda::ProfileRow& r : rows) sum += r.ms;

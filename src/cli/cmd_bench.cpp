@@ -31,6 +31,7 @@
 #ifdef QUATRE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_info.h"
+#include "cli/bench_profile.h"
 #endif
 
 namespace quatre::cli {
@@ -189,17 +190,6 @@ void print_profile(const io::TextConfig& t, const Costs& c, std::vector<cuda::Pr
   }
   fmt::print("  sum of ops {:.3f} ms; step wall time {:.3f} ms (unprofiled median): {:.3f} ms of gaps and host work\n",
              sum, step_ms, step_ms - sum);
-}
-
-// One more run of `work` (a step or a prefill) with the backend's op profiler on: its rows.
-template <typename Work>
-std::vector<cuda::ProfileRow> profile_run(cuda::CudaBackend& cb, Work&& work) {
-  cb.synchronize();
-  cb.set_profiling(true);
-  work();
-  std::vector<cuda::ProfileRow> rows = cb.profile();
-  cb.set_profiling(false);
-  return rows;
 }
 #endif
 

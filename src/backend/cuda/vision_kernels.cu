@@ -4,7 +4,8 @@
 //     keys in tiles of 64 through shared memory, the online softmax per row (running max and sum), never an N x N
 //     matrix:
 //     - on the tensor cores: a warp a 16 query rows, S = Q·Kᵀ and O += P·V as BF16 mma.sync with fp32 sums, the
-//       operands as 3 BF16 terms (fp32) or 1 (bf16_operands), P straight from S's accumulators (FlashAttention-2);
+//       operands as 3 BF16 terms (fp32) or 1 (bf16_operands), P straight from S's accumulators (FlashAttention-2),
+//       the softmax online_softmax.cuh's (as MLA's tensor-core kernels);
 //     - on the CUDA cores, fp32: 4x4 register micro-tiles of 16x16 threads (head sizes the first does not take);
 //   gelu: the exact (erf) GELU, element-wise.
 // Products and sums that the CPU rounds one by one are written with __fmul_rn / __fadd_rn (no FMA contraction).
@@ -16,6 +17,7 @@
 #include "backend/cuda/env_switch.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/online_softmax.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -284,21 +286,11 @@ __device__ __forceinline__ void stage_terms(uint16_t* dst, const float* src, int
   }
 }
 
-// The max (or sum) over the 4 lanes of a row (the quad of lanes 4g .. 4g + 3).
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-// Block (tile, head) as segment_attention_kernel's; scale_log2 = scale · log2(e) (the softmax in base 2).
+// Block (tile, head) as segment_attention_kernel's.
 template <int DP, int NT, int WARPS>
 __global__ void __launch_bounds__(32 * WARPS) segment_attention_tc_kernel(const float* q, const float* k, const float* v,
                                                                           float* out, int64_t H, int dh,
-                                                                          const int32_t* tiles, float scale_log2,
+                                                                          const int32_t* tiles, float scale,
                                                                           bool aligned) {
   constexpr int S = DP + 8, KC = DP / 16, ND = DP / 8, KT = kTcKeys / 8;  // k chunks of S; n-tiles of O and of S
   static_assert(DP % 32 == 0, "pairs of 16-wide k chunks");
@@ -360,33 +352,14 @@ __global__ void __launch_bounds__(32 * WARPS) segment_attention_tc_kernel(const 
       }
     }
 
-    // Online softmax in base 2: the rows' new running max (finite: key k0 is in the segment), the old sums and
-    // outputs scaled by 2^(m_old - m_new) (0 on the first tile), P = 2^(s·scale_log2 - m) in place of S.
-    float mx[2] = {-INFINITY, -INFINITY};
+    // The online softmax (online_softmax.cuh): keys past the segment masked, the running max and sum moved on, P in
+    // place of S; the output rows scaled by corr (0 on the first tile).
+    float corr[2];
+    online_softmax_tile<KT>(s, [&](int, int key) { return key < n_keys; }, scale, m, l, corr);
 #pragma unroll
-    for (int j = 0; j < KT; ++j) {
+    for (int nd = 0; nd < ND; ++nd) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] = 8 * j + 2 * c + (e & 1) < n_keys ? s[j][e] * scale_log2 : -INFINITY;
-        mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float m_new = fmaxf(m[h], quad_max(mx[h]));
-      const float corr = exp2f(m[h] - m_new);
-      m[h] = m_new;
-      l[h] *= corr;
-#pragma unroll
-      for (int nd = 0; nd < ND; ++nd) o[nd][2 * h] *= corr, o[nd][2 * h + 1] *= corr;
-    }
-#pragma unroll
-    for (int j = 0; j < KT; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[j][e] = exp2f(s[j][e] - m[e / 2]);
-        l[e / 2] += s[j][e];
-      }
+      for (int e = 0; e < 4; ++e) o[nd][e] *= corr[e / 2];
     }
 
     // O += P·V, 16 keys a step: P's A fragment is S's accumulators of key tiles 2kk and 2kk + 1.
@@ -421,7 +394,7 @@ __global__ void __launch_bounds__(32 * WARPS) segment_attention_tc_kernel(const 
 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const float sum = quad_sum(l[h]);
+    const float sum = l[h];  // the row's whole sum (online_softmax_tile adds the quad's)
     if (row[h] >= q1) continue;
     float* dst = out + row[h] * width + col0;
 #pragma unroll
@@ -445,8 +418,7 @@ cudaError_t launch_segment_attention_tc(const float* q, const float* k, const fl
   const auto is16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool aligned = is16(q) && is16(k) && is16(v) && is16(out);
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(H));
-  kernel<<<grid, 32 * WARPS, shared, stream>>>(q, k, v, out, H, static_cast<int>(dh), tiles,
-                                               scale * 1.44269504088896341f, aligned);
+  kernel<<<grid, 32 * WARPS, shared, stream>>>(q, k, v, out, H, static_cast<int>(dh), tiles, scale, aligned);
   return cudaGetLastError();
 }
 

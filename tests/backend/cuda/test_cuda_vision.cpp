@@ -88,9 +88,15 @@ struct AttentionKernel {
 constexpr AttentionKernel kAttentionKernels[] = {{"tensor cores, 64 rows", 1, 64}, {"tensor cores, 128 rows", 1, 128},
                                                  {"fp32 kernel", 0, 0}};
 
-// Every case on every kernel, fp32 operands (three BF16 terms on the tensor cores): the CPU's result within 1e-5 of
-// its largest value (summation order and exp's ulps), and the same bits on a second run.
-TEST_F(CudaVision, SegmentAttentionMatchesCpu) {
+// The inputs of one case: q (std 2: peaked softmax rows), k, v [N, H*dh], drawn from seed, seed + 1, seed + 2.
+struct AttentionInputs {
+  int64_t N, width;
+  std::vector<float> q, k, v;
+};
+
+// body(kernel, i, case, inputs) for every case on every kernel (its switch set, the case traced).
+template <typename Body>
+void for_each_attention_case(uint64_t seed, Body&& body) {
   for (const AttentionKernel& kernel : kAttentionKernels) {
     set_segment_attention_tc_for_tests(kernel.mode, kernel.rows);
     for (size_t i = 0; i < attention_cases().size(); ++i) {
@@ -98,20 +104,29 @@ TEST_F(CudaVision, SegmentAttentionMatchesCpu) {
       const int64_t N = c.bounds.back(), width = c.H * c.dh;
       SCOPED_TRACE(testing::Message() << kernel.name << ": dh " << c.dh << " H " << c.H << " N " << N << " segments "
                                       << c.bounds.size() - 1);
-      std::vector<float> q = randn(static_cast<size_t>(N * width), 10, 2.0f), k = randn(static_cast<size_t>(N * width), 11),
-                         v = randn(static_cast<size_t>(N * width), 12);
-      SegmentAttentionArgs args{.q = host(q, {N, width}), .k = host(k, {N, width}), .v = host(v, {N, width}),
-                                .segment_begin = c.bounds, .n_heads = c.H,
-                                .scale = 1.0f / std::sqrt(static_cast<float>(c.dh))};
-      const std::vector<float> want = vec(cpu_.segment_attention(args, host_arena_));
-      args.q = up(q, {N, width});
-      args.k = up(k, {N, width}, i % 2);  // every other case not 16-byte aligned: the loads one float at a time
-      args.v = up(v, {N, width});
-      const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
-      EXPECT_LE(max_rel_err(got, want), 1e-5);
-      EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+      const auto n = static_cast<size_t>(N * width);
+      AttentionInputs in{N, width, randn(n, seed, 2.0f), randn(n, seed + 1), randn(n, seed + 2)};
+      body(kernel, i, c, in);
     }
   }
+}
+
+// Every case on every kernel, fp32 operands (three BF16 terms on the tensor cores): the CPU's result within 1e-5 of
+// its largest value (summation order and exp's ulps), and the same bits on a second run.
+TEST_F(CudaVision, SegmentAttentionMatchesCpu) {
+  for_each_attention_case(10, [&](const AttentionKernel&, size_t i, const AttentionCase& c, AttentionInputs& in) {
+    const int64_t N = in.N, width = in.width;
+    SegmentAttentionArgs args{.q = host(in.q, {N, width}), .k = host(in.k, {N, width}), .v = host(in.v, {N, width}),
+                              .segment_begin = c.bounds, .n_heads = c.H,
+                              .scale = 1.0f / std::sqrt(static_cast<float>(c.dh))};
+    const std::vector<float> want = vec(cpu_.segment_attention(args, host_arena_));
+    args.q = up(in.q, {N, width});
+    args.k = up(in.k, {N, width}, i % 2);  // every other case not 16-byte aligned: the loads one float at a time
+    args.v = up(in.v, {N, width});
+    const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
+    EXPECT_LE(max_rel_err(got, want), 1e-5);
+    EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+  });
 }
 
 // x rounded to BF16 (nearest even), as floats.
@@ -124,35 +139,28 @@ std::vector<float> rounded_bf16(std::vector<float> x) {
 // (2^-9 relative a weight); against the CPU on the fp32 inputs, the scores' rounding too. Head sizes to 128 (the
 // tensor cores take them all with one term), both tile heights; the fp32 kernel ignores the flag (exact).
 TEST_F(CudaVision, Bf16OperandsAreTheInputsRoundedToBf16) {
-  for (const AttentionKernel& kernel : kAttentionKernels) {
-    set_segment_attention_tc_for_tests(kernel.mode, kernel.rows);
-    for (size_t i = 0; i < attention_cases().size(); ++i) {
-      const AttentionCase& c = attention_cases()[i];
-      const int64_t N = c.bounds.back(), width = c.H * c.dh;
-      SCOPED_TRACE(testing::Message() << kernel.name << ": dh " << c.dh << " H " << c.H << " N " << N << " segments "
-                                      << c.bounds.size() - 1);
-      std::vector<float> q = randn(static_cast<size_t>(N * width), 40, 2.0f), k = randn(static_cast<size_t>(N * width), 41),
-                         v = randn(static_cast<size_t>(N * width), 42);
-      std::vector<float> qr = rounded_bf16(q), kr = rounded_bf16(k), vr = rounded_bf16(v);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(c.dh));
-      const auto on_cpu = [&](std::vector<float>& a, std::vector<float>& b, std::vector<float>& d) {
-        return vec(cpu_.segment_attention({.q = host(a, {N, width}), .k = host(b, {N, width}), .v = host(d, {N, width}),
-                                           .segment_begin = c.bounds, .n_heads = c.H, .scale = scale},
-                                          host_arena_));
-      };
-      const std::vector<float> exact = on_cpu(q, k, v), of_rounded = on_cpu(qr, kr, vr);
-      const SegmentAttentionArgs args{.q = up(q, {N, width}), .k = up(k, {N, width}, (i + 1) % 2), .v = up(v, {N, width}),
-                                      .segment_begin = c.bounds, .n_heads = c.H, .scale = scale, .bf16_operands = true};
-      const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
-      const bool bf16 = kernel.mode == 1 && c.dh % 4 == 0;  // the tensor cores take every such head size to 128
-      EXPECT_LE(max_rel_err(got, bf16 ? of_rounded : exact), bf16 ? 4e-3 : 1e-5);
-      EXPECT_LE(max_rel_err(got, exact), 3e-2);
-      if (bf16) {
-        EXPECT_GT(max_rel_err(got, exact), 1e-5) << "the operands were not rounded";
-      }
-      EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+  for_each_attention_case(40, [&](const AttentionKernel& kernel, size_t i, const AttentionCase& c, AttentionInputs& in) {
+    const int64_t N = in.N, width = in.width;
+    std::vector<float> qr = rounded_bf16(in.q), kr = rounded_bf16(in.k), vr = rounded_bf16(in.v);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.dh));
+    const auto on_cpu = [&](std::vector<float>& a, std::vector<float>& b, std::vector<float>& d) {
+      return vec(cpu_.segment_attention({.q = host(a, {N, width}), .k = host(b, {N, width}), .v = host(d, {N, width}),
+                                         .segment_begin = c.bounds, .n_heads = c.H, .scale = scale},
+                                        host_arena_));
+    };
+    const std::vector<float> exact = on_cpu(in.q, in.k, in.v), of_rounded = on_cpu(qr, kr, vr);
+    const SegmentAttentionArgs args{.q = up(in.q, {N, width}), .k = up(in.k, {N, width}, (i + 1) % 2),
+                                    .v = up(in.v, {N, width}), .segment_begin = c.bounds, .n_heads = c.H,
+                                    .scale = scale, .bf16_operands = true};
+    const std::vector<float> got = down(gpu_->segment_attention(args, *dev_arena_));
+    const bool bf16 = kernel.mode == 1 && c.dh % 4 == 0;  // the tensor cores take every such head size to 128
+    EXPECT_LE(max_rel_err(got, bf16 ? of_rounded : exact), bf16 ? 4e-3 : 1e-5);
+    EXPECT_LE(max_rel_err(got, exact), 3e-2);
+    if (bf16) {
+      EXPECT_GT(max_rel_err(got, exact), 1e-5) << "the operands were not rounded";
     }
-  }
+    EXPECT_EQ(down(gpu_->segment_attention(args, *dev_arena_)), got) << "a second run";
+  });
 }
 
 TEST_F(CudaVision, GeluMatchesCpu) {
