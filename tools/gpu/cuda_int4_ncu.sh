@@ -2,8 +2,8 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and
 # the CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench (its
 # attention on the tensor cores, BF16 and fp32 operands, and on the CUDA cores; one run profiled), the
-# whole 4-bit model at batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base) and at batch 1 and 64
-# profiled op by op, then Nsight Compute on the routed experts' small
+# whole 4-bit model at batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base), with the staged
+# kernel's int8 activations (QUATRE_CUDA_INT4_ACT=q8), and at batch 1 and 64 profiled op by op, then Nsight Compute on the routed experts' small
 # tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1) and,
 # to compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR; tables on stdout.
 # PARTS (default "check vision int4 ncu") picks which of the four run.
@@ -42,17 +42,18 @@ part int4 && for b in .gpu/cuda/base/quatre-bench "$bin/quatre-bench"; do
   echo "== int4 decode, $name binary: rc=$?"
   grep -E "^ +[0-9]+ " "$out/int4_$name.txt" | head -6
 done
-# The packed binary with the 4-bit experts on the tensor cores from about one row a group, batch 1 included.
+# The packed binary with the staged kernel's 4-bit activations in int8 blocks (QUATRE_CUDA_INT4_ACT=q8: batch 1's
+# experts; the BF16 plane elsewhere, as the default), then both profiled at batch 1 (and the default at 64).
 if part int4; then
-  QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4=1 QUATRE_CUDA_ONE_ROW_HINT=1 timeout 100 "$bin/quatre-bench" "${int4[@]}" \
-    --batch 1,16,64 > "$out/int4_tc_one_row.txt" 2>&1
-  echo "== int4 decode, tensor cores from one row a group: rc=$?"
-  grep -E "^ +[0-9]+ " "$out/int4_tc_one_row.txt" | head -6
-fi
-if part int4; then
+  QUATRE_CUDA_INT4_ACT=q8 timeout 100 "$bin/quatre-bench" "${int4[@]}" --batch 1,16,64 > "$out/int4_q8.txt" 2>&1
+  echo "== int4 decode, QUATRE_CUDA_INT4_ACT=q8: rc=$?"
+  grep -E "^ +[0-9]+ " "$out/int4_q8.txt" | head -6
   timeout 120 "$bin/quatre-bench" "${int4[@]}" --batch 1,64 --profile > "$out/int4_profile.txt" 2>&1
   echo "== int4 profile rc=$?"
   grep -E "moe|sum of ops" "$out/int4_profile.txt" | head -8
+  QUATRE_CUDA_INT4_ACT=q8 timeout 100 "$bin/quatre-bench" "${int4[@]}" --batch 1 --profile > "$out/int4_q8_profile.txt" 2>&1
+  echo "== int4 q8 profile rc=$?"
+  grep -E "moe|sum of ops" "$out/int4_q8_profile.txt" | head -8
 fi
 part ncu || exit 0
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

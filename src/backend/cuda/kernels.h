@@ -108,11 +108,16 @@ bool matmul_takes_terms(const MatmulProblem& p);
 void set_terms_for_tests(int mode);
 // Whether the routed 4-bit experts that take x_terms take them as one BF16 plane (x rounded to BF16: products of the
 // 4-bit codes and BF16 activations, vLLM's numerics for a 4-bit model; one mma a block instead of three: H100, the
-// whole 4-bit model, batch 64 60.5 -> 50.3 ms) rather than the three exact terms. The default;
-// QUATRE_CUDA_INT4_ACT=fp32 (read once) keeps the three terms.
+// whole 4-bit model, batch 64 60.5 -> 50.3 ms) rather than the three exact terms. The default, and with
+// QUATRE_CUDA_INT4_ACT=q8; QUATRE_CUDA_INT4_ACT=fp32 (read once) keeps the three terms.
 bool int4_bf16_activations();
-// Tests: as QUATRE_CUDA_INT4_ACT says (-1), three terms (0) or one BF16 plane (1). The CUDA test fixture sets 0 (its
-// comparisons with the CPU are at fp32 tolerances).
+// Whether the staged kernel (one-row groups: decode at batch 1) multiplies 4-bit weights by activations quantised in
+// the kernel to int8 in blocks of 32 k (d = max |x| / 127, x / d rounded to nearest even), the codes' products as
+// integers (dp4a): llama.cpp's Q8 activations, 4 codes an instruction instead of about one. QUATRE_CUDA_INT4_ACT=q8
+// (the BF16 plane elsewhere, as int4_bf16_activations).
+bool int4_q8_activations();
+// Tests: as QUATRE_CUDA_INT4_ACT says (-1), three terms (0), one BF16 plane (1) or q8 (2). The CUDA test fixture
+// sets 0 (its comparisons with the CPU are at fp32 tolerances).
 void set_int4_act_for_tests(int mode);
 // Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M
 // tensor-core tile whose tiles leave SMs idle are split over K (QUATRE_CUDA_TC_SPLIT_K=0: never).

@@ -613,13 +613,18 @@ void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
 void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
 void set_int4_act_for_tests(int mode) { g_int4_act_mode.store(mode); }
 
-bool int4_bf16_activations() {
-  static const bool env_on = [] {
+// QUATRE_CUDA_INT4_ACT: fp32 0, bf16 1, q8 2 (read once; unset or anything else: bf16).
+int int4_act_mode() {
+  if (const int mode = g_int4_act_mode.load(); mode >= 0) return mode;
+  static const int env_mode = [] {
     const char* v = std::getenv("QUATRE_CUDA_INT4_ACT");
-    return v == nullptr || std::strcmp(v, "fp32") != 0;
+    if (v != nullptr && std::strcmp(v, "fp32") == 0) return 0;
+    return v != nullptr && std::strcmp(v, "q8") == 0 ? 2 : 1;
   }();
-  return switch_on(g_int4_act_mode.load(), env_on);
+  return env_mode;
 }
+bool int4_bf16_activations() { return int4_act_mode() != 0; }
+bool int4_q8_activations() { return int4_act_mode() == 2; }
 bool small_tc_takes_terms(const MatmulProblem& p) { return terms_apply(p); }
 
 bool small_tc_applies(const MatmulProblem& p) {

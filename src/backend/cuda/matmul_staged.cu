@@ -66,6 +66,65 @@ __device__ __forceinline__ float piece_dot(const uint4& raw, uint32_t scale_offs
   }
 }
 
+// dp4a with unsigned bytes a (4-bit codes, one a byte) and signed bytes b (int8 activations): c + Σ a[i]·b[i].
+__device__ __forceinline__ int dot4_u8_s8(uint32_t a, uint32_t b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// A thread's 32 activations of a row (one piece's k range) as int8 (QUATRE_CUDA_INT4_ACT=q8: llama.cpp's Q8
+// activations): q = x / d rounded to nearest even, d = max |x| / 127 (d NaN where an x is NaN: it reaches the sum).
+// even[w] / odd[w]: the bytes of k = 8w + 0, 2, 4, 6 / 8w + 1, 3, 5, 7, as the codes of word w pair with them
+// (piece_dot_q8); sum: Σ q (the symmetric codes' -8, the asymmetric offsets).
+struct Q8Slice {
+  uint32_t even[4], odd[4];
+  int sum;
+  float d;
+};
+
+__device__ __forceinline__ Q8Slice quantize_q8(const float (&x)[32]) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) asm("max.NaN.f32 %0, %0, %1;" : "+f"(amax) : "f"(fabsf(x[j])));
+  Q8Slice s;
+  s.d = __fdiv_rn(amax, 127.0f);
+  const float inv = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+  // 1.5·2^23 + v (|v| < 2^22) holds v rounded to an integer in its low mantissa bits (two's complement bytes).
+  constexpr float kRound = 12582912.0f;
+  const auto byte_of = [&](int j) { return __float_as_uint(fmaf(x[j], inv, kRound)); };
+  const auto pack = [&](int j) {  // the bytes of k = j, j + 2, j + 4, j + 6
+    return __byte_perm(__byte_perm(byte_of(j), byte_of(j + 2), 0x0040), __byte_perm(byte_of(j + 4), byte_of(j + 6), 0x0040),
+                       0x5410);
+  };
+  s.sum = 0;
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    s.even[w] = pack(8 * w), s.odd[w] = pack(8 * w + 1);
+    s.sum = __dp4a(static_cast<int>(s.even[w]), 0x01010101, __dp4a(static_cast<int>(s.odd[w]), 0x01010101, s.sum));
+  }
+  return s;
+}
+
+// A 4-bit piece's sum against int8 activations: the codes' integer products (dp4a, exact), then d·s·(Σ c·q - 8·Σ q)
+// (symmetric) or d·(s·Σ c·q + m·Σ q) (asymmetric); scale_offset as piece_dot's.
+template <bool kAsym>
+__device__ __forceinline__ float piece_dot_q8(const uint4& raw, uint32_t scale_offset, const Q8Slice& x) {
+  int dot = 0;
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    const uint32_t codes = word(raw, w);
+    dot = dot4_u8_s8(codes & 0x0F0F0F0Fu, x.even[w], dot);
+    dot = dot4_u8_s8((codes >> 4) & 0x0F0F0F0Fu, x.odd[w], dot);
+  }
+  const float s = bf16_bits_to_f32(static_cast<uint16_t>(scale_offset));
+  if constexpr (kAsym) {
+    const float m = bf16_bits_to_f32(static_cast<uint16_t>(scale_offset >> 16));
+    return x.d * fmaf(s, static_cast<float>(dot), m * static_cast<float>(x.sum));
+  }
+  return x.d * (s * static_cast<float>(dot - 8 * x.sum));
+}
+
 // Copies the aligned 4 bytes holding a 16-bit value at src (two neighbouring 4-bit scales or offsets) into dst.
 __device__ __forceinline__ void copy4_async(void* dst, const uint16_t* src, bool valid) {
   const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
@@ -85,9 +144,10 @@ __device__ __forceinline__ void wait_own_copies() {
 // R / 32 lane groups', in order. Everything but the activations is read while the copies fly (after the wait, one
 // more dependent load a row: H100, 16 FP8 layers, batch 1, 2.70 ms against 2.90 with the group's weights and rows
 // read after it).
-template <WType T, bool kAsym, int P, bool kGated>
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8>
 __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
   constexpr bool kInt4 = T == WType::kInt4;
+  static_assert(!kQ8 || kInt4, "int8 activations are for 4-bit weights");
   constexpr int kElems = kPieceElems<T>;
   extern __shared__ uint4 tile[];  // [P][kThreads] pieces; 4-bit: then as many scale (and offset) words
   uint32_t* const scale_words = reinterpret_cast<uint32_t*>(tile + P * kThreads);
@@ -151,6 +211,8 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
       const float4 v = act_q4(xv[c], load_act(p, gate.act_scale));
       x[4 * c] = v.x, x[4 * c + 1] = v.y, x[4 * c + 2] = v.z, x[4 * c + 3] = v.w;
     }
+    [[maybe_unused]] Q8Slice xq;
+    if constexpr (kQ8) xq = quantize_q8(x);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       uint32_t scale_offset = 0;
@@ -158,7 +220,12 @@ __global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, in
         scale_offset = (scale_words[i * kThreads + t] >> half_shift) & 0xFFFFu;
         if constexpr (kAsym) scale_offset |= (offset_words[i * kThreads + t] >> half_shift) << 16;
       }
-      float acc = piece_dot<T, kAsym>(tile[i * kThreads + t], scale_offset, x);
+      float acc;
+      if constexpr (kQ8) {
+        acc = piece_dot_q8<kAsym>(tile[i * kThreads + t], scale_offset, xq);
+      } else {
+        acc = piece_dot<T, kAsym>(tile[i * kThreads + t], scale_offset, x);
+      }
 #pragma unroll
       for (int d = 16; d >= 1; d /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, d);
       if (lane == 0) lane_group_sums[i * (kThreads / 32) + warp] = acc;  // lane group (i·256 + t) / 32
@@ -217,7 +284,8 @@ int row_shift(const MatmulProblem& p) {
 
 template <WType T, bool kAsym, int P, bool kGated>
 cudaError_t launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned groups, int shift, cudaStream_t stream) {
-  const auto kernel = staged_kernel<T, kAsym, P, kGated>;
+  const auto kernel = T == WType::kInt4 && int4_q8_activations() ? staged_kernel<T, kAsym, P, kGated, T == WType::kInt4>
+                                                                 : staged_kernel<T, kAsym, P, kGated, false>;
   // A tile's pieces, and 4-bit: their scale (and offset) words.
   const int bytes = P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
   // The dynamic shared memory allowed, on the current device, at every launch: with the kernel's static 32·P bytes a

@@ -9,6 +9,7 @@
 // once (the same bits); a prompt's experts through cuBLASLt's BF16 GEMMs (their dequantisation and roundings against
 // the host's, the MoE against the CPU within BF16's rounding). Errors: ‖got − want‖ / ‖want‖ with the fp32 bound of
 // test_cuda_ops. Skips without a GPU.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +153,78 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
         }
       }
     }
+  }
+}
+
+// x quantised as the staged kernel's int8 activations (QUATRE_CUDA_INT4_ACT=q8) and back: in blocks of 32 along each
+// row (K % 32 == 0), q = x · (127 / max |x|) rounded to nearest even (through 1.5·2^23, as the kernel), x' = q · d,
+// d = max |x| / 127.
+std::vector<float> q8_dequantised(std::vector<float> x) {
+  constexpr float kRound = 12582912.0f;
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float amax = 0.0f;
+    for (size_t j = b; j < b + 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (size_t j = b; j < b + 32; ++j) x[j] = (std::fma(x[j], inv, kRound) - kRound) * d;
+  }
+  return x;
+}
+
+// The staged kernel's 4-bit path with int8 activations (q8: the codes' products as integers, dp4a): the CPU's matmul of
+// x quantised and back on the host (q8_dequantised) within fp32 sums, on 1 and 3 rows, symmetric and asymmetric, G 32
+// and 128, rows of 512-4096 bytes, 4-16 pieces a thread; within int8's rounding of the exact product and not its bits;
+// the SiLU-gated problem (gate and up in one pass) against the CPU's gating of the two products of x'; a NaN in a
+// block reaches the outputs.
+TEST_F(CudaInt4, StagedQ8ActivationsAreXQuantisedInBlocksOf32) {
+  const ResetKernelSwitches reset;
+  set_small_tc_for_tests(0);
+  set_staged_for_tests(1);
+  constexpr double kQ8RelL2 = 2e-2;
+  const MatmulCase cases[] = {{32, 1024, 130}, {128, 2048, 1000}, {128, 4096, 21}, {32, 8192, 300}};
+  uint64_t seed = 8800;
+  for (bool is_symmetric : {true, false}) {
+    for (const MatmulCase& c : cases) {
+      const Int4Host w(c.out, c.in, c.group_size, is_symmetric, ++seed), w2(c.out, c.in, c.group_size, is_symmetric, ++seed);
+      const Weight wd = gpu_->prepare_weight(w.weight), wd2 = gpu_->prepare_weight(w2.weight);
+      for (int64_t M : {1, 3}) {
+        const std::vector<float> x = randn(static_cast<size_t>(M * c.in), ++seed);
+        std::vector<float> xr = q8_dequantised(x);  // x' (the host tensor views it)
+        const Tensor xd = up(x, {M, c.in}), xq = host(xr, {M, c.in});
+        const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " G=" +
+                                 std::to_string(c.group_size) + " M=" + std::to_string(M) + " in=" + std::to_string(c.in);
+        set_int4_act_for_tests(0);
+        const std::vector<float> exact = down(gpu_->matmul(xd, wd, *dev_arena_));
+        set_int4_act_for_tests(2);
+        ASSERT_TRUE(int4_q8_activations());
+        const std::vector<float> want = vec(cpu_.matmul(xq, w.weight, host_arena_));
+        for (int pieces : {0, 4, 16}) {
+          set_staged_for_tests(1, pieces);
+          const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
+          EXPECT_LE(rel_l2(got, want), kF32RelL2) << pieces << " pieces " << what;
+          EXPECT_LE(rel_l2(got, exact), kQ8RelL2) << what;
+          EXPECT_NE(got, exact) << "int8 activations not used: " << what;
+        }
+        // Gate and up in one pass: silu(x'·wᵀ) ⊙ (x'·w2ᵀ).
+        const std::vector<float> zeros(static_cast<size_t>(M * c.out), 0.0f);
+        Tensor y = up(zeros, {M, c.out}), y2 = up(zeros, {M, c.out});
+        const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
+                              .weight = dev(wd, "gate"), .y = y.data_as<float>(), .ldy = c.out,
+                              .weight2 = dev(wd2, "up"), .y2 = y2.data_as<float>(), .silu_gate = true};
+        ASSERT_TRUE(staged_applies(p)) << what;
+        ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+        const std::vector<float> g = vec(cpu_.matmul(xq, w.weight, host_arena_)), u = vec(cpu_.matmul(xq, w2.weight, host_arena_));
+        std::vector<float> gated(g.size());
+        for (size_t i = 0; i < g.size(); ++i) gated[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        EXPECT_LE(rel_l2(down(y), gated), kF32RelL2) << "gated " << what;
+      }
+    }
+  }
+  // A NaN in x: its block's scale is NaN, so are the outputs (not a silent 0).
+  const Int4Host w(64, 1024, 128, true, ++seed);
+  std::vector<float> x = randn(1024, ++seed);
+  x[100] = std::numeric_limits<float>::quiet_NaN();
+  for (float v : down(gpu_->matmul(up(x, {1, 1024}), gpu_->prepare_weight(w.weight), *dev_arena_))) {
+    EXPECT_TRUE(std::isnan(v));
   }
 }
 
