@@ -145,7 +145,7 @@ __device__ __forceinline__ void wait_own_copies() {
 // more dependent load a row: H100, 16 FP8 layers, batch 1, 2.70 ms against 2.90 with the group's weights and rows
 // read after it).
 template <WType T, bool kAsym, int P, bool kGated, bool kQ8>
-__global__ void __launch_bounds__(kThreads, 3) staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
+__global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3) staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
   constexpr bool kInt4 = T == WType::kInt4;
   static_assert(!kQ8 || kInt4, "int8 activations are for 4-bit weights");
   constexpr int kElems = kPieceElems<T>;
