@@ -3,7 +3,10 @@
 // over a token file (int32 little-endian ids, e.g. the demo model's held-out test.bin) in the demo model's windows
 // (non-overlapping SEQ+1-token windows; every position predicts the next id, as tools/demo/train_demo.py measures).
 //   bench_int4 --reference DIR --model DIR [--model DIR...] [--ids FILE] [--window 512] [--max-windows N] [--random-ids N]
-// Several --model: each against the same reference run, on the same windows.
+//              [--int4-act fp32,bf16,q8]
+// Several --model: each against the same reference run, on the same windows. --int4-act: each 4-bit model again with
+// its matmuls' activations rounded as the CUDA kernels may take them (core/int4.h Int4Activations: BF16, or int8
+// in blocks of 32): the accuracy those numerics cost.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,8 +20,10 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/int4.h"
 #include "io/checkpoint.h"
 #include "model/prompt_run.h"
 #include "model/text_model.h"
@@ -29,8 +34,8 @@ namespace {
 using namespace quatre;
 
 struct Loaded {
-  explicit Loaded(const std::string& dir)
-      : checkpoint(io::Checkpoint::open(dir)), backend(make_backend(Device::kCpu)),
+  explicit Loaded(const std::string& dir, Int4Activations act = Int4Activations::kFp32)
+      : checkpoint(io::Checkpoint::open(dir)), backend(std::make_unique<cpu::CpuBackend>(0, act)),
         weights(model::TextWeights::load(checkpoint, *backend)), model(checkpoint.config().text, weights, *backend) {}
   io::Checkpoint checkpoint;
   std::unique_ptr<Backend> backend;
@@ -69,11 +74,24 @@ std::vector<int32_t> read_ids(const std::string& path) {
   return ids;
 }
 
-int run(const std::string& reference_dir, const std::vector<std::string>& model_dirs, const std::string& ids_path,
-        int64_t window, int64_t max_windows, int64_t random_ids) {
+Int4Activations parse_int4_act(const std::string& name) {
+  if (name == "fp32") return Int4Activations::kFp32;
+  if (name == "bf16") return Int4Activations::kBf16;
+  if (name == "q8") return Int4Activations::kQ8;
+  throw InvalidRequest(fmt::format("--int4-act: expected fp32, bf16 or q8, got \"{}\"", name));
+}
+
+int run(const std::string& reference_dir, const std::vector<std::string>& dirs, const std::vector<std::string>& acts,
+        const std::string& ids_path, int64_t window, int64_t max_windows, int64_t random_ids) {
   const Loaded ref(reference_dir);
   std::vector<std::unique_ptr<Loaded>> models;
-  for (const std::string& dir : model_dirs) models.push_back(std::make_unique<Loaded>(dir));
+  std::vector<std::string> model_dirs;  // the names printed: DIR, or DIR [act] with --int4-act
+  for (const std::string& dir : dirs) {
+    for (const std::string& act : acts) {
+      models.push_back(std::make_unique<Loaded>(dir, parse_int4_act(act)));
+      model_dirs.push_back(acts.size() == 1 && act == "fp32" ? dir : fmt::format("{} [{}]", dir, act));
+    }
+  }
   const int64_t V = ref.checkpoint.config().text.vocab_size;
   std::vector<int32_t> ids;
   if (!ids_path.empty()) {
@@ -121,7 +139,7 @@ int run(const std::string& reference_dir, const std::vector<std::string>& model_
 int main(int argc, char** argv) {
   CLI::App app{"Accuracy of a 4-bit checkpoint against its source on the CPU: layer errors and perplexity", "bench_int4"};
   std::string reference, ids;
-  std::vector<std::string> models;
+  std::vector<std::string> models, acts{"fp32"};
   int64_t window = 512, max_windows = 1 << 30, random_ids = 64;
   app.add_option("--reference", reference, "The checkpoint the 4-bit one was quantised from")->required();
   app.add_option("--model", models, "A 4-bit checkpoint (repeatable)")->required();
@@ -129,9 +147,13 @@ int main(int argc, char** argv) {
   app.add_option("--window", window, "Tokens predicted per window")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-windows", max_windows, "At most this many windows")->check(CLI::PositiveNumber);
   app.add_option("--random-ids", random_ids, "Without --ids: one window of this many random ids")->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  app.add_option("--int4-act", acts, "Activations of the 4-bit matmuls: fp32 (exact), bf16, q8; several: each in turn")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fp32", "bf16", "q8"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    return run(reference, models, ids, window, max_windows, random_ids);
+    return run(reference, models, acts, ids, window, max_windows, random_ids);
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_int4: error: %s\n", e.what());
     return 1;

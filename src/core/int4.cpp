@@ -87,4 +87,25 @@ void quantize_int4_row(const float* w, int64_t n, const Int4Layout& layout, uint
   }
 }
 
+void round_q8_blocks(float* x, int64_t n) {
+  constexpr float kRound = 12582912.0f;  // 1.5·2^23: fma(x, inv, kRound) - kRound is x·inv rounded to nearest even
+  for (int64_t b = 0; b < n; b += 32) {
+    const int64_t end = std::min(n, b + 32);
+    float amax = 0.0f;
+    for (int64_t j = b; j < end; ++j) amax = std::isnan(x[j]) || std::isnan(amax) ? NAN : std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t j = b; j < end; ++j) x[j] = (std::fma(x[j], inv, kRound) - kRound) * d;
+  }
+}
+
+void round_int4_activations(float* x, int64_t n, Int4Activations mode) {
+  switch (mode) {
+    case Int4Activations::kFp32: return;
+    case Int4Activations::kBf16:
+      for (int64_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+      return;
+    case Int4Activations::kQ8: round_q8_blocks(x, n); return;
+  }
+}
+
 }  // namespace quatre

@@ -42,4 +42,17 @@ void dequantize_int4_row(const uint8_t* codes, const uint16_t* scales, const uin
 void quantize_int4_row(const float* w, int64_t n, const Int4Layout& layout, uint8_t* codes, uint16_t* scales,
                        uint16_t* offsets);
 
+// How a 4-bit weight's kernels may take their activations (the weights' rule above is the same for all):
+//   kFp32: as they are;  kBf16: each rounded to BF16 (nearest even; vLLM's numerics for a 4-bit model);
+//   kQ8: quantised to int8 in blocks of 32 along a row (llama.cpp's Q8 activations), see round_q8_blocks.
+enum class Int4Activations { kFp32, kBf16, kQ8 };
+
+// x[0, n) (one row) quantised to int8 in blocks of 32 columns (the last may be shorter) and back: with
+// a = max |x| of the block, q = x · (127 / a) rounded to nearest even, x' = q · (a / 127) (a = 0: zeros). A NaN in a
+// block makes the whole block NaN. The CUDA staged kernel's activations with QUATRE_CUDA_INT4_ACT=q8.
+void round_q8_blocks(float* x, int64_t n);
+
+// x[0, n) rounded as `mode` says (kFp32: unchanged).
+void round_int4_activations(float* x, int64_t n, Int4Activations mode);
+
 }  // namespace quatre

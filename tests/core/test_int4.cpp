@@ -1,5 +1,7 @@
 // The 4-bit weight format of core/int4.h: the packing and the dequantisation rule on hand-made bytes, the
-// quantiser's exact round trip on values already on a group's grid, and its error bound elsewhere.
+// quantiser's exact round trip on values already on a group's grid, and its error bound elsewhere; the activations'
+// roundings (int8 blocks of 32, BF16).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -119,6 +121,65 @@ TEST(Int4, ZeroGroupAndBadShapes) {
   std::vector<float> bad = zeros;
   bad[2] = std::nanf("");
   EXPECT_DEATH(quantize_int4_row(bad.data(), 8, layout, codes.data(), scales.data(), nullptr), "non-finite");
+}
+
+// round_q8_blocks: each block of 32 (and the shorter last one) comes back as k · (max |x| / 127) with k an integer
+// of at most 127 in magnitude, within half a step of x, the largest magnitude at ±127 steps; integers of a block whose
+// largest is 127 (a step of 1) and halves of a block whose largest is 63.5 come back exactly; ties round to even.
+TEST(Int4Activations, Q8BlocksAreInt8StepsOfTheBlockMaximum) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> x(70);  // blocks of 32, 32 and 6
+  for (float& v : x) v = normal(rng);
+  std::vector<float> r = x;
+  round_q8_blocks(r.data(), static_cast<int64_t>(r.size()));
+  for (size_t b = 0; b < x.size(); b += 32) {
+    const size_t end = std::min(x.size(), b + 32);
+    float amax = 0.0f;
+    for (size_t j = b; j < end; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    int top = 0;
+    for (size_t j = b; j < end; ++j) {
+      const float k = r[j] / d;
+      EXPECT_NEAR(k, std::nearbyint(k), 1e-3) << "block " << b / 32 << " column " << j;
+      EXPECT_LE(std::fabs(k), 127.0f + 1e-3f);
+      EXPECT_LE(std::fabs(r[j] - x[j]), 0.5f * d * (1.0f + 1e-5f)) << "column " << j;
+      if (std::fabs(x[j]) == amax) top = static_cast<int>(std::nearbyint(k));
+    }
+    EXPECT_EQ(std::abs(top), 127) << "block " << b / 32;
+  }
+  std::vector<float> grid(32);
+  for (int j = 0; j < 32; ++j) grid[j] = static_cast<float>(j * 8 - 121);  // -121 .. 127
+  std::vector<float> g = grid;
+  round_q8_blocks(g.data(), 32);
+  EXPECT_EQ(g, grid);
+  for (float& v : grid) v *= 0.5f;
+  g = grid;
+  round_q8_blocks(g.data(), 32);
+  EXPECT_EQ(g, grid);
+  std::vector<float> ties = {127.0f, 2.5f, -3.5f, 0.5f};  // a step of 1: 2.5 -> 2, -3.5 -> -4, 0.5 -> 0
+  round_q8_blocks(ties.data(), 4);
+  EXPECT_EQ(ties, (std::vector<float>{127.0f, 2.0f, -4.0f, 0.0f}));
+}
+
+TEST(Int4Activations, ZeroAndNanBlocksAndBf16) {
+  std::vector<float> x(40, 0.0f);
+  x[35] = 1.0f;
+  x[3] = std::nanf("");
+  round_q8_blocks(x.data(), 40);
+  for (int j = 0; j < 32; ++j) EXPECT_TRUE(std::isnan(x[j])) << "a NaN's block, column " << j;
+  EXPECT_EQ(std::vector<float>(x.begin() + 32, x.end()), (std::vector<float>{0, 0, 0, 1, 0, 0, 0, 0}));
+  std::vector<float> z(32, 0.0f);
+  round_q8_blocks(z.data(), 32);
+  EXPECT_EQ(z, std::vector<float>(32, 0.0f));
+  std::vector<float> v = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -1.2345f, 3.0f};
+  const std::vector<float> before = v;
+  round_int4_activations(v.data(), 4, Int4Activations::kFp32);
+  EXPECT_EQ(v, before);
+  round_int4_activations(v.data(), 4, Int4Activations::kBf16);
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(v[i], bf16_to_f32(f32_to_bf16(before[i])));
+  EXPECT_EQ(v[0], 1.0f);               // a tie to even (bf16 has 7 fraction bits)
+  EXPECT_EQ(v[1], 1.0f + 4.0f / 256);  // a tie to even, upwards
 }
 
 }  // namespace

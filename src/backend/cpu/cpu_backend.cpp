@@ -24,7 +24,8 @@ void check_f32(const Tensor& t, const char* what) {
 
 }  // namespace
 
-CpuBackend::CpuBackend(int n_threads) : pool_(default_threads(n_threads)) {}
+CpuBackend::CpuBackend(int n_threads, Int4Activations int4_activations)
+    : pool_(default_threads(n_threads)), int4_activations_(int4_activations) {}
 
 void CpuBackend::copy_to_host(const Tensor& src, void* dst) { std::memcpy(dst, src.data(), src.bytes()); }
 
@@ -69,6 +70,13 @@ void CpuBackend::matmul_into(const Tensor& x, const Weight& w, float* y, Arena& 
   check_f32(x, "matmul input");
   const int64_t M = x.dim(0), in = x.dim(1);
   float* scratch = a.array<float>(static_cast<size_t>(pool_.n_threads() * in));
+  if (w.int4 && int4_activations_ != Int4Activations::kFp32) {  // x rounded as the CUDA kernels may take it
+    float* xr = a.array<float>(static_cast<size_t>(M * in));
+    std::memcpy(xr, x.data(), static_cast<size_t>(M * in) * sizeof(float));
+    for (int64_t m = 0; m < M; ++m) round_int4_activations(xr + m * in, in, int4_activations_);
+    matmul_f32(pool_, xr, M, in, w, y, scratch);
+    return;
+  }
   if (!w.activation_scale) {
     matmul_f32(pool_, x.data_as<float>(), M, in, w, y, scratch);
     return;

@@ -4,12 +4,15 @@
 
 #include "core/thread_pool.h"
 #include "core/backend.h"
+#include "core/int4.h"
 
 namespace quatre::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads = 0);  // 0: std::thread::hardware_concurrency()
+  // n_threads 0: std::thread::hardware_concurrency(). int4_activations: how matmuls with 4-bit weights take x (exact
+  // by default; bf16 or q8 reproduce the CUDA kernels' numerics for accuracy studies: bench_int4 --int4-act).
+  explicit CpuBackend(int n_threads = 0, Int4Activations int4_activations = Int4Activations::kFp32);
 
   Device device() const override { return Device::kCpu; }
   MemoryResource& memory() override { return host_memory(); }
@@ -49,6 +52,7 @@ class CpuBackend final : public Backend {
   Tensor mla_absorbed(const MlaArgs& args, Arena& a);
 
   ThreadPool pool_;
+  Int4Activations int4_activations_;
 };
 
 }  // namespace quatre::cpu

@@ -1,6 +1,7 @@
 // CpuBackend on 4-bit weights (core/int4.h): matmul, the FFN and the MoE expert path on int4 weights give
 // bit-for-bit the results of the same ops on the dequantised weights stored as F32, and matmul meets the naive
-// oracle (ref::matmul, which reads one 4-bit element at a time through int4_value).
+// oracle (ref::matmul, which reads one 4-bit element at a time through int4_value); with bf16 or q8 activations the
+// matmul is the exact one of x rounded so (core/int4.h), on 4-bit weights only.
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -53,6 +54,25 @@ TEST_P(CpuInt4, MatmulEqualsMatmulOnTheDequantizedWeight) {
     const std::vector<float> want = ref::matmul(x, M, w.int4);  // element by element through int4_value
     ASSERT_EQ(want, ref::matmul(x, M, w.f32));
     for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << i;
+  }
+}
+
+// CpuBackend(n, bf16 / q8): a 4-bit matmul is the exact one of each row of x rounded by round_int4_activations
+// (rows of 70: a q8 block of 6), bit for bit, and not the exact one of x; other weights take x as it is.
+TEST_P(CpuInt4, RoundedActivationsAreTheMatmulOfRoundedX) {
+  const int64_t M = 3, in = 70, out = 9;
+  const Int4Pair w(out, in, 2, GetParam(), 31);
+  std::vector<float> x = randn(static_cast<size_t>(M * in), 32);
+  const Tensor xt(x.data(), DType::F32, {M, in});
+  const std::vector<float> exact = to_vector(be_.matmul(xt, w.int4, arena_));
+  for (Int4Activations mode : {Int4Activations::kBf16, Int4Activations::kQ8}) {
+    CpuBackend rounding{2, mode};
+    std::vector<float> xr = x;
+    for (int64_t m = 0; m < M; ++m) round_int4_activations(xr.data() + m * in, in, mode);
+    const std::vector<float> got = to_vector(rounding.matmul(xt, w.int4, arena_));
+    EXPECT_EQ(got, to_vector(be_.matmul(Tensor(xr.data(), DType::F32, {M, in}), w.int4, arena_)));
+    EXPECT_NE(got, exact);
+    EXPECT_EQ(to_vector(rounding.matmul(xt, w.f32, arena_)), to_vector(be_.matmul(xt, w.f32, arena_)));
   }
 }
 

@@ -156,25 +156,11 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
   }
 }
 
-// x quantised as the staged kernel's int8 activations (QUATRE_CUDA_INT4_ACT=q8) and back: in blocks of 32 along each
-// row (K % 32 == 0), q = x · (127 / max |x|) rounded to nearest even (through 1.5·2^23, as the kernel), x' = q · d,
-// d = max |x| / 127.
-std::vector<float> q8_dequantised(std::vector<float> x) {
-  constexpr float kRound = 12582912.0f;
-  for (size_t b = 0; b < x.size(); b += 32) {
-    float amax = 0.0f;
-    for (size_t j = b; j < b + 32; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    for (size_t j = b; j < b + 32; ++j) x[j] = (std::fma(x[j], inv, kRound) - kRound) * d;
-  }
-  return x;
-}
-
 // The staged kernel's 4-bit path with int8 activations (q8: the codes' products as integers, dp4a): the CPU's matmul of
-// x quantised and back on the host (q8_dequantised) within fp32 sums, on 1 and 3 rows, symmetric and asymmetric, G 32
-// and 128, rows of 512-4096 bytes, 4-16 pieces a thread; within int8's rounding of the exact product and not its bits;
-// the SiLU-gated problem (gate and up in one pass) against the CPU's gating of the two products of x'; a NaN in a
-// block reaches the outputs.
+// x quantised and back on the host (core/int4.h round_q8_blocks) within fp32 sums, on 1 and 3 rows, symmetric and
+// asymmetric, G 32 and 128, rows of 512-4096 bytes, 4-16 pieces a thread; within int8's rounding of the exact product
+// and not its bits; the SiLU-gated problem (gate and up in one pass) against the CPU's gating of the two products of
+// x'; a NaN in a block reaches the outputs.
 TEST_F(CudaInt4, StagedQ8ActivationsAreXQuantisedInBlocksOf32) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -188,7 +174,8 @@ TEST_F(CudaInt4, StagedQ8ActivationsAreXQuantisedInBlocksOf32) {
       const Weight wd = gpu_->prepare_weight(w.weight), wd2 = gpu_->prepare_weight(w2.weight);
       for (int64_t M : {1, 3}) {
         const std::vector<float> x = randn(static_cast<size_t>(M * c.in), ++seed);
-        std::vector<float> xr = q8_dequantised(x);  // x' (the host tensor views it)
+        std::vector<float> xr = x;  // x' (the host tensor views it)
+        round_q8_blocks(xr.data(), static_cast<int64_t>(xr.size()));  // rows of K % 32 == 0: the rows' blocks
         const Tensor xd = up(x, {M, c.in}), xq = host(xr, {M, c.in});
         const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " G=" +
                                  std::to_string(c.group_size) + " M=" + std::to_string(M) + " in=" + std::to_string(c.in);
