@@ -93,7 +93,8 @@ void round_q8_blocks(float* x, int64_t n) {
     const int64_t end = std::min(n, b + 32);
     float amax = 0.0f;
     for (int64_t j = b; j < end; ++j) amax = std::isnan(x[j]) || std::isnan(amax) ? NAN : std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    // Below 127 times the smallest normal float 127 / a would overflow: such a block is zeros.
+    const float d = amax / 127.0f, inv = amax >= kQ8MinBlockMax ? 127.0f / amax : 0.0f;
     for (int64_t j = b; j < end; ++j) x[j] = (std::fma(x[j], inv, kRound) - kRound) * d;
   }
 }

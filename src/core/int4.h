@@ -48,8 +48,11 @@ void quantize_int4_row(const float* w, int64_t n, const Int4Layout& layout, uint
 enum class Int4Activations { kFp32, kBf16, kQ8 };
 
 // x[0, n) (one row) quantised to int8 in blocks of 32 columns (the last may be shorter) and back: with
-// a = max |x| of the block, q = x · (127 / a) rounded to nearest even, x' = q · (a / 127) (a = 0: zeros). A NaN in a
-// block makes the whole block NaN. The CUDA staged kernel's activations with QUATRE_CUDA_INT4_ACT=q8.
+// a = max |x| of the block, q = x · (127 / a) rounded to nearest even, x' = q · (a / 127); a block with
+// a < kQ8MinBlockMax (a = 0, or so small that 127 / a would overflow) comes back as zeros. A NaN or an infinity in a
+// block makes the whole block NaN (the CUDA kernel's sums: NaN or infinite). The CUDA staged kernel's activations
+// with QUATRE_CUDA_INT4_ACT=q8.
+inline constexpr float kQ8MinBlockMax = 127.0f * 1.17549435e-38f;  // 127 · FLT_MIN
 void round_q8_blocks(float* x, int64_t n);
 
 // x[0, n) rounded as `mode` says (kFp32: unchanged).

@@ -172,6 +172,18 @@ TEST(Int4Activations, ZeroAndNanBlocksAndBf16) {
   std::vector<float> z(32, 0.0f);
   round_q8_blocks(z.data(), 32);
   EXPECT_EQ(z, std::vector<float>(32, 0.0f));
+  std::vector<float> tiny(32, 1e-39f);  // subnormal: 127 / 1e-39 overflows, so zeros
+  tiny[1] = -kQ8MinBlockMax / 2;
+  round_q8_blocks(tiny.data(), 32);
+  EXPECT_EQ(tiny, std::vector<float>(32, 0.0f));
+  std::vector<float> smallest(32, 0.0f);  // the smallest block maximum still quantised
+  smallest[0] = kQ8MinBlockMax;
+  round_q8_blocks(smallest.data(), 32);
+  EXPECT_EQ(smallest[0], kQ8MinBlockMax);
+  std::vector<float> inf(32, 1.0f);
+  inf[7] = -INFINITY;
+  round_q8_blocks(inf.data(), 32);
+  for (float v : inf) EXPECT_TRUE(std::isnan(v));
   std::vector<float> v = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -1.2345f, 3.0f};
   const std::vector<float> before = v;
   round_int4_activations(v.data(), 4, Int4Activations::kFp32);

@@ -15,6 +15,7 @@
 
 #include "backend/cuda/matmul_common.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "core/int4.h"
 
 namespace quatre::cuda {
 namespace {
@@ -74,7 +75,8 @@ __device__ __forceinline__ int dot4_u8_s8(uint32_t a, uint32_t b, int c) {
 }
 
 // A thread's 32 activations of a row (one piece's k range) as int8 (QUATRE_CUDA_INT4_ACT=q8: llama.cpp's Q8
-// activations): q = x / d rounded to nearest even, d = max |x| / 127 (d NaN where an x is NaN: it reaches the sum).
+// activations), core/int4.h's round_q8_blocks: q = x / d rounded to nearest even, d = max |x| / 127 (d NaN where an x
+// is NaN, infinite where one is: it reaches the sum; q = 0 below kQ8MinBlockMax).
 // even[w] / odd[w]: the bytes of k = 8w + 0, 2, 4, 6 / 8w + 1, 3, 5, 7, as the codes of word w pair with them
 // (piece_dot_q8); sum: Σ q (the symmetric codes' -8, the asymmetric offsets).
 struct Q8Slice {
@@ -89,7 +91,7 @@ __device__ __forceinline__ Q8Slice quantize_q8(const float (&x)[32]) {
   for (int j = 0; j < 32; ++j) asm("max.NaN.f32 %0, %0, %1;" : "+f"(amax) : "f"(fabsf(x[j])));
   Q8Slice s;
   s.d = __fdiv_rn(amax, 127.0f);
-  const float inv = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+  const float inv = amax >= kQ8MinBlockMax ? __fdiv_rn(127.0f, amax) : 0.0f;
   // 1.5·2^23 + v (|v| < 2^22) holds v rounded to an integer in its low mantissa bits (two's complement bytes).
   constexpr float kRound = 12582912.0f;
   const auto byte_of = [&](int j) { return __float_as_uint(fmaf(x[j], inv, kRound)); };

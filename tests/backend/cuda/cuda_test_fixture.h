@@ -46,6 +46,9 @@ class CudaVsCpu : public testing::Test {
   }
   Tensor host(std::vector<float>& v, std::initializer_list<int64_t> shape) { return backend_test::host_tensor(v, shape); }
   std::vector<float> down(const Tensor& t) {
+    // Kernels a test launched itself (launch_matmul(p, nullptr): the legacy default stream) are not ordered before
+    // the backend's non-blocking stream, which copies: wait for them.
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<float> v(static_cast<size_t>(t.numel()));
     gpu_->copy_to_host(t, v.data());
     return v;

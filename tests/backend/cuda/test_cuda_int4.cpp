@@ -184,25 +184,25 @@ TEST_F(CudaInt4, StagedQ8ActivationsAreXQuantisedInBlocksOf32) {
         set_int4_act_for_tests(2);
         ASSERT_TRUE(int4_q8_activations());
         const std::vector<float> want = vec(cpu_.matmul(xq, w.weight, host_arena_));
+        // Gate and up in one pass: silu(x'·wᵀ) ⊙ (x'·w2ᵀ).
+        const std::vector<float> u = vec(cpu_.matmul(xq, w2.weight, host_arena_));
+        std::vector<float> gated(want.size());
+        for (size_t i = 0; i < want.size(); ++i) gated[i] = want[i] / (1.0f + std::exp(-want[i])) * u[i];
+        const std::vector<float> zeros(static_cast<size_t>(M * c.out), 0.0f);
+        Tensor y = up(zeros, {M, c.out}), y2 = up(zeros, {M, c.out});
+        const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
+                              .weight = dev(wd, "gate"), .y = y.data_as<float>(), .ldy = c.out,
+                              .weight2 = dev(wd2, "up"), .y2 = y2.data_as<float>(), .silu_gate = true};
         for (int pieces : {0, 4, 16}) {
           set_staged_for_tests(1, pieces);
           const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << pieces << " pieces " << what;
           EXPECT_LE(rel_l2(got, exact), kQ8RelL2) << what;
           EXPECT_NE(got, exact) << "int8 activations not used: " << what;
+          ASSERT_TRUE(staged_applies(p)) << what;
+          ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
+          EXPECT_LE(rel_l2(down(y), gated), kF32RelL2) << "gated, " << pieces << " pieces " << what;
         }
-        // Gate and up in one pass: silu(x'·wᵀ) ⊙ (x'·w2ᵀ).
-        const std::vector<float> zeros(static_cast<size_t>(M * c.out), 0.0f);
-        Tensor y = up(zeros, {M, c.out}), y2 = up(zeros, {M, c.out});
-        const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
-                              .weight = dev(wd, "gate"), .y = y.data_as<float>(), .ldy = c.out,
-                              .weight2 = dev(wd2, "up"), .y2 = y2.data_as<float>(), .silu_gate = true};
-        ASSERT_TRUE(staged_applies(p)) << what;
-        ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
-        const std::vector<float> g = vec(cpu_.matmul(xq, w.weight, host_arena_)), u = vec(cpu_.matmul(xq, w2.weight, host_arena_));
-        std::vector<float> gated(g.size());
-        for (size_t i = 0; i < g.size(); ++i) gated[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-        EXPECT_LE(rel_l2(down(y), gated), kF32RelL2) << "gated " << what;
       }
     }
   }
