@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and
-# the CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench (its
-# attention on the tensor cores, BF16 and fp32 operands, and on the CUDA cores; one run profiled), the
-# whole 4-bit model at batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base), with the staged
-# kernel's int8 activations (QUATRE_CUDA_INT4_ACT=q8), and at batch 1 and 64 profiled op by op, then Nsight Compute on the routed experts' small
-# tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1) and,
-# to compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR; tables on stdout.
-# PARTS (default "check vision int4 ncu") picks which of the four run.
+# On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and the
+# CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench (its attention
+# on the tensor cores, BF16 and fp32 operands, and on the CUDA cores; one run profiled), the whole 4-bit model at
+# batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base), with the staged kernel's int8 activations
+# (QUATRE_CUDA_INT4_ACT=q8), and at batch 1 and 64 profiled op by op, then Nsight Compute on the routed experts' small
+# tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1) and, to
+# compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR; tables on stdout. PARTS
+# (default "check vision int4 ncu") picks which of the four run.
 #   run tool: command "bash tools/gpu/cuda_int4_ncu.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_int4_ncu.sh OUT_DIR}
