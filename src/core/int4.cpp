@@ -89,8 +89,8 @@ void quantize_int4_row(const float* w, int64_t n, const Int4Layout& layout, uint
 
 void round_q8_blocks(float* x, int64_t n) {
   constexpr float kRound = 12582912.0f;  // 1.5·2^23: fma(x, inv, kRound) - kRound is x·inv rounded to nearest even
-  for (int64_t b = 0; b < n; b += 32) {
-    const int64_t end = std::min(n, b + 32);
+  for (int64_t b = 0; b < n; b += kQ8Block) {
+    const int64_t end = std::min(n, b + kQ8Block);
     float amax = 0.0f;
     for (int64_t j = b; j < end; ++j) amax = std::isnan(x[j]) || std::isnan(amax) ? NAN : std::max(amax, std::fabs(x[j]));
     // Below 127 times the smallest normal float 127 / a would overflow: such a block is zeros.

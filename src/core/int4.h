@@ -44,10 +44,14 @@ void quantize_int4_row(const float* w, int64_t n, const Int4Layout& layout, uint
 
 // How a 4-bit weight's kernels may take their activations (the weights' rule above is the same for all):
 //   kFp32: as they are;  kBf16: each rounded to BF16 (nearest even; vLLM's numerics for a 4-bit model);
-//   kQ8: quantised to int8 in blocks of 32 along a row (llama.cpp's Q8 activations), see round_q8_blocks.
+//   kQ8: quantised to int8 in blocks of kQ8Block along a row (llama.cpp's Q8 activations), see round_q8_blocks.
 enum class Int4Activations { kFp32, kBf16, kQ8 };
 
-// x[0, n) (one row) quantised to int8 in blocks of 32 columns (the last may be shorter) and back: with
+// Columns an int8 activation scale spans: one 4-bit group at the default G = 128, so the CUDA kernels' integer sums run
+// over a whole group before they meet a scale.
+inline constexpr int64_t kQ8Block = 128;
+
+// x[0, n) (one row) quantised to int8 in blocks of kQ8Block columns (the last may be shorter) and back: with
 // a = max |x| of the block, q = x · (127 / a) rounded to nearest even, x' = q · (a / 127); a block with
 // a < kQ8MinBlockMax (a = 0, or so small that 127 / a would overflow) comes back as zeros. A NaN or an infinity in a
 // block makes the whole block NaN (the CUDA kernel's sums: NaN or infinite). The CUDA staged kernel's activations

@@ -123,39 +123,41 @@ TEST(Int4, ZeroGroupAndBadShapes) {
   EXPECT_DEATH(quantize_int4_row(bad.data(), 8, layout, codes.data(), scales.data(), nullptr), "non-finite");
 }
 
-// round_q8_blocks: each block of 32 (and the shorter last one) comes back as k · (max |x| / 127) with k an integer
-// of at most 127 in magnitude, within half a step of x, the largest magnitude at ±127 steps; integers of a block whose
-// largest is 127 (a step of 1) and halves of a block whose largest is 63.5 come back exactly; ties round to even.
+// round_q8_blocks: each block of kQ8Block (and the shorter last one) comes back as k · (max |x| / 127) with k an
+// integer of at most 127 in magnitude, within half a step of x, the largest magnitude at ±127 steps; integers of a
+// block whose largest is 127 (a step of 1) and halves of a block whose largest is 63.5 come back exactly; ties round
+// to even.
 TEST(Int4Activations, Q8BlocksAreInt8StepsOfTheBlockMaximum) {
+  constexpr auto B = static_cast<size_t>(kQ8Block);
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 3.0f);
-  std::vector<float> x(70);  // blocks of 32, 32 and 6
+  std::vector<float> x(2 * B + 6);  // two whole blocks and one of 6
   for (float& v : x) v = normal(rng);
   std::vector<float> r = x;
   round_q8_blocks(r.data(), static_cast<int64_t>(r.size()));
-  for (size_t b = 0; b < x.size(); b += 32) {
-    const size_t end = std::min(x.size(), b + 32);
+  for (size_t b = 0; b < x.size(); b += B) {
+    const size_t end = std::min(x.size(), b + B);
     float amax = 0.0f;
     for (size_t j = b; j < end; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
     int top = 0;
     for (size_t j = b; j < end; ++j) {
       const float k = r[j] / d;
-      EXPECT_NEAR(k, std::nearbyint(k), 1e-3) << "block " << b / 32 << " column " << j;
+      EXPECT_NEAR(k, std::nearbyint(k), 1e-3) << "block " << b / B << " column " << j;
       EXPECT_LE(std::fabs(k), 127.0f + 1e-3f);
       EXPECT_LE(std::fabs(r[j] - x[j]), 0.5f * d * (1.0f + 1e-5f)) << "column " << j;
       if (std::fabs(x[j]) == amax) top = static_cast<int>(std::nearbyint(k));
     }
-    EXPECT_EQ(std::abs(top), 127) << "block " << b / 32;
+    EXPECT_EQ(std::abs(top), 127) << "block " << b / B;
   }
-  std::vector<float> grid(32);
-  for (int j = 0; j < 32; ++j) grid[j] = static_cast<float>(j * 8 - 121);  // -121 .. 127
+  std::vector<float> grid(B);
+  for (size_t j = 0; j < B; ++j) grid[j] = static_cast<float>(static_cast<int>(j * 2) - 127);  // -127 .. 127, odd
   std::vector<float> g = grid;
-  round_q8_blocks(g.data(), 32);
+  round_q8_blocks(g.data(), kQ8Block);
   EXPECT_EQ(g, grid);
   for (float& v : grid) v *= 0.5f;
   g = grid;
-  round_q8_blocks(g.data(), 32);
+  round_q8_blocks(g.data(), kQ8Block);
   EXPECT_EQ(g, grid);
   std::vector<float> ties = {127.0f, 2.5f, -3.5f, 0.5f};  // a step of 1: 2.5 -> 2, -3.5 -> -4, 0.5 -> 0
   round_q8_blocks(ties.data(), 4);
@@ -163,26 +165,27 @@ TEST(Int4Activations, Q8BlocksAreInt8StepsOfTheBlockMaximum) {
 }
 
 TEST(Int4Activations, ZeroAndNanBlocksAndBf16) {
-  std::vector<float> x(40, 0.0f);
-  x[35] = 1.0f;
+  constexpr auto B = static_cast<size_t>(kQ8Block);
+  std::vector<float> x(B + 8, 0.0f);
+  x[B + 3] = 1.0f;
   x[3] = std::nanf("");
-  round_q8_blocks(x.data(), 40);
-  for (int j = 0; j < 32; ++j) EXPECT_TRUE(std::isnan(x[j])) << "a NaN's block, column " << j;
-  EXPECT_EQ(std::vector<float>(x.begin() + 32, x.end()), (std::vector<float>{0, 0, 0, 1, 0, 0, 0, 0}));
-  std::vector<float> z(32, 0.0f);
-  round_q8_blocks(z.data(), 32);
-  EXPECT_EQ(z, std::vector<float>(32, 0.0f));
-  std::vector<float> tiny(32, 1e-39f);  // subnormal: 127 / 1e-39 overflows, so zeros
+  round_q8_blocks(x.data(), static_cast<int64_t>(x.size()));
+  for (size_t j = 0; j < B; ++j) EXPECT_TRUE(std::isnan(x[j])) << "a NaN's block, column " << j;
+  EXPECT_EQ(std::vector<float>(x.begin() + static_cast<std::ptrdiff_t>(B), x.end()), (std::vector<float>{0, 0, 0, 1, 0, 0, 0, 0}));
+  std::vector<float> z(B, 0.0f);
+  round_q8_blocks(z.data(), kQ8Block);
+  EXPECT_EQ(z, std::vector<float>(B, 0.0f));
+  std::vector<float> tiny(B, 1e-39f);  // subnormal: 127 / 1e-39 overflows, so zeros
   tiny[1] = -kQ8MinBlockMax / 2;
-  round_q8_blocks(tiny.data(), 32);
-  EXPECT_EQ(tiny, std::vector<float>(32, 0.0f));
-  std::vector<float> smallest(32, 0.0f);  // the smallest block maximum still quantised
+  round_q8_blocks(tiny.data(), kQ8Block);
+  EXPECT_EQ(tiny, std::vector<float>(B, 0.0f));
+  std::vector<float> smallest(B, 0.0f);  // the smallest block maximum still quantised
   smallest[0] = kQ8MinBlockMax;
-  round_q8_blocks(smallest.data(), 32);
+  round_q8_blocks(smallest.data(), kQ8Block);
   EXPECT_EQ(smallest[0], kQ8MinBlockMax);
-  std::vector<float> inf(32, 1.0f);
+  std::vector<float> inf(B, 1.0f);
   inf[7] = -INFINITY;
-  round_q8_blocks(inf.data(), 32);
+  round_q8_blocks(inf.data(), kQ8Block);
   for (float v : inf) EXPECT_TRUE(std::isnan(v));
   std::vector<float> v = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -1.2345f, 3.0f};
   const std::vector<float> before = v;

@@ -2,11 +2,11 @@
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and the
 # CUDA tests wanted; carry .gpu/pack): the packed CUDA tests (cuda_check.sh), the vision tower's bench (its attention
 # on the tensor cores, BF16 and fp32 operands, and on the CUDA cores; one run profiled), the whole 4-bit model at
-# batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base), with the staged kernel's int8 activations
+# batch 1-128 (beside a baseline binary when packed in .gpu/cuda/base), with the experts' int8 activations
 # (QUATRE_CUDA_INT4_ACT=q8), and at batch 1 and 64 profiled op by op, then Nsight Compute on the routed experts' small
-# tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1) and, to
-# compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR; tables on stdout. PARTS
-# (default "check vision int4 ncu") picks which of the four run.
+# tensor-core kernel at batch 64 (2-layer models): the 4-bit body (one BF16 activation plane, XMode::kTerms1), the q8
+# body (XMode::kQ8) and, to compare, the FP8 model's launches of the same kernel. Logs and ncu reports under OUT_DIR;
+# tables on stdout. PARTS (default "check vision int4 ncu") picks which of the four run.
 #   run tool: command "bash tools/gpu/cuda_int4_ncu.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_int4_ncu.sh OUT_DIR}
@@ -42,10 +42,10 @@ part int4 && for b in .gpu/cuda/base/quatre-bench "$bin/quatre-bench"; do
   echo "== int4 decode, $name binary: rc=$?"
   grep -E "^ +[0-9]+ " "$out/int4_$name.txt" | head -6
 done
-# The packed binary with the staged kernel's 4-bit activations in int8 blocks (QUATRE_CUDA_INT4_ACT=q8: batch 1's
-# experts; the BF16 plane elsewhere, as the default), then both profiled at batch 1 (and the default at 64).
+# The packed binary with the 4-bit experts' activations in int8 blocks (QUATRE_CUDA_INT4_ACT=q8: the staged kernel at
+# batch 1, the small tensor-core kernel's u8·s8 body above), then both profiled at batch 1 (and the default at 64).
 if part int4; then
-  QUATRE_CUDA_INT4_ACT=q8 timeout 100 "$bin/quatre-bench" "${int4[@]}" --batch 1,16,64 > "$out/int4_q8.txt" 2>&1
+  QUATRE_CUDA_INT4_ACT=q8 timeout 100 "$bin/quatre-bench" "${int4[@]}" --batch 1,16,64,128 > "$out/int4_q8.txt" 2>&1
   echo "== int4 decode, QUATRE_CUDA_INT4_ACT=q8: rc=$?"
   grep -E "^ +[0-9]+ " "$out/int4_q8.txt" | head -6
   timeout 120 "$bin/quatre-bench" "${int4[@]}" --batch 1,64 --profile > "$out/int4_profile.txt" 2>&1
@@ -66,7 +66,11 @@ echo "== ncu int4 rc=$?"
 timeout 150 "$ncu" -k "regex:small_tc_kernel" --launch-count 8 --clock-control none "${sections[@]}" \
   "$bin/quatre-bench" "${small[@]}" > "$out/ncu_fp8.txt" 2>&1
 echo "== ncu fp8 rc=$?"
-for f in ncu_int4 ncu_fp8; do
+QUATRE_CUDA_INT4_ACT=q8 timeout 150 "$ncu" --kernel-name-base demangled -k "regex:small_tc_kernel.*(kQ8|XMode\)5)" \
+  --launch-count 2 --clock-control none "${sections[@]}" "$bin/quatre-bench" "${small[@]}" --dtype int4 \
+  > "$out/ncu_int4_q8.txt" 2>&1
+echo "== ncu int4 q8 rc=$?"
+for f in ncu_int4 ncu_int4_q8 ncu_fp8; do
   echo "== $f"
   grep -E "small_tc_kernel|Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|Grid Size" \
     "$out/$f.txt" | sed -E "s/  +/ /g" | cut -c1-160 | head -60

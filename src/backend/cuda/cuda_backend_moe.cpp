@@ -18,6 +18,7 @@
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/op_args.h"
 #include "core/error.h"
+#include "core/int4.h"
 
 namespace quatre::cuda {
 
@@ -476,8 +477,22 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
       // 4-bit experts on the small tensor-core kernel: x, and the gated hidden (where the gating runs after the
       // products anyway: no launch more), made once: by default one plane, the values rounded to BF16 (the products
       // of the codes and BF16 activations); QUATRE_CUDA_INT4_ACT=fp32: their three BF16 terms (fp32 exactly).
+      // QUATRE_CUDA_INT4_ACT=q8: quantised to int8 once instead (x_q8; where the kernel reads it: G % 128 == 0).
       const int planes = int4_bf16_activations() ? 1 : 3;
-      if (matmul_takes_terms(p)) {
+      const bool q8 = int4_q8_activations();
+      struct Q8Plane {
+        uint8_t* bytes;
+        float* meta;
+      };
+      const auto q8_plane = [&](int64_t rows, int64_t width) {
+        return Q8Plane{a.array<uint8_t>(static_cast<size_t>(rows * width)),
+                       a.array<float>(static_cast<size_t>(2 * rows * (width / kQ8Block)))};
+      };
+      if (q8 && matmul_takes_q8(p)) {
+        const Q8Plane x8 = q8_plane(T, D);
+        launched(launch_quantize_q8(p.x, D, T, D, x8.bytes, x8.meta, s), "moe input q8");
+        p.x_q8 = x8.bytes, p.x_q8_meta = x8.meta;
+      } else if (matmul_takes_terms(p)) {
         auto* terms = a.array<uint16_t>(static_cast<size_t>(planes * T * D));
         launched(launch_split_terms(p.x, D, T, D, terms, planes, s), "moe input terms");
         p.x_terms = terms;
@@ -485,11 +500,16 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
       }
       const bool gates_after = !matmul_gates_in_store(p);
       q.x_quantized = prequantize && gates_after;
-      const bool hidden_terms = !q.x_quantized && gates_after && matmul_takes_terms(q);
-      p.silu_gate = !q.x_quantized && !hidden_terms;
+      const bool hidden_q8 = !q.x_quantized && gates_after && q8 && matmul_takes_q8(q);
+      const bool hidden_terms = !q.x_quantized && !hidden_q8 && gates_after && matmul_takes_terms(q);
+      p.silu_gate = !q.x_quantized && !hidden_terms && !hidden_q8;
       launched(launch_matmul(p, s), "moe gate+up");
       if (q.x_quantized) {
         launched(launch_silu_mul_act_q(gate, up, max_rows, F, table + 2 * E, group_expert, G, s), "moe gating");
+      } else if (hidden_q8) {
+        const Q8Plane h8 = q8_plane(max_rows, F);
+        launched(launch_silu_mul_q8(gate, up, max_rows, F, h8.bytes, h8.meta, s), "moe gating");
+        q.x_q8 = h8.bytes, q.x_q8_meta = h8.meta;
       } else if (hidden_terms) {
         auto* terms = a.array<uint16_t>(static_cast<size_t>(planes * max_rows * F));
         launched(launch_silu_mul_terms(gate, up, max_rows, F, terms, planes, s), "moe gating");

@@ -545,6 +545,10 @@ bool matmul_takes_terms(const MatmulProblem& p) {
   return p.M > 0 && p.N > 0 && matmul_path(p) == MatmulPath::kSmallTc && small_tc_takes_terms(p);
 }
 
+bool matmul_takes_q8(const MatmulProblem& p) {
+  return p.M > 0 && p.N > 0 && matmul_path(p) == MatmulPath::kSmallTc && small_tc_takes_q8(p);
+}
+
 int64_t matmul_workspace_floats(const MatmulProblem& p) {
   if (p.M == 0 || p.N == 0 || matmul_path(p) != MatmulPath::kTcTile) return 0;
   return matmul_tc_workspace_floats(p);

@@ -139,5 +139,6 @@ bool small_tc_applies(const MatmulProblem& p);
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
 // Whether the small tensor-core kernel, where it runs p, reads p's x_terms (matmul_takes_terms, kernels.h).
 bool small_tc_takes_terms(const MatmulProblem& p);
+bool small_tc_takes_q8(const MatmulProblem& p);  // the 4-bit bodies take x_q8 (matmul_takes_q8)
 
 }  // namespace quatre::cuda

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "backend/cuda/matmul_common.cuh"
+#include "core/int4.h"
 
 namespace quatre::cuda {
 namespace {
@@ -72,12 +73,15 @@ __device__ __forceinline__ void a_fragment(const uint4 (&r0)[kLoadsPerRow<T>], c
 // three BF16 terms (W8A16; also W8A8 inputs quantised beforehand, whose lower terms are zeros); kQuantise: W8A8,
 // act_q on each load, one term (FP8 values are exact in BF16); kFp8: W8A8 with x already quantised, one term;
 // kTerms: the three terms made once (MatmulProblem::x_terms; 4-bit weights, one row block); kTerms1: x rounded to
-// BF16 made once, one plane (x_term_planes 1: BF16 activations, one mma a block).
-enum class XMode : int { kSplit, kQuantise, kFp8, kTerms, kTerms1 };
+// BF16 made once, one plane (x_term_planes 1: BF16 activations, one mma a block); kQ8: x quantised to int8 made once
+// (MatmulProblem::x_q8; 4-bit weights, one row block, chunks of one weight group: multiply_q8).
+enum class XMode : int { kSplit, kQuantise, kFp8, kTerms, kTerms1, kQ8 };
 template <XMode kX>
 constexpr int kTermsOf = kX == XMode::kSplit || kX == XMode::kTerms ? 3 : 1;
 template <XMode kX>
 constexpr bool kMadeTerms = kX == XMode::kTerms || kX == XMode::kTerms1;  // x_terms read, x not
+template <XMode kX>
+constexpr bool kOneRowBlock = kMadeTerms<kX> || kX == XMode::kQ8;  // activations made once: one row block
 
 // A thread's activations: rows g, g + 8, ... of the RB row blocks (x_blocks bit rb: row 8rb + g is present; absent
 // rows read as zeros).
@@ -88,6 +92,8 @@ struct Activations {
   int K;
   float load_act;  // W8A8: what act_q divides the loads by, the activation scale (0: x already quantised)
   const uint16_t* terms;  // kMadeTerms: row g's N BF16 planes [N][K] (one row block)
+  const uint8_t* q8;      // kQ8: row g's K int8 values (x_q8; one row block)
+  const float* q8_meta[2];  // kQ8: the {d, Σ q} blocks of rows 2t and 2t + 1 (C's columns), null when absent
 
   // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row), kQuantise: quantised (act_q, by load_act).
   // Ordered: a volatile load, kept in program order among the mmas (else the compiler hoists all of a chunk's
@@ -103,6 +109,15 @@ struct Activations {
       asm volatile("ld.global.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(at));
     }
     if constexpr (kX == XMode::kQuantise) v = act_q4(v, load_act);
+    return v;
+  }
+
+  // kQ8: B registers {b0}, {b1} of m16n8k32 at plane position k (8 bytes: k {0, 2, 4, 6} and {1, 3, 5, 7} of the
+  // octet; zeros past K or for an absent row), a volatile load in program order as load<true>.
+  __device__ uint2 load_q8(int k) const {
+    if ((x_blocks & 1u) == 0 || k >= K) return make_uint2(0, 0);
+    uint2 v;
+    asm volatile("ld.global.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(q8 + k));
     return v;
   }
 
@@ -263,6 +278,62 @@ __device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, u
   lo = *reinterpret_cast<const uint32_t*>(&d0), hi = *reinterpret_cast<const uint32_t*>(&d1);
 }
 
+// acc[0][ct] += the 4-bit chunk at `base` times x quantised to int8 (XMode::kQ8; G % kQ8Block == 0, so the chunk's
+// 128 k are one weight group and one q8 block of each row of x): block b's codes of rows g and g+8 (word t^b, as
+// the BF16 body's) go in as unsigned bytes, the even nibbles (k 0, 2, 4, 6 of the word) one register and the odd ones
+// another (a mask each); x's bytes are stored in that order (launch_quantize_q8), so one 8-byte load gives a block's
+// B. Four m16n8k32 mmas sum Σ c·q exactly in int32 over the chunk; then each sum meets its scales once: acc += s·d·
+// (Σ c·q − 8·Σ q) (symmetric) or s·d·Σ c·q + m·d·Σ q (asymmetric), with s (and m) this thread's own load's (every
+// block of the chunk is in its group) and d, Σ q the chunk's block of x rows 2t, 2t+1. The int32 sum turns into a
+// float through 1.5·2^23 (|Σ c·q| <= 15·127·128 < 2^22): an add and an exact subtraction, no conversion unit.
+template <bool kOffsets, int CT>
+__device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
+                                            float (&acc)[1][CT][4]) {
+  if (base >= op.K) return;  // a chunk past K (the loop's last in flight): nothing to add, no block of x to read
+  uint32_t words[CT][2][4];  // [tile][row g, g+8][block]
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) quad_words(c.codes[ct][r], op.t, words[ct][r]);
+  }
+  int part[CT][4] = {};
+  uint2 next = op.x.load_q8(base + int4_slot_k(op.t, 0, 0));
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    const uint2 xb = next;
+    if (b < 3) next = op.x.load_q8(base + int4_slot_k(op.t, b + 1, 0));
+#pragma unroll
+    for (int ct = 0; ct < CT; ++ct) {
+      const uint32_t a[4] = {words[ct][0][b] & 0x0F0F0F0Fu, words[ct][1][b] & 0x0F0F0F0Fu,
+                             (words[ct][0][b] >> 4) & 0x0F0F0F0Fu, (words[ct][1][b] >> 4) & 0x0F0F0F0Fu};
+      mma_u8s8(part[ct], a, xb.x, xb.y);
+    }
+  }
+  constexpr float kRound = 12582912.0f;  // 1.5·2^23, whose bits are 0x4B400000
+  float2 meta[2];                         // x rows 2t, 2t+1: {d, Σ q} of this chunk's block
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    meta[i] = op.x.q8_meta[i] != nullptr ? __ldg(reinterpret_cast<const float2*>(op.x.q8_meta[i]) + base / kQ8Block)
+                                         : make_float2(0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {  // c[e]: weight row g (e < 2) or g+8; x row 2t + e % 2
+      const uint32_t so = c.scale_offset[ct][e / 2];
+      const float2 m = meta[e % 2];
+      const float wide = __int_as_float(part[ct][e] + 0x4B400000);  // kRound + Σ c·q
+      const float sd = __uint_as_float(so << 16) * m.x;
+      if constexpr (kOffsets) {
+        const float v = fmaf(sd, wide - kRound, acc[0][ct][e]);
+        acc[0][ct][e] = fmaf(__uint_as_float(so & 0xFFFF0000u) * m.x, m.y, v);
+      } else {
+        acc[0][ct][e] = fmaf(sd, wide - fmaf(8.0f, m.y, kRound), acc[0][ct][e]);
+      }
+    }
+  }
+}
+
 // acc[rb][ct] += the 4-bit chunk at `base` times row block rb, block by block: per row block the two mmas (h = 0, 1;
 // 3 terms each) of block b into a fresh fragment a tile, then folded with the rows' scales (and offsets). A is
 // decoded at its mma (registers: kept for all row blocks, it spilled). The activations of the next (b, rb) load
@@ -271,6 +342,10 @@ __device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, u
 template <int RB, XMode kX, bool kOffsets, int CT>
 __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
                                          float (&acc)[RB][CT][4]) {
+  if constexpr (kX == XMode::kQ8) {
+    static_assert(RB == 1, "x_q8: one row block");
+    return multiply_q8(c, op, base, acc);
+  }
   constexpr uint32_t kOnes[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // BF16 1.0 pairs
   uint32_t words[CT][2][4];  // [tile][row g, g+8][block]
 #pragma unroll
@@ -463,6 +538,16 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   const int64_t x_row = mapped ? p.x_rows[m0 + g] : m0 + g;
   op.x.x = p.x + x_row * p.ldx;
   op.x.terms = kMadeTerms<kX> ? p.x_terms + kTermsOf<kX> * p.K * x_row : nullptr;
+  op.x.q8 = kX == XMode::kQ8 ? p.x_q8 + p.K * x_row : nullptr;
+  if constexpr (kX == XMode::kQ8) {  // C's columns: rows 2t and 2t + 1 of the group
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = 2 * t + i;
+      const bool present = ((rows >> r) & 1u) != 0;
+      const int64_t row = !present ? -1 : p.x_rows != nullptr ? p.x_rows[m0 + r] : m0 + r;
+      op.x.q8_meta[i] = row < 0 ? nullptr : p.x_q8_meta + 2 * (p.K / kQ8Block) * row;
+    }
+  }
   op.x.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
 
   float acc[RB][CT][4] = {};
@@ -532,7 +617,7 @@ void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t strea
   if (p.experts != nullptr || p.M <= kRows) {
     return launch_blocks<T, kOffsets, kX, 1, kOneBlockCT>(p, rows_per_group, stream);
   }
-  if constexpr (!kMadeTerms<kX>) {  // x_terms: one row block only (terms_apply)
+  if constexpr (!kOneRowBlock<kX>) {  // x_terms, x_q8: one row block only (terms_apply, q8_applies)
     if (p.M <= 2 * kRows) return launch_blocks<T, kOffsets, kX, 2, kCT>(p, 2 * kRows, stream);
     if (p.M <= 4 * kRows) return launch_blocks<T, kOffsets, kX, 4, kCT>(p, 4 * kRows, stream);
     launch_blocks<T, kOffsets, kX, 8, 1>(p, 8 * kRows, stream);
@@ -607,6 +692,13 @@ bool terms_apply(const MatmulProblem& p) {
   return p.weight.type == WType::kInt4 && p.K % 8 == 0 && (p.experts != nullptr || p.M <= kRows);
 }
 
+// Where the 4-bit bodies take x_q8: one row block as terms_apply, K and the group size multiples of kQ8Block (a chunk
+// of 128 k is one weight group and one block of x), q8 activations on.
+bool q8_apply(const MatmulProblem& p) {
+  return p.weight.type == WType::kInt4 && int4_q8_activations() && p.K % kQ8Block == 0 &&
+         p.weight.group_size % kQ8Block == 0 && (p.experts != nullptr || p.M <= kRows);
+}
+
 }  // namespace
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
@@ -626,6 +718,7 @@ int int4_act_mode() {
 bool int4_bf16_activations() { return int4_act_mode() != 0; }
 bool int4_q8_activations() { return int4_act_mode() == 2; }
 bool small_tc_takes_terms(const MatmulProblem& p) { return terms_apply(p); }
+bool small_tc_takes_q8(const MatmulProblem& p) { return q8_apply(p); }
 
 bool small_tc_applies(const MatmulProblem& p) {
   const int mode = g_test_mode.load();
@@ -668,7 +761,11 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
     // weight2 and the experts have weight's symmetry (the host checks).
     const bool offsets = p.weight.int4_offsets != nullptr;
     if (p.x_terms != nullptr && p.x_term_planes != 1 && p.x_term_planes != 3) return cudaErrorInvalidValue;
-    if (p.x_terms != nullptr && terms_apply(p)) {  // one row block (terms_apply; launch_typed launches no other)
+    if ((p.x_q8 == nullptr) != (p.x_q8_meta == nullptr)) return cudaErrorInvalidValue;
+    if (p.x_q8 != nullptr && q8_apply(p)) {  // one row block (q8_apply; launch_typed launches no other)
+      offsets ? launch_typed<WType::kInt4, true, XMode::kQ8>(p, rows_per_group, stream)
+              : launch_typed<WType::kInt4, false, XMode::kQ8>(p, rows_per_group, stream);
+    } else if (p.x_terms != nullptr && terms_apply(p)) {  // one row block (terms_apply; launch_typed launches no other)
       if (p.x_term_planes == 1) {
         offsets ? launch_typed<WType::kInt4, true, XMode::kTerms1>(p, rows_per_group, stream)
                 : launch_typed<WType::kInt4, false, XMode::kTerms1>(p, rows_per_group, stream);

@@ -75,20 +75,29 @@ __device__ __forceinline__ int dot4_u8_s8(uint32_t a, uint32_t b, int c) {
 }
 
 // A thread's 32 activations of a row (one piece's k range) as int8 (QUATRE_CUDA_INT4_ACT=q8: llama.cpp's Q8
-// activations), core/int4.h's round_q8_blocks: q = x / d rounded to nearest even, d = max |x| / 127 (d NaN where an x
-// is NaN, infinite where one is: it reaches the sum; q = 0 below kQ8MinBlockMax).
+// activations), core/int4.h's round_q8_blocks: q = x / d rounded to nearest even, d = max |x| / 127 over the block of
+// kQ8Block = 128 k the piece lies in, the pieces of lanes 4j .. 4j+3 (a row's consecutive pieces: two shuffles); d
+// NaN where an x is NaN, infinite where one is (it reaches the sum); q = 0 below kQ8MinBlockMax.
 // even[w] / odd[w]: the bytes of k = 8w + 0, 2, 4, 6 / 8w + 1, 3, 5, 7, as the codes of word w pair with them
-// (piece_dot_q8); sum: Σ q (the symmetric codes' -8, the asymmetric offsets).
+// (piece_dot_q8); sum: Σ q of the piece (the symmetric codes' -8, the asymmetric offsets).
 struct Q8Slice {
   uint32_t even[4], odd[4];
   int sum;
   float d;
 };
 
+__device__ __forceinline__ float max_nan(float a, float b) {
+  asm("max.NaN.f32 %0, %0, %1;" : "+f"(a) : "f"(b));
+  return a;
+}
+
+static_assert(quatre::kQ8Block == 4 * 32, "a q8 block: the pieces of 4 lanes");
 __device__ __forceinline__ Q8Slice quantize_q8(const float (&x)[32]) {
   float amax = 0.0f;
 #pragma unroll
-  for (int j = 0; j < 32; ++j) asm("max.NaN.f32 %0, %0, %1;" : "+f"(amax) : "f"(fabsf(x[j])));
+  for (int j = 0; j < 32; ++j) amax = max_nan(amax, fabsf(x[j]));
+  amax = max_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = max_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
   Q8Slice s;
   s.d = __fdiv_rn(amax, 127.0f);
   const float inv = amax >= kQ8MinBlockMax ? __fdiv_rn(127.0f, amax) : 0.0f;

@@ -39,6 +39,15 @@ __device__ __forceinline__ void mma_fp8(float (&acc)[4], const uint32_t (&a)[4],
   for (int i = 0; i < 4; ++i) acc[i] += d[i];
 }
 
+// acc += a · b exactly in int32 with unsigned 8-bit A (4-bit codes) and signed 8-bit B (int8 activations): the
+// fragments as mma_fp8's.
+__device__ __forceinline__ void mma_u8s8(int (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(acc[0]), "+r"(acc[1]), "+r"(acc[2]), "+r"(acc[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

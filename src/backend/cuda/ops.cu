@@ -9,6 +9,7 @@
 #include "backend/cuda/matmul_common.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "core/int4.h"
 
 namespace quatre::cuda {
 namespace {
@@ -424,6 +425,62 @@ __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64
   }
 }
 
+// A warp's kQ8Block values of row m (4 a lane: k = 4·lane .. + 3 of the block at `k0`) quantised by core/int4.h's
+// round_q8_blocks rule into out (the row's bytes, each octet of k in the order {0, 2, 4, 6, 1, 3, 5, 7}: lane 2o holds
+// k 0-3 of octet o, lane 2o + 1 k 4-7) and meta (d, Σ q).
+static_assert(kQ8Block == 4 * 32, "a q8 block: four values a lane of a warp");
+__device__ __forceinline__ void store_q8_block(float4 v, int64_t m, int64_t K, int64_t k0, uint8_t* out, float* meta) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const auto max_nan = [](float a, float b) {
+    asm("max.NaN.f32 %0, %0, %1;" : "+f"(a) : "f"(b));
+    return a;
+  };
+  float amax = max_nan(max_nan(fabsf(v.x), fabsf(v.y)), max_nan(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+  for (int d = 16; d >= 1; d /= 2) amax = max_nan(amax, __shfl_xor_sync(0xffffffffu, amax, d));
+  const float inv = amax >= kQ8MinBlockMax ? __fdiv_rn(127.0f, amax) : 0.0f;
+  constexpr float kRound = 12582912.0f;  // 1.5·2^23: the low bytes hold the value rounded (two's complement)
+  const uint32_t q0 = __float_as_uint(fmaf(v.x, inv, kRound)), q1 = __float_as_uint(fmaf(v.y, inv, kRound));
+  const uint32_t q2 = __float_as_uint(fmaf(v.z, inv, kRound)), q3 = __float_as_uint(fmaf(v.w, inv, kRound));
+  const uint32_t even = __byte_perm(q0, q2, 0x0040), odd = __byte_perm(q1, q3, 0x0040);  // bytes (k0, k2), (k1, k3)
+  int sum = __dp4a(static_cast<int>(__byte_perm(even, odd, 0x5410)), 0x01010101, 0);
+#pragma unroll
+  for (int d = 16; d >= 1; d /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, d);
+  const uint32_t even_hi = __shfl_down_sync(0xffffffffu, even, 1), odd_hi = __shfl_down_sync(0xffffffffu, odd, 1);
+  if (lane % 2 == 0) {
+    *reinterpret_cast<uint2*>(out + m * K + k0 + 4 * lane) =
+        make_uint2(__byte_perm(even, even_hi, 0x5410), __byte_perm(odd, odd_hi, 0x5410));
+  }
+  if (lane == 0) {
+    *reinterpret_cast<float2*>(meta + 2 * (m * (K / kQ8Block) + k0 / kQ8Block)) =
+        make_float2(__fdiv_rn(amax, 127.0f), static_cast<float>(sum));
+  }
+}
+
+// One warp a (row, block of kQ8Block k), grid-stride over them.
+__global__ void quantize_q8_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* out, float* meta) {
+  const int64_t blocks = K / kQ8Block, warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < M * blocks; w += warps) {
+    const int64_t m = w / blocks, k0 = kQ8Block * (w % blocks);
+    const float4 v = reinterpret_cast<const float4*>(x + m * ldx + k0)[threadIdx.x % 32];
+    store_q8_block(v, m, K, k0, out, meta);
+  }
+}
+
+// g = silu(g) · u as silu_mul_kernel computes it, then quantised as quantize_q8_kernel does.
+__global__ void silu_mul_q8_kernel(float* g, const float* u, int64_t M, int64_t K, uint8_t* out, float* meta) {
+  const int64_t blocks = K / kQ8Block, warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < M * blocks; w += warps) {
+    const int64_t m = w / blocks, k0 = kQ8Block * (w % blocks);
+    const int64_t at = (m * K + k0) / 4 + threadIdx.x % 32;
+    const float4 a = reinterpret_cast<const float4*>(g)[at], b = reinterpret_cast<const float4*>(u)[at];
+    const float4 v = make_float4(__fmul_rn(silu(a.x), b.x), __fmul_rn(silu(a.y), b.y), __fmul_rn(silu(a.z), b.z),
+                                 __fmul_rn(silu(a.w), b.w));
+    reinterpret_cast<float4*>(g)[at] = v;
+    store_q8_block(v, m, K, k0, out, meta);
+  }
+}
+
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -543,6 +600,30 @@ cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K
   } else {
     silu_mul_terms_kernel<3><<<blocks, 256, 0, stream>>>(g, u, M, K, out);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_quantize_q8(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* out, float* meta,
+                               cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % kQ8Block != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 8 != 0 || reinterpret_cast<uintptr_t>(meta) % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  quantize_q8_kernel<<<std::min<unsigned>(blocks_for(M * K / kQ8Block, 8), 132u * 16u), 256, 0, stream>>>(
+      x, ldx, M, K, out, meta);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul_q8(float* g, const float* u, int64_t M, int64_t K, uint8_t* out, float* meta,
+                               cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  if (K % kQ8Block != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(out) % 8 != 0 || reinterpret_cast<uintptr_t>(meta) % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  silu_mul_q8_kernel<<<std::min<unsigned>(blocks_for(M * K / kQ8Block, 8), 132u * 16u), 256, 0, stream>>>(
+      g, u, M, K, out, meta);
   return cudaGetLastError();
 }
 

@@ -58,7 +58,8 @@ TEST_P(CpuInt4, MatmulEqualsMatmulOnTheDequantizedWeight) {
 }
 
 // CpuBackend(n, bf16 / q8): a 4-bit matmul is the exact one of each row of x rounded by round_int4_activations
-// (rows of 70: a q8 block of 6), bit for bit, and not the exact one of x; other weights take x as it is.
+// (rows of 70: one q8 block shorter than kQ8Block), bit for bit, and not the exact one of x; other weights take x as
+// it is.
 TEST_P(CpuInt4, RoundedActivationsAreTheMatmulOfRoundedX) {
   const int64_t M = 3, in = 70, out = 9;
   const Int4Pair w(out, in, 2, GetParam(), 31);
