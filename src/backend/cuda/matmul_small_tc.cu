@@ -296,6 +296,12 @@ __device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Op
 #pragma unroll
     for (int r = 0; r < 2; ++r) quad_words(c.codes[ct][r], op.t, words[ct][r]);
   }
+  float2 meta[2];  // x rows 2t, 2t+1: {d, Σ q} of this chunk's block (loaded first: read after the mmas)
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    meta[i] = op.x.q8_meta[i] != nullptr ? __ldg(reinterpret_cast<const float2*>(op.x.q8_meta[i]) + base / kQ8Block)
+                                         : make_float2(0.0f, 0.0f);
+  }
   int part[CT][4] = {};
   uint2 next = op.x.load_q8(base + int4_slot_k(op.t, 0, 0));
 #pragma unroll
@@ -310,12 +316,6 @@ __device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Op
     }
   }
   constexpr float kRound = 12582912.0f;  // 1.5·2^23, whose bits are 0x4B400000
-  float2 meta[2];                         // x rows 2t, 2t+1: {d, Σ q} of this chunk's block
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    meta[i] = op.x.q8_meta[i] != nullptr ? __ldg(reinterpret_cast<const float2*>(op.x.q8_meta[i]) + base / kQ8Block)
-                                         : make_float2(0.0f, 0.0f);
-  }
 #pragma unroll
   for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
@@ -694,9 +694,11 @@ bool terms_apply(const MatmulProblem& p) {
 
 // Where the 4-bit bodies take x_q8: one row block as terms_apply, K and the group size multiples of kQ8Block (a chunk
 // of 128 k is one weight group and one block of x), q8 activations on.
+// (Experts and experts2 have weight's layout: the host checks.)
 bool q8_apply(const MatmulProblem& p) {
   return p.weight.type == WType::kInt4 && int4_q8_activations() && p.K % kQ8Block == 0 &&
-         p.weight.group_size % kQ8Block == 0 && (p.experts != nullptr || p.M <= kRows);
+         p.weight.group_size % kQ8Block == 0 && (p.y2 == nullptr || p.weight2.group_size % kQ8Block == 0) &&
+         (p.experts != nullptr || p.M <= kRows);
 }
 
 }  // namespace
@@ -761,7 +763,10 @@ cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStre
     // weight2 and the experts have weight's symmetry (the host checks).
     const bool offsets = p.weight.int4_offsets != nullptr;
     if (p.x_terms != nullptr && p.x_term_planes != 1 && p.x_term_planes != 3) return cudaErrorInvalidValue;
-    if ((p.x_q8 == nullptr) != (p.x_q8_meta == nullptr)) return cudaErrorInvalidValue;
+    const auto aligned8 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 8 == 0; };
+    if ((p.x_q8 == nullptr) != (p.x_q8_meta == nullptr) || !aligned8(p.x_q8) || !aligned8(p.x_q8_meta)) {
+      return cudaErrorInvalidValue;
+    }
     if (p.x_q8 != nullptr && q8_apply(p)) {  // one row block (q8_apply; launch_typed launches no other)
       offsets ? launch_typed<WType::kInt4, true, XMode::kQ8>(p, rows_per_group, stream)
               : launch_typed<WType::kInt4, false, XMode::kQ8>(p, rows_per_group, stream);

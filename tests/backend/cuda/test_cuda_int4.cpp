@@ -308,7 +308,7 @@ TEST_F(CudaInt4, Q8PlaneIsTheHostsRounding) {
 
 // The small tensor-core kernel on 4-bit weights with x_q8 (u8 codes times s8 activations, int32 sums a chunk): the
 // CPU's matmul of x rounded by round_q8_blocks within fp32 sums, on 2, 5 and 8 plain rows, symmetric and asymmetric,
-// G 128 and 256, K 256 and 1024, N 80 (a tile past N); matmul_takes_q8 only for G % kQ8Block == 0 and with q8 on;
+// G 128 and 256, K 256, 384 and 1024, N 80 (a tile past N); matmul_takes_q8 only for G % kQ8Block == 0 and with q8 on;
 // the routed experts' MoE (T = 1: the staged kernel's rule; 7 and 24: this kernel, input and gated hidden quantised
 // once) against CpuBackend(kQ8), which rounds every 4-bit matmul's input so (within a few int8 steps' flips of the
 // gated hidden), and three times closer to it than to the exact MoE.
@@ -318,7 +318,8 @@ TEST_F(CudaInt4, SmallTensorCoreQ8IsTheProductOfRoundedX) {
   uint64_t seed = 9200;
   const int64_t N = 80;
   for (bool is_symmetric : {true, false}) {
-    for (auto [K, G] : {std::pair<int64_t, int64_t>{256, 128}, {1024, 256}, {1024, 128}}) {
+    // K = 384: a warp's last chunk in flight lies past K.
+    for (auto [K, G] : {std::pair<int64_t, int64_t>{256, 128}, {384, 128}, {1024, 256}, {1024, 128}}) {
       const Int4Host w(N, K, G, is_symmetric, ++seed);
       const Weight wd = gpu_->prepare_weight(w.weight);
       for (int64_t M : {2, 5, 8}) {
