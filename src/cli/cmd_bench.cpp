@@ -31,6 +31,7 @@
 #ifdef QUATRE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/kernels.h"
 #include "cli/bench_profile.h"
 #endif
 
@@ -236,6 +237,11 @@ int run_bench(const BenchArgs& o) {
     fmt::print("weights: {} on the device, device memory used {} of {}\n",
                gib(static_cast<double>(dynamic_cast<cuda::CudaBackend&>(*be).weight_bytes())),
                gib(static_cast<double>(m.total - m.free)), gib(static_cast<double>(m.total)));
+    if (linear.experts < 1.0) {  // 4-bit experts: the numerics of their activations (QUATRE_CUDA_INT4_ACT)
+      fmt::print("4-bit experts' activations: {}\n", cuda::int4_q8_activations()    ? "int8 in blocks of 128 (q8)"
+                                                     : cuda::int4_bf16_activations() ? "bf16"
+                                                                                     : "fp32");
+    }
   }
 #endif
   fmt::print("weights {} in {:.1f} s\n", o.random_weights ? "drawn" : "loaded", load_s);
