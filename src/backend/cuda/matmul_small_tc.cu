@@ -16,7 +16,7 @@
 #include <type_traits>
 
 #include "backend/cuda/matmul_common.cuh"
-#include "core/int4.h"
+#include "backend/cuda/q8.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -315,20 +315,19 @@ __device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Op
       mma_u8s8(part[ct], a, xb.x, xb.y);
     }
   }
-  constexpr float kRound = 12582912.0f;  // 1.5·2^23, whose bits are 0x4B400000
 #pragma unroll
   for (int ct = 0; ct < CT; ++ct) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {  // c[e]: weight row g (e < 2) or g+8; x row 2t + e % 2
       const uint32_t so = c.scale_offset[ct][e / 2];
       const float2 m = meta[e % 2];
-      const float wide = __int_as_float(part[ct][e] + 0x4B400000);  // kRound + Σ c·q
+      const float wide = q8_widened(part[ct][e]);  // kQ8Round + Σ c·q
       const float sd = __uint_as_float(so << 16) * m.x;
       if constexpr (kOffsets) {
-        const float v = fmaf(sd, wide - kRound, acc[0][ct][e]);
+        const float v = fmaf(sd, wide - kQ8Round, acc[0][ct][e]);
         acc[0][ct][e] = fmaf(__uint_as_float(so & 0xFFFF0000u) * m.x, m.y, v);
       } else {
-        acc[0][ct][e] = fmaf(sd, wide - fmaf(8.0f, m.y, kRound), acc[0][ct][e]);
+        acc[0][ct][e] = fmaf(sd, wide - fmaf(8.0f, m.y, kQ8Round), acc[0][ct][e]);
       }
     }
   }

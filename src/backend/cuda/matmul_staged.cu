@@ -15,7 +15,7 @@
 
 #include "backend/cuda/matmul_common.cuh"
 #include "backend/cuda/pdl.cuh"
-#include "core/int4.h"
+#include "backend/cuda/q8.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -86,11 +86,6 @@ struct Q8Slice {
   float d;
 };
 
-__device__ __forceinline__ float max_nan(float a, float b) {
-  asm("max.NaN.f32 %0, %0, %1;" : "+f"(a) : "f"(b));
-  return a;
-}
-
 static_assert(quatre::kQ8Block == 4 * 32, "a q8 block: the pieces of 4 lanes");
 __device__ __forceinline__ Q8Slice quantize_q8(const float (&x)[32]) {
   float amax = 0.0f;
@@ -99,11 +94,9 @@ __device__ __forceinline__ Q8Slice quantize_q8(const float (&x)[32]) {
   amax = max_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
   amax = max_nan(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
   Q8Slice s;
-  s.d = __fdiv_rn(amax, 127.0f);
-  const float inv = amax >= kQ8MinBlockMax ? __fdiv_rn(127.0f, amax) : 0.0f;
-  // 1.5·2^23 + v (|v| < 2^22) holds v rounded to an integer in its low mantissa bits (two's complement bytes).
-  constexpr float kRound = 12582912.0f;
-  const auto byte_of = [&](int j) { return __float_as_uint(fmaf(x[j], inv, kRound)); };
+  s.d = q8_step(amax);
+  const float inv = q8_inverse_step(amax);
+  const auto byte_of = [&](int j) { return q8_code_bits(x[j], inv); };
   const auto pack = [&](int j) {  // the bytes of k = j, j + 2, j + 4, j + 6
     return __byte_perm(__byte_perm(byte_of(j), byte_of(j + 2), 0x0040), __byte_perm(byte_of(j + 4), byte_of(j + 6), 0x0040),
                        0x5410);

@@ -9,7 +9,7 @@
 #include "backend/cuda/matmul_common.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
-#include "core/int4.h"
+#include "backend/cuda/q8.cuh"
 
 namespace quatre::cuda {
 namespace {
@@ -404,6 +404,12 @@ __global__ void split_terms_kernel(const float* x, int64_t ldx, int64_t M, int64
   }
 }
 
+// silu(g) · u, four at a time, as silu_mul_kernel computes it: rounded products (no contraction into what follows).
+__device__ __forceinline__ float4 silu_mul4(float4 g, float4 u) {
+  return make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
+                     __fmul_rn(silu(g.w), u.w));
+}
+
 // g = silu(g) · u as silu_mul_kernel computes it, and its terms.
 template <int N>
 __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64_t K, uint16_t* out) {
@@ -415,10 +421,7 @@ __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       const int64_t at = (m * K + k) / 4 + j;
-      const float4 a = reinterpret_cast<const float4*>(g)[at], w = reinterpret_cast<const float4*>(u)[at];
-      // Rounded products (no contraction into split_bf16's first remainder): the values silu_mul_kernel stores.
-      v[j] = make_float4(__fmul_rn(silu(a.x), w.x), __fmul_rn(silu(a.y), w.y), __fmul_rn(silu(a.z), w.z),
-                         __fmul_rn(silu(a.w), w.w));
+      v[j] = silu_mul4(reinterpret_cast<const float4*>(g)[at], reinterpret_cast<const float4*>(u)[at]);
       reinterpret_cast<float4*>(g)[at] = v[j];
     }
     store_terms8<N>(v[0], v[1], out + N * K * m + k, K);
@@ -431,17 +434,12 @@ __global__ void silu_mul_terms_kernel(float* g, const float* u, int64_t M, int64
 static_assert(kQ8Block == 4 * 32, "a q8 block: four values a lane of a warp");
 __device__ __forceinline__ void store_q8_block(float4 v, int64_t m, int64_t K, int64_t k0, uint8_t* out, float* meta) {
   const int lane = static_cast<int>(threadIdx.x % 32);
-  const auto max_nan = [](float a, float b) {
-    asm("max.NaN.f32 %0, %0, %1;" : "+f"(a) : "f"(b));
-    return a;
-  };
   float amax = max_nan(max_nan(fabsf(v.x), fabsf(v.y)), max_nan(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
   for (int d = 16; d >= 1; d /= 2) amax = max_nan(amax, __shfl_xor_sync(0xffffffffu, amax, d));
-  const float inv = amax >= kQ8MinBlockMax ? __fdiv_rn(127.0f, amax) : 0.0f;
-  constexpr float kRound = 12582912.0f;  // 1.5·2^23: the low bytes hold the value rounded (two's complement)
-  const uint32_t q0 = __float_as_uint(fmaf(v.x, inv, kRound)), q1 = __float_as_uint(fmaf(v.y, inv, kRound));
-  const uint32_t q2 = __float_as_uint(fmaf(v.z, inv, kRound)), q3 = __float_as_uint(fmaf(v.w, inv, kRound));
+  const float inv = q8_inverse_step(amax);
+  const uint32_t q0 = q8_code_bits(v.x, inv), q1 = q8_code_bits(v.y, inv), q2 = q8_code_bits(v.z, inv);
+  const uint32_t q3 = q8_code_bits(v.w, inv);
   const uint32_t even = __byte_perm(q0, q2, 0x0040), odd = __byte_perm(q1, q3, 0x0040);  // bytes (k0, k2), (k1, k3)
   int sum = __dp4a(static_cast<int>(__byte_perm(even, odd, 0x5410)), 0x01010101, 0);
 #pragma unroll
@@ -453,32 +451,44 @@ __device__ __forceinline__ void store_q8_block(float4 v, int64_t m, int64_t K, i
   }
   if (lane == 0) {
     *reinterpret_cast<float2*>(meta + 2 * (m * (K / kQ8Block) + k0 / kQ8Block)) =
-        make_float2(__fdiv_rn(amax, 127.0f), static_cast<float>(sum));
+        make_float2(q8_step(amax), static_cast<float>(sum));
   }
 }
 
-// One warp a (row, block of kQ8Block k), grid-stride over them.
-__global__ void quantize_q8_kernel(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* out, float* meta) {
+// x [M, K] (rows ldx apart) quantised, one warp a (row, block of kQ8Block k), grid-stride over them; kGated: x
+// (= gated) becomes silu(x) · u first, stored into gated (u and gated rows ldx apart too).
+template <bool kGated>
+__global__ void quantize_q8_kernel(const float* x, const float* u, float* gated, int64_t ldx, int64_t M, int64_t K,
+                                   uint8_t* out, float* meta) {
   const int64_t blocks = K / kQ8Block, warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
   for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < M * blocks; w += warps) {
     const int64_t m = w / blocks, k0 = kQ8Block * (w % blocks);
-    const float4 v = reinterpret_cast<const float4*>(x + m * ldx + k0)[threadIdx.x % 32];
+    const int64_t at = (m * ldx + k0) / 4 + threadIdx.x % 32;  // float4s: ldx % 4 == 0
+    float4 v = reinterpret_cast<const float4*>(x)[at];
+    if constexpr (kGated) {
+      v = silu_mul4(v, reinterpret_cast<const float4*>(u)[at]);
+      reinterpret_cast<float4*>(gated)[at] = v;
+    }
     store_q8_block(v, m, K, k0, out, meta);
   }
 }
 
-// g = silu(g) · u as silu_mul_kernel computes it, then quantised as quantize_q8_kernel does.
-__global__ void silu_mul_q8_kernel(float* g, const float* u, int64_t M, int64_t K, uint8_t* out, float* meta) {
-  const int64_t blocks = K / kQ8Block, warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
-  for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < M * blocks; w += warps) {
-    const int64_t m = w / blocks, k0 = kQ8Block * (w % blocks);
-    const int64_t at = (m * K + k0) / 4 + threadIdx.x % 32;
-    const float4 a = reinterpret_cast<const float4*>(g)[at], b = reinterpret_cast<const float4*>(u)[at];
-    const float4 v = make_float4(__fmul_rn(silu(a.x), b.x), __fmul_rn(silu(a.y), b.y), __fmul_rn(silu(a.z), b.z),
-                                 __fmul_rn(silu(a.w), b.w));
-    reinterpret_cast<float4*>(g)[at] = v;
-    store_q8_block(v, m, K, k0, out, meta);
+// launch_quantize_q8 (gated null) and launch_silu_mul_q8 (gated = x, u the up products).
+cudaError_t launch_q8(const float* x, const float* u, float* gated, int64_t ldx, int64_t M, int64_t K, uint8_t* out,
+                      float* meta, cudaStream_t stream) {
+  if (M == 0 || K == 0) return cudaSuccess;
+  const auto misaligned = [](const void* p, uintptr_t to) { return reinterpret_cast<uintptr_t>(p) % to != 0; };
+  if (K % kQ8Block != 0 || ldx % 4 != 0 || misaligned(x, 16) || misaligned(u, 16) || misaligned(out, 8) ||
+      misaligned(meta, 8)) {
+    return cudaErrorInvalidValue;
   }
+  const unsigned blocks = std::min<unsigned>(blocks_for(M * K / kQ8Block, 8), 132u * 16u);  // 8 warps a block
+  if (gated != nullptr) {
+    quantize_q8_kernel<true><<<blocks, 256, 0, stream>>>(x, u, gated, ldx, M, K, out, meta);
+  } else {
+    quantize_q8_kernel<false><<<blocks, 256, 0, stream>>>(x, nullptr, nullptr, ldx, M, K, out, meta);
+  }
+  return cudaGetLastError();
 }
 
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
@@ -605,26 +615,13 @@ cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K
 
 cudaError_t launch_quantize_q8(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* out, float* meta,
                                cudaStream_t stream) {
-  if (M == 0 || K == 0) return cudaSuccess;
-  if (K % kQ8Block != 0 || ldx % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(out) % 8 != 0 || reinterpret_cast<uintptr_t>(meta) % 8 != 0) {
-    return cudaErrorInvalidValue;
-  }
-  quantize_q8_kernel<<<std::min<unsigned>(blocks_for(M * K / kQ8Block, 8), 132u * 16u), 256, 0, stream>>>(
-      x, ldx, M, K, out, meta);
-  return cudaGetLastError();
+  return launch_q8(x, nullptr, nullptr, ldx, M, K, out, meta, stream);
 }
 
 cudaError_t launch_silu_mul_q8(float* g, const float* u, int64_t M, int64_t K, uint8_t* out, float* meta,
                                cudaStream_t stream) {
-  if (M == 0 || K == 0) return cudaSuccess;
-  if (K % kQ8Block != 0 || reinterpret_cast<uintptr_t>(g) % 16 != 0 || reinterpret_cast<uintptr_t>(u) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(out) % 8 != 0 || reinterpret_cast<uintptr_t>(meta) % 8 != 0) {
-    return cudaErrorInvalidValue;
-  }
-  silu_mul_q8_kernel<<<std::min<unsigned>(blocks_for(M * K / kQ8Block, 8), 132u * 16u), 256, 0, stream>>>(
-      g, u, M, K, out, meta);
-  return cudaGetLastError();
+  if (g == nullptr || u == nullptr) return cudaErrorInvalidValue;
+  return launch_q8(g, u, g, K, M, K, out, meta, stream);
 }
 
 cudaError_t launch_bf16_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t M, int64_t K, uint16_t* out,

@@ -117,4 +117,17 @@ inline backend_test::ExpertWeights<backend_test::StoredWeight> experts(int n, in
   });
 }
 
+// n experts, all 4-bit (values of std 0.2 quantised in groups of G).
+inline backend_test::ExpertWeights<backend_test::Int4Host> int4_experts(int n, int64_t D, int64_t F, int64_t G,
+                                                                        bool is_symmetric) {
+  return backend_test::ExpertWeights<backend_test::Int4Host>(n, D, F, [&](int64_t out, int64_t in, uint64_t seed) {
+    return backend_test::Int4Host(out, in, G, is_symmetric, seed, 0.2f);
+  });
+}
+
+// A 4-bit matmul's shape: group size, input and output widths.
+struct MatmulCase {
+  int64_t group_size, in, out;
+};
+
 }  // namespace quatre::cuda
