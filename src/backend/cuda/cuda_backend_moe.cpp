@@ -24,18 +24,18 @@ namespace quatre::cuda {
 
 namespace {
 
-// The per-expert row groups of T*K (token, k) pairs over E experts: G rows a group (8 when the experts see few rows
-// each: the small-M kernels; else 64: the tile kernel); expert e takes ceil(c_e / G) groups for its c_e pairs, at
-// most T*K/G + (experts with a pair) in all. The grouping's I32 array: sorted_token [max_rows] | sorted_pair
-// [max_rows] | group_expert [max_rows / G].
+// The per-expert row groups of T*K (token, k) pairs over E experts: G rows a group (8 when the experts see at most
+// wide_from pairs each on average: the small-M kernels; else 64: the tile kernel, or the 4-bit experts' wide groups);
+// expert e takes ceil(c_e / G) groups for its c_e pairs, at most T*K/G + (experts with a pair) in all. The grouping's
+// I32 array: sorted_token [max_rows] | sorted_pair [max_rows] | group_expert [max_rows / G].
 struct PairGroups {
   int G = 0;
   int64_t max_rows = 0;
   int64_t ints() const { return 2 * max_rows + max_rows / G; }
 };
 
-PairGroups pair_groups(int64_t T, int64_t K, int64_t E) {
-  const int G = T * K <= 16 * E ? 8 : 64;
+PairGroups pair_groups(int64_t T, int64_t K, int64_t E, int64_t wide_from = 16) {
+  const int G = T * K <= wide_from * E ? 8 : 64;
   return {.G = G, .max_rows = std::min((T * K + E * (G - 1) + G - 1) / G, T * K / G + std::min(E, T * K)) * G};
 }
 
@@ -411,7 +411,16 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
       << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
       << " for D=" << D;
-  const PairGroups pg = pair_groups(T, K, E);
+  // 4-bit experts with int8 activations take wide groups (64 rows on 8 row blocks, the codes read once a group) from
+  // QUATRE_CUDA_Q8_WIDE_FROM pairs an expert on average (read once: A/B timing; 16 as other weights by default).
+  static const int64_t q8_wide_from = std::max<int64_t>(1, env_int("QUATRE_CUDA_Q8_WIDE_FROM", 16));
+  const bool q8_wide_experts = [&] {
+    const MatmulProblem wide{.x = x.data_as<float>(), .ldx = D, .M = 64, .N = F, .K = D,
+                             .weight = dev(args.experts[0].gate, "expert gate"), .experts = table, .rows_per_group = 64,
+                             .rows_hint = 1.0f};
+    return int4_q8_activations() && matmul_takes_q8(wide);
+  }();
+  const PairGroups pg = pair_groups(T, K, E, q8_wide_experts ? q8_wide_from : 16);
   const int G = pg.G;
   const int64_t max_rows = pg.max_rows;
   // The route's grouping when it made one for these experts (same layout size), else one made here.
@@ -457,7 +466,10 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   p.silu_gate = true;
   float* pair_out = nullptr;  // [T*K, D] each pair's output times its gate (the grouped kernels')
   ExpertRows lt;              // or the cuBLASLt path's rows, gathered and scaled by the sum
-  if (!routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, lt, a)) {
+  // A prompt's 4-bit experts with int8 activations: groups of 64 rows on the small tensor-core kernel's 8 row blocks
+  // (the codes read once a group, decoded in registers), x quantised in the grouping's row order; not the BF16 GEMMs.
+  const bool wide_q8 = G > 8 && int4_q8_activations() && matmul_takes_q8(p);
+  if (wide_q8 || !routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, lt, a)) {
     pair_out = a.array<float>(static_cast<size_t>(T * K * D));
     // W8A8 inputs quantised once (the kernels would divide each load, once a 16-column tile): x when every gate and
     // up shares its scale, and the gated hidden where the gating runs after the products anyway (no launch more).
@@ -488,9 +500,11 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
         return Q8Plane{a.array<uint8_t>(static_cast<size_t>(rows * width)),
                        a.array<float>(static_cast<size_t>(2 * rows * (width / kQ8Block)))};
       };
-      if (q8 && matmul_takes_q8(p)) {
-        const Q8Plane x8 = q8_plane(T, D);
-        launched(launch_quantize_q8(p.x, D, T, D, x8.bytes, x8.meta, s), "moe input q8");
+      if (q8 && matmul_takes_q8(p)) {  // wide groups read it by their own rows: gathered through sorted_token
+        const Q8Plane x8 = q8_plane(wide_q8 ? max_rows : T, D);
+        launched(launch_quantize_q8(p.x, D, wide_q8 ? max_rows : T, D, x8.bytes, x8.meta, s,
+                                    wide_q8 ? sorted_token : nullptr),
+                 "moe input q8");
         p.x_q8 = x8.bytes, p.x_q8_meta = x8.meta;
       } else if (matmul_takes_terms(p)) {
         auto* terms = a.array<uint16_t>(static_cast<size_t>(planes * T * D));

@@ -53,8 +53,10 @@ struct MatmulProblem {
   int x_term_planes = 3;
   // Optional: x quantised to int8 once (launch_quantize_q8 or launch_silu_mul_q8; core/int4.h round_q8_blocks): row
   // r's K bytes at x_q8 + K·r (each octet of k in the order {0, 2, 4, 6, 1, 3, 5, 7}) and its {d, Σ q} of each block
-  // of kQ8Block k at x_q8_meta + 2·(K / kQ8Block)·r (rows indexed as x's). Only the kernels matmul_takes_q8 names
-  // read them (4-bit weights on the small tensor-core kernel: u8 codes times s8 activations); x stays required.
+  // of kQ8Block k at x_q8_meta + 2·(K / kQ8Block)·r (rows indexed as x's; in groups of 64 rows, a prompt's experts,
+  // by the problem's rows m instead: gathered through x_rows by launch_quantize_q8). Only the kernels
+  // matmul_takes_q8 names read them (4-bit weights on the small tensor-core kernel: u8 codes times s8 activations),
+  // and a group of 64 rows requires them; x stays required.
   const uint8_t* x_q8 = nullptr;
   const float* x_q8_meta = nullptr;
   DevWeight weight;                          // plain problems
@@ -114,23 +116,26 @@ bool matmul_takes_terms(const MatmulProblem& p);
 void set_terms_for_tests(int mode);
 // Whether the routed 4-bit experts that take x_terms take them as one BF16 plane (x rounded to BF16: products of the
 // 4-bit codes and BF16 activations, vLLM's numerics for a 4-bit model; one mma a block instead of three: H100, the
-// whole 4-bit model, batch 64 60.5 -> 50.3 ms) rather than the three exact terms. The default, and with
-// QUATRE_CUDA_INT4_ACT=q8; QUATRE_CUDA_INT4_ACT=fp32 (read once) keeps the three terms.
+// whole 4-bit model, batch 64 60.5 -> 50.3 ms) rather than the three exact terms. With QUATRE_CUDA_INT4_ACT=bf16 and
+// with q8 (the default: where q8 does not apply); QUATRE_CUDA_INT4_ACT=fp32 (read once) keeps the three terms.
 bool int4_bf16_activations();
 // Whether the 4-bit kernels multiply by activations quantised to int8 in blocks of kQ8Block k (core/int4.h
 // round_q8_blocks: d = max |x| / 127, x / d rounded to nearest even; llama.cpp's Q8 activations), the codes' products
 // as exact integers: the staged kernel (one-row groups: decode at batch 1) quantises in the kernel, 4 codes a dp4a
 // instead of about one an instruction; the routed experts of larger steps on the small tensor-core kernel take x and
-// the gated hidden quantised once (launch_quantize_q8, launch_silu_mul_q8) where matmul_takes_q8 (G % 128 == 0).
-// QUATRE_CUDA_INT4_ACT=q8 (the BF16 plane where neither applies, as int4_bf16_activations).
+// the gated hidden quantised once (launch_quantize_q8, launch_silu_mul_q8) where matmul_takes_q8 (G % 128 == 0), a
+// prompt's in groups of 64 rows. The default (QUATRE_CUDA_INT4_ACT unset or q8; the BF16 plane where neither
+// applies, as int4_bf16_activations): H100, the whole 4-bit model, against the BF16 plane, batch 1 5.43 -> 5.25 ms,
+// 64 43.88 -> 39.62, 128 56.41 -> 50.86.
 bool int4_q8_activations();
 // Tests: as QUATRE_CUDA_INT4_ACT says (-1), three terms (0), one BF16 plane (1) or q8 (2). The CUDA test fixture
 // sets 0 (its comparisons with the CPU are at fp32 tolerances).
 void set_int4_act_for_tests(int mode);
 // Whether launch_matmul's kernel for p reads x_q8 when given (and int4_q8_activations()): 4-bit weights whose group
-// size is a multiple of kQ8Block on the small tensor-core kernel, in groups (or one block) of <= 8 rows, K % kQ8Block
-// == 0. Each 128-k chunk of a warp is then one weight group: u8 codes times s8 activations (m16n8k32, half the
-// BF16 body's mmas), exact int32 sums over the chunk, one scaling by s·d a chunk.
+// size is a multiple of kQ8Block on the small tensor-core kernel, in groups (or one block) of <= 8 rows or in groups
+// of 64 (8 row blocks: they require x_q8, gathered), K % kQ8Block == 0. Each 128-k chunk of a warp is then one weight
+// group: u8 codes times s8 activations (m16n8k32, half the BF16 body's mmas), exact int32 sums over the chunk, one
+// scaling by s·d a chunk.
 bool matmul_takes_q8(const MatmulProblem& p);
 // Floats of split_ws launch_matmul would use for p (0: it runs in one pass): plain problems on the large-M
 // tensor-core tile whose tiles leave SMs idle are split over K (QUATRE_CUDA_TC_SPLIT_K=0: never).
@@ -261,8 +266,9 @@ cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K
 // x [M, K] (rows ldx apart) quantised to int8 by core/int4.h's round_q8_blocks rule into a matmul's x_q8 (out [M][K]
 // bytes, each octet of k in the order {0, 2, 4, 6, 1, 3, 5, 7}) and x_q8_meta (meta [M][K / kQ8Block][2]: the
 // block's d = max |x| / 127 and Σ q). K % kQ8Block == 0, ldx % 4 == 0, x 16-byte and out, meta 8-byte aligned.
+// x_rows (optional, [M]): out row m is x's row x_rows[m] (a grouping's sorted tokens), zeros where it is negative.
 cudaError_t launch_quantize_q8(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* out, float* meta,
-                               cudaStream_t stream);
+                               cudaStream_t stream, const int32_t* x_rows = nullptr);
 // g = silu(g) · u (launch_silu_mul's arithmetic) and g quantised as launch_quantize_q8 writes it: a MoE's gated hidden
 // as its down projection's x and x_q8 in one pass.
 cudaError_t launch_silu_mul_q8(float* g, const float* u, int64_t M, int64_t K, uint8_t* out, float* meta,

@@ -503,9 +503,9 @@ enum class MatmulPath { kInt4, kSmallTc, kStaged, kSmall, kTcTile, kTile };
 MatmulPath matmul_path(const MatmulProblem& p) {
   const bool grouped = p.experts != nullptr;
   const bool small = grouped ? p.rows_per_group <= kSmallRows : p.M <= kSmallRows;
-  // Plain problems of up to 64 rows too (small_tc_applies says which), in one pass over the weights. Both kernels
-  // check a 4-bit layout themselves; launch_int4 refuses a bad one.
-  if ((small || !grouped) && small_tc_applies(p)) return MatmulPath::kSmallTc;
+  // Plain problems of up to 64 rows too, and 4-bit experts' wide groups with int8 activations (small_tc_applies says
+  // which), in one pass over the weights. Both kernels check a 4-bit layout themselves; launch_int4 refuses a bad one.
+  if (small_tc_applies(p)) return MatmulPath::kSmallTc;
   if (small && staged_applies(p)) return MatmulPath::kStaged;
   if (p.weight.type == WType::kInt4) return MatmulPath::kInt4;
   if (small) return MatmulPath::kSmall;

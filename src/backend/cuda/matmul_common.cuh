@@ -9,6 +9,7 @@
 
 #include "backend/cuda/device_math.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/small_tc_policy.h"
 
 namespace quatre::cuda {
 
@@ -131,14 +132,8 @@ bool matmul_tc_applies(const MatmulProblem& p);
 cudaError_t launch_matmul_tc(const MatmulProblem& p, cudaStream_t stream);
 int64_t matmul_tc_workspace_floats(const MatmulProblem& p);  // the split-K partials launch_matmul_tc would write
 
-// Tensor-core path for <= 8 rows a group or plain problems of <= 64 rows (matmul_small_tc.cu): BF16/FP8/4-bit
-// weights, K % 16 (FP8) / % 8 (BF16) / % 32 and % G (4-bit, G % 32 == 0) == 0, 16-byte aligned rows, no x_rows
-// past 8 plain rows, and rows enough (plain: M >= 2; grouped: rows_hint >= 1, QUATRE_CUDA_SMALL_TC_MIN_HINT); off with
-// QUATRE_CUDA_SMALL_TC=0. False: the FMA kernel of matmul.cu (or past 8 rows the large-M kernels) runs. rows_per_group: the group's rows (plain: 8, whatever M).
-bool small_tc_applies(const MatmulProblem& p);
+// The small tensor-core kernel (matmul_small_tc.cu) where small_tc_applies (small_tc_policy.h); rows_per_group: the
+// group's rows (plain: 8, whatever M).
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
-// Whether the small tensor-core kernel, where it runs p, reads p's x_terms (matmul_takes_terms, kernels.h).
-bool small_tc_takes_terms(const MatmulProblem& p);
-bool small_tc_takes_q8(const MatmulProblem& p);  // the 4-bit bodies take x_q8 (matmul_takes_q8)
 
 }  // namespace quatre::cuda

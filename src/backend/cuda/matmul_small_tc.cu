@@ -7,12 +7,10 @@
 // (hi + mid + lo) multiplied against the same weights (FP8 E4M3 and BF16 are exact in BF16), so the result matches
 // fp32 arithmetic up to summation order. The weights go from global memory straight into registers (16-byte loads,
 // no shared memory), each thread given a permuted set of k so that its loads are contiguous. 4-bit weights (see
-// Int4Chunk) multiply their codes, exact in BF16, and apply each group's scale (and offset) after the mma.
-// QUATRE_CUDA_SMALL_TC=0 (read once) turns the kernel off: the FMA kernel of matmul.cu then runs (A/B timing).
-// Depends on CUDA only.
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
+// Int4Chunk) multiply their codes, exact in BF16, and apply each group's scale (and offset) after the mma; with x
+// quantised to int8 (x_q8) as u8 codes times s8 activations, and then a prompt's expert groups of 64 rows run on 8 row
+// blocks, their x staged in shared memory a chunk at a time (wide_q8_chunks). Where it runs and the A/B switches:
+// small_tc_policy.cpp. Depends on CUDA only.
 #include <type_traits>
 
 #include "backend/cuda/matmul_common.cuh"
@@ -21,8 +19,8 @@
 namespace quatre::cuda {
 namespace {
 
-constexpr int kRows = 8;         // B's columns: the rows of a row block
-constexpr int kMaxRowBlocks = 8; // plain problems: up to 64 rows in one pass over the weights
+constexpr int kRows = kSmallTcRows;                  // B's columns: the rows of a row block
+constexpr int kMaxRowBlocks = kSmallTcMaxRowBlocks;  // plain problems: up to 64 rows in one pass; a wide group
 constexpr int kChunk = 64;       // k a warp covers per step: 4 mmas of 16
 constexpr int kWarps = 8;        // a block: kWarps / WPC column warps x WPC k slices
 constexpr int kInFlight = 2;     // chunks of loads in flight a thread
@@ -92,8 +90,13 @@ struct Activations {
   int K;
   float load_act;  // W8A8: what act_q divides the loads by, the activation scale (0: x already quantised)
   const uint16_t* terms;  // kMadeTerms: row g's N BF16 planes [N][K] (one row block)
-  const uint8_t* q8;      // kQ8: row g's K int8 values (x_q8; one row block)
-  const float* q8_meta[2];  // kQ8: the {d, Σ q} blocks of rows 2t and 2t + 1 (C's columns), null when absent
+  const uint8_t* q8;      // kQ8, one row block: row g's K int8 values (x_q8)
+  const float* q8_meta[2];  // kQ8, one row block: the {d, Σ q} blocks of rows 2t and 2t + 1 (C's columns), null when absent
+  // kQ8, a wide group: the chunk's x_q8 rows staged in shared memory (wide_stage: kWideRowBytes apart) and their
+  // {d, Σ q} of the chunk's block.
+  const uint8_t* staged;
+  const float2* staged_meta;
+  int live_blocks;  // row blocks up to the last with a present row (the others' products are zeros: skipped)
 
   // x[row 8rb + g][k .. k+4) (zeros past K or for an absent row), kQuantise: quantised (act_q, by load_act).
   // Ordered: a volatile load, kept in program order among the mmas (else the compiler hoists all of a chunk's
@@ -112,8 +115,8 @@ struct Activations {
     return v;
   }
 
-  // kQ8: B registers {b0}, {b1} of m16n8k32 at plane position k (8 bytes: k {0, 2, 4, 6} and {1, 3, 5, 7} of the
-  // octet; zeros past K or for an absent row), a volatile load in program order as load<true>.
+  // kQ8, one row block: B registers {b0}, {b1} of m16n8k32 at plane position k (8 bytes: k {0, 2, 4, 6} and {1, 3,
+  // 5, 7} of the octet; zeros past K or for an absent row), a volatile load in program order as load<true>.
   __device__ uint2 load_q8(int k) const {
     if ((x_blocks & 1u) == 0 || k >= K) return make_uint2(0, 0);
     uint2 v;
@@ -209,6 +212,11 @@ __device__ __forceinline__ void multiply(const Chunk<T, CT>& c, const Operands<T
 // partial with the row's own s (C rows g, g+8), and asymmetric + m · Σx (Σx of the block by an mma with A = ones).
 // Rounding differs from the CPU's per weight fl(s·c + m) · x by a few fp32 ulps of the block's terms s·Σcx and m·Σx.
 constexpr int kInt4Chunk = 128;
+// A wide group's x in shared memory: a chunk's rows kWideRowBytes apart (8 words past a multiple of the 32 banks: a
+// half-warp's 8-byte B loads, rows g = 0..3 at words 8g + 2(t^b) + {0, 1}, take every bank once), kWideStages chunks
+// in flight (cp.async).
+constexpr int kWideRowBytes = kInt4Chunk + 32;
+constexpr int kWideStages = 3;
 
 // Where thread t's 8 k of block b start (h = 0), or its slots of mma (b, h) in a plane of x_terms (4h on: the
 // plane's octets hold k {0, 4, 1, 5, 2, 6, 3, 7}).
@@ -278,17 +286,51 @@ __device__ __forceinline__ void int4_pairs(uint32_t word, int h, uint32_t& lo, u
   lo = *reinterpret_cast<const uint32_t*>(&d0), hi = *reinterpret_cast<const uint32_t*>(&d1);
 }
 
-// acc[0][ct] += the 4-bit chunk at `base` times x quantised to int8 (XMode::kQ8; G % kQ8Block == 0, so the chunk's
-// 128 k are one weight group and one q8 block of each row of x): block b's codes of rows g and g+8 (word t^b, as
-// the BF16 body's) go in as unsigned bytes, the even nibbles (k 0, 2, 4, 6 of the word) one register and the odd ones
-// another (a mask each); x's bytes are stored in that order (launch_quantize_q8), so one 8-byte load gives a block's
-// B. Four m16n8k32 mmas sum Σ c·q exactly in int32 over the chunk; then each sum meets its scales once: acc += s·d·
-// (Σ c·q − 8·Σ q) (symmetric) or s·d·Σ c·q + m·d·Σ q (asymmetric), with s (and m) this thread's own load's (every
-// block of the chunk is in its group) and d, Σ q the chunk's block of x rows 2t, 2t+1. The int32 sum turns into a
-// float through 1.5·2^23 (|Σ c·q| <= 15·127·128 < 2^22): an add and an exact subtraction, no conversion unit.
+// acc[ct][e] += the int32 sums part[ct][e] of C's column 2t + i (e % 2 == i) scaled: s·d·(Σ c·q − 8·Σ q), or
+// s·d·Σ c·q + m·d·Σ q (kOffsets), with x's block {d, Σ q} = m8 and the thread's row g / g+8 scale (and offset).
 template <bool kOffsets, int CT>
+__device__ __forceinline__ void scale_q8(const int (&part)[CT][4], const Int4Chunk<CT>& c, float2 m8, int i,
+                                         float (&acc)[CT][4]) {
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // c[2h + i]: weight row g + 8h
+      const int e = 2 * h + i;
+      const uint32_t so = c.scale_offset[ct][h];
+      const float wide = q8_widened(part[ct][e]);  // kQ8Round + Σ c·q
+      const float sd = __uint_as_float(so << 16) * m8.x;
+      if constexpr (kOffsets) {
+        const float v = fmaf(sd, wide - kQ8Round, acc[ct][e]);
+        acc[ct][e] = fmaf(__uint_as_float(so & 0xFFFF0000u) * m8.x, m8.y, v);
+      } else {
+        acc[ct][e] = fmaf(sd, wide - fmaf(8.0f, m8.y, kQ8Round), acc[ct][e]);
+      }
+    }
+  }
+}
+
+// Codes (k 0, 2, 4, 6) and (1, 3, 5, 7) of block b's word of rows g and g+8 as m16n8k32's A (unsigned bytes): one
+// mask each.
+template <int CT>
+__device__ __forceinline__ void q8_codes(const uint32_t (&words)[CT][2][4], int b, uint32_t (&a)[CT][4]) {
+#pragma unroll
+  for (int ct = 0; ct < CT; ++ct) {
+    a[ct][0] = words[ct][0][b] & 0x0F0F0F0Fu, a[ct][1] = words[ct][1][b] & 0x0F0F0F0Fu;
+    a[ct][2] = (words[ct][0][b] >> 4) & 0x0F0F0F0Fu, a[ct][3] = (words[ct][1][b] >> 4) & 0x0F0F0F0Fu;
+  }
+}
+
+// acc[rb][ct] += the 4-bit chunk at `base` times row block rb of x quantised to int8 (XMode::kQ8; G % kQ8Block == 0,
+// so the chunk's 128 k are one weight group and one q8 block of each row of x): block b's codes of rows g and g+8
+// (word t^b, as the BF16 body's) go in as unsigned bytes, the even nibbles (k 0, 2, 4, 6 of the word) one register and
+// the odd ones another (q8_codes), decoded once for every row block; x's bytes are stored in that order
+// (launch_quantize_q8), so one 8-byte load gives a block's B: one row block from global memory (the next block's
+// during the mmas), a wide group's from the chunk's stage in shared memory (row blocks from live_blocks on, with no
+// present row, skipped). Four m16n8k32 mmas a row block sum Σ c·q exactly in int32 over the chunk; then each sum
+// meets its scales once (scale_q8), with d, Σ q the chunk's block of x rows 8rb + 2t, + 1.
+template <int RB, bool kOffsets, int CT>
 __device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
-                                            float (&acc)[1][CT][4]) {
+                                            float (&acc)[RB][CT][4]) {
   if (base >= op.K) return;  // a chunk past K (the loop's last in flight): nothing to add, no block of x to read
   uint32_t words[CT][2][4];  // [tile][row g, g+8][block]
 #pragma unroll
@@ -296,39 +338,47 @@ __device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Op
 #pragma unroll
     for (int r = 0; r < 2; ++r) quad_words(c.codes[ct][r], op.t, words[ct][r]);
   }
-  float2 meta[2];  // x rows 2t, 2t+1: {d, Σ q} of this chunk's block (loaded first: read after the mmas)
+  int part[RB][CT][4] = {};
+  if constexpr (RB == 1) {
+    float2 meta[2];  // x rows 2t, 2t+1: {d, Σ q} of this chunk's block (loaded first: read after the mmas)
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    meta[i] = op.x.q8_meta[i] != nullptr ? __ldg(reinterpret_cast<const float2*>(op.x.q8_meta[i]) + base / kQ8Block)
-                                         : make_float2(0.0f, 0.0f);
-  }
-  int part[CT][4] = {};
-  uint2 next = op.x.load_q8(base + int4_slot_k(op.t, 0, 0));
-#pragma unroll
-  for (int b = 0; b < 4; ++b) {
-    const uint2 xb = next;
-    if (b < 3) next = op.x.load_q8(base + int4_slot_k(op.t, b + 1, 0));
-#pragma unroll
-    for (int ct = 0; ct < CT; ++ct) {
-      const uint32_t a[4] = {words[ct][0][b] & 0x0F0F0F0Fu, words[ct][1][b] & 0x0F0F0F0Fu,
-                             (words[ct][0][b] >> 4) & 0x0F0F0F0Fu, (words[ct][1][b] >> 4) & 0x0F0F0F0Fu};
-      mma_u8s8(part[ct], a, xb.x, xb.y);
+    for (int i = 0; i < 2; ++i) {
+      meta[i] = op.x.q8_meta[i] != nullptr ? __ldg(reinterpret_cast<const float2*>(op.x.q8_meta[i]) + base / kQ8Block)
+                                           : make_float2(0.0f, 0.0f);
     }
-  }
+    uint2 next = op.x.load_q8(base + int4_slot_k(op.t, 0, 0));
 #pragma unroll
-  for (int ct = 0; ct < CT; ++ct) {
+    for (int b = 0; b < 4; ++b) {
+      const uint2 xb = next;
+      if (b < 3) next = op.x.load_q8(base + int4_slot_k(op.t, b + 1, 0));
+      uint32_t a[CT][4];
+      q8_codes(words, b, a);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {  // c[e]: weight row g (e < 2) or g+8; x row 2t + e % 2
-      const uint32_t so = c.scale_offset[ct][e / 2];
-      const float2 m = meta[e % 2];
-      const float wide = q8_widened(part[ct][e]);  // kQ8Round + Σ c·q
-      const float sd = __uint_as_float(so << 16) * m.x;
-      if constexpr (kOffsets) {
-        const float v = fmaf(sd, wide - kQ8Round, acc[0][ct][e]);
-        acc[0][ct][e] = fmaf(__uint_as_float(so & 0xFFFF0000u) * m.x, m.y, v);
-      } else {
-        acc[0][ct][e] = fmaf(sd, wide - fmaf(8.0f, m.y, kQ8Round), acc[0][ct][e]);
+      for (int ct = 0; ct < CT; ++ct) mma_u8s8(part[0][ct], a[ct], xb.x, xb.y);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) scale_q8<kOffsets>(part[0], c, meta[i], i, acc[0]);
+  } else {
+    const int live = op.x.live_blocks;
+    const int g = static_cast<int>(threadIdx.x % 32) / 4;
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      uint32_t a[CT][4];
+      q8_codes(words, b, a);
+#pragma unroll
+      for (int rb = 0; rb < RB; ++rb) {
+        if (rb >= live) break;  // uniform over the block
+        const uint2 xb = *reinterpret_cast<const uint2*>(op.x.staged + (kRows * rb + g) * kWideRowBytes +
+                                                         int4_slot_k(op.t, b, 0));
+#pragma unroll
+        for (int ct = 0; ct < CT; ++ct) mma_u8s8(part[rb][ct], a[ct], xb.x, xb.y);
       }
+    }
+#pragma unroll
+    for (int rb = 0; rb < RB; ++rb) {
+      if (rb >= live) break;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) scale_q8<kOffsets>(part[rb], c, op.x.staged_meta[kRows * rb + 2 * op.t + i], i, acc[rb]);
     }
   }
 }
@@ -342,8 +392,7 @@ template <int RB, XMode kX, bool kOffsets, int CT>
 __device__ __forceinline__ void multiply(const Int4Chunk<CT>& c, const Int4Operands<CT, kOffsets>& op, int base,
                                          float (&acc)[RB][CT][4]) {
   if constexpr (kX == XMode::kQ8) {
-    static_assert(RB == 1, "x_q8: one row block");
-    return multiply_q8(c, op, base, acc);
+    return multiply_q8<RB>(c, op, base, acc);
   }
   constexpr uint32_t kOnes[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // BF16 1.0 pairs
   uint32_t words[CT][2][4];  // [tile][row g, g+8][block]
@@ -432,6 +481,64 @@ __device__ __forceinline__ uint64_t present_group_rows(const MatmulProblem& p, i
     }
   }
   return mask;
+}
+
+// Chunk i of a wide group's x (the k of x_q8 rows m0 + r, gathered, r < live_rows) and its rows' {d, Σ q} of the
+// chunk's block into stage i % kWideStages of shared memory by cp.async (16 bytes a row piece, 8 a row's block), one
+// commit group (empty past K).
+__device__ __forceinline__ void wide_stage(const MatmulProblem& p, int64_t m0, int live_rows, int i, uint8_t* xs,
+                                           float2* ms) {
+  const int k0 = i * kInt4Chunk;
+  if (k0 < p.K) {
+    constexpr int kPieces = kInt4Chunk / 16;
+    for (int c = static_cast<int>(threadIdx.x); c < live_rows * kPieces; c += static_cast<int>(blockDim.x)) {
+      const int r = c / kPieces, piece = c % kPieces;
+      const uint8_t* src = p.x_q8 + (m0 + r) * p.K + k0 + 16 * piece;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(xs + r * kWideRowBytes + 16 * piece)),
+                   "l"(src));
+    }
+    for (int r = static_cast<int>(threadIdx.x); r < live_rows; r += static_cast<int>(blockDim.x)) {
+      const float* src = p.x_q8_meta + 2 * ((m0 + r) * (p.K / kQ8Block) + k0 / kQ8Block);
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(smem_addr(ms + r)), "l"(src));
+    }
+  }
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// A wide group's main loop (one k slice a column): every warp of the block multiplies the same chunks, so a chunk's x
+// is staged once for the block (wide_stage, kWideStages - 1 chunks ahead) and read from shared memory, while each
+// thread's codes stream into registers kInFlight chunks ahead as in the other bodies.
+template <bool kOffsets, int RB, int CT>
+__device__ __forceinline__ void wide_q8_chunks(Int4Operands<CT, kOffsets>& op, const MatmulProblem& p, int64_t m0,
+                                               float (&acc)[RB][CT][4]) {
+  __shared__ __align__(16) uint8_t xs[kWideStages][kSmallTcWideRows * kWideRowBytes];
+  __shared__ __align__(16) float2 ms[kWideStages][kSmallTcWideRows];
+  const int live_rows = static_cast<int>(min(static_cast<int64_t>(kRows * op.x.live_blocks), p.M - m0));  // rows < M
+  const int chunks = (op.K + kInt4Chunk - 1) / kInt4Chunk;
+  Int4Chunk<CT> buf[kInFlight];
+#pragma unroll
+  for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(u * kInt4Chunk);
+#pragma unroll
+  for (int i = 0; i < kWideStages - 1; ++i) wide_stage(p, m0, live_rows, i, xs[i], ms[i]);
+  for (int i = 0; i < chunks; i += kInFlight) {
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int c = i + u;  // uniform over the block
+      if (c < chunks) {
+        // Chunk c's stage has landed (this thread's copies, then everyone's); the stage of chunk c - 1, which every
+        // warp has multiplied, takes chunk c + kWideStages - 1.
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(kWideStages - 2) : "memory");
+        __syncthreads();
+        const int next = c + kWideStages - 1;
+        wide_stage(p, m0, live_rows, next, xs[next % kWideStages], ms[next % kWideStages]);
+        op.x.staged = xs[c % kWideStages];
+        op.x.staged_meta = ms[c % kWideStages];
+        multiply_q8<RB>(buf[u], op, c * kInt4Chunk, acc);
+      }
+      buf[u] = op.load((c + kInFlight) * kInt4Chunk);
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
 // Blocks an SM the kernel is built for (the register budget: 128 registers at 2, 255 at 1).
@@ -537,8 +644,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
   const int64_t x_row = mapped ? p.x_rows[m0 + g] : m0 + g;
   op.x.x = p.x + x_row * p.ldx;
   op.x.terms = kMadeTerms<kX> ? p.x_terms + kTermsOf<kX> * p.K * x_row : nullptr;
-  op.x.q8 = kX == XMode::kQ8 ? p.x_q8 + p.K * x_row : nullptr;
-  if constexpr (kX == XMode::kQ8) {  // C's columns: rows 2t and 2t + 1 of the group
+  if constexpr (kX == XMode::kQ8 && RB == 1) {  // x_q8's rows indexed as x's; C's columns: rows 2t, 2t + 1
+    op.x.q8 = p.x_q8 + p.K * x_row;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int r = 2 * t + i;
@@ -546,20 +653,26 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RB, CT>) small_tc_kern
       const int64_t row = !present ? -1 : p.x_rows != nullptr ? p.x_rows[m0 + r] : m0 + r;
       op.x.q8_meta[i] = row < 0 ? nullptr : p.x_q8_meta + 2 * (p.K / kQ8Block) * row;
     }
+  } else if constexpr (kX == XMode::kQ8) {  // a wide group: row blocks up to the last with a present row
+    op.x.live_blocks = (64 - __clzll(static_cast<long long>(rows)) + kRows - 1) / kRows;
   }
   op.x.x_step = static_cast<int>(kRows * p.ldx);  // small_tc_applies: 64 rows of x span < 2^31 floats
 
   float acc[RB][CT][4] = {};
-  constexpr int kStride = WPC * kChunkOf<T>;  // k step of a warp
-  decltype(op.load(0)) buf[kInFlight];
-  int base = slice * kChunkOf<T>;
+  if constexpr (kX == XMode::kQ8 && RB > 1) {
+    wide_q8_chunks(op, p, m0, acc);
+  } else {
+    constexpr int kStride = WPC * kChunkOf<T>;  // k step of a warp
+    decltype(op.load(0)) buf[kInFlight];
+    int base = slice * kChunkOf<T>;
 #pragma unroll
-  for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(base + u * kStride);
-  for (; base < op.K; base += kInFlight * kStride) {
+    for (int u = 0; u < kInFlight; ++u) buf[u] = op.load(base + u * kStride);
+    for (; base < op.K; base += kInFlight * kStride) {
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
-      multiply<RB, kX>(buf[u], op, base + u * kStride, acc);
-      buf[u] = op.load(base + (u + kInFlight) * kStride);
+      for (int u = 0; u < kInFlight; ++u) {  // use chunk u, then issue the one kInFlight strides on in its place
+        multiply<RB, kX>(buf[u], op, base + u * kStride, acc);
+        buf[u] = op.load(base + (u + kInFlight) * kStride);
+      }
     }
   }
 
@@ -596,23 +709,32 @@ int slices_per_column(int64_t N, int64_t K, unsigned groups, int warp_cols, int 
 template <WType T, bool kOffsets, XMode kX, int RB, int CT>
 void launch_blocks(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
-  const int wpc = slices_per_column(p.N, p.K, groups, 16 * CT, kChunkOf<T>);
-  const dim3 grid(blocks_for(p.N, 16 * CT * kWarps / wpc), groups, p.y2 != nullptr ? 2 : 1);
-  switch (wpc) {
-    case 1: small_tc_kernel<T, kOffsets, kX, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 2: small_tc_kernel<T, kOffsets, kX, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    case 4: small_tc_kernel<T, kOffsets, kX, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
-    default: small_tc_kernel<T, kOffsets, kX, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+  if constexpr (kX == XMode::kQ8 && RB > 1) {  // a wide group: one k slice (its warps share each chunk's stage)
+    const dim3 grid(blocks_for(p.N, 16 * CT * kWarps), groups, p.y2 != nullptr ? 2 : 1);
+    small_tc_kernel<T, kOffsets, kX, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group);
+  } else {
+    const int wpc = slices_per_column(p.N, p.K, groups, 16 * CT, kChunkOf<T>);
+    const dim3 grid(blocks_for(p.N, 16 * CT * kWarps / wpc), groups, p.y2 != nullptr ? 2 : 1);
+    switch (wpc) {
+      case 1: small_tc_kernel<T, kOffsets, kX, 1, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+      case 2: small_tc_kernel<T, kOffsets, kX, 2, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+      case 4: small_tc_kernel<T, kOffsets, kX, 4, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+      default: small_tc_kernel<T, kOffsets, kX, 8, RB, CT><<<grid, kWarps * 32, 0, stream>>>(p, rows_per_group); break;
+    }
   }
 }
 
-// Groups of <= 8 rows: one row block, 32 columns a warp (4-bit: 16, else spills). A plain problem of 9-64 rows: the
+// Groups of <= 8 rows: one row block, 32 columns a warp (4-bit: 16, else spills); a wide group of 64 (4-bit with x_q8
+// gathered): 8 row blocks, 16 columns a warp. A plain problem of 9-64 rows: the
 // fewest row blocks that hold it, in one group; with several row blocks 16 columns a warp for BF16 (twice FP8's
 // weight registers in flight), 4-bit and for 8 row blocks (the accumulators), else spills.
 template <WType T, bool kOffsets = false, XMode kX = XMode::kSplit>
 void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
   constexpr int kCT = T == WType::kF8E4M3 ? 2 : 1;
   constexpr int kOneBlockCT = T == WType::kInt4 ? 1 : 2;
+  if constexpr (kX == XMode::kQ8) {  // wide groups: 8 row blocks (q8_apply, launch_small_tc)
+    if (rows_per_group > kRows) return launch_blocks<T, kOffsets, kX, kMaxRowBlocks, 1>(p, rows_per_group, stream);
+  }
   if (p.experts != nullptr || p.M <= kRows) {
     return launch_blocks<T, kOffsets, kX, 1, kOneBlockCT>(p, rows_per_group, stream);
   }
@@ -623,133 +745,16 @@ void launch_typed(const MatmulProblem& p, int rows_per_group, cudaStream_t strea
   }
 }
 
-std::atomic<int> g_test_mode{-1};  // set_small_tc_for_tests
-
-bool env_enabled() {
-  static const bool on = env_switch_on("QUATRE_CUDA_SMALL_TC");
-  return on;
-}
-
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
-// The most rows a plain problem takes here: 32 (QUATRE_CUDA_SMALL_TC_MAX_ROWS, 8-64, read once, for A/B timing).
-// Above, the large-M tile with its K splits reads x once a 64-row tile instead of once a 16-column block: H100, 16
-// FP8 layers, context 2048, 64 here against 32: batch 48 32.74 -> 30.66 ms, batch 64 27.49 -> 25.50, 8-32 the same.
-int plain_max_rows() {
-  static const int rows = [] {
-    const char* v = std::getenv("QUATRE_CUDA_SMALL_TC_MAX_ROWS");
-    const int r = v != nullptr ? std::atoi(v) : 0;
-    return r >= kRows && r <= kMaxRowBlocks * kRows ? r : 4 * kRows;
-  }();
-  return rows;
-}
-
-// Grouped problems come here from this many real rows a group expected (rows_hint): 1, or
-// QUATRE_CUDA_SMALL_TC_MIN_HINT (read once, for A/B timing); fewer (or a hint of 0) go to the FMA kernel. At 2 the
-// routed experts of decode batches 4-63 (about one row a group) ran on the FMA kernel's multi-row bodies; at 1,
-// H100, 16 FP8 layers, context 2048: batch 8 7.50 -> 7.33 ms, 32 22.15 -> 18.33, 48 30.90 -> 22.68; the 4-bit
-// model's batch 8 23.31 -> 19.81, 32 77.50 -> 49.13. (Batch 1 stays off it: the MoE passes no hint, unless
-// QUATRE_CUDA_ONE_ROW_HINT gives one.)
-float hint_from_env(const char* name, float fallback) {
-  const char* v = std::getenv(name);
-  const float h = v != nullptr ? std::strtof(v, nullptr) : 0.0f;
-  return h > 0.0f ? h : fallback;
-}
-float grouped_min_hint() {
-  static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT", 1.0f);
-  return hint;
-}
-// 4-bit groups the staged kernel can take come here from 1 real row a group expected, as other weights
-// (QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4: A/B). It was 2 while this kernel's 4-bit body multiplied three terms of each
-// activation and decoded nibbles one by one (H100, the whole 4-bit model, batch 8: 16.93 ms on the staged kernel,
-// 19.84 here). With one BF16 plane and a mask-and-OR a pair of codes, the same model and card (context 2048): batch
-// 8 15.50 -> 14.27 ms, 16 26.05 -> 21.77, 32 44.55 -> 32.04, 48 60.00 -> 38.25. One token passes no hint: its
-// groups stay on the staged kernel (5.45 ms against 6.07 here).
-float grouped_min_hint_int4() {
-  static const float hint = hint_from_env("QUATRE_CUDA_SMALL_TC_MIN_HINT_INT4", 1.0f);
-  return hint;
-}
-
-// W8A8 inputs quantised beforehand through the three-term bodies (QUATRE_CUDA_W8A8_TERMS=3, read once: A/B timing)
-// instead of the one-term ones: the same values (the lower terms are zeros).
-bool w8a8_split_terms() {
-  static const bool on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_W8A8_TERMS");
-    return v != nullptr && std::strcmp(v, "3") == 0;
-  }();
-  return on;
-}
-
-std::atomic<int> g_terms_mode{-1};  // set_terms_for_tests
-std::atomic<int> g_int4_act_mode{-1};  // set_int4_act_for_tests
-
-// Where the 4-bit bodies take x_terms: one row block (a group of <= 8 rows, or a plain problem of <= 8), K % 8 == 0
-// (the planes' octets), unless QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
-bool terms_apply(const MatmulProblem& p) {
-  static const bool env_on = env_switch_on("QUATRE_CUDA_INT4_TERMS");
-  if (!switch_on(g_terms_mode.load(), env_on)) return false;
-  return p.weight.type == WType::kInt4 && p.K % 8 == 0 && (p.experts != nullptr || p.M <= kRows);
-}
-
-// Where the 4-bit bodies take x_q8: one row block as terms_apply, K and the group size multiples of kQ8Block (a chunk
-// of 128 k is one weight group and one block of x), q8 activations on.
-// (Experts and experts2 have weight's layout: the host checks.)
-bool q8_apply(const MatmulProblem& p) {
-  return p.weight.type == WType::kInt4 && int4_q8_activations() && p.K % kQ8Block == 0 &&
-         p.weight.group_size % kQ8Block == 0 && (p.y2 == nullptr || p.weight2.group_size % kQ8Block == 0) &&
-         (p.experts != nullptr || p.M <= kRows);
-}
-
 }  // namespace
 
-void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
-void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
-void set_int4_act_for_tests(int mode) { g_int4_act_mode.store(mode); }
-
-// QUATRE_CUDA_INT4_ACT: fp32 0, bf16 1, q8 2 (read once; unset or anything else: bf16).
-int int4_act_mode() {
-  if (const int mode = g_int4_act_mode.load(); mode >= 0) return mode;
-  static const int env_mode = [] {
-    const char* v = std::getenv("QUATRE_CUDA_INT4_ACT");
-    if (v != nullptr && std::strcmp(v, "fp32") == 0) return 0;
-    return v != nullptr && std::strcmp(v, "q8") == 0 ? 2 : 1;
-  }();
-  return env_mode;
-}
-bool int4_bf16_activations() { return int4_act_mode() != 0; }
-bool int4_q8_activations() { return int4_act_mode() == 2; }
-bool small_tc_takes_terms(const MatmulProblem& p) { return terms_apply(p); }
-bool small_tc_takes_q8(const MatmulProblem& p) { return q8_apply(p); }
-
-bool small_tc_applies(const MatmulProblem& p) {
-  const int mode = g_test_mode.load();
-  if (mode == 0 || (mode < 0 && !env_enabled())) return false;
-  const bool fp8 = p.weight.type == WType::kF8E4M3, int4 = p.weight.type == WType::kInt4;
-  if (!fp8 && !int4 && p.weight.type != WType::kBF16) return false;
-  const int k_load = fp8 ? 16 : int4 ? 32 : 8;  // k of a 16-byte load
-  if (p.K % k_load != 0 || p.K > INT32_MAX / 2) return false;  // whole 16-byte loads; k is an int
-  // 4-bit: a load's 32 codes in one group (G % 32 == 0), whole groups.
-  if (int4 && (p.weight.group_size <= 0 || p.weight.group_size % kInt4GroupMultiple != 0 ||
-               p.K % p.weight.group_size != 0)) {
-    return false;
-  }
-  if (p.ldx % 4 != 0 || !aligned16(p.x)) return false;                 // float4 activation loads
-  const bool grouped = p.experts != nullptr;
-  if (grouped ? p.rows_per_group > kRows : p.M > kMaxRowBlocks * kRows) return false;
-  // Row blocks step through x by ldx, in int offsets.
-  if (!grouped && p.M > kRows && (p.x_rows != nullptr || p.ldx > INT32_MAX / (kMaxRowBlocks * kRows))) return false;
-  if (!grouped && (!aligned16(p.weight.w) || (p.y2 != nullptr && !aligned16(p.weight2.w)))) return false;
-  if (mode == 1) return true;
-  if (!grouped && p.M > plain_max_rows()) return false;
-  // BF16 weights of more than 8 rows spill in the row-block variants: measured on an H100 at 64 rows, the 1 GB lm_head
-  // took 1.64 ms here against ~1.1 on the large-M tile; the 1 MB router was faster here. Large BF16 ones stay there.
-  if (!grouped && !fp8 && p.M > kRows && p.N * p.K > (int64_t{16} << 20)) return false;
-  if (!grouped) return p.M >= 2;
-  return p.rows_hint >= (int4 && staged_applies(p) ? grouped_min_hint_int4() : grouped_min_hint());
-}
-
 cudaError_t launch_small_tc(const MatmulProblem& p, int rows_per_group, cudaStream_t stream) {
-  if (rows_per_group <= 0 || rows_per_group > kRows) return cudaErrorInvalidValue;
+  // A wide group: 4-bit experts with x_q8 (gathered: the problem's rows) only.
+  const bool wide = rows_per_group > kRows;  // x_q8 given, 16-byte aligned (its stages' copies)
+  if (rows_per_group <= 0 ||
+      (wide && (p.experts == nullptr || p.x_q8 == nullptr || p.x_q8_meta == nullptr ||
+                reinterpret_cast<uintptr_t>(p.x_q8) % 16 != 0 || !q8_apply(p)))) {
+    return cudaErrorInvalidValue;
+  }
   if (p.weight.type == WType::kF8E4M3) {  // W8A8 on every expert or on none (the host checks)
     if (p.weight.act_scale == 0.0f || (p.x_quantized && w8a8_split_terms())) {
       launch_typed<WType::kF8E4M3, false, XMode::kSplit>(p, rows_per_group, stream);

@@ -456,15 +456,17 @@ __device__ __forceinline__ void store_q8_block(float4 v, int64_t m, int64_t K, i
 }
 
 // x [M, K] (rows ldx apart) quantised, one warp a (row, block of kQ8Block k), grid-stride over them; kGated: x
-// (= gated) becomes silu(x) · u first, stored into gated (u and gated rows ldx apart too).
+// (= gated) becomes silu(x) · u first, stored into gated (u and gated rows ldx apart too). x_rows (not kGated): row
+// m of out from x's row x_rows[m], zeros for a negative one.
 template <bool kGated>
 __global__ void quantize_q8_kernel(const float* x, const float* u, float* gated, int64_t ldx, int64_t M, int64_t K,
-                                   uint8_t* out, float* meta) {
+                                   uint8_t* out, float* meta, const int32_t* x_rows) {
   const int64_t blocks = K / kQ8Block, warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
   for (int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; w < M * blocks; w += warps) {
     const int64_t m = w / blocks, k0 = kQ8Block * (w % blocks);
-    const int64_t at = (m * ldx + k0) / 4 + threadIdx.x % 32;  // float4s: ldx % 4 == 0
-    float4 v = reinterpret_cast<const float4*>(x)[at];
+    const int64_t row = x_rows != nullptr ? x_rows[m] : m;
+    const int64_t at = (row * ldx + k0) / 4 + threadIdx.x % 32;  // float4s: ldx % 4 == 0
+    float4 v = row >= 0 ? reinterpret_cast<const float4*>(x)[at] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if constexpr (kGated) {
       v = silu_mul4(v, reinterpret_cast<const float4*>(u)[at]);
       reinterpret_cast<float4*>(gated)[at] = v;
@@ -473,9 +475,9 @@ __global__ void quantize_q8_kernel(const float* x, const float* u, float* gated,
   }
 }
 
-// launch_quantize_q8 (gated null) and launch_silu_mul_q8 (gated = x, u the up products).
+// launch_quantize_q8 (gated null) and launch_silu_mul_q8 (gated = x, u the up products; no x_rows).
 cudaError_t launch_q8(const float* x, const float* u, float* gated, int64_t ldx, int64_t M, int64_t K, uint8_t* out,
-                      float* meta, cudaStream_t stream) {
+                      float* meta, cudaStream_t stream, const int32_t* x_rows = nullptr) {
   if (M == 0 || K == 0) return cudaSuccess;
   const auto misaligned = [](const void* p, uintptr_t to) { return reinterpret_cast<uintptr_t>(p) % to != 0; };
   if (K % kQ8Block != 0 || ldx % 4 != 0 || misaligned(x, 16) || misaligned(u, 16) || misaligned(out, 8) ||
@@ -484,9 +486,9 @@ cudaError_t launch_q8(const float* x, const float* u, float* gated, int64_t ldx,
   }
   const unsigned blocks = std::min<unsigned>(blocks_for(M * K / kQ8Block, 8), 132u * 16u);  // 8 warps a block
   if (gated != nullptr) {
-    quantize_q8_kernel<true><<<blocks, 256, 0, stream>>>(x, u, gated, ldx, M, K, out, meta);
+    quantize_q8_kernel<true><<<blocks, 256, 0, stream>>>(x, u, gated, ldx, M, K, out, meta, nullptr);
   } else {
-    quantize_q8_kernel<false><<<blocks, 256, 0, stream>>>(x, nullptr, nullptr, ldx, M, K, out, meta);
+    quantize_q8_kernel<false><<<blocks, 256, 0, stream>>>(x, nullptr, nullptr, ldx, M, K, out, meta, x_rows);
   }
   return cudaGetLastError();
 }
@@ -614,8 +616,8 @@ cudaError_t launch_silu_mul_terms(float* g, const float* u, int64_t M, int64_t K
 }
 
 cudaError_t launch_quantize_q8(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* out, float* meta,
-                               cudaStream_t stream) {
-  return launch_q8(x, nullptr, nullptr, ldx, M, K, out, meta, stream);
+                               cudaStream_t stream, const int32_t* x_rows) {
+  return launch_q8(x, nullptr, nullptr, ldx, M, K, out, meta, stream, x_rows);
 }
 
 cudaError_t launch_silu_mul_q8(float* g, const float* u, int64_t M, int64_t K, uint8_t* out, float* meta,

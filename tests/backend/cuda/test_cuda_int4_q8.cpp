@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <utility>
@@ -159,6 +160,20 @@ TEST_F(CudaInt4Q8, Q8PlaneIsTheHostsRounding) {
   const Q8Host want_gated = q8_host(gated, M, K);
   EXPECT_EQ(got.bytes, want_gated.bytes) << "gated";
   EXPECT_EQ(got.meta, want_gated.meta) << "gated";
+  {  // gathered through x_rows (a grouping's sorted tokens): row m from x's row x_rows[m], zeros for -1
+    const std::vector<int32_t> rows = {3, -1, 0, 3, -1};
+    auto* rows_d = static_cast<int32_t*>(dev_arena_->allocate(rows.size() * 4, 256));
+    ASSERT_EQ(cudaMemcpy(rows_d, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(launch_quantize_q8(xd.data_as<float>(), ldx, M, K, bytes, meta, nullptr, rows_d), cudaSuccess);
+    std::vector<float> xg(static_cast<size_t>(M * K), 0.0f);
+    for (int64_t m = 0; m < M; ++m) {
+      if (rows[static_cast<size_t>(m)] >= 0) std::copy_n(xk.begin() + rows[static_cast<size_t>(m)] * K, K, xg.begin() + m * K);
+    }
+    const Q8Host want_rows = q8_host(xg, M, K);
+    got = fetch_q8();
+    EXPECT_EQ(got.bytes, want_rows.bytes) << "gathered";
+    EXPECT_EQ(got.meta, want_rows.meta) << "gathered";
+  }
   EXPECT_EQ(launch_quantize_q8(xd.data_as<float>(), ldx, M, K - 32, bytes, meta, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(launch_silu_mul_q8(g2.data_as<float>(), ud.data_as<float>(), M, K - 64, bytes, meta, nullptr),
             cudaErrorInvalidValue);
@@ -169,7 +184,7 @@ TEST_F(CudaInt4Q8, Q8PlaneIsTheHostsRounding) {
 // CPU's matmul of x rounded by round_q8_blocks within fp32 sums, on 2, 5 and 8 plain rows, symmetric and asymmetric,
 // G 128 and 256, K 256, 384 and 1024, N 80 (a tile past N); matmul_takes_q8 only for G % kQ8Block == 0 and with q8 on;
 // the routed experts' MoE (T = 1: the staged kernel's rule; 7 and 24: this kernel, input and gated hidden quantised
-// once) against CpuBackend(kQ8), which rounds every 4-bit matmul's input so (within a few int8 steps' flips of the
+// once; 100 and 200: groups of 64 rows, a prompt's) against CpuBackend(kQ8), which rounds every 4-bit matmul's input so (within a few int8 steps' flips of the
 // gated hidden), and three times closer to it than to the exact MoE.
 TEST_F(CudaInt4Q8, SmallTensorCoreQ8IsTheProductOfRoundedX) {
   const ResetKernelSwitches reset;
@@ -215,7 +230,9 @@ TEST_F(CudaInt4Q8, SmallTensorCoreQ8IsTheProductOfRoundedX) {
   for (bool is_symmetric : {true, false}) {
     const auto ex = int4_experts(E + 1, D, F, 128, is_symmetric);
     const RoutedAndShared both(ex, *gpu_);
-    for (int64_t T : {1, 7, 24}) {
+    // T = 100, 200: more than 16 pairs an expert, groups of 64 rows (8 row blocks, x gathered), one partly filled
+    // and (200) one full a typical expert.
+    for (int64_t T : {1, 7, 24, 100, 200}) {
       const Routed in = routed(T, D, E, Kr, static_cast<uint64_t>(95 + T), static_cast<uint64_t>(96 + T));
       const std::string what = std::string(is_symmetric ? "symmetric" : "asymmetric") + " T=" + std::to_string(T);
       const std::vector<float> got = down(gpu_->moe({.x = in.xg, .routing = in.rg, .experts = both.gpu_routed}, *dev_arena_));
@@ -228,6 +245,10 @@ TEST_F(CudaInt4Q8, SmallTensorCoreQ8IsTheProductOfRoundedX) {
       const std::vector<float> exact = vec(cpu_.moe({.x = in.xc, .routing = in.rc, .experts = both.cpu_routed}, host_arena_));
       EXPECT_GT(rel_l2(got, exact), 3 * to_q8) << "the int8 rounding not taken: " << what;
     }
+  }
+  set_int4_act_for_tests(-1);
+  if (std::getenv("QUATRE_CUDA_INT4_ACT") == nullptr) {
+    EXPECT_TRUE(int4_q8_activations()) << "the default";
   }
 }
 
