@@ -3,8 +3,8 @@
 # test_cuda_int4; carry .gpu/pack): the 4-bit tests, then the whole 4-bit model's prompts (128-8192 tokens) and decode
 # at batch 1 and 64 with the default int8 activations (a prompt's experts in groups of 64 rows on the small tensor-core
 # kernel) and with the BF16 plane (QUATRE_CUDA_INT4_ACT=bf16: cuBLASLt's BF16 GEMMs from 4096 pairs, groups of 8
-# below), the short prompts with wide groups from 4 and 8 pairs an expert (QUATRE_CUDA_Q8_WIDE_FROM), the default's
-# 1K and 8K prompts profiled op by op, and, where Nsight Systems is installed, the kernels of a batch-1 decode step
+# below), the default's 1K and 8K prompts profiled op by op, the short prompts with wide groups from 4 and 8 pairs an
+# expert (QUATRE_CUDA_Q8_WIDE_FROM), and, where Nsight Systems is installed, the kernels of a batch-1 decode step
 # (their own durations, without the profiler's events). Logs under OUT_DIR; tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_int4_prefill.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
@@ -22,15 +22,15 @@ for act in q8 bf16; do
   echo "== int4, activations $act: rc=$?"
   rows "$out/prefill_$act.txt"
 done
+timeout 120 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 1 --prefill 1024,8192 --profile > "$out/prefill_profile.txt" 2>&1
+echo "== int4 q8 prompts profiled: rc=$?"
+grep -E "^ +[0-9]+ |moe|attend|sum of ops" "$out/prefill_profile.txt" | grep -v "^ +1 " | head -20
 for from in 4 8; do
   QUATRE_CUDA_Q8_WIDE_FROM=$from timeout 100 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 1 \
     --prefill 128,256,512 > "$out/wide_from_$from.txt" 2>&1
   echo "== int4 q8, wide groups from $from pairs an expert: rc=$?"
   rows "$out/wide_from_$from.txt" | tail -3
 done
-timeout 120 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 1 --prefill 1024,8192 --profile > "$out/prefill_profile.txt" 2>&1
-echo "== int4 q8 prompts profiled: rc=$?"
-grep -E "^ +[0-9]+ |moe|attend|sum of ops" "$out/prefill_profile.txt" | grep -v "^ +1 " | head -20
 nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
 if [ -n "$nsys" ]; then
   timeout 150 "$nsys" profile --cuda-graph-trace=node --trace=cuda -o "$out/b1" --force-overwrite true \
