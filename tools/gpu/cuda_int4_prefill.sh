@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # On a GPU host, from the repo root, one device call (binaries packed by tools/gpu/pack.sh with quatre-bench and
 # test_cuda_int4; carry .gpu/pack): the 4-bit tests, then the whole 4-bit model's prompts (128-8192 tokens) and decode
-# at batch 1 and 64 with the default int8 activations (a prompt's experts in groups of 64 rows on the small tensor-core
-# kernel) and with the BF16 plane (QUATRE_CUDA_INT4_ACT=bf16: cuBLASLt's BF16 GEMMs from 4096 pairs, groups of 8
-# below), the default's 1K and 8K prompts profiled op by op, the short prompts with wide groups from 4 and 8 pairs an
-# expert (QUATRE_CUDA_Q8_WIDE_FROM), and, where Nsight Systems is installed, the kernels of a batch-1 decode step
+# at batch 1 and 64 with the default int8 activations, with them and a prompt's experts in groups of 64 rows on the
+# small tensor-core kernel (QUATRE_CUDA_Q8_WIDE=1), and with the BF16 plane (QUATRE_CUDA_INT4_ACT=bf16); prompts
+# otherwise through cuBLASLt's BF16 GEMMs from 4096 pairs, groups of 8 below; then with wide groups the 1K and 8K
+# prompts profiled op by op, the short prompts with wide groups from 4 and 8 pairs an expert
+# (QUATRE_CUDA_Q8_WIDE_FROM), and, where Nsight Systems is installed, the kernels of a batch-1 decode step
 # (their own durations, without the profiler's events). Logs under OUT_DIR; tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_int4_prefill.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
@@ -16,12 +17,14 @@ grep -E "^== |PASSED|FAILED|Failure" "$out/check.txt" | grep -v "not packed" | h
 source tools/gpu/packed_env.sh > /dev/null
 int4=(--random-weights --dtype int4 --context 2048)
 rows() { grep -E "^ +[0-9]+ " "$1" | head -12; }
-for act in q8 bf16; do
-  QUATRE_CUDA_INT4_ACT=$act timeout 150 "$bin/quatre-bench" "${int4[@]}" --steps 5 --batch 1,64 \
-    --prefill 128,256,512,1024,2048,8192 > "$out/prefill_$act.txt" 2>&1
-  echo "== int4, activations $act: rc=$?"
-  rows "$out/prefill_$act.txt"
+for v in "q8 1" "q8 0" "bf16 0"; do
+  set -- $v
+  QUATRE_CUDA_INT4_ACT=$1 QUATRE_CUDA_Q8_WIDE=$2 timeout 150 "$bin/quatre-bench" "${int4[@]}" --steps 5 --batch 1,64 \
+    --prefill 128,256,512,1024,2048,8192 > "$out/prefill_$1_$2.txt" 2>&1
+  echo "== int4, activations $1, wide groups $2: rc=$?"
+  rows "$out/prefill_$1_$2.txt"
 done
+export QUATRE_CUDA_Q8_WIDE=1
 timeout 120 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 1 --prefill 1024,8192 --profile > "$out/prefill_profile.txt" 2>&1
 echo "== int4 q8 prompts profiled: rc=$?"
 grep -E "^ +[0-9]+ |moe|attend|sum of ops" "$out/prefill_profile.txt" | grep -v "^ +1 " | head -20

@@ -411,8 +411,9 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   CHECK(weight_cols(args.experts[0].gate) == D && args.experts[0].down.w.dim(0) == D && weight_cols(args.experts[0].down) == F)
       << "expert weights " << args.experts[0].gate.w.shape_string() << " / " << args.experts[0].down.w.shape_string()
       << " for D=" << D;
-  // 4-bit experts with int8 activations take wide groups (64 rows on 8 row blocks, the codes read once a group) from
-  // QUATRE_CUDA_Q8_WIDE_FROM pairs an expert on average (read once: A/B timing; 16 as other weights by default).
+  // 4-bit experts with int8 activations, where they take wide groups (QUATRE_CUDA_Q8_WIDE=1: 64 rows on 8 row blocks,
+  // the codes read once a group), do so from QUATRE_CUDA_Q8_WIDE_FROM pairs an expert on average (read once: A/B
+  // timing; 16 as other weights by default).
   static const int64_t q8_wide_from = std::max<int64_t>(1, env_int("QUATRE_CUDA_Q8_WIDE_FROM", 16));
   const bool q8_wide_experts = [&] {
     const MatmulProblem wide{.x = x.data_as<float>(), .ldx = D, .M = 64, .N = F, .K = D,
@@ -466,8 +467,9 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   p.silu_gate = true;
   float* pair_out = nullptr;  // [T*K, D] each pair's output times its gate (the grouped kernels')
   ExpertRows lt;              // or the cuBLASLt path's rows, gathered and scaled by the sum
-  // A prompt's 4-bit experts with int8 activations: groups of 64 rows on the small tensor-core kernel's 8 row blocks
-  // (the codes read once a group, decoded in registers), x quantised in the grouping's row order; not the BF16 GEMMs.
+  // A prompt's 4-bit experts with int8 activations (QUATRE_CUDA_Q8_WIDE=1): groups of 64 rows on the small tensor-core
+  // kernel's 8 row blocks (the codes read once a group, decoded in registers), x quantised in the grouping's row
+  // order; not the BF16 GEMMs.
   const bool wide_q8 = G > 8 && int4_q8_activations() && matmul_takes_q8(p);
   if (wide_q8 || !routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, lt, a)) {
     pair_out = a.array<float>(static_cast<size_t>(T * K * D));

@@ -70,11 +70,17 @@ std::atomic<int> g_terms_mode{-1};  // set_terms_for_tests
 std::atomic<int> g_int4_act_mode{-1};  // set_int4_act_for_tests
 
 
-// A prompt's expert groups of 64 rows (kWideRows) on 8 row blocks with x_q8 gathered, unless QUATRE_CUDA_Q8_WIDE=0
-// (read once: A/B timing; they then go to cuBLASLt's BF16 GEMMs or the tile kernel).
+std::atomic<int> g_wide_q8_mode{-1};  // set_wide_q8_for_tests
+
+// A prompt's expert groups of 64 rows (kWideRows) on 8 row blocks with x_q8 gathered: QUATRE_CUDA_Q8_WIDE=1 (read
+// once) until measured (its first form, the activations loaded from global memory, was latency-bound: H100, a 1K
+// prompt 352 ms against 330 through cuBLASLt's BF16 GEMMs); off, they go to those GEMMs or the tile kernel.
 bool wide_q8_enabled() {
-  static const bool on = env_switch_on("QUATRE_CUDA_Q8_WIDE");
-  return on;
+  static const bool env_on = [] {
+    const char* v = std::getenv("QUATRE_CUDA_Q8_WIDE");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return switch_on(g_wide_q8_mode.load(), env_on);
 }
 
 
@@ -117,6 +123,7 @@ bool q8_apply(const MatmulProblem& p) {
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
 void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
 void set_int4_act_for_tests(int mode) { g_int4_act_mode.store(mode); }
+void set_wide_q8_for_tests(int mode) { g_wide_q8_mode.store(mode); }
 
 // QUATRE_CUDA_INT4_ACT: fp32 0, bf16 1, q8 2 (read once; unset or anything else: q8).
 int int4_act_mode() {

@@ -95,6 +95,7 @@ struct ResetKernelSwitches {
     set_mla_combine_tokens_for_tests(-1);
     set_terms_for_tests(-1);
     set_int4_lt_for_tests(-1);
+    set_wide_q8_for_tests(-1);
     set_int4_act_for_tests(0);
     set_segment_attention_tc_for_tests(-1);
   }
