@@ -238,9 +238,11 @@ int run_bench(const BenchArgs& o) {
                gib(static_cast<double>(dynamic_cast<cuda::CudaBackend&>(*be).weight_bytes())),
                gib(static_cast<double>(m.total - m.free)), gib(static_cast<double>(m.total)));
     if (linear.experts < 1.0) {  // 4-bit experts: the numerics of their activations (QUATRE_CUDA_INT4_ACT)
-      fmt::print("4-bit experts' activations: {}\n", cuda::int4_q8_activations()    ? "int8 in blocks of 128 (q8)"
-                                                     : cuda::int4_bf16_activations() ? "bf16"
-                                                                                     : "fp32");
+      fmt::print("4-bit experts' activations: {}{}\n", cuda::int4_q8_activations()    ? "int8 in blocks of 128 (q8)"
+                                                       : cuda::int4_bf16_activations() ? "bf16"
+                                                                                       : "fp32",
+                 cuda::int4_q8_activations() && cuda::q8_wide_groups() ? "; a prompt's experts in groups of 64 rows"
+                                                                       : "");
     }
   }
 #endif

@@ -137,6 +137,8 @@ void set_int4_act_for_tests(int mode);
 // group: u8 codes times s8 activations (m16n8k32, half the BF16 body's mmas), exact int32 sums over the chunk, one
 // scaling by s·d a chunk.
 bool matmul_takes_q8(const MatmulProblem& p);
+// Whether a prompt's 4-bit experts with x_q8 may run in groups of 64 rows (QUATRE_CUDA_Q8_WIDE=1, read once).
+bool q8_wide_groups();
 // Tests: a prompt's 4-bit expert groups of 64 rows with x_q8 as QUATRE_CUDA_Q8_WIDE says (-1; off unless 1), off
 // (0) or on (1).
 void set_wide_q8_for_tests(int mode);

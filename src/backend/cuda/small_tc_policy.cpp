@@ -124,6 +124,7 @@ void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
 void set_terms_for_tests(int mode) { g_terms_mode.store(mode); }
 void set_int4_act_for_tests(int mode) { g_int4_act_mode.store(mode); }
 void set_wide_q8_for_tests(int mode) { g_wide_q8_mode.store(mode); }
+bool q8_wide_groups() { return wide_q8_enabled(); }
 
 // QUATRE_CUDA_INT4_ACT: fp32 0, bf16 1, q8 2 (read once; unset or anything else: q8).
 int int4_act_mode() {

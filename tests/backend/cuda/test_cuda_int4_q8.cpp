@@ -190,6 +190,7 @@ TEST_F(CudaInt4Q8, SmallTensorCoreQ8IsTheProductOfRoundedX) {
   const ResetKernelSwitches reset;
   set_int4_act_for_tests(2);
   set_wide_q8_for_tests(1);  // the wide groups of T = 100, 200 below (off by default until measured)
+  EXPECT_TRUE(q8_wide_groups());
   uint64_t seed = 9200;
   const int64_t N = 80;
   for (bool is_symmetric : {true, false}) {
@@ -250,6 +251,10 @@ TEST_F(CudaInt4Q8, SmallTensorCoreQ8IsTheProductOfRoundedX) {
   set_int4_act_for_tests(-1);
   if (std::getenv("QUATRE_CUDA_INT4_ACT") == nullptr) {
     EXPECT_TRUE(int4_q8_activations()) << "the default";
+  }
+  set_wide_q8_for_tests(-1);
+  if (std::getenv("QUATRE_CUDA_Q8_WIDE") == nullptr) {
+    EXPECT_FALSE(q8_wide_groups()) << "wide groups are opt-in";
   }
 }
 
