@@ -54,8 +54,8 @@ inline constexpr int64_t kQ8Block = 128;
 // x[0, n) (one row) quantised to int8 in blocks of kQ8Block columns (the last may be shorter) and back: with
 // a = max |x| of the block, q = x · (127 / a) rounded to nearest even, x' = q · (a / 127); a block with
 // a < kQ8MinBlockMax (a = 0, or so small that 127 / a would overflow) comes back as zeros. A NaN or an infinity in a
-// block makes the whole block NaN (the CUDA kernel's sums: NaN or infinite). The CUDA staged kernel's activations
-// with QUATRE_CUDA_INT4_ACT=q8.
+// block makes the whole block NaN (the CUDA kernel's sums: NaN or infinite). The CUDA 4-bit kernels' activations by
+// default (QUATRE_CUDA_INT4_ACT=q8).
 inline constexpr float kQ8MinBlockMax = 127.0f * 1.17549435e-38f;  // 127 · FLT_MIN
 void round_q8_blocks(float* x, int64_t n);
 

@@ -414,14 +414,15 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   // 4-bit experts with int8 activations, where they take wide groups (QUATRE_CUDA_Q8_WIDE=1: 64 rows on 8 row blocks,
   // the codes read once a group), do so from QUATRE_CUDA_Q8_WIDE_FROM pairs an expert on average (read once: A/B
   // timing; 16 as other weights by default).
+  // (The probe runs only where that knob moves the threshold.)
   static const int64_t q8_wide_from = std::max<int64_t>(1, env_int("QUATRE_CUDA_Q8_WIDE_FROM", 16));
-  const bool q8_wide_experts = [&] {
+  const auto q8_wide_experts = [&] {
     const MatmulProblem wide{.x = x.data_as<float>(), .ldx = D, .M = 64, .N = F, .K = D,
                              .weight = dev(args.experts[0].gate, "expert gate"), .experts = table, .rows_per_group = 64,
                              .rows_hint = 1.0f};
-    return int4_q8_activations() && matmul_takes_q8(wide);
-  }();
-  const PairGroups pg = pair_groups(T, K, E, q8_wide_experts ? q8_wide_from : 16);
+    return matmul_takes_q8(wide);
+  };
+  const PairGroups pg = pair_groups(T, K, E, q8_wide_from != 16 && q8_wide_experts() ? q8_wide_from : 16);
   const int G = pg.G;
   const int64_t max_rows = pg.max_rows;
   // The route's grouping when it made one for these experts (same layout size), else one made here.
@@ -470,7 +471,7 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
   // A prompt's 4-bit experts with int8 activations (QUATRE_CUDA_Q8_WIDE=1): groups of 64 rows on the small tensor-core
   // kernel's 8 row blocks (the codes read once a group, decoded in registers), x quantised in the grouping's row
   // order; not the BF16 GEMMs.
-  const bool wide_q8 = G > 8 && int4_q8_activations() && matmul_takes_q8(p);
+  const bool wide_q8 = G > 8 && matmul_takes_q8(p);
   if (wide_q8 || !routed_experts_lt(args, G, max_rows, sorted_token, sorted_pair, group_expert, gate, up, lt, a)) {
     pair_out = a.array<float>(static_cast<size_t>(T * K * D));
     // W8A8 inputs quantised once (the kernels would divide each load, once a 16-column tile): x when every gate and
@@ -503,9 +504,9 @@ Tensor CudaBackend::moe(const MoeArgs& args, Arena& a) {
                        a.array<float>(static_cast<size_t>(2 * rows * (width / kQ8Block)))};
       };
       if (q8 && matmul_takes_q8(p)) {  // wide groups read it by their own rows: gathered through sorted_token
-        const Q8Plane x8 = q8_plane(wide_q8 ? max_rows : T, D);
-        launched(launch_quantize_q8(p.x, D, wide_q8 ? max_rows : T, D, x8.bytes, x8.meta, s,
-                                    wide_q8 ? sorted_token : nullptr),
+        const int64_t rows = wide_q8 ? max_rows : T;
+        const Q8Plane x8 = q8_plane(rows, D);
+        launched(launch_quantize_q8(p.x, D, rows, D, x8.bytes, x8.meta, s, wide_q8 ? sorted_token : nullptr),
                  "moe input q8");
         p.x_q8 = x8.bytes, p.x_q8_meta = x8.meta;
       } else if (matmul_takes_terms(p)) {

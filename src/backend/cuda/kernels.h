@@ -124,18 +124,18 @@ bool int4_bf16_activations();
 // as exact integers: the staged kernel (one-row groups: decode at batch 1) quantises in the kernel, 4 codes a dp4a
 // instead of about one an instruction; the routed experts of larger steps on the small tensor-core kernel take x and
 // the gated hidden quantised once (launch_quantize_q8, launch_silu_mul_q8) where matmul_takes_q8 (G % 128 == 0); with
-// QUATRE_CUDA_Q8_WIDE=1 a prompt's in groups of 64 rows. The default (QUATRE_CUDA_INT4_ACT unset or q8; the BF16 plane where neither
-// applies, as int4_bf16_activations): H100, the whole 4-bit model, against the BF16 plane, batch 1 5.43 -> 5.25 ms,
-// 64 43.88 -> 39.62, 128 56.41 -> 50.86.
+// QUATRE_CUDA_Q8_WIDE=1 a prompt's in groups of 64 rows. The default (QUATRE_CUDA_INT4_ACT unset or q8; the BF16
+// plane where neither applies, as int4_bf16_activations): H100, the whole 4-bit model, against the BF16 plane, batch
+// 1 5.43 -> 5.25 ms, 64 43.88 -> 39.62, 128 56.41 -> 50.86.
 bool int4_q8_activations();
 // Tests: as QUATRE_CUDA_INT4_ACT says (-1), three terms (0), one BF16 plane (1) or q8 (2). The CUDA test fixture
 // sets 0 (its comparisons with the CPU are at fp32 tolerances).
 void set_int4_act_for_tests(int mode);
 // Whether launch_matmul's kernel for p reads x_q8 when given (and int4_q8_activations()): 4-bit weights whose group
 // size is a multiple of kQ8Block on the small tensor-core kernel, in groups (or one block) of <= 8 rows or, with
-// QUATRE_CUDA_Q8_WIDE=1, in groups of 64 (8 row blocks: they require x_q8, gathered), K % kQ8Block == 0. Each 128-k chunk of a warp is then one weight
-// group: u8 codes times s8 activations (m16n8k32, half the BF16 body's mmas), exact int32 sums over the chunk, one
-// scaling by s·d a chunk.
+// QUATRE_CUDA_Q8_WIDE=1, in groups of 64 (8 row blocks: they require x_q8, gathered), K % kQ8Block == 0. Each
+// 128-k chunk of a warp is then one weight group: u8 codes times s8 activations (m16n8k32, half the BF16 body's
+// mmas), exact int32 sums over the chunk, one scaling by s·d a chunk.
 bool matmul_takes_q8(const MatmulProblem& p);
 // Whether a prompt's 4-bit experts with x_q8 may run in groups of 64 rows (QUATRE_CUDA_Q8_WIDE=1, read once).
 bool q8_wide_groups();

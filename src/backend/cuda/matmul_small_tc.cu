@@ -91,7 +91,8 @@ struct Activations {
   float load_act;  // W8A8: what act_q divides the loads by, the activation scale (0: x already quantised)
   const uint16_t* terms;  // kMadeTerms: row g's N BF16 planes [N][K] (one row block)
   const uint8_t* q8;      // kQ8, one row block: row g's K int8 values (x_q8)
-  const float* q8_meta[2];  // kQ8, one row block: the {d, Σ q} blocks of rows 2t and 2t + 1 (C's columns), null when absent
+  // kQ8, one row block: the {d, Σ q} blocks of rows 2t and 2t + 1 (C's columns), null when absent.
+  const float* q8_meta[2];
   // kQ8, a wide group: the chunk's x_q8 rows staged in shared memory (wide_stage: kWideRowBytes apart) and their
   // {d, Σ q} of the chunk's block.
   const uint8_t* staged;
@@ -377,8 +378,9 @@ __device__ __forceinline__ void multiply_q8(const Int4Chunk<CT>& c, const Int4Op
 #pragma unroll
     for (int rb = 0; rb < RB; ++rb) {
       if (rb >= live) break;
+      const float2* meta = op.x.staged_meta + kRows * rb + 2 * op.t;  // rows 8rb + 2t, + 1
 #pragma unroll
-      for (int i = 0; i < 2; ++i) scale_q8<kOffsets>(part[rb], c, op.x.staged_meta[kRows * rb + 2 * op.t + i], i, acc[rb]);
+      for (int i = 0; i < 2; ++i) scale_q8<kOffsets>(part[rb], c, meta[i], i, acc[rb]);
     }
   }
 }

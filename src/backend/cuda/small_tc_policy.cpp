@@ -96,13 +96,15 @@ bool w8a8_split_terms() {
   return on;
 }
 
-// Where the 4-bit bodies take x_terms: one row block (a group of <= 8 rows, or a plain problem of <= 8), K % 8 == 0
-// (the planes' octets), unless QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
+// One row block: a group of <= 8 rows, or a plain problem of <= 8.
+bool one_row_block(const MatmulProblem& p) { return p.experts != nullptr ? p.rows_per_group <= kRows : p.M <= kRows; }
+
+// Where the 4-bit bodies take x_terms: one row block, K % 8 == 0 (the planes' octets), unless
+// QUATRE_CUDA_INT4_TERMS=0 (read once: A/B timing).
 bool terms_apply(const MatmulProblem& p) {
   static const bool env_on = env_switch_on("QUATRE_CUDA_INT4_TERMS");
   if (!switch_on(g_terms_mode.load(), env_on)) return false;
-  return p.weight.type == WType::kInt4 && p.K % 8 == 0 &&
-         (p.experts != nullptr ? p.rows_per_group <= kRows : p.M <= kRows);
+  return p.weight.type == WType::kInt4 && p.K % 8 == 0 && one_row_block(p);
 }
 
 // Where the 4-bit bodies take x_q8: K and the group size multiples of kQ8Block (a chunk of 128 k is one weight group
@@ -114,10 +116,8 @@ bool q8_apply(const MatmulProblem& p) {
       p.weight.group_size % kQ8Block != 0 || (p.y2 != nullptr && p.weight2.group_size % kQ8Block != 0)) {
     return false;
   }
-  if (p.experts != nullptr && p.rows_per_group > kRows) {
-    return p.rows_per_group == kWideRows && p.K <= INT32_MAX / kWideRows && wide_q8_enabled();
-  }
-  return p.experts != nullptr || p.M <= kRows;
+  if (one_row_block(p)) return true;
+  return p.experts != nullptr && p.rows_per_group == kWideRows && p.K <= INT32_MAX / kWideRows && wide_q8_enabled();
 }
 
 void set_small_tc_for_tests(int mode) { g_test_mode.store(mode); }
