@@ -6,7 +6,7 @@
 # otherwise through cuBLASLt's BF16 GEMMs from 4096 pairs, groups of 8 below; then with wide groups the 1K and 8K
 # prompts profiled op by op, the short prompts with wide groups from 4 and 8 pairs an expert
 # (QUATRE_CUDA_Q8_WIDE_FROM), and, where Nsight Systems is installed, the kernels of a batch-1 decode step
-# (their own durations, without the profiler's events). Logs under OUT_DIR; tables on stdout.
+# (their own durations, without the profiler's events); decode at batch 64 profiled op by op. Logs under OUT_DIR; tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_int4_prefill.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_int4_prefill.sh OUT_DIR}
@@ -24,6 +24,9 @@ for v in "q8 1" "q8 0" "bf16 0"; do
   echo "== int4, activations $1, wide groups $2: rc=$?"
   rows "$out/prefill_$1_$2.txt"
 done
+timeout 100 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 64 --profile > "$out/b64_profile.txt" 2>&1
+echo "== int4 q8 decode batch 64 profiled: rc=$?"
+grep -A24 -E "^  op +calls" "$out/b64_profile.txt" | head -26
 export QUATRE_CUDA_Q8_WIDE=1
 timeout 120 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 1 --prefill 1024,8192 --profile > "$out/prefill_profile.txt" 2>&1
 echo "== int4 q8 prompts profiled: rc=$?"
