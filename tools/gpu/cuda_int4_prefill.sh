@@ -6,7 +6,8 @@
 # otherwise through cuBLASLt's BF16 GEMMs from 4096 pairs, groups of 8 below; then with wide groups the 1K and 8K
 # prompts profiled op by op, the short prompts with wide groups from 4 and 8 pairs an expert
 # (QUATRE_CUDA_Q8_WIDE_FROM), and, where Nsight Systems is installed, the kernels of a batch-1 decode step
-# (their own durations, without the profiler's events); decode at batch 64 profiled op by op. Logs under OUT_DIR; tables on stdout.
+# (their own durations, without the profiler's events); decode at batch 64 profiled op by op; batch 1 with the
+# staged kernel's tile at 4 and 16 pieces, and Nsight Compute on its 4-bit gated launch. Logs under OUT_DIR; tables on stdout.
 #   run tool: command "bash tools/gpu/cuda_int4_prefill.sh $OUT", carry [".gpu/pack"]
 set -uo pipefail
 out=${1:?usage: cuda_int4_prefill.sh OUT_DIR}
@@ -37,6 +38,15 @@ for from in 4 8; do
   echo "== int4 q8, wide groups from $from pairs an expert: rc=$?"
   rows "$out/wide_from_$from.txt" | tail -3
 done
+# Batch 1's routed experts on the staged kernel: its tile (pieces a thread) 4 and 16 against the default 8, then
+# Nsight Compute on the 4-bit gated launch (where its ~1 TB/s goes).
+for pcs in 4 16; do
+  QUATRE_CUDA_STAGED_PIECES=$pcs timeout 80 "$bin/quatre-bench" "${int4[@]}" --steps 5 --batch 1 > "$out/b1_pieces_$pcs.txt" 2>&1
+  echo "== int4 q8 batch 1, staged tile of $pcs pieces: rc=$?"
+  rows "$out/b1_pieces_$pcs.txt" | head -2
+done
+NCU_NAME_BASE=demangled NCU_BENCH_ARGS="--dtype int4" timeout 150 bash tools/gpu/cuda_ncu_kernel.sh "$out/ncu" 1 \
+  "staged_kernel<.*true, true>@1" 2>&1 | head -50
 nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2>/dev/null || true)
 if [ -n "$nsys" ]; then
   timeout 150 "$nsys" profile --cuda-graph-trace=node --trace=cuda -o "$out/b1" --force-overwrite true \
