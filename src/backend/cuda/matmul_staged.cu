@@ -9,10 +9,13 @@
 // SiLU-gated problems (p.silu_gate) run as 2N interleaved columns (gate, up) whose two sums meet in the final store.
 // Launched as a dependent (pdl.cuh: QUATRE_CUDA_PDL=1), a plain problem's copies are issued while the kernel before it
 // still runs. QUATRE_CUDA_STAGED=0 (read once) turns the kernel off (the FMA kernel then runs: A/B timing);
-// QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) changes the tile. Depends on CUDA only.
+// QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) changes the tile; QUATRE_CUDA_STAGED_STREAM=2 or 3 runs the streamed form
+// (as many blocks as stay resident, each walking tiles with 2 or 3 tiles' copies in flight). Depends on CUDA only.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 
+#include "backend/cuda/env_switch.h"
 #include "backend/cuda/matmul_common.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/q8.cuh"
@@ -141,45 +144,28 @@ __device__ __forceinline__ void wait_own_copies() {
   asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
-// grid (ceil(N' / tile rows), groups, problems), a block a tile; N' = N, or 2N interleaved (gate, up) columns when
-// kGated. A weight row is R = 2^row_shift pieces (32..256); a tile is P·256 pieces: P·256 / R rows, piece i of thread
-// t being piece t % R of tile row i·(256 / R) + t / R (kept at tile[i][t]: consecutive threads, consecutive 16
-// bytes). Every 32 lanes of a warp hold one row's pieces, so a row's sum is its lanes' (a shuffle tree) and then its
-// R / 32 lane groups', in order. Everything but the activations is read while the copies fly (after the wait, one
-// more dependent load a row: H100, 16 FP8 layers, batch 1, 2.70 ms against 2.90 with the group's weights and rows
-// read after it).
-template <WType T, bool kAsym, int P, bool kGated, bool kQ8>
-__global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3) staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
-  constexpr bool kInt4 = T == WType::kInt4;
-  static_assert(!kQ8 || kInt4, "int8 activations are for 4-bit weights");
+// A tile: P·256 pieces of P·256 / R weight rows, R = 2^row_shift pieces a row (32..256); N' = N, or 2N interleaved
+// (gate, up) columns when kGated. Piece i of thread t is piece t % R of tile row i·(256 / R) + t / R (kept at
+// tile[i][t]: consecutive threads, consecutive 16 bytes). Every 32 lanes of a warp hold one row's pieces, so a row's
+// sum is its lanes' (a shuffle tree) and then its R / 32 lane groups', in order.
+struct TileSmem {
+  uint4* pieces;          // [P][kThreads]
+  uint32_t* scale_words;  // 4-bit: [P][kThreads] words holding each piece's group scale
+  uint32_t* offset_words; // asymmetric 4-bit: the same for the offsets
+};
+
+// Issues this thread's copies of the tile of rows n0.. of group `group` (gate and up: the group's weights).
+template <WType T, bool kAsym, int P, bool kGated>
+__device__ __forceinline__ void copy_tile(const MatmulProblem& p, const DevWeight& gate, const DevWeight& up,
+                                          int64_t n0, int row_shift, const TileSmem& smem) {
   constexpr int kElems = kPieceElems<T>;
-  extern __shared__ uint4 tile[];  // [P][kThreads] pieces; 4-bit: then as many scale (and offset) words
-  uint32_t* const scale_words = reinterpret_cast<uint32_t*>(tile + P * kThreads);
-  uint32_t* const offset_words = scale_words + P * kThreads;
-  __shared__ float lane_group_sums[P * kThreads / 32];
-  select_problem(p);
-  const int64_t group = blockIdx.y;
-  // Launched early (pdl.cuh): a plain problem's weights are copied before the wait; an expert's too when the grouping
-  // was written two launches back (grouping_ready), else only after the wait (the routing ahead writes it).
-  const bool plain = p.experts == nullptr, early = plain || p.grouping_ready;
-  if (!early) pdl_wait();
-  if (!plain && __ldcg(p.group_expert + group) < 0) {  // a padding group: the whole block
-    if (early) pdl_wait();  // every block waits before it ends
-    return;
-  }
-  const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
-  const int rows_a_pass = kThreads >> row_shift, tile_rows = P * rows_a_pass;
-  const int piece = t & ((1 << row_shift) - 1);
+  const int t = static_cast<int>(threadIdx.x);
+  const int rows_a_pass = kThreads >> row_shift, piece = t & ((1 << row_shift) - 1);
   const int64_t row_bytes = int64_t{kPiece} << row_shift;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * tile_rows;
-  bool skip = false;
-  const DevWeight gate = group_dev_weight(p.weight, p.experts, p.group_expert, group, skip);
-  const DevWeight up = kGated ? group_dev_weight(p.weight2, p.experts2, p.group_expert, group, skip) : gate;
-  // 4-bit: the group of this thread's pieces in a row (every expert has weight's group size), and which half of a
-  // copied 4-byte word is its scale (rows hold an even number of groups: the launch checks).
-  const int64_t n_groups = kInt4 ? p.K / p.weight.group_size : 0;
-  const int piece_group = kInt4 ? piece * kElems / p.weight.group_size : 0;
-  const int half_shift = 16 * (piece_group & 1);
+  // 4-bit: the group of this thread's pieces in a row (every expert has weight's group size); its scale is one half
+  // of a copied 4-byte word (rows hold an even number of groups: staged_applies checks).
+  const int64_t n_groups = T == WType::kInt4 ? p.K / p.weight.group_size : 0;
+  const int piece_group = T == WType::kInt4 ? piece * kElems / p.weight.group_size : 0;
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     const int64_t n = n0 + i * rows_a_pass + (t >> row_shift);
@@ -187,22 +173,34 @@ __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3) staged_kernel(MatmulPro
     const int64_t row = valid ? (kGated ? n / 2 : n) : 0;
     // (Fields selected one by one: a reference to up or gate put both on the stack.)
     const auto* codes = static_cast<const char*>(is_up ? up.w : gate.w);
-    copy16_async(&tile[i * kThreads + t], codes + row * row_bytes + piece * kPiece, valid);
-    if constexpr (kInt4) {
+    copy16_async(&smem.pieces[i * kThreads + t], codes + row * row_bytes + piece * kPiece, valid);
+    if constexpr (T == WType::kInt4) {
       const uint16_t* scales = is_up ? up.int4_scales : gate.int4_scales;
-      copy4_async(&scale_words[i * kThreads + t], scales + row * n_groups + piece_group, valid);
+      copy4_async(&smem.scale_words[i * kThreads + t], scales + row * n_groups + piece_group, valid);
       if constexpr (kAsym) {
         const uint16_t* offsets = is_up ? up.int4_offsets : gate.int4_offsets;
-        copy4_async(&offset_words[i * kThreads + t], offsets + row * n_groups + piece_group, valid);
+        copy4_async(&smem.offset_words[i * kThreads + t], offsets + row * n_groups + piece_group, valid);
       }
     }
   }
-  if (early) pdl_wait();
-  pdl_allow_dependents();
+}
+
+// Multiplies the copied tile of rows n0.. by each present row of group `group` and stores the outputs; wait() makes
+// this thread's copies of the tile land (everything else it reads is loaded before: H100, 16 FP8 layers, batch 1,
+// 2.70 ms against 2.90 with the group's rows read after it). lane_group_sums: [P·kThreads / 32].
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8, typename Wait>
+__device__ __forceinline__ void multiply_tile(const MatmulProblem& p, const DevWeight& gate, const DevWeight& up,
+                                              int64_t group, int64_t n0, int rows_per_group, int row_shift,
+                                              const TileSmem& smem, float* lane_group_sums, Wait wait) {
+  constexpr bool kInt4 = T == WType::kInt4;
+  constexpr int kElems = kPieceElems<T>;
+  const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
+  const int tile_rows = P * (kThreads >> row_shift), piece = t & ((1 << row_shift) - 1);
+  const int half_shift = kInt4 ? 16 * ((piece * kElems / p.weight.group_size) & 1) : 0;
   const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
   const int64_t first_x_row = rows == 0 ? 0 : group * rows_per_group + __ffs(rows) - 1;
   const int64_t first_x = p.x_rows != nullptr ? p.x_rows[first_x_row] : first_x_row;
-  wait_own_copies();
+  wait();
   const int groups_a_row = 1 << (row_shift - 5);  // lane groups of 32 pieces a weight row
   for (unsigned rest = rows; rest != 0; rest &= rest - 1) {  // uniform over the block
     const int64_t m = group * rows_per_group + __ffs(rest) - 1;
@@ -221,14 +219,14 @@ __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3) staged_kernel(MatmulPro
     for (int i = 0; i < P; ++i) {
       uint32_t scale_offset = 0;
       if constexpr (kInt4) {
-        scale_offset = (scale_words[i * kThreads + t] >> half_shift) & 0xFFFFu;
-        if constexpr (kAsym) scale_offset |= (offset_words[i * kThreads + t] >> half_shift) << 16;
+        scale_offset = (smem.scale_words[i * kThreads + t] >> half_shift) & 0xFFFFu;
+        if constexpr (kAsym) scale_offset |= (smem.offset_words[i * kThreads + t] >> half_shift) << 16;
       }
       float acc;
       if constexpr (kQ8) {
-        acc = piece_dot_q8<kAsym>(tile[i * kThreads + t], scale_offset, xq);
+        acc = piece_dot_q8<kAsym>(smem.pieces[i * kThreads + t], scale_offset, xq);
       } else {
-        acc = piece_dot<T, kAsym>(tile[i * kThreads + t], scale_offset, x);
+        acc = piece_dot<T, kAsym>(smem.pieces[i * kThreads + t], scale_offset, x);
       }
 #pragma unroll
       for (int d = 16; d >= 1; d /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, d);
@@ -255,8 +253,110 @@ __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3) staged_kernel(MatmulPro
   }
 }
 
+// The 4-bit tile's scale and offset words follow its pieces in the dynamic shared memory (stages tiles of them).
+template <WType T, bool kAsym, int P>
+__device__ __forceinline__ TileSmem tile_smem(uint4* dynamic, int stage, int stages) {
+  uint32_t* const words = reinterpret_cast<uint32_t*>(dynamic + stages * P * kThreads);
+  return {.pieces = dynamic + stage * P * kThreads,
+          .scale_words = words + stage * P * kThreads,
+          .offset_words = words + (stages + stage) * P * kThreads};
+}
+
+// Dynamic shared memory of `stages` tiles: their pieces, and 4-bit: as many scale (and offset) words.
+template <WType T, bool kAsym, int P>
+constexpr int tile_bytes(int stages) {
+  return stages * P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
+}
+
+// grid (ceil(N' / tile rows), groups, problems), a block a tile. A plain problem's weights are copied before the
+// wait for the kernel ahead (pdl.cuh); an expert's too when the grouping was written two launches back
+// (grouping_ready), else only after the wait (the routing ahead writes it).
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8>
+__global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3)
+    staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
+  static_assert(!kQ8 || T == WType::kInt4, "int8 activations are for 4-bit weights");
+  extern __shared__ uint4 tile[];
+  __shared__ float lane_group_sums[P * kThreads / 32];
+  select_problem(p);
+  const int64_t group = blockIdx.y;
+  const bool plain = p.experts == nullptr, early = plain || p.grouping_ready;
+  if (!early) pdl_wait();
+  if (!plain && __ldcg(p.group_expert + group) < 0) {  // a padding group: the whole block
+    if (early) pdl_wait();  // every block waits before it ends
+    return;
+  }
+  bool skip = false;
+  const DevWeight gate = group_dev_weight(p.weight, p.experts, p.group_expert, group, skip);
+  const DevWeight up = kGated ? group_dev_weight(p.weight2, p.experts2, p.group_expert, group, skip) : gate;
+  const TileSmem smem = tile_smem<T, kAsym, P>(tile, 0, 1);
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * P * (kThreads >> row_shift);
+  copy_tile<T, kAsym, P, kGated>(p, gate, up, n0, row_shift, smem);
+  if (early) pdl_wait();
+  pdl_allow_dependents();
+  multiply_tile<T, kAsym, P, kGated, kQ8>(p, gate, up, group, n0, rows_per_group, row_shift, smem, lane_group_sums,
+                                          [] { wait_own_copies(); });
+}
+
+// The streamed form (QUATRE_CUDA_STAGED_STREAM=1, or 2 or 3 stages): as many blocks as stay resident, block b taking
+// tiles b, b + gridDim.x, ... (tile k: problem k / (groups · row_tiles), group k / row_tiles % groups, row tile
+// k % row_tiles) with kStages tiles' copies in flight, so the next tiles' weights arrive while this one is multiplied
+// and no second wave of blocks waits behind the first (the staged grid of batch 1's gate+up for four 4-bit experts
+// is 1024 blocks, ~2 waves of one load then one multiply each). A tile's arithmetic is staged_kernel's (same bits).
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8, int kStages>
+__global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0, int rows_per_group, int row_shift,
+                                                              int64_t row_tiles, int64_t groups, int64_t n_tiles) {
+  static_assert(!kQ8 || T == WType::kInt4, "int8 activations are for 4-bit weights");
+  extern __shared__ uint4 tiles[];
+  __shared__ float lane_group_sums[P * kThreads / 32];
+  const bool early = p0.experts == nullptr || p0.grouping_ready;
+  if (!early) pdl_wait();
+  const int64_t tile_rows = P * (kThreads >> row_shift);
+  // Tile k's problem (the second one's fields where k is past the first's tiles), group, first row and weights.
+  struct Tile {
+    MatmulProblem p;
+    int64_t group, n0;
+    DevWeight gate, up;
+    bool skip;
+  };
+  const auto locate = [&](int64_t k) {
+    Tile at{.p = p0};
+    if (k / (groups * row_tiles) == 1) at.p.weight = p0.weight2, at.p.experts = p0.experts2, at.p.y = p0.y2;
+    at.group = k / row_tiles % groups;
+    at.n0 = k % row_tiles * tile_rows;
+    at.gate = group_dev_weight(at.p.weight, at.p.experts, at.p.group_expert, at.group, at.skip);
+    at.up = kGated ? group_dev_weight(at.p.weight2, at.p.experts2, at.p.group_expert, at.group, at.skip) : at.gate;
+    return at;
+  };
+  // One commit group a tile (empty past the last or for a padding group): wait_group counts tiles.
+  const auto copy = [&](int64_t k, int stage) {
+    if (k < n_tiles) {
+      const Tile at = locate(k);
+      const TileSmem smem = tile_smem<T, kAsym, P>(tiles, stage, kStages);
+      if (!at.skip) copy_tile<T, kAsym, P, kGated>(at.p, at.gate, at.up, at.n0, row_shift, smem);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  const int64_t first = blockIdx.x, stride = gridDim.x;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) copy(first + s * stride, s);
+  if (early) pdl_wait();
+  pdl_allow_dependents();
+  int stage = 0;
+  for (int64_t k = first; k < n_tiles; k += stride, stage = stage + 1 == kStages ? 0 : stage + 1) {
+    // The tile kStages - 1 ahead into the stage the last one used (its readers passed multiply_tile's barriers).
+    copy(k + (kStages - 1) * stride, stage == 0 ? kStages - 1 : stage - 1);
+    const Tile at = locate(k);
+    if (at.skip) continue;  // uniform over the block
+    const auto wait = [] { asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1) : "memory"); };
+    multiply_tile<T, kAsym, P, kGated, kQ8>(at.p, at.gate, at.up, at.group, at.n0, rows_per_group, row_shift,
+                                            tile_smem<T, kAsym, P>(tiles, stage, kStages), lane_group_sums, wait);
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives the block
+}
+
 std::atomic<int> g_test_mode{-1};    // set_staged_for_tests
 std::atomic<int> g_test_pieces{0};
+std::atomic<int> g_test_stream{-1};
 
 bool env_enabled() {
   static const bool on = env_switch_on("QUATRE_CUDA_STAGED");
@@ -271,6 +371,15 @@ int forced_pieces() {
     return n == 4 || n == 8 || n == 16 ? n : 0;
   }();
   return pieces;
+}
+
+// The streamed form's stages (2: of 8 pieces, 3: of 4), or 0: the staged grid. QUATRE_CUDA_STAGED_STREAM (read once;
+// off until measured).
+int streamed_stages() {
+  const auto valid = [](int n) { return n == 2 || n == 3 ? n : 0; };
+  if (const int n = g_test_stream.load(); n >= 0) return valid(n);
+  static const int stages = valid(static_cast<int>(env_int("QUATRE_CUDA_STAGED_STREAM", 0)));
+  return stages;
 }
 
 // log2 of the 16-byte pieces of a weight row when that is 32..256 (rows of 512..4096 bytes), else -1.
@@ -290,8 +399,7 @@ template <WType T, bool kAsym, int P, bool kGated>
 cudaError_t launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned groups, int shift, cudaStream_t stream) {
   const auto kernel = T == WType::kInt4 && int4_q8_activations() ? staged_kernel<T, kAsym, P, kGated, T == WType::kInt4>
                                                                  : staged_kernel<T, kAsym, P, kGated, false>;
-  // A tile's pieces, and 4-bit: their scale (and offset) words.
-  const int bytes = P * kThreads * (kPiece + (T == WType::kInt4 ? 4 : 0) + (kAsym ? 4 : 0));
+  const int bytes = tile_bytes<T, kAsym, P>(1);
   // The dynamic shared memory allowed, on the current device, at every launch: with the kernel's static 32·P bytes a
   // tile of exactly 48 KB (4-bit asymmetric, 8 pieces) already needs it.
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
@@ -300,9 +408,43 @@ cudaError_t launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned g
   return launch_dependent(kernel, grid, kThreads, bytes, stream, p, rows_per_group, shift);
 }
 
+// Blocks of `kernel` (kThreads, `bytes` of dynamic shared memory) resident at once on the current device.
+template <typename Kernel>
+cudaError_t resident_blocks(Kernel kernel, int bytes, int64_t& blocks) {
+  int device = 0, sms = 0, per_sm = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes);
+  blocks = int64_t{sms} * per_sm;
+  return e != cudaSuccess ? e : blocks > 0 ? cudaSuccess : cudaErrorInvalidConfiguration;
+}
+
+template <WType T, bool kAsym, int P, int kStages, bool kGated>
+cudaError_t launch_streamed(const MatmulProblem& p, int rows_per_group, unsigned groups, int shift,
+                            cudaStream_t stream) {
+  const auto kernel = T == WType::kInt4 && int4_q8_activations()
+                          ? streamed_kernel<T, kAsym, P, kGated, T == WType::kInt4, kStages>
+                          : streamed_kernel<T, kAsym, P, kGated, false, kStages>;
+  const int bytes = tile_bytes<T, kAsym, P>(kStages);
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  int64_t resident = 0;
+  if (e == cudaSuccess) e = resident_blocks(kernel, bytes, resident);
+  if (e != cudaSuccess) return e;
+  const int64_t row_tiles = blocks_for(p.N, P * (kThreads >> shift));
+  const int64_t n_tiles = row_tiles * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
+  const auto grid = static_cast<unsigned>(std::min(n_tiles, resident));
+  return launch_dependent(kernel, dim3(grid), kThreads, bytes, stream, p, rows_per_group, shift, row_tiles,
+                          static_cast<int64_t>(groups), n_tiles);
+}
+
 template <WType T, bool kAsym, bool kGated>
 cudaError_t launch_typed(const MatmulProblem& p, int rows_per_group, int shift, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
+  switch (streamed_stages()) {  // the streamed form: two stages of 8 pieces, or three of 4
+    case 2: return launch_streamed<T, kAsym, 8, 2, kGated>(p, rows_per_group, groups, shift, stream);
+    case 3: return launch_streamed<T, kAsym, 4, 3, kGated>(p, rows_per_group, groups, shift, stream);
+    default: break;
+  }
   // 8 pieces a thread (32 KB tiles) unless forced: H100, 16 FP8 layers, context 2048, batch 1: 2.70 ms against 2.77 at
   // 4 and 2.91 at 16 (halved for matrices that would leave an SM fewer than two blocks).
   const int forced = forced_pieces();
@@ -317,9 +459,10 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void set_staged_for_tests(int mode, int pieces) {
+void set_staged_for_tests(int mode, int pieces, int stream) {
   g_test_mode.store(mode);
   g_test_pieces.store(pieces == 4 || pieces == 8 || pieces == 16 ? pieces : 0);
+  g_test_stream.store(stream);
 }
 
 bool staged_applies(const MatmulProblem& p) {

@@ -117,7 +117,8 @@ TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
 // The staged kernel on 4-bit weights (matmul_staged.cu: the codes and each piece's scale, and offset, copied into
 // shared memory) against the CPU and against the FMA kernel: rows of 512-4096 bytes (K = 1024-8192), G 32 and 128,
 // symmetric and asymmetric, N not a multiple of a tile's rows; 1 row, and 3 and 8 with the small tensor cores off;
-// 4-16 pieces a thread; the same call twice gives the same bits.
+// 4-16 pieces a thread; the same call twice gives the same bits, and the streamed form (2 and 3 stages) the staged
+// grid's.
 TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -138,13 +139,19 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
         EXPECT_LE(rel_l2(down(gpu_->matmul(xd, wd, *dev_arena_)), want), kF32RelL2) << "FMA kernel " << what;
         const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
                               .weight = dev(wd, "w")};
+        std::vector<float> staged;
         for (int pieces : {0, 4, 8, 16}) {  // 0: as the launch chooses
-          set_staged_for_tests(1, pieces);
+          set_staged_for_tests(1, pieces, 0);
           ASSERT_TRUE(staged_applies(p)) << what;
           const std::string how = "staged (" + std::to_string(pieces) + " pieces) ";
           const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;
           EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), got) << "deterministic " << how << what;
+          if (pieces == 0) staged = got;
+        }
+        for (int stages : {2, 3}) {  // the streamed form: each tile's arithmetic, so the staged grid's bits
+          set_staged_for_tests(1, 0, stages);
+          EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), staged) << "streamed in " << stages << " stages " << what;
         }
       }
     }

@@ -32,11 +32,11 @@ using backend_test::rel_l2;
 class CudaInt4Q8 : public CudaVsCpu {};
 
 // The staged kernel's 4-bit path with int8 activations (q8, blocks of kQ8Block: the codes' products as integers, dp4a,
-// one scale a block of 4 lanes' pieces): the CPU's matmul of
-// x quantised and back on the host (core/int4.h round_q8_blocks) within fp32 sums, on 1 and 3 rows, symmetric and
-// asymmetric, G 32 and 128, rows of 512-4096 bytes, 4-16 pieces a thread; within int8's rounding of the exact product
-// and not its bits; the SiLU-gated problem (gate and up in one pass) against the CPU's gating of the two products of
-// x'; a NaN in a block reaches the outputs.
+// one scale a block of 4 lanes' pieces): the CPU's matmul of x quantised and back on the host (core/int4.h
+// round_q8_blocks) within fp32 sums, on 1 and 3 rows, symmetric and asymmetric, G 32 and 128, rows of 512-4096 bytes,
+// 4-16 pieces a thread and the streamed form (2 and 3 stages); within int8's rounding of the exact product and not
+// its bits; the SiLU-gated problem (gate and up in one pass) against the CPU's gating of the two products of x'; a
+// NaN in a block reaches the outputs.
 TEST_F(CudaInt4Q8, StagedQ8ActivationsAreXQuantisedToInt8Blocks) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -69,15 +69,16 @@ TEST_F(CudaInt4Q8, StagedQ8ActivationsAreXQuantisedToInt8Blocks) {
         const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
                               .weight = dev(wd, "gate"), .y = y.data_as<float>(), .ldy = c.out,
                               .weight2 = dev(wd2, "up"), .y2 = y2.data_as<float>(), .silu_gate = true};
-        for (int pieces : {0, 4, 16}) {
-          set_staged_for_tests(1, pieces);
+        for (auto [pieces, stages] : {std::pair{0, 0}, {4, 0}, {16, 0}, {0, 2}, {0, 3}}) {  // staged, then streamed
+          set_staged_for_tests(1, pieces, stages);
           const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
-          EXPECT_LE(rel_l2(got, want), kF32RelL2) << pieces << " pieces " << what;
+          EXPECT_LE(rel_l2(got, want), kF32RelL2) << pieces << " pieces, streamed " << stages << ", " << what;
           EXPECT_LE(rel_l2(got, exact), kQ8RelL2) << what;
           EXPECT_NE(got, exact) << "int8 activations not used: " << what;
           ASSERT_TRUE(staged_applies(p)) << what;
           ASSERT_EQ(launch_matmul(p, nullptr), cudaSuccess);
-          EXPECT_LE(rel_l2(down(y), gated), kF32RelL2) << "gated, " << pieces << " pieces " << what;
+          EXPECT_LE(rel_l2(down(y), gated), kF32RelL2) << "gated, " << pieces << " pieces, streamed " << stages << ", "
+                                                       << what;
         }
       }
     }

@@ -207,7 +207,7 @@ TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
 // The staged kernel against the CPU and against the FMA kernel (staged off), on 4, 8 and 16 pieces a thread: every
 // row length it takes (FP8 K = 512..4096, BF16 256..2048), N not a multiple of a tile's rows and past a few tiles,
 // 1 row, and 2, 5 and 8 rows a group with the small tensor cores off (each row against the tile in shared memory);
-// the same call twice gives the same bits.
+// the same call twice gives the same bits, and the streamed form (2 and 3 stages) the staged grid's.
 TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -229,13 +229,19 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
           set_staged_for_tests(0);
           EXPECT_FALSE(staged_applies(p)) << what;
           EXPECT_LE(rel_l2(gpu_matmul(xd, wd), want), kF32RelL2) << "FMA kernel " << what;
+          std::vector<float> staged;
           for (int pieces : {0, 4, 8, 16}) {  // 0: as the launch chooses
-            set_staged_for_tests(1, pieces);
+            set_staged_for_tests(1, pieces, 0);
             ASSERT_TRUE(staged_applies(p)) << what;
             const std::string how = "staged (" + std::to_string(pieces) + " pieces), ";
             const std::vector<float> got = gpu_matmul(xd, wd);
             EXPECT_LE(rel_l2(got, want), kF32RelL2) << how << what;
             EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic, " << how << what;
+            if (pieces == 0) staged = got;
+          }
+          for (int stages : {2, 3}) {  // the streamed form: each tile's arithmetic, so the staged grid's bits
+            set_staged_for_tests(1, 0, stages);
+            EXPECT_EQ(gpu_matmul(xd, wd), staged) << "streamed in " << stages << " stages, " << what;
           }
         }
       }
@@ -246,7 +252,8 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
 // The MoE and the FFN where every linear is on the staged kernel (FP8 and BF16 rows of 512-1024 bytes): one token
 // (one-row groups; gate+up SiLU-gated in one launch, the down with the gates as row scale into scattered rows, the
 // shared expert beside it, a residual), and three tokens with the small tensor cores off (groups of several rows,
-// padding rows skipped), against the CPU and against the FMA kernel (staged_applies asserted on the shared expert).
+// padding rows skipped), against the CPU and against the FMA kernel (staged_applies asserted on the shared expert);
+// as dependent launches and in the streamed form (2 and 3 stages), the staged grid's bits.
 TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
   const ResetKernelSwitches reset;
   const int64_t D = 512, F = 512, E = 6, K = 2;
@@ -265,8 +272,8 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
       for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
       const std::vector<float> ffn_want = vec(cpu_.ffn(xc, ex.ffn[E], host_arena_));
       std::vector<float> pdl_off;
-      for (auto [staged, pdl] : {std::pair{0, 0}, {1, 0}, {1, 1}}) {
-        set_staged_for_tests(staged);
+      for (auto [staged, pdl, stream] : {std::tuple{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {1, 0, 2}, {1, 1, 2}, {1, 1, 3}}) {
+        set_staged_for_tests(staged, 0, stream);
         set_pdl_for_tests(pdl);  // as dependents (pdl.cuh): gate+up waits for the routing, down copies early
         const MatmulProblem shared_gate{.x = in.xg.data_as<float>(), .ldx = D, .M = T, .N = F, .K = D,
                                         .weight = dev(both.dev[E].gate, "gate")};
@@ -279,9 +286,10 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
         gpu_->moe({.x = xg, .routing = live, .experts = both.gpu_routed, .shared = &both.dev[E], .residual = &res},
                   *dev_arena_);
         EXPECT_LE(rel_l2(down(res), want), kF32RelL2) << "moe, staged " << staged << ", " << what;
-        if (staged == 1 && pdl == 0) pdl_off = down(res);
-        if (pdl == 1) {
-          EXPECT_EQ(down(res), pdl_off) << "moe as dependent launches, " << what;
+        if (staged == 1 && pdl == 0 && stream == 0) pdl_off = down(res);
+        if (pdl == 1 || stream != 0) {
+          EXPECT_EQ(down(res), pdl_off) << "moe as dependent launches " << pdl << ", streamed " << stream << ", "
+                                        << what;
         }
         EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), ffn_want), kF32RelL2)
             << "ffn, staged " << staged << ", " << what;
@@ -292,8 +300,9 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
 
 // Programmatic dependent launch (pdl.cuh): a chain of one-row layers, each an RMSNorm (which lets the matmul behind it
 // start), a staged matmul, and a second staged matmul reading the first's output, launched as dependents gives the
-// plain launches' bits, eagerly (many times) and replayed from a CUDA graph. Every intermediate starts as NaN: a
-// matmul that read its input before the kernel ahead of it finished would show.
+// plain launches' bits, eagerly (many times) and replayed from a CUDA graph, the staged grid and its streamed form
+// (2 and 3 stages). Every intermediate starts as NaN: a matmul that read its input before the kernel ahead of it
+// finished would show.
 TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
   const ResetKernelSwitches reset;
   set_staged_for_tests(1);
@@ -354,9 +363,12 @@ TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
   };
   const std::vector<float> plain = run(0, false);
   ASSERT_TRUE(std::none_of(plain.begin(), plain.end(), [](float v) { return std::isnan(v) || std::isinf(v); }));
-  for (int i = 0; i < 20; ++i) ASSERT_EQ(run(1, false), plain) << "eager, run " << i;
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(run(1, true), plain) << "graph, run " << i;
-  EXPECT_EQ(run(0, true), plain);
+  for (int stages : {0, 2, 3}) {  // the staged grid, then the streamed form
+    set_staged_for_tests(1, 0, stages);
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(run(1, false), plain) << "eager, run " << i << ", streamed " << stages;
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(run(1, true), plain) << "graph, run " << i << ", streamed " << stages;
+    EXPECT_EQ(run(0, true), plain) << "streamed " << stages;
+  }
   EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
