@@ -156,8 +156,9 @@ void set_tc_fp8_for_tests(int mode);
 bool staged_applies(const MatmulProblem& p);
 // Tests: the staged kernel as QUATRE_CUDA_STAGED says (-1), off (0), or on wherever it can run (1); pieces: 16-byte
 // pieces a thread (4, 8 or 16; 0: as the launch chooses); stream: its streamed form as QUATRE_CUDA_STAGED_STREAM says
-// (-1), off (0), or in 2 stages of 8 pieces or 3 of 4 (2, 3: pieces then unused).
-void set_staged_for_tests(int mode, int pieces = 0, int stream = -1);
+// (-1), off (0), or in 2 stages of 8 pieces or 3 of 4 (2, 3: pieces then unused); stream_blocks > 0 caps its grid
+// (each block then walks more tiles).
+void set_staged_for_tests(int mode, int pieces = 0, int stream = -1, int stream_blocks = 0);
 // Programmatic dependent launch (pdl.cuh): whether the staged matmuls may start before the kernel ahead of them ends
 // (on unless QUATRE_CUDA_PDL=0); tests: as the environment says (-1), off (0) or on (1).
 bool pdl_enabled();

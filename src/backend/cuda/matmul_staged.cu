@@ -297,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3)
                                           [] { wait_own_copies(); });
 }
 
-// The streamed form (QUATRE_CUDA_STAGED_STREAM=1, or 2 or 3 stages): as many blocks as stay resident, block b taking
+// The streamed form (QUATRE_CUDA_STAGED_STREAM=2 or 3: its stages): as many blocks as stay resident, block b taking
 // tiles b, b + gridDim.x, ... (tile k: problem k / (groups · row_tiles), group k / row_tiles % groups, row tile
 // k % row_tiles) with kStages tiles' copies in flight, so the next tiles' weights arrive while this one is multiplied
 // and no second wave of blocks waits behind the first (the staged grid of batch 1's gate+up for four 4-bit experts
@@ -357,6 +357,7 @@ __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0,
 std::atomic<int> g_test_mode{-1};    // set_staged_for_tests
 std::atomic<int> g_test_pieces{0};
 std::atomic<int> g_test_stream{-1};
+std::atomic<int> g_test_stream_blocks{0};
 
 bool env_enabled() {
   static const bool on = env_switch_on("QUATRE_CUDA_STAGED");
@@ -427,9 +428,16 @@ cudaError_t launch_streamed(const MatmulProblem& p, int rows_per_group, unsigned
                           : streamed_kernel<T, kAsym, P, kGated, false, kStages>;
   const int bytes = tile_bytes<T, kAsym, P>(kStages);
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  int64_t resident = 0;
-  if (e == cudaSuccess) e = resident_blocks(kernel, bytes, resident);
+  // Resident blocks, found once a kernel (any count is correct: no block waits on another; this one keeps every
+  // block busy to the end); tests may cap it so that each block walks many tiles.
+  static std::atomic<int64_t> found[2] = {0, 0};
+  std::atomic<int64_t>& cached = found[kernel == streamed_kernel<T, kAsym, P, kGated, false, kStages> ? 0 : 1];
+  int64_t resident = cached.load();
+  if (e == cudaSuccess && resident == 0 && (e = resident_blocks(kernel, bytes, resident)) == cudaSuccess) {
+    cached.store(resident);
+  }
   if (e != cudaSuccess) return e;
+  if (const int cap = g_test_stream_blocks.load(); cap > 0) resident = std::min<int64_t>(resident, cap);
   const int64_t row_tiles = blocks_for(p.N, P * (kThreads >> shift));
   const int64_t n_tiles = row_tiles * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
   const auto grid = static_cast<unsigned>(std::min(n_tiles, resident));
@@ -459,10 +467,11 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void set_staged_for_tests(int mode, int pieces, int stream) {
+void set_staged_for_tests(int mode, int pieces, int stream, int stream_blocks) {
   g_test_mode.store(mode);
   g_test_pieces.store(pieces == 4 || pieces == 8 || pieces == 16 ? pieces : 0);
   g_test_stream.store(stream);
+  g_test_stream_blocks.store(stream_blocks);
 }
 
 bool staged_applies(const MatmulProblem& p) {

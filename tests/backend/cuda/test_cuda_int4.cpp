@@ -117,8 +117,8 @@ TEST_F(CudaInt4, SmallTensorCoreMatmulMatchesCpuAndTheOtherKernels) {
 // The staged kernel on 4-bit weights (matmul_staged.cu: the codes and each piece's scale, and offset, copied into
 // shared memory) against the CPU and against the FMA kernel: rows of 512-4096 bytes (K = 1024-8192), G 32 and 128,
 // symmetric and asymmetric, N not a multiple of a tile's rows; 1 row, and 3 and 8 with the small tensor cores off;
-// 4-16 pieces a thread; the same call twice gives the same bits, and the streamed form (2 and 3 stages) the staged
-// grid's.
+// 4-16 pieces a thread; the same call twice gives the same bits, and the streamed form (2 and 3 stages, its grid
+// whole or on 1 and 7 blocks) the staged grid's.
 TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -149,9 +149,13 @@ TEST_F(CudaInt4, StagedMatmulMatchesCpuAndFmaKernel) {
           EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), got) << "deterministic " << how << what;
           if (pieces == 0) staged = got;
         }
-        for (int stages : {2, 3}) {  // the streamed form: each tile's arithmetic, so the staged grid's bits
-          set_staged_for_tests(1, 0, stages);
-          EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), staged) << "streamed in " << stages << " stages " << what;
+        // The streamed form: each tile's arithmetic, so the staged grid's bits (its grid whole, and on 1 and 7 blocks).
+        for (int stages : {2, 3}) {
+          for (int cap : {0, 1, 7}) {
+            set_staged_for_tests(1, 0, stages, cap);
+            EXPECT_EQ(down(gpu_->matmul(xd, wd, *dev_arena_)), staged)
+                << "streamed in " << stages << " stages on " << cap << " blocks " << what;
+          }
         }
       }
     }

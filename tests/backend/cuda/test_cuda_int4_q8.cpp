@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -69,8 +70,10 @@ TEST_F(CudaInt4Q8, StagedQ8ActivationsAreXQuantisedToInt8Blocks) {
         const MatmulProblem p{.x = xd.data_as<float>(), .ldx = c.in, .M = M, .N = c.out, .K = c.in,
                               .weight = dev(wd, "gate"), .y = y.data_as<float>(), .ldy = c.out,
                               .weight2 = dev(wd2, "up"), .y2 = y2.data_as<float>(), .silu_gate = true};
-        for (auto [pieces, stages] : {std::pair{0, 0}, {4, 0}, {16, 0}, {0, 2}, {0, 3}}) {  // staged, then streamed
-          set_staged_for_tests(1, pieces, stages);
+        // The staged grid, then the streamed form (whole, and on 5 blocks: each walks many tiles).
+        for (auto [pieces, stages, cap] :
+             {std::tuple{0, 0, 0}, {4, 0, 0}, {16, 0, 0}, {0, 2, 0}, {0, 3, 0}, {0, 2, 5}}) {
+          set_staged_for_tests(1, pieces, stages, cap);
           const std::vector<float> got = down(gpu_->matmul(xd, wd, *dev_arena_));
           EXPECT_LE(rel_l2(got, want), kF32RelL2) << pieces << " pieces, streamed " << stages << ", " << what;
           EXPECT_LE(rel_l2(got, exact), kQ8RelL2) << what;

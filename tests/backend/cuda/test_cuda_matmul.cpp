@@ -165,10 +165,10 @@ TEST_F(CudaMatmul, MatmulSplitOverKMatchesCpu) {
 // launch_matmul's SiLU-gated gate+up (silu_gate): y = silu(x·gateᵀ) ⊙ (x·upᵀ) bit for bit as the two problems then
 // the gating kernel: in one pass on the staged kernel (rows of 512-4096 bytes: D = 256 BF16, 1024, 4096 FP8, as
 // staged_applies must say; F = 13: a tile past the last column; 1 row, and 3 and 5 rows with the small tensor-core
-// kernel off) and on the FMA kernel (the other shapes, or the staged
-// kernel off; 3 and 5 rows: the 2-4-row passes and the plain 5-8-row kernel; K slices over 1 warp (F = 8192) or 8),
-// the gating after the product elsewhere (3 and 5 rows on the small tensor-core kernel, 70 on the tile). The FFN and
-// MoE tests run it through the ops (routed groups of one row).
+// kernel off; also in the staged kernel's streamed form on 3 blocks, gated and as two problems a launch) and on the
+// FMA kernel (the other shapes, or the staged kernel off; 3 and 5 rows: the 2-4-row passes and the plain 5-8-row
+// kernel; K slices over 1 warp (F = 8192) or 8), the gating after the product elsewhere (3 and 5 rows on the small
+// tensor-core kernel, 70 on the tile). The FFN and MoE tests run it through the ops (routed groups of one row).
 TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
   const ResetKernelSwitches reset;
   uint64_t seed = 1200;
@@ -178,9 +178,10 @@ TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
       const StoredWeight up_w(randn(static_cast<size_t>(F * D), ++seed, 0.1f), {F, D}, dtype, 0.003f);
       const Weight gd = prep(gate), ud = prep(up_w);
       for (int64_t M : {1, 3, 5, 70}) {
-        for (auto [small_tc, staged] : {std::pair{-1, 1}, {0, 1}, {-1, 0}, {0, 0}}) {
+        for (auto [small_tc, staged, stream] :
+             {std::tuple{-1, 1, 0}, {0, 1, 0}, {-1, 0, 0}, {0, 0, 0}, {0, 1, 2}, {0, 1, 3}}) {
           set_small_tc_for_tests(small_tc);
-          set_staged_for_tests(staged);
+          set_staged_for_tests(staged, 0, stream, 3);
           const std::vector<float> x = randn(static_cast<size_t>(M * D), ++seed);
           const Tensor xd = up(x, {M, D});
           const std::vector<float> zeros(static_cast<size_t>(M * F), 0.0f);
@@ -207,7 +208,8 @@ TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
 // The staged kernel against the CPU and against the FMA kernel (staged off), on 4, 8 and 16 pieces a thread: every
 // row length it takes (FP8 K = 512..4096, BF16 256..2048), N not a multiple of a tile's rows and past a few tiles,
 // 1 row, and 2, 5 and 8 rows a group with the small tensor cores off (each row against the tile in shared memory);
-// the same call twice gives the same bits, and the streamed form (2 and 3 stages) the staged grid's.
+// the same call twice gives the same bits, and the streamed form (2 and 3 stages, its grid whole or capped at 1 and
+// 7 blocks) the staged grid's.
 TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
   const ResetKernelSwitches reset;
   set_small_tc_for_tests(0);
@@ -239,9 +241,14 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
             EXPECT_EQ(gpu_matmul(xd, wd), got) << "deterministic, " << how << what;
             if (pieces == 0) staged = got;
           }
-          for (int stages : {2, 3}) {  // the streamed form: each tile's arithmetic, so the staged grid's bits
-            set_staged_for_tests(1, 0, stages);
-            EXPECT_EQ(gpu_matmul(xd, wd), staged) << "streamed in " << stages << " stages, " << what;
+          // The streamed form: each tile's arithmetic, so the staged grid's bits; its grid capped at 1 and 7 blocks
+          // too (each block then walks many tiles through its stages).
+          for (int stages : {2, 3}) {
+            for (int cap : {0, 1, 7}) {
+              set_staged_for_tests(1, 0, stages, cap);
+              EXPECT_EQ(gpu_matmul(xd, wd), staged) << "streamed in " << stages << " stages on " << cap << " blocks, "
+                                                    << what;
+            }
           }
         }
       }
@@ -253,7 +260,8 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
 // (one-row groups; gate+up SiLU-gated in one launch, the down with the gates as row scale into scattered rows, the
 // shared expert beside it, a residual), and three tokens with the small tensor cores off (groups of several rows,
 // padding rows skipped), against the CPU and against the FMA kernel (staged_applies asserted on the shared expert);
-// as dependent launches and in the streamed form (2 and 3 stages), the staged grid's bits.
+// as dependent launches and in the streamed form (2 and 3 stages; its grid capped at 1 and 3 blocks too, so blocks
+// walk padding groups' tiles and real ones), the staged grid's bits.
 TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
   const ResetKernelSwitches reset;
   const int64_t D = 512, F = 512, E = 6, K = 2;
@@ -272,8 +280,9 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
       for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
       const std::vector<float> ffn_want = vec(cpu_.ffn(xc, ex.ffn[E], host_arena_));
       std::vector<float> pdl_off;
-      for (auto [staged, pdl, stream] : {std::tuple{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {1, 0, 2}, {1, 1, 2}, {1, 1, 3}}) {
-        set_staged_for_tests(staged, 0, stream);
+      for (auto [staged, pdl, stream, cap] : {std::tuple{0, 0, 0, 0}, {1, 0, 0, 0}, {1, 1, 0, 0}, {1, 0, 2, 0},
+                                              {1, 1, 2, 0}, {1, 1, 3, 0}, {1, 1, 2, 3}, {1, 0, 3, 1}}) {
+        set_staged_for_tests(staged, 0, stream, cap);
         set_pdl_for_tests(pdl);  // as dependents (pdl.cuh): gate+up waits for the routing, down copies early
         const MatmulProblem shared_gate{.x = in.xg.data_as<float>(), .ldx = D, .M = T, .N = F, .K = D,
                                         .weight = dev(both.dev[E].gate, "gate")};
@@ -288,8 +297,8 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
         EXPECT_LE(rel_l2(down(res), want), kF32RelL2) << "moe, staged " << staged << ", " << what;
         if (staged == 1 && pdl == 0 && stream == 0) pdl_off = down(res);
         if (pdl == 1 || stream != 0) {
-          EXPECT_EQ(down(res), pdl_off) << "moe as dependent launches " << pdl << ", streamed " << stream << ", "
-                                        << what;
+          EXPECT_EQ(down(res), pdl_off) << "moe as dependent launches " << pdl << ", streamed " << stream << " on "
+                                        << cap << " blocks, " << what;
         }
         EXPECT_LE(rel_l2(down(gpu_->ffn(xg, both.dev[E], *dev_arena_)), ffn_want), kF32RelL2)
             << "ffn, staged " << staged << ", " << what;
@@ -301,8 +310,8 @@ TEST_F(CudaMatmul, MoeOnTheStagedKernelMatchesCpu) {
 // Programmatic dependent launch (pdl.cuh): a chain of one-row layers, each an RMSNorm (which lets the matmul behind it
 // start), a staged matmul, and a second staged matmul reading the first's output, launched as dependents gives the
 // plain launches' bits, eagerly (many times) and replayed from a CUDA graph, the staged grid and its streamed form
-// (2 and 3 stages). Every intermediate starts as NaN: a matmul that read its input before the kernel ahead of it
-// finished would show.
+// (2 and 3 stages, whole and on 5 blocks). Every intermediate starts as NaN: a matmul that read its input before the
+// kernel ahead of it finished would show.
 TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
   const ResetKernelSwitches reset;
   set_staged_for_tests(1);
@@ -363,8 +372,8 @@ TEST_F(CudaMatmul, StagedMatmulsLaunchedAsDependentsEqualPlainLaunches) {
   };
   const std::vector<float> plain = run(0, false);
   ASSERT_TRUE(std::none_of(plain.begin(), plain.end(), [](float v) { return std::isnan(v) || std::isinf(v); }));
-  for (int stages : {0, 2, 3}) {  // the staged grid, then the streamed form
-    set_staged_for_tests(1, 0, stages);
+  for (auto [stages, cap] : {std::pair{0, 0}, {2, 0}, {3, 0}, {2, 5}, {3, 5}}) {  // the staged grid, the streamed form
+    set_staged_for_tests(1, 0, stages, cap);
     for (int i = 0; i < 20; ++i) ASSERT_EQ(run(1, false), plain) << "eager, run " << i << ", streamed " << stages;
     for (int i = 0; i < 3; ++i) ASSERT_EQ(run(1, true), plain) << "graph, run " << i << ", streamed " << stages;
     EXPECT_EQ(run(0, true), plain) << "streamed " << stages;
