@@ -4,8 +4,8 @@
 #   - a card that holds the whole FP8 model (H200): the 36-layer FP8 figures of issue #6 (cuda_h200.sh --quick:
 #     decode at batch 1-256, prefill 1K/8K, W8A16, a 256K-token context, prompts of 32K and 128K), issue #7's
 #     serving engine under load (cuda_serve.sh, 64 concurrent requests), then batch 1 with the staged kernel's
-#     streamed form (QUATRE_CUDA_STAGED_STREAM=2, 3); the 4-bit prompts take a second call (`cuda_either.sh OUT
-#     --int4`, on the same warm card);
+#     streamed form (QUATRE_CUDA_STAGED_STREAM=2, 3) and its 8192-byte rows (QUATRE_CUDA_STAGED_LONG_ROWS=1); the
+#     4-bit prompts take a second call (`cuda_either.sh OUT --int4`, on the same warm card);
 #   - else (H100), or with --int4: the 4-bit tests and prompts (cuda_int4_prefill.sh: a prompt's experts in wide
 #     groups on and off, the BF16 plane, decode at batch 64 profiled).
 # Logs under OUT_DIR; tables on stdout.
@@ -18,11 +18,12 @@ if [ "${mib:-0}" -ge 120000 ] && [ "${2:-}" != --int4 ]; then
   bash tools/gpu/cuda_h200.sh "$out/h200" --quick
   bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0
   source tools/gpu/packed_env.sh > /dev/null
-  for st in 2 3; do  # the staged kernel's streamed form at batch 1 (the FP8 model)
-    QUATRE_CUDA_STAGED_STREAM=$st timeout 60 "$bin/quatre-bench" --random-weights --batch 1 --context 2048 --steps 5 \
-      > "$out/h200/b1_stream_$st.txt" 2>&1
-    echo "== FP8 batch 1, streamed staged kernel in $st stages: rc=$?"
-    grep -E "^ +[0-9]+ " "$out/h200/b1_stream_$st.txt" | head -2
+  for v in "2 0" "3 0" "0 1" "2 1"; do  # the staged kernel's streamed form and long rows at batch 1 (the FP8 model)
+    set -- $v
+    QUATRE_CUDA_STAGED_STREAM=$1 QUATRE_CUDA_STAGED_LONG_ROWS=$2 timeout 60 "$bin/quatre-bench" --random-weights \
+      --batch 1 --context 2048 --steps 5 > "$out/h200/b1_stream_$1_long_$2.txt" 2>&1
+    echo "== FP8 batch 1, staged kernel streamed in $1 stages (0: its grid), long rows $2: rc=$?"
+    grep -E "^ +[0-9]+ " "$out/h200/b1_stream_$1_long_$2.txt" | head -2
   done
 else
   bash tools/gpu/cuda_int4_prefill.sh "$out"

@@ -6,7 +6,8 @@
 #   2. the whole 4-bit model's prompts (128-8192 tokens) and decode at batch 1 and 64 with the default int8
 #      activations, with and without a prompt's experts in groups of 64 rows on the small tensor-core kernel
 #      (QUATRE_CUDA_Q8_WIDE=1; otherwise cuBLASLt's BF16 GEMMs from 4096 pairs, groups of 8 below);
-#   3. batch 1 with the staged kernel's streamed form (QUATRE_CUDA_STAGED_STREAM: 2 stages of 8 pieces, 3 of 4);
+#   3. batch 1 with the staged kernel's streamed form (QUATRE_CUDA_STAGED_STREAM: 2 stages of 8 pieces, 3 of 4) and
+#      its rows of 8192 bytes (QUATRE_CUDA_STAGED_LONG_ROWS=1: the BF16 lm_head and router), apart and together;
 #   4. decode at batch 64 profiled op by op (where the time outside the experts goes);
 #   5. Nsight Compute on batch 1's 4-bit gated launch of the staged kernel (where its ~1 TB/s goes);
 #   6. with wide groups, the 1K and 8K prompts profiled op by op, and the short prompts with wide groups from 4 and 8
@@ -28,11 +29,12 @@ for wide in 1 0; do
   echo "== int4, int8 activations, wide groups $wide: rc=$?"
   rows "$out/prefill_q8_$wide.txt"
 done
-for st in 2 3; do
-  QUATRE_CUDA_STAGED_STREAM=$st timeout 80 "$bin/quatre-bench" "${int4[@]}" --steps 5 --batch 1 \
-    > "$out/b1_stream_$st.txt" 2>&1
-  echo "== int4 batch 1, streamed staged kernel in $st stages: rc=$?"
-  rows "$out/b1_stream_$st.txt" | head -2
+for v in "2 0" "3 0" "0 1" "2 1"; do
+  set -- $v
+  QUATRE_CUDA_STAGED_STREAM=$1 QUATRE_CUDA_STAGED_LONG_ROWS=$2 timeout 80 "$bin/quatre-bench" "${int4[@]}" --steps 5 \
+    --batch 1 > "$out/b1_stream_$1_long_$2.txt" 2>&1
+  echo "== int4 batch 1, staged kernel streamed in $1 stages (0: its grid), long rows $2: rc=$?"
+  rows "$out/b1_stream_$1_long_$2.txt" | head -2
 done
 timeout 100 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 64 --profile > "$out/b64_profile.txt" 2>&1
 echo "== int4 decode batch 64 profiled: rc=$?"

@@ -151,14 +151,17 @@ void set_small_tc_for_tests(int mode);
 // the three-term kernel takes them), or wherever it can run (1).
 void set_tc_fp8_for_tests(int mode);
 // The staged kernel (matmul_staged.cu) takes p when the small tensor-core kernel does not: FP8, BF16 or 4-bit weights
-// with rows of 512-4096 bytes (4-bit: an even number of groups a row), 16-byte aligned x and weights, <= 8 rows a
-// group.
+// with rows of 512-4096 bytes (4-bit: an even number of groups a row; FP8 and BF16 8192 too with
+// QUATRE_CUDA_STAGED_LONG_ROWS=1), 16-byte aligned x and weights, <= 8 rows a group.
 bool staged_applies(const MatmulProblem& p);
 // Tests: the staged kernel as QUATRE_CUDA_STAGED says (-1), off (0), or on wherever it can run (1); pieces: 16-byte
 // pieces a thread (4, 8 or 16; 0: as the launch chooses); stream: its streamed form as QUATRE_CUDA_STAGED_STREAM says
 // (-1), off (0), or in 2 stages of 8 pieces or 3 of 4 (2, 3: pieces then unused); stream_blocks > 0 caps its grid
 // (each block then walks more tiles).
 void set_staged_for_tests(int mode, int pieces = 0, int stream = -1, int stream_blocks = 0);
+// Tests: FP8 and BF16 rows of 8192 bytes on the staged kernel as QUATRE_CUDA_STAGED_LONG_ROWS says (-1; off unless 1),
+// off (0) or on (1).
+void set_staged_long_rows_for_tests(int mode);
 // Programmatic dependent launch (pdl.cuh): whether the staged matmuls may start before the kernel ahead of them ends
 // (on unless QUATRE_CUDA_PDL=0); tests: as the environment says (-1), off (0) or on (1).
 bool pdl_enabled();

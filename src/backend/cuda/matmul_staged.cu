@@ -1,16 +1,18 @@
 // y = x · wᵀ for groups of few rows (decode at batch 1: one-row plain problems and the routed experts' one-row
-// groups) with FP8, BF16 or 4-bit weights whose rows are 512, 1024, 2048 or 4096 bytes, through shared memory: each
-// thread of a block issues every 16-byte piece of the block's weight tile it will multiply (8 by default: 32 KB a
-// block) as cp.async copies at once (4-bit: with each piece's scale, and offset), then waits once. The FMA kernel of
-// matmul.cu holds its loads in registers, 4 a lane in flight (48 KB an SM at three blocks); here ~160 KB an SM are
-// in flight, and a block reads each weight row as one contiguous run. A thread keeps one 16-byte piece of the same k
-// range of several rows, so it multiplies the same activations with each (loaded once a row of x); the row sums
-// then go over the warp (shuffles) and over the row's warps in shared memory, in a fixed order (deterministic).
+// groups) with FP8, BF16 or 4-bit weights whose rows are 512, 1024, 2048 or 4096 bytes (FP8 and BF16: 8192 too,
+// opt-in below), through shared memory: each thread of a block issues every 16-byte piece of the block's weight tile
+// it will multiply (8 by default: 32 KB a block) as cp.async copies at once (4-bit: with each piece's scale, and
+// offset), then waits once. The FMA kernel of matmul.cu holds its loads in registers, 4 a lane in flight (48 KB an
+// SM at three blocks); here ~160 KB an SM are in flight, and a block reads each weight row as one contiguous run. A
+// thread keeps one 16-byte piece of the same k range of several rows, so it multiplies the same activations with each
+// (loaded once a row of x); the row sums then go over the warp (shuffles) and over the row's warps in shared memory,
+// in a fixed order (deterministic).
 // SiLU-gated problems (p.silu_gate) run as 2N interleaved columns (gate, up) whose two sums meet in the final store.
 // Launched as a dependent (pdl.cuh: QUATRE_CUDA_PDL=1), a plain problem's copies are issued while the kernel before it
 // still runs. QUATRE_CUDA_STAGED=0 (read once) turns the kernel off (the FMA kernel then runs: A/B timing);
 // QUATRE_CUDA_STAGED_PIECES (4, 8 or 16) changes the tile; QUATRE_CUDA_STAGED_STREAM=2 or 3 runs the streamed form
-// (as many blocks as stay resident, each walking tiles with 2 or 3 tiles' copies in flight). Depends on CUDA only.
+// (as many blocks as stay resident, each walking tiles with 2 or 3 tiles' copies in flight);
+// QUATRE_CUDA_STAGED_LONG_ROWS=1 takes FP8 and BF16 rows of 8192 bytes too. Depends on CUDA only.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -144,10 +146,12 @@ __device__ __forceinline__ void wait_own_copies() {
   asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
-// A tile: P·256 pieces of P·256 / R weight rows, R = 2^row_shift pieces a row (32..256); N' = N, or 2N interleaved
-// (gate, up) columns when kGated. Piece i of thread t is piece t % R of tile row i·(256 / R) + t / R (kept at
-// tile[i][t]: consecutive threads, consecutive 16 bytes). Every 32 lanes of a warp hold one row's pieces, so a row's
-// sum is its lanes' (a shuffle tree) and then its R / 32 lane groups', in order.
+// A tile: P·256 pieces of P·256 / R weight rows, R = 2^row_shift pieces a row (32..512); N' = N, or 2N interleaved
+// (gate, up) columns when kGated. Piece i of thread t is piece (i·256 + t) % R of tile row (i·256 + t) / R (kept at
+// tile[i][t]: consecutive threads, consecutive 16 bytes): for R <= 256 piece t % R of row i·(256 / R) + t / R; for
+// R = 512 (kPasses = 2, float weights: rows of 8192 bytes) piece (i % 2)·256 + t of row i / 2. Every 32 lanes of a
+// warp hold one row's pieces, so a row's sum is its lanes' (a shuffle tree) and then its R / 32 lane groups', in
+// order.
 struct TileSmem {
   uint4* pieces;          // [P][kThreads]
   uint32_t* scale_words;  // 4-bit: [P][kThreads] words holding each piece's group scale
@@ -155,20 +159,22 @@ struct TileSmem {
 };
 
 // Issues this thread's copies of the tile of rows n0.. of group `group` (gate and up: the group's weights).
-template <WType T, bool kAsym, int P, bool kGated>
+template <WType T, bool kAsym, int P, bool kGated, int kPasses>
 __device__ __forceinline__ void copy_tile(const MatmulProblem& p, const DevWeight& gate, const DevWeight& up,
                                           int64_t n0, int row_shift, const TileSmem& smem) {
+  static_assert(kPasses == 1 || (kPasses == 2 && T != WType::kInt4), "rows of 512 pieces: float weights");
   constexpr int kElems = kPieceElems<T>;
   const int t = static_cast<int>(threadIdx.x);
-  const int rows_a_pass = kThreads >> row_shift, piece = t & ((1 << row_shift) - 1);
+  const int rows_a_pass = kThreads >> row_shift, first_piece = t & ((1 << row_shift) - 1);
   const int64_t row_bytes = int64_t{kPiece} << row_shift;
   // 4-bit: the group of this thread's pieces in a row (every expert has weight's group size); its scale is one half
   // of a copied 4-byte word (rows hold an even number of groups: staged_applies checks).
   const int64_t n_groups = T == WType::kInt4 ? p.K / p.weight.group_size : 0;
-  const int piece_group = T == WType::kInt4 ? piece * kElems / p.weight.group_size : 0;
+  const int piece_group = T == WType::kInt4 ? first_piece * kElems / p.weight.group_size : 0;
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    const int64_t n = n0 + i * rows_a_pass + (t >> row_shift);
+    const int piece = kPasses == 1 ? first_piece : (i % kPasses) * kThreads + t;
+    const int64_t n = n0 + (kPasses == 1 ? i * rows_a_pass + (t >> row_shift) : i / kPasses);
     const bool is_up = kGated && (n & 1) != 0, valid = n < p.N;
     const int64_t row = valid ? (kGated ? n / 2 : n) : 0;
     // (Fields selected one by one: a reference to up or gate put both on the stack.)
@@ -188,14 +194,14 @@ __device__ __forceinline__ void copy_tile(const MatmulProblem& p, const DevWeigh
 // Multiplies the copied tile of rows n0.. by each present row of group `group` and stores the outputs; wait() makes
 // this thread's copies of the tile land (everything else it reads is loaded before: H100, 16 FP8 layers, batch 1,
 // 2.70 ms against 2.90 with the group's rows read after it). lane_group_sums: [P·kThreads / 32].
-template <WType T, bool kAsym, int P, bool kGated, bool kQ8, typename Wait>
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8, int kPasses, typename Wait>
 __device__ __forceinline__ void multiply_tile(const MatmulProblem& p, const DevWeight& gate, const DevWeight& up,
                                               int64_t group, int64_t n0, int rows_per_group, int row_shift,
                                               const TileSmem& smem, float* lane_group_sums, Wait wait) {
   constexpr bool kInt4 = T == WType::kInt4;
   constexpr int kElems = kPieceElems<T>;
   const int t = static_cast<int>(threadIdx.x), lane = t % 32, warp = t / 32;
-  const int tile_rows = P * (kThreads >> row_shift), piece = t & ((1 << row_shift) - 1);
+  const int tile_rows = (P * kThreads) >> row_shift, piece = t & ((1 << row_shift) - 1);  // piece: of pass 0
   const int half_shift = kInt4 ? 16 * ((piece * kElems / p.weight.group_size) & 1) : 0;
   const unsigned rows = present_rows(p, group * rows_per_group, rows_per_group);
   const int64_t first_x_row = rows == 0 ? 0 : group * rows_per_group + __ffs(rows) - 1;
@@ -205,16 +211,20 @@ __device__ __forceinline__ void multiply_tile(const MatmulProblem& p, const DevW
   for (unsigned rest = rows; rest != 0; rest &= rest - 1) {  // uniform over the block
     const int64_t m = group * rows_per_group + __ffs(rest) - 1;
     const int64_t x_row = rest == rows ? first_x : p.x_rows != nullptr ? p.x_rows[m] : m;
-    const float4* xv = reinterpret_cast<const float4*>(p.x + x_row * p.ldx + static_cast<int64_t>(piece) * kElems);
-    float x[kElems];
+    float x[kPasses][kElems];  // the activations of the thread's piece in each pass of a row
 #pragma unroll
-    for (int c = 0; c < kElems / 4; ++c) {
-      // W8A8: gate and up share the scale (cuda_backend_moe.cpp)
-      const float4 v = act_q4(xv[c], load_act(p, gate.act_scale));
-      x[4 * c] = v.x, x[4 * c + 1] = v.y, x[4 * c + 2] = v.z, x[4 * c + 3] = v.w;
+    for (int j = 0; j < kPasses; ++j) {
+      const float4* xv = reinterpret_cast<const float4*>(p.x + x_row * p.ldx +
+                                                         static_cast<int64_t>(piece + j * kThreads) * kElems);
+#pragma unroll
+      for (int c = 0; c < kElems / 4; ++c) {
+        // W8A8: gate and up share the scale (cuda_backend_moe.cpp)
+        const float4 v = act_q4(xv[c], load_act(p, gate.act_scale));
+        x[j][4 * c] = v.x, x[j][4 * c + 1] = v.y, x[j][4 * c + 2] = v.z, x[j][4 * c + 3] = v.w;
+      }
     }
     [[maybe_unused]] Q8Slice xq;
-    if constexpr (kQ8) xq = quantize_q8(x);
+    if constexpr (kQ8) xq = quantize_q8(x[0]);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       uint32_t scale_offset = 0;
@@ -226,7 +236,7 @@ __device__ __forceinline__ void multiply_tile(const MatmulProblem& p, const DevW
       if constexpr (kQ8) {
         acc = piece_dot_q8<kAsym>(smem.pieces[i * kThreads + t], scale_offset, xq);
       } else {
-        acc = piece_dot<T, kAsym>(smem.pieces[i * kThreads + t], scale_offset, x);
+        acc = piece_dot<T, kAsym>(smem.pieces[i * kThreads + t], scale_offset, x[i % kPasses]);
       }
 #pragma unroll
       for (int d = 16; d >= 1; d /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, d);
@@ -271,7 +281,7 @@ constexpr int tile_bytes(int stages) {
 // grid (ceil(N' / tile rows), groups, problems), a block a tile. A plain problem's weights are copied before the
 // wait for the kernel ahead (pdl.cuh); an expert's too when the grouping was written two launches back
 // (grouping_ready), else only after the wait (the routing ahead writes it).
-template <WType T, bool kAsym, int P, bool kGated, bool kQ8>
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8, int kPasses>
 __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3)
     staged_kernel(MatmulProblem p, int rows_per_group, int row_shift) {
   static_assert(!kQ8 || T == WType::kInt4, "int8 activations are for 4-bit weights");
@@ -289,12 +299,12 @@ __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3)
   const DevWeight gate = group_dev_weight(p.weight, p.experts, p.group_expert, group, skip);
   const DevWeight up = kGated ? group_dev_weight(p.weight2, p.experts2, p.group_expert, group, skip) : gate;
   const TileSmem smem = tile_smem<T, kAsym, P>(tile, 0, 1);
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * P * (kThreads >> row_shift);
-  copy_tile<T, kAsym, P, kGated>(p, gate, up, n0, row_shift, smem);
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * ((P * kThreads) >> row_shift);
+  copy_tile<T, kAsym, P, kGated, kPasses>(p, gate, up, n0, row_shift, smem);
   if (early) pdl_wait();
   pdl_allow_dependents();
-  multiply_tile<T, kAsym, P, kGated, kQ8>(p, gate, up, group, n0, rows_per_group, row_shift, smem, lane_group_sums,
-                                          [] { wait_own_copies(); });
+  multiply_tile<T, kAsym, P, kGated, kQ8, kPasses>(p, gate, up, group, n0, rows_per_group, row_shift, smem,
+                                                   lane_group_sums, [] { wait_own_copies(); });
 }
 
 // The streamed form (QUATRE_CUDA_STAGED_STREAM=2 or 3: its stages): as many blocks as stay resident, block b taking
@@ -302,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, kQ8 ? 4 : 3)
 // k % row_tiles) with kStages tiles' copies in flight, so the next tiles' weights arrive while this one is multiplied
 // and no second wave of blocks waits behind the first (the staged grid of batch 1's gate+up for four 4-bit experts
 // is 1024 blocks, ~2 waves of one load then one multiply each). A tile's arithmetic is staged_kernel's (same bits).
-template <WType T, bool kAsym, int P, bool kGated, bool kQ8, int kStages>
+template <WType T, bool kAsym, int P, bool kGated, bool kQ8, int kStages, int kPasses>
 __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0, int rows_per_group, int row_shift,
                                                               int64_t row_tiles, int64_t groups, int64_t n_tiles) {
   static_assert(!kQ8 || T == WType::kInt4, "int8 activations are for 4-bit weights");
@@ -310,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0,
   __shared__ float lane_group_sums[P * kThreads / 32];
   const bool early = p0.experts == nullptr || p0.grouping_ready;
   if (!early) pdl_wait();
-  const int64_t tile_rows = P * (kThreads >> row_shift);
+  const int64_t tile_rows = (P * kThreads) >> row_shift;
   // Tile k's problem (the second one's fields where k is past the first's tiles), group, first row and weights.
   struct Tile {
     MatmulProblem p;
@@ -332,7 +342,7 @@ __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0,
     if (k < n_tiles) {
       const Tile at = locate(k);
       const TileSmem smem = tile_smem<T, kAsym, P>(tiles, stage, kStages);
-      if (!at.skip) copy_tile<T, kAsym, P, kGated>(at.p, at.gate, at.up, at.n0, row_shift, smem);
+      if (!at.skip) copy_tile<T, kAsym, P, kGated, kPasses>(at.p, at.gate, at.up, at.n0, row_shift, smem);
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
@@ -348,8 +358,9 @@ __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0,
     const Tile at = locate(k);
     if (at.skip) continue;  // uniform over the block
     const auto wait = [] { asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1) : "memory"); };
-    multiply_tile<T, kAsym, P, kGated, kQ8>(at.p, at.gate, at.up, at.group, at.n0, rows_per_group, row_shift,
-                                            tile_smem<T, kAsym, P>(tiles, stage, kStages), lane_group_sums, wait);
+    multiply_tile<T, kAsym, P, kGated, kQ8, kPasses>(at.p, at.gate, at.up, at.group, at.n0, rows_per_group,
+                                                     row_shift, tile_smem<T, kAsym, P>(tiles, stage, kStages),
+                                                     lane_group_sums, wait);
   }
   asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives the block
 }
@@ -358,6 +369,7 @@ std::atomic<int> g_test_mode{-1};    // set_staged_for_tests
 std::atomic<int> g_test_pieces{0};
 std::atomic<int> g_test_stream{-1};
 std::atomic<int> g_test_stream_blocks{0};
+std::atomic<int> g_test_long_rows{-1};
 
 bool env_enabled() {
   static const bool on = env_switch_on("QUATRE_CUDA_STAGED");
@@ -383,29 +395,43 @@ int streamed_stages() {
   return stages;
 }
 
-// log2 of the 16-byte pieces of a weight row when that is 32..256 (rows of 512..4096 bytes), else -1.
+// Rows of 8192 bytes (512 pieces, two passes of a block's threads) for FP8 and BF16 weights: the BF16 lm_head and
+// router, a BF16 checkpoint's experts. QUATRE_CUDA_STAGED_LONG_ROWS=1 (read once; off until measured: they run on the
+// FMA kernel).
+bool long_rows_enabled() {
+  static const bool env_on = env_int("QUATRE_CUDA_STAGED_LONG_ROWS", 0) == 1;
+  return switch_on(g_test_long_rows.load(), env_on);
+}
+
+// log2 of the 16-byte pieces of a weight row when that is 32..256 (rows of 512..4096 bytes), or 512 for FP8 and BF16
+// rows where long rows are on; else -1.
 int row_shift(const MatmulProblem& p) {
   const WType t = p.weight.type;
   if (t != WType::kF8E4M3 && t != WType::kBF16 && t != WType::kInt4) return -1;
   const int64_t row_bytes = t == WType::kInt4 ? p.K / 2 : t == WType::kF8E4M3 ? p.K : 2 * p.K;
   const int64_t pieces = row_bytes / kPiece;
   if (row_bytes % kPiece != 0) return -1;
-  for (int s = 5; s <= 8; ++s) {
+  const int last = t != WType::kInt4 && long_rows_enabled() ? 9 : 8;
+  for (int s = 5; s <= last; ++s) {
     if (pieces == int64_t{1} << s) return s;
   }
   return -1;
 }
 
-template <WType T, bool kAsym, int P, bool kGated>
+// Passes of a block's threads over a weight row: 1 for rows of <= 256 pieces, 2 for 512.
+constexpr int passes_of(int shift) { return shift > 8 ? 2 : 1; }
+
+template <WType T, bool kAsym, int P, bool kGated, int kPasses>
 cudaError_t launch_pieces(const MatmulProblem& p, int rows_per_group, unsigned groups, int shift, cudaStream_t stream) {
-  const auto kernel = T == WType::kInt4 && int4_q8_activations() ? staged_kernel<T, kAsym, P, kGated, T == WType::kInt4>
-                                                                 : staged_kernel<T, kAsym, P, kGated, false>;
+  const auto kernel = T == WType::kInt4 && int4_q8_activations()
+                          ? staged_kernel<T, kAsym, P, kGated, T == WType::kInt4, kPasses>
+                          : staged_kernel<T, kAsym, P, kGated, false, kPasses>;
   const int bytes = tile_bytes<T, kAsym, P>(1);
   // The dynamic shared memory allowed, on the current device, at every launch: with the kernel's static 32·P bytes a
   // tile of exactly 48 KB (4-bit asymmetric, 8 pieces) already needs it.
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return e;
-  const dim3 grid(blocks_for(p.N, P * (kThreads >> shift)), groups, !kGated && p.y2 != nullptr ? 2 : 1);
+  const dim3 grid(blocks_for(p.N, (P * kThreads) >> shift), groups, !kGated && p.y2 != nullptr ? 2 : 1);
   return launch_dependent(kernel, grid, kThreads, bytes, stream, p, rows_per_group, shift);
 }
 
@@ -420,46 +446,46 @@ cudaError_t resident_blocks(Kernel kernel, int bytes, int64_t& blocks) {
   return e != cudaSuccess ? e : blocks > 0 ? cudaSuccess : cudaErrorInvalidConfiguration;
 }
 
-template <WType T, bool kAsym, int P, int kStages, bool kGated>
+template <WType T, bool kAsym, int P, int kStages, bool kGated, int kPasses>
 cudaError_t launch_streamed(const MatmulProblem& p, int rows_per_group, unsigned groups, int shift,
                             cudaStream_t stream) {
   const auto kernel = T == WType::kInt4 && int4_q8_activations()
-                          ? streamed_kernel<T, kAsym, P, kGated, T == WType::kInt4, kStages>
-                          : streamed_kernel<T, kAsym, P, kGated, false, kStages>;
+                          ? streamed_kernel<T, kAsym, P, kGated, T == WType::kInt4, kStages, kPasses>
+                          : streamed_kernel<T, kAsym, P, kGated, false, kStages, kPasses>;
   const int bytes = tile_bytes<T, kAsym, P>(kStages);
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   // Resident blocks, found once a kernel (any count is correct: no block waits on another; this one keeps every
   // block busy to the end); tests may cap it so that each block walks many tiles.
   static std::atomic<int64_t> found[2] = {0, 0};
-  std::atomic<int64_t>& cached = found[kernel == streamed_kernel<T, kAsym, P, kGated, false, kStages> ? 0 : 1];
+  std::atomic<int64_t>& cached = found[kernel == streamed_kernel<T, kAsym, P, kGated, false, kStages, kPasses> ? 0 : 1];
   int64_t resident = cached.load();
   if (e == cudaSuccess && resident == 0 && (e = resident_blocks(kernel, bytes, resident)) == cudaSuccess) {
     cached.store(resident);
   }
   if (e != cudaSuccess) return e;
   if (const int cap = g_test_stream_blocks.load(); cap > 0) resident = std::min<int64_t>(resident, cap);
-  const int64_t row_tiles = blocks_for(p.N, P * (kThreads >> shift));
+  const int64_t row_tiles = blocks_for(p.N, (P * kThreads) >> shift);
   const int64_t n_tiles = row_tiles * groups * (!kGated && p.y2 != nullptr ? 2 : 1);
   const auto grid = static_cast<unsigned>(std::min(n_tiles, resident));
   return launch_dependent(kernel, dim3(grid), kThreads, bytes, stream, p, rows_per_group, shift, row_tiles,
                           static_cast<int64_t>(groups), n_tiles);
 }
 
-template <WType T, bool kAsym, bool kGated>
+template <WType T, bool kAsym, bool kGated, int kPasses>
 cudaError_t launch_typed(const MatmulProblem& p, int rows_per_group, int shift, cudaStream_t stream) {
   const auto groups = static_cast<unsigned>((p.M + rows_per_group - 1) / rows_per_group);
   switch (streamed_stages()) {  // the streamed form: two stages of 8 pieces, or three of 4
-    case 2: return launch_streamed<T, kAsym, 8, 2, kGated>(p, rows_per_group, groups, shift, stream);
-    case 3: return launch_streamed<T, kAsym, 4, 3, kGated>(p, rows_per_group, groups, shift, stream);
+    case 2: return launch_streamed<T, kAsym, 8, 2, kGated, kPasses>(p, rows_per_group, groups, shift, stream);
+    case 3: return launch_streamed<T, kAsym, 4, 3, kGated, kPasses>(p, rows_per_group, groups, shift, stream);
     default: break;
   }
   // 8 pieces a thread (32 KB tiles) unless forced: H100, 16 FP8 layers, context 2048, batch 1: 2.70 ms against 2.77 at
   // 4 and 2.91 at 16 (halved for matrices that would leave an SM fewer than two blocks).
   const int forced = forced_pieces();
   switch (forced != 0 ? forced : kDefaultPieces) {
-    case 16: return launch_pieces<T, kAsym, 16, kGated>(p, rows_per_group, groups, shift, stream);
-    case 8: return launch_pieces<T, kAsym, 8, kGated>(p, rows_per_group, groups, shift, stream);
-    default: return launch_pieces<T, kAsym, 4, kGated>(p, rows_per_group, groups, shift, stream);
+    case 16: return launch_pieces<T, kAsym, 16, kGated, kPasses>(p, rows_per_group, groups, shift, stream);
+    case 8: return launch_pieces<T, kAsym, 8, kGated, kPasses>(p, rows_per_group, groups, shift, stream);
+    default: return launch_pieces<T, kAsym, 4, kGated, kPasses>(p, rows_per_group, groups, shift, stream);
   }
 }
 
@@ -473,6 +499,8 @@ void set_staged_for_tests(int mode, int pieces, int stream, int stream_blocks) {
   g_test_stream.store(stream);
   g_test_stream_blocks.store(stream_blocks);
 }
+
+void set_staged_long_rows_for_tests(int mode) { g_test_long_rows.store(mode); }
 
 bool staged_applies(const MatmulProblem& p) {
   const int mode = g_test_mode.load();
@@ -500,12 +528,16 @@ cudaError_t launch_staged(const MatmulProblem& problem, int rows_per_group, cuda
   if (p.silu_gate) p.N *= 2;  // the interleaved (gate, up) columns; y2 is scratch the gated kernel leaves alone
   const auto launch = [&]<bool kGated>() {
     switch (p.weight.type) {
-      case WType::kF8E4M3: return launch_typed<WType::kF8E4M3, false, kGated>(p, rows_per_group, shift, stream);
-      case WType::kBF16: return launch_typed<WType::kBF16, false, kGated>(p, rows_per_group, shift, stream);
-      default:
+      case WType::kF8E4M3:
+        return passes_of(shift) == 2 ? launch_typed<WType::kF8E4M3, false, kGated, 2>(p, rows_per_group, shift, stream)
+                                     : launch_typed<WType::kF8E4M3, false, kGated, 1>(p, rows_per_group, shift, stream);
+      case WType::kBF16:
+        return passes_of(shift) == 2 ? launch_typed<WType::kBF16, false, kGated, 2>(p, rows_per_group, shift, stream)
+                                     : launch_typed<WType::kBF16, false, kGated, 1>(p, rows_per_group, shift, stream);
+      default:  // (4-bit rows: at most 256 pieces, row_shift)
         return p.weight.int4_offsets == nullptr
-                   ? launch_typed<WType::kInt4, false, kGated>(p, rows_per_group, shift, stream)
-                   : launch_typed<WType::kInt4, true, kGated>(p, rows_per_group, shift, stream);
+                   ? launch_typed<WType::kInt4, false, kGated, 1>(p, rows_per_group, shift, stream)
+                   : launch_typed<WType::kInt4, true, kGated, 1>(p, rows_per_group, shift, stream);
     }
   };
   return p.silu_gate ? launch.template operator()<true>() : launch.template operator()<false>();

@@ -85,6 +85,7 @@ struct ResetKernelSwitches {
   ~ResetKernelSwitches() {
     set_small_tc_for_tests(-1);
     set_staged_for_tests(-1);
+    set_staged_long_rows_for_tests(-1);
     set_mla_tc_keys_for_tests(0);
     set_tc_fp8_for_tests(-1);
     set_pdl_for_tests(-1);

@@ -256,6 +256,65 @@ TEST_F(CudaMatmul, StagedMatmulMatchesCpuAndFmaKernel) {
   }
 }
 
+// Rows of 8192 bytes (BF16 K = 4096: the lm_head and router; FP8 K = 8192) on the staged kernel, two passes of its
+// threads a row (QUATRE_CUDA_STAGED_LONG_ROWS=1): off by default (the FMA kernel takes them); on, against the CPU at 1
+// row and 3 (small tensor cores off), N past a tile's rows, every tile size; the SiLU-gated problem bit for bit as the
+// two problems in one launch then the gating; the streamed form (whole, and on 3 blocks) the staged grid's bits.
+TEST_F(CudaMatmul, StagedLongRowsMatchCpu) {
+  const ResetKernelSwitches reset;
+  set_small_tc_for_tests(0);
+  uint64_t seed = 1900;
+  for (auto [dtype, in] : {std::pair{DType::BF16, int64_t{4096}}, {DType::F8_E4M3, int64_t{8192}}}) {
+    for (int64_t out : {13, 130}) {
+      const StoredWeight w(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.002f);
+      const StoredWeight w2(randn(static_cast<size_t>(out * in), ++seed, 0.1f), {out, in}, dtype, 0.003f);
+      const Weight wd = prep(w), wd2 = prep(w2);
+      for (int64_t M : {1, 3}) {
+        std::vector<float> x = randn(static_cast<size_t>(M * in), ++seed);
+        const std::vector<float> want = cpu_matmul(x, M, in, w);
+        const Tensor xd = upload(x, M, in);
+        const std::string what = std::string(dtype_name(dtype)) + " M=" + std::to_string(M) + " out=" +
+                                 std::to_string(out);
+        const MatmulProblem p{.x = xd.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(wd, "w")};
+        set_staged_for_tests(1);
+        set_staged_long_rows_for_tests(-1);
+        EXPECT_FALSE(staged_applies(p)) << "long rows are opt-in, " << what;
+        set_staged_long_rows_for_tests(1);
+        ASSERT_TRUE(staged_applies(p)) << what;
+        std::vector<float> staged;
+        for (int pieces : {0, 4, 8, 16}) {
+          set_staged_for_tests(1, pieces, 0);
+          const std::vector<float> got = gpu_matmul(xd, wd);
+          EXPECT_LE(rel_l2(got, want), kF32RelL2) << pieces << " pieces, " << what;
+          if (pieces == 0) staged = got;
+        }
+        for (int stages : {2, 3}) {
+          for (int cap : {0, 3}) {
+            set_staged_for_tests(1, 0, stages, cap);
+            EXPECT_EQ(gpu_matmul(xd, wd), staged) << "streamed in " << stages << " stages on " << cap << " blocks, "
+                                                  << what;
+          }
+        }
+        for (int stages : {0, 2}) {  // silu(x·wᵀ) ⊙ (x·w2ᵀ): one gated pass against two problems then the gating
+          set_staged_for_tests(1, 0, stages, 3);
+          const std::vector<float> zeros(static_cast<size_t>(M * out), 0.0f);
+          Tensor y = up(zeros, {M, out}), y2 = up(zeros, {M, out}), g = up(zeros, {M, out}), u = up(zeros, {M, out});
+          MatmulProblem q = p;
+          q.y = y.data_as<float>(), q.ldy = out, q.weight2 = dev(wd2, "up"), q.y2 = y2.data_as<float>();
+          q.silu_gate = true;
+          ASSERT_EQ(launch_matmul(q, nullptr), cudaSuccess);
+          q.silu_gate = false, q.y = g.data_as<float>(), q.y2 = u.data_as<float>();
+          ASSERT_EQ(launch_matmul(q, nullptr), cudaSuccess);
+          ASSERT_EQ(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), M * out, nullptr), cudaSuccess);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          EXPECT_EQ(down(y), down(g)) << "gated, streamed " << stages << ", " << what;
+          EXPECT_LE(rel_l2(down(u), cpu_matmul(x, M, in, w2)), kF32RelL2) << "the second problem, " << what;
+        }
+      }
+    }
+  }
+}
+
 // The MoE and the FFN where every linear is on the staged kernel (FP8 and BF16 rows of 512-1024 bytes): one token
 // (one-row groups; gate+up SiLU-gated in one launch, the down with the gates as row scale into scattered rows, the
 // shared expert beside it, a residual), and three tokens with the small tensor cores off (groups of several rows,
