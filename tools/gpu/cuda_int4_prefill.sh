@@ -41,7 +41,7 @@ echo "== int4 decode batch 64 profiled: rc=$?"
 grep -A24 -E "^  op +calls" "$out/b64_profile.txt" | head -26
 grep "sum of ops" "$out/b64_profile.txt"
 NCU_NAME_BASE=demangled NCU_BENCH_ARGS="--dtype int4" timeout 150 bash tools/gpu/cuda_ncu_kernel.sh "$out/ncu" 1 \
-  "staged_kernel<.*true, true>@1" 2>&1 | head -50
+  "staged_kernel<.*true, true, 1>@1" 2>&1 | head -50
 export QUATRE_CUDA_Q8_WIDE=1
 timeout 120 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 1 --prefill 1024,8192 --profile > "$out/prefill_profile.txt" 2>&1
 echo "== int4 prompts with wide groups profiled: rc=$?"

@@ -121,9 +121,9 @@ __device__ __forceinline__ unsigned present_rows(const MatmulProblem& p, int64_t
   return mask;
 }
 
-// Groups of <= 8 rows with FP8, BF16 or 4-bit weights of 512-4096-byte rows through shared memory
-// (matmul_staged.cu; where staged_applies, kernels.h): the kernel for the FMA kernel's one-row groups (decode at
-// batch 1); off with QUATRE_CUDA_STAGED=0.
+// Groups of <= 8 rows with FP8, BF16 or 4-bit weights of 512-4096-byte rows (FP8 and BF16 8192 too, opt-in) through
+// shared memory (matmul_staged.cu; where staged_applies, kernels.h): the kernel for the FMA kernel's one-row groups
+// (decode at batch 1); off with QUATRE_CUDA_STAGED=0.
 cudaError_t launch_staged(const MatmulProblem& p, int rows_per_group, cudaStream_t stream);
 
 // Tensor-core path for M > 8 rows and BF16/FP8 weights (matmul_tc.cu); false when it does not apply (4-bit weights:

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -171,6 +172,7 @@ TEST_F(CudaMatmul, MatmulSplitOverKMatchesCpu) {
 // tensor-core kernel, 70 on the tile). The FFN and MoE tests run it through the ops (routed groups of one row).
 TEST_F(CudaMatmul, SiluGatedMatmulEqualsTheTwoProblemsThenTheGating) {
   const ResetKernelSwitches reset;
+  set_staged_long_rows_for_tests(0);  // (rows of 8192 bytes: StagedLongRowsMatchCpu)
   uint64_t seed = 1200;
   for (DType dtype : {DType::BF16, DType::F8_E4M3}) {
     for (auto [D, F] : {std::pair<int64_t, int64_t>{256, 96}, {4096, 40}, {96, 130}, {256, 8192}, {1024, 130}, {1024, 13}}) {
@@ -277,8 +279,12 @@ TEST_F(CudaMatmul, StagedLongRowsMatchCpu) {
                                  std::to_string(out);
         const MatmulProblem p{.x = xd.data_as<float>(), .ldx = in, .M = M, .N = out, .K = in, .weight = dev(wd, "w")};
         set_staged_for_tests(1);
-        set_staged_long_rows_for_tests(-1);
-        EXPECT_FALSE(staged_applies(p)) << "long rows are opt-in, " << what;
+        if (std::getenv("QUATRE_CUDA_STAGED_LONG_ROWS") == nullptr) {
+          set_staged_long_rows_for_tests(-1);
+          EXPECT_FALSE(staged_applies(p)) << "long rows are opt-in, " << what;
+        }
+        set_staged_long_rows_for_tests(0);
+        EXPECT_FALSE(staged_applies(p)) << what;
         set_staged_long_rows_for_tests(1);
         ASSERT_TRUE(staged_applies(p)) << what;
         std::vector<float> staged;
@@ -295,8 +301,9 @@ TEST_F(CudaMatmul, StagedLongRowsMatchCpu) {
                                                   << what;
           }
         }
-        for (int stages : {0, 2}) {  // silu(x·wᵀ) ⊙ (x·w2ᵀ): one gated pass against two problems then the gating
-          set_staged_for_tests(1, 0, stages, 3);
+        // silu(x·wᵀ) ⊙ (x·w2ᵀ): one gated pass against two problems then the gating, every tile size.
+        for (auto [pieces, stages] : {std::pair{0, 0}, {4, 0}, {16, 0}, {0, 2}, {0, 3}}) {
+          set_staged_for_tests(1, pieces, stages, 3);
           const std::vector<float> zeros(static_cast<size_t>(M * out), 0.0f);
           Tensor y = up(zeros, {M, out}), y2 = up(zeros, {M, out}), g = up(zeros, {M, out}), u = up(zeros, {M, out});
           MatmulProblem q = p;
@@ -307,7 +314,7 @@ TEST_F(CudaMatmul, StagedLongRowsMatchCpu) {
           ASSERT_EQ(launch_matmul(q, nullptr), cudaSuccess);
           ASSERT_EQ(launch_silu_mul(g.data_as<float>(), u.data_as<float>(), M * out, nullptr), cudaSuccess);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-          EXPECT_EQ(down(y), down(g)) << "gated, streamed " << stages << ", " << what;
+          EXPECT_EQ(down(y), down(g)) << "gated, " << pieces << " pieces, streamed " << stages << ", " << what;
           EXPECT_LE(rel_l2(down(u), cpu_matmul(x, M, in, w2)), kF32RelL2) << "the second problem, " << what;
         }
       }
