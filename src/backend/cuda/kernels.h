@@ -93,8 +93,8 @@ struct MatmulProblem {
 // Small M (<= 8 rows a group): BF16/FP8/4-bit weights with 2-8 rows expected on the tensor cores (swap AB; 4-bit
 // codes go in exact and each 32-k block's sum is scaled after the mma), else FP8, BF16 or 4-bit rows of 512-4096 bytes
 // (FP8 and BF16 8192 too, opt-in) through shared memory (a block's whole weight tile copied at once), else four lanes
-// per output column, reading
-// the weight with 16-byte loads (4-bit weights: 32 codes a load, dequantised in registers). Plain problems of 9-32
+// per output column, reading the weight with 16-byte loads (4-bit weights: 32 codes a load, dequantised in
+// registers). Plain problems of 9-32
 // rows with FP8, 4-bit (or small BF16) weights: the same tensor-core kernel, each weight fragment against every
 // 8-row block. Otherwise the large-M tensor-core tile (split over K when its tiles leave SMs idle) or a 64x64
 // shared-memory tile.
