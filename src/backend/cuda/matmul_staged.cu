@@ -141,9 +141,20 @@ __device__ __forceinline__ void copy4_async(void* dst, const uint16_t* src, bool
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(word_at), "r"(valid ? 4 : 0) : "memory");
 }
 
-// Waits for this thread's copies (which only this thread reads: no barrier).
+// Closes this thread's group of copies issued since the last one.
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+// Waits until at most kPending of this thread's newest groups of copies are in flight (which only this thread reads:
+// no barrier).
+template <int kPending>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Waits for all of this thread's copies.
 __device__ __forceinline__ void wait_own_copies() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+  commit_copies();
+  wait_copies<0>();
 }
 
 // A tile: P·256 pieces of P·256 / R weight rows, R = 2^row_shift pieces a row (32..512); N' = N, or 2N interleaved
@@ -344,7 +355,7 @@ __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0,
       const TileSmem smem = tile_smem<T, kAsym, P>(tiles, stage, kStages);
       if (!at.skip) copy_tile<T, kAsym, P, kGated, kPasses>(at.p, at.gate, at.up, at.n0, row_shift, smem);
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    commit_copies();
   };
   const int64_t first = blockIdx.x, stride = gridDim.x;
 #pragma unroll
@@ -357,12 +368,11 @@ __global__ void __launch_bounds__(kThreads, 2) streamed_kernel(MatmulProblem p0,
     copy(k + (kStages - 1) * stride, stage == 0 ? kStages - 1 : stage - 1);
     const Tile at = locate(k);
     if (at.skip) continue;  // uniform over the block
-    const auto wait = [] { asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 1) : "memory"); };
     multiply_tile<T, kAsym, P, kGated, kQ8, kPasses>(at.p, at.gate, at.up, at.group, at.n0, rows_per_group,
                                                      row_shift, tile_smem<T, kAsym, P>(tiles, stage, kStages),
-                                                     lane_group_sums, wait);
+                                                     lane_group_sums, [] { wait_copies<kStages - 1>(); });
   }
-  asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives the block
+  wait_copies<0>();  // no copy outlives the block (every group is committed)
 }
 
 std::atomic<int> g_test_mode{-1};    // set_staged_for_tests

@@ -76,10 +76,7 @@ std::atomic<int> g_wide_q8_mode{-1};  // set_wide_q8_for_tests
 // once) until measured (its first form, the activations loaded from global memory, was latency-bound: H100, a 1K
 // prompt 352 ms against 330 through cuBLASLt's BF16 GEMMs); off, they go to those GEMMs or the tile kernel.
 bool wide_q8_enabled() {
-  static const bool env_on = [] {
-    const char* v = std::getenv("QUATRE_CUDA_Q8_WIDE");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
+  static const bool env_on = env_int("QUATRE_CUDA_Q8_WIDE", 0) == 1;
   return switch_on(g_wide_q8_mode.load(), env_on);
 }
 
