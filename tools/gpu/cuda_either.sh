@@ -17,14 +17,7 @@ mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -
 if [ "${mib:-0}" -ge 120000 ] && [ "${2:-}" != --int4 ]; then
   bash tools/gpu/cuda_h200.sh "$out/h200" --quick
   bash tools/gpu/cuda_serve.sh "$out/serve" 64 128 --temperature 0
-  source tools/gpu/packed_env.sh > /dev/null
-  for v in "2 0" "3 0" "0 1" "2 1"; do  # the staged kernel's streamed form and long rows at batch 1 (the FP8 model)
-    set -- $v
-    QUATRE_CUDA_STAGED_STREAM=$1 QUATRE_CUDA_STAGED_LONG_ROWS=$2 timeout 60 "$bin/quatre-bench" --random-weights \
-      --batch 1 --context 2048 --steps 5 > "$out/h200/b1_stream_$1_long_$2.txt" 2>&1
-    echo "== FP8 batch 1, staged kernel streamed in $1 stages (0: its grid), long rows $2: rc=$?"
-    grep -E "^ +[0-9]+ " "$out/h200/b1_stream_$1_long_$2.txt" | head -2
-  done
+  bash tools/gpu/staged_b1.sh "$out/h200"
 else
   bash tools/gpu/cuda_int4_prefill.sh "$out"
 fi

@@ -29,13 +29,7 @@ for wide in 1 0; do
   echo "== int4, int8 activations, wide groups $wide: rc=$?"
   rows "$out/prefill_q8_$wide.txt"
 done
-for v in "2 0" "3 0" "0 1" "2 1"; do
-  set -- $v
-  QUATRE_CUDA_STAGED_STREAM=$1 QUATRE_CUDA_STAGED_LONG_ROWS=$2 timeout 80 "$bin/quatre-bench" "${int4[@]}" --steps 5 \
-    --batch 1 > "$out/b1_stream_$1_long_$2.txt" 2>&1
-  echo "== int4 batch 1, staged kernel streamed in $1 stages (0: its grid), long rows $2: rc=$?"
-  rows "$out/b1_stream_$1_long_$2.txt" | head -2
-done
+bash tools/gpu/staged_b1.sh "$out" --dtype int4
 timeout 100 "$bin/quatre-bench" "${int4[@]}" --steps 3 --batch 64 --profile > "$out/b64_profile.txt" 2>&1
 echo "== int4 decode batch 64 profiled: rc=$?"
 grep -A24 -E "^  op +calls" "$out/b64_profile.txt" | head -26
